@@ -36,6 +36,7 @@ macro_rules! kind {
 
 /// The built-in table. Kinds not listed here are accepted and treated as namespaced, the way most
 /// custom resources are; their name is matched case-insensitively by kind, plural or `kind.group`.
+#[rustfmt::skip] // One kind per line reads as the table it is.
 const BUILTIN: &[KindInfo] = &[
     kind!("", "v1", "ConfigMap", "configmaps", ["cm"], true),
     kind!("", "v1", "Endpoints", "endpoints", ["ep"], true),

@@ -3,7 +3,7 @@
 //!
 //! Newcomers: start with [`Object`] (the envelope every resource shares), then [`kinds`] (which kinds
 //! Shipway knows, their short names and scope), then [`load`] (turning YAML/JSON text into objects
-//! with `file:line:col` errors).
+//! with `file:line:col` errors), [`name`] (the naming rules) and [`selector`] (label selectors).
 //!
 //! *Architecture Invariant*: this crate does no IO. Callers read files; this crate parses text.
 
@@ -14,6 +14,6 @@ pub mod object;
 pub mod selector;
 
 pub use kinds::{KindInfo, Kinds};
-pub use load::{LoadError, Loaded, load_str};
+pub use load::{Document, LoadError, Loaded, load_json_object, load_str, parse_documents};
 pub use object::{Key, Object, ObjectMeta, OwnerReference};
-pub use selector::{Selector, SelectorError};
+pub use selector::{Operator, Requirement, Selector, SelectorError};

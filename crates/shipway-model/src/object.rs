@@ -165,11 +165,15 @@ mod tests {
 
     #[test]
     fn body_round_trips_and_status_does_not_count_as_desired_state() {
-        let a = obj(r#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"web","namespace":"prod"},"spec":{"replicas":1}}"#);
+        let a = obj(
+            r#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"web","namespace":"prod"},"spec":{"replicas":1}}"#,
+        );
         let mut b = a.clone();
-        b.body.insert("status".into(), serde_json::json!({"readyReplicas": 1}));
+        b.body
+            .insert("status".into(), serde_json::json!({"readyReplicas": 1}));
         assert!(a.desired_state_eq(&b));
-        b.body.insert("spec".into(), serde_json::json!({"replicas": 2}));
+        b.body
+            .insert("spec".into(), serde_json::json!({"replicas": 2}));
         assert!(!a.desired_state_eq(&b));
         assert_eq!(a.key().to_string(), "Deployment.apps/prod/web");
         assert_eq!(
