@@ -1,0 +1,337 @@
+//! The `/api/v1` routes: apply, get, list, delete, watch and events over the object store.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use shipway_model::{Key, Kinds, Object, Selector, load};
+use shipway_store::{ApplyOutcome, DeleteOutcome, EventQuery, ListQuery};
+
+use crate::error::ApiError;
+use crate::{AppState, Caller};
+
+/// A resource as a user names it: a known kind resolved like kubectl does (`deploy`, `services`),
+/// or any other kind as `Kind` or `Kind.group`.
+#[derive(Debug, Clone)]
+pub struct Resource {
+    /// None: an unknown kind named without a group, matched in any group.
+    pub group: Option<String>,
+    pub kind: String,
+    pub namespaced: bool,
+}
+
+impl Resource {
+    pub fn parse(name: &str) -> Result<Resource, ApiError> {
+        if let Some(k) = Kinds::resolve(name) {
+            return Ok(Resource {
+                group: Some(k.group.to_string()),
+                kind: k.kind.to_string(),
+                namespaced: k.namespaced,
+            });
+        }
+        let (kind, group) = match name.split_once('.') {
+            Some((kind, group)) => (kind, Some(group.to_string())),
+            None => (name, None),
+        };
+        let valid = kind.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && kind.chars().all(|c| c.is_ascii_alphanumeric());
+        if !valid {
+            return Err(ApiError::BadRequest(format!(
+                "{name:?} is not a resource type: use a kind (Deployment), its plural or short name \
+                 (deployments, deploy), or Kind.group for other kinds (Widget.example.com)"
+            )));
+        }
+        let namespaced = Kinds::is_namespaced(group.as_deref().unwrap_or(""), kind);
+        Ok(Resource {
+            group,
+            kind: kind.to_string(),
+            namespaced,
+        })
+    }
+
+    fn namespace(&self, requested: Option<&str>) -> String {
+        match (self.namespaced, requested) {
+            (false, _) => String::new(),
+            (true, Some(ns)) if !ns.is_empty() => ns.to_string(),
+            (true, _) => "default".to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectParams {
+    namespace: Option<String>,
+    label_selector: Option<String>,
+    resource_version: Option<String>,
+    dry_run: Option<bool>,
+    name: Option<String>,
+    limit: Option<usize>,
+}
+
+impl ObjectParams {
+    fn selector(&self) -> Result<Option<Selector>, ApiError> {
+        match self.label_selector.as_deref() {
+            None | Some("") => Ok(None),
+            Some(s) => Selector::parse(s)
+                .map(Some)
+                .map_err(|e| ApiError::BadRequest(e.to_string())),
+        }
+    }
+
+    fn list_query(&self, resource: Option<&Resource>) -> Result<ListQuery, ApiError> {
+        let namespace = match resource {
+            Some(r) if !r.namespaced => None,
+            _ => self.namespace.clone().filter(|ns| !ns.is_empty()),
+        };
+        Ok(ListQuery {
+            group: resource.and_then(|r| r.group.clone()),
+            kind: resource.map(|r| r.kind.clone()),
+            namespace,
+            selector: self.selector()?,
+        })
+    }
+}
+
+#[derive(Serialize)]
+struct ApplyResponse {
+    object: Object,
+    outcome: &'static str,
+    #[serde(rename = "dryRun")]
+    dry_run: bool,
+}
+
+pub async fn apply(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Query(params): Query<ObjectParams>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::BadRequest(format!(
+            "the object is larger than the {} MiB limit; split it, or keep large data outside the object",
+            load::MAX_DOCUMENT_BYTES / (1024 * 1024)
+        )),
+        _ => ApiError::BadRequest(format!("cannot read the request body: {e}")),
+    })?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|e| ApiError::BadRequest(format!("the request body is not UTF-8: {e}")))?;
+    let object = load::load_json_object("request body", text).map_err(ApiError::invalid)?;
+    let dry_run = params.dry_run.unwrap_or(false);
+    let (object, outcome) = if dry_run {
+        state.store.apply_dry_run(object).await?
+    } else {
+        state.store.apply(object, &caller.name).await?
+    };
+    let outcome = match outcome {
+        ApplyOutcome::Created => "created",
+        ApplyOutcome::Configured => "configured",
+        ApplyOutcome::Unchanged => "unchanged",
+    };
+    let code = if outcome == "created" && !dry_run {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        code,
+        Json(ApplyResponse {
+            object,
+            outcome,
+            dry_run,
+        }),
+    )
+        .into_response())
+}
+
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    _caller: Caller,
+    Path(resource): Path<String>,
+    Query(params): Query<ObjectParams>,
+) -> Result<Json<Value>, ApiError> {
+    let resource = Resource::parse(&resource)?;
+    let list = state
+        .store
+        .list(&params.list_query(Some(&resource))?)
+        .await?;
+    Ok(Json(json!({
+        "apiVersion": "v1",
+        "kind": "List",
+        "metadata": {"resourceVersion": list.resource_version.to_string()},
+        "items": list.items,
+    })))
+}
+
+/// Finds one object; an unknown kind named without a group is looked up in every group.
+async fn find(
+    state: &AppState,
+    resource: &Resource,
+    namespace: &str,
+    name: &str,
+) -> Result<Object, ApiError> {
+    let not_found = |key: String| {
+        ApiError::NotFound(format!(
+            "{key} not found; `shipway get {}{}` lists what exists",
+            resource.kind.to_ascii_lowercase(),
+            if namespace.is_empty() {
+                String::new()
+            } else {
+                format!(" -n {namespace}")
+            }
+        ))
+    };
+    match &resource.group {
+        Some(group) => {
+            let key = Key::new(group, &resource.kind, namespace, name);
+            state
+                .store
+                .get(&key)
+                .await?
+                .ok_or_else(|| not_found(key.to_string()))
+        }
+        None => {
+            let query = ListQuery {
+                group: None,
+                kind: Some(resource.kind.clone()),
+                namespace: Some(namespace.to_string()).filter(|n| !n.is_empty()),
+                selector: None,
+            };
+            let mut found: Vec<Object> = state
+                .store
+                .list(&query)
+                .await?
+                .items
+                .into_iter()
+                .filter(|o| o.metadata.name == name)
+                .collect();
+            match found.len() {
+                0 => Err(not_found(
+                    Key::new("", &resource.kind, namespace, name).to_string(),
+                )),
+                1 => Ok(found.remove(0)),
+                _ => Err(ApiError::BadRequest(format!(
+                    "{} {name:?} exists in several API groups ({}); name it as Kind.group",
+                    resource.kind,
+                    found
+                        .iter()
+                        .map(|o| o.group().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))),
+            }
+        }
+    }
+}
+
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    _caller: Caller,
+    Path((resource, name)): Path<(String, String)>,
+    Query(params): Query<ObjectParams>,
+) -> Result<Json<Object>, ApiError> {
+    let resource = Resource::parse(&resource)?;
+    let namespace = resource.namespace(params.namespace.as_deref());
+    Ok(Json(find(&state, &resource, &namespace, &name).await?))
+}
+
+pub async fn delete(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((resource, name)): Path<(String, String)>,
+    Query(params): Query<ObjectParams>,
+) -> Result<Json<Value>, ApiError> {
+    let resource = Resource::parse(&resource)?;
+    let namespace = resource.namespace(params.namespace.as_deref());
+    let key = find(&state, &resource, &namespace, &name).await?.key();
+    let (object, outcome) = match state.store.delete(&key, &caller.name).await? {
+        DeleteOutcome::Deleted(o) => (o, "deleted"),
+        DeleteOutcome::Terminating(o) => (o, "terminating"),
+    };
+    Ok(Json(json!({"object": object, "outcome": outcome})))
+}
+
+/// A newline-delimited JSON stream of `{"type": ADDED|MODIFIED|DELETED|ERROR, "object": ...}`, as
+/// Kubernetes' `?watch=true`. Without `resourceVersion` it starts with the current objects as ADDED;
+/// with one, it sends every change after it. An ERROR with code 410 means the version is older than
+/// the retained history: list again and watch from the list's resourceVersion.
+pub async fn watch(
+    State(state): State<Arc<AppState>>,
+    _caller: Caller,
+    resource: Option<Path<String>>,
+    Query(params): Query<ObjectParams>,
+) -> Result<Response, ApiError> {
+    let resource = match resource {
+        Some(Path(r)) if r != "all" => Some(Resource::parse(&r)?),
+        _ => None,
+    };
+    let query = params.list_query(resource.as_ref())?;
+    let (initial, since) = match params.resource_version.as_deref() {
+        Some(rv) if !rv.is_empty() => {
+            let since = rv.parse::<u64>().map_err(|_| {
+                ApiError::BadRequest(format!("resourceVersion {rv:?} is not a number"))
+            })?;
+            (Vec::new(), since)
+        }
+        _ => {
+            let list = state.store.list(&query).await?;
+            let added = list
+                .items
+                .into_iter()
+                .map(|object| json!({"type": "ADDED", "object": object}))
+                .collect();
+            (added, list.resource_version)
+        }
+    };
+    let initial = futures_util::stream::iter(initial);
+    let changes = state.store.watch(query, since).map(|event| match event {
+        Ok(event) => serde_json::to_value(&event).unwrap_or(Value::Null),
+        Err(e) => json!({"type": "ERROR", "object": ApiError::from(e).to_status()}),
+    });
+    let lines = initial
+        .chain(changes)
+        .take_until(state.shutdown.clone().cancelled_owned())
+        .map(|value| {
+            let mut line = serde_json::to_vec(&value).unwrap_or_default();
+            line.push(b'\n');
+            Ok::<_, Infallible>(Bytes::from(line))
+        });
+    Ok(Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(lines))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
+}
+
+pub async fn events(
+    State(state): State<Arc<AppState>>,
+    _caller: Caller,
+    resource: Option<Path<String>>,
+    Query(params): Query<ObjectParams>,
+) -> Result<Json<Value>, ApiError> {
+    let resource = match resource {
+        Some(Path(r)) => Some(Resource::parse(&r)?),
+        None => None,
+    };
+    let query = EventQuery {
+        group: resource.as_ref().and_then(|r| r.group.clone()),
+        kind: resource.as_ref().map(|r| r.kind.clone()),
+        namespace: params.namespace.clone().filter(|n| !n.is_empty()),
+        name: params.name.clone(),
+        limit: params.limit.unwrap_or(500).min(10_000),
+    };
+    let events = state.store.events(&query).await?;
+    Ok(Json(json!({"kind": "EventList", "items": events})))
+}
+
+pub async fn version(_caller: Caller) -> Json<Value> {
+    Json(json!({"version": env!("CARGO_PKG_VERSION")}))
+}

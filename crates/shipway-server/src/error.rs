@@ -1,0 +1,109 @@
+//! API errors and the one place that maps them to HTTP statuses.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use shipway_model::LoadError;
+use shipway_store::StoreError;
+
+/// The body of every error response, shaped like Kubernetes' `Status` so tools that know it can read it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    pub kind: String,
+    pub status: String,
+    pub code: u16,
+    pub reason: String,
+    pub message: String,
+    /// Every problem found, for validation errors (`file:line:col: message`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<String>,
+    /// Whether sending the same request again may succeed.
+    #[serde(default)]
+    pub retryable: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{message}")]
+    Invalid {
+        message: String,
+        details: Vec<String>,
+    },
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error(
+        "missing or invalid bearer token: send `Authorization: Bearer <token>` (the admin token is in the data directory's admin.token)"
+    )]
+    Unauthorized,
+}
+
+impl ApiError {
+    pub fn invalid(errors: Vec<LoadError>) -> ApiError {
+        let details: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        let message = match details.as_slice() {
+            [one] => one.clone(),
+            many => format!("{} problems in the object", many.len()),
+        };
+        ApiError::Invalid { message, details }
+    }
+
+    fn status_and_reason(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::Store(e) => match e {
+                StoreError::NotFound(_) => (StatusCode::NOT_FOUND, "NotFound"),
+                StoreError::AlreadyExists(_) => (StatusCode::CONFLICT, "AlreadyExists"),
+                StoreError::Conflict { .. } => (StatusCode::CONFLICT, "Conflict"),
+                StoreError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid"),
+                StoreError::Expired { .. } => (StatusCode::GONE, "Expired"),
+                StoreError::Backend { .. } => (StatusCode::SERVICE_UNAVAILABLE, "StoreUnavailable"),
+            },
+            ApiError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid"),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "NotFound"),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "Unauthorized"),
+        }
+    }
+
+    pub fn to_status(&self) -> Status {
+        let (code, reason) = self.status_and_reason();
+        Status {
+            kind: "Status".into(),
+            status: "Failure".into(),
+            code: code.as_u16(),
+            reason: reason.into(),
+            message: self.to_string(),
+            details: match self {
+                ApiError::Invalid { details, .. } => details.clone(),
+                _ => Vec::new(),
+            },
+            retryable: match self {
+                ApiError::Store(e) => e.is_retryable(),
+                _ => false,
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.to_status();
+        let code = StatusCode::from_u16(status.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if code.is_server_error() {
+            tracing::warn!(error = %self, "request failed");
+        }
+        let mut response = (code, Json(status)).into_response();
+        if matches!(self, ApiError::Unauthorized) {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"shipway\""),
+            );
+        }
+        response
+    }
+}

@@ -1,0 +1,316 @@
+//! Shipway's HTTP API server: the one place that speaks HTTP to users.
+//!
+//! Newcomers: start with [`Server::start`] (data directory lock, tokens, store, listener) and
+//! [`router`] (every route and which need a token); handlers live in `api`, and `error` is the one
+//! place errors become HTTP statuses.
+//!
+//! *API Boundary*: routes under `/api/v1` take and return JSON objects shaped like Kubernetes'
+//! (objects, `List`, `Status` errors, NDJSON watch events). The CLI is a client of exactly this.
+
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod metrics;
+
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use shipway_store::Store;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use auth::{ADMIN_TOKEN_FILE, AdminToken, Tokens};
+pub use error::{ApiError, Status};
+
+/// The default address: loopback only, so nothing is exposed until the operator says so.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
+/// The SQLite database file inside the data directory.
+pub const SQLITE_FILE: &str = "shipway.db";
+const LOCK_FILE: &str = "shipway.lock";
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// `postgres://...`; None is the embedded SQLite database in the data directory.
+    pub database: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot use data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "another `shipway up`{pid} is already using the data directory {path}; stop it, or start this one with a different --data"
+    )]
+    AlreadyRunning { path: PathBuf, pid: String },
+    #[error(transparent)]
+    Auth(#[from] auth::AuthError),
+    #[error("cannot open the store: {0}")]
+    Store(#[from] shipway_store::StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What every handler shares.
+pub struct AppState {
+    pub store: Store,
+    pub tokens: Tokens,
+    pub metrics: metrics::HttpMetrics,
+    /// Cancelled on shutdown, so endless watch streams end and graceful shutdown can finish.
+    pub shutdown: CancellationToken,
+}
+
+/// The authenticated caller of a request. Taking it as a handler argument is what makes a route
+/// require a token: it rejects with 401 otherwise.
+pub struct Caller {
+    pub name: String,
+    pub role: String,
+}
+
+impl FromRequestParts<Arc<AppState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Caller, ApiError> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or(ApiError::Unauthorized)?;
+        let record = state.tokens.verify(token).ok_or(ApiError::Unauthorized)?;
+        Ok(Caller {
+            name: record.name.clone(),
+            role: record.role.clone(),
+        })
+    }
+}
+
+/// Holds an exclusive lock on the data directory for the life of the server.
+struct DataDirLock {
+    _file: File,
+}
+
+impl DataDirLock {
+    fn acquire(dir: &Path) -> Result<DataDirLock, ServerError> {
+        let path = dir.join(LOCK_FILE);
+        let io = |source| ServerError::DataDir {
+            path: dir.to_path_buf(),
+            source,
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                let pid = pid.trim();
+                return Err(ServerError::AlreadyRunning {
+                    path: dir.to_path_buf(),
+                    pid: if pid.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (pid {pid})")
+                    },
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+        // The pid is for the message a second instance prints; the lock itself is what excludes it,
+        // and the kernel releases it when this process dies, even by SIGKILL.
+        file.set_len(0).map_err(io)?;
+        file.rewind().map_err(io)?;
+        write!(file, "{}", std::process::id()).map_err(io)?;
+        Ok(DataDirLock { _file: file })
+    }
+}
+
+/// A started server: the data directory is locked, the store open and the port bound.
+pub struct Server {
+    listener: TcpListener,
+    state: Arc<AppState>,
+    admin_token: AdminToken,
+    _lock: DataDirLock,
+}
+
+impl Server {
+    pub async fn start(config: Config) -> Result<Server, ServerError> {
+        let dir = &config.data_dir;
+        std::fs::create_dir_all(dir).map_err(|source| ServerError::DataDir {
+            path: dir.clone(),
+            source,
+        })?;
+        // Lock before anything else touches the directory, so a second instance changes nothing.
+        let lock = DataDirLock::acquire(dir)?;
+        let (tokens, admin_token) = Tokens::load_or_init(dir)?;
+        let store = match &config.database {
+            Some(url) => Store::open(url).await?,
+            None => Store::open_sqlite(&dir.join(SQLITE_FILE)).await?,
+        };
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ServerError::Listen {
+                    addr: config.listen,
+                    source,
+                })?;
+        let state = Arc::new(AppState {
+            store,
+            tokens,
+            metrics: metrics::HttpMetrics::default(),
+            shutdown: CancellationToken::new(),
+        });
+        Ok(Server {
+            listener,
+            state,
+            admin_token,
+            _lock: lock,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn admin_token(&self) -> &AdminToken {
+        &self.admin_token
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.state.store
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, ends watch streams and waits for
+    /// in-flight requests.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let cancel = self.state.shutdown.clone();
+        let app = router(self.state.clone());
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                cancel.cancel();
+            })
+            .await
+    }
+}
+
+/// Every route. Only `/healthz` and `/readyz` answer without a token.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_handler))
+        .route("/api/v1/version", get(api::version))
+        .route("/api/v1/apply", axum::routing::post(api::apply))
+        .route("/api/v1/resources/{resource}", get(api::list))
+        .route(
+            "/api/v1/resources/{resource}/{name}",
+            get(api::get).delete(api::delete),
+        )
+        .route("/api/v1/watch", get(api::watch))
+        .route("/api/v1/watch/{resource}", get(api::watch))
+        .route("/api/v1/events", get(api::events))
+        .route("/api/v1/events/{resource}", get(api::events))
+        .fallback(fallback)
+        .layer(DefaultBodyLimit::max(
+            shipway_model::load::MAX_DOCUMENT_BYTES,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_metrics,
+        ))
+        .with_state(state)
+}
+
+/// The routes `router` serves, for tests that must cover each one.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/metrics"),
+    ("GET", "/api/v1/version"),
+    ("POST", "/api/v1/apply"),
+    ("GET", "/api/v1/resources/{resource}"),
+    ("GET", "/api/v1/resources/{resource}/{name}"),
+    ("DELETE", "/api/v1/resources/{resource}/{name}"),
+    ("GET", "/api/v1/watch"),
+    ("GET", "/api/v1/watch/{resource}"),
+    ("GET", "/api/v1/events"),
+    ("GET", "/api/v1/events/{resource}"),
+];
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    match state.store.current_resource_version().await {
+        Ok(_) => "ok\n".into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("store not ready: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics_handler(State(state): State<Arc<AppState>>, _caller: Caller) -> Response {
+    let mut out = String::new();
+    state.metrics.render(&mut out);
+    out.push_str(&state.store.metrics_text());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// Unknown paths need a token too, so an anonymous caller learns nothing about which routes exist.
+async fn fallback(_caller: Caller, request: Request) -> ApiError {
+    ApiError::NotFound(format!(
+        "no route {} {}",
+        request.method(),
+        request.uri().path()
+    ))
+}
+
+async fn record_metrics(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let start = Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let response = next.run(request).await;
+    state
+        .metrics
+        .observe(&method, &route, response.status().as_u16(), start.elapsed());
+    response
+}

@@ -1,0 +1,116 @@
+//! HTTP request metrics in the Prometheus text format.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Upper bounds of the latency histogram, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+#[derive(Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// (method, route, status) → requests.
+    requests: BTreeMap<(String, String, u16), u64>,
+    /// (method, route) → latency.
+    latency: BTreeMap<(String, String), Histogram>,
+}
+
+/// Counters for every request the API served. Routes are the matched templates (`/api/v1/resources/{resource}`),
+/// never raw paths, so label cardinality stays bounded.
+#[derive(Default)]
+pub struct HttpMetrics {
+    inner: Mutex<Inner>,
+}
+
+impl HttpMetrics {
+    pub fn observe(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        *inner
+            .requests
+            .entry((method.to_string(), route.to_string(), status))
+            .or_default() += 1;
+        let h = inner
+            .latency
+            .entry((method.to_string(), route.to_string()))
+            .or_default();
+        let secs = elapsed.as_secs_f64();
+        for (i, le) in BUCKETS.iter().enumerate() {
+            if secs <= *le {
+                h.counts[i] += 1;
+            }
+        }
+        h.count += 1;
+        h.sum += secs;
+    }
+
+    pub fn render(&self, out: &mut String) {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        out.push_str("# HELP shipway_http_requests_total HTTP requests served by the API, by route and status.\n");
+        out.push_str("# TYPE shipway_http_requests_total counter\n");
+        for ((method, route, status), n) in &inner.requests {
+            let _ = writeln!(
+                out,
+                "shipway_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}"
+            );
+        }
+        out.push_str(
+            "# HELP shipway_http_request_duration_seconds Time to the response head, by route.\n",
+        );
+        out.push_str("# TYPE shipway_http_request_duration_seconds histogram\n");
+        for ((method, route), h) in &inner.latency {
+            let labels = format!("method=\"{method}\",route=\"{route}\"");
+            for (i, le) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "shipway_http_request_duration_seconds_bucket{{{labels},le=\"{le}\"}} {}",
+                    h.counts[i]
+                );
+            }
+            let _ = writeln!(
+                out,
+                "shipway_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                out,
+                "shipway_http_request_duration_seconds_sum{{{labels}}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "shipway_http_request_duration_seconds_count{{{labels}}} {}",
+                h.count
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let m = HttpMetrics::default();
+        m.observe("GET", "/healthz", 200, Duration::from_micros(300));
+        m.observe("GET", "/healthz", 200, Duration::from_millis(30));
+        let mut out = String::new();
+        m.render(&mut out);
+        assert!(out.contains(
+            "shipway_http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"} 2"
+        ));
+        assert!(out.contains("le=\"0.0005\"} 1"));
+        assert!(out.contains("le=\"0.05\"} 2"));
+        assert!(out.contains("le=\"+Inf\"} 2"));
+    }
+}

@@ -1,0 +1,372 @@
+//! The HTTP API, in process, on an ephemeral port over a real SQLite store.
+
+use std::net::SocketAddr;
+
+use serde_json::{Value, json};
+use shipway_server::{ADMIN_TOKEN_FILE, Config, ROUTES, Server};
+
+struct TestServer {
+    addr: SocketAddr,
+    token: String,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestServer {
+    async fn start() -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start(Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.path().to_path_buf(),
+            database: None,
+        })
+        .await
+        .unwrap();
+        let addr = server.local_addr();
+        let token = std::fs::read_to_string(dir.path().join(ADMIN_TOKEN_FILE))
+            .unwrap()
+            .trim()
+            .to_string();
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(server.serve(async {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            addr,
+            token,
+            http: reqwest::Client::new(),
+            _dir: dir,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, self.url(path))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let code = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            code,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap().unwrap();
+    }
+}
+
+fn deployment(name: &str, replicas: i64) -> Value {
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {"replicas": replicas},
+    })
+}
+
+#[tokio::test]
+async fn every_route_but_health_needs_a_token() {
+    let s = TestServer::start().await;
+    let anonymous = reqwest::Client::new();
+    for (method, route) in ROUTES {
+        let path = route
+            .replace("{resource}", "deployments")
+            .replace("{name}", "web");
+        let method: reqwest::Method = method.parse().unwrap();
+        for auth in [
+            None,
+            Some("Bearer shipway_not_a_token"),
+            Some("Basic YWRtaW46YWRtaW4="),
+        ] {
+            let mut req = anonymous.request(method.clone(), s.url(&path));
+            if let Some(a) = auth {
+                req = req.header("Authorization", a);
+            }
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status().as_u16(), 401, "{method} {path} with {auth:?}");
+            assert!(resp.headers().contains_key("www-authenticate"));
+        }
+    }
+    // Unknown paths too, so anonymous callers cannot map the API.
+    let resp = anonymous.get(s.url("/api/v1/nope")).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    for open in ["/healthz", "/readyz"] {
+        let resp = anonymous.get(s.url(open)).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{open}");
+    }
+    let (code, _) = s.call(reqwest::Method::GET, "/api/v1/nope", None).await;
+    assert_eq!(code, 404);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn apply_get_list_delete_round_trip() {
+    let s = TestServer::start().await;
+    let (code, body) = s
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/apply",
+            Some(deployment("web", 2)),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(body["outcome"], "created");
+    assert_eq!(
+        body["object"]["metadata"]["namespace"], "default",
+        "namespaced kinds default to `default`"
+    );
+    let (code, body) = s
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/apply",
+            Some(deployment("web", 2)),
+        )
+        .await;
+    assert_eq!((code, body["outcome"].as_str()), (200, Some("unchanged")));
+    let (code, body) = s
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/apply?dryRun=true",
+            Some(deployment("web", 3)),
+        )
+        .await;
+    assert_eq!((code, body["outcome"].as_str()), (200, Some("configured")));
+    let (_, got) = s
+        .call(reqwest::Method::GET, "/api/v1/resources/deploy/web", None)
+        .await;
+    assert_eq!(got["spec"]["replicas"], 2, "a dry run writes nothing");
+
+    s.call(
+        reqwest::Method::POST,
+        "/api/v1/apply",
+        Some(deployment("api", 1)),
+    )
+    .await;
+    let (_, list) = s
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/resources/deployments?labelSelector=app%3Dapi",
+            None,
+        )
+        .await;
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["api"]);
+
+    let (code, body) = s
+        .call(
+            reqwest::Method::DELETE,
+            "/api/v1/resources/deployments/web",
+            None,
+        )
+        .await;
+    assert_eq!((code, body["outcome"].as_str()), (200, Some("deleted")));
+    let (code, body) = s
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/resources/deployments/web",
+            None,
+        )
+        .await;
+    assert_eq!(code, 404);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("Deployment.apps/default/web not found"),
+        "{body}"
+    );
+
+    let (_, events) = s
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/events/deployments?name=web",
+            None,
+        )
+        .await;
+    let actions: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["create", "delete"]);
+    assert!(
+        events["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["actor"] == "admin")
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn bad_objects_are_rejected_with_reasons_and_nothing_is_stored() {
+    let s = TestServer::start().await;
+    let cases = [
+        (
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a/b"}}),
+            "a/b",
+        ),
+        (
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": ".."}}),
+            "..",
+        ),
+        (
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ok", "labels": {"n": 5}}}),
+            "labels",
+        ),
+        (
+            json!({"apiVersion": "v1", "metadata": {"name": "ok"}}),
+            "kind",
+        ),
+        (
+            json!({"kind": "ConfigMap", "metadata": {"name": "ok"}}),
+            "apiVersion",
+        ),
+    ];
+    for (object, mentions) in cases {
+        let (code, body) = s
+            .call(reqwest::Method::POST, "/api/v1/apply", Some(object.clone()))
+            .await;
+        assert_eq!(code, 422, "{object} → {body}");
+        assert!(
+            body["message"].as_str().unwrap().contains(mentions),
+            "{body} should mention {mentions}"
+        );
+    }
+    let resp = reqwest::Client::new()
+        .post(s.url("/api/v1/apply"))
+        .bearer_auth(&s.token)
+        .body(vec![b' '; 50 * 1024 * 1024])
+        .send()
+        .await;
+    // The server may answer before reading the whole body, or close it; either way it refuses.
+    if let Ok(resp) = resp {
+        assert_eq!(resp.status().as_u16(), 400);
+        let body: Value = resp.json().await.unwrap();
+        assert!(
+            body["message"].as_str().unwrap().contains("MiB limit"),
+            "{body}"
+        );
+    }
+    let (_, list) = s
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/resources/configmaps?namespace=",
+            None,
+        )
+        .await;
+    assert_eq!(list["items"], json!([]));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn watch_resumes_from_a_resource_version_over_http() {
+    let s = TestServer::start().await;
+    let (_, first) = s
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/apply",
+            Some(deployment("web", 1)),
+        )
+        .await;
+    let rv: u64 = first["object"]["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    for replicas in 2..=4 {
+        s.call(
+            reqwest::Method::POST,
+            "/api/v1/apply",
+            Some(deployment("web", replicas)),
+        )
+        .await;
+    }
+    let resp = s
+        .http
+        .get(s.url(&format!("/api/v1/watch/deployments?resourceVersion={rv}")))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "application/x-ndjson");
+    let mut stream = resp.bytes_stream();
+    let mut buf = String::new();
+    use futures_util::StreamExt;
+    while buf.lines().count() < 3 {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        buf.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    let events: Vec<Value> = buf
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let replicas: Vec<i64> = events
+        .iter()
+        .map(|e| e["object"]["spec"]["replicas"].as_i64().unwrap())
+        .collect();
+    assert_eq!(replicas, [2, 3, 4]);
+    assert!(events.iter().all(|e| e["type"] == "MODIFIED"));
+    drop(stream);
+    // Shutdown ends open watch streams instead of waiting for them forever.
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_count_requests_and_store_operations() {
+    let s = TestServer::start().await;
+    s.call(
+        reqwest::Method::POST,
+        "/api/v1/apply",
+        Some(deployment("web", 1)),
+    )
+    .await;
+    let text = s
+        .http
+        .get(s.url("/metrics"))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(
+            r#"shipway_http_requests_total{method="POST",route="/api/v1/apply",status="201"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("shipway_http_request_duration_seconds_bucket"),
+        "{text}"
+    );
+    assert!(text.contains("shipway_store_operations_total"), "{text}");
+    s.stop().await;
+}

@@ -1,0 +1,550 @@
+//! The store's semantics, written once over [`Tx`]: validation, resourceVersion, generation,
+//! finalizers, the change log and the audit log.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Map, Value};
+use shipway_model::name::{
+    validate_annotation_key, validate_finalizer, validate_label_key, validate_label_value,
+    validate_name_for_kind, validate_namespace,
+};
+use shipway_model::{Key, Kinds, Object};
+
+use crate::StoreError;
+use crate::backend::{ChangeRow, NewAudit, Result, RowFilter, Tx};
+use crate::types::{
+    ApplyOutcome, DeleteOutcome, ListQuery, ObjectList, WatchEvent, WatchEventType,
+};
+
+/// The wall-clock time of one operation, in the two formats the store writes.
+#[derive(Clone, Debug)]
+pub(crate) struct Now {
+    /// For object timestamps: RFC 3339 UTC, seconds (`2026-11-22T00:12:31Z`), as Kubernetes.
+    pub seconds: String,
+    /// For audit events: RFC 3339 UTC with milliseconds.
+    pub millis: String,
+}
+
+impl Now {
+    pub(crate) fn current() -> Now {
+        use time::macros::format_description;
+        let t = time::OffsetDateTime::now_utc();
+        let fmt = |f: &[time::format_description::BorrowedFormatItem<'_>]| {
+            t.format(f).expect("a UTC time always formats")
+        };
+        Now {
+            seconds: fmt(format_description!(
+                "[year]-[month]-[day]T[hour]:[minute]:[second]Z"
+            )),
+            millis: fmt(format_description!(
+                "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+            )),
+        }
+    }
+}
+
+/// Who writes, and when: what every write records besides the object.
+pub(crate) struct Ctx<'a> {
+    pub actor: &'a str,
+    pub now: &'a Now,
+}
+
+/// Checks names, labels, annotations and finalizers, and settles the namespace (defaulted to
+/// `default` for namespaced kinds, cleared for cluster-scoped ones); returns the key the object is
+/// stored under. Every problem is reported at once.
+fn normalize(obj: &mut Object) -> Result<Key> {
+    let mut problems: Vec<String> = Vec::new();
+    if obj.api_version.is_empty() {
+        problems.push("apiVersion is required".into());
+    }
+    if obj.kind.is_empty() {
+        problems.push("kind is required".into());
+    }
+    if Kinds::is_namespaced(obj.group(), &obj.kind) {
+        let ns = match obj.metadata.namespace.take() {
+            Some(ns) if !ns.is_empty() => ns,
+            _ => "default".to_string(),
+        };
+        if let Err(m) = validate_namespace(&ns) {
+            problems.push(format!("metadata.namespace: {m}"));
+        }
+        obj.metadata.namespace = Some(ns);
+    } else {
+        obj.metadata.namespace = None;
+    }
+    let meta = &obj.metadata;
+    let checks = std::iter::once((
+        "metadata.name",
+        validate_name_for_kind(obj.group(), &obj.kind, &meta.name),
+    ))
+    .chain(meta.labels.iter().flat_map(|(k, v)| {
+        [
+            ("metadata.labels", validate_label_key(k)),
+            ("metadata.labels", validate_label_value(v)),
+        ]
+    }))
+    .chain(
+        meta.annotations
+            .keys()
+            .map(|k| ("metadata.annotations", validate_annotation_key(k))),
+    )
+    .chain(
+        meta.finalizers
+            .iter()
+            .map(|f| ("metadata.finalizers", validate_finalizer(f))),
+    );
+    for (field, check) in checks {
+        if let Err(m) = check {
+            problems.push(format!("{field}: {m}"));
+        }
+    }
+    if problems.is_empty() {
+        Ok(obj.key())
+    } else {
+        Err(StoreError::Invalid {
+            key: obj.key(),
+            message: problems.join("; "),
+        })
+    }
+}
+
+/// The same namespace rule for a key given by a caller.
+pub(crate) fn normalize_key(key: &Key) -> Key {
+    let mut key = key.clone();
+    if !Kinds::is_namespaced(&key.group, &key.kind) {
+        key.namespace.clear();
+    } else if key.namespace.is_empty() {
+        key.namespace = "default".to_string();
+    }
+    key
+}
+
+fn decode(data: &str) -> Result<Object> {
+    serde_json::from_str(data).map_err(|e| {
+        StoreError::backend(
+            format!("stored object is not valid JSON ({e}): the database is damaged"),
+            false,
+        )
+    })
+}
+
+fn encode(obj: &Object) -> String {
+    serde_json::to_string(obj).expect("an Object always serializes to JSON")
+}
+
+fn stored_rv(obj: &Object) -> u64 {
+    obj.resource_version().unwrap_or(0)
+}
+
+fn load(tx: &mut dyn Tx, key: &Key) -> Result<Option<Object>> {
+    tx.get(key)?.as_deref().map(decode).transpose()
+}
+
+/// Writes `obj` (or removes it, for DELETED) and appends its change and audit rows.
+fn record(
+    tx: &mut dyn Tx,
+    kind: WatchEventType,
+    obj: &Object,
+    prev_labels: Option<&BTreeMap<String, String>>,
+    action: &str,
+    message: &str,
+    ctx: &Ctx<'_>,
+) -> Result<()> {
+    let key = obj.key();
+    let rv = stored_rv(obj);
+    let data = encode(obj);
+    match kind {
+        WatchEventType::Deleted => tx.delete(&key)?,
+        _ => tx.put(&key, rv, &data)?,
+    }
+    tx.append_change(&ChangeRow {
+        rv,
+        event_type: kind.as_str().to_string(),
+        key: key.clone(),
+        object: data,
+        prev_labels: prev_labels
+            .map(|l| serde_json::to_string(l).expect("labels always serialize")),
+    })?;
+    tx.append_audit(&NewAudit {
+        time: &ctx.now.millis,
+        actor: ctx.actor,
+        action,
+        key: &key,
+        rv,
+        message,
+    })
+}
+
+pub(crate) fn get(tx: &mut dyn Tx, key: &Key) -> Result<Option<Object>> {
+    load(tx, &normalize_key(key))
+}
+
+pub(crate) fn create(tx: &mut dyn Tx, mut obj: Object, ctx: &Ctx<'_>) -> Result<Object> {
+    let key = normalize(&mut obj)?;
+    create_normalized(tx, obj, key, ctx)
+}
+
+fn create_normalized(tx: &mut dyn Tx, mut obj: Object, key: Key, ctx: &Ctx<'_>) -> Result<Object> {
+    if tx.get(&key)?.is_some() {
+        return Err(StoreError::AlreadyExists(key));
+    }
+    // What the server owns is set here whatever the client sent.
+    let meta = &mut obj.metadata;
+    meta.uid = Some(uuid::Uuid::new_v4().to_string());
+    meta.creation_timestamp = Some(ctx.now.seconds.clone());
+    meta.deletion_timestamp = None;
+    meta.generation = 1;
+    meta.resource_version = Some(tx.next_rv()?.to_string());
+    record(
+        tx,
+        WatchEventType::Added,
+        &obj,
+        None,
+        "create",
+        "created",
+        ctx,
+    )?;
+    Ok(obj)
+}
+
+/// Optimistic concurrency: a resourceVersion sent by the client must be the stored one; none
+/// (or empty) means "unconditional".
+fn check_rv(sent: &Object, current: &Object) -> Result<()> {
+    let Some(text) = sent
+        .metadata
+        .resource_version
+        .as_deref()
+        .filter(|s| !s.is_empty())
+    else {
+        return Ok(());
+    };
+    let key = current.key();
+    let expected: u64 = text.parse().map_err(|_| StoreError::Invalid {
+        key: key.clone(),
+        message: format!(
+            "metadata.resourceVersion {text:?} is not a number: send the value you read, or none"
+        ),
+    })?;
+    let actual = stored_rv(current);
+    if expected != actual {
+        return Err(StoreError::Conflict {
+            key,
+            expected,
+            actual,
+        });
+    }
+    Ok(())
+}
+
+/// `body` with `status` replaced by `status` (or removed).
+fn with_status(body: Map<String, Value>, status: Option<&Value>) -> Map<String, Value> {
+    let mut out: Map<String, Value> = body.into_iter().filter(|(k, _)| k != "status").collect();
+    if let Some(status) = status {
+        out.insert("status".to_string(), status.clone());
+    }
+    out
+}
+
+/// The stored object with the desired state (body but status, labels, annotations, finalizers,
+/// ownerReferences) taken from `incoming`; server-owned fields stay.
+fn replace_desired(current: &Object, incoming: Object) -> Result<Object> {
+    let mut new = current.clone();
+    new.api_version = incoming.api_version;
+    new.body = with_status(incoming.body, current.status());
+    new.metadata.labels = incoming.metadata.labels;
+    new.metadata.annotations = incoming.metadata.annotations;
+    new.metadata.owner_references = incoming.metadata.owner_references;
+    new.metadata.finalizers = incoming.metadata.finalizers;
+    if current.metadata.deletion_timestamp.is_some() {
+        // Kubernetes' rule: once deletion started, finalizers may only be removed, or the object
+        // could be kept forever.
+        let added: Vec<&String> = new
+            .metadata
+            .finalizers
+            .iter()
+            .filter(|f| !current.metadata.finalizers.contains(f))
+            .collect();
+        if !added.is_empty() {
+            return Err(StoreError::Invalid {
+                key: current.key(),
+                message: format!(
+                    "metadata.finalizers: cannot add {added:?} while the object is being deleted"
+                ),
+            });
+        }
+    }
+    if !current.desired_state_eq(&new) {
+        new.metadata.generation = current.metadata.generation + 1;
+    }
+    Ok(new)
+}
+
+/// Which parts differ between two versions of an object, for the audit message.
+fn describe_change(old: &Object, new: &Object) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    if old.api_version != new.api_version {
+        parts.push("apiVersion".into());
+    }
+    let keys: BTreeSet<&String> = old.body.keys().chain(new.body.keys()).collect();
+    for key in keys {
+        if key != "status" && old.body.get(key) != new.body.get(key) {
+            parts.push(key.clone());
+        }
+    }
+    let (o, n) = (&old.metadata, &new.metadata);
+    for (name, changed) in [
+        ("labels", o.labels != n.labels),
+        ("annotations", o.annotations != n.annotations),
+        ("finalizers", o.finalizers != n.finalizers),
+        ("ownerReferences", o.owner_references != n.owner_references),
+        ("status", old.status() != new.status()),
+    ] {
+        if changed {
+            parts.push(name.into());
+        }
+    }
+    if parts.is_empty() {
+        "updated".into()
+    } else {
+        format!("{} changed", parts.join(", "))
+    }
+}
+
+/// Writes `new` over `current` with a new resourceVersion, unless nothing changed. An object being
+/// deleted whose last finalizer went away is removed instead.
+fn commit_replacement(
+    tx: &mut dyn Tx,
+    current: Object,
+    mut new: Object,
+    action: &str,
+    ctx: &Ctx<'_>,
+) -> Result<Object> {
+    if new == current {
+        return Ok(current);
+    }
+    new.metadata.resource_version = Some(tx.next_rv()?.to_string());
+    let prev_labels = Some(&current.metadata.labels);
+    if new.metadata.deletion_timestamp.is_some() && new.metadata.finalizers.is_empty() {
+        let message = "last finalizer removed; deleted";
+        record(
+            tx,
+            WatchEventType::Deleted,
+            &new,
+            prev_labels,
+            "finalize",
+            message,
+            ctx,
+        )?;
+    } else {
+        let message = describe_change(&current, &new);
+        record(
+            tx,
+            WatchEventType::Modified,
+            &new,
+            prev_labels,
+            action,
+            &message,
+            ctx,
+        )?;
+    }
+    Ok(new)
+}
+
+fn existing(tx: &mut dyn Tx, key: Key) -> Result<Object> {
+    match load(tx, &key)? {
+        Some(obj) => Ok(obj),
+        None => Err(StoreError::NotFound(key)),
+    }
+}
+
+pub(crate) fn update(tx: &mut dyn Tx, mut obj: Object, ctx: &Ctx<'_>) -> Result<Object> {
+    let key = normalize(&mut obj)?;
+    let current = existing(tx, key)?;
+    check_rv(&obj, &current)?;
+    let new = replace_desired(&current, obj)?;
+    commit_replacement(tx, current, new, "update", ctx)
+}
+
+pub(crate) fn update_status(tx: &mut dyn Tx, mut obj: Object, ctx: &Ctx<'_>) -> Result<Object> {
+    let key = normalize(&mut obj)?;
+    let current = existing(tx, key)?;
+    check_rv(&obj, &current)?;
+    let mut new = current.clone();
+    new.body = with_status(new.body, obj.status());
+    if new == current {
+        return Ok(current);
+    }
+    new.metadata.resource_version = Some(tx.next_rv()?.to_string());
+    let prev_labels = Some(&current.metadata.labels);
+    let action = "update-status";
+    record(
+        tx,
+        WatchEventType::Modified,
+        &new,
+        prev_labels,
+        action,
+        "status updated",
+        ctx,
+    )?;
+    Ok(new)
+}
+
+pub(crate) fn apply(
+    tx: &mut dyn Tx,
+    mut obj: Object,
+    ctx: &Ctx<'_>,
+) -> Result<(Object, ApplyOutcome)> {
+    let key = normalize(&mut obj)?;
+    let Some(current) = load(tx, &key)? else {
+        return Ok((create_normalized(tx, obj, key, ctx)?, ApplyOutcome::Created));
+    };
+    check_rv(&obj, &current)?;
+    let new = replace_desired(&current, obj)?;
+    if new == current {
+        return Ok((current, ApplyOutcome::Unchanged));
+    }
+    Ok((
+        commit_replacement(tx, current, new, "update", ctx)?,
+        ApplyOutcome::Configured,
+    ))
+}
+
+pub(crate) fn delete(tx: &mut dyn Tx, key: &Key, ctx: &Ctx<'_>) -> Result<DeleteOutcome> {
+    let current = existing(tx, normalize_key(key))?;
+    if current.metadata.deletion_timestamp.is_some() {
+        return Ok(DeleteOutcome::Terminating(current));
+    }
+    let mut obj = current.clone();
+    obj.metadata.resource_version = Some(tx.next_rv()?.to_string());
+    let prev_labels = Some(&current.metadata.labels);
+    if obj.metadata.finalizers.is_empty() {
+        record(
+            tx,
+            WatchEventType::Deleted,
+            &obj,
+            prev_labels,
+            "delete",
+            "deleted",
+            ctx,
+        )?;
+        return Ok(DeleteOutcome::Deleted(obj));
+    }
+    obj.metadata.deletion_timestamp = Some(ctx.now.seconds.clone());
+    obj.metadata.generation += 1;
+    let message = format!(
+        "deletion requested; waiting for finalizers [{}]",
+        obj.metadata.finalizers.join(", ")
+    );
+    record(
+        tx,
+        WatchEventType::Modified,
+        &obj,
+        prev_labels,
+        "delete",
+        &message,
+        ctx,
+    )?;
+    Ok(DeleteOutcome::Terminating(obj))
+}
+
+fn row_filter(query: &ListQuery) -> RowFilter<'_> {
+    RowFilter {
+        group: query.group.as_deref(),
+        kind: query.kind.as_deref(),
+        namespace: query.namespace.as_deref(),
+    }
+}
+
+pub(crate) fn list(tx: &mut dyn Tx, query: &ListQuery) -> Result<ObjectList> {
+    // Both reads run in one snapshot, so the rv is exactly the state the items show.
+    let resource_version = tx.current_rv()?;
+    let mut items = Vec::new();
+    for data in tx.list(row_filter(query))? {
+        let obj = decode(&data)?;
+        if query.matches(&obj.key(), &obj.metadata.labels) {
+            items.push(obj);
+        }
+    }
+    // Sorted here, not in SQL: PostgreSQL's text order depends on the database's collation.
+    items.sort_by_cached_key(|o| o.key());
+    Ok(ObjectList {
+        items,
+        resource_version,
+    })
+}
+
+/// One read of the change log for a watch.
+pub(crate) struct WatchBatch {
+    pub events: Vec<WatchEvent>,
+    /// Every change up to here has been looked at: the next read starts after it.
+    pub next_since: u64,
+    /// The read stopped at `limit`: read again at once.
+    pub more: bool,
+}
+
+pub(crate) fn watch_batch(
+    tx: &mut dyn Tx,
+    query: &ListQuery,
+    since: u64,
+    limit: usize,
+) -> Result<WatchBatch> {
+    let current = tx.current_rv()?;
+    if since < current {
+        // History is contiguous (every rv is one change row), so anything before the oldest
+        // retained row is gone: the caller must relist.
+        let oldest = tx.oldest_change()?.unwrap_or(current + 1);
+        if since + 1 < oldest {
+            return Err(StoreError::Expired {
+                requested: since,
+                oldest,
+            });
+        }
+    }
+    let rows = tx.changes_since(since, row_filter(query), limit)?;
+    let more = rows.len() >= limit;
+    let next_since = match rows.last() {
+        Some(last) if more => last.rv,
+        // Rows filtered out by group/kind/namespace count as seen up to the snapshot's rv.
+        _ => current.max(since),
+    };
+    let mut events = Vec::with_capacity(rows.len());
+    for row in rows {
+        let object = decode(&row.object)?;
+        // A MODIFIED object that stopped matching the selector is still sent (its labels show
+        // it no longer matches), so a filtered watcher can drop it from its cache.
+        let was_selected = match (&query.selector, &row.prev_labels) {
+            (Some(selector), Some(prev)) => serde_json::from_str(prev)
+                .map(|labels: BTreeMap<String, String>| selector.matches(&labels))
+                .unwrap_or(false),
+            _ => false,
+        };
+        if !was_selected && !query.matches(&row.key, &object.metadata.labels) {
+            continue;
+        }
+        let Some(kind) = WatchEventType::parse(&row.event_type) else {
+            return Err(StoreError::backend(
+                format!(
+                    "unknown change type {:?} at resourceVersion {}",
+                    row.event_type, row.rv
+                ),
+                false,
+            ));
+        };
+        events.push(WatchEvent { kind, object });
+    }
+    Ok(WatchBatch {
+        events,
+        next_since,
+        more,
+    })
+}
+
+/// Drops change rows older than the newest `retain`; returns how many went.
+pub(crate) fn compact(tx: &mut dyn Tx, retain: u64) -> Result<u64> {
+    let current = tx.current_rv()?;
+    let retain = retain.max(1);
+    if current <= retain {
+        return Ok(0);
+    }
+    tx.delete_changes_upto(current - retain)
+}

@@ -1,0 +1,158 @@
+//! Every command and flag, defined once; `--help` comes from here.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "shipway",
+    version,
+    about = "From git push to a verified production release, in one binary",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Address of the Shipway API server.
+    #[arg(
+        long,
+        global = true,
+        env = "SHIPWAY_SERVER",
+        default_value = "http://127.0.0.1:7070"
+    )]
+    pub server: String,
+    /// Bearer token for the API [default: the admin token file in the data directory].
+    #[arg(long, global = true, env = "SHIPWAY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Data directory [default: ~/.local/share/shipway].
+    #[arg(long, global = true, env = "SHIPWAY_DATA")]
+    pub data: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the Shipway server: API, store and controllers.
+    Up(UpArgs),
+    /// Create or update objects from files, directories or stdin.
+    Apply(ApplyArgs),
+    /// List objects, or show some by name.
+    Get(GetArgs),
+    /// Show an object in detail, with its recent events.
+    Describe(DescribeArgs),
+    /// Delete objects by name or as listed in files.
+    Delete(DeleteArgs),
+    /// Show the audit trail: who did what to which object, when.
+    Events(EventsArgs),
+    /// Print the client and server versions.
+    Version,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Address to listen on. Loopback by default: expose it deliberately.
+    #[arg(long, default_value = shipway_server::DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// State database: `postgres://USER:PASS@HOST/DB` [default: SQLite in the data directory].
+    #[arg(long, env = "SHIPWAY_DATABASE", hide_env_values = true)]
+    pub database: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// A file, a directory (read recursively: *.yaml, *.yml, *.json) or `-` for stdin. Repeatable.
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<String>,
+    /// Validate on the server and show what would happen, without writing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Namespace for objects that do not name one.
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Json,
+    Yaml,
+    Wide,
+    Name,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// Resource type (`deployments`, `deploy`, `svc`, `Widget.example.com`), or TYPE/NAME.
+    pub resource: String,
+    /// Names of objects to show.
+    pub names: Vec<String>,
+    #[command(flatten)]
+    pub scope: Scope,
+    /// Only objects whose labels match (`app=web,tier!=db`, `env in (prod,staging)`).
+    #[arg(short = 'l', long)]
+    pub selector: Option<String>,
+    /// Output format [default: a table].
+    #[arg(short, long, value_enum)]
+    pub output: Option<OutputFormat>,
+    /// After listing, keep printing objects as they change (until interrupted).
+    #[arg(short, long)]
+    pub watch: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct Scope {
+    /// Namespace [default: `default`].
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    /// Every namespace.
+    #[arg(short = 'A', long, conflicts_with = "namespace")]
+    pub all_namespaces: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DescribeArgs {
+    /// Resource type, or TYPE/NAME.
+    pub resource: String,
+    /// Names of objects to describe.
+    pub names: Vec<String>,
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// Resource type, or TYPE/NAME. Not needed with -f.
+    pub resource: Option<String>,
+    /// Names of objects to delete.
+    pub names: Vec<String>,
+    /// Delete the objects these files describe (as `apply -f` reads them).
+    #[arg(short = 'f', long = "filename", conflicts_with = "resource")]
+    pub files: Vec<String>,
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    /// Succeed when the object does not exist.
+    #[arg(long)]
+    pub ignore_not_found: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Only events of this resource type, or of one object as TYPE/NAME.
+    #[arg(long = "for")]
+    pub for_object: Option<String>,
+    /// Only events in this namespace [default: every namespace].
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    /// How many of the newest events to show.
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    /// Output format [default: a table].
+    #[arg(short, long, value_enum)]
+    pub output: Option<OutputFormat>,
+}

@@ -1,0 +1,225 @@
+//! The HTTP client the CLI commands use to talk to `shipway up`.
+
+use futures_util::StreamExt;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use shipway_model::Object;
+use shipway_server::Status;
+
+/// A failure the CLI shows to the user; the exit code follows from the variant.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "cannot reach Shipway at {server}: {message}\nIs `shipway up` running? Set --server or SHIPWAY_SERVER to point elsewhere."
+    )]
+    Unreachable { server: String, message: String },
+    #[error("{}", format_status(.0))]
+    Api(Status),
+    #[error("unexpected response from {server}: {message}")]
+    Protocol { server: String, message: String },
+}
+
+fn format_status(s: &Status) -> String {
+    let mut out = format!("Error from server ({}): {}", s.reason, s.message);
+    if s.details.len() > 1 {
+        for d in &s.details {
+            out.push_str("\n  ");
+            out.push_str(d);
+        }
+    }
+    if s.code == 401 {
+        out.push_str(
+            "\nPass --token or SHIPWAY_TOKEN, or --data pointing at the server's data directory.",
+        );
+    }
+    out
+}
+
+pub struct Client {
+    server: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(server: &str, token: Option<String>) -> Client {
+        Client {
+            server: server.trim_end_matches('/').to_string(),
+            token,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    fn request(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> reqwest::RequestBuilder {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.server))
+            .query(query);
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        req
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
+        let response = req.send().await.map_err(|e| ClientError::Unreachable {
+            server: self.server.clone(),
+            message: root_cause(&e),
+        })?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let code = response.status();
+        let text = response.text().await.unwrap_or_default();
+        Err(match serde_json::from_str::<Status>(&text) {
+            Ok(status) => ClientError::Api(status),
+            Err(_) => ClientError::Api(Status {
+                kind: "Status".into(),
+                status: "Failure".into(),
+                code: code.as_u16(),
+                reason: code.canonical_reason().unwrap_or("Error").replace(' ', ""),
+                message: if text.trim().is_empty() {
+                    code.to_string()
+                } else {
+                    text.trim().to_string()
+                },
+                details: Vec::new(),
+                retryable: code == StatusCode::SERVICE_UNAVAILABLE,
+            }),
+        })
+    }
+
+    async fn json(&self, req: reqwest::RequestBuilder) -> Result<Value, ClientError> {
+        let response = self.send(req).await?;
+        response.json().await.map_err(|e| ClientError::Protocol {
+            server: self.server.clone(),
+            message: e.to_string(),
+        })
+    }
+
+    pub async fn apply(&self, object: &Object, dry_run: bool) -> Result<Value, ClientError> {
+        let mut query = Vec::new();
+        if dry_run {
+            query.push(("dryRun", "true".to_string()));
+        }
+        self.json(
+            self.request(Method::POST, "/api/v1/apply", &query)
+                .json(object),
+        )
+        .await
+    }
+
+    pub async fn list(
+        &self,
+        resource: &str,
+        query: &[(&str, String)],
+    ) -> Result<Vec<Object>, ClientError> {
+        let list = self
+            .json(self.request(Method::GET, &format!("/api/v1/resources/{resource}"), query))
+            .await?;
+        serde_json::from_value(list["items"].clone()).map_err(|e| ClientError::Protocol {
+            server: self.server.clone(),
+            message: format!("bad list: {e}"),
+        })
+    }
+
+    pub async fn get(
+        &self,
+        resource: &str,
+        name: &str,
+        query: &[(&str, String)],
+    ) -> Result<Object, ClientError> {
+        let value = self
+            .json(self.request(
+                Method::GET,
+                &format!("/api/v1/resources/{resource}/{name}"),
+                query,
+            ))
+            .await?;
+        serde_json::from_value(value).map_err(|e| ClientError::Protocol {
+            server: self.server.clone(),
+            message: format!("bad object: {e}"),
+        })
+    }
+
+    pub async fn delete(
+        &self,
+        resource: &str,
+        name: &str,
+        query: &[(&str, String)],
+    ) -> Result<Value, ClientError> {
+        self.json(self.request(
+            Method::DELETE,
+            &format!("/api/v1/resources/{resource}/{name}"),
+            query,
+        ))
+        .await
+    }
+
+    pub async fn events(
+        &self,
+        resource: Option<&str>,
+        query: &[(&str, String)],
+    ) -> Result<Vec<Value>, ClientError> {
+        let path = match resource {
+            Some(r) => format!("/api/v1/events/{r}"),
+            None => "/api/v1/events".to_string(),
+        };
+        let value = self.json(self.request(Method::GET, &path, query)).await?;
+        Ok(value["items"].as_array().cloned().unwrap_or_default())
+    }
+
+    pub async fn version(&self) -> Result<String, ClientError> {
+        let value = self
+            .json(self.request(Method::GET, "/api/v1/version", &[]))
+            .await?;
+        Ok(value["version"].as_str().unwrap_or("unknown").to_string())
+    }
+
+    /// Calls `each` with every watch event until the stream ends or `each` returns false.
+    pub async fn watch(
+        &self,
+        resource: &str,
+        query: &[(&str, String)],
+        mut each: impl FnMut(Value) -> bool,
+    ) -> Result<(), ClientError> {
+        let response = self
+            .send(self.request(Method::GET, &format!("/api/v1/watch/{resource}"), query))
+            .await?;
+        let mut body = response.bytes_stream();
+        let mut buf = Vec::new();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| ClientError::Unreachable {
+                server: self.server.clone(),
+                message: root_cause(&e),
+            })?;
+            buf.extend_from_slice(&chunk);
+            while let Some(end) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=end).collect();
+                let event: Value =
+                    serde_json::from_slice(&line).map_err(|e| ClientError::Protocol {
+                        server: self.server.clone(),
+                        message: format!("bad watch event: {e}"),
+                    })?;
+                if !each(event) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// reqwest's top-level message ("error sending request") hides the cause a user can act on.
+fn root_cause(e: &dyn std::error::Error) -> String {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}

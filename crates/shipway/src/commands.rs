@@ -1,0 +1,666 @@
+//! What each command does: `up` starts the server in this process; the others are API clients.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+use shipway_model::{Kinds, Object, load};
+use shipway_server::{AdminToken, Config, Server};
+
+use crate::Failure;
+use crate::cli::{
+    ApplyArgs, Cli, Command, DeleteArgs, DescribeArgs, EventsArgs, GetArgs, Global, OutputFormat,
+    UpArgs,
+};
+use crate::client::{Client, ClientError};
+use crate::output;
+
+pub async fn run(cli: Cli) -> Result<(), Failure> {
+    let global = &cli.global;
+    match cli.command {
+        Command::Up(args) => up(global, args).await,
+        Command::Apply(args) => apply(&client(global)?, args).await,
+        Command::Get(args) => get(&client(global)?, args).await,
+        Command::Describe(args) => describe(&client(global)?, args).await,
+        Command::Delete(args) => delete(&client(global)?, args).await,
+        Command::Events(args) => events(&client(global)?, args).await,
+        Command::Version => version(global).await,
+    }
+}
+
+/// `--data`, else `$SHIPWAY_DATA` (clap reads both), else the XDG data directory.
+fn data_dir(global: &Global) -> Result<PathBuf, Failure> {
+    if let Some(dir) = &global.data {
+        return Ok(dir.clone());
+    }
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(xdg).join("shipway"));
+    }
+    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        Some(home) => Ok(PathBuf::from(home).join(".local/share/shipway")),
+        None => Err(Failure::Usage(
+            "no data directory: set --data or SHIPWAY_DATA (HOME is not set)".into(),
+        )),
+    }
+}
+
+fn client(global: &Global) -> Result<Client, Failure> {
+    let token = match &global.token {
+        Some(t) => Some(t.clone()),
+        // Without a token, use the admin token of the local data directory if we can read it; the
+        // server's 401 then says what to pass.
+        None => data_dir(global)
+            .ok()
+            .and_then(|dir| {
+                std::fs::read_to_string(dir.join(shipway_server::ADMIN_TOKEN_FILE)).ok()
+            })
+            .map(|t| t.trim().to_string()),
+    };
+    Ok(Client::new(&global.server, token))
+}
+
+async fn up(global: &Global, args: UpArgs) -> Result<(), Failure> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SHIPWAY_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let data = data_dir(global)?;
+    let server = Server::start(Config {
+        listen: args.listen,
+        data_dir: data.clone(),
+        database: args.database.clone(),
+    })
+    .await
+    .map_err(|e| Failure::Failed(e.to_string()))?;
+    let token_note = match server.admin_token() {
+        AdminToken::Created(path) => format!("admin token written to {} (new)", path.display()),
+        AdminToken::Existing(path) => format!("admin token in {}", path.display()),
+    };
+    eprintln!(
+        "Shipway {} listening on http://{}\n  data: {}\n  store: {}\n  {token_note}",
+        env!("CARGO_PKG_VERSION"),
+        server.local_addr(),
+        data.display(),
+        server.store().backend_name(),
+    );
+    server
+        .serve(shutdown_signal())
+        .await
+        .map_err(|e| Failure::Failed(format!("server failed: {e}")))?;
+    eprintln!("Shipway stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+    tracing::info!("shutting down");
+}
+
+/// Reads every object from the given paths, gathering every error before giving up.
+fn read_objects(paths: &[String]) -> Result<Vec<Object>, Failure> {
+    let mut sources: Vec<(String, String)> = Vec::new();
+    let mut errors: Vec<String> = Vec::new();
+    for path in paths {
+        if path == "-" {
+            let mut text = String::new();
+            match std::io::stdin().read_to_string(&mut text) {
+                Ok(_) => sources.push(("<stdin>".into(), text)),
+                Err(e) => errors.push(format!("<stdin>: {e}")),
+            }
+            continue;
+        }
+        let mut files = Vec::new();
+        if let Err(e) = collect_files(Path::new(path), true, &mut files) {
+            errors.push(format!("{path}: {e}"));
+        }
+        for file in files {
+            match std::fs::read_to_string(&file) {
+                Ok(text) => sources.push((file.display().to_string(), text)),
+                Err(e) => errors.push(format!("{}: {e}", file.display())),
+            }
+        }
+    }
+    let mut objects = Vec::new();
+    for (name, text) in &sources {
+        match load::load_str(name, text) {
+            Ok(loaded) => objects.extend(loaded.into_iter().map(|l| l.object)),
+            Err(errs) => errors.extend(errs.iter().map(ToString::to_string)),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Failure::Usage(format!(
+            "error: invalid input, nothing was applied:\n  {}",
+            errors.join("\n  ")
+        )));
+    }
+    if objects.is_empty() {
+        return Err(Failure::Usage(format!(
+            "no objects found in {}",
+            paths.join(", ")
+        )));
+    }
+    Ok(objects)
+}
+
+/// A named file is read whatever its extension; inside directories only manifests are.
+fn collect_files(path: &Path, named: bool, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    let meta = std::fs::metadata(path)?;
+    if meta.is_dir() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(path)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<_, _>>()?;
+        entries.sort();
+        for entry in entries {
+            collect_files(&entry, false, out)?;
+        }
+    } else if named
+        || matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml" | "json")
+        )
+    {
+        out.push(path.to_path_buf());
+    }
+    Ok(())
+}
+
+/// Applies `-n` the way kubectl does: a default for objects without a namespace, a conflict for
+/// objects that name another one.
+fn set_namespace(objects: &mut [Object], namespace: Option<&str>) -> Result<(), Failure> {
+    let Some(ns) = namespace else { return Ok(()) };
+    for o in objects {
+        if !Kinds::is_namespaced(o.group(), &o.kind) {
+            continue;
+        }
+        match &o.metadata.namespace {
+            Some(theirs) if theirs != ns => {
+                return Err(Failure::Usage(format!(
+                    "the namespace of {} is {theirs:?}, which does not match --namespace {ns:?}",
+                    o.key()
+                )));
+            }
+            _ => o.metadata.namespace = Some(ns.to_string()),
+        }
+    }
+    Ok(())
+}
+
+async fn apply(client: &Client, args: ApplyArgs) -> Result<(), Failure> {
+    let mut objects = read_objects(&args.files)?;
+    set_namespace(&mut objects, args.namespace.as_deref())?;
+    let mut failed = Vec::new();
+    for object in &objects {
+        match client.apply(object, args.dry_run).await {
+            Ok(result) => {
+                let stored: Object = serde_json::from_value(result["object"].clone())
+                    .unwrap_or_else(|_| object.clone());
+                let outcome = result["outcome"].as_str().unwrap_or("applied");
+                let dry = if args.dry_run { " (dry run)" } else { "" };
+                println!(
+                    "{}/{} {outcome}{dry}",
+                    output::resource_name(&stored),
+                    stored.metadata.name
+                );
+            }
+            Err(e @ ClientError::Unreachable { .. }) => return Err(e.into()),
+            Err(e) => {
+                eprintln!("{e}");
+                failed.push(object.key().to_string());
+            }
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::Failed(format!(
+            "{} of {} objects were not applied: {}",
+            failed.len(),
+            objects.len(),
+            failed.join(", ")
+        )))
+    }
+}
+
+/// `deploy/web` or `deploy web`: the resource type and the names.
+fn split_resource(resource: &str, names: &[String]) -> Result<(String, Vec<String>), Failure> {
+    match resource.split_once('/') {
+        Some((kind, name)) if !kind.is_empty() && !name.is_empty() && !name.contains('/') => {
+            if !names.is_empty() {
+                return Err(Failure::Usage(format!(
+                    "there is no need to name objects twice: use either {resource} or {kind} {}",
+                    names.join(" ")
+                )));
+            }
+            Ok((kind.to_string(), vec![name.to_string()]))
+        }
+        Some(_) => Err(Failure::Usage(format!(
+            "{resource:?} is not TYPE or TYPE/NAME"
+        ))),
+        None => Ok((resource.to_string(), names.to_vec())),
+    }
+}
+
+fn namespace_query(namespace: Option<&str>, all: bool) -> Vec<(&'static str, String)> {
+    match (all, namespace) {
+        (true, _) => vec![],
+        (false, Some(ns)) => vec![("namespace", ns.to_string())],
+        (false, None) => vec![("namespace", "default".to_string())],
+    }
+}
+
+async fn get(client: &Client, args: GetArgs) -> Result<(), Failure> {
+    let (resource, names) = split_resource(&args.resource, &args.names)?;
+    let mut query = namespace_query(args.scope.namespace.as_deref(), args.scope.all_namespaces);
+    if let Some(sel) = &args.selector {
+        query.push(("labelSelector", sel.clone()));
+    }
+    if args.watch {
+        return watch(client, &resource, &names, query, &args).await;
+    }
+    let single = names.len() == 1;
+    let objects = if names.is_empty() {
+        client.list(&resource, &query).await?
+    } else {
+        let mut found = Vec::new();
+        for name in &names {
+            found.push(client.get(&resource, name, &query).await?);
+        }
+        found
+    };
+    if objects.is_empty() && !matches!(args.output, Some(OutputFormat::Json | OutputFormat::Yaml)) {
+        match (args.scope.all_namespaces, &args.scope.namespace) {
+            (true, _) => eprintln!("No resources found"),
+            (false, ns) => eprintln!(
+                "No resources found in {} namespace.",
+                ns.as_deref().unwrap_or("default")
+            ),
+        }
+        return Ok(());
+    }
+    let as_value = || {
+        if single {
+            serde_json::to_value(&objects[0]).unwrap_or(Value::Null)
+        } else {
+            json!({"apiVersion": "v1", "kind": "List", "items": objects})
+        }
+    };
+    match args.output {
+        Some(OutputFormat::Json) => println!(
+            "{}",
+            serde_json::to_string_pretty(&as_value()).unwrap_or_default()
+        ),
+        Some(OutputFormat::Yaml) => print!("{}", output::to_yaml(&as_value())),
+        Some(OutputFormat::Name) => {
+            for o in &objects {
+                println!("{}/{}", output::resource_name(o), o.metadata.name);
+            }
+        }
+        Some(OutputFormat::Wide) => print!(
+            "{}",
+            output::table(&objects, args.scope.all_namespaces, true)
+        ),
+        None => print!(
+            "{}",
+            output::table(&objects, args.scope.all_namespaces, false)
+        ),
+    }
+    Ok(())
+}
+
+/// `get -w`: the current objects, then every change, one line (or document) per event.
+async fn watch(
+    client: &Client,
+    resource: &str,
+    names: &[String],
+    query: Vec<(&'static str, String)>,
+    args: &GetArgs,
+) -> Result<(), Failure> {
+    use std::io::Write;
+    let mut header_printed = false;
+    let mut failure = None;
+    client
+        .watch(resource, &query, |event| {
+            if event["type"] == "ERROR" {
+                failure = Some(
+                    event["object"]["message"]
+                        .as_str()
+                        .unwrap_or("watch failed")
+                        .to_string(),
+                );
+                return false;
+            }
+            let Ok(object) = serde_json::from_value::<Object>(event["object"].clone()) else {
+                return true;
+            };
+            if !names.is_empty() && !names.contains(&object.metadata.name) {
+                return true;
+            }
+            match args.output {
+                Some(OutputFormat::Json) => {
+                    println!("{}", serde_json::to_string(&event).unwrap_or_default())
+                }
+                Some(OutputFormat::Yaml) => print!("---\n{}", output::to_yaml(&event)),
+                Some(OutputFormat::Name) => println!(
+                    "{}/{}",
+                    output::resource_name(&object),
+                    object.metadata.name
+                ),
+                format => {
+                    let table = output::table(
+                        &[object],
+                        args.scope.all_namespaces,
+                        format == Some(OutputFormat::Wide),
+                    );
+                    let skip = if header_printed { 1 } else { 0 };
+                    header_printed = true;
+                    for line in table.lines().skip(skip) {
+                        println!("{line}");
+                    }
+                }
+            }
+            let _ = std::io::stdout().flush();
+            true
+        })
+        .await?;
+    match failure {
+        Some(message) => Err(Failure::Failed(format!("watch ended: {message}"))),
+        None => Err(Failure::Failed(
+            "the server closed the watch (it is shutting down?)".into(),
+        )),
+    }
+}
+
+async fn describe(client: &Client, args: DescribeArgs) -> Result<(), Failure> {
+    let (resource, names) = split_resource(&args.resource, &args.names)?;
+    let query = namespace_query(args.namespace.as_deref(), false);
+    let objects = if names.is_empty() {
+        client.list(&resource, &query).await?
+    } else {
+        let mut found = Vec::new();
+        for name in &names {
+            found.push(client.get(&resource, name, &query).await?);
+        }
+        found
+    };
+    for (i, o) in objects.iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        let mut events_query = vec![
+            ("name", o.metadata.name.clone()),
+            ("limit", "20".to_string()),
+        ];
+        if let Some(ns) = &o.metadata.namespace {
+            events_query.push(("namespace", ns.clone()));
+        }
+        let kind_ref = if o.group().is_empty() {
+            o.kind.clone()
+        } else {
+            format!("{}.{}", o.kind, o.group())
+        };
+        let events = client.events(Some(&kind_ref), &events_query).await?;
+        print!("{}", describe_text(o, &events));
+    }
+    Ok(())
+}
+
+fn describe_text(o: &Object, events: &[Value]) -> String {
+    let m = &o.metadata;
+    let pairs = |map: &std::collections::BTreeMap<String, String>| {
+        if map.is_empty() {
+            "<none>".to_string()
+        } else {
+            map.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("\n              ")
+        }
+    };
+    let mut rows = vec![
+        vec!["Name:".to_string(), m.name.clone()],
+        vec!["Namespace:".into(), m.namespace.clone().unwrap_or_default()],
+        vec!["API Version:".into(), o.api_version.clone()],
+        vec!["Kind:".into(), o.kind.clone()],
+        vec!["Labels:".into(), pairs(&m.labels)],
+        vec!["Annotations:".into(), pairs(&m.annotations)],
+        vec!["UID:".into(), m.uid.clone().unwrap_or_default()],
+        vec![
+            "Resource Version:".into(),
+            m.resource_version.clone().unwrap_or_default(),
+        ],
+        vec!["Generation:".into(), m.generation.to_string()],
+        vec![
+            "Created:".into(),
+            m.creation_timestamp.clone().unwrap_or_default(),
+        ],
+    ];
+    if m.namespace.is_none() {
+        rows.remove(1);
+    }
+    if let Some(t) = &m.deletion_timestamp {
+        rows.push(vec!["Deletion Requested:".into(), t.clone()]);
+    }
+    if !m.finalizers.is_empty() {
+        rows.push(vec!["Finalizers:".into(), m.finalizers.join(", ")]);
+    }
+    for r in &m.owner_references {
+        rows.push(vec![
+            "Controlled By:".into(),
+            format!("{}/{}", r.kind, r.name),
+        ]);
+    }
+    let mut out = String::new();
+    for row in &rows {
+        out.push_str(&format!("{:<14}{}\n", row[0], row[1]));
+    }
+    for (field, value) in &o.body {
+        out.push_str(&capitalize(field));
+        out.push_str(":\n");
+        for line in output::to_yaml(value).lines() {
+            out.push_str("  ");
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out.push_str("Events:");
+    if events.is_empty() {
+        out.push_str(" <none>\n");
+        return out;
+    }
+    out.push('\n');
+    let mut table = vec![
+        ["Age", "Actor", "Action", "Message"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for e in events {
+        table.push(vec![
+            event_age(e),
+            e["actor"].as_str().unwrap_or("").into(),
+            e["action"].as_str().unwrap_or("").into(),
+            e["message"].as_str().unwrap_or("").into(),
+        ]);
+    }
+    for line in output::align(&table).lines() {
+        out.push_str("  ");
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(first) => first.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+fn event_age(e: &Value) -> String {
+    use time::OffsetDateTime;
+    use time::format_description::well_known::Rfc3339;
+    e["time"]
+        .as_str()
+        .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
+        .map(|t| output::human_duration((OffsetDateTime::now_utc() - t).whole_seconds()))
+        .unwrap_or_else(|| "<unknown>".into())
+}
+
+/// What to delete: resource type, name, and the namespace query.
+type DeleteTarget = (String, String, Vec<(&'static str, String)>);
+
+async fn delete(client: &Client, args: DeleteArgs) -> Result<(), Failure> {
+    let targets: Vec<DeleteTarget> = if !args.files.is_empty() {
+        let mut objects = read_objects(&args.files)?;
+        set_namespace(&mut objects, args.namespace.as_deref())?;
+        objects
+            .iter()
+            .map(|o| {
+                let kind = if o.group().is_empty() {
+                    o.kind.clone()
+                } else {
+                    format!("{}.{}", o.kind, o.group())
+                };
+                (
+                    kind,
+                    o.metadata.name.clone(),
+                    namespace_query(o.metadata.namespace.as_deref(), false),
+                )
+            })
+            .collect()
+    } else {
+        let Some(resource) = &args.resource else {
+            return Err(Failure::Usage(
+                "name what to delete: TYPE NAME..., TYPE/NAME, or -f FILE".into(),
+            ));
+        };
+        let (resource, names) = split_resource(resource, &args.names)?;
+        if names.is_empty() {
+            return Err(Failure::Usage(format!(
+                "name the {resource} to delete: shipway delete {resource} NAME"
+            )));
+        }
+        let query = namespace_query(args.namespace.as_deref(), false);
+        names
+            .into_iter()
+            .map(|n| (resource.clone(), n, query.clone()))
+            .collect()
+    };
+    let mut failed = 0;
+    for (resource, name, query) in &targets {
+        match client.delete(resource, name, query).await {
+            Ok(result) => {
+                let object: Option<Object> = serde_json::from_value(result["object"].clone()).ok();
+                let kind = object
+                    .as_ref()
+                    .map(output::resource_name)
+                    .unwrap_or_else(|| resource.clone());
+                match result["outcome"].as_str() {
+                    Some("terminating") => {
+                        let finalizers = object
+                            .map(|o| o.metadata.finalizers.join(", "))
+                            .unwrap_or_default();
+                        println!(
+                            "{kind} \"{name}\" deletion requested; waiting for finalizers: {finalizers}"
+                        );
+                    }
+                    _ => println!("{kind} \"{name}\" deleted"),
+                }
+            }
+            Err(ClientError::Api(s)) if s.code == 404 && args.ignore_not_found => {}
+            Err(e @ ClientError::Unreachable { .. }) => return Err(e.into()),
+            Err(e) => {
+                eprintln!("{e}");
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(Failure::Failed(format!(
+            "{failed} of {} deletions failed",
+            targets.len()
+        )));
+    }
+    Ok(())
+}
+
+async fn events(client: &Client, args: EventsArgs) -> Result<(), Failure> {
+    let mut query = vec![("limit", args.limit.to_string())];
+    if let Some(ns) = &args.namespace {
+        query.push(("namespace", ns.clone()));
+    }
+    let resource = match args.for_object.as_deref() {
+        Some(target) => {
+            let (resource, names) = split_resource(target, &[])?;
+            if let Some(name) = names.first() {
+                query.push(("name", name.clone()));
+            }
+            Some(resource)
+        }
+        None => None,
+    };
+    let events = client.events(resource.as_deref(), &query).await?;
+    match args.output {
+        Some(OutputFormat::Json) => println!(
+            "{}",
+            serde_json::to_string_pretty(&events).unwrap_or_default()
+        ),
+        Some(OutputFormat::Yaml) => print!("{}", output::to_yaml(&Value::Array(events))),
+        _ if events.is_empty() => eprintln!("No events found"),
+        _ => {
+            let mut rows = vec![
+                ["AGE", "ACTOR", "ACTION", "OBJECT", "VERSION", "MESSAGE"]
+                    .map(String::from)
+                    .to_vec(),
+            ];
+            for e in &events {
+                let key = &e["key"];
+                let kind = key["kind"].as_str().unwrap_or("");
+                let object = match key["namespace"].as_str() {
+                    Some(ns) if !ns.is_empty() => {
+                        format!("{kind}/{ns}/{}", key["name"].as_str().unwrap_or(""))
+                    }
+                    _ => format!("{kind}/{}", key["name"].as_str().unwrap_or("")),
+                };
+                rows.push(vec![
+                    event_age(e),
+                    e["actor"].as_str().unwrap_or("").into(),
+                    e["action"].as_str().unwrap_or("").into(),
+                    object,
+                    e["resourceVersion"].to_string(),
+                    e["message"].as_str().unwrap_or("").into(),
+                ]);
+            }
+            print!("{}", output::align(&rows));
+        }
+    }
+    Ok(())
+}
+
+async fn version(global: &Global) -> Result<(), Failure> {
+    println!("Client Version: {}", env!("CARGO_PKG_VERSION"));
+    let client = client(global)?;
+    match client.version().await {
+        Ok(v) => println!("Server Version: {v}"),
+        Err(e) => println!(
+            "Server Version: unavailable ({})",
+            e.to_string().lines().next().unwrap_or_default()
+        ),
+    }
+    Ok(())
+}

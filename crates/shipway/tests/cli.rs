@@ -1,0 +1,361 @@
+//! The `shipway` binary end to end: real `shipway up` processes, the CLI as users run it.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_shipway");
+
+/// A `shipway up` child process on an ephemeral port.
+struct Up {
+    child: Child,
+    server: String,
+}
+
+impl Up {
+    fn start(data: &Path) -> Up {
+        let mut child = Command::new(BIN)
+            .args(["up", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .env_remove("SHIPWAY_DATABASE")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        let server = loop {
+            line.clear();
+            assert!(
+                stderr.read_line(&mut line).unwrap() > 0,
+                "shipway up exited before listening"
+            );
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                break rest.trim().to_string();
+            }
+        };
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in stderr.lines() {});
+        Up { child, server }
+    }
+
+    fn cli(&self, data: &Path, args: &[&str]) -> Output {
+        self.cli_with_stdin(data, args, "")
+    }
+
+    fn cli_with_stdin(&self, data: &Path, args: &[&str], stdin: &str) -> Output {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("SHIPWAY_SERVER", &self.server)
+            .env("SHIPWAY_DATA", data)
+            .env_remove("SHIPWAY_TOKEN")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    fn kill9(mut self) {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn a_second_up_on_the_same_data_dir_refuses_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = Up::start(dir.path());
+    let out = Command::new(BIN)
+        .args(["up", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("another `shipway up`") && err.contains("already using the data directory"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_admin_token_file_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let _up = Up::start(dir.path());
+    let mode = std::fs::metadata(dir.path().join("admin.token"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn apply_get_describe_delete_events_as_a_user_would() {
+    let data = tempfile::tempdir().unwrap();
+    let up = Up::start(data.path());
+    let manifests = tempfile::tempdir().unwrap();
+    std::fs::create_dir(manifests.path().join("nested")).unwrap();
+    std::fs::write(
+        manifests.path().join("app.yaml"),
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  labels: {app: web}\nspec:\n  replicas: 2\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  ports:\n  - port: 80\n",
+    )
+    .unwrap();
+    std::fs::write(
+        manifests.path().join("nested/cm.json"),
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"settings","namespace":"prod"},"data":{"a":"1"}}"#,
+    )
+    .unwrap();
+    std::fs::write(manifests.path().join("notes.txt"), "not a manifest").unwrap();
+    let dir = manifests.path().to_str().unwrap();
+
+    let out = up.cli(data.path(), &["apply", "-f", dir]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "deployment.apps/web created\nservice/web created\nconfigmap/settings created\n"
+    );
+
+    let out = up.cli(data.path(), &["apply", "-f", dir, "--dry-run"]);
+    assert_eq!(
+        text(&out.stdout),
+        "deployment.apps/web unchanged (dry run)\nservice/web unchanged (dry run)\nconfigmap/settings unchanged (dry run)\n"
+    );
+
+    let out = up.cli(data.path(), &["get", "deploy"]);
+    let table = text(&out.stdout);
+    assert!(
+        table.starts_with(
+            "NAME   READY   UP-TO-DATE   AVAILABLE   AGE\nweb    0/2     0            0           "
+        ),
+        "{table}"
+    );
+
+    let out = up.cli(data.path(), &["get", "cm", "-A", "-o", "name"]);
+    assert_eq!(text(&out.stdout), "configmap/settings\n");
+    let out = up.cli(data.path(), &["get", "cm"]);
+    assert_eq!(
+        text(&out.stderr),
+        "No resources found in default namespace.\n"
+    );
+    let out = up.cli(
+        data.path(),
+        &["get", "configmap/settings", "-n", "prod", "-o", "yaml"],
+    );
+    let yaml = text(&out.stdout);
+    assert!(
+        yaml.starts_with(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  namespace: prod\n"
+        ),
+        "{yaml}"
+    );
+    assert!(yaml.contains("data:\n  a: \"1\"\n"), "{yaml}");
+
+    let out = up.cli(data.path(), &["get", "svc", "web", "-o", "json"]);
+    let svc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(svc["metadata"]["generation"], 1);
+
+    let out = up.cli(data.path(), &["describe", "deploy/web"]);
+    let described = text(&out.stdout);
+    assert!(
+        described.contains("Name:         web\nNamespace:    default\n"),
+        "{described}"
+    );
+    assert!(described.contains("Labels:       app=web"), "{described}");
+    assert!(described.contains("Spec:\n  replicas: 2\n"), "{described}");
+    assert!(described.contains("admin   create"), "{described}");
+
+    let out = up.cli(data.path(), &["delete", "deploy", "web"]);
+    assert_eq!(text(&out.stdout), "deployment.apps \"web\" deleted\n");
+    let out = up.cli(data.path(), &["get", "deploy", "web"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("Deployment.apps/default/web not found"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = up.cli(
+        data.path(),
+        &["delete", "deploy", "web", "--ignore-not-found"],
+    );
+    assert_eq!(out.status.code(), Some(0));
+
+    let out = up.cli(data.path(), &["events", "--for", "deploy/web"]);
+    let events = text(&out.stdout);
+    let actions: Vec<&str> = events
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().nth(2).unwrap())
+        .collect();
+    assert_eq!(actions, ["create", "delete"], "{events}");
+
+    let out = up.cli_with_stdin(
+        data.path(),
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: prod\n",
+    );
+    assert_eq!(text(&out.stdout), "namespace/prod created\n");
+    let out = up.cli(data.path(), &["get", "ns", "prod", "-o", "json"]);
+    let ns: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        ns["metadata"].get("namespace").is_none(),
+        "cluster-scoped objects have no namespace"
+    );
+}
+
+#[test]
+fn invalid_manifests_fail_with_positions_before_anything_is_applied() {
+    let data = tempfile::tempdir().unwrap();
+    let up = Up::start(data.path());
+    let manifests = tempfile::tempdir().unwrap();
+    let good = manifests.path().join("a-good.yaml");
+    std::fs::write(
+        &good,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: fine\n",
+    )
+    .unwrap();
+    let bad = manifests.path().join("b-bad.yaml");
+    std::fs::write(&bad, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n  labels:\n    tier: 3\n---\nkind: [\n").unwrap();
+    let out = up.cli(
+        data.path(),
+        &["apply", "-f", manifests.path().to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("nothing was applied"), "{err}");
+    assert!(
+        err.contains(&format!("{}:6:11:", bad.display())),
+        "wrong-typed label at its position: {err}"
+    );
+    // The unclosed flow sequence on line 8 is found where the input ends.
+    assert!(
+        err.contains(&format!("{}:9:1: invalid YAML", bad.display())),
+        "malformed YAML with its position: {err}"
+    );
+    let out = up.cli(data.path(), &["get", "cm", "fine"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the valid file was not applied either"
+    );
+
+    let out = up.cli(data.path(), &["get", "nonsense/x/y"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = Command::new(BIN).args(["get"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "clap usage errors exit 2");
+}
+
+#[test]
+fn unreachable_server_and_missing_token_say_what_to_do() {
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["get", "deploy", "--server", "http://127.0.0.1:9", "--data"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("Is `shipway up` running?"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let up = Up::start(data.path());
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = up.cli(elsewhere.path(), &["get", "deploy"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("--token"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// Every write the server acknowledged is there after `kill -9` and a restart.
+#[test]
+fn acknowledged_applies_survive_sigkill() {
+    let data = tempfile::tempdir().unwrap();
+    let up = Up::start(data.path());
+    let server = up.server.clone();
+    let token = std::fs::read_to_string(data.path().join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let acked = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (server, token, acked, stop) = (server.clone(), token.clone(), acked.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let http = reqwest::blocking::Client::new();
+                for i in 0.. {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let name = format!("cm-{w}-{i}");
+                    let body = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"i": i.to_string()}});
+                    match http.post(format!("{server}/api/v1/apply")).bearer_auth(&token).json(&body).send() {
+                        Ok(r) if r.status().as_u16() == 201 => acked.lock().unwrap().push(name),
+                        _ => break, // the server is gone
+                    }
+                }
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked.lock().unwrap().len() < 200 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    up.kill9(); // in the middle of the stream of applies
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.join().unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() >= 200,
+        "only {} applies before the deadline",
+        acked.len()
+    );
+
+    let up = Up::start(data.path());
+    let out = up.cli(data.path(), &["get", "cm", "-o", "name"]);
+    let stored: std::collections::HashSet<String> = text(&out.stdout)
+        .lines()
+        .map(|l| l.trim_start_matches("configmap/").to_string())
+        .collect();
+    let lost: Vec<&String> = acked.iter().filter(|n| !stored.contains(*n)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged writes lost: {lost:?}",
+        lost.len(),
+        acked.len()
+    );
+    eprintln!(
+        "{} acknowledged applies, {} stored after kill -9",
+        acked.len(),
+        stored.len()
+    );
+}
