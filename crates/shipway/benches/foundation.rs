@@ -80,7 +80,7 @@ async fn bench_store(name: &str, store: Store) {
     let four = apply_throughput(&store, 4).await;
     let (p50, p99) = watch_latency(&store).await;
     println!(
-        "{name:<10} apply (update) 1 writer: {one:>8.0} objects/s   4 writers: {four:>8.0} objects/s   watch latency p50 {:>7.2} ms  p99 {:>7.2} ms",
+        "{name:<10} apply, 1 writer creating: {one:>6.0} objects/s   4 writers updating: {four:>6.0} objects/s   watch latency p50 {:>7.2} ms  p99 {:>7.2} ms",
         p50.as_secs_f64() * 1e3,
         p99.as_secs_f64() * 1e3
     );
