@@ -146,6 +146,8 @@ fn copy_merge_meta(r: &mut Resource, old: &Resource) {
     r.prefixes = old.prefixes.clone();
     r.suffixes = old.suffixes.clone();
     r.ref_var_names = old.ref_var_names.clone();
+    // The hash flag survives only when both sides asked for it.
+    r.needs_hash = r.needs_hash && old.needs_hash;
 }
 
 /// Reads files under one kustomization root.
@@ -217,12 +219,30 @@ pub(crate) fn resources_from_text(file: &str, text: &str) -> Result<Vec<Resource
                 if kind.is_empty() {
                     return Err(at(doc, file, "missing Resource metadata: kind is required"));
                 }
+                let mut v = v;
+                stringify_metadata_maps(&mut v);
                 out.push(Resource::new(v));
             }
             _ => return Err(at(doc, file, "a resource must be a YAML mapping")),
         }
     }
     Ok(out)
+}
+
+/// Labels and annotations are string maps to kustomize: `happy: true` reads as `"true"`.
+fn stringify_metadata_maps(obj: &mut Value) {
+    let Some(Value::Object(md)) = obj.get_mut("metadata") else {
+        return;
+    };
+    for field in ["labels", "annotations"] {
+        if let Some(Value::Object(m)) = md.get_mut(field) {
+            for (_, v) in m.iter_mut() {
+                if matches!(v, Value::Bool(_) | Value::Number(_)) {
+                    *v = Value::String(crate::resource::scalar_string(v));
+                }
+            }
+        }
+    }
 }
 
 fn at(doc: Option<&Document>, file: &str, message: impl std::fmt::Display) -> Error {
@@ -282,7 +302,7 @@ impl<'a> Builder<'a> {
         let text = String::from_utf8(bytes)
             .map_err(|_| Error::Build(format!("{}: not UTF-8", path.display())))?;
         let file = path.display().to_string();
-        let docs = parse_documents(&file, &text).map_err(Error::Load)?;
+        let docs = parse_last_key_wins(&file, &text)?;
         let kust = match docs.as_slice() {
             [] => Kustomization {
                 file,
@@ -892,6 +912,57 @@ impl<'a> Builder<'a> {
             .retain(|r| !r.obj.as_object().is_some_and(|m| m.is_empty()));
         Ok(())
     }
+}
+
+/// Parses a kustomization the way kustomize reads it: a repeated key replaces the earlier one
+/// (go-yaml v2), where Shipway's loader refuses duplicates. The earlier entries are cut out of
+/// the text, using the positions the loader reports, and the text is parsed again.
+fn parse_last_key_wins(file: &str, text: &str) -> Result<Vec<Document>, Error> {
+    let mut text = text.to_string();
+    for _ in 0..64 {
+        let errs = match parse_documents(file, &text) {
+            Ok(docs) => return Ok(docs),
+            Err(errs) => errs,
+        };
+        let firsts: Option<Vec<(usize, usize)>> = errs
+            .iter()
+            .map(|e| {
+                let rest = e.message.split("(first at line ").nth(1)?;
+                let (line, rest) = rest.split_once(", column ")?;
+                let col = rest.trim_end_matches(')');
+                Some((line.parse().ok()?, col.parse().ok()?))
+            })
+            .collect();
+        let Some(mut firsts) = firsts else {
+            return Err(Error::Load(errs));
+        };
+        // Cut from the last occurrence upwards so earlier line numbers stay valid.
+        firsts.sort_unstable();
+        firsts.dedup();
+        let mut lines: Vec<&str> = text.lines().collect();
+        for &(line, col) in firsts.iter().rev() {
+            let start = line.saturating_sub(1);
+            if start >= lines.len() {
+                return Err(Error::Load(errs));
+            }
+            let indent = col.saturating_sub(1);
+            let mut end = start + 1;
+            while end < lines.len() {
+                let l = lines[end];
+                let lead = l.len() - l.trim_start().len();
+                let trimmed = l.trim_start();
+                let is_seq_item = trimmed.starts_with("- ") || trimmed == "-";
+                if !trimmed.is_empty() && (lead < indent || (lead == indent && !is_seq_item)) {
+                    break;
+                }
+                end += 1;
+            }
+            lines.drain(start..end);
+        }
+        text = lines.join("\n");
+        text.push('\n');
+    }
+    parse_documents(file, &text).map_err(Error::Load)
 }
 
 fn unsupported_plugin(field: &str, kind: &str) -> Error {

@@ -140,10 +140,7 @@ fn load_pairs(args: &Value, ldr: &dyn Loader) -> Result<Vec<(String, String)>, S
         if std::str::from_utf8(&content).is_err() {
             // Binary content: keep the raw bytes for binaryData.
             if let Some(last) = pairs.last_mut() {
-                last.1 = format!(
-                    "\u{0}BIN{}",
-                    base64::engine::general_purpose::STANDARD.encode(&content)
-                );
+                last.1 = format!("\u{0}BIN{}", encode_base64(&content));
             }
         }
     }
@@ -155,6 +152,22 @@ fn load_pairs(args: &Value, ldr: &dyn Loader) -> Result<Vec<(String, String)>, S
         }
     }
     Ok(pairs)
+}
+
+/// Base64 as kyaml writes generated data: one line when short, else lines of 70 characters,
+/// each ending in a newline.
+fn encode_base64(bytes: &[u8]) -> String {
+    const LINE: usize = 70;
+    let enc = base64::engine::general_purpose::STANDARD.encode(bytes);
+    if enc.len() < LINE {
+        return enc;
+    }
+    let mut out = String::with_capacity(enc.len() + enc.len() / LINE + 1);
+    for chunk in enc.as_bytes().chunks(LINE) {
+        out.push_str(&String::from_utf8_lossy(chunk));
+        out.push('\n');
+    }
+    out
 }
 
 fn remove_quotes(s: &str) -> &str {
@@ -215,10 +228,7 @@ pub fn generate(
                 binary.insert(k, Value::String(b64.into()));
             }
         } else if secret {
-            data.insert(
-                k,
-                Value::String(base64::engine::general_purpose::STANDARD.encode(v.as_bytes())),
-            );
+            data.insert(k, Value::String(encode_base64(v.as_bytes())));
         } else {
             data.insert(k, Value::String(v));
         }

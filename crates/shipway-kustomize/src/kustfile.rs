@@ -9,6 +9,44 @@ use crate::Error;
 /// File names kustomize recognises, in its order.
 pub const FILE_NAMES: [&str; 3] = ["kustomization.yaml", "kustomization.yml", "Kustomization"];
 
+/// Every field kustomize knows, in its spelling.
+const FIELDS: &[&str] = &[
+    "apiVersion",
+    "kind",
+    "metadata",
+    "namePrefix",
+    "nameSuffix",
+    "namespace",
+    "commonLabels",
+    "commonAnnotations",
+    "labels",
+    "patchesStrategicMerge",
+    "patchesJson6902",
+    "patches",
+    "images",
+    "imageTags",
+    "replacements",
+    "replicas",
+    "vars",
+    "sortOptions",
+    "resources",
+    "bases",
+    "components",
+    "crds",
+    "configMapGenerator",
+    "secretGenerator",
+    "generatorOptions",
+    "configurations",
+    "generators",
+    "transformers",
+    "validators",
+    "buildMetadata",
+    "openapi",
+    "helmCharts",
+    "helmGlobals",
+    "helmChartInflationGenerator",
+];
+
 /// Fields a build reads; everything stays close to the file (values) so each step can read
 /// exactly what it needs.
 #[derive(Clone, Debug, Default)]
@@ -57,8 +95,15 @@ impl Kustomization {
             _ => return Err(err_at(doc, "", "a kustomization must be a mapping")),
         };
         for (key, v) in m {
+            // Kustomize decodes through Go's encoding/json, which matches field names
+            // case-insensitively.
+            let canonical = FIELDS
+                .iter()
+                .find(|f| f.eq_ignore_ascii_case(key))
+                .copied()
+                .unwrap_or(key.as_str());
             let path = key.as_str();
-            match path {
+            match canonical {
                 "apiVersion" | "metadata" => {}
                 "kind" => k.kind = str_of(doc, path, v)?,
                 "namePrefix" => k.name_prefix = str_of(doc, path, v)?,
