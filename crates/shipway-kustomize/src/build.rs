@@ -11,6 +11,7 @@ use crate::config::TransformerConfig;
 use crate::fs::{FileSystem, normalize};
 use crate::generate::{self, Loader};
 use crate::kustfile::{FILE_NAMES, Kustomization};
+use crate::origin::Origin;
 use crate::resource::{Behavior, Gvk, Resource};
 use crate::{
     Error, LoadRestrictor, Options, Reorder, emit, jsonpatch, nameref, smp, transform, vars,
@@ -83,8 +84,8 @@ impl Acc {
                                 }
                             }
                         }
-                        if let Some(origin) = old.annotation(ORIGIN) {
-                            r.set_annotation(ORIGIN, &origin);
+                        if old.origin.is_some() {
+                            r.origin = old.origin.clone();
                         }
                     }
                 }
@@ -119,6 +120,7 @@ impl Acc {
 }
 
 const ORIGIN: &str = "config.kubernetes.io/origin";
+const TRANSFORMATIONS: &str = "alpha.config.kubernetes.io/transformations";
 const LOCAL_CONFIG: &str = "config.kubernetes.io/local-config";
 
 /// Kustomize's `CopyMergeMetaDataFieldsFrom`: labels and annotations merged (the new ones win),
@@ -146,6 +148,9 @@ fn copy_merge_meta(r: &mut Resource, old: &Resource) {
     r.prefixes = old.prefixes.clone();
     r.suffixes = old.suffixes.clone();
     r.ref_var_names = old.ref_var_names.clone();
+    if r.transformations.is_empty() {
+        r.transformations = old.transformations.clone();
+    }
     // The hash flag survives only when both sides asked for it.
     r.needs_hash = r.needs_hash && old.needs_hash;
 }
@@ -261,6 +266,10 @@ fn at(doc: Option<&Document>, file: &str, message: impl std::fmt::Display) -> Er
 struct Target<'a> {
     ldr: Ldr<'a>,
     kust: Kustomization,
+    /// The kustomization file's name (`kustomization.yaml`, ...).
+    file_name: String,
+    /// Where this kustomization sits relative to the top one, for origin annotations.
+    origin: Origin,
 }
 
 pub(crate) struct Builder<'a> {
@@ -268,6 +277,8 @@ pub(crate) struct Builder<'a> {
     pub opts: &'a Options,
     /// Directories being built, outermost first, to refuse cycles.
     pub stack: Vec<PathBuf>,
+    /// Whether the top kustomization has `buildMetadata`: then origins are tracked.
+    pub origins: bool,
 }
 
 fn berr(e: impl std::fmt::Display) -> Error {
@@ -322,6 +333,11 @@ impl<'a> Builder<'a> {
                 restrict: self.opts.load_restrictor == LoadRestrictor::RootOnly,
             },
             kust,
+            file_name: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            origin: Origin::default(),
         })
     }
 
@@ -329,6 +345,7 @@ impl<'a> Builder<'a> {
     pub fn run(&mut self, dir: &Path) -> Result<String, Error> {
         let dir = normalize(dir);
         let t = self.load_target(&dir)?;
+        self.origins = !t.kust.build_metadata.is_empty();
         self.stack.push(dir.clone());
         let mut acc = self.accumulate(&t, Acc::default())?;
         // Hash suffixes, then references to the new names, then vars.
@@ -368,11 +385,12 @@ impl<'a> Builder<'a> {
                 ));
                 r.set_string_map("labels", labels);
             }
-            if !keep_origin {
-                r.remove_annotation(ORIGIN);
+            if keep_origin && let Some(o) = &r.origin {
+                r.set_annotation(ORIGIN, &o.to_yaml());
             }
-            if !keep_transformations {
-                r.remove_annotation("alpha.config.kubernetes.io/transformations");
+            if keep_transformations && !r.transformations.is_empty() {
+                let text = crate::origin::list_to_yaml(&r.transformations);
+                r.set_annotation(TRANSFORMATIONS, &text);
             }
             if i > 0 {
                 out.push_str("---\n");
@@ -445,7 +463,7 @@ impl<'a> Builder<'a> {
         self.run_generators(t, &mut ra)?;
         for c in &k.components {
             let dir = normalize(&t.ldr.root.join(c));
-            let sub = self.enter(&dir)?;
+            let sub = self.enter(&dir, t.origin.append(c))?;
             if !sub.kust.is_component() {
                 return Err(Error::Build(format!(
                     "accumulating components: expected kind 'Component' for path '{}' but got '{}'",
@@ -492,14 +510,15 @@ impl<'a> Builder<'a> {
         Ok(ra)
     }
 
-    fn enter(&mut self, dir: &Path) -> Result<Target<'a>, Error> {
+    fn enter(&mut self, dir: &Path, origin: Origin) -> Result<Target<'a>, Error> {
         if self.stack.iter().any(|d| d == dir) {
             return Err(Error::Build(format!(
                 "cycle detected: candidate root '{}' contains visited root",
                 dir.display()
             )));
         }
-        let t = self.load_target(dir)?;
+        let mut t = self.load_target(dir)?;
+        t.origin = origin;
         self.stack.push(dir.to_path_buf());
         Ok(t)
     }
@@ -521,7 +540,7 @@ impl<'a> Builder<'a> {
             }
             let full = normalize(&t.ldr.root.join(path));
             if self.fs.is_dir(&full) {
-                let sub = self.enter(&full)?;
+                let sub = self.enter(&full, t.origin.append(path))?;
                 if sub.kust.is_component() {
                     return Err(Error::Build(format!(
                         "expected kind != 'Component' for path '{}'",
@@ -546,7 +565,10 @@ impl<'a> Builder<'a> {
             let text = String::from_utf8(bytes)
                 .map_err(|_| Error::Build(format!("{}: not UTF-8", full.display())))?;
             let file = full.display().to_string();
-            for r in resources_from_text(&file, &text)? {
+            for mut r in resources_from_text(&file, &text)? {
+                if self.origins {
+                    r.origin = Some(t.origin.append(path));
+                }
                 ra.append(r).map_err(|e| {
                     Error::Build(format!(
                         "accumulating resources: merging resources from '{path}': {e}"
@@ -561,11 +583,17 @@ impl<'a> Builder<'a> {
         let k = &t.kust;
         let global = k.generator_options.as_ref();
         for args in &k.config_map_generator {
-            let r = generate::generate(args, global, false, &t.ldr).map_err(berr)?;
+            let mut r = generate::generate(args, global, false, &t.ldr).map_err(berr)?;
+            if self.origins {
+                r.origin = Some(t.origin.builtin(&t.file_name, "ConfigMapGenerator"));
+            }
             ra.absorb(r).map_err(berr)?;
         }
         for args in &k.secret_generator {
-            let r = generate::generate(args, global, true, &t.ldr).map_err(berr)?;
+            let mut r = generate::generate(args, global, true, &t.ldr).map_err(berr)?;
+            if self.origins {
+                r.origin = Some(t.origin.builtin(&t.file_name, "SecretGenerator"));
+            }
             ra.absorb(r).map_err(berr)?;
         }
         for cfg in self.plugin_configs(t, &k.generators)? {
@@ -576,7 +604,10 @@ impl<'a> Builder<'a> {
                 "SecretGenerator" => true,
                 other => return Err(unsupported_plugin("generators", other)),
             };
-            let r = generate::generate(&args, None, secret, &t.ldr).map_err(berr)?;
+            let mut r = generate::generate(&args, None, secret, &t.ldr).map_err(berr)?;
+            if self.origins {
+                r.origin = plugin_origin(&cfg);
+            }
             ra.absorb(r).map_err(berr)?;
         }
         Ok(())
@@ -593,7 +624,14 @@ impl<'a> Builder<'a> {
         let mut paths = Vec::new();
         for e in entries {
             match resources_from_text(&t.kust.file, e) {
-                Ok(rs) if !rs.is_empty() => out.extend(rs),
+                Ok(rs) if !rs.is_empty() => {
+                    for mut r in rs {
+                        if self.origins {
+                            r.origin = Some(t.origin.append(&t.file_name));
+                        }
+                        out.push(r);
+                    }
+                }
                 _ => paths.push(e.clone()),
             }
         }
@@ -605,6 +643,8 @@ impl<'a> Builder<'a> {
     fn run_transformers(&mut self, t: &Target<'a>, ra: &mut Acc) -> Result<(), Error> {
         let k = &t.kust;
         let tc = ra.config.clone();
+        let origins = self.origins;
+        let bo = |kind: &str| origins.then(|| t.origin.builtin(&t.file_name, kind));
         // patchesStrategicMerge
         for p in &k.patches_strategic_merge {
             let patches = match resources_from_text(&t.kust.file, p) {
@@ -620,27 +660,37 @@ impl<'a> Builder<'a> {
                 apply_smp_to(&mut ra.res, &[i], &patch, false, false).map_err(berr)?;
             }
         }
+        if !k.patches_strategic_merge.is_empty() {
+            drop_empties(&mut ra.res);
+            mark(&mut ra.res, bo("PatchStrategicMergeTransformer"));
+        }
         // patches
         for p in &k.patches {
             self.apply_patch_entry(t, ra, p, false)?;
+            mark(&mut ra.res, bo("PatchTransformer"));
         }
         if !k.namespace.is_empty() {
             for r in &mut ra.res {
                 transform::namespace(r, &k.namespace, &tc.namespace).map_err(berr)?;
             }
             check_unique(&ra.res)?;
+            mark(&mut ra.res, bo("NamespaceTransformer"));
         }
         if !k.name_prefix.is_empty() {
             for r in &mut ra.res {
                 transform::prefix_suffix(r, &k.name_prefix, "", &tc.name_prefix, true)
                     .map_err(berr)?;
             }
+            mark(&mut ra.res, bo("PrefixTransformer"));
         }
         if !k.name_suffix.is_empty() {
             for r in &mut ra.res {
                 transform::prefix_suffix(r, "", &k.name_suffix, &tc.name_suffix, false)
                     .map_err(berr)?;
             }
+        }
+        if !k.name_suffix.is_empty() {
+            mark(&mut ra.res, bo("SuffixTransformer"));
         }
         for l in &k.labels {
             let pairs = string_pairs(l.get("pairs"));
@@ -671,35 +721,48 @@ impl<'a> Builder<'a> {
             for r in &mut ra.res {
                 transform::labels(r, &pairs, &specs).map_err(berr)?;
             }
+            mark(&mut ra.res, bo("LabelTransformer"));
         }
-        if !k.common_labels.is_empty() {
+        // Kustomize configures the commonLabels transformer whenever any labels are set.
+        if !k.common_labels.is_empty() || !k.labels.is_empty() {
             for r in &mut ra.res {
                 transform::labels(r, &k.common_labels, &tc.common_labels).map_err(berr)?;
             }
+            mark(&mut ra.res, bo("LabelTransformer"));
         }
         if !k.common_annotations.is_empty() {
             for r in &mut ra.res {
                 transform::annotations(r, &k.common_annotations, &tc.common_annotations)
                     .map_err(berr)?;
             }
+            mark(&mut ra.res, bo("AnnotationsTransformer"));
         }
         for p in &k.patches_json6902 {
             self.apply_patch_entry(t, ra, p, true)?;
+            mark(&mut ra.res, bo("PatchJson6902Transformer"));
         }
         for rep in &k.replicas {
             transform::replicas(&mut ra.res, rep, &tc.replicas).map_err(berr)?;
+            mark(&mut ra.res, bo("ReplicaCountTransformer"));
         }
         for img in &k.images {
             let img = transform::Image::from_value(img);
             for r in &mut ra.res {
                 transform::image(r, &img, &tc.images).map_err(berr)?;
             }
+            mark(&mut ra.res, bo("ImageTagTransformer"));
         }
         for rep in &k.replacements {
             crate::replacements::apply(&mut ra.res, rep, &t.ldr).map_err(berr)?;
         }
+        if !k.replacements.is_empty() {
+            mark(&mut ra.res, bo("ReplacementTransformer"));
+        }
         for cfg in self.plugin_configs(t, &k.transformers)? {
             self.run_plugin_transformer(t, ra, &cfg)?;
+            if self.origins {
+                mark(&mut ra.res, plugin_origin(&cfg));
+            }
         }
         ra.res
             .retain(|r| !r.obj.as_object().is_some_and(|m| m.is_empty()));
@@ -965,6 +1028,41 @@ fn parse_last_key_wins(file: &str, text: &str) -> Result<Vec<Document>, Error> {
     parse_documents(file, &text).map_err(Error::Load)
 }
 
+/// The origin of what a generator or transformer plugin config makes: configured in the file
+/// the config came from, by the config itself.
+fn plugin_origin(cfg: &Resource) -> Option<Origin> {
+    let o = cfg.origin.as_ref()?;
+    Some(Origin {
+        path: String::new(),
+        configured_in: o.path.clone(),
+        configured_by: Some([
+            cfg.api_version().to_string(),
+            cfg.kind().to_string(),
+            cfg.name().to_string(),
+            cfg.namespace().to_string(),
+        ]),
+    })
+}
+
+/// After a transformer ran: resources without an origin take the transformer's, the others
+/// record it as a transformation.
+fn mark(res: &mut [Resource], origin: Option<Origin>) {
+    let Some(origin) = origin else {
+        return;
+    };
+    for r in res {
+        if r.origin.is_none() {
+            r.origin = Some(origin.clone());
+        } else {
+            r.transformations.push(origin.clone());
+        }
+    }
+}
+
+fn drop_empties(res: &mut Vec<Resource>) {
+    res.retain(|r| !r.obj.as_object().is_some_and(|m| m.is_empty()));
+}
+
 fn unsupported_plugin(field: &str, kind: &str) -> Error {
     Error::Build(format!(
         "{field}: plugin kind {kind:?} is not supported: Shipway runs kustomize's built-in \
@@ -979,11 +1077,13 @@ fn plugin_args(obj: &Value) -> Value {
         && let Some(md) = obj.get("metadata")
     {
         {
-            if let Some(n) = md.get("name") {
-                m.insert("name".into(), n.clone());
-            }
-            if let Some(n) = md.get("namespace") {
-                m.insert("namespace".into(), n.clone());
+            for field in ["name", "namespace"] {
+                let missing = m
+                    .get(field)
+                    .is_none_or(|v| v.as_str().is_some_and(str::is_empty));
+                if missing && let Some(n) = md.get(field) {
+                    m.insert(field.into(), n.clone());
+                }
             }
         }
     }

@@ -17,6 +17,7 @@ mod generate;
 mod jsonpatch;
 mod kustfile;
 mod nameref;
+mod origin;
 mod replacements;
 mod resource;
 mod smp;
@@ -78,6 +79,7 @@ pub fn build(fs: &dyn FileSystem, dir: &Path, opts: &Options) -> Result<String, 
         fs,
         opts,
         stack: Vec::new(),
+        origins: false,
     };
     b.run(dir)
 }

@@ -167,6 +167,10 @@ pub struct Resource {
     pub ref_var_names: Vec<String>,
     /// Ids of resources whose fields were updated to point at this one.
     pub ref_by: Vec<String>,
+    /// Where it came from, kept while `buildMetadata` asks for origins or transformations.
+    pub origin: Option<crate::origin::Origin>,
+    /// The transformers that changed it after it had an origin.
+    pub transformations: Vec<crate::origin::Origin>,
 }
 
 impl Resource {
@@ -180,6 +184,8 @@ impl Resource {
             needs_hash: false,
             ref_var_names: Vec::new(),
             ref_by: Vec::new(),
+            origin: None,
+            transformations: Vec::new(),
         }
     }
 
@@ -336,18 +342,6 @@ impl Resource {
         }
         if let Value::Object(m) = ann {
             m.insert(key.into(), Value::String(value.into()));
-        }
-    }
-
-    pub fn remove_annotation(&mut self, key: &str) {
-        let md = self.metadata_mut();
-        let mut empty = false;
-        if let Some(Value::Object(m)) = md.get_mut("annotations") {
-            m.remove(key);
-            empty = m.is_empty();
-        }
-        if empty {
-            md.remove("annotations");
         }
     }
 
