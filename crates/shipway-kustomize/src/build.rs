@@ -445,7 +445,9 @@ impl<'a> Builder<'a> {
     fn accumulate(&mut self, t: &Target<'a>, mut ra: Acc) -> Result<Acc, Error> {
         let k = &t.kust;
         ra = self.accumulate_resources(t, ra, &k.resources)?;
-        let mut tc = TransformerConfig::defaults();
+        // The user's configurations come first and the defaults are merged into them, so a
+        // user spec shadows the default it narrows (kustomize's observable behaviour).
+        let mut tc = TransformerConfig::default();
         for c in &k.configurations {
             let bytes = t.ldr.load(c).map_err(berr)?;
             let text = String::from_utf8_lossy(&bytes).into_owned();
@@ -455,6 +457,7 @@ impl<'a> Builder<'a> {
                 tc.merge(&more);
             }
         }
+        tc.merge(&TransformerConfig::defaults());
         ra.config.merge(&tc);
         for c in &k.crds {
             let more = crate::crds::load(&t.ldr, c).map_err(berr)?;

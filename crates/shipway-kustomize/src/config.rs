@@ -196,11 +196,15 @@ pub fn specs_from(v: Option<&Value>) -> Result<Vec<FieldSpec>, String> {
     Ok(out)
 }
 
-/// Appends the specs of `add` not already in `to` (same GVK and path: kustomize refuses
-/// conflicting `create` flags, we keep the first).
+/// Appends the specs of `add` not already covered in `to`: kustomize counts a spec as present
+/// when one with the same path is selected by the new one's GVK, so a specific spec already
+/// there shadows a more general one merged later.
 pub fn merge_specs(to: &mut Vec<FieldSpec>, add: &[FieldSpec]) {
     for fs in add {
-        if !to.iter().any(|x| x.gvk == fs.gvk && x.path == fs.path) {
+        if !to
+            .iter()
+            .any(|x| x.gvk.is_selected(&fs.gvk) && x.path == fs.path)
+        {
             to.push(fs.clone());
         }
     }

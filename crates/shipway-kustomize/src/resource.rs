@@ -48,8 +48,10 @@ impl Gvk {
         )
     }
 
+    /// Cluster-scoped built-in kinds, recognised by kind and group: a custom kind that happens to
+    /// be called `Namespace` is namespaced.
     pub fn is_cluster_scoped(&self) -> bool {
-        is_cluster_scoped_kind(&self.kind)
+        is_cluster_scoped_kind(&self.kind) && builtin_group(&self.kind, &self.group)
     }
 }
 
@@ -86,6 +88,29 @@ pub fn is_cluster_scoped_kind(kind: &str) -> bool {
             | "ValidatingWebhookConfiguration"
             | "VolumeAttachment"
     )
+}
+
+fn builtin_group(kind: &str, group: &str) -> bool {
+    let expected: &[&str] = match kind {
+        "Namespace" | "Node" | "PersistentVolume" | "ComponentStatus" => &[""],
+        "ClusterRole" | "ClusterRoleBinding" => &["rbac.authorization.k8s.io"],
+        "CustomResourceDefinition" => &["apiextensions.k8s.io"],
+        "StorageClass" | "CSIDriver" | "CSINode" | "VolumeAttachment" => &["storage.k8s.io"],
+        "PriorityClass" => &["scheduling.k8s.io"],
+        "MutatingWebhookConfiguration"
+        | "ValidatingWebhookConfiguration"
+        | "ValidatingAdmissionPolicy"
+        | "ValidatingAdmissionPolicyBinding" => &["admissionregistration.k8s.io"],
+        "APIService" => &["apiregistration.k8s.io"],
+        "PodSecurityPolicy" => &["policy", "extensions"],
+        "RuntimeClass" => &["node.k8s.io"],
+        "IngressClass" => &["networking.k8s.io"],
+        "CertificateSigningRequest" => &["certificates.k8s.io"],
+        "FlowSchema" | "PriorityLevelConfiguration" => &["flowcontrol.apiserver.k8s.io"],
+        "TokenReview" => &["authentication.k8s.io"],
+        _ => &["authorization.k8s.io"],
+    };
+    expected.contains(&group)
 }
 
 /// A resource's identity: GVK, name and namespace.
