@@ -391,6 +391,10 @@ impl Resource {
 /// Whether the shorter slice is the tail of the longer one.
 fn same_ending(a: &[String], b: &[String]) -> bool {
     let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    if short.is_empty() {
+        // Kustomize: an empty history only matches an empty one.
+        return long.is_empty();
+    }
     long[long.len() - short.len()..] == *short
 }
 
