@@ -4,6 +4,7 @@
 //! plus every [`problem::Problem`] with `file:line:col`), then [`trigger::matches`] (does an
 //! event start it) and [`matrix::expand`] (GitHub's include/exclude rules).
 
+pub mod exec;
 pub mod graph;
 pub mod load;
 pub mod matrix;

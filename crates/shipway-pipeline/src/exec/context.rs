@@ -1,0 +1,152 @@
+//! Building the expression contexts (`github`, `inputs`, `needs`, ...) and evaluating the
+//! expression-bearing parts of a workflow with them.
+
+use std::collections::HashMap;
+
+use indexmap::IndexMap;
+use serde_json::Value as Json;
+use shipway_expr::{Host, Map, Value};
+
+use super::{Finished, RunConfig};
+use crate::workflow::{InputKind, Job, Workflow};
+
+/// The `inputs` context: given values, else declared defaults, typed as declared (booleans and
+/// numbers are not strings in `inputs`).
+pub fn resolve_inputs(w: &Workflow, event: &str, given: &IndexMap<String, String>) -> Value {
+    let mut map = Map::new();
+    let declared =
+        w.on.events
+            .get(event)
+            .or_else(|| w.on.events.get("workflow_dispatch"))
+            .map(|e| e.inputs.clone())
+            .unwrap_or_default();
+    for (name, input) in &declared {
+        let raw = given.get(name).map(|s| Json::String(s.clone()));
+        let v = raw.or_else(|| input.default.clone());
+        let value = match (input.kind, v) {
+            (_, None) => match input.kind {
+                InputKind::Boolean => Value::Bool(false),
+                _ => Value::string(""),
+            },
+            (InputKind::Boolean, Some(Json::String(s))) => Value::Bool(s == "true"),
+            (InputKind::Number, Some(Json::String(s))) => {
+                Value::Number(shipway_expr::parse_number(s.trim()).unwrap_or(f64::NAN))
+            }
+            (_, Some(Json::String(s))) => Value::String(s),
+            (_, Some(other)) => Value::from_json(&other),
+        };
+        map.insert(name.clone(), value);
+    }
+    // Inputs given but not declared are still visible (GitHub refuses them; we warn in the CLI).
+    for (k, v) in given {
+        if !map.contains_key(k) {
+            map.insert(k.clone(), Value::string(v.clone()));
+        }
+    }
+    Value::object(map)
+}
+
+/// `needs.<id>.result` and `needs.<id>.outputs` for the jobs `job` lists.
+pub fn needs_context(job: &Job, finished: &HashMap<String, Finished>) -> Value {
+    let mut map = Map::new();
+    for (n, _) in &job.needs {
+        let Some(f) = finished.get(n) else { continue };
+        let outputs: Map = f
+            .outputs
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::string(v.clone())))
+            .collect();
+        let mut entry = Map::new();
+        entry.insert("result".into(), Value::string(f.result.as_str()));
+        entry.insert("outputs".into(), Value::object(outputs));
+        map.insert(n.clone(), Value::object(entry));
+    }
+    Value::object(map)
+}
+
+/// Evaluates every `${{ }}` inside a JSON value. A string that is one whole expression takes
+/// the expression's value and type (`${{ fromJSON(...) }}` becomes an array or object).
+pub fn eval_json(v: &Json, host: &dyn Host) -> Result<Json, String> {
+    Ok(match v {
+        Json::String(s) if shipway_expr::has_expression(s) => {
+            let t = shipway_expr::Template::parse(s, &shipway_expr::Scope::ANY)
+                .map_err(|e| e.to_string())?;
+            t.eval(host).map_err(|e| e.to_string())?.to_json()
+        }
+        Json::Array(items) => Json::Array(
+            items
+                .iter()
+                .map(|i| eval_json(i, host))
+                .collect::<Result<_, _>>()?,
+        ),
+        Json::Object(map) => Json::Object(
+            map.iter()
+                .map(|(k, i)| Ok((k.clone(), eval_json(i, host)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+        other => other.clone(),
+    })
+}
+
+/// The parts of the `github` context that do not depend on the job.
+pub fn github_base(cfg: &RunConfig, workflow_name: &str, event_path: &str) -> Map {
+    let ref_name = cfg
+        .git_ref
+        .strip_prefix("refs/heads/")
+        .or_else(|| cfg.git_ref.strip_prefix("refs/tags/"))
+        .unwrap_or(&cfg.git_ref)
+        .to_string();
+    let ref_type = if cfg.git_ref.starts_with("refs/tags/") {
+        "tag"
+    } else {
+        "branch"
+    };
+    let owner = cfg
+        .repository
+        .split_once('/')
+        .map_or(cfg.repository.as_str(), |(o, _)| o)
+        .to_string();
+    let pr = |k: &str| {
+        cfg.event
+            .pointer(&format!("/pull_request/{k}/ref"))
+            .and_then(Json::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let s = |v: &str| Value::string(v);
+    let mut m = Map::new();
+    m.insert("action".into(), s(""));
+    m.insert("actor".into(), s(&cfg.actor));
+    m.insert("triggering_actor".into(), s(&cfg.actor));
+    m.insert("api_url".into(), s("https://api.github.com"));
+    m.insert("server_url".into(), s("https://github.com"));
+    m.insert("graphql_url".into(), s("https://api.github.com/graphql"));
+    m.insert("base_ref".into(), s(&pr("base")));
+    m.insert("head_ref".into(), s(&pr("head")));
+    m.insert("event".into(), Value::from_json(&cfg.event));
+    m.insert("event_name".into(), s(&cfg.event_name));
+    m.insert("event_path".into(), s(event_path));
+    m.insert("ref".into(), s(&cfg.git_ref));
+    m.insert("ref_name".into(), s(&ref_name));
+    m.insert("ref_type".into(), s(ref_type));
+    m.insert("ref_protected".into(), Value::Bool(false));
+    m.insert("repository".into(), s(&cfg.repository));
+    m.insert("repository_owner".into(), s(&owner));
+    m.insert("run_id".into(), s(&cfg.run_id.to_string()));
+    m.insert("run_number".into(), s("1"));
+    m.insert("run_attempt".into(), s("1"));
+    m.insert("retention_days".into(), s("90"));
+    m.insert("sha".into(), s(&cfg.sha));
+    m.insert("token".into(), s(""));
+    m.insert("workflow".into(), s(workflow_name));
+    m
+}
+
+/// A map of strings as a context object.
+pub fn strings(map: &IndexMap<String, String>) -> Value {
+    Value::object(
+        map.iter()
+            .map(|(k, v)| (k.clone(), Value::string(v.clone())))
+            .collect(),
+    )
+}

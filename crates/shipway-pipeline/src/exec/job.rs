@@ -1,0 +1,1132 @@
+//! One job instance (one matrix combination): its workspace, environment, contexts and steps,
+//! run in order with GitHub's status rules, plus calls of local reusable workflows.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde_json::Value as Json;
+use shipway_expr::{Function, Host, Map, Template, Value};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::commands::{Line, Masker, parse_line};
+use super::context::{github_base, strings};
+use super::process::{self, Exit};
+use super::{JobReport, RunConfig, Status, StepReport, files};
+use crate::load::Bundle;
+use crate::matrix::{Combination, display_name};
+use crate::workflow::{
+    Action, ActionMeta, CallSecrets, Dyn, InputKind, Pairs, Step, Str, Uses, Workflow,
+};
+
+/// GitHub's default job timeout.
+const DEFAULT_JOB_TIMEOUT_MINUTES: f64 = 360.0;
+
+/// State shared by every job of a run.
+pub struct Shared {
+    pub cfg: Arc<RunConfig>,
+    pub actions: HashMap<String, ActionMeta>,
+    pub called: HashMap<String, Workflow>,
+    github: Map,
+    counter: AtomicU64,
+}
+
+impl Shared {
+    pub fn new(bundle: &Bundle, cfg: Arc<RunConfig>, w: &Workflow) -> Shared {
+        let event_path = cfg.run_dir.join("event.json");
+        let _ = std::fs::create_dir_all(&cfg.run_dir);
+        let _ = std::fs::write(
+            &event_path,
+            serde_json::to_vec_pretty(&cfg.event).unwrap_or_default(),
+        );
+        let name = w.name.clone().unwrap_or_else(|| w.file.clone());
+        let github = github_base(&cfg, &name, &event_path.to_string_lossy());
+        Shared {
+            cfg,
+            actions: bundle.actions.clone(),
+            called: bundle.called.clone(),
+            github,
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    fn next(&self) -> u64 {
+        self.counter.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The contexts available to a job's `if`, strategy and reusable-call `with`.
+    pub fn base_contexts(&self, inputs: &Value, needs: &Value) -> Map {
+        let mut m = Map::new();
+        m.insert("github".into(), Value::object(self.github.clone()));
+        m.insert("inputs".into(), inputs.clone());
+        m.insert("vars".into(), strings(&self.cfg.vars));
+        m.insert("needs".into(), needs.clone());
+        m
+    }
+}
+
+/// One job run: a job and one matrix combination.
+pub struct Instance {
+    pub w: Workflow,
+    pub job_id: String,
+    pub prefix: String,
+    pub matrix: Option<Combination>,
+    pub index: usize,
+    pub total: usize,
+    pub fail_fast: bool,
+    pub max_parallel: usize,
+    pub shared: Arc<Shared>,
+    pub inputs: Value,
+    pub secrets: Arc<IndexMap<String, String>>,
+    pub needs: Value,
+    pub cancel: CancellationToken,
+}
+
+/// Evaluation with a job's status: what `success()`, `failure()` and `cancelled()` answer.
+struct StepHost<'a> {
+    contexts: &'a Map,
+    status: Status,
+    cancelled: bool,
+    workspace: &'a Path,
+}
+
+impl Host for StepHost<'_> {
+    fn context(&self, name: &str) -> Value {
+        self.contexts.context(name)
+    }
+    fn status(&self, f: Function) -> bool {
+        match f {
+            Function::Always => true,
+            Function::Cancelled => self.cancelled,
+            Function::Failure => self.status == Status::Failure,
+            _ => self.status == Status::Success && !self.cancelled,
+        }
+    }
+    fn hash_files(&self, patterns: &[String]) -> Result<String, String> {
+        super::actions::hash_files(self.workspace, patterns)
+    }
+}
+
+/// The steps being run: the job's own, or a composite action's (which has its own `steps` and
+/// `inputs` contexts).
+struct Frame {
+    steps: Map,
+    inputs: Value,
+    status: Status,
+    action_path: Option<PathBuf>,
+}
+
+/// A job instance's mutable state while its steps run.
+struct JobRun {
+    shared: Arc<Shared>,
+    label: String,
+    job_id: String,
+    contexts: Map,
+    env: IndexMap<String, String>,
+    path_prepend: Vec<String>,
+    masker: Masker,
+    workspace: PathBuf,
+    temp: PathBuf,
+    cancel: CancellationToken,
+    /// Set when the job's timeout fired; the job then counts as cancelled for status functions.
+    timed_out: Arc<std::sync::atomic::AtomicBool>,
+    defaults_shell: Option<String>,
+    defaults_wd: Option<String>,
+    /// Cache entries to save when the job succeeds: (key, paths).
+    cache_saves: Vec<(String, Vec<String>)>,
+    summary: String,
+}
+
+impl Instance {
+    /// Runs the instance; returns its report and whether the job continues on error.
+    pub async fn run(self, semaphore: Arc<Semaphore>) -> (Vec<JobReport>, bool) {
+        let job = self.w.jobs[&self.job_id].clone();
+        let cfg = self.shared.cfg.clone();
+        let full_id = format!("{}{}", self.prefix, self.job_id);
+        let mut contexts = self.shared.base_contexts(&self.inputs, &self.needs);
+        let matrix_value = self.matrix.as_ref().map_or(Value::object(Map::new()), |m| {
+            Value::from_json(&Json::Object(m.clone()))
+        });
+        contexts.insert("matrix".into(), matrix_value);
+        let mut strategy = Map::new();
+        strategy.insert("fail-fast".into(), Value::Bool(self.fail_fast));
+        strategy.insert("job-index".into(), Value::Number(self.index as f64));
+        strategy.insert("job-total".into(), Value::Number(self.total as f64));
+        strategy.insert(
+            "max-parallel".into(),
+            Value::Number(self.max_parallel as f64),
+        );
+        contexts.insert("strategy".into(), Value::object(strategy));
+        contexts.insert("secrets".into(), strings(&self.secrets));
+        let base = full_id.clone();
+        let label = match &job.name {
+            Some(n) => n
+                .template
+                .eval_string(&contexts)
+                .unwrap_or_else(|_| n.raw.clone()),
+            None => match &self.matrix {
+                Some(m) => display_name(&base, m),
+                None => base.clone(),
+            },
+        };
+        let dyn_value = |d: &Option<Dyn>, default: Json| -> Json {
+            match d {
+                None => default,
+                Some(Dyn::Value(v)) => v.clone(),
+                Some(Dyn::Expr(s)) => s
+                    .template
+                    .eval(&contexts)
+                    .map(|v| v.to_json())
+                    .unwrap_or(default),
+            }
+        };
+        let continue_on_error =
+            Value::from_json(&dyn_value(&job.continue_on_error, Json::Bool(false))).truthy();
+        if let Some(call) = &job.uses {
+            let reports = self
+                .call(&full_id, &label, call, &contexts, semaphore)
+                .await;
+            return (reports, continue_on_error);
+        }
+        let _permit = semaphore.acquire_owned().await;
+        let timeout_minutes = Value::from_json(&dyn_value(
+            &job.timeout_minutes,
+            Json::from(DEFAULT_JOB_TIMEOUT_MINUTES),
+        ))
+        .to_number();
+        let slug: String = format!("{full_id}-{}", self.index)
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let dir = cfg.run_dir.join("jobs").join(&slug);
+        let workspace = dir.join("workspace");
+        let temp = dir.join("temp");
+        for d in [&workspace, &temp, &dir.join("tool_cache")] {
+            if let Err(e) = std::fs::create_dir_all(d) {
+                cfg.sink.line(
+                    &label,
+                    &format!("error: cannot create {}: {e}", d.display()),
+                );
+            }
+        }
+        let mut masker = Masker::default();
+        for v in self.secrets.values() {
+            masker.add(v);
+        }
+        // `github` gains the job's own fields.
+        if let Some(Value::Object(g)) = contexts.get("github") {
+            let mut g = g.as_ref().clone();
+            g.insert("job".into(), Value::string(self.job_id.clone()));
+            g.insert(
+                "workspace".into(),
+                Value::string(workspace.to_string_lossy()),
+            );
+            contexts.insert("github".into(), Value::object(g));
+        }
+        let mut runner = Map::new();
+        runner.insert("os".into(), Value::string(runner_os()));
+        runner.insert("arch".into(), Value::string(runner_arch()));
+        runner.insert("name".into(), Value::string("shipway"));
+        runner.insert("environment".into(), Value::string("self-hosted"));
+        runner.insert("temp".into(), Value::string(temp.to_string_lossy()));
+        runner.insert(
+            "tool_cache".into(),
+            Value::string(dir.join("tool_cache").to_string_lossy()),
+        );
+        runner.insert("debug".into(), Value::string(""));
+        contexts.insert("runner".into(), Value::object(runner));
+        let mut job_ctx = Map::new();
+        job_ctx.insert("status".into(), Value::string("success"));
+        contexts.insert("job".into(), Value::object(job_ctx));
+        contexts.insert("steps".into(), Value::object(Map::new()));
+        contexts.insert("env".into(), Value::object(Map::new()));
+
+        let cancel = self.cancel.child_token();
+        let timed_out = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut run = JobRun {
+            shared: self.shared.clone(),
+            label: label.clone(),
+            job_id: self.job_id.clone(),
+            contexts,
+            env: IndexMap::new(),
+            path_prepend: Vec::new(),
+            masker,
+            workspace,
+            temp,
+            cancel: cancel.clone(),
+            timed_out: timed_out.clone(),
+            defaults_shell: None,
+            defaults_wd: None,
+            cache_saves: Vec::new(),
+            summary: String::new(),
+        };
+        // Workflow env, then job env: later ones see earlier ones in `env`.
+        for pairs in [&self.w.env, &job.env] {
+            run.add_env(pairs);
+        }
+        let defaults = [&job.defaults, &self.w.defaults];
+        run.defaults_shell = defaults
+            .iter()
+            .find_map(|d| d.shell.as_ref())
+            .map(|s| run.eval_str(s));
+        run.defaults_wd = defaults
+            .iter()
+            .find_map(|d| d.working_directory.as_ref())
+            .map(|s| run.eval_str(s));
+        cfg.sink.line(&label, "job started");
+        // The job timeout cancels the job's token; steps see cancelled() from then on.
+        let timer = if timeout_minutes.is_finite() && timeout_minutes > 0.0 {
+            let cancel = cancel.clone();
+            let flag = timed_out.clone();
+            let limit = Duration::from_secs_f64(timeout_minutes * 60.0);
+            Some(tokio::spawn(async move {
+                tokio::time::sleep(limit).await;
+                flag.store(true, Ordering::SeqCst);
+                cancel.cancel();
+            }))
+        } else {
+            None
+        };
+        let mut frame = Frame {
+            steps: Map::new(),
+            inputs: self.inputs.clone(),
+            status: Status::Success,
+            action_path: None,
+        };
+        let mut reports = Vec::new();
+        for step in &job.steps {
+            let r = run.step(step, &mut frame, &IndexMap::new()).await;
+            reports.push(r);
+        }
+        if let Some(t) = timer {
+            t.abort();
+        }
+        let was_timed_out = timed_out.load(Ordering::SeqCst);
+        if was_timed_out {
+            cfg.sink.line(
+                &label,
+                &format!("error: the job exceeded its timeout of {timeout_minutes} minutes"),
+            );
+        }
+        let mut result = frame.status;
+        if was_timed_out {
+            result = Status::Failure;
+        } else if cancel.is_cancelled() && result == Status::Success {
+            result = Status::Cancelled;
+        }
+        if result == Status::Success {
+            for (key, paths) in std::mem::take(&mut run.cache_saves) {
+                match super::actions::cache_save(&cfg.cache_dir, &run.workspace, &key, &paths) {
+                    Ok(msg) => cfg.sink.line(&label, &msg),
+                    Err(e) => cfg
+                        .sink
+                        .line(&label, &format!("warning: cache not saved: {e}")),
+                }
+            }
+        }
+        if !run.summary.is_empty() {
+            let _ = std::fs::write(dir.join("summary.md"), &run.summary);
+        }
+        run.set_job_status(result);
+        run.contexts
+            .insert("steps".into(), Value::object(frame.steps.clone()));
+        let mut outputs = IndexMap::new();
+        for (k, s) in &job.outputs {
+            let v = run.eval_str(s);
+            if run.masker.mask(&v) != v {
+                cfg.sink.line(
+                    &label,
+                    &format!("warning: output '{k}' is not set: it may contain a secret"),
+                );
+                continue;
+            }
+            outputs.insert(k.clone(), v);
+        }
+        cfg.sink.line(&label, &format!("job {}", result.as_str()));
+        (
+            vec![JobReport {
+                id: full_id,
+                name: label,
+                matrix: self.matrix.clone(),
+                result,
+                outputs,
+                steps: reports,
+            }],
+            continue_on_error,
+        )
+    }
+
+    /// A job that calls a local reusable workflow: its jobs run as `caller/job`.
+    async fn call(
+        &self,
+        full_id: &str,
+        label: &str,
+        call: &crate::workflow::ReusableCall,
+        contexts: &Map,
+        semaphore: Arc<Semaphore>,
+    ) -> Vec<JobReport> {
+        let cfg = &self.shared.cfg;
+        let failed = |why: String| {
+            cfg.sink.line(label, &format!("error: {why}"));
+            vec![JobReport {
+                id: full_id.to_string(),
+                name: label.to_string(),
+                matrix: self.matrix.clone(),
+                result: Status::Failure,
+                outputs: IndexMap::new(),
+                steps: Vec::new(),
+            }]
+        };
+        let Some(called) = self.shared.called.get(&call.path).cloned() else {
+            return failed(format!(
+                "reusable workflow './{}' was not loaded",
+                call.path
+            ));
+        };
+        let declared = called
+            .on
+            .events
+            .get("workflow_call")
+            .map(|e| e.inputs.clone())
+            .unwrap_or_default();
+        let mut inputs = Map::new();
+        for (name, input) in &declared {
+            let given = match call.with.get(name) {
+                Some(Dyn::Value(v)) => Some(v.clone()),
+                Some(Dyn::Expr(s)) => match s.template.eval(contexts) {
+                    Ok(v) => Some(v.to_json()),
+                    Err(e) => return failed(format!("with.{name}: {e}")),
+                },
+                None => input.default.clone().map(|d| match d {
+                    Json::String(s) => Template::parse(&s, &shipway_expr::Scope::ANY)
+                        .ok()
+                        .and_then(|t| t.eval(contexts).ok())
+                        .map_or(Json::String(s), |v| v.to_json()),
+                    other => other,
+                }),
+            };
+            let v = match (input.kind, given) {
+                (InputKind::Boolean, None) => Value::Bool(false),
+                (_, None) => Value::string(""),
+                (InputKind::Boolean, Some(Json::String(s))) => Value::Bool(s == "true"),
+                (InputKind::Number, Some(Json::String(s))) => {
+                    Value::Number(shipway_expr::parse_number(s.trim()).unwrap_or(f64::NAN))
+                }
+                (_, Some(j)) => Value::from_json(&j),
+            };
+            inputs.insert(name.clone(), v);
+        }
+        let secrets = match &call.secrets {
+            CallSecrets::Inherit => self.secrets.as_ref().clone(),
+            CallSecrets::None => IndexMap::new(),
+            CallSecrets::Map(pairs) => {
+                let mut with_secrets = contexts.clone();
+                with_secrets.insert("secrets".into(), strings(&self.secrets));
+                pairs
+                    .iter()
+                    .map(|(k, s)| {
+                        let v = s.template.eval_string(&with_secrets).unwrap_or_default();
+                        (k.clone(), v)
+                    })
+                    .collect()
+            }
+        };
+        cfg.sink.line(label, &format!("calling ./{}", call.path));
+        let prefix = format!("{full_id}/");
+        let (reports, finished) = super::run_jobs(
+            &called,
+            self.shared.clone(),
+            Value::object(inputs.clone()),
+            secrets,
+            semaphore,
+            None,
+            &prefix,
+        )
+        .await;
+        // `jobs` context for the called workflow's outputs.
+        let mut jobs = Map::new();
+        for (id, f) in &finished {
+            let mut e = Map::new();
+            e.insert("result".into(), Value::string(f.result.as_str()));
+            e.insert("outputs".into(), strings(&f.outputs));
+            jobs.insert(id.clone(), Value::object(e));
+        }
+        let mut out_ctx = self
+            .shared
+            .base_contexts(&Value::object(inputs), &Value::Null);
+        out_ctx.insert("jobs".into(), Value::object(jobs));
+        let mut outputs = IndexMap::new();
+        if let Some(e) = called.on.events.get("workflow_call") {
+            for (k, s) in &e.outputs {
+                outputs.insert(
+                    k.clone(),
+                    s.template.eval_string(&out_ctx).unwrap_or_default(),
+                );
+            }
+        }
+        let result = if finished.values().any(|f| f.result == Status::Failure) {
+            Status::Failure
+        } else if finished.values().any(|f| f.result == Status::Cancelled) {
+            Status::Cancelled
+        } else {
+            Status::Success
+        };
+        let mut all = vec![JobReport {
+            id: full_id.to_string(),
+            name: label.to_string(),
+            matrix: self.matrix.clone(),
+            result,
+            outputs,
+            steps: Vec::new(),
+        }];
+        all.extend(reports);
+        all
+    }
+}
+
+fn runner_os() -> &'static str {
+    match std::env::consts::OS {
+        "macos" => "macOS",
+        "windows" => "Windows",
+        _ => "Linux",
+    }
+}
+
+fn runner_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "aarch64" => "ARM64",
+        "arm" => "ARM",
+        "x86" => "X86",
+        _ => "X64",
+    }
+}
+
+/// How a step's command is started: the program, its arguments with `{0}` replaced, and the
+/// script file's extension. Errors name shells that cannot run here.
+fn shell_command(shell: Option<&str>, script: &Path) -> Result<(String, Vec<String>), String> {
+    let file = script.to_string_lossy().to_string();
+    let template: Vec<&str> = match shell {
+        None => vec!["bash", "-e", "{0}"],
+        Some("bash") => vec!["bash", "--noprofile", "--norc", "-eo", "pipefail", "{0}"],
+        Some("sh") => vec!["sh", "-e", "{0}"],
+        Some("python") => vec!["python3", "{0}"],
+        Some("pwsh") => vec!["pwsh", "-command", ". '{0}'"],
+        Some(s @ ("cmd" | "powershell")) => {
+            return Err(format!("shell '{s}' runs only on Windows runners"));
+        }
+        Some(custom) if custom.contains("{0}") => custom.split_whitespace().collect(),
+        Some(other) => vec![other, "{0}"],
+    };
+    let mut parts = template.iter().map(|p| p.replace("{0}", &file));
+    let program = parts.next().unwrap_or_default();
+    Ok((program, parts.collect()))
+}
+
+fn extension(shell: Option<&str>) -> &'static str {
+    match shell {
+        Some("python") => ".py",
+        Some("pwsh" | "powershell") => ".ps1",
+        Some("cmd") => ".cmd",
+        _ => ".sh",
+    }
+}
+
+impl JobRun {
+    fn host(&self, status: Status) -> StepHost<'_> {
+        StepHost {
+            contexts: &self.contexts,
+            status,
+            cancelled: self.cancel.is_cancelled(),
+            workspace: &self.workspace,
+        }
+    }
+
+    fn log(&self, text: &str) {
+        self.shared
+            .cfg
+            .sink
+            .line(&self.label, &self.masker.mask(text));
+    }
+
+    fn set_env_context(&mut self, env: &IndexMap<String, String>) {
+        self.contexts.insert("env".into(), strings(env));
+    }
+
+    fn set_job_status(&mut self, status: Status) {
+        let mut job = Map::new();
+        job.insert("status".into(), Value::string(status.as_str()));
+        self.contexts.insert("job".into(), Value::object(job));
+    }
+
+    /// Evaluates a string field; an error is logged and the raw text kept.
+    fn eval_str(&self, s: &Str) -> String {
+        match s.template.eval_string(&self.host(Status::Success)) {
+            Ok(v) => v,
+            Err(e) => {
+                self.log(&format!("error: {}:{}: {e}", s.pos.line, s.pos.column));
+                s.raw.clone()
+            }
+        }
+    }
+
+    fn add_env(&mut self, pairs: &Pairs) {
+        for (k, s) in pairs {
+            let v = self.eval_str(s);
+            self.env.insert(k.clone(), v);
+            let env = self.env.clone();
+            self.set_env_context(&env);
+        }
+    }
+
+    /// Runs one step with GitHub's rules: `if` (default `success()`), outcome and conclusion,
+    /// `continue-on-error`, and the step's files.
+    fn step<'a>(
+        &'a mut self,
+        step: &'a Step,
+        frame: &'a mut Frame,
+        outer_env: &'a IndexMap<String, String>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = StepReport> + Send + 'a>> {
+        Box::pin(async move {
+            self.contexts
+                .insert("steps".into(), Value::object(frame.steps.clone()));
+            self.contexts.insert("inputs".into(), frame.inputs.clone());
+            self.set_job_status(frame.status);
+            // The env a step sees: job env (with $GITHUB_ENV), the composite's, then its own.
+            let mut env = self.env.clone();
+            env.extend(outer_env.iter().map(|(k, v)| (k.clone(), v.clone())));
+            self.set_env_context(&env);
+            for (k, s) in &step.env {
+                let v = self.eval_str(s);
+                env.insert(k.clone(), v);
+                self.set_env_context(&env);
+            }
+            let name = match &step.name {
+                Some(n) => self.eval_str(n),
+                None => match &step.action {
+                    Action::Run(r) => format!("Run {}", r.raw.lines().next().unwrap_or_default()),
+                    Action::Uses(u) => format!("Run {}", uses_label(u)),
+                },
+            };
+            let run = match &step.condition {
+                None => self.host(frame.status).status(Function::Success),
+                Some(c) => match c.condition.eval(&self.host(frame.status)) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        self.log(&format!("error: {name}: if: {e}"));
+                        frame.status = Status::Failure;
+                        false
+                    }
+                },
+            };
+            let continue_on_error = match &step.continue_on_error {
+                None => false,
+                Some(Dyn::Value(v)) => Value::from_json(v).truthy(),
+                Some(Dyn::Expr(s)) => s
+                    .template
+                    .eval(&self.host(frame.status))
+                    .is_ok_and(|v| v.truthy()),
+            };
+            let mut report = StepReport {
+                id: step.id.clone(),
+                name: name.clone(),
+                outcome: Status::Skipped,
+                conclusion: Status::Skipped,
+            };
+            let mut outputs = IndexMap::new();
+            if run {
+                self.log(&format!("▶ {name}"));
+                let outcome = self.execute(step, frame, &env, &mut outputs).await;
+                report.outcome = outcome;
+                report.conclusion = if outcome == Status::Failure && continue_on_error {
+                    Status::Success
+                } else {
+                    outcome
+                };
+                match report.conclusion {
+                    Status::Failure => frame.status = Status::Failure,
+                    Status::Cancelled if frame.status == Status::Success => {
+                        frame.status = Status::Cancelled;
+                    }
+                    _ => {}
+                }
+                if outcome != Status::Success {
+                    self.log(&format!("✗ {name}: {}", outcome.as_str()));
+                }
+            }
+            if let Some(id) = &step.id {
+                let mut entry = Map::new();
+                entry.insert("outputs".into(), strings(&outputs));
+                entry.insert("outcome".into(), Value::string(report.outcome.as_str()));
+                entry.insert(
+                    "conclusion".into(),
+                    Value::string(report.conclusion.as_str()),
+                );
+                frame.steps.insert(id.clone(), Value::object(entry));
+            }
+            report
+        })
+    }
+
+    async fn execute(
+        &mut self,
+        step: &Step,
+        frame: &mut Frame,
+        env: &IndexMap<String, String>,
+        outputs: &mut IndexMap<String, String>,
+    ) -> Status {
+        let timeout = match &step.timeout_minutes {
+            None => None,
+            Some(Dyn::Value(v)) => v.as_f64(),
+            Some(Dyn::Expr(s)) => s
+                .template
+                .eval(&self.host(frame.status))
+                .ok()
+                .map(|v| v.to_number()),
+        }
+        .filter(|m| m.is_finite() && *m > 0.0)
+        .map(|m| Duration::from_secs_f64(m * 60.0));
+        match &step.action {
+            Action::Run(script) => {
+                let script = self.eval_str(script);
+                self.run_script(step, frame, env, &script, timeout, outputs)
+                    .await
+            }
+            Action::Uses(uses) => {
+                let with: IndexMap<String, String> = step
+                    .with
+                    .iter()
+                    .map(|(k, s)| (k.clone(), self.eval_str(s)))
+                    .collect();
+                self.uses(uses, frame, env, &with, outputs).await
+            }
+        }
+    }
+
+    async fn uses(
+        &mut self,
+        uses: &Uses,
+        frame: &mut Frame,
+        env: &IndexMap<String, String>,
+        with: &IndexMap<String, String>,
+        outputs: &mut IndexMap<String, String>,
+    ) -> Status {
+        let cfg = self.shared.cfg.clone();
+        let result = match uses {
+            Uses::Checkout => super::actions::checkout(&cfg.repo, &cfg.sha, &self.workspace, with),
+            Uses::Cache | Uses::CacheRestore => {
+                let r =
+                    super::actions::cache_restore(&cfg.cache_dir, &self.workspace, with, outputs);
+                if matches!(uses, Uses::Cache)
+                    && outputs.get("cache-hit").map(String::as_str) != Some("true")
+                    && let (Some(key), Some(path)) = (with.get("key"), with.get("path"))
+                {
+                    self.cache_saves
+                        .push((key.clone(), super::actions::lines(path)));
+                }
+                r
+            }
+            Uses::CacheSave => match (with.get("key"), with.get("path")) {
+                (Some(key), Some(path)) => super::actions::cache_save(
+                    &cfg.cache_dir,
+                    &self.workspace,
+                    key,
+                    &super::actions::lines(path),
+                ),
+                _ => Err("actions/cache/save needs `key` and `path`".to_string()),
+            },
+            Uses::UploadArtifact => super::actions::upload(
+                &cfg.run_dir.join("artifacts"),
+                &self.workspace,
+                with,
+                outputs,
+            ),
+            Uses::DownloadArtifact => super::actions::download(
+                &cfg.run_dir.join("artifacts"),
+                &self.workspace,
+                with,
+                outputs,
+            ),
+            Uses::Local(path) => {
+                let Some(action) = self.shared.actions.get(path).cloned() else {
+                    if cfg.allow_unsupported_actions {
+                        self.log(&format!(
+                            "warning: skipping ./{path}: its kind of action is not supported"
+                        ));
+                        return Status::Skipped;
+                    }
+                    self.log(&format!("error: local action ./{path} could not be loaded"));
+                    return Status::Failure;
+                };
+                return self
+                    .composite(path, &action, frame, env, with, outputs)
+                    .await;
+            }
+            Uses::Unsupported(name) => {
+                if cfg.allow_unsupported_actions {
+                    self.log(&format!("warning: skipping unsupported action {name}"));
+                    return Status::Skipped;
+                }
+                Err(format!("action {name} is not supported"))
+            }
+        };
+        match result {
+            Ok(msg) => {
+                if !msg.is_empty() {
+                    self.log(&msg);
+                }
+                Status::Success
+            }
+            Err(e) => {
+                self.log(&format!("error: {e}"));
+                Status::Failure
+            }
+        }
+    }
+
+    async fn composite(
+        &mut self,
+        path: &str,
+        action: &ActionMeta,
+        frame: &mut Frame,
+        env: &IndexMap<String, String>,
+        with: &IndexMap<String, String>,
+        outputs: &mut IndexMap<String, String>,
+    ) -> Status {
+        let mut inputs = Map::new();
+        for (name, (default, required)) in &action.inputs {
+            let v = match with.get(name) {
+                Some(v) => v.clone(),
+                None => match default {
+                    Some(d) => match Template::parse(d, &shipway_expr::Scope::ANY) {
+                        Ok(t) => t
+                            .eval_string(&self.host(frame.status))
+                            .unwrap_or_else(|_| d.clone()),
+                        Err(_) => d.clone(),
+                    },
+                    None => {
+                        if *required {
+                            self.log(&format!(
+                                "warning: ./{path}: required input '{name}' is not given"
+                            ));
+                        }
+                        String::new()
+                    }
+                },
+            };
+            inputs.insert(name.clone(), Value::string(v));
+        }
+        for (k, v) in with {
+            if !inputs.contains_key(k) {
+                self.log(&format!("warning: ./{path}: unexpected input '{k}'"));
+            }
+            inputs
+                .entry(k.clone())
+                .or_insert_with(|| Value::string(v.clone()));
+        }
+        let action_dir = self.shared.cfg.repo.join(path);
+        let mut inner = Frame {
+            steps: Map::new(),
+            inputs: Value::object(inputs),
+            status: Status::Success,
+            action_path: Some(action_dir),
+        };
+        // A composite's steps see the job's status as it was when the action started.
+        if frame.status != Status::Success {
+            inner.status = frame.status;
+        }
+        let saved = (
+            self.contexts.get("steps").cloned(),
+            self.contexts.get("inputs").cloned(),
+        );
+        for step in &action.steps {
+            self.step(step, &mut inner, env).await;
+        }
+        self.contexts
+            .insert("steps".into(), Value::object(inner.steps.clone()));
+        self.contexts.insert("inputs".into(), inner.inputs.clone());
+        for (k, s) in &action.outputs {
+            outputs.insert(k.clone(), self.eval_str(s));
+        }
+        if let Some(s) = saved.0 {
+            self.contexts.insert("steps".into(), s);
+        }
+        if let Some(i) = saved.1 {
+            self.contexts.insert("inputs".into(), i);
+        }
+        match inner.status {
+            Status::Failure => Status::Failure,
+            Status::Cancelled => Status::Cancelled,
+            _ => Status::Success,
+        }
+    }
+
+    async fn run_script(
+        &mut self,
+        step: &Step,
+        frame: &mut Frame,
+        env: &IndexMap<String, String>,
+        script: &str,
+        timeout: Option<Duration>,
+        outputs: &mut IndexMap<String, String>,
+    ) -> Status {
+        let n = self.shared.next();
+        let shell = step
+            .shell
+            .as_ref()
+            .map(|s| self.eval_str(s))
+            .or_else(|| self.defaults_shell.clone());
+        let script_path = self
+            .temp
+            .join(format!("step-{n}{}", extension(shell.as_deref())));
+        if let Err(e) = std::fs::write(&script_path, script) {
+            self.log(&format!("error: cannot write the script: {e}"));
+            return Status::Failure;
+        }
+        let (program, args) = match shell_command(shell.as_deref(), &script_path) {
+            Ok(c) => c,
+            Err(e) => {
+                self.log(&format!("error: {e}"));
+                return Status::Failure;
+            }
+        };
+        let wd = step
+            .working_directory
+            .as_ref()
+            .map(|s| self.eval_str(s))
+            .or_else(|| self.defaults_wd.clone());
+        let cwd = match &wd {
+            Some(d) => self.workspace.join(d),
+            None => self.workspace.clone(),
+        };
+        let file = |kind: &str| self.temp.join(format!("{kind}-{n}"));
+        let (out_file, env_file, path_file, summary_file) =
+            (file("output"), file("env"), file("path"), file("summary"));
+        for f in [&out_file, &env_file, &path_file, &summary_file] {
+            let _ = std::fs::write(f, "");
+        }
+        let mut vars = self.process_env(step, frame, env);
+        for (k, f) in [
+            ("GITHUB_OUTPUT", &out_file),
+            ("GITHUB_ENV", &env_file),
+            ("GITHUB_PATH", &path_file),
+            ("GITHUB_STEP_SUMMARY", &summary_file),
+            ("GITHUB_STATE", &file("state")),
+        ] {
+            vars.push((k.to_string(), f.to_string_lossy().to_string()));
+        }
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        // A step that runs after cancellation (an `always()` cleanup) is not interrupted by the
+        // same cancellation, as on GitHub; its own timeout still applies.
+        let cancel = if self.cancel.is_cancelled() {
+            CancellationToken::new()
+        } else {
+            self.cancel.clone()
+        };
+        let proc = process::run(&program, &args, &cwd, &vars, timeout, &cancel, tx);
+        let shared = self.shared.clone();
+        let label = self.label.clone();
+        let masker = &mut self.masker;
+        let consume = async {
+            let mut stopped: Option<String> = None;
+            while let Some((_, text)) = rx.recv().await {
+                match parse_line(&text, stopped.as_deref()) {
+                    Line::Text(t) => shared.cfg.sink.line(&label, &masker.mask(&t)),
+                    Line::AddMask(v) => masker.add(&v),
+                    Line::Group(t) => shared
+                        .cfg
+                        .sink
+                        .line(&label, &format!("▼ {}", masker.mask(&t))),
+                    Line::EndGroup => {}
+                    Line::Annotation {
+                        level,
+                        message,
+                        properties,
+                    } => {
+                        let at = if properties.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({properties})")
+                        };
+                        shared
+                            .cfg
+                            .sink
+                            .line(&label, &masker.mask(&format!("{level}{at}: {message}")));
+                    }
+                    Line::Debug(_) | Line::Ignored => {}
+                    Line::Stop(token) => stopped = Some(token),
+                    Line::Resume => stopped = None,
+                }
+            }
+        };
+        let (exit, ()) = tokio::join!(proc, consume);
+        let exit = match exit {
+            Ok(e) => e,
+            Err(e) => {
+                self.log(&format!("error: {e}"));
+                Exit::NotStarted
+            }
+        };
+        // Files are read even after a failure: outputs written before the error count.
+        let read = |f: &Path| std::fs::read_to_string(f).unwrap_or_default();
+        match files::parse_key_values(&read(&out_file)) {
+            Ok(kv) => outputs.extend(kv),
+            Err(e) => self.log(&format!("error: $GITHUB_OUTPUT: {e}")),
+        }
+        match files::parse_key_values(&read(&env_file)) {
+            Ok(kv) => {
+                for (k, v) in kv {
+                    self.env.insert(k, v);
+                }
+            }
+            Err(e) => self.log(&format!("error: $GITHUB_ENV: {e}")),
+        }
+        let mut added = files::parse_path_file(&read(&path_file));
+        added.reverse();
+        for p in added {
+            self.path_prepend.insert(0, p);
+        }
+        self.summary.push_str(&read(&summary_file));
+        match exit {
+            Exit::Code(0) => Status::Success,
+            Exit::Code(c) => {
+                self.log(&format!("error: process exited with code {c}"));
+                Status::Failure
+            }
+            Exit::Signal => {
+                self.log("error: process was killed by a signal");
+                Status::Failure
+            }
+            Exit::TimedOut => {
+                self.log(
+                    "error: the step exceeded its timeout-minutes; its process group was killed",
+                );
+                Status::Failure
+            }
+            Exit::Cancelled => {
+                if self.timed_out.load(Ordering::SeqCst) {
+                    Status::Failure
+                } else {
+                    Status::Cancelled
+                }
+            }
+            Exit::NotStarted => Status::Failure,
+        }
+    }
+
+    /// The environment of a step's process: the host's, GitHub's variables, then `env`.
+    fn process_env(
+        &self,
+        step: &Step,
+        frame: &Frame,
+        env: &IndexMap<String, String>,
+    ) -> Vec<(String, String)> {
+        let cfg = &self.shared.cfg;
+        let g = |k: &str| {
+            self.contexts
+                .get("github")
+                .and_then(|g| g.get(k))
+                .map(Value::to_display)
+                .unwrap_or_default()
+        };
+        let mut vars: IndexMap<String, String> = cfg.base_env.iter().cloned().collect();
+        let set = |vars: &mut IndexMap<String, String>, k: &str, v: String| {
+            vars.insert(k.to_string(), v);
+        };
+        set(&mut vars, "CI", "true".into());
+        set(&mut vars, "GITHUB_ACTIONS", "true".into());
+        for (k, field) in [
+            ("GITHUB_SHA", "sha"),
+            ("GITHUB_REF", "ref"),
+            ("GITHUB_REF_NAME", "ref_name"),
+            ("GITHUB_REF_TYPE", "ref_type"),
+            ("GITHUB_EVENT_NAME", "event_name"),
+            ("GITHUB_EVENT_PATH", "event_path"),
+            ("GITHUB_RUN_ID", "run_id"),
+            ("GITHUB_RUN_NUMBER", "run_number"),
+            ("GITHUB_RUN_ATTEMPT", "run_attempt"),
+            ("GITHUB_REPOSITORY", "repository"),
+            ("GITHUB_REPOSITORY_OWNER", "repository_owner"),
+            ("GITHUB_ACTOR", "actor"),
+            ("GITHUB_TRIGGERING_ACTOR", "triggering_actor"),
+            ("GITHUB_WORKFLOW", "workflow"),
+            ("GITHUB_SERVER_URL", "server_url"),
+            ("GITHUB_API_URL", "api_url"),
+            ("GITHUB_GRAPHQL_URL", "graphql_url"),
+            ("GITHUB_BASE_REF", "base_ref"),
+            ("GITHUB_HEAD_REF", "head_ref"),
+        ] {
+            set(&mut vars, k, g(field));
+        }
+        set(&mut vars, "GITHUB_JOB", self.job_id.clone());
+        set(
+            &mut vars,
+            "GITHUB_ACTION",
+            step.id
+                .clone()
+                .unwrap_or_else(|| format!("__run_{}", step.index)),
+        );
+        set(
+            &mut vars,
+            "GITHUB_WORKSPACE",
+            self.workspace.to_string_lossy().to_string(),
+        );
+        set(&mut vars, "RUNNER_OS", runner_os().into());
+        set(&mut vars, "RUNNER_ARCH", runner_arch().into());
+        set(&mut vars, "RUNNER_NAME", "shipway".into());
+        set(&mut vars, "RUNNER_ENVIRONMENT", "self-hosted".into());
+        set(
+            &mut vars,
+            "RUNNER_TEMP",
+            self.temp.to_string_lossy().to_string(),
+        );
+        if let Some(p) = self.temp.parent() {
+            set(
+                &mut vars,
+                "RUNNER_TOOL_CACHE",
+                p.join("tool_cache").to_string_lossy().to_string(),
+            );
+        }
+        if let Some(p) = &frame.action_path {
+            set(
+                &mut vars,
+                "GITHUB_ACTION_PATH",
+                p.to_string_lossy().to_string(),
+            );
+        }
+        for (k, v) in env {
+            vars.insert(k.clone(), v.clone());
+        }
+        if !self.path_prepend.is_empty() {
+            let base = vars.get("PATH").cloned().unwrap_or_default();
+            let mut parts = self.path_prepend.clone();
+            if !base.is_empty() {
+                parts.push(base);
+            }
+            vars.insert("PATH".into(), parts.join(":"));
+        }
+        vars.into_iter().collect()
+    }
+}
+
+fn uses_label(u: &Uses) -> String {
+    match u {
+        Uses::Checkout => "actions/checkout".into(),
+        Uses::Cache => "actions/cache".into(),
+        Uses::CacheRestore => "actions/cache/restore".into(),
+        Uses::CacheSave => "actions/cache/save".into(),
+        Uses::UploadArtifact => "actions/upload-artifact".into(),
+        Uses::DownloadArtifact => "actions/download-artifact".into(),
+        Uses::Local(p) => format!("./{p}"),
+        Uses::Unsupported(n) => n.clone(),
+    }
+}

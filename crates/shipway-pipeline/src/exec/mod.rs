@@ -1,0 +1,488 @@
+//! Running a workflow locally: the scheduler (a true DAG: a job starts as soon as its own needs
+//! are done), matrix instances with fail-fast and max-parallel, and the run report.
+//!
+//! Start with [`run_workflow`]; one job instance is run by `job::run_instance`.
+
+mod actions;
+mod commands;
+mod context;
+mod files;
+mod job;
+mod process;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use indexmap::IndexMap;
+use serde_json::{Value as Json, json};
+use shipway_expr::{Function, Host, Value};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::load::Bundle;
+use crate::matrix::{self, Combination};
+use crate::workflow::{Dyn, Workflow};
+
+pub use commands::{Line, Masker, parse_line};
+pub use files::parse_key_values;
+
+/// A job's or step's result, as GitHub names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Success,
+    Failure,
+    Cancelled,
+    Skipped,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Success => "success",
+            Status::Failure => "failure",
+            Status::Cancelled => "cancelled",
+            Status::Skipped => "skipped",
+        }
+    }
+}
+
+/// Where log lines go. `job` is the job instance's display name.
+pub trait Sink: Send + Sync {
+    fn line(&self, job: &str, text: &str);
+}
+
+/// A sink that keeps every line, for tests.
+#[derive(Default)]
+pub struct Collect(pub Mutex<Vec<String>>);
+
+impl Sink for Collect {
+    fn line(&self, job: &str, text: &str) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(format!("[{job}] {text}"));
+        }
+    }
+}
+
+/// Everything a run needs besides the workflow.
+pub struct RunConfig {
+    /// The repository (what `actions/checkout` copies and `hashFiles` falls back to).
+    pub repo: PathBuf,
+    /// A directory for this run: job workspaces, temp dirs, artifacts, the event file.
+    pub run_dir: PathBuf,
+    /// The cache store of `actions/cache`, shared between runs.
+    pub cache_dir: PathBuf,
+    pub event_name: String,
+    pub event: Json,
+    pub sha: String,
+    pub git_ref: String,
+    pub repository: String,
+    pub actor: String,
+    pub run_id: u64,
+    pub inputs: IndexMap<String, String>,
+    pub secrets: IndexMap<String, String>,
+    pub vars: IndexMap<String, String>,
+    /// How many job instances run at once.
+    pub parallel: usize,
+    /// Run only this job (and the jobs it needs).
+    pub only_job: Option<String>,
+    pub allow_unsupported_actions: bool,
+    /// The environment processes start from (PATH, HOME, ...), before GitHub's variables.
+    pub base_env: Vec<(String, String)>,
+    pub sink: Arc<dyn Sink>,
+    /// Cancels the whole run (Ctrl-C): running steps are stopped, `always()` steps still run.
+    pub cancel: CancellationToken,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepReport {
+    pub id: Option<String>,
+    pub name: String,
+    pub outcome: Status,
+    pub conclusion: Status,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobReport {
+    pub id: String,
+    pub name: String,
+    pub matrix: Option<Combination>,
+    pub result: Status,
+    pub outputs: IndexMap<String, String>,
+    pub steps: Vec<StepReport>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Report {
+    pub result: Status,
+    pub jobs: Vec<JobReport>,
+}
+
+impl Report {
+    /// The report JSON contract: `{"result", "jobs": [{"id", "matrix", "result", "outputs",
+    /// "steps": [{"id", "name", "outcome", "conclusion"}]}]}`.
+    pub fn to_json(&self) -> Json {
+        json!({
+            "result": self.result.as_str(),
+            "jobs": self.jobs.iter().map(|j| json!({
+                "id": j.id,
+                "name": j.name,
+                "matrix": j.matrix.clone().map_or(Json::Null, Json::Object),
+                "result": j.result.as_str(),
+                "outputs": j.outputs.iter().map(|(k, v)| (k.clone(), Json::String(v.clone()))).collect::<serde_json::Map<_, _>>(),
+                "steps": j.steps.iter().map(|s| json!({
+                    "id": s.id,
+                    "name": s.name,
+                    "outcome": s.outcome.as_str(),
+                    "conclusion": s.conclusion.as_str(),
+                })).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// What dependents see of a finished job: `needs.<id>.result` and `.outputs`.
+#[derive(Clone, Debug)]
+pub(crate) struct Finished {
+    pub result: Status,
+    pub outputs: IndexMap<String, String>,
+}
+
+/// Runs the bundle's workflow. Never fails: problems become failed jobs and log lines.
+pub async fn run_workflow(bundle: &Bundle, cfg: Arc<RunConfig>) -> Report {
+    let Some(w) = bundle.workflow.clone() else {
+        return Report {
+            result: Status::Failure,
+            jobs: Vec::new(),
+        };
+    };
+    let inputs = context::resolve_inputs(&w, &cfg.event_name, &cfg.inputs);
+    let shared = Arc::new(job::Shared::new(bundle, cfg.clone(), &w));
+    let semaphore = Arc::new(Semaphore::new(cfg.parallel.max(1)));
+    let (jobs, _) = run_jobs(
+        &w,
+        shared,
+        inputs,
+        cfg.secrets.clone(),
+        semaphore,
+        cfg.only_job.clone(),
+        "",
+    )
+    .await;
+    let result = overall(&jobs, &cfg.cancel);
+    Report { result, jobs }
+}
+
+fn overall(jobs: &[JobReport], cancel: &CancellationToken) -> Status {
+    if jobs.iter().any(|j| j.result == Status::Failure) {
+        Status::Failure
+    } else if cancel.is_cancelled() || jobs.iter().any(|j| j.result == Status::Cancelled) {
+        Status::Cancelled
+    } else {
+        Status::Success
+    }
+}
+
+/// The jobs `only` needs, itself included.
+fn with_needs(w: &Workflow, only: &str) -> HashSet<String> {
+    let mut keep = HashSet::new();
+    let mut stack = vec![only.to_string()];
+    while let Some(id) = stack.pop() {
+        if keep.insert(id.clone())
+            && let Some(j) = w.jobs.get(&id)
+        {
+            stack.extend(j.needs.iter().map(|(n, _)| n.clone()));
+        }
+    }
+    keep
+}
+
+/// What [`run_jobs`] returns: the reports and each job's finished state. Boxed because a
+/// reusable-workflow call runs its jobs through the same function, recursively.
+pub(crate) type JobsFuture<'a> = std::pin::Pin<
+    Box<dyn Future<Output = (Vec<JobReport>, HashMap<String, Finished>)> + Send + 'a>,
+>;
+
+/// Runs every job of `w` as a DAG. `prefix` names jobs of a called workflow (`caller/`).
+/// Returns the reports and each job's finished state (for `jobs` in workflow_call outputs).
+pub(crate) fn run_jobs<'a>(
+    w: &'a Workflow,
+    shared: Arc<job::Shared>,
+    inputs: Value,
+    secrets: IndexMap<String, String>,
+    semaphore: Arc<Semaphore>,
+    only: Option<String>,
+    prefix: &'a str,
+) -> JobsFuture<'a> {
+    Box::pin(async move {
+        let selected: Option<HashSet<String>> = only.as_deref().map(|o| with_needs(w, o));
+        let ids: Vec<String> = match crate::graph::order(w) {
+            Ok(order) => order
+                .into_iter()
+                .filter(|id| selected.as_ref().is_none_or(|s| s.contains(id)))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        let ancestors: HashMap<String, HashSet<String>> = ids
+            .iter()
+            .map(|id| (id.clone(), with_needs(w, id)))
+            .collect();
+        let mut finished: HashMap<String, Finished> = HashMap::new();
+        let mut reports: HashMap<String, Vec<JobReport>> = HashMap::new();
+        let mut started: HashSet<String> = HashSet::new();
+        let mut set: JoinSet<(String, Finished, Vec<JobReport>)> = JoinSet::new();
+        let secrets = Arc::new(secrets);
+        loop {
+            for id in &ids {
+                if started.contains(id) {
+                    continue;
+                }
+                let job = &w.jobs[id];
+                if !job.needs.iter().all(|(n, _)| finished.contains_key(n)) {
+                    continue;
+                }
+                started.insert(id.clone());
+                let needs = context::needs_context(job, &finished);
+                let chain: Vec<Status> = ancestors[id]
+                    .iter()
+                    .filter(|a| *a != id)
+                    .filter_map(|a| finished.get(a).map(|f| f.result))
+                    .collect();
+                let task = JobTask {
+                    w: w.clone(),
+                    id: id.clone(),
+                    prefix: prefix.to_string(),
+                    shared: shared.clone(),
+                    inputs: inputs.clone(),
+                    secrets: secrets.clone(),
+                    needs,
+                    chain,
+                    semaphore: semaphore.clone(),
+                };
+                set.spawn(task.run());
+            }
+            let Some(done) = set.join_next().await else {
+                break;
+            };
+            match done {
+                Ok((id, f, r)) => {
+                    finished.insert(id.clone(), f);
+                    reports.insert(id, r);
+                }
+                Err(e) => {
+                    // A panicking job task is a bug; record it as a failure rather than hang.
+                    shared
+                        .cfg
+                        .sink
+                        .line("shipway", &format!("internal error: {e}"));
+                    break;
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for id in &ids {
+            out.extend(reports.remove(id).unwrap_or_default());
+        }
+        (out, finished)
+    })
+}
+
+struct JobTask {
+    w: Workflow,
+    id: String,
+    prefix: String,
+    shared: Arc<job::Shared>,
+    inputs: Value,
+    secrets: Arc<IndexMap<String, String>>,
+    needs: Value,
+    /// Results of every job this one depends on, directly or not (for status functions).
+    chain: Vec<Status>,
+    semaphore: Arc<Semaphore>,
+}
+
+/// The status functions of a job's `if:` look at the jobs it depends on.
+struct JobIfHost<'a> {
+    contexts: shipway_expr::Map,
+    chain: &'a [Status],
+    cancelled: bool,
+}
+
+impl Host for JobIfHost<'_> {
+    fn context(&self, name: &str) -> Value {
+        self.contexts.context(name)
+    }
+    fn status(&self, f: Function) -> bool {
+        match f {
+            Function::Always => true,
+            Function::Cancelled => self.cancelled,
+            Function::Failure => self.chain.contains(&Status::Failure),
+            _ => !self.cancelled && self.chain.iter().all(|s| *s == Status::Success),
+        }
+    }
+}
+
+impl JobTask {
+    async fn run(self) -> (String, Finished, Vec<JobReport>) {
+        let job = &self.w.jobs[&self.id];
+        let full_id = format!("{}{}", self.prefix, self.id);
+        let cfg = &self.shared.cfg;
+        let base_contexts = self.shared.base_contexts(&self.inputs, &self.needs);
+        let skipped = |reason: &str| {
+            cfg.sink.line(&full_id, &format!("skipped: {reason}"));
+            (
+                self.id.clone(),
+                Finished {
+                    result: Status::Skipped,
+                    outputs: IndexMap::new(),
+                },
+                vec![JobReport {
+                    id: full_id.clone(),
+                    name: full_id.clone(),
+                    matrix: None,
+                    result: Status::Skipped,
+                    outputs: IndexMap::new(),
+                    steps: Vec::new(),
+                }],
+            )
+        };
+        let host = JobIfHost {
+            contexts: base_contexts.clone(),
+            chain: &self.chain,
+            cancelled: cfg.cancel.is_cancelled(),
+        };
+        let run = match &job.condition {
+            None => host.status(Function::Success),
+            Some(c) => match c.condition.eval(&host) {
+                Ok(b) => b,
+                Err(e) => {
+                    cfg.sink
+                        .line(&full_id, &format!("error: jobs.{}.if: {e}", self.id));
+                    false
+                }
+            },
+        };
+        if !run {
+            return skipped("the job's `if` condition is false");
+        }
+        if cfg.cancel.is_cancelled() {
+            return skipped("the run was cancelled");
+        }
+        // The matrix, evaluated with github, needs, vars and inputs, then expanded.
+        let combos: Vec<Option<Combination>> =
+            match job.strategy.as_ref().and_then(|s| s.matrix.as_ref()) {
+                None => vec![None],
+                Some(m) => {
+                    match context::eval_json(m, &base_contexts).and_then(|m| matrix::expand(&m)) {
+                        Ok(cs) => cs.into_iter().map(Some).collect(),
+                        Err(e) => {
+                            cfg.sink.line(
+                                &full_id,
+                                &format!("error: jobs.{}.strategy.matrix: {e}", self.id),
+                            );
+                            return self.failed(&full_id);
+                        }
+                    }
+                }
+            };
+        let strategy_value = |d: &Option<Dyn>, default: Json| -> Json {
+            match d {
+                None => default,
+                Some(Dyn::Value(v)) => v.clone(),
+                Some(Dyn::Expr(s)) => s
+                    .template
+                    .eval(&base_contexts)
+                    .map(|v| v.to_json())
+                    .unwrap_or(default),
+            }
+        };
+        let strategy = job.strategy.as_ref();
+        let fail_fast = strategy
+            .map(|s| strategy_value(&s.fail_fast, Json::Bool(true)))
+            .is_none_or(|v| Value::from_json(&v).truthy());
+        let max_parallel = strategy
+            .map(|s| strategy_value(&s.max_parallel, Json::Null))
+            .and_then(|v| v.as_f64())
+            .filter(|n| *n >= 1.0)
+            .map_or(combos.len(), |n| n as usize);
+        let total = combos.len();
+        let matrix_cancel = cfg.cancel.child_token();
+        let local = Arc::new(Semaphore::new(max_parallel.max(1)));
+        let mut set = JoinSet::new();
+        for (index, combo) in combos.into_iter().enumerate() {
+            let inst = job::Instance {
+                w: self.w.clone(),
+                job_id: self.id.clone(),
+                prefix: self.prefix.clone(),
+                matrix: combo,
+                index,
+                total,
+                fail_fast,
+                max_parallel,
+                shared: self.shared.clone(),
+                inputs: self.inputs.clone(),
+                secrets: self.secrets.clone(),
+                needs: self.needs.clone(),
+                cancel: matrix_cancel.clone(),
+            };
+            let global = self.semaphore.clone();
+            let local = local.clone();
+            let matrix_cancel = matrix_cancel.clone();
+            set.spawn(async move {
+                // max-parallel here; the run-wide limit is taken inside, by instances that run
+                // steps (a reusable-workflow call must not hold one while its jobs wait).
+                let _l = local.acquire_owned().await;
+                let (reports, continue_on_error) = inst.run(global).await;
+                let failed = reports.first().is_some_and(|r| r.result == Status::Failure);
+                if failed && !continue_on_error && fail_fast {
+                    matrix_cancel.cancel();
+                }
+                (index, reports, continue_on_error)
+            });
+        }
+        let mut results = Vec::new();
+        while let Some(r) = set.join_next().await {
+            if let Ok(r) = r {
+                results.push(r);
+            }
+        }
+        results.sort_by_key(|(i, _, _)| *i);
+        let mut outputs = IndexMap::new();
+        let mut result = Status::Success;
+        for (_, reports, continue_on_error) in &results {
+            let Some(r) = reports.first() else { continue };
+            // Matrix outputs: later instances overwrite earlier ones, as on GitHub where the
+            // last to finish wins.
+            for (k, v) in &r.outputs {
+                if !v.is_empty() {
+                    outputs.insert(k.clone(), v.clone());
+                }
+            }
+            match r.result {
+                Status::Failure if !continue_on_error => result = Status::Failure,
+                Status::Cancelled if result == Status::Success => result = Status::Cancelled,
+                _ => {}
+            }
+        }
+        let reports = results.into_iter().flat_map(|(_, r, _)| r).collect();
+        (self.id.clone(), Finished { result, outputs }, reports)
+    }
+
+    fn failed(&self, full_id: &str) -> (String, Finished, Vec<JobReport>) {
+        (
+            self.id.clone(),
+            Finished {
+                result: Status::Failure,
+                outputs: IndexMap::new(),
+            },
+            vec![JobReport {
+                id: full_id.to_string(),
+                name: full_id.to_string(),
+                matrix: None,
+                result: Status::Failure,
+                outputs: IndexMap::new(),
+                steps: Vec::new(),
+            }],
+        )
+    }
+}

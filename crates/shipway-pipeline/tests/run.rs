@@ -1,0 +1,733 @@
+//! Execution semantics with real processes (bash): DAG order, skips, status functions,
+//! continue-on-error, outputs, env precedence, matrix, fail-fast, timeouts, masking, composite
+//! actions, reusable workflows, cancellation, and the built-in actions.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indexmap::IndexMap;
+use serde_json::json;
+use shipway_pipeline::exec::{Collect, Report, RunConfig, Status, run_workflow};
+use shipway_pipeline::load::load;
+use tokio_util::sync::CancellationToken;
+
+struct Run {
+    report: Report,
+    logs: Vec<String>,
+}
+
+impl Run {
+    fn job(&self, id: &str) -> &shipway_pipeline::exec::JobReport {
+        self.report
+            .jobs
+            .iter()
+            .find(|j| j.id == id)
+            .unwrap_or_else(|| panic!("no job {id} in {:#?}", self.report))
+    }
+    fn result(&self, id: &str) -> &'static str {
+        self.job(id).result.as_str()
+    }
+    fn steps(&self, id: &str) -> Vec<String> {
+        self.job(id)
+            .steps
+            .iter()
+            .map(|s| {
+                format!(
+                    "{}:{}/{}",
+                    s.name,
+                    s.outcome.as_str(),
+                    s.conclusion.as_str()
+                )
+            })
+            .collect()
+    }
+    fn output(&self, id: &str, key: &str) -> String {
+        self.job(id).outputs.get(key).cloned().unwrap_or_default()
+    }
+    fn logged(&self, text: &str) -> bool {
+        self.logs.iter().any(|l| l.contains(text))
+    }
+}
+
+#[derive(Default)]
+struct Opts {
+    files: Vec<(&'static str, &'static str)>,
+    secrets: Vec<(&'static str, &'static str)>,
+    cancel_after: Option<Duration>,
+    parallel: Option<usize>,
+}
+
+async fn run_with(yaml: &str, opts: Opts) -> Run {
+    let root = tempfile::tempdir().expect("tempdir");
+    let repo = root.path().join("repo");
+    std::fs::create_dir_all(repo.join(".github/workflows")).expect("mkdir");
+    std::fs::write(repo.join(".github/workflows/w.yml"), yaml).expect("write");
+    for (path, text) in &opts.files {
+        let p = repo.join(path);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, text).expect("write");
+    }
+    let bundle = load(&repo, ".github/workflows/w.yml");
+    let blocking: Vec<String> = bundle
+        .blocking(Default::default())
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert!(blocking.is_empty(), "workflow problems: {blocking:#?}");
+    let sink = Arc::new(Collect::default());
+    let cancel = CancellationToken::new();
+    let cfg = RunConfig {
+        repo: repo.clone(),
+        run_dir: root.path().join("run"),
+        cache_dir: root.path().join("cache"),
+        event_name: "push".into(),
+        event: json!({}),
+        sha: String::new(),
+        git_ref: "refs/heads/main".into(),
+        repository: "octo/repo".into(),
+        actor: "tester".into(),
+        run_id: 7,
+        inputs: IndexMap::new(),
+        secrets: opts
+            .secrets
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        vars: IndexMap::from([("COLOR".to_string(), "blue".to_string())]),
+        parallel: opts.parallel.unwrap_or(4),
+        only_job: None,
+        allow_unsupported_actions: false,
+        base_env: std::env::vars()
+            .filter(|(k, _)| k == "PATH" || k == "HOME")
+            .collect(),
+        sink: sink.clone(),
+        cancel: cancel.clone(),
+    };
+    if let Some(after) = opts.cancel_after {
+        let c = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            c.cancel();
+        });
+    }
+    let report = run_workflow(&bundle, Arc::new(cfg)).await;
+    let logs = sink.0.lock().map(|l| l.clone()).unwrap_or_default();
+    Run { report, logs }
+}
+
+async fn run(yaml: &str) -> Run {
+    run_with(yaml, Opts::default()).await
+}
+
+#[tokio::test]
+async fn dag_runs_each_job_when_its_own_needs_are_done() {
+    // `slow` takes a while; `b` needs only `a` and must finish before `slow` does.
+    let r = run(r#"
+on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    outputs:
+      x: ${{ steps.s.outputs.x }}
+    steps:
+      - id: s
+        run: echo "x=from-a" >> "$GITHUB_OUTPUT"
+  slow:
+    runs-on: ubuntu-latest
+    steps:
+      - run: sleep 1; date +%s%N > "$RUNNER_TEMP/../../../slow_done"
+  b:
+    needs: a
+    runs-on: ubuntu-latest
+    outputs:
+      got: ${{ steps.r.outputs.got }}
+    steps:
+      - id: r
+        run: |
+          test ! -e "$RUNNER_TEMP/../../../slow_done"
+          echo "got=${{ needs.a.outputs.x }} ${{ needs.a.result }}" >> "$GITHUB_OUTPUT"
+  c:
+    needs: [b, slow]
+    runs-on: ubuntu-latest
+    steps:
+      - run: test -e "$RUNNER_TEMP/../../../slow_done"
+"#)
+    .await;
+    assert_eq!(r.report.result, Status::Success, "{:#?}", r.logs);
+    assert_eq!(r.output("b", "got"), "from-a success");
+    assert_eq!(r.result("c"), "success");
+}
+
+#[tokio::test]
+async fn failures_skip_dependents_unless_their_if_says_otherwise() {
+    let r = run(r#"
+on: push
+jobs:
+  a:
+    runs-on: x
+    steps: [{run: exit 3}]
+  b:
+    needs: a
+    runs-on: x
+    steps: [{run: 'true'}]
+  c:
+    needs: b
+    if: always()
+    runs-on: x
+    steps: [{run: 'echo "b was ${{ needs.b.result }}"'}]
+  d:
+    needs: a
+    if: failure()
+    runs-on: x
+    steps: [{run: 'true'}]
+  e:
+    needs: c
+    runs-on: x
+    steps: [{run: 'true'}]
+"#)
+    .await;
+    assert_eq!(r.result("a"), "failure");
+    assert_eq!(r.result("b"), "skipped");
+    assert_eq!(r.result("c"), "success");
+    assert!(r.logged("b was skipped"));
+    assert_eq!(r.result("d"), "success");
+    // e's chain includes the failed a: the implicit success() is false.
+    assert_eq!(r.result("e"), "skipped");
+    assert_eq!(r.report.result, Status::Failure);
+}
+
+#[tokio::test]
+async fn step_status_functions_and_continue_on_error() {
+    let r = run(r#"
+on: push
+jobs:
+  j:
+    runs-on: x
+    steps:
+      - id: soft
+        name: soft
+        run: exit 1
+        continue-on-error: true
+      - name: after-soft
+        run: echo "soft ${{ steps.soft.outcome }} ${{ steps.soft.conclusion }}"
+      - name: hard
+        run: exit 2
+      - name: skipped
+        run: echo never
+      - name: on-failure
+        if: failure()
+        run: echo "job is ${{ job.status }}"
+      - name: always
+        if: always()
+        run: 'true'
+      - name: on-success
+        if: success()
+        run: 'true'
+      - name: on-cancel
+        if: cancelled()
+        run: 'true'
+"#)
+    .await;
+    assert_eq!(
+        r.steps("j"),
+        [
+            "soft:failure/success",
+            "after-soft:success/success",
+            "hard:failure/failure",
+            "skipped:skipped/skipped",
+            "on-failure:success/success",
+            "always:success/success",
+            "on-success:skipped/skipped",
+            "on-cancel:skipped/skipped",
+        ]
+    );
+    assert!(r.logged("soft failure success"));
+    assert!(r.logged("job is failure"));
+    assert_eq!(r.result("j"), "failure");
+}
+
+#[tokio::test]
+async fn env_precedence_and_env_files() {
+    let r = run(r#"
+on: push
+env:
+  A: workflow
+  B: workflow
+  C: workflow
+jobs:
+  j:
+    runs-on: x
+    env:
+      B: job
+      C: job
+    steps:
+      - env:
+          C: step
+        run: echo "1 $A $B $C ${{ env.C }} ${{ vars.COLOR }}"
+      - run: |
+          echo "D=from-env-file" >> "$GITHUB_ENV"
+          {
+            echo "M<<EOF"
+            echo "line one"
+            echo "line two"
+            echo "EOF"
+          } >> "$GITHUB_ENV"
+          mkdir -p "$RUNNER_TEMP/bin" && printf '#!/bin/sh\necho tool-ran\n' > "$RUNNER_TEMP/bin/mytool" && chmod +x "$RUNNER_TEMP/bin/mytool"
+          echo "$RUNNER_TEMP/bin" >> "$GITHUB_PATH"
+      - run: |
+          echo "2 $D ${{ env.D }}"
+          echo "$M" | tail -1
+          mytool
+          echo "vars $CI $GITHUB_REF_NAME $GITHUB_EVENT_NAME $GITHUB_JOB $RUNNER_OS"
+          test -f "$GITHUB_EVENT_PATH"
+          test "$GITHUB_WORKSPACE" = "$PWD"
+"#)
+    .await;
+    assert_eq!(r.result("j"), "success", "{:#?}", r.logs);
+    assert!(r.logged("1 workflow job step step blue"));
+    assert!(r.logged("2 from-env-file from-env-file"));
+    assert!(r.logged("] line two"));
+    assert!(r.logged("tool-ran"));
+    assert!(r.logged("vars true main push j Linux"));
+}
+
+#[tokio::test]
+async fn matrix_include_exclude_and_names() {
+    let r = run(r#"
+on: push
+jobs:
+  m:
+    runs-on: x
+    strategy:
+      matrix:
+        os: [linux, mac]
+        v: [1, 2]
+        exclude:
+          - os: mac
+            v: 1
+        include:
+          - os: linux
+            extra: yes
+          - os: bsd
+            v: 9
+    steps:
+      - run: echo "combo ${{ matrix.os }}-${{ matrix.v }}-${{ matrix.extra }} ${{ strategy.job-index }}/${{ strategy.job-total }}"
+"#)
+    .await;
+    let names: Vec<&str> = r.report.jobs.iter().map(|j| j.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "m (linux, 1, yes)",
+            "m (linux, 2, yes)",
+            "m (mac, 2)",
+            "m (bsd, 9)"
+        ]
+    );
+    assert!(r.logged("combo linux-1-yes 0/4"));
+    assert!(r.logged("combo bsd-9- 3/4"));
+    assert_eq!(
+        r.report.jobs[2].matrix,
+        Some(
+            json!({"os": "mac", "v": 2})
+                .as_object()
+                .cloned()
+                .unwrap_or_default()
+        )
+    );
+}
+
+#[tokio::test]
+async fn fail_fast_cancels_the_other_instances() {
+    let yaml = |ff: bool| {
+        format!(
+            r#"
+on: push
+jobs:
+  m:
+    runs-on: x
+    strategy:
+      fail-fast: {ff}
+      matrix:
+        n: [fail, slow]
+    steps:
+      - run: if [ "${{{{ matrix.n }}}}" = fail ]; then exit 1; else sleep 2; fi
+"#
+        )
+    };
+    let started = Instant::now();
+    let r = run(&yaml(true)).await;
+    let results: Vec<&str> = r.report.jobs.iter().map(|j| j.result.as_str()).collect();
+    assert_eq!(results, ["failure", "cancelled"]);
+    assert!(
+        started.elapsed() < Duration::from_millis(1800),
+        "{:?}",
+        started.elapsed()
+    );
+    let r = run(&yaml(false)).await;
+    let results: Vec<&str> = r.report.jobs.iter().map(|j| j.result.as_str()).collect();
+    assert_eq!(results, ["failure", "success"]);
+}
+
+#[tokio::test]
+async fn step_timeout_kills_the_process_group() {
+    let started = Instant::now();
+    let r = run(r#"
+on: push
+jobs:
+  j:
+    runs-on: x
+    steps:
+      - name: sleepy
+        timeout-minutes: 0.01
+        run: (sleep 30; echo child-survived) & sleep 30
+      - name: cleanup
+        if: always()
+        run: echo cleanup-ran
+"#)
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        r.steps("j"),
+        ["sleepy:failure/failure", "cleanup:success/success"]
+    );
+    assert!(r.logged("cleanup-ran"));
+    assert!(!r.logged("child-survived"));
+}
+
+#[tokio::test]
+async fn job_timeout_fails_the_job_and_runs_always_steps() {
+    let started = Instant::now();
+    let r = run(r#"
+on: push
+jobs:
+  j:
+    runs-on: x
+    timeout-minutes: 0.01
+    steps:
+      - name: long
+        run: sleep 30
+      - name: next
+        run: echo next
+      - name: always
+        if: always()
+        run: echo always-ran
+"#)
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(r.result("j"), "failure");
+    assert_eq!(r.steps("j")[1], "next:skipped/skipped");
+    assert!(r.logged("always-ran"));
+}
+
+#[tokio::test]
+async fn secrets_and_add_mask_are_masked_everywhere() {
+    let r = run_with(
+        r#"
+on: push
+jobs:
+  j:
+    runs-on: x
+    outputs:
+      leak: ${{ steps.s.outputs.v }}
+      fine: ${{ steps.s.outputs.w }}
+    steps:
+      - id: s
+        env:
+          TOKEN: ${{ secrets.TOKEN }}
+          MULTI: ${{ secrets.MULTI }}
+        run: |
+          echo "token is $TOKEN"
+          echo "second line: $(echo "$MULTI" | tail -1)"
+          echo "::add-mask::dynamic-value"
+          echo "then dynamic-value appears"
+          echo "v=$TOKEN" >> "$GITHUB_OUTPUT"
+          echo "w=ok" >> "$GITHUB_OUTPUT"
+          echo "to stderr $TOKEN" >&2
+"#,
+        Opts {
+            secrets: vec![
+                ("TOKEN", "s3cr3t-value"),
+                ("MULTI", "first-part\nsecond-part"),
+            ],
+            ..Opts::default()
+        },
+    )
+    .await;
+    assert_eq!(r.result("j"), "success", "{:#?}", r.logs);
+    let all = r.logs.join("\n");
+    assert!(!all.contains("s3cr3t-value"), "{all}");
+    assert!(!all.contains("second-part"), "{all}");
+    assert!(!all.contains("dynamic-value"), "{all}");
+    assert!(all.contains("token is ***"));
+    assert!(all.contains("then *** appears"));
+    assert!(all.contains("to stderr ***"));
+    assert_eq!(r.output("j", "leak"), "");
+    assert_eq!(r.output("j", "fine"), "ok");
+}
+
+#[tokio::test]
+async fn composite_action_with_inputs_and_outputs() {
+    let r = run_with(
+        r#"
+on: push
+jobs:
+  j:
+    runs-on: x
+    steps:
+      - uses: actions/checkout@v4
+      - id: greet
+        uses: ./.github/actions/greet
+        with:
+          who: Mona
+      - run: echo "action said ${{ steps.greet.outputs.greeting }}"
+"#,
+        Opts {
+            files: vec![(
+                ".github/actions/greet/action.yml",
+                r#"
+name: greet
+inputs:
+  who:
+    required: true
+  punctuation:
+    default: "!"
+outputs:
+  greeting:
+    value: ${{ steps.make.outputs.text }}
+runs:
+  using: composite
+  steps:
+    - id: make
+      shell: bash
+      run: echo "text=Hello ${{ inputs.who }}${{ inputs.punctuation }}" >> "$GITHUB_OUTPUT"
+    - shell: bash
+      run: test -f "$GITHUB_ACTION_PATH/action.yml" && echo "inner saw ${{ steps.make.outputs.text }}"
+"#,
+            )],
+            ..Opts::default()
+        },
+    )
+    .await;
+    assert_eq!(r.result("j"), "success", "{:#?}", r.logs);
+    assert!(r.logged("inner saw Hello Mona!"));
+    assert!(r.logged("action said Hello Mona!"));
+}
+
+#[tokio::test]
+async fn reusable_workflow_with_inputs_secrets_and_outputs() {
+    let r = run_with(
+        r#"
+on: push
+jobs:
+  call:
+    uses: ./.github/workflows/called.yml
+    with:
+      name: Octo
+    secrets:
+      key: ${{ secrets.TOKEN }}
+  after:
+    needs: call
+    runs-on: x
+    steps:
+      - run: echo "called returned ${{ needs.call.outputs.result }}"
+"#,
+        Opts {
+            files: vec![(
+                ".github/workflows/called.yml",
+                r#"
+on:
+  workflow_call:
+    inputs:
+      name: {type: string, required: true}
+      count: {type: number, default: 2}
+    secrets:
+      key: {required: true}
+    outputs:
+      result:
+        value: ${{ jobs.inner.outputs.r }}
+jobs:
+  inner:
+    runs-on: x
+    outputs:
+      r: ${{ steps.s.outputs.r }}
+    steps:
+      - id: s
+        run: |
+          echo "key=${{ secrets.key }}"
+          echo "r=${{ inputs.name }}x${{ inputs.count }}" >> "$GITHUB_OUTPUT"
+"#,
+            )],
+            secrets: vec![("TOKEN", "tok-123456")],
+            ..Opts::default()
+        },
+    )
+    .await;
+    assert_eq!(r.report.result, Status::Success, "{:#?}", r.logs);
+    assert_eq!(r.result("call/inner"), "success");
+    assert!(r.logged("key=***"));
+    assert!(r.logged("called returned Octox2"));
+    let ids: Vec<&str> = r.report.jobs.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(ids, ["call", "call/inner", "after"]);
+}
+
+#[tokio::test]
+async fn cancellation_stops_the_step_and_still_runs_always_steps() {
+    let started = Instant::now();
+    let r = run_with(
+        r#"
+on: push
+jobs:
+  j:
+    runs-on: x
+    steps:
+      - name: long
+        run: sleep 30
+      - name: normal
+        run: echo normal
+      - name: cleanup
+        if: always()
+        run: echo cleanup-after-cancel
+  later:
+    needs: j
+    runs-on: x
+    steps: [{run: 'true'}]
+"#,
+        Opts {
+            cancel_after: Some(Duration::from_millis(400)),
+            ..Opts::default()
+        },
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(r.report.result, Status::Cancelled);
+    assert_eq!(
+        r.steps("j"),
+        [
+            "long:cancelled/cancelled",
+            "normal:skipped/skipped",
+            "cleanup:success/success"
+        ]
+    );
+    assert_eq!(r.result("later"), "skipped");
+}
+
+#[tokio::test]
+async fn artifacts_and_cache_between_jobs() {
+    let r = run(r#"
+on: push
+jobs:
+  produce:
+    runs-on: x
+    steps:
+      - run: mkdir -p out/sub && echo data > out/sub/a.txt && echo other > out/b.log
+      - uses: actions/upload-artifact@v4
+        with:
+          name: build
+          path: |
+            out/**/*.txt
+      - id: cache
+        uses: actions/cache@v4
+        with:
+          key: deps-v1
+          path: out
+      - run: echo "hit=${{ steps.cache.outputs.cache-hit }}"
+  consume:
+    needs: produce
+    runs-on: x
+    steps:
+      - uses: actions/download-artifact@v4
+        with:
+          name: build
+          path: got
+      - run: cat got/sub/a.txt && test ! -e got/b.log
+      - id: cache
+        uses: actions/cache/restore@v4
+        with:
+          key: deps-v2
+          restore-keys: deps-
+          path: out
+      - run: echo "restored ${{ steps.cache.outputs.cache-hit }} ${{ steps.cache.outputs.cache-matched-key }} $(cat out/b.log)"
+      - run: echo "hash ${{ hashFiles('got/**') != '' }} ${{ hashFiles('nothing/*') == '' }}"
+"#)
+    .await;
+    assert_eq!(r.report.result, Status::Success, "{:#?}", r.logs);
+    assert!(r.logged("hit=false"));
+    assert!(r.logged("] data"));
+    assert!(r.logged("restored false deps-v1 other"));
+    assert!(r.logged("hash true true"));
+}
+
+#[tokio::test]
+async fn report_json_has_the_documented_shape() {
+    let r = run(r#"
+on: push
+jobs:
+  j:
+    runs-on: x
+    outputs: {o: v}
+    steps:
+      - id: one
+        run: 'true'
+      - run: 'true'
+"#)
+    .await;
+    assert_eq!(
+        r.report.to_json(),
+        json!({
+            "result": "success",
+            "jobs": [{
+                "id": "j", "name": "j", "matrix": null, "result": "success",
+                "outputs": {"o": "v"},
+                "steps": [
+                    {"id": "one", "name": "Run true", "outcome": "success", "conclusion": "success"},
+                    {"id": null, "name": "Run true", "outcome": "success", "conclusion": "success"}
+                ]
+            }]
+        })
+    );
+}
+
+#[tokio::test]
+async fn shells_and_working_directory() {
+    let r = run(r#"
+on: push
+defaults:
+  run:
+    working-directory: sub
+jobs:
+  j:
+    runs-on: x
+    steps:
+      - working-directory: .
+        run: mkdir -p sub/deeper
+      - run: basename "$PWD"
+      - shell: sh
+        run: echo "sh says hi"
+      - shell: perl {0}
+        working-directory: .
+        run: print "perl ok\n";
+      - run: false | true
+      - shell: bash
+        run: false | true
+"#)
+    .await;
+    // The default shell is `bash -e`; `shell: bash` adds -o pipefail, so only the second fails.
+    assert_eq!(r.steps("j")[4], "Run false | true:success/success");
+    assert_eq!(r.steps("j")[5], "Run false | true:failure/failure");
+    assert!(r.logged("] sub"));
+    assert!(r.logged("sh says hi"));
+    assert!(r.logged("perl ok"));
+}
