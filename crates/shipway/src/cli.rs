@@ -51,6 +51,8 @@ pub enum Command {
     Delete(DeleteArgs),
     /// Show the audit trail: who did what to which object, when.
     Events(EventsArgs),
+    /// Run GitHub Actions workflows of a repository locally, no server needed.
+    Run(crate::run::RunArgs),
     /// Print the client and server versions.
     Version,
 }

@@ -24,12 +24,13 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Describe(args) => describe(&client(global)?, args).await,
         Command::Delete(args) => delete(&client(global)?, args).await,
         Command::Events(args) => events(&client(global)?, args).await,
+        Command::Run(args) => crate::run::run(global, args).await,
         Command::Version => version(global).await,
     }
 }
 
 /// `--data`, else `$SHIPWAY_DATA` (clap reads both), else the XDG data directory.
-fn data_dir(global: &Global) -> Result<PathBuf, Failure> {
+pub(crate) fn data_dir(global: &Global) -> Result<PathBuf, Failure> {
     if let Some(dir) = &global.data {
         return Ok(dir.clone());
     }

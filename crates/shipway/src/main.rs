@@ -7,6 +7,7 @@ mod cli;
 mod client;
 mod commands;
 mod output;
+mod run;
 
 use std::process::ExitCode;
 

@@ -1,0 +1,520 @@
+//! `shipway run`: run GitHub Actions workflows of a repository locally, no server needed.
+//!
+//! This file only gathers inputs (files, flags, git facts), prints, and maps results to exit
+//! codes; parsing, planning and running live in `shipway-pipeline`.
+
+use std::collections::HashSet;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::Command as Process;
+use std::sync::Arc;
+
+use clap::Args;
+use indexmap::IndexMap;
+use serde_json::{Value, json};
+use shipway_pipeline::exec::{Report, RunConfig, Sink, Status, run_workflow};
+use shipway_pipeline::load::{Bundle, Options, load};
+use shipway_pipeline::plan::{MatrixPlan, plan};
+use shipway_pipeline::problem::Severity;
+use shipway_pipeline::trigger::{EventFacts, matches};
+use tokio_util::sync::CancellationToken;
+
+use crate::Failure;
+use crate::cli::Global;
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Repository directory [default: the current directory].
+    #[arg(short = 'C', value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// A workflow file or a directory of them [default: .github/workflows and .shipway/workflows].
+    #[arg(short = 'W', long = "workflows", value_name = "PATH")]
+    pub workflows: Option<PathBuf>,
+    /// The event that triggers the run.
+    #[arg(long, default_value = "push", value_name = "NAME")]
+    pub event: String,
+    /// The event payload (JSON), as in $GITHUB_EVENT_PATH.
+    #[arg(short = 'e', long, value_name = "FILE")]
+    pub event_path: Option<PathBuf>,
+    /// Run only this job (and the jobs it needs).
+    #[arg(short = 'j', long, value_name = "ID")]
+    pub job: Option<String>,
+    /// An input of workflow_dispatch or workflow_call. Repeatable.
+    #[arg(long = "input", value_name = "K=V")]
+    pub inputs: Vec<String>,
+    /// A secret. Repeatable.
+    #[arg(long = "secret", value_name = "K=V")]
+    pub secrets: Vec<String>,
+    /// Secrets from a dotenv file (KEY=VALUE lines).
+    #[arg(long, value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
+    /// A configuration variable (`vars.K`). Repeatable.
+    #[arg(long = "var", value_name = "K=V")]
+    pub vars: Vec<String>,
+    /// Print the plan as a table and exit.
+    #[arg(long)]
+    pub list: bool,
+    /// Print the job graph and exit.
+    #[arg(long)]
+    pub graph: bool,
+    /// Validate and plan, print what would run, run nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Write the run report (JSON) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub report_json: Option<PathBuf>,
+    /// Job instances run at once [default: the number of cores].
+    #[arg(long, value_name = "N")]
+    pub parallel: Option<usize>,
+    /// Skip actions Shipway cannot run (with a warning) instead of refusing the workflow.
+    #[arg(long)]
+    pub allow_unsupported_actions: bool,
+}
+
+fn pairs(items: &[String], what: &str) -> Result<IndexMap<String, String>, Failure> {
+    let mut out = IndexMap::new();
+    for item in items {
+        let Some((k, v)) = item.split_once('=') else {
+            return Err(Failure::Usage(format!(
+                "--{what} {item}: expected KEY=VALUE"
+            )));
+        };
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+/// A dotenv file: `KEY=VALUE` lines, `#` comments, optional `export`, quoted values.
+fn dotenv(path: &Path) -> Result<IndexMap<String, String>, Failure> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::Usage(format!("--secret-file {}: {e}", path.display())))?;
+    let mut out = IndexMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let Some((k, v)) = line.split_once('=') else {
+            return Err(Failure::Usage(format!(
+                "{}:{}: expected KEY=VALUE",
+                path.display(),
+                n + 1
+            )));
+        };
+        let v = v.trim();
+        let v = if let Some(inner) = v.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+            inner.replace("\\n", "\n").replace("\\\"", "\"")
+        } else if let Some(inner) = v.strip_prefix('\'').and_then(|s| s.strip_suffix('\'')) {
+            inner.to_string()
+        } else {
+            v.to_string()
+        };
+        out.insert(k.trim().to_string(), v);
+    }
+    Ok(out)
+}
+
+fn git(repo: &Path, args: &[&str]) -> Option<String> {
+    let out = Process::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(args)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// The workflow files to consider, relative to the repository.
+fn workflow_files(repo: &Path, given: Option<&Path>) -> Result<Vec<String>, Failure> {
+    let dirs: Vec<PathBuf> = match given {
+        Some(p) => {
+            let full = if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                repo.join(p)
+            };
+            if full.is_file() {
+                return Ok(vec![relative(repo, &full)?]);
+            }
+            if !full.is_dir() {
+                return Err(Failure::Usage(format!(
+                    "-W {}: no such file or directory",
+                    p.display()
+                )));
+            }
+            vec![full]
+        }
+        None => vec![
+            repo.join(".github/workflows"),
+            repo.join(".shipway/workflows"),
+        ],
+    };
+    let mut files = Vec::new();
+    for d in dirs {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        let mut found: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yml" || x == "yaml"))
+            .collect();
+        found.sort();
+        for f in found {
+            files.push(relative(repo, &f)?);
+        }
+    }
+    if files.is_empty() {
+        return Err(Failure::Usage(format!(
+            "no workflow files in {}: looked in .github/workflows and .shipway/workflows (use -W)",
+            repo.display()
+        )));
+    }
+    Ok(files)
+}
+
+fn relative(repo: &Path, file: &Path) -> Result<String, Failure> {
+    let repo = repo.canonicalize().unwrap_or_else(|_| repo.to_path_buf());
+    let file = file.canonicalize().unwrap_or_else(|_| file.to_path_buf());
+    file.strip_prefix(&repo)
+        .map(|p| p.to_string_lossy().to_string())
+        .map_err(|_| {
+            Failure::Usage(format!(
+                "{} is outside the repository {}",
+                file.display(),
+                repo.display()
+            ))
+        })
+}
+
+/// Prints job lines live, prefixed by the job, in a stable colour per job on a terminal.
+struct Printer {
+    color: bool,
+}
+
+impl Sink for Printer {
+    fn line(&self, job: &str, text: &str) {
+        if self.color {
+            const COLORS: [u8; 6] = [36, 33, 35, 32, 34, 31];
+            let h = job
+                .bytes()
+                .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+            let c = COLORS[h % COLORS.len()];
+            println!("\x1b[{c}m[{job}]\x1b[0m {text}");
+        } else {
+            println!("[{job}] {text}");
+        }
+    }
+}
+
+pub async fn run(global: &Global, args: RunArgs) -> Result<(), Failure> {
+    let repo = args.dir.clone().unwrap_or_else(|| PathBuf::from("."));
+    let repo = repo
+        .canonicalize()
+        .map_err(|e| Failure::Usage(format!("-C {}: {e}", repo.display())))?;
+    let options = Options {
+        allow_unsupported_actions: args.allow_unsupported_actions,
+    };
+    let files = workflow_files(&repo, args.workflows.as_deref())?;
+    let mut bundles = Vec::new();
+    let mut blocking = Vec::new();
+    for f in &files {
+        let b = load(&repo, f);
+        for p in &b.problems {
+            if p.severity == Severity::Warning
+                || (p.severity == Severity::Unsupported
+                    && options.allow_unsupported_actions
+                    && p.is_action())
+            {
+                eprintln!("warning: {p}");
+            }
+        }
+        blocking.extend(b.blocking(options).into_iter().map(ToString::to_string));
+        bundles.push(b);
+    }
+    if !blocking.is_empty() {
+        let mut msg = blocking.join("\n");
+        msg.push_str(&format!("\n{} problem(s); nothing was run", blocking.len()));
+        return Err(Failure::Usage(msg));
+    }
+
+    let event: Value = match &args.event_path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| Failure::Usage(format!("-e {}: {e}", p.display())))?;
+            serde_json::from_str(&text)
+                .map_err(|e| Failure::Usage(format!("-e {}: not JSON: {e}", p.display())))?
+        }
+        None => json!({}),
+    };
+    let sha = git(&repo, &["rev-parse", "HEAD"]).unwrap_or_default();
+    let branch = git(&repo, &["symbolic-ref", "--short", "HEAD"]).unwrap_or_else(|| "main".into());
+    let git_ref = match event.get("ref").and_then(Value::as_str) {
+        Some(r) if r.starts_with("refs/") => r.to_string(),
+        Some(r) => format!("refs/heads/{r}"),
+        None => format!("refs/heads/{branch}"),
+    };
+    let filter_ref = if args.event.starts_with("pull_request") {
+        event
+            .pointer("/pull_request/base/ref")
+            .and_then(Value::as_str)
+            .map_or_else(|| git_ref.clone(), |b| format!("refs/heads/{b}"))
+    } else {
+        git_ref.clone()
+    };
+    let changed_files = git(&repo, &["diff", "--name-only", "HEAD~1", "HEAD"])
+        .map(|s| s.lines().map(str::to_string).collect::<Vec<_>>());
+    let facts = EventFacts {
+        name: args.event.clone(),
+        git_ref: filter_ref,
+        changed_files,
+        action: event
+            .get("action")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+    };
+
+    let mut triggered: Vec<&Bundle> = Vec::new();
+    for b in &bundles {
+        let Some(w) = &b.workflow else { continue };
+        if let Some(j) = &args.job
+            && !w.jobs.contains_key(j)
+        {
+            continue;
+        }
+        match matches(&w.on, &facts) {
+            Ok(()) => triggered.push(b),
+            Err(why) => eprintln!("{}: not triggered: {why}", b.path),
+        }
+    }
+    if let Some(j) = &args.job
+        && triggered.is_empty()
+        && !bundles
+            .iter()
+            .any(|b| b.workflow.as_ref().is_some_and(|w| w.jobs.contains_key(j)))
+    {
+        return Err(Failure::Usage(format!(
+            "-j {j}: no workflow has a job '{j}'"
+        )));
+    }
+
+    if args.list || args.graph || args.dry_run {
+        for b in &triggered {
+            print_plan(b, &args)?;
+        }
+        return Ok(());
+    }
+
+    let mut secrets = match &args.secret_file {
+        Some(p) => dotenv(p)?,
+        None => IndexMap::new(),
+    };
+    secrets.extend(pairs(&args.secrets, "secret")?);
+    let inputs = pairs(&args.inputs, "input")?;
+    let vars = pairs(&args.vars, "var")?;
+    let data = crate::commands::data_dir(global)?;
+    let run_id = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let repository = git(&repo, &["config", "--get", "remote.origin.url"])
+        .and_then(|u| {
+            let u = u.trim_end_matches(".git");
+            let mut parts = u.rsplit(['/', ':']);
+            let name = parts.next()?;
+            let owner = parts.next()?;
+            Some(format!("{owner}/{name}"))
+        })
+        .unwrap_or_else(|| {
+            format!(
+                "local/{}",
+                repo.file_name()
+                    .map_or("repo".into(), |n| n.to_string_lossy().to_string())
+            )
+        });
+    let cancel = CancellationToken::new();
+    {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!(
+                    "\ncancelling: running steps are stopped; `if: always()` steps still run"
+                );
+                cancel.cancel();
+            }
+        });
+    }
+    let sink: Arc<dyn Sink> = Arc::new(Printer {
+        color: std::io::stdout().is_terminal(),
+    });
+    let parallel = args
+        .parallel
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get));
+    let mut all = Report {
+        result: Status::Success,
+        jobs: Vec::new(),
+    };
+    let several = triggered.len() > 1;
+    for b in triggered {
+        let cfg = RunConfig {
+            repo: repo.clone(),
+            run_dir: data
+                .join("runs")
+                .join(run_id.to_string())
+                .join(b.path.replace('/', "_")),
+            cache_dir: data.join("cache"),
+            event_name: args.event.clone(),
+            event: event.clone(),
+            sha: sha.clone(),
+            git_ref: git_ref.clone(),
+            repository: repository.clone(),
+            actor: std::env::var("USER").unwrap_or_else(|_| "shipway".into()),
+            run_id,
+            inputs: inputs.clone(),
+            secrets: secrets.clone(),
+            vars: vars.clone(),
+            parallel,
+            only_job: args.job.clone(),
+            allow_unsupported_actions: args.allow_unsupported_actions,
+            base_env: std::env::vars().collect(),
+            sink: sink.clone(),
+            cancel: cancel.clone(),
+        };
+        let report = run_workflow(b, Arc::new(cfg)).await;
+        for mut j in report.jobs {
+            if several {
+                j.id = format!("{}:{}", b.path, j.id);
+            }
+            all.jobs.push(j);
+        }
+        all.result = match (all.result, report.result) {
+            (Status::Failure, _) | (_, Status::Failure) => Status::Failure,
+            (Status::Cancelled, _) | (_, Status::Cancelled) => Status::Cancelled,
+            _ => Status::Success,
+        };
+        if cancel.is_cancelled() {
+            break;
+        }
+    }
+    print_summary(&all);
+    if let Some(path) = &args.report_json {
+        let text = serde_json::to_string_pretty(&all.to_json()).unwrap_or_default();
+        std::fs::write(path, text + "\n")
+            .map_err(|e| Failure::Failed(format!("--report-json {}: {e}", path.display())))?;
+    }
+    match all.result {
+        Status::Success | Status::Skipped => Ok(()),
+        Status::Failure => Err(Failure::Failed("a job failed".into())),
+        Status::Cancelled => Err(Failure::Failed("the run was cancelled".into())),
+    }
+}
+
+fn print_plan(b: &Bundle, args: &RunArgs) -> Result<(), Failure> {
+    let Some(w) = &b.workflow else { return Ok(()) };
+    let jobs = plan(w).map_err(|e| Failure::Usage(format!("{}: {e}", b.path)))?;
+    let keep: Option<HashSet<String>> = args.job.as_ref().map(|j| {
+        let mut keep = HashSet::new();
+        let mut stack = vec![j.clone()];
+        while let Some(id) = stack.pop() {
+            if keep.insert(id.clone())
+                && let Some(job) = w.jobs.get(&id)
+            {
+                stack.extend(job.needs.iter().map(|(n, _)| n.clone()));
+            }
+        }
+        keep
+    });
+    let jobs: Vec<_> = jobs
+        .into_iter()
+        .filter(|j| keep.as_ref().is_none_or(|k| k.contains(&j.id)))
+        .collect();
+    if args.graph {
+        println!("{}:", b.path);
+        // Levels: a job's level is one more than its deepest need.
+        let mut level: IndexMap<String, usize> = IndexMap::new();
+        for j in &jobs {
+            let l = j
+                .needs
+                .iter()
+                .filter_map(|n| level.get(n))
+                .max()
+                .map_or(0, |m| m + 1);
+            level.insert(j.id.clone(), l);
+        }
+        for j in &jobs {
+            let indent = "  ".repeat(level[&j.id] + 1);
+            if j.needs.is_empty() {
+                println!("{indent}{}", j.id);
+            } else {
+                println!("{indent}{} <- {}", j.id, j.needs.join(", "));
+            }
+        }
+        return Ok(());
+    }
+    let rows: Vec<[String; 5]> = jobs
+        .iter()
+        .map(|j| {
+            let instances = match &j.matrix {
+                MatrixPlan::None => "1".to_string(),
+                MatrixPlan::Static(c) => c.len().to_string(),
+                MatrixPlan::Dynamic => "at run time".to_string(),
+            };
+            let steps = match &j.calls {
+                Some(c) => format!("calls ./{c}"),
+                None if j.unsupported_steps > 0 => {
+                    format!("{} ({} skipped)", j.steps, j.unsupported_steps)
+                }
+                None => j.steps.to_string(),
+            };
+            let needs = if j.needs.is_empty() {
+                "-".to_string()
+            } else {
+                j.needs.join(",")
+            };
+            [b.path.clone(), j.id.clone(), needs, instances, steps]
+        })
+        .collect();
+    let header = ["WORKFLOW", "JOB", "NEEDS", "INSTANCES", "STEPS"].map(String::from);
+    let mut widths = header.clone().map(|h| h.len());
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.len());
+        }
+    }
+    for r in std::iter::once(&header).chain(rows.iter()) {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
+        println!("{}", line.join("   ").trim_end());
+    }
+    if args.dry_run {
+        println!("dry run: {} jobs planned, nothing run", jobs.len());
+    }
+    Ok(())
+}
+
+fn print_summary(report: &Report) {
+    let width = report
+        .jobs
+        .iter()
+        .map(|j| j.name.len())
+        .max()
+        .unwrap_or(3)
+        .max(3);
+    println!();
+    println!("{:<width$}   RESULT", "JOB");
+    for j in &report.jobs {
+        let failed_step = j
+            .steps
+            .iter()
+            .find(|s| s.conclusion == Status::Failure)
+            .map(|s| format!("   (step: {})", s.name))
+            .unwrap_or_default();
+        println!("{:<width$}   {}{failed_step}", j.name, j.result.as_str());
+    }
+    println!("run {}", report.result.as_str());
+}

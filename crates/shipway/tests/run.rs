@@ -1,0 +1,127 @@
+//! `shipway run` as users run it: exit codes (0 success, 1 a job failed, 2 invalid workflow),
+//! the report file, `--list`, and inputs, secrets and vars from flags.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_shipway");
+
+fn repo(workflow: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join(".github/workflows")).expect("mkdir");
+    std::fs::write(dir.path().join(".github/workflows/ci.yml"), workflow).expect("write");
+    dir
+}
+
+fn shipway(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("run")
+        .arg("-C")
+        .arg(dir)
+        .arg("--data")
+        .arg(dir.join(".data"))
+        .args(args)
+        .output()
+        .expect("run shipway")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn success_failure_and_invalid_map_to_exit_codes() {
+    let ok = repo("on: push\njobs:\n  a:\n    runs-on: x\n    steps: [{run: echo hi}]\n");
+    let o = shipway(ok.path(), &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("[a] hi"));
+
+    let failing = repo("on: push\njobs:\n  a:\n    runs-on: x\n    steps: [{run: exit 4}]\n");
+    let o = shipway(failing.path(), &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+
+    let invalid =
+        repo("on: push\njobs:\n  a:\n    runs-on: x\n    steps: [{run: 'echo ${{ nope }}'}]\n");
+    let o = shipway(invalid.path(), &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains(
+            ".github/workflows/ci.yml:5:29: jobs.a.steps[0].run: Unrecognized named-value: 'nope'"
+        ),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn report_json_inputs_secrets_and_vars() {
+    let dir = repo(
+        r#"
+on:
+  workflow_dispatch:
+    inputs:
+      who: {type: string, default: nobody}
+jobs:
+  a:
+    runs-on: x
+    outputs:
+      said: ${{ steps.s.outputs.said }}
+    steps:
+      - id: s
+        run: |
+          echo "said=${{ inputs.who }} ${{ vars.V }}" >> "$GITHUB_OUTPUT"
+          echo "secret ${{ secrets.S }} and ${{ secrets.F }}"
+"#,
+    );
+    std::fs::write(
+        dir.path().join("secrets.env"),
+        "# comment\nexport F=\"from file\"\n",
+    )
+    .expect("write");
+    let report = dir.path().join("report.json");
+    let o = shipway(
+        dir.path(),
+        &[
+            "--event",
+            "workflow_dispatch",
+            "--input",
+            "who=Mona",
+            "--var",
+            "V=blue",
+            "--secret",
+            "S=hunter22",
+            "--secret-file",
+            &dir.path().join("secrets.env").to_string_lossy(),
+            "--report-json",
+            &report.to_string_lossy(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("secret *** and ***"), "{}", text(&o));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("json");
+    assert_eq!(r["result"], "success");
+    assert_eq!(r["jobs"][0]["outputs"]["said"], "Mona blue");
+    assert_eq!(r["jobs"][0]["steps"][0]["outcome"], "success");
+}
+
+#[test]
+fn list_and_untriggered_events() {
+    let dir = repo(
+        "on:\n  push:\n    branches: [main]\njobs:\n  a:\n    runs-on: x\n    strategy:\n      matrix:\n        n: [1, 2, 3]\n    steps: [{run: 'true'}]\n  b:\n    needs: a\n    runs-on: x\n    steps: [{run: 'true'}]\n",
+    );
+    let o = shipway(dir.path(), &["--list"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = text(&o);
+    assert!(out.contains("JOB"), "{out}");
+    assert!(
+        out.lines().any(|l| l.contains(" a ") && l.contains(" 3 ")),
+        "{out}"
+    );
+    let o = shipway(dir.path(), &["--event", "release"]);
+    assert!(text(&o).contains("not triggered"), "{}", text(&o));
+}
