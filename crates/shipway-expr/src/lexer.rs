@@ -1,0 +1,206 @@
+//! Splitting an expression into tokens, each with the column where it starts.
+
+use crate::ParseError;
+use crate::value::parse_number;
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Tok {
+    Number(f64),
+    String(String),
+    True,
+    False,
+    Null,
+    Ident(String),
+    Dot,
+    Comma,
+    LParen,
+    RParen,
+    LBracket,
+    RBracket,
+    Star,
+    Not,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Eq,
+    Ne,
+    And,
+    Or,
+}
+
+/// A token and its 1-based column (in characters) within the expression; `text` is the source
+/// text, for messages.
+#[derive(Clone, Debug)]
+pub(crate) struct Token {
+    pub tok: Tok,
+    pub column: usize,
+    pub text: String,
+}
+
+fn is_ident_start(c: char) -> bool {
+    c.is_ascii_alphabetic() || c == '_'
+}
+
+fn is_ident_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == '-'
+}
+
+/// Characters that end a number or a bad word: whitespace and operator characters.
+fn is_delimiter(c: char) -> bool {
+    c.is_whitespace() || "()[],!<>=&|'".contains(c)
+}
+
+pub(crate) fn lex(text: &str) -> Result<Vec<Token>, ParseError> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut tokens = Vec::new();
+    let mut i = 0;
+    // Whether the previous token was `.`: then any word (even `true`) is a property name.
+    let mut after_dot = false;
+    while i < chars.len() {
+        let c = chars[i];
+        if c.is_whitespace() {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        let simple = |tok: Tok, len: usize| Token {
+            tok,
+            column: start + 1,
+            text: chars[start..start + len].iter().collect(),
+        };
+        let two = chars.get(i + 1).copied();
+        let token = match c {
+            '(' => simple(Tok::LParen, 1),
+            ')' => simple(Tok::RParen, 1),
+            '[' => simple(Tok::LBracket, 1),
+            ']' => simple(Tok::RBracket, 1),
+            ',' => simple(Tok::Comma, 1),
+            '*' => simple(Tok::Star, 1),
+            '!' if two == Some('=') => simple(Tok::Ne, 2),
+            '!' => simple(Tok::Not, 1),
+            '<' if two == Some('=') => simple(Tok::Le, 2),
+            '<' => simple(Tok::Lt, 1),
+            '>' if two == Some('=') => simple(Tok::Ge, 2),
+            '>' => simple(Tok::Gt, 1),
+            '=' if two == Some('=') => simple(Tok::Eq, 2),
+            '&' if two == Some('&') => simple(Tok::And, 2),
+            '|' if two == Some('|') => simple(Tok::Or, 2),
+            '.' if !chars.get(i + 1).is_some_and(char::is_ascii_digit)
+                || matches!(
+                    tokens.last(),
+                    Some(Token {
+                        tok: Tok::Ident(_) | Tok::RBracket | Tok::RParen | Tok::Star,
+                        ..
+                    })
+                ) =>
+            {
+                simple(Tok::Dot, 1)
+            }
+            '\'' => {
+                let mut s = String::new();
+                let mut j = i + 1;
+                loop {
+                    match chars.get(j) {
+                        None => {
+                            return Err(ParseError::new(
+                                start + 1,
+                                format!(
+                                    "Unexpected symbol: '{}'. The string is not closed with a quote",
+                                    chars[start..].iter().collect::<String>()
+                                ),
+                            ));
+                        }
+                        Some('\'') if chars.get(j + 1) == Some(&'\'') => {
+                            s.push('\'');
+                            j += 2;
+                        }
+                        Some('\'') => {
+                            j += 1;
+                            break;
+                        }
+                        Some(&ch) => {
+                            s.push(ch);
+                            j += 1;
+                        }
+                    }
+                }
+                Token {
+                    tok: Tok::String(s),
+                    column: start + 1,
+                    text: chars[start..j].iter().collect(),
+                }
+            }
+            c if is_ident_start(c) => {
+                let mut j = i + 1;
+                while j < chars.len() && is_ident_char(chars[j]) {
+                    j += 1;
+                }
+                let word: String = chars[i..j].iter().collect();
+                let tok = match word.as_str() {
+                    _ if after_dot => Tok::Ident(word.clone()),
+                    "true" => Tok::True,
+                    "false" => Tok::False,
+                    "null" => Tok::Null,
+                    "NaN" => Tok::Number(f64::NAN),
+                    "Infinity" => Tok::Number(f64::INFINITY),
+                    _ => Tok::Ident(word.clone()),
+                };
+                Token {
+                    tok,
+                    column: start + 1,
+                    text: word,
+                }
+            }
+            _ => {
+                // A number, or an unknown symbol: read up to the next delimiter and try it as a
+                // number, so `1abc` is reported whole rather than as `1` followed by `abc`.
+                let mut j = i + 1;
+                while j < chars.len() && !is_delimiter(chars[j]) {
+                    j += 1;
+                }
+                let word: String = chars[i..j].iter().collect();
+                let number = if word == "-Infinity" {
+                    Some(f64::NEG_INFINITY)
+                } else if word
+                    .starts_with(|c: char| c.is_ascii_digit() || c == '-' || c == '+' || c == '.')
+                    && !word.starts_with("+")
+                {
+                    parse_literal_number(&word)
+                } else {
+                    None
+                };
+                match number {
+                    Some(n) => Token {
+                        tok: Tok::Number(n),
+                        column: start + 1,
+                        text: word,
+                    },
+                    None => {
+                        return Err(ParseError::new(
+                            start + 1,
+                            format!("Unexpected symbol: '{word}'"),
+                        ));
+                    }
+                }
+            }
+        };
+        i = start + token.text.chars().count();
+        after_dot = token.tok == Tok::Dot;
+        tokens.push(token);
+    }
+    Ok(tokens)
+}
+
+/// Number literals: JSON-style decimals (with sign, fraction, exponent) and `0x` hex.
+fn parse_literal_number(word: &str) -> Option<f64> {
+    let unsigned = word.strip_prefix('-').unwrap_or(word);
+    if unsigned.starts_with("0x") || unsigned.starts_with("0X") {
+        let n = parse_number(unsigned)?;
+        return Some(if word.starts_with('-') { -n } else { n });
+    }
+    if unsigned.starts_with("0o") || unsigned.starts_with("0b") || unsigned.is_empty() {
+        return None;
+    }
+    parse_number(word)
+}

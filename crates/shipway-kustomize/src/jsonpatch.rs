@@ -1,0 +1,130 @@
+//! JSON patches (RFC 6902): add, remove, replace, move, copy, test.
+
+use serde_json::Value;
+
+/// Applies a list of operations (already parsed) to `doc`.
+pub fn apply(doc: &mut Value, ops: &Value) -> Result<(), String> {
+    let Value::Array(ops) = ops else {
+        return Err("a JSON patch must be a list of operations".into());
+    };
+    for op in ops {
+        let name = op
+            .get("op")
+            .and_then(Value::as_str)
+            .ok_or("JSON patch operation without op")?;
+        let path = op
+            .get("path")
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("JSON patch {name} without path"))?;
+        match name {
+            "add" => {
+                let v = op.get("value").cloned().ok_or("add without value")?;
+                add(doc, path, v)?;
+            }
+            "remove" => {
+                remove(doc, path)?;
+            }
+            "replace" => {
+                let v = op.get("value").cloned().ok_or("replace without value")?;
+                let target = pointer_mut(doc, path).ok_or_else(|| {
+                    format!("replace operation does not apply: doc is missing path: {path}")
+                })?;
+                *target = v;
+            }
+            "move" => {
+                let from = op
+                    .get("from")
+                    .and_then(Value::as_str)
+                    .ok_or("move without from")?;
+                let v = remove(doc, from)?;
+                add(doc, path, v)?;
+            }
+            "copy" => {
+                let from = op
+                    .get("from")
+                    .and_then(Value::as_str)
+                    .ok_or("copy without from")?;
+                let v = doc
+                    .pointer(&unescape_for_lookup(from))
+                    .cloned()
+                    .ok_or_else(|| format!("copy from missing path {from}"))?;
+                add(doc, path, v)?;
+            }
+            "test" => {
+                let v = op.get("value").cloned().unwrap_or(Value::Null);
+                if doc.pointer(&unescape_for_lookup(path)) != Some(&v) {
+                    return Err(format!("testing value {path} failed"));
+                }
+            }
+            other => return Err(format!("unknown JSON patch operation {other:?}")),
+        }
+    }
+    Ok(())
+}
+
+fn unescape_for_lookup(p: &str) -> String {
+    p.to_string()
+}
+
+fn split(path: &str) -> Result<(String, String), String> {
+    if path.is_empty() {
+        return Err("JSON patch path must not be empty".into());
+    }
+    let (parent, last) = path
+        .rsplit_once('/')
+        .ok_or_else(|| format!("bad JSON pointer {path:?}"))?;
+    let last = last.replace("~1", "/").replace("~0", "~");
+    Ok((parent.to_string(), last))
+}
+
+fn pointer_mut<'a>(doc: &'a mut Value, path: &str) -> Option<&'a mut Value> {
+    doc.pointer_mut(path)
+}
+
+fn add(doc: &mut Value, path: &str, v: Value) -> Result<(), String> {
+    let (parent, last) = split(path)?;
+    let target = pointer_mut(doc, &parent)
+        .ok_or_else(|| format!("add operation does not apply: doc is missing path: {path}"))?;
+    match target {
+        Value::Object(m) => {
+            m.insert(last, v);
+            Ok(())
+        }
+        Value::Array(a) => {
+            if last == "-" {
+                a.push(v);
+                return Ok(());
+            }
+            let i: usize = last
+                .parse()
+                .map_err(|_| format!("bad array index in {path}"))?;
+            if i > a.len() {
+                return Err(format!(
+                    "add operation does not apply: index out of range in {path}"
+                ));
+            }
+            a.insert(i, v);
+            Ok(())
+        }
+        _ => Err(format!(
+            "add operation does not apply: doc is missing path: {path}"
+        )),
+    }
+}
+
+fn remove(doc: &mut Value, path: &str) -> Result<Value, String> {
+    let (parent, last) = split(path)?;
+    let missing = || format!("remove operation does not apply: doc is missing path: {path}");
+    let target = pointer_mut(doc, &parent).ok_or_else(missing)?;
+    match target {
+        Value::Object(m) => m.shift_remove(&last).ok_or_else(missing),
+        Value::Array(a) => {
+            let i: usize = last.parse().map_err(|_| missing())?;
+            if i >= a.len() {
+                return Err(missing());
+            }
+            Ok(a.remove(i))
+        }
+        _ => Err(missing()),
+    }
+}

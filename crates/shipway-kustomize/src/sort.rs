@@ -1,0 +1,99 @@
+//! Kustomize's "legacy" output order: kinds in a fixed priority (Namespace first, webhooks
+//! last), then by GVK, namespace and name.
+
+use crate::resource::{Gvk, Resource};
+
+const ORDER_FIRST: [&str; 22] = [
+    "Namespace",
+    "ResourceQuota",
+    "StorageClass",
+    "CustomResourceDefinition",
+    "ServiceAccount",
+    "PodSecurityPolicy",
+    "Role",
+    "ClusterRole",
+    "RoleBinding",
+    "ClusterRoleBinding",
+    "ConfigMap",
+    "Secret",
+    "Endpoints",
+    "Service",
+    "LimitRange",
+    "PriorityClass",
+    "PersistentVolume",
+    "PersistentVolumeClaim",
+    "Deployment",
+    "StatefulSet",
+    "CronJob",
+    "PodDisruptionBudget",
+];
+
+const ORDER_LAST: [&str; 2] = [
+    "MutatingWebhookConfiguration",
+    "ValidatingWebhookConfiguration",
+];
+
+fn gvk_sort_string(g: &Gvk) -> String {
+    let or = |s: &str, d: &str| {
+        if s.is_empty() {
+            d.to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    format!(
+        "{}_{}_{}",
+        or(&g.group, "~G"),
+        or(&g.version, "~V"),
+        or(&g.kind, "~K")
+    )
+}
+
+/// Sorts `res` in place; `first`/`last` override the default kind lists.
+pub fn legacy(res: &mut [Resource], first: Option<&[String]>, last: Option<&[String]>) {
+    let first: Vec<String> = first.map_or_else(
+        || ORDER_FIRST.iter().map(|s| s.to_string()).collect(),
+        <[String]>::to_vec,
+    );
+    let last: Vec<String> = last.map_or_else(
+        || ORDER_LAST.iter().map(|s| s.to_string()).collect(),
+        <[String]>::to_vec,
+    );
+    let rank = |kind: &str| -> i64 {
+        if let Some(i) = first.iter().position(|k| k == kind) {
+            return i as i64 - first.len() as i64;
+        }
+        if let Some(i) = last.iter().position(|k| k == kind) {
+            return 1 + i as i64;
+        }
+        0
+    };
+    res.sort_by(|a, b| {
+        let (ia, ib) = (a.cur_id(), b.cur_id());
+        if ia.gvk != ib.gvk {
+            let (ra, rb) = (rank(&ia.gvk.kind), rank(&ib.gvk.kind));
+            if ra != rb {
+                return ra.cmp(&rb);
+            }
+            let (sa, sb) = (gvk_sort_string(&ia.gvk), gvk_sort_string(&ib.gvk));
+            // Kustomize puts a Namespace without group after one with a group (reversed).
+            if ia.gvk.kind == "Namespace"
+                && ib.gvk.kind == "Namespace"
+                && (ia.gvk.group.is_empty() || ib.gvk.group.is_empty())
+            {
+                return sb.cmp(&sa);
+            }
+            return sa.cmp(&sb);
+        }
+        let key = |id: &crate::resource::ResId| {
+            let ns = if id.namespace.is_empty() {
+                "~X"
+            } else {
+                &id.namespace
+            };
+            let name = if id.name.is_empty() { "~N" } else { &id.name };
+            format!("{}|{}|{}", id.gvk.id_string(), ns, name)
+        };
+        key(&ia).cmp(&key(&ib))
+    });
+}

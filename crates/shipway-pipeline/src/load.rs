@@ -1,0 +1,220 @@
+//! Loading a workflow from a repository together with what it refers to: local actions
+//! (`uses: ./path`) and local reusable workflows (`uses: ./.github/workflows/x.yml`), checking
+//! the calls against what they declare.
+
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
+
+use crate::parse::{parse_action, parse_workflow};
+use crate::problem::{Problem, Severity};
+use crate::workflow::{Action, ActionMeta, CallSecrets, Pos, Step, Uses, Workflow};
+
+/// How deep reusable workflows and composite actions may nest (GitHub allows ten levels).
+const MAX_NESTING: usize = 10;
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Turn unsupported `uses:` into warnings and skip those steps, instead of refusing.
+    pub allow_unsupported_actions: bool,
+}
+
+/// A workflow and everything local it refers to, read from one repository.
+#[derive(Clone, Debug, Default)]
+pub struct Bundle {
+    pub root: PathBuf,
+    /// The workflow's path relative to `root`.
+    pub path: String,
+    pub workflow: Option<Workflow>,
+    /// Local actions by their path relative to `root` (without `./`).
+    pub actions: HashMap<String, ActionMeta>,
+    /// Local reusable workflows by their path relative to `root`.
+    pub called: HashMap<String, Workflow>,
+    pub problems: Vec<Problem>,
+}
+
+impl Bundle {
+    /// The problems that stop a run: errors, and unsupported features unless allowed.
+    pub fn blocking(&self, options: Options) -> Vec<&Problem> {
+        self.problems
+            .iter()
+            .filter(|p| match p.severity {
+                Severity::Error => true,
+                Severity::Unsupported => !options.allow_unsupported_actions || !p.is_action(),
+                Severity::Warning => false,
+            })
+            .collect()
+    }
+}
+
+impl Problem {
+    /// Whether the problem is about an unsupported action (which can be skipped) rather than
+    /// another unsupported feature (containers, services), which cannot.
+    pub fn is_action(&self) -> bool {
+        self.message.contains(".uses: ") || self.message.contains("runs.using")
+    }
+}
+
+/// Whether a relative path stays inside the repository.
+fn safe_relative(path: &str) -> bool {
+    Path::new(path)
+        .components()
+        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+}
+
+/// Loads the workflow at `rel` (relative to `root`) and, recursively, its local actions and
+/// reusable workflows. Never fails: everything wrong is in `problems`.
+pub fn load(root: &Path, rel: &str) -> Bundle {
+    let mut b = Bundle {
+        root: root.to_path_buf(),
+        path: rel.to_string(),
+        ..Bundle::default()
+    };
+    match std::fs::read_to_string(root.join(rel)) {
+        Ok(text) => {
+            let (w, problems) = parse_workflow(rel, &text);
+            b.problems.extend(problems);
+            if let Some(w) = &w {
+                resolve_workflow(&mut b, w, 0);
+            }
+            b.workflow = w;
+        }
+        Err(e) => b.problems.push(Problem::new(
+            rel,
+            Pos { line: 1, column: 1 },
+            Severity::Error,
+            format!("cannot read the workflow: {e}"),
+        )),
+    }
+    crate::problem::sort(&mut b.problems);
+    b
+}
+
+fn resolve_workflow(b: &mut Bundle, w: &Workflow, depth: usize) {
+    for job in w.jobs.values() {
+        resolve_steps(b, &w.file, &job.steps, &format!("jobs.{}", job.id), depth);
+        let Some(call) = &job.uses else { continue };
+        let at = |message: String| Problem::new(&w.file, call.pos, Severity::Error, message);
+        if depth >= MAX_NESTING {
+            b.problems.push(at(format!(
+                "jobs.{}.uses: reusable workflows nest more than {MAX_NESTING} levels",
+                job.id
+            )));
+            continue;
+        }
+        if !safe_relative(&call.path) {
+            b.problems.push(at(format!(
+                "jobs.{}.uses: './{}' leaves the repository",
+                job.id, call.path
+            )));
+            continue;
+        }
+        if !b.called.contains_key(&call.path) {
+            let text = match std::fs::read_to_string(b.root.join(&call.path)) {
+                Ok(t) => t,
+                Err(_) => {
+                    b.problems.push(at(format!(
+                        "jobs.{}.uses: reusable workflow './{}' not found in the repository",
+                        job.id, call.path
+                    )));
+                    continue;
+                }
+            };
+            let (called, problems) = parse_workflow(&call.path, &text);
+            b.problems.extend(problems);
+            let Some(called) = called else { continue };
+            b.called.insert(call.path.clone(), called.clone());
+            resolve_workflow(b, &called, depth + 1);
+        }
+        let Some(called) = b.called.get(&call.path) else {
+            continue;
+        };
+        let Some(event) = called.on.events.get("workflow_call") else {
+            b.problems.push(at(format!(
+                "jobs.{}.uses: './{}' is not a reusable workflow: it has no `on: workflow_call`",
+                job.id, call.path
+            )));
+            continue;
+        };
+        let mut found = Vec::new();
+        for key in call.with.keys() {
+            if !event.inputs.contains_key(key) {
+                found.push(at(format!(
+                    "jobs.{}.with.{key}: './{}' declares no input '{key}'; it has: {}",
+                    job.id,
+                    call.path,
+                    event.inputs.keys().cloned().collect::<Vec<_>>().join(", ")
+                )));
+            }
+        }
+        for (name, input) in &event.inputs {
+            if input.required && input.default.is_none() && !call.with.contains_key(name) {
+                found.push(at(format!(
+                    "jobs.{}.with: './{}' requires input '{name}'",
+                    job.id, call.path
+                )));
+            }
+        }
+        if let CallSecrets::Map(secrets) = &call.secrets {
+            for key in secrets.keys() {
+                if !event.secrets.contains_key(key) {
+                    found.push(at(format!(
+                        "jobs.{}.secrets.{key}: './{}' declares no secret '{key}'",
+                        job.id, call.path
+                    )));
+                }
+            }
+        }
+        b.problems.extend(found);
+    }
+}
+
+fn resolve_steps(b: &mut Bundle, file: &str, steps: &[Step], path: &str, depth: usize) {
+    for step in steps {
+        let Action::Uses(Uses::Local(local)) = &step.action else {
+            continue;
+        };
+        let at = |message: String| Problem::new(file, step.pos, Severity::Error, message);
+        let uses_path = format!("{path}.steps[{}].uses", step.index);
+        if !safe_relative(local) {
+            b.problems.push(at(format!(
+                "{uses_path}: './{local}' leaves the repository"
+            )));
+            continue;
+        }
+        if b.actions.contains_key(local) {
+            continue;
+        }
+        if depth >= MAX_NESTING {
+            b.problems.push(at(format!(
+                "{uses_path}: local actions nest more than {MAX_NESTING} levels"
+            )));
+            continue;
+        }
+        let dir = b.root.join(local);
+        let found = ["action.yml", "action.yaml"]
+            .iter()
+            .map(|n| (format!("{local}/{n}"), dir.join(n)))
+            .find(|(_, p)| p.is_file());
+        let Some((rel, file_path)) = found else {
+            b.problems.push(at(format!(
+                "{uses_path}: local action './{local}' not found: no action.yml in {local}"
+            )));
+            continue;
+        };
+        let text = match std::fs::read_to_string(&file_path) {
+            Ok(t) => t,
+            Err(e) => {
+                b.problems
+                    .push(at(format!("{uses_path}: cannot read {rel}: {e}")));
+                continue;
+            }
+        };
+        let (action, problems) = parse_action(&rel, &text);
+        b.problems.extend(problems);
+        if let Some(action) = action {
+            let steps = action.steps.clone();
+            b.actions.insert(local.clone(), action);
+            resolve_steps(b, &rel, &steps, "runs", depth + 1);
+        }
+    }
+}

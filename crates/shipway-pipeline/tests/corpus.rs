@@ -1,0 +1,113 @@
+//! The compatibility corpus (`shared/corpus/workflows`): real workflow files that GitHub accepts.
+//! Each must load and plan, or be refused only for features named in the message (marketplace
+//! actions, containers, `$/` calls, node/docker actions, local files the corpus does not have).
+//! Prints `N passed, M failed`; the known-failures list may only shrink.
+
+use std::path::{Path, PathBuf};
+
+use shipway_pipeline::load::load;
+use shipway_pipeline::plan::plan;
+use shipway_pipeline::problem::Severity;
+
+/// Files expected to fail today, with the reason. Shrink this list; never grow it.
+const KNOWN_FAILURES: &[&str] = &[];
+
+fn corpus_dir() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/workflows");
+    dir.is_dir().then_some(dir)
+}
+
+/// Rows of a MANIFEST.tsv: (file name, path in its repository, repository).
+fn manifest(path: &Path) -> Vec<(String, String, String)> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split('\t').collect();
+            (cols.len() >= 3).then(|| {
+                (
+                    cols[0].to_string(),
+                    cols[2].to_string(),
+                    cols[1].to_string(),
+                )
+            })
+        })
+        .collect()
+}
+
+/// An error is acceptable when it names a local file the corpus does not include.
+fn names_missing_file(message: &str) -> bool {
+    message.contains("not found")
+}
+
+#[test]
+fn corpus() {
+    let Some(dir) = corpus_dir() else {
+        eprintln!("corpus not found; skipping");
+        return;
+    };
+    let files = manifest(&dir.join("MANIFEST.tsv"));
+    let actions = manifest(&dir.join("actions/MANIFEST.tsv"));
+    assert!(!files.is_empty(), "empty corpus manifest");
+    let (mut passed, mut failed) = (0, Vec::new());
+    for (name, path, repo) in &files {
+        // A throwaway repository with this repository's corpus files at their original paths,
+        // so local actions and reusable workflows resolve.
+        let root = tempfile::tempdir().expect("tempdir");
+        for (n, p, r) in files
+            .iter()
+            .map(|f| (&f.0, &f.1, &f.2))
+            .map(|x| (x.0, x.1, x.2, "files"))
+            .map(|(n, p, r, sub)| (dir.join(sub).join(n), p, r))
+            .chain(
+                actions
+                    .iter()
+                    .map(|(n, p, r)| (dir.join("actions").join(n), p, r)),
+            )
+        {
+            if r == repo {
+                let target = root.path().join(p);
+                std::fs::create_dir_all(target.parent().expect("parent")).expect("mkdir");
+                std::fs::copy(&n, &target).expect("copy");
+            }
+        }
+        let bundle = load(root.path(), path);
+        let errors: Vec<String> = bundle
+            .problems
+            .iter()
+            .filter(|p| p.severity == Severity::Error && !names_missing_file(&p.message))
+            .map(|p| format!("{name}: {p}"))
+            .collect();
+        let planned = match &bundle.workflow {
+            Some(w) => plan(w)
+                .map(|_| ())
+                .map_err(|e| format!("{name}: plan: {e}")),
+            None => Err(format!("{name}: not loaded")),
+        };
+        match (errors.is_empty(), planned) {
+            (true, Ok(())) => passed += 1,
+            (_, planned) => {
+                let mut why = errors;
+                if let Err(e) = planned {
+                    why.push(e);
+                }
+                failed.push((name.clone(), why));
+            }
+        }
+    }
+    println!("corpus: {passed} passed, {} failed", failed.len());
+    let mut unexpected = Vec::new();
+    for (name, why) in &failed {
+        println!("FAIL {name}");
+        for w in why {
+            println!("    {w}");
+        }
+        if !KNOWN_FAILURES.contains(&name.as_str()) {
+            unexpected.push(name.clone());
+        }
+    }
+    assert!(
+        unexpected.is_empty(),
+        "unexpected corpus failures: {unexpected:?}"
+    );
+}
