@@ -44,7 +44,14 @@ pub trait Reconciler: Send + Sync + 'static {
         &[]
     }
     /// Brings the world toward `obj`'s desired state. Called with the newest stored object.
-    fn reconcile(&self, obj: Arc<Object>) -> impl Future<Output = Result<Action, ReconcileError>> + Send;
+    fn reconcile(
+        &self,
+        obj: Arc<Object>,
+    ) -> impl Future<Output = Result<Action, ReconcileError>> + Send;
+    /// Called once when the controller stops, after the last reconcile.
+    fn shutdown(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 }
 
 #[derive(Default)]
@@ -96,16 +103,25 @@ impl<R: Reconciler> Controller<R> {
         if obj.group() == group && obj.kind == kind {
             return Some(obj.key());
         }
-        let owned = self.reconciler.owns().iter().any(|(g, k)| obj.group() == *g && obj.kind == *k);
+        let owned = self
+            .reconciler
+            .owns()
+            .iter()
+            .any(|(g, k)| obj.group() == *g && obj.kind == *k);
         if !owned {
             return None;
         }
-        let owner = obj
-            .metadata
-            .owner_references
-            .iter()
-            .find(|r| r.controller == Some(true) && r.kind == kind && shipway_model::object::group_of(&r.api_version) == group)?;
-        Some(Key::new(group, kind, obj.metadata.namespace.as_deref().unwrap_or(""), &owner.name))
+        let owner = obj.metadata.owner_references.iter().find(|r| {
+            r.controller == Some(true)
+                && r.kind == kind
+                && shipway_model::object::group_of(&r.api_version) == group
+        })?;
+        Some(Key::new(
+            group,
+            kind,
+            obj.metadata.namespace.as_deref().unwrap_or(""),
+            &owner.name,
+        ))
     }
 
     pub async fn run(self, shutdown: CancellationToken) {
@@ -113,6 +129,7 @@ impl<R: Reconciler> Controller<R> {
         let feeder = tokio::spawn(this.clone().feed(shutdown.clone()));
         this.work(shutdown).await;
         feeder.abort();
+        this.reconciler.shutdown().await;
     }
 
     /// Lists, then watches from the list's version; relists when the version has expired.
@@ -134,7 +151,9 @@ impl<R: Reconciler> Controller<R> {
                     self.enqueue(key, now);
                 }
             }
-            let mut watch = self.store.watch(ListQuery::default(), list.resource_version);
+            let mut watch = self
+                .store
+                .watch(ListQuery::default(), list.resource_version);
             loop {
                 let event = tokio::select! {
                     e = watch.next() => e,
@@ -162,7 +181,12 @@ impl<R: Reconciler> Controller<R> {
             let (ready, next_due) = {
                 let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
                 let now = Instant::now();
-                let ready: Vec<Key> = q.pending.iter().filter(|(_, due)| **due <= now).map(|(k, _)| k.clone()).collect();
+                let ready: Vec<Key> = q
+                    .pending
+                    .iter()
+                    .filter(|(_, due)| **due <= now)
+                    .map(|(k, _)| k.clone())
+                    .collect();
                 for k in &ready {
                     q.pending.remove(k);
                     q.running.insert(k.clone());
@@ -212,7 +236,8 @@ impl<R: Reconciler> Controller<R> {
                 // Conflicts are expected under concurrency and resolve on the next read: retry fast.
                 let backoff = match &e {
                     ReconcileError::Store(StoreError::Conflict { .. }) => Duration::from_millis(20),
-                    _ => Duration::from_millis(100 * 2u64.pow((*n).min(8))).min(Duration::from_secs(30)),
+                    _ => Duration::from_millis(100 * 2u64.pow((*n).min(8)))
+                        .min(Duration::from_secs(30)),
                 };
                 if !matches!(&e, ReconcileError::Store(StoreError::Conflict { .. })) {
                     tracing::warn!(object = %key, error = %e, "reconcile failed; retrying in {backoff:?}");
@@ -220,7 +245,11 @@ impl<R: Reconciler> Controller<R> {
                 Some(now + backoff)
             }
         };
-        let next = if q.dirty.remove(&key) { Some(now) } else { next };
+        let next = if q.dirty.remove(&key) {
+            Some(now)
+        } else {
+            next
+        };
         if let Some(at) = next {
             let due = q.pending.entry(key).or_insert(at);
             if at < *due {

@@ -25,7 +25,9 @@ async fn collect(store: &Store, objects: &[Object]) {
         }
         if owners.iter().all(|r| !alive.contains(r.uid.as_str())) {
             match store.delete(&o.key(), ACTOR).await {
-                Ok(_) | Err(StoreError::NotFound(_)) => tracing::debug!(object = %o.key(), "collected an orphan"),
+                Ok(_) | Err(StoreError::NotFound(_)) => {
+                    tracing::debug!(object = %o.key(), "collected an orphan")
+                }
                 Err(e) => tracing::warn!(object = %o.key(), error = %e, "cannot delete an orphan"),
             }
         }
@@ -53,7 +55,10 @@ pub async fn run(store: Store, shutdown: CancellationToken) {
             };
             match event {
                 // An owner going away (or starting to) is what can orphan something.
-                Some(Ok(e)) if e.kind == WatchEventType::Deleted || e.object.metadata.deletion_timestamp.is_some() => {
+                Some(Ok(e))
+                    if e.kind == WatchEventType::Deleted
+                        || e.object.metadata.deletion_timestamp.is_some() =>
+                {
                     let ns = e.object.metadata.namespace.clone();
                     let query = match &ns {
                         Some(ns) => ListQuery::default().in_namespace(ns),

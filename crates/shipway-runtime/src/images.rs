@@ -16,9 +16,13 @@ const LAYER_TYPE: &str = "application/vnd.oci.image.layer.v1.tar";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    #[error("image {0:?} not found in the local image store; import it with `shipway image import {0} DIR --entrypoint CMD`")]
+    #[error(
+        "image {0:?} not found in the local image store; import it with `shipway image import {0} DIR --entrypoint CMD`"
+    )]
     NotFound(String),
-    #[error("{0:?} is not a valid image reference: expected NAME or NAME:TAG (lowercase letters, digits, '.', '_', '-', '/')")]
+    #[error(
+        "{0:?} is not a valid image reference: expected NAME or NAME:TAG (lowercase letters, digits, '.', '_', '-', '/')"
+    )]
     BadReference(String),
     #[error("{path}: {source}")]
     Io {
@@ -31,7 +35,10 @@ pub enum ImageError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ImageError + '_ {
-    move |source| ImageError::Io { path: path.to_path_buf(), source }
+    move |source| ImageError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// What running an image needs: its root directory and its default process.
@@ -74,20 +81,34 @@ pub fn normalize_reference(reference: &str) -> Result<String, ImageError> {
         _ => (reference, "latest"),
     };
     let name_ok = !name.is_empty()
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-/".contains(c))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-/".contains(c))
         && !name.starts_with(['.', '-', '/'])
         && !name.split('/').any(|part| part.is_empty() || part == "..");
-    let tag_ok = !tag.is_empty() && tag.len() <= 128 && tag.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
-    if name_ok && tag_ok { Ok(format!("{name}:{tag}")) } else { Err(bad()) }
+    let tag_ok = !tag.is_empty()
+        && tag.len() <= 128
+        && tag
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if name_ok && tag_ok {
+        Ok(format!("{name}:{tag}"))
+    } else {
+        Err(bad())
+    }
 }
 
 impl ImageStore {
     pub fn new(data_dir: &Path) -> ImageStore {
-        ImageStore { root: data_dir.join("images") }
+        ImageStore {
+            root: data_dir.join("images"),
+        }
     }
 
     fn blob_path(&self, digest: &str) -> PathBuf {
-        self.root.join("blobs/sha256").join(digest.trim_start_matches("sha256:"))
+        self.root
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
     }
 
     fn write_blob(&self, bytes: &[u8]) -> Result<(String, u64), ImageError> {
@@ -102,28 +123,51 @@ impl ImageStore {
     fn read_index(&self) -> Result<Index, ImageError> {
         let path = self.root.join("index.json");
         match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| ImageError::Corrupt { path, message: e.to_string() }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Index { schema_version: 2, manifests: vec![] }),
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| ImageError::Corrupt {
+                path,
+                message: e.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Index {
+                schema_version: 2,
+                manifests: vec![],
+            }),
             Err(e) => Err(io(&path)(e)),
         }
     }
 
     fn write_index(&self, index: &Index) -> Result<(), ImageError> {
-        write_atomic(&self.root.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-        write_atomic(&self.root.join("index.json"), &serde_json::to_vec_pretty(index).unwrap_or_default())
+        write_atomic(
+            &self.root.join("oci-layout"),
+            br#"{"imageLayoutVersion":"1.0.0"}"#,
+        )?;
+        write_atomic(
+            &self.root.join("index.json"),
+            &serde_json::to_vec_pretty(index).unwrap_or_default(),
+        )
     }
 
     /// Holds the store's lock while `f` runs, so a CLI import and a running server never interleave.
     fn locked<T>(&self, f: impl FnOnce() -> Result<T, ImageError>) -> Result<T, ImageError> {
         fs::create_dir_all(&self.root).map_err(io(&self.root))?;
         let path = self.root.join(".lock");
-        let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io(&path))?;
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io(&path))?;
         file.lock().map_err(io(&path))?;
         f()
     }
 
     /// Imports `dir` as `reference`, replacing what that reference pointed at. Returns the digest.
-    pub fn import(&self, reference: &str, dir: &Path, entrypoint: &[String], env: &[(String, String)]) -> Result<String, ImageError> {
+    pub fn import(
+        &self,
+        reference: &str,
+        dir: &Path,
+        entrypoint: &[String],
+        env: &[(String, String)],
+    ) -> Result<String, ImageError> {
         let reference = normalize_reference(reference)?;
         if !dir.is_dir() {
             return Err(ImageError::Io {
@@ -143,17 +187,21 @@ impl ImageStore {
                 },
                 "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
             });
-            let (config_digest, config_size) = self.write_blob(&serde_json::to_vec(&config).unwrap_or_default())?;
+            let (config_digest, config_size) =
+                self.write_blob(&serde_json::to_vec(&config).unwrap_or_default())?;
             let manifest = json!({
                 "schemaVersion": 2,
                 "mediaType": MANIFEST_TYPE,
                 "config": {"mediaType": CONFIG_TYPE, "digest": config_digest, "size": config_size},
                 "layers": [{"mediaType": LAYER_TYPE, "digest": layer_digest, "size": layer_size}],
             });
-            let (digest, size) = self.write_blob(&serde_json::to_vec(&manifest).unwrap_or_default())?;
+            let (digest, size) =
+                self.write_blob(&serde_json::to_vec(&manifest).unwrap_or_default())?;
             let mut index = self.read_index()?;
             index.schema_version = 2;
-            index.manifests.retain(|m| m["annotations"][REF_NAME] != reference.as_str());
+            index
+                .manifests
+                .retain(|m| m["annotations"][REF_NAME] != reference.as_str());
             index.manifests.push(json!({
                 "mediaType": MANIFEST_TYPE, "digest": digest, "size": size,
                 "annotations": {REF_NAME: reference},
@@ -171,7 +219,14 @@ impl ImageStore {
             .map(|m| {
                 let digest = m["digest"].as_str().unwrap_or_default().to_string();
                 let size = self.image_size(&digest).unwrap_or(0);
-                ImageInfo { reference: m["annotations"][REF_NAME].as_str().unwrap_or_default().to_string(), digest, size }
+                ImageInfo {
+                    reference: m["annotations"][REF_NAME]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    digest,
+                    size,
+                }
             })
             .collect();
         out.sort_by(|a, b| a.reference.cmp(&b.reference));
@@ -181,12 +236,17 @@ impl ImageStore {
     fn manifest(&self, digest: &str) -> Result<Value, ImageError> {
         let path = self.blob_path(digest);
         let bytes = fs::read(&path).map_err(io(&path))?;
-        serde_json::from_slice(&bytes).map_err(|e| ImageError::Corrupt { path, message: e.to_string() })
+        serde_json::from_slice(&bytes).map_err(|e| ImageError::Corrupt {
+            path,
+            message: e.to_string(),
+        })
     }
 
     fn image_size(&self, digest: &str) -> Result<u64, ImageError> {
         let m = self.manifest(digest)?;
-        Ok(m["layers"].as_array().map_or(0, |ls| ls.iter().filter_map(|l| l["size"].as_u64()).sum()))
+        Ok(m["layers"]
+            .as_array()
+            .map_or(0, |ls| ls.iter().filter_map(|l| l["size"].as_u64()).sum()))
     }
 
     /// Removes a reference, then every blob and unpacked root no reference needs any more.
@@ -195,7 +255,9 @@ impl ImageStore {
         self.locked(|| {
             let mut index = self.read_index()?;
             let before = index.manifests.len();
-            index.manifests.retain(|m| m["annotations"][REF_NAME] != reference.as_str());
+            index
+                .manifests
+                .retain(|m| m["annotations"][REF_NAME] != reference.as_str());
             if index.manifests.len() == before {
                 return Err(ImageError::NotFound(reference.clone()));
             }
@@ -207,10 +269,14 @@ impl ImageStore {
     fn collect_garbage(&self, index: &Index) -> Result<(), ImageError> {
         let mut keep = std::collections::HashSet::new();
         for m in &index.manifests {
-            let Some(digest) = m["digest"].as_str() else { continue };
+            let Some(digest) = m["digest"].as_str() else {
+                continue;
+            };
             keep.insert(digest.trim_start_matches("sha256:").to_string());
             if let Ok(manifest) = self.manifest(digest) {
-                for d in std::iter::once(&manifest["config"]).chain(manifest["layers"].as_array().into_iter().flatten()) {
+                for d in std::iter::once(&manifest["config"])
+                    .chain(manifest["layers"].as_array().into_iter().flatten())
+                {
                     if let Some(d) = d["digest"].as_str() {
                         keep.insert(d.trim_start_matches("sha256:").to_string());
                     }
@@ -218,12 +284,18 @@ impl ImageStore {
             }
         }
         for dir in [self.root.join("blobs/sha256"), self.root.join("rootfs")] {
-            let Ok(entries) = fs::read_dir(&dir) else { continue };
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().to_string();
                 if !keep.contains(&name) {
                     let path = entry.path();
-                    let _ = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+                    let _ = if path.is_dir() {
+                        fs::remove_dir_all(&path)
+                    } else {
+                        fs::remove_file(&path)
+                    };
                 }
             }
         }
@@ -242,11 +314,22 @@ impl ImageStore {
         let digest = entry["digest"].as_str().unwrap_or_default().to_string();
         let manifest = self.manifest(&digest)?;
         let config_path = self.blob_path(manifest["config"]["digest"].as_str().unwrap_or_default());
-        let config: Value = serde_json::from_slice(&fs::read(&config_path).map_err(io(&config_path))?)
-            .map_err(|e| ImageError::Corrupt { path: config_path.clone(), message: e.to_string() })?;
-        let root = self.root.join("rootfs").join(digest.trim_start_matches("sha256:"));
+        let config: Value = serde_json::from_slice(
+            &fs::read(&config_path).map_err(io(&config_path))?,
+        )
+        .map_err(|e| ImageError::Corrupt {
+            path: config_path.clone(),
+            message: e.to_string(),
+        })?;
+        let root = self
+            .root
+            .join("rootfs")
+            .join(digest.trim_start_matches("sha256:"));
         if !root.exists() {
-            let tmp = self.root.join("rootfs").join(format!(".tmp-{}", crate::workload::random_suffix(8)));
+            let tmp = self
+                .root
+                .join("rootfs")
+                .join(format!(".tmp-{}", crate::workload::random_suffix(8)));
             fs::create_dir_all(&tmp).map_err(io(&tmp))?;
             for layer in manifest["layers"].as_array().into_iter().flatten() {
                 let path = self.blob_path(layer["digest"].as_str().unwrap_or_default());
@@ -258,10 +341,19 @@ impl ImageStore {
                 let _ = fs::remove_dir_all(&tmp);
             }
         }
-        let strings = |v: &Value| -> Vec<String> { v.as_array().into_iter().flatten().filter_map(|s| s.as_str().map(String::from)).collect() };
+        let strings = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        };
         let env = strings(&config["config"]["Env"])
             .into_iter()
-            .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+            .filter_map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
             .collect();
         Ok(ResolvedImage {
             reference,
@@ -283,17 +375,25 @@ fn tar_dir(dir: &Path) -> Result<Vec<u8>, ImageError> {
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
         let abs = dir.join(&rel);
-        let mut entries: Vec<_> = fs::read_dir(&abs).map_err(io(&abs))?.flatten().map(|e| e.file_name()).collect();
+        let mut entries: Vec<_> = fs::read_dir(&abs)
+            .map_err(io(&abs))?
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
         entries.sort();
         for name in entries.into_iter().rev() {
             let rel_child = rel.join(&name);
             let abs_child = dir.join(&rel_child);
             let meta = fs::symlink_metadata(&abs_child).map_err(io(&abs_child))?;
             if meta.is_dir() {
-                builder.append_dir(&rel_child, &abs_child).map_err(io(&abs_child))?;
+                builder
+                    .append_dir(&rel_child, &abs_child)
+                    .map_err(io(&abs_child))?;
                 stack.push(rel_child);
             } else {
-                builder.append_path_with_name(&abs_child, &rel_child).map_err(io(&abs_child))?;
+                builder
+                    .append_path_with_name(&abs_child, &rel_child)
+                    .map_err(io(&abs_child))?;
             }
         }
     }
@@ -321,22 +421,59 @@ mod tests {
         fs::create_dir(app.path().join("bin")).unwrap();
         fs::write(app.path().join("bin/run.sh"), "#!/bin/sh\necho hi\n").unwrap();
         let store = ImageStore::new(data.path());
-        let d1 = store.import("web:v1", app.path(), &["./bin/run.sh".into()], &[("MODE".into(), "x".into())]).unwrap();
-        let d2 = store.import("web:v1-again", app.path(), &["./bin/run.sh".into()], &[("MODE".into(), "x".into())]).unwrap();
+        let d1 = store
+            .import(
+                "web:v1",
+                app.path(),
+                &["./bin/run.sh".into()],
+                &[("MODE".into(), "x".into())],
+            )
+            .unwrap();
+        let d2 = store
+            .import(
+                "web:v1-again",
+                app.path(),
+                &["./bin/run.sh".into()],
+                &[("MODE".into(), "x".into())],
+            )
+            .unwrap();
         assert_eq!(d1, d2, "same content, same digest");
         let img = store.resolve("web:v1").unwrap();
         assert_eq!(img.digest, d1);
-        assert_eq!(fs::read_to_string(img.root.join("bin/run.sh")).unwrap(), "#!/bin/sh\necho hi\n");
+        assert_eq!(
+            fs::read_to_string(img.root.join("bin/run.sh")).unwrap(),
+            "#!/bin/sh\necho hi\n"
+        );
         assert_eq!(img.entrypoint, ["./bin/run.sh"]);
         assert_eq!(img.env, [("MODE".to_string(), "x".to_string())]);
-        let refs: Vec<String> = store.list().unwrap().into_iter().map(|i| i.reference).collect();
+        let refs: Vec<String> = store
+            .list()
+            .unwrap()
+            .into_iter()
+            .map(|i| i.reference)
+            .collect();
         assert_eq!(refs, ["web:v1", "web:v1-again"]);
         store.remove("web:v1").unwrap();
-        assert!(store.resolve("web:v1-again").is_ok(), "shared blobs survive");
+        assert!(
+            store.resolve("web:v1-again").is_ok(),
+            "shared blobs survive"
+        );
         store.remove("web:v1-again").unwrap();
-        assert!(matches!(store.resolve("web:v1"), Err(ImageError::NotFound(_))));
-        assert_eq!(fs::read_dir(data.path().join("images/blobs/sha256")).unwrap().count(), 0, "garbage collected");
-        assert!(matches!(normalize_reference("Bad:tag"), Err(ImageError::BadReference(_))));
+        assert!(matches!(
+            store.resolve("web:v1"),
+            Err(ImageError::NotFound(_))
+        ));
+        assert_eq!(
+            fs::read_dir(data.path().join("images/blobs/sha256"))
+                .unwrap()
+                .count(),
+            0,
+            "garbage collected"
+        );
+        assert!(matches!(
+            normalize_reference("Bad:tag"),
+            Err(ImageError::BadReference(_))
+        ));
         assert_eq!(normalize_reference("web").unwrap(), "web:latest");
         assert!(normalize_reference("../etc:x").is_err());
     }

@@ -50,6 +50,7 @@ impl KubeletConfig {
 struct WorkerHandle {
     stop: watch::Sender<Option<Duration>>,
     done: watch::Receiver<bool>,
+    grace: Duration,
 }
 
 pub struct Kubelet {
@@ -57,22 +58,35 @@ pub struct Kubelet {
     config: Arc<KubeletConfig>,
     images: ImageStore,
     workers: Mutex<HashMap<String, WorkerHandle>>,
+    /// Set on shutdown so no new worker starts while the others stop.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Kubelet {
     pub fn new(store: Store, config: KubeletConfig) -> Kubelet {
         let images = ImageStore::new(&config.data_dir);
-        Kubelet { store, config: Arc::new(config), images, workers: Mutex::default() }
+        Kubelet {
+            store,
+            config: Arc::new(config),
+            images,
+            workers: Mutex::default(),
+            stopping: Default::default(),
+        }
     }
 
     /// The directory holding one pod's sandbox, volumes, logs and process records.
     pub fn pod_dir(data_dir: &Path, pod: &Object) -> PathBuf {
-        data_dir.join("pods").join(pod.metadata.uid.as_deref().unwrap_or("unknown"))
+        data_dir
+            .join("pods")
+            .join(pod.metadata.uid.as_deref().unwrap_or("unknown"))
     }
 
     /// The log file of a container instance (`restart` counts from 0).
     pub fn log_path(data_dir: &Path, pod: &Object, container: &str, restart: i64) -> PathBuf {
-        Self::pod_dir(data_dir, pod).join("logs").join(container).join(format!("{restart}.log"))
+        Self::pod_dir(data_dir, pod)
+            .join("logs")
+            .join(container)
+            .join(format!("{restart}.log"))
     }
 
     async fn remove_finalizer(&self, pod: &Object) -> Result<(), ReconcileError> {
@@ -98,7 +112,9 @@ impl Reconciler for Kubelet {
             if !pod.metadata.finalizers.iter().any(|f| f == FINALIZER) {
                 return Ok(Action::AwaitChange);
             }
-            let grace = Duration::from_secs(workload::spec_i64(&pod, "/terminationGracePeriodSeconds", 30).max(0) as u64);
+            let grace = Duration::from_secs(
+                workload::spec_i64(&pod, "/terminationGracePeriodSeconds", 30).max(0) as u64,
+            );
             let done = {
                 let workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
                 match workers.get(&uid) {
@@ -112,8 +128,14 @@ impl Reconciler for Kubelet {
             if !done {
                 return Ok(Action::Requeue(Duration::from_millis(100)));
             }
-            self.workers.lock().unwrap_or_else(|p| p.into_inner()).remove(&uid);
+            self.workers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&uid);
             self.remove_finalizer(&pod).await?;
+            return Ok(Action::AwaitChange);
+        }
+        if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
             return Ok(Action::AwaitChange);
         }
         if !pod.metadata.finalizers.iter().any(|f| f == FINALIZER) {
@@ -139,9 +161,39 @@ impl Reconciler for Kubelet {
                 worker.run(stop_rx).await;
                 let _ = done_tx.send(true);
             });
-            workers.insert(uid, WorkerHandle { stop: stop_tx, done: done_rx });
+            let grace = Duration::from_secs(
+                workload::spec_i64(&pod, "/terminationGracePeriodSeconds", 30).max(0) as u64,
+            );
+            workers.insert(
+                uid,
+                WorkerHandle {
+                    stop: stop_tx,
+                    done: done_rx,
+                    grace,
+                },
+            );
         }
         Ok(Action::AwaitChange)
+    }
+
+    /// `shipway up` is stopping: stop every pod's processes (each with its grace period) so none
+    /// is left running unsupervised. The Pod objects stay; the next start runs them again.
+    async fn shutdown(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let handles: Vec<watch::Receiver<bool>> = {
+            let workers = self.workers.lock().unwrap_or_else(|p| p.into_inner());
+            workers
+                .values()
+                .map(|w| {
+                    let _ = w.stop.send(Some(w.grace));
+                    w.done.clone()
+                })
+                .collect()
+        };
+        for mut done in handles {
+            let _ = done.wait_for(|d| *d).await;
+        }
     }
 }
 
@@ -180,7 +232,11 @@ struct PodWorker {
 }
 
 fn waiting(reason: &str, message: &str) -> Value {
-    if message.is_empty() { json!({"waiting": {"reason": reason}}) } else { json!({"waiting": {"reason": reason, "message": message}}) }
+    if message.is_empty() {
+        json!({"waiting": {"reason": reason}})
+    } else {
+        json!({"waiting": {"reason": reason, "message": message}})
+    }
 }
 
 /// Restarts after a crash: the first at once, then `base` doubling up to `max`, like kubelet.
@@ -188,7 +244,10 @@ fn backoff(config: &KubeletConfig, crashes: u32) -> Duration {
     if crashes <= 1 {
         return Duration::ZERO;
     }
-    config.backoff_base.saturating_mul(2u32.saturating_pow(crashes - 2)).min(config.backoff_max)
+    config
+        .backoff_base
+        .saturating_mul(2u32.saturating_pow(crashes - 2))
+        .min(config.backoff_max)
 }
 
 impl PodWorker {
@@ -222,27 +281,69 @@ impl PodWorker {
     }
 
     fn restart_policy(&self) -> &str {
-        self.spec().get("restartPolicy").and_then(Value::as_str).unwrap_or("Always")
+        self.spec()
+            .get("restartPolicy")
+            .and_then(Value::as_str)
+            .unwrap_or("Always")
     }
 
     async fn lifecycle(self: Arc<Self>, stop: &mut watch::Receiver<Option<Duration>>) {
-        let containers: Vec<Value> = self.spec().get("containers").and_then(Value::as_array).cloned().unwrap_or_default();
-        let inits: Vec<Value> = self.spec().get("initContainers").and_then(Value::as_array).cloned().unwrap_or_default();
+        let containers: Vec<Value> = self
+            .spec()
+            .get("containers")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let inits: Vec<Value> = self
+            .spec()
+            .get("initContainers")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         let previous = self.pod.status().cloned().unwrap_or(Value::Null);
         let restarts = |field: &str, name: &str| {
-            previous[field].as_array().into_iter().flatten().find(|c| c["name"] == name).and_then(|c| c["restartCount"].as_i64()).unwrap_or(0)
+            previous[field]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["name"] == name)
+                .and_then(|c| c["restartCount"].as_i64())
+                .unwrap_or(0)
         };
         self.update(|s| {
-            s.start_time = previous["startTime"].as_str().map(String::from).or_else(|| Some(now_rfc3339()));
+            s.start_time = previous["startTime"]
+                .as_str()
+                .map(String::from)
+                .or_else(|| Some(now_rfc3339()));
             for (i, c) in inits.iter().enumerate() {
                 let name = c["name"].as_str().unwrap_or_default().to_string();
                 let count = restarts("initContainerStatuses", &name);
-                s.init.insert(i, (name, ContainerState { state: waiting("PodInitializing", ""), restart_count: count, ..Default::default() }));
+                s.init.insert(
+                    i,
+                    (
+                        name,
+                        ContainerState {
+                            state: waiting("PodInitializing", ""),
+                            restart_count: count,
+                            ..Default::default()
+                        },
+                    ),
+                );
             }
             for (i, c) in containers.iter().enumerate() {
                 let name = c["name"].as_str().unwrap_or_default().to_string();
                 let count = restarts("containerStatuses", &name);
-                s.containers.insert(i, (name, ContainerState { state: waiting("ContainerCreating", ""), restart_count: count, ..Default::default() }));
+                s.containers.insert(
+                    i,
+                    (
+                        name,
+                        ContainerState {
+                            state: waiting("ContainerCreating", ""),
+                            restart_count: count,
+                            ..Default::default()
+                        },
+                    ),
+                );
             }
         });
         self.stop_processes_of_previous_run().await;
@@ -278,7 +379,13 @@ impl PodWorker {
 
         let mut runs = tokio::task::JoinSet::new();
         for (i, c) in containers.iter().enumerate() {
-            runs.spawn(self.clone().run_container(false, i, c.clone(), sandbox.clone(), stop.clone()));
+            runs.spawn(self.clone().run_container(
+                false,
+                i,
+                c.clone(),
+                sandbox.clone(),
+                stop.clone(),
+            ));
         }
         let mut all_zero = true;
         let mut stopped = false;
@@ -297,13 +404,20 @@ impl PodWorker {
     /// Processes recorded by an earlier `shipway up` that was killed are stopped, never orphaned.
     async fn stop_processes_of_previous_run(&self) {
         let dir = Kubelet::pod_dir(&self.config.data_dir, &self.pod).join("pids");
-        let Ok(entries) = std::fs::read_dir(&dir) else { return };
-        let marker = format!("SHIPWAY_POD_UID={}", self.pod.metadata.uid.as_deref().unwrap_or_default());
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        let marker = format!(
+            "SHIPWAY_POD_UID={}",
+            self.pod.metadata.uid.as_deref().unwrap_or_default()
+        );
         for entry in entries.flatten() {
-            if let Some(pgid) = std::fs::read_to_string(entry.path()).ok().and_then(|s| s.trim().parse::<i32>().ok()) {
-                if process::stop_orphan(pgid, &marker, Duration::from_secs(5)).await {
-                    tracing::info!(pod = %self.key, pgid, "stopped a process left by the previous run");
-                }
+            if let Some(pgid) = std::fs::read_to_string(entry.path())
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+                && process::stop_orphan(pgid, &marker, Duration::from_secs(5)).await
+            {
+                tracing::info!(pod = %self.key, pgid, "stopped a process left by the previous run");
             }
             let _ = std::fs::remove_file(entry.path());
         }
@@ -314,7 +428,13 @@ impl PodWorker {
         let dir = Kubelet::pod_dir(&self.config.data_dir, &self.pod);
         let all: Vec<Value> = ["initContainers", "containers"]
             .iter()
-            .flat_map(|f| self.spec().get(*f).and_then(Value::as_array).cloned().unwrap_or_default())
+            .flat_map(|f| {
+                self.spec()
+                    .get(*f)
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default()
+            })
             .collect();
         let mut images = HashMap::new();
         for c in &all {
@@ -348,10 +468,14 @@ impl PodWorker {
         for c in &all {
             let cname = c["name"].as_str().unwrap_or_default();
             for p in c["ports"].as_array().into_iter().flatten() {
-                let host = match std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {
+                let host = match std::net::TcpListener::bind("127.0.0.1:0")
+                    .and_then(|l| l.local_addr())
+                {
                     Ok(a) => a.port(),
                     Err(e) => {
-                        self.update(|s| s.pending_reason = Some(("PortAllocationFailed".into(), e.to_string())));
+                        self.update(|s| {
+                            s.pending_reason = Some(("PortAllocationFailed".into(), e.to_string()))
+                        });
                         return None;
                     }
                 };
@@ -376,13 +500,24 @@ impl PodWorker {
                 return None;
             }
         };
-        Some(Sandbox { dir, images, port_mappings: mappings, volumes })
+        Some(Sandbox {
+            dir,
+            images,
+            port_mappings: mappings,
+            volumes,
+        })
     }
 
     async fn prepare_volumes(&self, dir: &Path) -> Result<HashMap<String, PathBuf>, String> {
         let mut out = HashMap::new();
         let ns = self.pod.metadata.namespace.clone().unwrap_or_default();
-        for v in self.spec().get("volumes").and_then(Value::as_array).into_iter().flatten() {
+        for v in self
+            .spec()
+            .get("volumes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let name = v["name"].as_str().unwrap_or_default().to_string();
             let path = dir.join("volumes").join(&name);
             std::fs::create_dir_all(&path).map_err(|e| format!("volume {name}: {e}"))?;
@@ -392,24 +527,42 @@ impl PodWorker {
                 v.get("secret").map(|s| ("Secret", s, "data", 0o600))
             };
             if let Some((kind, src, _, mode)) = source {
-                let obj_name = src.get("name").or_else(|| src.get("secretName")).and_then(Value::as_str).unwrap_or_default();
+                let obj_name = src
+                    .get("name")
+                    .or_else(|| src.get("secretName"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 let optional = src["optional"].as_bool().unwrap_or(false);
                 let data = match self.store.get(&Key::new("", kind, &ns, obj_name)).await {
                     Ok(Some(o)) => config_data(&o),
                     Ok(None) if optional => BTreeMap::new(),
-                    Ok(None) => return Err(format!("volume {name}: {kind} {ns}/{obj_name} not found")),
+                    Ok(None) => {
+                        return Err(format!("volume {name}: {kind} {ns}/{obj_name} not found"));
+                    }
                     Err(e) => return Err(format!("volume {name}: {e}")),
                 };
                 let items: Vec<(String, String)> = match src["items"].as_array() {
-                    Some(items) => items.iter().filter_map(|i| Some((i["key"].as_str()?.to_string(), i["path"].as_str()?.to_string()))).collect(),
+                    Some(items) => items
+                        .iter()
+                        .filter_map(|i| {
+                            Some((
+                                i["key"].as_str()?.to_string(),
+                                i["path"].as_str()?.to_string(),
+                            ))
+                        })
+                        .collect(),
                     None => data.keys().map(|k| (k.clone(), k.clone())).collect(),
                 };
                 for (key, rel) in items {
                     let Some(value) = data.get(&key) else {
-                        return Err(format!("volume {name}: {kind} {ns}/{obj_name} has no key {key:?}"));
+                        return Err(format!(
+                            "volume {name}: {kind} {ns}/{obj_name} has no key {key:?}"
+                        ));
                     };
                     if rel.split('/').any(|p| p == ".." || p.is_empty()) {
-                        return Err(format!("volume {name}: item path {rel:?} must be relative and stay inside the volume"));
+                        return Err(format!(
+                            "volume {name}: item path {rel:?} must be relative and stay inside the volume"
+                        ));
                     }
                     let file = path.join(&rel);
                     if let Some(parent) = file.parent() {
@@ -426,9 +579,21 @@ impl PodWorker {
     }
 
     /// Runs one container until it ends for good (per restart policy) or the pod stops.
-    async fn run_container(self: Arc<Self>, init: bool, index: usize, c: Value, sandbox: Arc<Sandbox>, mut stop: watch::Receiver<Option<Duration>>) -> ContainerEnd {
+    async fn run_container(
+        self: Arc<Self>,
+        init: bool,
+        index: usize,
+        c: Value,
+        sandbox: Arc<Sandbox>,
+        mut stop: watch::Receiver<Option<Duration>>,
+    ) -> ContainerEnd {
         let name = c["name"].as_str().unwrap_or_default().to_string();
-        let policy = if init && self.restart_policy() == "Always" { "OnFailure" } else { self.restart_policy() }.to_string();
+        let policy = if init && self.restart_policy() == "Always" {
+            "OnFailure"
+        } else {
+            self.restart_policy()
+        }
+        .to_string();
         let mut crashes: u32 = 0;
         loop {
             if stop.borrow().is_some() {
@@ -446,7 +611,9 @@ impl PodWorker {
             let (code, ran_for) = match launch {
                 Err(LaunchError::Config(message)) => {
                     // Like kubelet: not a crash; explain and try again, the reference may appear.
-                    self.set_container(init, index, |st| st.state = waiting("CreateContainerConfigError", &message));
+                    self.set_container(init, index, |st| {
+                        st.state = waiting("CreateContainerConfigError", &message)
+                    });
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_secs(2)) => continue,
                         _ = async { stop.wait_for(Option::is_some).await.is_ok() } => return ContainerEnd::Stopped,
@@ -458,7 +625,10 @@ impl PodWorker {
                 }
                 Ok(mut proc) => {
                     let _ = std::fs::create_dir_all(sandbox.dir.join("pids"));
-                    let _ = std::fs::write(sandbox.dir.join("pids").join(format!("{name}.pid")), proc.pid().to_string());
+                    let _ = std::fs::write(
+                        sandbox.dir.join("pids").join(format!("{name}.pid")),
+                        proc.pid().to_string(),
+                    );
                     self.set_container(init, index, |st| {
                         st.state = json!({"running": {"startedAt": started_at}});
                         st.started = c.get("startupProbe").is_none();
@@ -466,7 +636,16 @@ impl PodWorker {
                     });
                     let began = Instant::now();
                     let (kill_tx, mut kill_rx) = watch::channel(false);
-                    let probes = if init { None } else { Some(tokio::spawn(self.clone().probe(index, c.clone(), sandbox.clone(), kill_tx))) };
+                    let probes = if init {
+                        None
+                    } else {
+                        Some(tokio::spawn(self.clone().probe(
+                            index,
+                            c.clone(),
+                            sandbox.clone(),
+                            kill_tx,
+                        )))
+                    };
                     let code = tokio::select! {
                         code = proc.wait() => code,
                         requested = async { stop.wait_for(Option::is_some).await.ok().and_then(|r| *r) } => {
@@ -489,7 +668,8 @@ impl PodWorker {
                     if let Some(p) = probes {
                         p.abort();
                     }
-                    let _ = std::fs::remove_file(sandbox.dir.join("pids").join(format!("{name}.pid")));
+                    let _ =
+                        std::fs::remove_file(sandbox.dir.join("pids").join(format!("{name}.pid")));
                     (Some(code), began.elapsed())
                 }
             };
@@ -515,7 +695,11 @@ impl PodWorker {
                 });
                 return ContainerEnd::Exited(exit);
             }
-            crashes = if ran_for >= self.config.backoff_reset { 1 } else { crashes + 1 };
+            crashes = if ran_for >= self.config.backoff_reset {
+                1
+            } else {
+                crashes + 1
+            };
             let delay = backoff(&self.config, crashes);
             self.set_container(init, index, |st| {
                 st.ready = false;
@@ -524,7 +708,14 @@ impl PodWorker {
                 st.state = if delay.is_zero() {
                     waiting("ContainerCreating", "")
                 } else {
-                    waiting("CrashLoopBackOff", &format!("back-off {}s restarting failed container={name} pod={}", delay.as_secs(), self.pod.metadata.name))
+                    waiting(
+                        "CrashLoopBackOff",
+                        &format!(
+                            "back-off {}s restarting failed container={name} pod={}",
+                            delay.as_secs(),
+                            self.pod.metadata.name
+                        ),
+                    )
                 };
             });
             if init && exit == 0 {
@@ -538,11 +729,28 @@ impl PodWorker {
     }
 
     /// Starts a container's process; errors are what kubelet would show as the waiting message.
-    fn launch(&self, c: &Value, sandbox: &Sandbox, restart: i64, data: &RefData) -> Result<Process, LaunchError> {
+    fn launch(
+        &self,
+        c: &Value,
+        sandbox: &Sandbox,
+        restart: i64,
+        data: &RefData,
+    ) -> Result<Process, LaunchError> {
         let name = c["name"].as_str().unwrap_or_default();
-        let image = sandbox.images.get(c["image"].as_str().unwrap_or_default()).ok_or(LaunchError::Config("image not resolved".into()))?;
-        let env = self.environment(c, sandbox, image, data).map_err(LaunchError::Config)?;
-        let strings = |v: &Value| -> Vec<String> { v.as_array().into_iter().flatten().filter_map(|s| s.as_str().map(String::from)).collect() };
+        let image = sandbox
+            .images
+            .get(c["image"].as_str().unwrap_or_default())
+            .ok_or(LaunchError::Config("image not resolved".into()))?;
+        let env = self
+            .environment(c, sandbox, image, data)
+            .map_err(LaunchError::Config)?;
+        let strings = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        };
         let expand = |s: &String| expand_vars(s, &env);
         let (command, args): (Vec<String>, Vec<String>) = match (c.get("command"), c.get("args")) {
             (Some(cmd), args) => (strings(cmd), args.map(strings).unwrap_or_default()),
@@ -551,7 +759,9 @@ impl PodWorker {
         };
         let mut argv: Vec<String> = command.iter().chain(args.iter()).map(expand).collect();
         if argv.is_empty() {
-            return Err(LaunchError::Config(format!("container {name:?} has no command: the image has no entrypoint and the container sets no command")));
+            return Err(LaunchError::Config(format!(
+                "container {name:?} has no command: the image has no entrypoint and the container sets no command"
+            )));
         }
         let program = argv.remove(0);
         let cwd = match c["workingDir"].as_str() {
@@ -559,35 +769,77 @@ impl PodWorker {
             None => image.root.clone(),
         };
         if !cwd.is_dir() {
-            return Err(LaunchError::Config(format!("workingDir {:?} does not exist in image {}", c["workingDir"].as_str().unwrap_or(""), image.reference)));
+            return Err(LaunchError::Config(format!(
+                "workingDir {:?} does not exist in image {}",
+                c["workingDir"].as_str().unwrap_or(""),
+                image.reference
+            )));
         }
         let log = Kubelet::log_path(&self.config.data_dir, &self.pod, name, restart);
-        Process::spawn(&process::Spec { program: &program, args: &argv, cwd: &cwd, env: &env, log })
-            .map_err(|e| LaunchError::Start(format!("failed to start container {name:?}: exec {program:?}: {e}")))
+        Process::spawn(&process::Spec {
+            program: &program,
+            args: &argv,
+            cwd: &cwd,
+            env: &env,
+            log,
+        })
+        .map_err(|e| {
+            LaunchError::Start(format!(
+                "failed to start container {name:?}: exec {program:?}: {e}"
+            ))
+        })
     }
 
     /// The container's environment: runtime variables, the image's, then the container's own.
-    fn environment(&self, c: &Value, sandbox: &Sandbox, image: &crate::images::ResolvedImage, data: &RefData) -> Result<Vec<(String, String)>, String> {
+    fn environment(
+        &self,
+        c: &Value,
+        sandbox: &Sandbox,
+        image: &crate::images::ResolvedImage,
+        data: &RefData,
+    ) -> Result<Vec<(String, String)>, String> {
         let cname = c["name"].as_str().unwrap_or_default();
         let mut env: Vec<(String, String)> = vec![
-            ("PATH".into(), std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into())),
+            (
+                "PATH".into(),
+                std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+            ),
             ("HOSTNAME".into(), self.pod.metadata.name.clone()),
             ("HOME".into(), image.root.display().to_string()),
             ("SHIPWAY_POD_NAME".into(), self.pod.metadata.name.clone()),
-            ("SHIPWAY_POD_NAMESPACE".into(), self.pod.metadata.namespace.clone().unwrap_or_default()),
-            ("SHIPWAY_POD_UID".into(), self.pod.metadata.uid.clone().unwrap_or_default()),
+            (
+                "SHIPWAY_POD_NAMESPACE".into(),
+                self.pod.metadata.namespace.clone().unwrap_or_default(),
+            ),
+            (
+                "SHIPWAY_POD_UID".into(),
+                self.pod.metadata.uid.clone().unwrap_or_default(),
+            ),
         ];
-        let mine: Vec<&Value> = sandbox.port_mappings.iter().filter(|m| m["container"] == cname).collect();
+        let mine: Vec<&Value> = sandbox
+            .port_mappings
+            .iter()
+            .filter(|m| m["container"] == cname)
+            .collect();
         if let Some(first) = mine.first() {
             env.push(("PORT".into(), first["hostPort"].to_string()));
         }
         for m in &mine {
             if let Some(n) = m["name"].as_str() {
-                env.push((format!("SHIPWAY_PORT_{}", n.to_ascii_uppercase().replace('-', "_")), m["hostPort"].to_string()));
+                env.push((
+                    format!("SHIPWAY_PORT_{}", n.to_ascii_uppercase().replace('-', "_")),
+                    m["hostPort"].to_string(),
+                ));
             }
         }
         for (name, path) in &sandbox.volumes {
-            env.push((format!("SHIPWAY_VOLUME_{}", name.to_ascii_uppercase().replace('-', "_")), path.display().to_string()));
+            env.push((
+                format!(
+                    "SHIPWAY_VOLUME_{}",
+                    name.to_ascii_uppercase().replace('-', "_")
+                ),
+                path.display().to_string(),
+            ));
         }
         env.extend(image.env.iter().cloned());
         let set = |env: &mut Vec<(String, String)>, k: String, v: String| {
@@ -609,7 +861,11 @@ impl PodWorker {
                     }
                 }
                 None if r["optional"].as_bool() == Some(true) => {}
-                None => return Err(format!("{kind} {obj:?} not found (container {cname:?} envFrom)")),
+                None => {
+                    return Err(format!(
+                        "{kind} {obj:?} not found (container {cname:?} envFrom)"
+                    ));
+                }
             }
         }
         for e in c["env"].as_array().into_iter().flatten() {
@@ -636,7 +892,10 @@ impl PodWorker {
                 let obj = r["name"].as_str().unwrap_or_default();
                 let key = r["key"].as_str().unwrap_or_default();
                 let optional = r["optional"].as_bool() == Some(true);
-                return match data.get(&(kind.to_string(), obj.to_string())).map(|m| m.get(key)) {
+                return match data
+                    .get(&(kind.to_string(), obj.to_string()))
+                    .map(|m| m.get(key))
+                {
                     Some(Some(v)) => Ok(Some(v.clone())),
                     _ if optional => Ok(None),
                     None => Err(format!("{kind} {obj:?} not found")),
@@ -653,8 +912,12 @@ impl PodWorker {
                 "status.podIP" | "status.hostIP" => Some("127.0.0.1".into()),
                 "spec.nodeName" => Some("local".into()),
                 p => {
-                    let label = p.strip_prefix("metadata.labels['").and_then(|r| r.strip_suffix("']"));
-                    let annotation = p.strip_prefix("metadata.annotations['").and_then(|r| r.strip_suffix("']"));
+                    let label = p
+                        .strip_prefix("metadata.labels['")
+                        .and_then(|r| r.strip_suffix("']"));
+                    let annotation = p
+                        .strip_prefix("metadata.annotations['")
+                        .and_then(|r| r.strip_suffix("']"));
                     match (label, annotation) {
                         (Some(l), _) => Some(m.labels.get(l).cloned().unwrap_or_default()),
                         (_, Some(a)) => Some(m.annotations.get(a).cloned().unwrap_or_default()),
@@ -697,10 +960,24 @@ struct Sandbox {
 fn config_data(o: &Object) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     let decode = o.kind == "Secret";
-    for (field, b64) in [("data", decode), ("binaryData", true), ("stringData", false)] {
-        for (k, v) in o.body.get(field).and_then(Value::as_object).into_iter().flatten() {
+    for (field, b64) in [
+        ("data", decode),
+        ("binaryData", true),
+        ("stringData", false),
+    ] {
+        for (k, v) in o
+            .body
+            .get(field)
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
             let Some(s) = v.as_str() else { continue };
-            let value = if b64 { base64_decode(s).unwrap_or_default() } else { s.to_string() };
+            let value = if b64 {
+                base64_decode(s).unwrap_or_default()
+            } else {
+                s.to_string()
+            };
             out.insert(k.clone(), value);
         }
     }
@@ -774,10 +1051,16 @@ impl PodWorker {
             }
         }
         for e in c["env"].as_array().into_iter().flatten() {
-            if let Some(n) = e.pointer("/valueFrom/configMapKeyRef/name").and_then(Value::as_str) {
+            if let Some(n) = e
+                .pointer("/valueFrom/configMapKeyRef/name")
+                .and_then(Value::as_str)
+            {
                 wanted.push(("ConfigMap", n.to_string()));
             }
-            if let Some(n) = e.pointer("/valueFrom/secretKeyRef/name").and_then(Value::as_str) {
+            if let Some(n) = e
+                .pointer("/valueFrom/secretKeyRef/name")
+                .and_then(Value::as_str)
+            {
                 wanted.push(("Secret", n.to_string()));
             }
         }
@@ -792,19 +1075,39 @@ impl PodWorker {
 
     /// Runs the container's startup, liveness and readiness probes; asks for a kill on liveness
     /// (or startup) failure.
-    async fn probe(self: Arc<Self>, index: usize, c: Value, sandbox: Arc<Sandbox>, kill: watch::Sender<bool>) {
+    async fn probe(
+        self: Arc<Self>,
+        index: usize,
+        c: Value,
+        sandbox: Arc<Sandbox>,
+        kill: watch::Sender<bool>,
+    ) {
         let cname = c["name"].as_str().unwrap_or_default().to_string();
         let port_of = |port: &Value| -> Option<u16> {
-            let mapping = sandbox.port_mappings.iter().filter(|m| m["container"] == cname.as_str()).find(|m| match port {
-                Value::Number(n) => m["containerPort"].as_i64() == n.as_i64(),
-                Value::String(name) => m["name"] == name.as_str(),
-                _ => false,
-            });
-            mapping.and_then(|m| m["hostPort"].as_u64()).map(|p| p as u16).or_else(|| port.as_u64().map(|p| p as u16))
+            let mapping = sandbox
+                .port_mappings
+                .iter()
+                .filter(|m| m["container"] == cname.as_str())
+                .find(|m| match port {
+                    Value::Number(n) => m["containerPort"].as_i64() == n.as_i64(),
+                    Value::String(name) => m["name"] == name.as_str(),
+                    _ => false,
+                });
+            mapping
+                .and_then(|m| m["hostPort"].as_u64())
+                .map(|p| p as u16)
+                .or_else(|| port.as_u64().map(|p| p as u16))
         };
-        let image_root = sandbox.images.get(c["image"].as_str().unwrap_or_default()).map(|i| i.root.clone()).unwrap_or_default();
+        let image_root = sandbox
+            .images
+            .get(c["image"].as_str().unwrap_or_default())
+            .map(|i| i.root.clone())
+            .unwrap_or_default();
         let check = |probe: Value| {
-            let port = probe.pointer("/httpGet/port").or_else(|| probe.pointer("/tcpSocket/port")).and_then(port_of);
+            let port = probe
+                .pointer("/httpGet/port")
+                .or_else(|| probe.pointer("/tcpSocket/port"))
+                .and_then(port_of);
             let timeout = Duration::from_secs(probe["timeoutSeconds"].as_u64().unwrap_or(1).max(1));
             let root = image_root.clone();
             async move { run_probe(&probe, port, timeout, &root).await }
@@ -837,7 +1140,6 @@ impl PodWorker {
         let liveness = c.get("livenessProbe").cloned().map(|p| {
             let this = self.clone();
             let cname = cname.clone();
-            let check = check.clone();
             let kill = kill.clone();
             async move {
                 let (delay, period, _, failures) = params(&p);
@@ -910,7 +1212,9 @@ impl PodWorker {
     fn status(&self) -> Value {
         let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let image_of = |i: usize, field: &str| self.spec()[field][i]["image"].clone();
-        let statuses = |map: &BTreeMap<usize, (String, ContainerState)>, field: &str| -> Vec<Value> {
+        let statuses = |map: &BTreeMap<usize, (String, ContainerState)>,
+                        field: &str|
+         -> Vec<Value> {
             map.iter()
                 .map(|(i, (name, st))| {
                     let mut v = json!({
@@ -926,13 +1230,17 @@ impl PodWorker {
         };
         let containers = statuses(&s.containers, "containers");
         let all_ready = !s.containers.is_empty() && s.containers.values().all(|(_, c)| c.ready);
-        let any_running = s.containers.values().any(|(_, c)| c.state.get("running").is_some() || c.last_state.get("terminated").is_some() && c.state.get("waiting").is_some());
+        let any_running = s.containers.values().any(|(_, c)| {
+            c.state.get("running").is_some()
+                || c.last_state.get("terminated").is_some() && c.state.get("waiting").is_some()
+        });
         let phase = match s.finished {
             Some(p) => p,
             None if s.initialized && any_running => "Running",
             None => "Pending",
         };
-        let cond = |t: &str, ok: bool| json!({"type": t, "status": if ok { "True" } else { "False" }});
+        let cond =
+            |t: &str, ok: bool| json!({"type": t, "status": if ok { "True" } else { "False" }});
         let mut status = json!({
             "phase": phase,
             "podIP": "127.0.0.1",
@@ -968,7 +1276,12 @@ impl PodWorker {
             if current.metadata.uid != self.pod.metadata.uid {
                 return;
             }
-            let old_conditions = current.status().and_then(|s| s.get("conditions")).and_then(Value::as_array).cloned().unwrap_or_default();
+            let old_conditions = current
+                .status()
+                .and_then(|s| s.get("conditions"))
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             let now = now_rfc3339();
             if let Some(conds) = status["conditions"].as_array_mut() {
                 for c in conds {
@@ -1006,25 +1319,44 @@ async fn run_probe(probe: &Value, port: Option<u16>, timeout: Duration, root: &P
         }
         if probe.get("tcpSocket").is_some() {
             let Some(port) = port else { return false };
-            return tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok();
+            return tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok();
         }
         if let Some(cmd) = probe.pointer("/exec/command").and_then(Value::as_array) {
-            let argv: Vec<String> = cmd.iter().filter_map(|s| s.as_str().map(String::from)).collect();
-            let Some((program, args)) = argv.split_first() else { return false };
+            let argv: Vec<String> = cmd
+                .iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect();
+            let Some((program, args)) = argv.split_first() else {
+                return false;
+            };
             let mut command = tokio::process::Command::new(program);
-            command.args(args).current_dir(root).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).kill_on_drop(true);
+            command
+                .args(args)
+                .current_dir(root)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .kill_on_drop(true);
             return matches!(command.status().await, Ok(s) if s.success());
         }
         false
     };
-    tokio::time::timeout(timeout, attempt).await.unwrap_or(false)
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .unwrap_or(false)
 }
 
 /// A minimal HTTP/1.1 GET: probes need a status line, nothing more.
 async fn http_get_ok(port: u16, path: &str) -> bool {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else { return false };
-    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: shipway-probe\r\nConnection: close\r\n\r\n");
+    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return false;
+    };
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: shipway-probe\r\nConnection: close\r\n\r\n"
+    );
     if stream.write_all(request.as_bytes()).await.is_err() {
         return false;
     }
@@ -1037,7 +1369,11 @@ async fn http_get_ok(port: u16, path: &str) -> bool {
         }
     }
     let line = String::from_utf8_lossy(&head[..n]);
-    let code: u16 = line.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let code: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     (200..400).contains(&code)
 }
 
@@ -1047,7 +1383,10 @@ mod tests {
 
     #[test]
     fn expands_like_kubernetes() {
-        let env = vec![("A".to_string(), "1".to_string()), ("B".to_string(), "x".to_string())];
+        let env = vec![
+            ("A".to_string(), "1".to_string()),
+            ("B".to_string(), "x".to_string()),
+        ];
         assert_eq!(expand_vars("$(A)-$(B)", &env), "1-x");
         assert_eq!(expand_vars("$$(A) $(C) $A", &env), "$(A) $(C) $A");
         assert_eq!(expand_vars("$(A", &env), "$(A");

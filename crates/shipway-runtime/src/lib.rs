@@ -29,10 +29,29 @@ pub struct LocalRuntime {
 impl LocalRuntime {
     pub fn start(store: Store, config: KubeletConfig, shutdown: CancellationToken) -> LocalRuntime {
         let tasks = vec![
-            tokio::spawn(controller::Controller::new(store.clone(), deployment::DeploymentController { store: store.clone() }).run(shutdown.clone())),
-            tokio::spawn(controller::Controller::new(store.clone(), replicaset::ReplicaSetController { store: store.clone() }).run(shutdown.clone())),
+            tokio::spawn(
+                controller::Controller::new(
+                    store.clone(),
+                    deployment::DeploymentController {
+                        store: store.clone(),
+                    },
+                )
+                .run(shutdown.clone()),
+            ),
+            tokio::spawn(
+                controller::Controller::new(
+                    store.clone(),
+                    replicaset::ReplicaSetController {
+                        store: store.clone(),
+                    },
+                )
+                .run(shutdown.clone()),
+            ),
             tokio::spawn(gc::run(store.clone(), shutdown.clone())),
-            tokio::spawn(controller::Controller::new(store.clone(), kubelet::Kubelet::new(store, config)).run(shutdown)),
+            tokio::spawn(
+                controller::Controller::new(store.clone(), kubelet::Kubelet::new(store, config))
+                    .run(shutdown),
+            ),
         ];
         LocalRuntime { tasks }
     }

@@ -47,7 +47,9 @@ impl Process {
             .process_group(0)
             .kill_on_drop(false)
             .spawn()?;
-        let pid = child.id().ok_or_else(|| std::io::Error::other("the process exited before it could be tracked"))?;
+        let pid = child.id().ok_or_else(|| {
+            std::io::Error::other("the process exited before it could be tracked")
+        })?;
         let log = std::sync::Arc::new(tokio::sync::Mutex::new(LogWriter::new(spec.log.clone())));
         let mut copiers = Vec::new();
         if let Some(out) = child.stdout.take() {
@@ -56,7 +58,11 @@ impl Process {
         if let Some(err) = child.stderr.take() {
             copiers.push(tokio::spawn(copy_to_log(err, log)));
         }
-        Ok(Process { child, pgid: Pid::from_raw(pid as i32), copiers })
+        Ok(Process {
+            child,
+            pgid: Pid::from_raw(pid as i32),
+            copiers,
+        })
     }
 
     pub fn pid(&self) -> i32 {
@@ -72,7 +78,9 @@ impl Process {
         match status {
             Ok(s) => {
                 use std::os::unix::process::ExitStatusExt;
-                s.code().or_else(|| s.signal().map(|sig| 128 + sig)).unwrap_or(-1)
+                s.code()
+                    .or_else(|| s.signal().map(|sig| 128 + sig))
+                    .unwrap_or(-1)
             }
             Err(_) => -1,
         }
@@ -123,7 +131,11 @@ fn resolve_program(program: &str, cwd: &Path, env: &[(String, String)]) -> PathB
     if program.contains('/') {
         return cwd.join(program);
     }
-    let path = env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str()).unwrap_or("/usr/local/bin:/usr/bin:/bin");
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("/usr/local/bin:/usr/bin:/bin");
     for dir in path.split(':').filter(|d| !d.is_empty()) {
         let candidate = cwd.join(dir).join(program);
         if candidate.is_file() {
@@ -141,12 +153,20 @@ struct LogWriter {
 
 impl LogWriter {
     fn new(path: PathBuf) -> LogWriter {
-        LogWriter { path, file: None, written: 0 }
+        LogWriter {
+            path,
+            file: None,
+            written: 0,
+        }
     }
 
     async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         if self.file.is_none() {
-            let file = tokio::fs::OpenOptions::new().create(true).append(true).open(&self.path).await?;
+            let file = tokio::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+                .await?;
             self.written = file.metadata().await.map(|m| m.len()).unwrap_or(0);
             self.file = Some(file);
         }
@@ -155,7 +175,11 @@ impl LogWriter {
             let mut rotated = self.path.clone().into_os_string();
             rotated.push(".1");
             tokio::fs::rename(&self.path, &rotated).await?;
-            let file = tokio::fs::OpenOptions::new().create(true).append(true).open(&self.path).await?;
+            let file = tokio::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+                .await?;
             self.written = 0;
             self.file = Some(file);
         }
@@ -168,7 +192,10 @@ impl LogWriter {
 }
 
 /// Copies whole lines where possible, so stdout and stderr interleave by line, not by byte.
-async fn copy_to_log(mut from: impl AsyncRead + Unpin, log: std::sync::Arc<tokio::sync::Mutex<LogWriter>>) {
+async fn copy_to_log(
+    mut from: impl AsyncRead + Unpin,
+    log: std::sync::Arc<tokio::sync::Mutex<LogWriter>>,
+) {
     let mut buf = vec![0u8; 16 * 1024];
     let mut pending: Vec<u8> = Vec::new();
     loop {

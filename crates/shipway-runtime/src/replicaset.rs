@@ -9,7 +9,9 @@ use shipway_model::{Object, ObjectMeta};
 use shipway_store::{ListQuery, Store};
 
 use crate::controller::{Action, ReconcileError, Reconciler};
-use crate::workload::{self, controller_ref, is_controlled_by, is_terminating, pod_available, pod_finished};
+use crate::workload::{
+    self, controller_ref, is_controlled_by, is_terminating, pod_available, pod_finished,
+};
 
 pub struct ReplicaSetController {
     pub store: Store,
@@ -21,19 +23,31 @@ impl ReplicaSetController {
     /// The pods `rs` controls, in its namespace.
     pub async fn pods(store: &Store, rs: &Object) -> Result<Vec<Object>, ReconcileError> {
         let ns = rs.metadata.namespace.clone().unwrap_or_default();
-        let pods = store.list(&ListQuery::kind("", "Pod").in_namespace(&ns)).await?;
-        Ok(pods.items.into_iter().filter(|p| is_controlled_by(p, rs)).collect())
+        let pods = store
+            .list(&ListQuery::kind("", "Pod").in_namespace(&ns))
+            .await?;
+        Ok(pods
+            .items
+            .into_iter()
+            .filter(|p| is_controlled_by(p, rs))
+            .collect())
     }
 
     fn new_pod(rs: &Object) -> Result<Object, ReconcileError> {
-        let template = rs.spec().and_then(|s| s.get("template")).cloned().unwrap_or(Value::Null);
-        let meta = template.get("metadata").cloned().unwrap_or(json!({}));
-        let labels = serde_json::from_value(meta.get("labels").cloned().unwrap_or(json!({}))).unwrap_or_default();
-        let annotations = serde_json::from_value(meta.get("annotations").cloned().unwrap_or(json!({}))).unwrap_or_default();
-        let spec = template
-            .get("spec")
+        let template = rs
+            .spec()
+            .and_then(|s| s.get("template"))
             .cloned()
-            .ok_or_else(|| ReconcileError::Other(format!("{} has no spec.template.spec", rs.key())))?;
+            .unwrap_or(Value::Null);
+        let meta = template.get("metadata").cloned().unwrap_or(json!({}));
+        let labels = serde_json::from_value(meta.get("labels").cloned().unwrap_or(json!({})))
+            .unwrap_or_default();
+        let annotations =
+            serde_json::from_value(meta.get("annotations").cloned().unwrap_or(json!({})))
+                .unwrap_or_default();
+        let spec = template.get("spec").cloned().ok_or_else(|| {
+            ReconcileError::Other(format!("{} has no spec.template.spec", rs.key()))
+        })?;
         let mut body = serde_json::Map::new();
         body.insert("spec".into(), spec);
         Ok(Object {
@@ -68,7 +82,10 @@ impl Reconciler for ReplicaSetController {
         let want = workload::spec_i64(&rs, "/replicas", 1).max(0);
         let min_ready = workload::spec_i64(&rs, "/minReadySeconds", 0);
         let pods = Self::pods(&self.store, &rs).await?;
-        let mut active: Vec<&Object> = pods.iter().filter(|p| !is_terminating(p) && !pod_finished(p)).collect();
+        let mut active: Vec<&Object> = pods
+            .iter()
+            .filter(|p| !is_terminating(p) && !pod_finished(p))
+            .collect();
         let have = active.len() as i64;
         if have < want {
             for _ in have..want {
@@ -76,7 +93,12 @@ impl Reconciler for ReplicaSetController {
             }
         } else if have > want {
             // Delete the least useful first: not ready before ready, newest before oldest.
-            active.sort_by_key(|p| (workload::pod_ready_since(p).is_some(), std::cmp::Reverse(p.metadata.creation_timestamp.clone())));
+            active.sort_by_key(|p| {
+                (
+                    workload::pod_ready_since(p).is_some(),
+                    std::cmp::Reverse(p.metadata.creation_timestamp.clone()),
+                )
+            });
             for pod in active.iter().take((have - want) as usize) {
                 match self.store.delete(&pod.key(), ACTOR).await {
                     Ok(_) | Err(shipway_store::StoreError::NotFound(_)) => {}

@@ -73,42 +73,76 @@ pub fn random_suffix(len: usize) -> String {
     use rand::Rng;
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::rng();
-    (0..len).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+    (0..len)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 /// Resolves an IntOrString like `25%` or `1` against `total`; percentages round up or down.
-pub fn int_or_percent(v: Option<&Value>, total: i64, default: &str, round_up: bool) -> Result<i64, String> {
-    let v = v.cloned().unwrap_or_else(|| Value::String(default.to_string()));
+pub fn int_or_percent(
+    v: Option<&Value>,
+    total: i64,
+    default: &str,
+    round_up: bool,
+) -> Result<i64, String> {
+    let v = v
+        .cloned()
+        .unwrap_or_else(|| Value::String(default.to_string()));
     match &v {
-        Value::Number(n) => n.as_i64().filter(|n| *n >= 0).ok_or_else(|| format!("{v} is not a non-negative integer")),
+        Value::Number(n) => n
+            .as_i64()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| format!("{v} is not a non-negative integer")),
         Value::String(s) => {
             let pct: i64 = s
                 .strip_suffix('%')
                 .and_then(|p| p.parse().ok())
                 .filter(|p| *p >= 0)
-                .ok_or_else(|| format!("{s:?} is neither an integer nor a percentage like \"25%\""))?;
+                .ok_or_else(|| {
+                    format!("{s:?} is neither an integer nor a percentage like \"25%\"")
+                })?;
             let scaled = pct * total;
-            Ok(if round_up { (scaled + 99) / 100 } else { scaled / 100 })
+            Ok(if round_up {
+                (scaled + 99) / 100
+            } else {
+                scaled / 100
+            })
         }
         _ => Err(format!("{v} is neither an integer nor a percentage")),
     }
 }
 
 pub fn spec_i64(o: &Object, pointer: &str, default: i64) -> i64 {
-    o.spec().and_then(|s| s.pointer(pointer)).and_then(Value::as_i64).unwrap_or(default)
+    o.spec()
+        .and_then(|s| s.pointer(pointer))
+        .and_then(Value::as_i64)
+        .unwrap_or(default)
 }
 
 pub fn status_i64(o: &Object, field: &str) -> i64 {
-    o.status().and_then(|s| s.get(field)).and_then(Value::as_i64).unwrap_or(0)
+    o.status()
+        .and_then(|s| s.get(field))
+        .and_then(Value::as_i64)
+        .unwrap_or(0)
 }
 
 /// A condition of `obj`'s status by type.
 pub fn condition<'a>(o: &'a Object, kind: &str) -> Option<&'a Value> {
-    o.status()?.get("conditions")?.as_array()?.iter().find(|c| c["type"] == kind)
+    o.status()?
+        .get("conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind)
 }
 
 /// Sets a condition, keeping `lastTransitionTime` when the status did not change.
-pub fn set_condition(conditions: &mut Vec<Value>, kind: &str, status: bool, reason: &str, message: &str) {
+pub fn set_condition(
+    conditions: &mut Vec<Value>,
+    kind: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+) {
     let status_str = if status { "True" } else { "False" };
     let now = now_rfc3339();
     if let Some(c) = conditions.iter_mut().find(|c| c["type"] == kind) {
@@ -133,7 +167,10 @@ pub fn pod_ready_since(pod: &Object) -> Option<OffsetDateTime> {
     if c["status"] != "True" {
         return None;
     }
-    c["lastTransitionTime"].as_str().and_then(parse_time).or(Some(OffsetDateTime::UNIX_EPOCH))
+    c["lastTransitionTime"]
+        .as_str()
+        .and_then(parse_time)
+        .or(Some(OffsetDateTime::UNIX_EPOCH))
 }
 
 /// Whether a pod has been ready for `min_ready` seconds; otherwise how long until it will be.
@@ -146,7 +183,10 @@ pub fn pod_available(pod: &Object, min_ready_secs: i64) -> (bool, Option<std::ti
             if ready_for >= need {
                 (true, None)
             } else {
-                (false, Some(std::time::Duration::from_millis((need - ready_for) as u64)))
+                (
+                    false,
+                    Some(std::time::Duration::from_millis((need - ready_for) as u64)),
+                )
             }
         }
     }
@@ -157,7 +197,12 @@ pub fn is_terminating(o: &Object) -> bool {
 }
 
 pub fn pod_finished(pod: &Object) -> bool {
-    matches!(pod.status().and_then(|s| s.get("phase")).and_then(Value::as_str), Some("Succeeded" | "Failed"))
+    matches!(
+        pod.status()
+            .and_then(|s| s.get("phase"))
+            .and_then(Value::as_str),
+        Some("Succeeded" | "Failed")
+    )
 }
 
 #[cfg(test)]
@@ -177,7 +222,10 @@ mod tests {
     fn template_hashes_are_stable_and_distinct() {
         let a = template_hash(&json!({"spec": {"containers": [{"image": "a"}]}}));
         let b = template_hash(&json!({"spec": {"containers": [{"image": "b"}]}}));
-        assert_eq!(a, template_hash(&json!({"spec": {"containers": [{"image": "a"}]}})));
+        assert_eq!(
+            a,
+            template_hash(&json!({"spec": {"containers": [{"image": "a"}]}}))
+        );
         assert_ne!(a, b);
         assert_eq!(a.len(), 10);
     }
