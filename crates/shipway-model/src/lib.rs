@@ -12,6 +12,7 @@ pub mod load;
 pub mod name;
 pub mod object;
 pub mod selector;
+pub mod validate;
 
 pub use kinds::{KindInfo, Kinds};
 pub use load::{Document, LoadError, Loaded, load_json_object, load_str, parse_documents};

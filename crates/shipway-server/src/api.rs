@@ -125,6 +125,20 @@ pub async fn apply(
     let text = std::str::from_utf8(&body)
         .map_err(|e| ApiError::BadRequest(format!("the request body is not UTF-8: {e}")))?;
     let object = load::load_json_object("request body", text).map_err(ApiError::invalid)?;
+    let problems = shipway_model::validate::validate_object(&object);
+    if !problems.is_empty() {
+        let key = object.key();
+        let kind = if key.group.is_empty() {
+            key.kind.clone()
+        } else {
+            format!("{}.{}", key.kind, key.group)
+        };
+        let details: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        return Err(ApiError::Invalid {
+            message: format!("{kind} {:?} is invalid: {}", key.name, details.join("; ")),
+            details,
+        });
+    }
     let dry_run = params.dry_run.unwrap_or(false);
     let (object, outcome) = if dry_run {
         state.store.apply_dry_run(object).await?
@@ -330,6 +344,153 @@ pub async fn events(
     };
     let events = state.store.events(&query).await?;
     Ok(Json(json!({"kind": "EventList", "items": events})))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct LogParams {
+    container: Option<String>,
+    follow: Option<bool>,
+    tail: Option<usize>,
+    previous: Option<bool>,
+}
+
+/// A container's output, as `kubectl logs`: the current instance or the previous one, the last
+/// `tail` lines, and with `follow` new output as it is written, until the container restarts or
+/// the pod goes away.
+pub async fn logs(
+    State(state): State<Arc<AppState>>,
+    _caller: Caller,
+    Path((namespace, pod_name)): Path<(String, String)>,
+    Query(params): Query<LogParams>,
+) -> Result<Response, ApiError> {
+    let key = Key::new("", "Pod", &namespace, &pod_name);
+    let pod = state.store.get(&key).await?.ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "{key} not found; `shipway get pods -n {namespace}` lists what exists"
+        ))
+    })?;
+    let spec = pod.spec().cloned().unwrap_or(Value::Null);
+    let names = |field: &str| -> Vec<String> {
+        spec[field]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["name"].as_str().map(String::from))
+            .collect()
+    };
+    let (containers, inits) = (names("containers"), names("initContainers"));
+    let container = match params.container {
+        Some(c) if containers.contains(&c) || inits.contains(&c) => c,
+        Some(c) => {
+            return Err(ApiError::BadRequest(format!(
+                "container {c:?} is not valid for pod {pod_name}: choose one of [{}]",
+                containers
+                    .iter()
+                    .chain(&inits)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )));
+        }
+        None if containers.len() == 1 => containers[0].clone(),
+        None => {
+            return Err(ApiError::BadRequest(format!(
+                "a container name must be specified for pod {pod_name}: choose one of [{}]",
+                containers.join(" ")
+            )));
+        }
+    };
+    let restarts = ["containerStatuses", "initContainerStatuses"]
+        .iter()
+        .flat_map(|f| {
+            pod.status()
+                .and_then(|s| s[*f].as_array().cloned())
+                .unwrap_or_default()
+        })
+        .find(|c| c["name"] == container.as_str())
+        .and_then(|c| c["restartCount"].as_i64())
+        .unwrap_or(0);
+    let instance = if params.previous.unwrap_or(false) {
+        if restarts == 0 {
+            return Err(ApiError::BadRequest(format!(
+                "previous terminated container {container:?} in pod {pod_name:?} not found"
+            )));
+        }
+        restarts - 1
+    } else {
+        restarts
+    };
+    let path =
+        shipway_runtime::kubelet::Kubelet::log_path(&state.data_dir, &pod, &container, instance);
+    let text = tokio::fs::read(&path).await.unwrap_or_default();
+    let start = match params.tail {
+        Some(n) => tail_start(&text, n),
+        None => 0,
+    };
+    let initial = Bytes::copy_from_slice(&text[start..]);
+    if !params.follow.unwrap_or(false) || params.previous.unwrap_or(false) {
+        return Ok((
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            initial,
+        )
+            .into_response());
+    }
+    let offset = text.len() as u64;
+    let follow = futures_util::stream::unfold((offset, 0u32), move |(offset, ticks)| {
+        let (path, state, key, uid) = (
+            path.clone(),
+            state.clone(),
+            key.clone(),
+            pod.metadata.uid.clone(),
+        );
+        async move {
+            if state.shutdown.is_cancelled() {
+                return None;
+            }
+            let len = tokio::fs::metadata(&path)
+                .await
+                .map(|m| m.len())
+                .unwrap_or(offset);
+            if len > offset {
+                use tokio::io::{AsyncReadExt, AsyncSeekExt};
+                let mut f = tokio::fs::File::open(&path).await.ok()?;
+                f.seek(std::io::SeekFrom::Start(offset)).await.ok()?;
+                let mut buf = Vec::new();
+                f.take(len - offset).read_to_end(&mut buf).await.ok()?;
+                return Some((Ok::<_, Infallible>(Bytes::from(buf)), (len, 0)));
+            }
+            // Every second, stop when the pod is gone or replaced.
+            if ticks % 5 == 4 {
+                match state.store.get(&key).await {
+                    Ok(Some(p)) if p.metadata.uid == uid => {}
+                    _ => return None,
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            Some((Ok(Bytes::new()), (offset, ticks + 1)))
+        }
+    });
+    let body = futures_util::stream::once(async move { Ok::<_, Infallible>(initial) })
+        .chain(follow)
+        .filter(|chunk| std::future::ready(chunk.as_ref().is_ok_and(|b| !b.is_empty())));
+    Ok(Response::builder()
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Body::from_stream(body))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
+}
+
+/// Where the last `n` lines of `text` start.
+fn tail_start(text: &[u8], n: usize) -> usize {
+    if n == 0 {
+        return text.len();
+    }
+    let body = text.strip_suffix(b"\n").unwrap_or(text);
+    body.iter()
+        .enumerate()
+        .rev()
+        .filter(|(_, b)| **b == b'\n')
+        .nth(n - 1)
+        .map_or(0, |(i, _)| i + 1)
 }
 
 pub async fn version(_caller: Caller) -> Json<Value> {

@@ -76,8 +76,10 @@ pub struct AppState {
     pub store: Store,
     pub tokens: Tokens,
     pub metrics: metrics::HttpMetrics,
-    /// Cancelled on shutdown, so endless watch streams end and graceful shutdown can finish.
+    /// Cancelled on shutdown, so endless watch streams end, controllers stop and graceful shutdown
+    /// can finish.
     pub shutdown: CancellationToken,
+    pub data_dir: PathBuf,
 }
 
 /// The authenticated caller of a request. Taking it as a handler argument is what makes a route
@@ -157,6 +159,7 @@ impl DataDirLock {
 pub struct Server {
     listener: TcpListener,
     state: Arc<AppState>,
+    runtime: shipway_runtime::LocalRuntime,
     admin_token: AdminToken,
     _lock: DataDirLock,
 }
@@ -182,15 +185,23 @@ impl Server {
                     addr: config.listen,
                     source,
                 })?;
+        let shutdown = CancellationToken::new();
+        let runtime = shipway_runtime::LocalRuntime::start(
+            store.clone(),
+            shipway_runtime::KubeletConfig::new(dir),
+            shutdown.clone(),
+        );
         let state = Arc::new(AppState {
             store,
             tokens,
             metrics: metrics::HttpMetrics::default(),
-            shutdown: CancellationToken::new(),
+            shutdown,
+            data_dir: dir.clone(),
         });
         Ok(Server {
             listener,
             state,
+            runtime,
             admin_token,
             _lock: lock,
         })
@@ -210,20 +221,23 @@ impl Server {
         &self.state.store
     }
 
-    /// Serves until `shutdown` completes, then stops accepting, ends watch streams and waits for
-    /// in-flight requests.
+    /// Serves until `shutdown` completes, then stops accepting, ends watch streams, waits for
+    /// in-flight requests, and stops the controllers (and with them the pods' processes).
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let cancel = self.state.shutdown.clone();
         let app = router(self.state.clone());
-        axum::serve(self.listener, app)
+        let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 cancel.cancel();
             })
-            .await
+            .await;
+        self.state.shutdown.cancel();
+        self.runtime.join().await;
+        served
     }
 }
 
@@ -244,6 +258,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/watch/{resource}", get(api::watch))
         .route("/api/v1/events", get(api::events))
         .route("/api/v1/events/{resource}", get(api::events))
+        .route("/api/v1/logs/{namespace}/{pod}", get(api::logs))
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(
             shipway_model::load::MAX_DOCUMENT_BYTES,
@@ -267,6 +282,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/watch/{resource}"),
     ("GET", "/api/v1/events"),
     ("GET", "/api/v1/events/{resource}"),
+    ("GET", "/api/v1/logs/{namespace}/{pod}"),
 ];
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {

@@ -70,12 +70,13 @@ impl TestServer {
     }
 }
 
-fn deployment(name: &str, replicas: i64) -> Value {
+/// A ConfigMap: no controller acts on it, so every change a test sees is its own.
+fn config_map(name: &str, value: i64) -> Value {
     json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
         "metadata": {"name": name, "labels": {"app": name}},
-        "spec": {"replicas": replicas},
+        "data": {"value": value.to_string()},
     })
 }
 
@@ -121,7 +122,7 @@ async fn apply_get_list_delete_round_trip() {
         .call(
             reqwest::Method::POST,
             "/api/v1/apply",
-            Some(deployment("web", 2)),
+            Some(config_map("web", 2)),
         )
         .await;
     assert_eq!(code, 201, "{body}");
@@ -134,7 +135,7 @@ async fn apply_get_list_delete_round_trip() {
         .call(
             reqwest::Method::POST,
             "/api/v1/apply",
-            Some(deployment("web", 2)),
+            Some(config_map("web", 2)),
         )
         .await;
     assert_eq!((code, body["outcome"].as_str()), (200, Some("unchanged")));
@@ -142,25 +143,25 @@ async fn apply_get_list_delete_round_trip() {
         .call(
             reqwest::Method::POST,
             "/api/v1/apply?dryRun=true",
-            Some(deployment("web", 3)),
+            Some(config_map("web", 3)),
         )
         .await;
     assert_eq!((code, body["outcome"].as_str()), (200, Some("configured")));
     let (_, got) = s
-        .call(reqwest::Method::GET, "/api/v1/resources/deploy/web", None)
+        .call(reqwest::Method::GET, "/api/v1/resources/cm/web", None)
         .await;
-    assert_eq!(got["spec"]["replicas"], 2, "a dry run writes nothing");
+    assert_eq!(got["data"]["value"], "2", "a dry run writes nothing");
 
     s.call(
         reqwest::Method::POST,
         "/api/v1/apply",
-        Some(deployment("api", 1)),
+        Some(config_map("api", 1)),
     )
     .await;
     let (_, list) = s
         .call(
             reqwest::Method::GET,
-            "/api/v1/resources/deployments?labelSelector=app%3Dapi",
+            "/api/v1/resources/configmaps?labelSelector=app%3Dapi",
             None,
         )
         .await;
@@ -175,7 +176,7 @@ async fn apply_get_list_delete_round_trip() {
     let (code, body) = s
         .call(
             reqwest::Method::DELETE,
-            "/api/v1/resources/deployments/web",
+            "/api/v1/resources/configmaps/web",
             None,
         )
         .await;
@@ -183,7 +184,7 @@ async fn apply_get_list_delete_round_trip() {
     let (code, body) = s
         .call(
             reqwest::Method::GET,
-            "/api/v1/resources/deployments/web",
+            "/api/v1/resources/configmaps/web",
             None,
         )
         .await;
@@ -192,14 +193,14 @@ async fn apply_get_list_delete_round_trip() {
         body["message"]
             .as_str()
             .unwrap()
-            .contains("Deployment.apps/default/web not found"),
+            .contains("ConfigMap/default/web not found"),
         "{body}"
     );
 
     let (_, events) = s
         .call(
             reqwest::Method::GET,
-            "/api/v1/events/deployments?name=web",
+            "/api/v1/events/configmaps?name=web",
             None,
         )
         .await;
@@ -243,6 +244,10 @@ async fn bad_objects_are_rejected_with_reasons_and_nothing_is_stored() {
         (
             json!({"kind": "ConfigMap", "metadata": {"name": "ok"}}),
             "apiVersion",
+        ),
+        (
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}, "spec": {"replicas": 1}}),
+            "Deployment.apps \"web\" is invalid: spec.selector: Required value; spec.template: Required value",
         ),
     ];
     for (object, mentions) in cases {
@@ -288,7 +293,7 @@ async fn watch_resumes_from_a_resource_version_over_http() {
         .call(
             reqwest::Method::POST,
             "/api/v1/apply",
-            Some(deployment("web", 1)),
+            Some(config_map("web", 1)),
         )
         .await;
     let rv: u64 = first["object"]["metadata"]["resourceVersion"]
@@ -300,13 +305,13 @@ async fn watch_resumes_from_a_resource_version_over_http() {
         s.call(
             reqwest::Method::POST,
             "/api/v1/apply",
-            Some(deployment("web", replicas)),
+            Some(config_map("web", replicas)),
         )
         .await;
     }
     let resp = s
         .http
-        .get(s.url(&format!("/api/v1/watch/deployments?resourceVersion={rv}")))
+        .get(s.url(&format!("/api/v1/watch/configmaps?resourceVersion={rv}")))
         .bearer_auth(&s.token)
         .send()
         .await
@@ -327,11 +332,17 @@ async fn watch_resumes_from_a_resource_version_over_http() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let replicas: Vec<i64> = events
+    let values: Vec<i64> = events
         .iter()
-        .map(|e| e["object"]["spec"]["replicas"].as_i64().unwrap())
+        .map(|e| {
+            e["object"]["data"]["value"]
+                .as_str()
+                .unwrap()
+                .parse::<i64>()
+                .unwrap()
+        })
         .collect();
-    assert_eq!(replicas, [2, 3, 4]);
+    assert_eq!(values, [2, 3, 4]);
     assert!(events.iter().all(|e| e["type"] == "MODIFIED"));
     drop(stream);
     // Shutdown ends open watch streams instead of waiting for them forever.
@@ -344,7 +355,7 @@ async fn metrics_count_requests_and_store_operations() {
     s.call(
         reqwest::Method::POST,
         "/api/v1/apply",
-        Some(deployment("web", 1)),
+        Some(config_map("web", 1)),
     )
     .await;
     let text = s

@@ -55,6 +55,60 @@ pub enum Command {
     Run(crate::run::RunArgs),
     /// Print the client and server versions.
     Version,
+    /// Manage the local image store: import directories as images, list, remove.
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Print the logs of a container in a pod (POD or TYPE/NAME, e.g. deploy/web).
+    Logs(LogsArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Import a directory as NAME:TAG; pods run it with the directory as their working directory.
+    Import {
+        /// NAME or NAME:TAG (`:latest` when no tag is given).
+        reference: String,
+        /// The directory to import.
+        dir: PathBuf,
+        /// The default process: a program (relative to DIR, absolute, or on PATH) and its arguments.
+        #[arg(long, required = true, num_args = 1.., allow_hyphen_values = true, value_name = "CMD [ARGS]...")]
+        entrypoint: Vec<String>,
+        /// Environment for the image's processes (KEY=VALUE, repeatable).
+        #[arg(long = "env", value_name = "KEY=VALUE")]
+        env: Vec<String>,
+    },
+    /// List the images in the local store.
+    #[command(alias = "ls")]
+    List {
+        #[arg(short, long, value_enum)]
+        output: Option<OutputFormat>,
+    },
+    /// Remove images, then the blobs nothing else uses.
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        references: Vec<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// A pod name, or TYPE/NAME of a workload (deploy/web, rs/web-abc) to pick one of its pods.
+    pub target: String,
+    /// The container [default: the pod's only container].
+    #[arg(short, long)]
+    pub container: Option<String>,
+    /// Keep printing new output.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only the last N lines.
+    #[arg(long)]
+    pub tail: Option<usize>,
+    /// The previous instance of the container (after a restart).
+    #[arg(short, long)]
+    pub previous: bool,
+    #[arg(short, long)]
+    pub namespace: Option<String>,
 }
 
 #[derive(Debug, Args)]

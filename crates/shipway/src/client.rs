@@ -181,6 +181,34 @@ impl Client {
         Ok(value["version"].as_str().unwrap_or("unknown").to_string())
     }
 
+    /// Streams a container's log to `each` until the server ends it or `each` returns false.
+    pub async fn logs(
+        &self,
+        namespace: &str,
+        pod: &str,
+        query: &[(&str, String)],
+        mut each: impl FnMut(&[u8]) -> bool,
+    ) -> Result<(), ClientError> {
+        let response = self
+            .send(self.request(
+                Method::GET,
+                &format!("/api/v1/logs/{namespace}/{pod}"),
+                query,
+            ))
+            .await?;
+        let mut body = response.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| ClientError::Unreachable {
+                server: self.server.clone(),
+                message: root_cause(&e),
+            })?;
+            if !each(&chunk) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// Calls `each` with every watch event until the stream ends or `each` returns false.
     pub async fn watch(
         &self,

@@ -26,6 +26,8 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Events(args) => events(&client(global)?, args).await,
         Command::Run(args) => crate::run::run(global, args).await,
         Command::Version => version(global).await,
+        Command::Image(cmd) => crate::image::run(&data_dir(global)?, cmd),
+        Command::Logs(args) => logs(&client(global)?, args).await,
     }
 }
 
@@ -464,9 +466,12 @@ fn describe_text(o: &Object, events: &[Value]) -> String {
             format!("{}/{}", r.kind, r.name),
         ]);
     }
+    // Values line up two columns after the longest label, as kubectl's tabwriter does.
+    let width = rows.iter().map(|r| r[0].len()).max().unwrap_or(0) + 2;
     let mut out = String::new();
     for row in &rows {
-        out.push_str(&format!("{:<14}{}\n", row[0], row[1]));
+        let value = row[1].replace("\n              ", &format!("\n{}", " ".repeat(width)));
+        out.push_str(&format!("{:<width$}{value}\n", row[0]));
     }
     for (field, value) in &o.body {
         out.push_str(&capitalize(field));
@@ -663,5 +668,79 @@ async fn version(global: &Global) -> Result<(), Failure> {
             e.to_string().lines().next().unwrap_or_default()
         ),
     }
+    Ok(())
+}
+
+async fn logs(client: &Client, args: crate::cli::LogsArgs) -> Result<(), Failure> {
+    let namespace = args
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".to_string());
+    let ns_query = vec![("namespace", namespace.clone())];
+    let pod = match args.target.split_once('/') {
+        None => args.target.clone(),
+        Some(("pod" | "pods" | "po", name)) => name.to_string(),
+        Some((resource, name)) => {
+            // A workload: one of its pods, preferring running ones, as kubectl does.
+            let owner = client.get(resource, name, &ns_query).await?;
+            let labels = owner
+                .spec()
+                .and_then(|s| {
+                    s.pointer("/selector/matchLabels")
+                        .or_else(|| s.get("selector"))
+                })
+                .and_then(Value::as_object)
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default();
+            if labels.is_empty() {
+                return Err(Failure::Usage(format!(
+                    "{resource}/{name} has no label selector to find its pods"
+                )));
+            }
+            let mut query = ns_query.clone();
+            query.push(("labelSelector", labels));
+            let mut pods = client.list("pods", &query).await?;
+            pods.sort_by_key(|p| {
+                let running = p
+                    .status()
+                    .and_then(|s| s.get("phase"))
+                    .and_then(Value::as_str)
+                    == Some("Running");
+                (
+                    !running,
+                    std::cmp::Reverse(p.metadata.creation_timestamp.clone()),
+                )
+            });
+            match pods.first() {
+                Some(p) => p.metadata.name.clone(),
+                None => return Err(Failure::Failed(format!("{resource}/{name} has no pods"))),
+            }
+        }
+    };
+    let mut query = ns_query;
+    if let Some(c) = &args.container {
+        query.push(("container", c.clone()));
+    }
+    if let Some(n) = args.tail {
+        query.push(("tail", n.to_string()));
+    }
+    if args.follow {
+        query.push(("follow", "true".into()));
+    }
+    if args.previous {
+        query.push(("previous", "true".into()));
+    }
+    client
+        .logs(&namespace, &pod, &query, |chunk| {
+            use std::io::Write;
+            let mut out = std::io::stdout();
+            out.write_all(chunk).is_ok() && out.flush().is_ok()
+        })
+        .await?;
     Ok(())
 }

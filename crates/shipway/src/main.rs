@@ -6,6 +6,7 @@
 mod cli;
 mod client;
 mod commands;
+mod image;
 mod output;
 mod run;
 

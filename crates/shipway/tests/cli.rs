@@ -120,7 +120,7 @@ fn apply_get_describe_delete_events_as_a_user_would() {
     std::fs::create_dir(manifests.path().join("nested")).unwrap();
     std::fs::write(
         manifests.path().join("app.yaml"),
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  labels: {app: web}\nspec:\n  replicas: 2\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  ports:\n  - port: 80\n",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  labels: {app: web}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers: [{name: web, image: \"web:v1\"}]\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  ports:\n  - port: 80\n",
     )
     .unwrap();
     std::fs::write(
@@ -147,9 +147,7 @@ fn apply_get_describe_delete_events_as_a_user_would() {
     let out = up.cli(data.path(), &["get", "deploy"]);
     let table = text(&out.stdout);
     assert!(
-        table.starts_with(
-            "NAME   READY   UP-TO-DATE   AVAILABLE   AGE\nweb    0/2     0            0           "
-        ),
+        table.starts_with("NAME   READY   UP-TO-DATE   AVAILABLE   AGE\nweb    0/2     "),
         "{table}"
     );
 
@@ -180,12 +178,21 @@ fn apply_get_describe_delete_events_as_a_user_would() {
     let out = up.cli(data.path(), &["describe", "deploy/web"]);
     let described = text(&out.stdout);
     assert!(
-        described.contains("Name:         web\nNamespace:    default\n"),
+        described.contains("Name:              web\nNamespace:         default\n"),
         "{described}"
     );
-    assert!(described.contains("Labels:       app=web"), "{described}");
+    assert!(
+        described.contains("Labels:            app=web"),
+        "{described}"
+    );
     assert!(described.contains("Spec:\n  replicas: 2\n"), "{described}");
-    assert!(described.contains("admin   create"), "{described}");
+    assert!(
+        described
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()[..]
+                == ["0s", "admin", "create", "created"]),
+        "{described}"
+    );
 
     let out = up.cli(data.path(), &["delete", "deploy", "web"]);
     assert_eq!(text(&out.stdout), "deployment.apps \"web\" deleted\n");
@@ -204,12 +211,15 @@ fn apply_get_describe_delete_events_as_a_user_would() {
 
     let out = up.cli(data.path(), &["events", "--for", "deploy/web"]);
     let events = text(&out.stdout);
+    // What the user did; the controllers' status updates are listed too, under their own names.
     let actions: Vec<&str> = events
         .lines()
         .skip(1)
+        .filter(|l| l.split_whitespace().nth(1) == Some("admin"))
         .map(|l| l.split_whitespace().nth(2).unwrap())
         .collect();
     assert_eq!(actions, ["create", "delete"], "{events}");
+    assert!(events.contains("controller:deployment"), "{events}");
 
     let out = up.cli_with_stdin(
         data.path(),
@@ -357,5 +367,132 @@ fn acknowledged_applies_survive_sigkill() {
         "{} acknowledged applies, {} stored after kill -9",
         acked.len(),
         stored.len()
+    );
+}
+
+fn pod_pids(data: &Path) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for pod in std::fs::read_dir(data.join("pods"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for f in std::fs::read_dir(pod.path().join("pids"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Ok(p) = std::fs::read_to_string(f.path())
+                .unwrap_or_default()
+                .trim()
+                .parse()
+            {
+                pids.push(p);
+            }
+        }
+    }
+    pids.sort();
+    pids
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+}
+
+fn ready_replicas(up: &Up, data: &Path, name: &str) -> i64 {
+    let out = up.cli(data, &["get", "deploy", name, "-o", "json"]);
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .ok()
+        .and_then(|d| d["status"]["readyReplicas"].as_i64())
+        .unwrap_or(0)
+}
+
+fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `shipway up` killed with SIGKILL leaves pod processes running; the next start stops them (no
+/// orphan survives) and the Deployment converges again. A graceful stop takes its processes down.
+#[test]
+fn pods_run_as_processes_and_none_is_orphaned_by_sigkill() {
+    let data = tempfile::tempdir().unwrap();
+    let app = tempfile::tempdir().unwrap();
+    std::fs::write(app.path().join("VERSION"), "v1\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["image", "import", "shell:v1"])
+        .arg(app.path())
+        .args(["--entrypoint", "/bin/sh", "-c"])
+        .env("SHIPWAY_DATA", data.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("shell:v1 imported (sha256:"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = Command::new(BIN)
+        .args(["image", "list"])
+        .env("SHIPWAY_DATA", data.path())
+        .output()
+        .unwrap();
+    assert!(
+        text(&out.stdout).contains("shell:v1"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let up = Up::start(data.path());
+    let deploy = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 2\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      terminationGracePeriodSeconds: 2\n      containers:\n      - name: main\n        image: shell:v1\n        args: [\"echo hello from $HOSTNAME version $(cat VERSION); exec sleep 600\"]\n";
+    let out = up.cli_with_stdin(data.path(), &["apply", "-f", "-"], deploy);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    wait_for(60, "2 ready replicas", || {
+        ready_replicas(&up, data.path(), "web") == 2
+    });
+    wait_for(10, "the log line", || {
+        text(&up.cli(data.path(), &["logs", "deploy/web"]).stdout).contains("version v1")
+    });
+    let out = up.cli(data.path(), &["logs", "deploy/web", "--tail", "1"]);
+    assert!(
+        text(&out.stdout).starts_with("hello from web-"),
+        "{}",
+        text(&out.stdout)
+    );
+    let first = pod_pids(data.path());
+    assert_eq!(first.len(), 2);
+
+    up.kill9();
+    assert!(
+        first.iter().all(|p| alive(*p)),
+        "pod processes outlive a SIGKILLed server (separate process groups)"
+    );
+
+    let up = Up::start(data.path());
+    wait_for(30, "the previous run's processes to be stopped", || {
+        first.iter().all(|p| !alive(*p))
+    });
+    wait_for(60, "the Deployment to converge again", || {
+        let pids = pod_pids(data.path());
+        ready_replicas(&up, data.path(), "web") == 2
+            && pids.len() == 2
+            && pids.iter().all(|p| alive(*p) && !first.contains(p))
+    });
+    let second = pod_pids(data.path());
+
+    // A graceful stop (SIGTERM) stops the pods' processes too.
+    let mut up = up;
+    Command::new("kill")
+        .args(["-TERM", &up.child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = up.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        second.iter().all(|p| !alive(*p)),
+        "no process outlives a graceful stop"
     );
 }

@@ -1,0 +1,646 @@
+//! Kind-specific checks of the workloads Shipway runs (Pods, Deployments, ReplicaSets, Jobs,
+//! Services), with Kubernetes' field paths, so bad manifests are refused at apply.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use serde_json::Value;
+
+use crate::Object;
+use crate::selector::Selector;
+
+/// One problem, at a field path like `spec.template.spec.containers[0].image`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+struct Checker {
+    errors: Vec<FieldError>,
+}
+
+impl Checker {
+    fn err(&mut self, path: &str, message: impl Into<String>) {
+        self.errors.push(FieldError {
+            path: path.to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn object<'a>(
+        &mut self,
+        v: Option<&'a Value>,
+        path: &str,
+        required: bool,
+    ) -> Option<&'a serde_json::Map<String, Value>> {
+        match v {
+            Some(Value::Object(m)) => Some(m),
+            None | Some(Value::Null) if !required => None,
+            None | Some(Value::Null) => {
+                self.err(path, "Required value");
+                None
+            }
+            Some(other) => {
+                self.err(
+                    path,
+                    format!("expected an object, found {}", type_name(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn array<'a>(&mut self, v: Option<&'a Value>, path: &str) -> &'a [Value] {
+        match v {
+            Some(Value::Array(a)) => a,
+            None | Some(Value::Null) => &[],
+            Some(other) => {
+                self.err(path, format!("expected a list, found {}", type_name(other)));
+                &[]
+            }
+        }
+    }
+
+    fn string<'a>(&mut self, v: Option<&'a Value>, path: &str, required: bool) -> Option<&'a str> {
+        match v {
+            Some(Value::String(s)) if !s.is_empty() => Some(s),
+            None | Some(Value::Null) if !required => None,
+            None | Some(Value::Null) => {
+                self.err(path, "Required value");
+                None
+            }
+            Some(Value::String(_)) if required => {
+                self.err(path, "Required value: must not be empty");
+                None
+            }
+            Some(Value::String(_)) => None,
+            Some(other) => {
+                self.err(
+                    path,
+                    format!("expected a string, found {}", type_name(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn int(&mut self, v: Option<&Value>, path: &str, min: i64, max: i64) -> Option<i64> {
+        match v {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) => match n.as_i64() {
+                Some(i) if (min..=max).contains(&i) => Some(i),
+                _ => {
+                    self.err(
+                        path,
+                        format!("Invalid value: {n}: must be between {min} and {max}, inclusive"),
+                    );
+                    None
+                }
+            },
+            Some(other) => {
+                self.err(
+                    path,
+                    format!("expected an integer, found {}", type_name(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn int_or_percent(&mut self, v: Option<&Value>, path: &str) -> Option<(i64, bool)> {
+        match v {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) if n.as_i64().is_some_and(|i| i >= 0) => {
+                n.as_i64().map(|i| (i, false))
+            }
+            Some(Value::String(s)) => {
+                match s.strip_suffix('%').and_then(|p| p.parse::<i64>().ok()) {
+                    Some(p) if p >= 0 => Some((p, true)),
+                    _ => {
+                        self.err(path, format!("Invalid value: {s:?}: must be an integer or a percentage (e.g. '5%')"));
+                        None
+                    }
+                }
+            }
+            Some(other) => {
+                self.err(
+                    path,
+                    format!(
+                        "Invalid value: {other}: must be a non-negative integer or a percentage"
+                    ),
+                );
+                None
+            }
+        }
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn is_env_name(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+}
+
+/// Every problem Shipway can see in `obj` before running it; empty when it is fine or of a kind
+/// Shipway does not check.
+pub fn validate_object(obj: &Object) -> Vec<FieldError> {
+    let mut c = Checker { errors: Vec::new() };
+    let spec = obj.body.get("spec");
+    match (obj.group(), obj.kind.as_str()) {
+        ("", "Pod") => {
+            if let Some(spec) = c.object(spec, "spec", true) {
+                pod_spec(&mut c, spec, "spec", &["Always", "OnFailure", "Never"]);
+            }
+        }
+        ("apps", "Deployment") | ("apps", "ReplicaSet") => {
+            if let Some(spec) = c.object(spec, "spec", true) {
+                workload(&mut c, spec, &["Always"]);
+                if obj.kind == "Deployment" {
+                    strategy(&mut c, spec);
+                    c.int(
+                        spec.get("revisionHistoryLimit"),
+                        "spec.revisionHistoryLimit",
+                        0,
+                        i64::from(i32::MAX),
+                    );
+                    c.int(
+                        spec.get("progressDeadlineSeconds"),
+                        "spec.progressDeadlineSeconds",
+                        1,
+                        i64::from(i32::MAX),
+                    );
+                }
+            }
+        }
+        ("batch", "Job") => {
+            if let Some(spec) = c.object(spec, "spec", true) {
+                for f in ["completions", "parallelism", "backoffLimit"] {
+                    c.int(spec.get(f), &format!("spec.{f}"), 0, i64::from(i32::MAX));
+                }
+                c.int(
+                    spec.get("activeDeadlineSeconds"),
+                    "spec.activeDeadlineSeconds",
+                    1,
+                    i64::MAX,
+                );
+                c.int(
+                    spec.get("ttlSecondsAfterFinished"),
+                    "spec.ttlSecondsAfterFinished",
+                    0,
+                    i64::from(i32::MAX),
+                );
+                if let Some(t) = c.object(spec.get("template"), "spec.template", true)
+                    && let Some(ps) = c.object(t.get("spec"), "spec.template.spec", true)
+                {
+                    if ps.get("restartPolicy").is_none() {
+                        c.err(
+                            "spec.template.spec.restartPolicy",
+                            "Required value: a Job's pods need restartPolicy OnFailure or Never",
+                        );
+                    }
+                    pod_spec(&mut c, ps, "spec.template.spec", &["OnFailure", "Never"]);
+                }
+            }
+        }
+        ("", "Service") => {
+            if let Some(spec) = c.object(spec, "spec", false) {
+                for (i, p) in c.array(spec.get("ports"), "spec.ports").iter().enumerate() {
+                    let path = format!("spec.ports[{i}]");
+                    if let Some(p) = c.object(Some(p), &path, true) {
+                        if p.get("port").is_none() {
+                            c.err(&format!("{path}.port"), "Required value");
+                        }
+                        c.int(p.get("port"), &format!("{path}.port"), 1, 65535);
+                    }
+                }
+                if let Some(sel) = c.object(spec.get("selector"), "spec.selector", false) {
+                    for (k, v) in sel {
+                        if !v.is_string() {
+                            c.err(
+                                &format!("spec.selector.{k}"),
+                                format!("expected a string, found {}", type_name(v)),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    c.errors
+}
+
+fn workload(c: &mut Checker, spec: &serde_json::Map<String, Value>, policies: &[&str]) {
+    c.int(
+        spec.get("replicas"),
+        "spec.replicas",
+        0,
+        i64::from(i32::MAX),
+    );
+    c.int(
+        spec.get("minReadySeconds"),
+        "spec.minReadySeconds",
+        0,
+        i64::from(i32::MAX),
+    );
+    let selector = match spec.get("selector") {
+        None | Some(Value::Null) => {
+            c.err("spec.selector", "Required value");
+            None
+        }
+        Some(v) => match Selector::from_label_selector(v) {
+            Ok(s) if s.is_empty() => {
+                c.err(
+                    "spec.selector",
+                    "Invalid value: empty selector is invalid for a workload",
+                );
+                None
+            }
+            Ok(s) => Some(s),
+            Err(e) => {
+                c.err("spec.selector", format!("Invalid value: {e}"));
+                None
+            }
+        },
+    };
+    let Some(template) = c.object(spec.get("template"), "spec.template", true) else {
+        return;
+    };
+    let labels: std::collections::BTreeMap<String, String> = template
+        .get("metadata")
+        .and_then(|m| m.get("labels"))
+        .and_then(|l| serde_json::from_value(l.clone()).ok())
+        .unwrap_or_default();
+    if let Some(sel) = selector
+        && !sel.matches(&labels)
+    {
+        c.err(
+            "spec.template.metadata.labels",
+            format!("Invalid value: selector does not match template labels (selector {sel})"),
+        );
+    }
+    if let Some(ps) = c.object(template.get("spec"), "spec.template.spec", true) {
+        pod_spec(c, ps, "spec.template.spec", policies);
+    }
+}
+
+fn strategy(c: &mut Checker, spec: &serde_json::Map<String, Value>) {
+    let Some(s) = c.object(spec.get("strategy"), "spec.strategy", false) else {
+        return;
+    };
+    let kind = c
+        .string(s.get("type"), "spec.strategy.type", false)
+        .unwrap_or("RollingUpdate");
+    match kind {
+        "RollingUpdate" => {
+            if let Some(ru) = c.object(s.get("rollingUpdate"), "spec.strategy.rollingUpdate", false)
+            {
+                let surge =
+                    c.int_or_percent(ru.get("maxSurge"), "spec.strategy.rollingUpdate.maxSurge");
+                let unavailable = c.int_or_percent(
+                    ru.get("maxUnavailable"),
+                    "spec.strategy.rollingUpdate.maxUnavailable",
+                );
+                if let (Some((0, _)), Some((0, _))) = (surge, unavailable) {
+                    c.err(
+                        "spec.strategy.rollingUpdate.maxUnavailable",
+                        "Invalid value: may not be 0 when maxSurge is 0",
+                    );
+                }
+                if let Some((p, true)) = unavailable
+                    && p > 100
+                {
+                    c.err(
+                        "spec.strategy.rollingUpdate.maxUnavailable",
+                        "Invalid value: must not be greater than 100%",
+                    );
+                }
+            }
+        }
+        "Recreate" => {
+            if s.get("rollingUpdate").is_some_and(|v| !v.is_null()) {
+                c.err(
+                    "spec.strategy.rollingUpdate",
+                    "Forbidden: may not be specified when strategy `type` is 'Recreate'",
+                );
+            }
+        }
+        other => c.err(
+            "spec.strategy.type",
+            format!(
+                "Unsupported value: {other:?}: supported values: \"Recreate\", \"RollingUpdate\""
+            ),
+        ),
+    }
+}
+
+fn pod_spec(c: &mut Checker, spec: &serde_json::Map<String, Value>, path: &str, policies: &[&str]) {
+    if let Some(policy) = c.string(
+        spec.get("restartPolicy"),
+        &format!("{path}.restartPolicy"),
+        false,
+    ) && !policies.contains(&policy)
+    {
+        let allowed: Vec<String> = policies.iter().map(|p| format!("{p:?}")).collect();
+        c.err(
+            &format!("{path}.restartPolicy"),
+            format!(
+                "Unsupported value: {policy:?}: supported values: {}",
+                allowed.join(", ")
+            ),
+        );
+    }
+    c.int(
+        spec.get("terminationGracePeriodSeconds"),
+        &format!("{path}.terminationGracePeriodSeconds"),
+        0,
+        i64::MAX,
+    );
+    let mut volumes = HashSet::new();
+    for (i, v) in c
+        .array(spec.get("volumes"), &format!("{path}.volumes"))
+        .iter()
+        .enumerate()
+    {
+        let vpath = format!("{path}.volumes[{i}]");
+        if let Some(v) = c.object(Some(v), &vpath, true) {
+            if let Some(name) = c.string(v.get("name"), &format!("{vpath}.name"), true)
+                && !volumes.insert(name.to_string())
+            {
+                c.err(
+                    &format!("{vpath}.name"),
+                    format!("Duplicate value: {name:?}"),
+                );
+            }
+            let sources = ["emptyDir", "configMap", "secret"]
+                .iter()
+                .filter(|s| v.contains_key(**s))
+                .count();
+            let others: Vec<&String> = v
+                .keys()
+                .filter(|k| !["name", "emptyDir", "configMap", "secret"].contains(&k.as_str()))
+                .collect();
+            if let Some(other) = others.first() {
+                c.err(&format!("{vpath}.{other}"), "Unsupported value: the local runtime supports emptyDir, configMap and secret volumes");
+            } else if sources != 1 {
+                c.err(
+                    &vpath,
+                    "Invalid value: exactly one of emptyDir, configMap or secret must be set",
+                );
+            }
+        }
+    }
+    let containers = c.array(spec.get("containers"), &format!("{path}.containers"));
+    if containers.is_empty() {
+        c.err(
+            &format!("{path}.containers"),
+            "Required value: a pod needs at least one container",
+        );
+    }
+    let inits = c.array(
+        spec.get("initContainers"),
+        &format!("{path}.initContainers"),
+    );
+    let mut names = HashSet::new();
+    for (field, list) in [("initContainers", inits), ("containers", containers)] {
+        for (i, ct) in list.iter().enumerate() {
+            let cpath = format!("{path}.{field}[{i}]");
+            let Some(ct) = c.object(Some(ct), &cpath, true) else {
+                continue;
+            };
+            if let Some(name) = c.string(ct.get("name"), &format!("{cpath}.name"), true) {
+                if !is_dns_label(name) {
+                    c.err(&format!("{cpath}.name"), format!("Invalid value: {name:?}: a container name must be a DNS-1123 label (lowercase alphanumerics and '-')"));
+                } else if !names.insert(name.to_string()) {
+                    c.err(
+                        &format!("{cpath}.name"),
+                        format!("Duplicate value: {name:?}"),
+                    );
+                }
+            }
+            c.string(ct.get("image"), &format!("{cpath}.image"), true);
+            for f in ["command", "args"] {
+                for (j, a) in c
+                    .array(ct.get(f), &format!("{cpath}.{f}"))
+                    .iter()
+                    .enumerate()
+                {
+                    if !a.is_string() {
+                        c.err(
+                            &format!("{cpath}.{f}[{j}]"),
+                            format!("expected a string, found {}; quote it", type_name(a)),
+                        );
+                    }
+                }
+            }
+            let mut port_names = HashSet::new();
+            for (j, p) in c
+                .array(ct.get("ports"), &format!("{cpath}.ports"))
+                .iter()
+                .enumerate()
+            {
+                let ppath = format!("{cpath}.ports[{j}]");
+                let Some(p) = c.object(Some(p), &ppath, true) else {
+                    continue;
+                };
+                if p.get("containerPort").is_none() {
+                    c.err(&format!("{ppath}.containerPort"), "Required value");
+                }
+                c.int(
+                    p.get("containerPort"),
+                    &format!("{ppath}.containerPort"),
+                    1,
+                    65535,
+                );
+                if let Some(n) = c.string(p.get("name"), &format!("{ppath}.name"), false) {
+                    if n.len() > 15
+                        || !is_dns_label(n)
+                        || !n.chars().any(|ch| ch.is_ascii_lowercase())
+                    {
+                        c.err(&format!("{ppath}.name"), format!("Invalid value: {n:?}: must be no more than 15 lowercase alphanumerics or '-', with at least one letter"));
+                    } else if !port_names.insert(n.to_string()) {
+                        c.err(&format!("{ppath}.name"), format!("Duplicate value: {n:?}"));
+                    }
+                }
+            }
+            for (j, e) in c
+                .array(ct.get("env"), &format!("{cpath}.env"))
+                .iter()
+                .enumerate()
+            {
+                let epath = format!("{cpath}.env[{j}]");
+                let Some(e) = c.object(Some(e), &epath, true) else {
+                    continue;
+                };
+                if let Some(n) = c.string(e.get("name"), &format!("{epath}.name"), true)
+                    && !is_env_name(n)
+                {
+                    c.err(&format!("{epath}.name"), format!("Invalid value: {n:?}: a valid environment variable name must consist of alphabetic characters, digits, '_', '-', or '.', and must not start with a digit"));
+                }
+                if e.get("value")
+                    .is_some_and(|v| !v.is_string() && !v.is_null())
+                {
+                    c.err(
+                        &format!("{epath}.value"),
+                        format!(
+                            "expected a string, found {}; quote it",
+                            type_name(&e["value"])
+                        ),
+                    );
+                }
+                if e.get("value").is_some() && e.get("valueFrom").is_some() {
+                    c.err(
+                        &format!("{epath}.valueFrom"),
+                        "Invalid value: may not be specified when `value` is not empty",
+                    );
+                }
+            }
+            for (j, m) in c
+                .array(ct.get("volumeMounts"), &format!("{cpath}.volumeMounts"))
+                .iter()
+                .enumerate()
+            {
+                let mpath = format!("{cpath}.volumeMounts[{j}]");
+                if let Some(n) = m.get("name").and_then(Value::as_str)
+                    && !volumes.contains(n)
+                {
+                    c.err(
+                        &format!("{mpath}.name"),
+                        format!("Not found: {n:?}: no volume of the pod has this name"),
+                    );
+                }
+            }
+            for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+                let ppath = format!("{cpath}.{probe}");
+                if let Some(p) = c.object(ct.get(probe), &ppath, false) {
+                    let handlers = ["httpGet", "tcpSocket", "exec", "grpc"]
+                        .iter()
+                        .filter(|h| p.contains_key(**h))
+                        .count();
+                    if handlers != 1 {
+                        c.err(&ppath, "Invalid value: must specify exactly one handler: httpGet, tcpSocket or exec");
+                    }
+                    if p.contains_key("grpc") {
+                        c.err(&format!("{ppath}.grpc"), "Unsupported value: the local runtime probes with httpGet, tcpSocket or exec");
+                    }
+                    for f in [
+                        "initialDelaySeconds",
+                        "timeoutSeconds",
+                        "periodSeconds",
+                        "successThreshold",
+                        "failureThreshold",
+                    ] {
+                        let min = if f == "initialDelaySeconds" { 0 } else { 1 };
+                        c.int(p.get(f), &format!("{ppath}.{f}"), min, i64::from(i32::MAX));
+                    }
+                    if field == "initContainers" {
+                        c.err(&ppath, "Forbidden: may not be set for init containers");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn check(v: Value) -> Vec<String> {
+        let obj: Object = serde_json::from_value(v).unwrap();
+        validate_object(&obj)
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    fn deployment(spec: Value) -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}, "spec": spec})
+    }
+
+    #[test]
+    fn a_good_deployment_passes() {
+        let errors = check(deployment(json!({
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "web:v1", "ports": [{"containerPort": 8080, "name": "http"}]}]}},
+        })));
+        assert_eq!(errors, Vec::<String>::new());
+    }
+
+    #[test]
+    fn problems_name_their_field_paths() {
+        let errors = check(deployment(json!({
+            "replicas": -1,
+            "selector": {"matchLabels": {"app": "web"}},
+            "strategy": {"type": "Rolling"},
+            "template": {"metadata": {"labels": {"app": "other"}}, "spec": {
+                "restartPolicy": "Never",
+                "containers": [{"name": "Web", "ports": [{"containerPort": 70000}], "env": [{"name": "1X", "value": 5}]}],
+            }},
+        })));
+        assert_eq!(
+            errors,
+            [
+                "spec.replicas: Invalid value: -1: must be between 0 and 2147483647, inclusive",
+                "spec.template.metadata.labels: Invalid value: selector does not match template labels (selector app=web)",
+                "spec.template.spec.restartPolicy: Unsupported value: \"Never\": supported values: \"Always\"",
+                "spec.template.spec.containers[0].name: Invalid value: \"Web\": a container name must be a DNS-1123 label (lowercase alphanumerics and '-')",
+                "spec.template.spec.containers[0].image: Required value",
+                "spec.template.spec.containers[0].ports[0].containerPort: Invalid value: 70000: must be between 1 and 65535, inclusive",
+                "spec.template.spec.containers[0].env[0].name: Invalid value: \"1X\": a valid environment variable name must consist of alphabetic characters, digits, '_', '-', or '.', and must not start with a digit",
+                "spec.template.spec.containers[0].env[0].value: expected a string, found a number; quote it",
+                "spec.strategy.type: Unsupported value: \"Rolling\": supported values: \"Recreate\", \"RollingUpdate\"",
+            ]
+        );
+        assert_eq!(
+            check(deployment(json!({"replicas": 1}))),
+            [
+                "spec.selector: Required value",
+                "spec.template: Required value"
+            ]
+        );
+    }
+
+    #[test]
+    fn jobs_need_a_restart_policy_that_ends() {
+        let errors = check(
+            json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"}, "spec": {"template": {"spec": {"restartPolicy": "Always", "containers": [{"name": "c", "image": "i"}]}}}}),
+        );
+        assert_eq!(
+            errors,
+            [
+                "spec.template.spec.restartPolicy: Unsupported value: \"Always\": supported values: \"OnFailure\", \"Never\""
+            ]
+        );
+    }
+}

@@ -1,0 +1,140 @@
+//! The ReplicaSet controller: keeps `spec.replicas` pods of its template, and reports how many are
+//! ready and available.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use shipway_model::{Object, ObjectMeta};
+use shipway_store::{ListQuery, Store};
+
+use crate::controller::{Action, ReconcileError, Reconciler};
+use crate::workload::{
+    self, controller_ref, is_controlled_by, is_terminating, pod_available, pod_finished,
+};
+
+pub struct ReplicaSetController {
+    pub store: Store,
+}
+
+const ACTOR: &str = "controller:replicaset";
+
+impl ReplicaSetController {
+    /// The pods `rs` controls, in its namespace.
+    pub async fn pods(store: &Store, rs: &Object) -> Result<Vec<Object>, ReconcileError> {
+        let ns = rs.metadata.namespace.clone().unwrap_or_default();
+        let pods = store
+            .list(&ListQuery::kind("", "Pod").in_namespace(&ns))
+            .await?;
+        Ok(pods
+            .items
+            .into_iter()
+            .filter(|p| is_controlled_by(p, rs))
+            .collect())
+    }
+
+    fn new_pod(rs: &Object) -> Result<Object, ReconcileError> {
+        let template = rs
+            .spec()
+            .and_then(|s| s.get("template"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        let meta = template.get("metadata").cloned().unwrap_or(json!({}));
+        let labels = serde_json::from_value(meta.get("labels").cloned().unwrap_or(json!({})))
+            .unwrap_or_default();
+        let annotations =
+            serde_json::from_value(meta.get("annotations").cloned().unwrap_or(json!({})))
+                .unwrap_or_default();
+        let spec = template.get("spec").cloned().ok_or_else(|| {
+            ReconcileError::Other(format!("{} has no spec.template.spec", rs.key()))
+        })?;
+        let mut body = serde_json::Map::new();
+        body.insert("spec".into(), spec);
+        Ok(Object {
+            api_version: "v1".into(),
+            kind: "Pod".into(),
+            metadata: ObjectMeta {
+                name: format!("{}-{}", rs.metadata.name, workload::random_suffix(5)),
+                namespace: rs.metadata.namespace.clone(),
+                labels,
+                annotations,
+                owner_references: vec![controller_ref(rs)],
+                ..ObjectMeta::default()
+            },
+            body,
+        })
+    }
+}
+
+impl Reconciler for ReplicaSetController {
+    fn kind(&self) -> (&'static str, &'static str) {
+        ("apps", "ReplicaSet")
+    }
+
+    fn owns(&self) -> &'static [(&'static str, &'static str)] {
+        &[("", "Pod")]
+    }
+
+    async fn reconcile(&self, rs: Arc<Object>) -> Result<Action, ReconcileError> {
+        if is_terminating(&rs) {
+            return Ok(Action::AwaitChange);
+        }
+        let want = workload::spec_i64(&rs, "/replicas", 1).max(0);
+        let min_ready = workload::spec_i64(&rs, "/minReadySeconds", 0);
+        let pods = Self::pods(&self.store, &rs).await?;
+        let mut active: Vec<&Object> = pods
+            .iter()
+            .filter(|p| !is_terminating(p) && !pod_finished(p))
+            .collect();
+        let have = active.len() as i64;
+        if have < want {
+            for _ in have..want {
+                self.store.create(Self::new_pod(&rs)?, ACTOR).await?;
+            }
+        } else if have > want {
+            // Delete the least useful first: not ready before ready, newest before oldest.
+            active.sort_by_key(|p| {
+                (
+                    workload::pod_ready_since(p).is_some(),
+                    std::cmp::Reverse(p.metadata.creation_timestamp.clone()),
+                )
+            });
+            for pod in active.iter().take((have - want) as usize) {
+                match self.store.delete(&pod.key(), ACTOR).await {
+                    Ok(_) | Err(shipway_store::StoreError::NotFound(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            active.drain(..(have - want) as usize);
+        }
+        let mut ready = 0;
+        let mut available = 0;
+        let mut recheck: Option<Duration> = None;
+        for pod in &active {
+            if workload::pod_ready_since(pod).is_some() {
+                ready += 1;
+            }
+            match pod_available(pod, min_ready) {
+                (true, _) => available += 1,
+                (false, Some(wait)) => recheck = Some(recheck.map_or(wait, |r| r.min(wait))),
+                (false, None) => {}
+            }
+        }
+        let status = json!({
+            "replicas": active.len(),
+            "fullyLabeledReplicas": active.len(),
+            "readyReplicas": ready,
+            "availableReplicas": available,
+            "observedGeneration": rs.metadata.generation,
+        });
+        if rs.status() != Some(&status) {
+            let mut updated = (*rs).clone();
+            updated.body.insert("status".into(), status);
+            self.store.update_status(updated, ACTOR).await?;
+        }
+        Ok(match recheck {
+            Some(d) => Action::Requeue(d + Duration::from_millis(10)),
+            None => Action::AwaitChange,
+        })
+    }
+}

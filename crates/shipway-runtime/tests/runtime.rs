@@ -1,0 +1,513 @@
+//! The local runtime with real processes over a real SQLite store.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use shipway_model::{Key, Object};
+use shipway_runtime::images::ImageStore;
+use shipway_runtime::{KubeletConfig, LocalRuntime};
+use shipway_store::{ListQuery, Store};
+use tokio_util::sync::CancellationToken;
+
+struct Env {
+    store: Store,
+    data: tempfile::TempDir,
+    shutdown: CancellationToken,
+    runtime: Option<LocalRuntime>,
+}
+
+impl Env {
+    async fn start() -> Env {
+        let data = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&data.path().join("shipway.db"))
+            .await
+            .unwrap();
+        // An image whose default process is the shell: each test says what to run.
+        let app = data.path().join("app-src");
+        std::fs::create_dir_all(&app).unwrap();
+        std::fs::write(app.join("README"), "test image\n").unwrap();
+        ImageStore::new(data.path())
+            .import("sh:v1", &app, &["/bin/sh".into(), "-c".into()], &[])
+            .unwrap();
+        let mut config = KubeletConfig::new(data.path());
+        config.backoff_base = Duration::from_millis(300);
+        config.backoff_max = Duration::from_secs(2);
+        let shutdown = CancellationToken::new();
+        let runtime = LocalRuntime::start(store.clone(), config, shutdown.clone());
+        Env {
+            store,
+            data,
+            shutdown,
+            runtime: Some(runtime),
+        }
+    }
+
+    async fn apply(&self, v: Value) -> Object {
+        let obj: Object = serde_json::from_value(v).unwrap();
+        self.store.apply(obj, "test").await.unwrap().0
+    }
+
+    async fn get(&self, group: &str, kind: &str, name: &str) -> Option<Object> {
+        self.store
+            .get(&Key::new(group, kind, "default", name))
+            .await
+            .unwrap()
+    }
+
+    async fn pods(&self) -> Vec<Object> {
+        self.store
+            .list(&ListQuery::kind("", "Pod").in_namespace("default"))
+            .await
+            .unwrap()
+            .items
+    }
+
+    /// Polls until `f` holds, failing with `what` after `secs`.
+    async fn until<F, Fut>(&self, secs: u64, what: &str, mut f: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !f().await {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn stop(mut self) {
+        // Delete every workload so no process outlives the test, then stop the controllers.
+        for d in self
+            .store
+            .list(&ListQuery::kind("apps", "Deployment"))
+            .await
+            .unwrap()
+            .items
+        {
+            let _ = self.store.delete(&d.key(), "test").await;
+        }
+        for p in self
+            .pods()
+            .await
+            .into_iter()
+            .filter(|p| p.metadata.owner_references.is_empty())
+        {
+            let _ = self.store.delete(&p.key(), "test").await;
+        }
+        let store = self.store.clone();
+        self.until(30, "pods to be gone", || {
+            let store = store.clone();
+            async move {
+                store
+                    .list(&ListQuery::kind("", "Pod"))
+                    .await
+                    .unwrap()
+                    .items
+                    .is_empty()
+            }
+        })
+        .await;
+        self.shutdown.cancel();
+        self.runtime.take().unwrap().join().await;
+    }
+}
+
+fn deployment(name: &str, replicas: i64, script: &str, extra_spec: Value) -> Value {
+    let mut pod_spec = json!({"containers": [{"name": "main", "image": "sh:v1", "args": [script]}], "terminationGracePeriodSeconds": 2});
+    if let (Some(p), Some(extra)) = (
+        pod_spec.as_object_mut(),
+        extra_spec.get("pod").and_then(Value::as_object),
+    ) {
+        for (k, v) in extra {
+            p.insert(k.clone(), v.clone());
+        }
+    }
+    let mut spec = json!({
+        "replicas": replicas,
+        "selector": {"matchLabels": {"app": name}},
+        "template": {"metadata": {"labels": {"app": name}}, "spec": pod_spec},
+    });
+    for (k, v) in extra_spec
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| *k != "pod")
+    {
+        spec[k] = v.clone();
+    }
+    json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": "default"}, "spec": spec})
+}
+
+fn pid_alive(pid: i64) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+fn status_i64(o: &Object, field: &str) -> i64 {
+    o.status()
+        .and_then(|s| s.get(field))
+        .and_then(Value::as_i64)
+        .unwrap_or(0)
+}
+
+fn container_status(pod: &Object) -> Value {
+    pod.status()
+        .and_then(|s| s.pointer("/containerStatuses/0"))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_scales_up_and_down_with_real_processes() {
+    let env = Env::start().await;
+    env.apply(deployment(
+        "web",
+        3,
+        "echo started $HOSTNAME; exec sleep 600",
+        json!({}),
+    ))
+    .await;
+    env.until(30, "3 ready replicas", || async {
+        env.get("apps", "Deployment", "web").await.is_some_and(|d| {
+            status_i64(&d, "readyReplicas") == 3 && status_i64(&d, "availableReplicas") == 3
+        })
+    })
+    .await;
+    let d = env.get("apps", "Deployment", "web").await.unwrap();
+    let conditions = &d.status().unwrap()["conditions"];
+    assert!(
+        conditions
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["type"] == "Available" && c["status"] == "True"),
+        "{conditions}"
+    );
+    assert_eq!(d.status().unwrap()["observedGeneration"], 1);
+    let pods = env.pods().await;
+    assert_eq!(pods.len(), 3);
+    let pids: Vec<i64> = pods
+        .iter()
+        .map(|p| {
+            std::fs::read_to_string(
+                env.data
+                    .path()
+                    .join("pods")
+                    .join(p.metadata.uid.as_ref().unwrap())
+                    .join("pids/main.pid"),
+            )
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+        })
+        .collect();
+    assert!(
+        pids.iter().all(|p| pid_alive(*p)),
+        "every replica is a live process"
+    );
+    let log = std::fs::read_to_string(
+        env.data
+            .path()
+            .join("pods")
+            .join(pods[0].metadata.uid.as_ref().unwrap())
+            .join("logs/main/0.log"),
+    )
+    .unwrap();
+    assert_eq!(log, format!("started {}\n", pods[0].metadata.name));
+
+    env.apply(deployment(
+        "web",
+        1,
+        "echo started $HOSTNAME; exec sleep 600",
+        json!({}),
+    ))
+    .await;
+    env.until(30, "1 replica", || async { env.pods().await.len() == 1 })
+        .await;
+    env.until(10, "2 processes stopped", || async {
+        pids.iter().filter(|p| pid_alive(**p)).count() == 1
+    })
+    .await;
+    env.stop().await;
+    assert!(
+        pids.iter().all(|p| !pid_alive(*p)),
+        "no process outlives its pod"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_update_keeps_availability_and_revision_history() {
+    let env = Env::start().await;
+    let strategy = json!({"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 1}}, "minReadySeconds": 1});
+    env.apply(deployment("web", 3, "exec sleep 600", strategy.clone()))
+        .await;
+    env.until(30, "v1 available", || async {
+        env.get("apps", "Deployment", "web")
+            .await
+            .is_some_and(|d| status_i64(&d, "availableReplicas") == 3)
+    })
+    .await;
+    env.apply(deployment("web", 3, "echo v2; exec sleep 600", strategy))
+        .await;
+    let mut min_ready = i64::MAX;
+    let mut max_pods = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let pods = env.pods().await;
+        let ready = pods
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter(|p| {
+                p.status()
+                    .and_then(|s| s["conditions"].as_array().cloned())
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+            .count() as i64;
+        min_ready = min_ready.min(ready);
+        max_pods = max_pods.max(
+            pods.iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .count(),
+        );
+        let d = env.get("apps", "Deployment", "web").await.unwrap();
+        let observed = d.status().and_then(|s| s["observedGeneration"].as_i64())
+            == Some(d.metadata.generation);
+        if observed
+            && status_i64(&d, "updatedReplicas") == 3
+            && status_i64(&d, "availableReplicas") == 3
+            && status_i64(&d, "replicas") == 3
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rollout did not finish: {:?}",
+            d.status()
+        );
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    assert!(
+        min_ready >= 2,
+        "ready pods fell to {min_ready}, below replicas - maxUnavailable"
+    );
+    assert!(
+        max_pods <= 4,
+        "{max_pods} pods at once, above replicas + maxSurge"
+    );
+    let sets = env
+        .store
+        .list(&ListQuery::kind("apps", "ReplicaSet").in_namespace("default"))
+        .await
+        .unwrap()
+        .items;
+    let mut revisions: Vec<(String, i64)> = sets
+        .iter()
+        .map(|rs| {
+            (
+                rs.metadata.annotations["deployment.kubernetes.io/revision"].clone(),
+                rs.spec().unwrap()["replicas"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    revisions.sort();
+    assert_eq!(
+        revisions,
+        [("1".to_string(), 0), ("2".to_string(), 3)],
+        "the old revision is kept at 0 replicas for rollback"
+    );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashing_container_goes_into_crash_loop_back_off() {
+    let env = Env::start().await;
+    env.apply(deployment("crash", 1, "echo dying; exit 3", json!({})))
+        .await;
+    env.until(30, "CrashLoopBackOff", || async {
+        env.pods().await.first().is_some_and(|p| {
+            let cs = container_status(p);
+            cs["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+                && cs["restartCount"].as_i64().unwrap_or(0) >= 2
+        })
+    })
+    .await;
+    let pod = env.pods().await.remove(0);
+    let cs = container_status(&pod);
+    assert_eq!(cs["lastState"]["terminated"]["exitCode"], 3, "{cs}");
+    assert!(
+        cs["state"]["waiting"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("back-off"),
+        "{cs}"
+    );
+    assert_eq!(pod.status().unwrap()["phase"], "Running");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_gates_and_liveness_restarts() {
+    let env = Env::start().await;
+    let flags = tempfile::tempdir().unwrap();
+    let ready = flags.path().join("ready");
+    let alive = flags.path().join("alive");
+    std::fs::write(&alive, "").unwrap();
+    let probes = json!({"pod": {"containers": [{
+        "name": "main", "image": "sh:v1", "args": ["exec sleep 600"],
+        "readinessProbe": {"exec": {"command": ["test", "-f", ready.to_str().unwrap()]}, "periodSeconds": 1},
+        "livenessProbe": {"exec": {"command": ["test", "-f", alive.to_str().unwrap()]}, "periodSeconds": 1, "failureThreshold": 2},
+    }]}});
+    env.apply(deployment("probed", 1, "", probes)).await;
+    env.until(20, "running", || async {
+        env.pods()
+            .await
+            .first()
+            .is_some_and(|p| container_status(p)["state"].get("running").is_some())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let rs_ready = || async {
+        let sets = env
+            .store
+            .list(&ListQuery::kind("apps", "ReplicaSet"))
+            .await
+            .unwrap()
+            .items;
+        sets.first().map_or(0, |rs| status_i64(rs, "readyReplicas"))
+    };
+    assert_eq!(
+        rs_ready().await,
+        0,
+        "not ready until the readiness probe passes"
+    );
+    std::fs::write(&ready, "").unwrap();
+    env.until(10, "ready", || async { rs_ready().await == 1 })
+        .await;
+
+    std::fs::remove_file(&alive).unwrap();
+    env.until(20, "a liveness restart", || async {
+        env.pods()
+            .await
+            .first()
+            .is_some_and(|p| container_status(p)["restartCount"].as_i64().unwrap_or(0) >= 1)
+    })
+    .await;
+    std::fs::write(&alive, "").unwrap();
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_containers_run_first_and_the_grace_period_is_honoured() {
+    let env = Env::start().await;
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "ordered", "namespace": "default"},
+        "spec": {
+            "terminationGracePeriodSeconds": 5,
+            "volumes": [{"name": "work", "emptyDir": {}}],
+            "initContainers": [{"name": "prepare", "image": "sh:v1", "args": ["sleep 0.3; echo prepared > $SHIPWAY_VOLUME_WORK/init"]}],
+            "containers": [{"name": "main", "image": "sh:v1", "args": [
+                "test -f $SHIPWAY_VOLUME_WORK/init || exit 9; trap 'echo got TERM; sleep 1; echo bye; exit 0' TERM; echo up; while true; do sleep 0.1; done"
+            ]}],
+        },
+    });
+    env.apply(pod).await;
+    env.until(20, "running after init", || async {
+        env.get("", "Pod", "ordered").await.is_some_and(|p| {
+            p.status().is_some_and(|s| {
+                s["phase"] == "Running"
+                    && s["initContainerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
+            })
+        })
+    })
+    .await;
+    let p = env.get("", "Pod", "ordered").await.unwrap();
+    assert_eq!(
+        container_status(&p)["restartCount"],
+        0,
+        "main saw the init container's file on its first start"
+    );
+    let log = env
+        .data
+        .path()
+        .join("pods")
+        .join(p.metadata.uid.as_ref().unwrap())
+        .join("logs/main/0.log");
+    env.until(5, "the trap to be set", || async {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("up")
+    })
+    .await;
+    let started = Instant::now();
+    env.store.delete(&p.key(), "test").await.unwrap();
+    env.until(15, "the pod to go", || async {
+        env.get("", "Pod", "ordered").await.is_none()
+    })
+    .await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "the pod waited for its trap handler"
+    );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_references_are_explained_in_the_status() {
+    let env = Env::start().await;
+    let cases = [
+        (
+            "noimage",
+            json!({"name": "main", "image": "missing:v9", "args": ["true"]}),
+            "ErrImagePull",
+            "not found in the local image store",
+        ),
+        (
+            "nokey",
+            json!({"name": "main", "image": "sh:v1", "args": ["true"], "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "absent"}}}]}),
+            "CreateContainerConfigError",
+            "couldn't find key absent",
+        ),
+    ];
+    env.apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings", "namespace": "default"}, "data": {"present": "1"}})).await;
+    for (name, container, _, _) in &cases {
+        env.apply(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"}, "spec": {"containers": [container]}})).await;
+    }
+    for (name, _, reason, message) in cases {
+        env.until(20, &format!("{name} to explain itself"), || async {
+            env.get("", "Pod", name).await.is_some_and(|p| {
+                let waiting = &container_status(&p)["state"]["waiting"];
+                waiting["reason"] == reason
+                    && waiting["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains(message))
+            })
+        })
+        .await;
+    }
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_does_not_exist_is_a_start_error_that_backs_off() {
+    let env = Env::start().await;
+    env.apply(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "nocmd", "namespace": "default"},
+        "spec": {"containers": [{"name": "main", "image": "sh:v1", "command": ["./does-not-exist"]}]}})).await;
+    env.until(20, "a start error with its reason", || async {
+        env.get("", "Pod", "nocmd").await.is_some_and(|p| {
+            let cs = container_status(&p);
+            cs["lastState"]["terminated"]["reason"] == "StartError"
+                && cs["lastState"]["terminated"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("exec \"./does-not-exist\""))
+                && cs["restartCount"].as_i64().unwrap_or(0) >= 2
+        })
+    })
+    .await;
+    env.stop().await;
+}
