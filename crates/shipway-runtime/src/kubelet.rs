@@ -943,11 +943,11 @@ fn go_duration(d: Duration) -> String {
     match ms {
         0 => "0s".into(),
         _ if ms < 1000 => format!("{ms}ms"),
-        _ if ms < 60_000 && ms % 1000 == 0 => format!("{}s", ms / 1000),
+        _ if ms < 60_000 && ms.is_multiple_of(1000) => format!("{}s", ms / 1000),
         _ if ms < 60_000 => format!("{:.1}s", ms as f64 / 1000.0),
         _ => {
             let s = d.as_secs();
-            if s % 60 == 0 {
+            if s.is_multiple_of(60) {
                 format!("{}m0s", s / 60)
             } else {
                 format!("{}m{}s", s / 60, s % 60)
