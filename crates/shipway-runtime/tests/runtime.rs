@@ -645,3 +645,24 @@ async fn a_service_publishes_ready_pods_as_endpoints() {
     }
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_already_taken_is_explained_in_the_status() {
+    let env = Env::start().await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let script =
+        format!("python3 -c \"import socket; socket.socket().bind(('127.0.0.1', {port}))\"");
+    env.apply(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "clash", "namespace": "default"},
+        "spec": {"containers": [{"name": "main", "image": "sh:v1", "args": [script]}]}})).await;
+    env.until(20, "the bind error in the status", || async {
+        env.get("", "Pod", "clash").await.is_some_and(|p| {
+            container_status(&p)["lastState"]["terminated"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("Address already in use"))
+        })
+    })
+    .await;
+    drop(taken);
+    env.stop().await;
+}
