@@ -2,6 +2,7 @@
 //! components), run generators and transformers in kustomize's order, then fix names, resolve
 //! vars, sort and print.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -25,10 +26,29 @@ pub(crate) struct Acc {
     pub vars: Vec<Value>,
 }
 
+/// The key two ids share when kustomize counts them equal (same GVK, name, effective namespace).
+fn id_key(id: &crate::resource::ResId) -> String {
+    format!(
+        "{}\u{0}{}\u{0}{}\u{0}{}\u{0}{}",
+        id.gvk.group,
+        id.gvk.version,
+        id.gvk.kind,
+        id.name,
+        id.effective_namespace()
+    )
+}
+
 impl Acc {
-    fn append(&mut self, r: Resource) -> Result<(), String> {
+    /// The keys of the current ids, for appending many resources without a quadratic scan.
+    fn id_keys(&self) -> HashSet<String> {
+        self.res.iter().map(|r| id_key(&r.cur_id())).collect()
+    }
+
+    /// Appends a resource, refusing an id already present; `keys` is [`Acc::id_keys`], kept
+    /// up to date.
+    fn append(&mut self, r: Resource, keys: &mut HashSet<String>) -> Result<(), String> {
         let id = r.cur_id();
-        if self.res.iter().any(|x| x.cur_id().equals(&id)) {
+        if !keys.insert(id_key(&id)) {
             return Err(format!(
                 "may not add resource with an already registered id: {}",
                 id.id_string()
@@ -99,9 +119,9 @@ impl Acc {
         }
     }
 
-    fn merge(&mut self, other: Acc) -> Result<(), String> {
+    fn merge(&mut self, other: Acc, keys: &mut HashSet<String>) -> Result<(), String> {
         for r in other.res {
-            self.append(r)?;
+            self.append(r, keys)?;
         }
         self.config.merge(&other.config);
         for v in other.vars {
@@ -400,7 +420,7 @@ impl<'a> Builder<'a> {
         Ok(out)
     }
 
-    fn sort(&self, kust: &Kustomization, res: &mut [Resource]) -> Result<(), Error> {
+    fn sort(&self, kust: &Kustomization, res: &mut Vec<Resource>) -> Result<(), Error> {
         if let Some(so) = &kust.sort_options {
             let order = so.get("order").and_then(Value::as_str).unwrap_or("fifo");
             match order {
@@ -532,6 +552,7 @@ impl<'a> Builder<'a> {
         mut ra: Acc,
         paths: &[String],
     ) -> Result<Acc, Error> {
+        let mut keys = ra.id_keys();
         for path in paths {
             if is_remote(path) {
                 return Err(Error::Build(format!(
@@ -552,7 +573,7 @@ impl<'a> Builder<'a> {
                 }
                 let sub_ra = self.accumulate(&sub, Acc::default())?;
                 self.stack.pop();
-                ra.merge(sub_ra).map_err(|e| {
+                ra.merge(sub_ra, &mut keys).map_err(|e| {
                     Error::Build(format!(
                         "accumulating resources: recursed merging from path '{}': {e}",
                         full.display()
@@ -572,7 +593,7 @@ impl<'a> Builder<'a> {
                 if self.origins {
                     r.origin = Some(t.origin.append(path));
                 }
-                ra.append(r).map_err(|e| {
+                ra.append(r, &mut keys).map_err(|e| {
                     Error::Build(format!(
                         "accumulating resources: merging resources from '{path}': {e}"
                     ))
@@ -1112,9 +1133,10 @@ fn string_pairs(v: Option<&Value>) -> Vec<(String, String)> {
 }
 
 fn check_unique(res: &[Resource]) -> Result<(), Error> {
-    for (i, r) in res.iter().enumerate() {
+    let mut keys = HashSet::new();
+    for r in res {
         let id = r.cur_id();
-        if res[..i].iter().any(|x| x.cur_id().equals(&id)) {
+        if !keys.insert(id_key(&id)) {
             return Err(Error::Build(format!(
                 "namespace transformation produces ID conflict: {}",
                 id.id_string()
