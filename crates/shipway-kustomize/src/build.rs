@@ -2,7 +2,7 @@
 //! components), run generators and transformers in kustomize's order, then fix names, resolve
 //! vars, sort and print.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -38,6 +38,15 @@ fn id_key(id: &crate::resource::ResId) -> String {
     )
 }
 
+fn index_ids(index: &mut HashMap<String, Vec<usize>>, r: &Resource, i: usize) {
+    for id in r.all_ids() {
+        let list = index.entry(id_key(&id)).or_default();
+        if !list.contains(&i) {
+            list.push(i);
+        }
+    }
+}
+
 impl Acc {
     /// The keys of the current ids, for appending many resources without a quadratic scan.
     fn id_keys(&self) -> HashSet<String> {
@@ -59,15 +68,28 @@ impl Acc {
     }
 
     /// Adds a generated resource, merging or replacing one of the same id as its behaviour says.
-    fn absorb(&mut self, mut r: Resource) -> Result<(), String> {
+    /// Every id (current and earlier) of every resource, to the resources that had it.
+    fn any_id_index(&self) -> HashMap<String, Vec<usize>> {
+        let mut index: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, r) in self.res.iter().enumerate() {
+            index_ids(&mut index, r, i);
+        }
+        index
+    }
+
+    /// `index` is [`Acc::any_id_index`], kept up to date.
+    fn absorb(
+        &mut self,
+        mut r: Resource,
+        index: &mut HashMap<String, Vec<usize>>,
+    ) -> Result<(), String> {
         let id = r.cur_id();
-        let matches: Vec<usize> = (0..self.res.len())
-            .filter(|&i| self.res[i].all_ids().iter().any(|x| x.equals(&id)))
-            .collect();
+        let matches: Vec<usize> = index.get(&id_key(&id)).cloned().unwrap_or_default();
         let behavior = r.generated.unwrap_or_default();
         match matches.as_slice() {
             [] => match behavior {
                 Behavior::Create => {
+                    index_ids(index, &r, self.res.len());
                     self.res.push(r);
                     Ok(())
                 }
@@ -109,6 +131,7 @@ impl Acc {
                         }
                     }
                 }
+                index_ids(index, &r, *i);
                 self.res[*i] = r;
                 Ok(())
             }
@@ -477,7 +500,7 @@ impl<'a> Builder<'a> {
                 tc.merge(&more);
             }
         }
-        tc.merge(&TransformerConfig::defaults());
+        tc.merge(TransformerConfig::defaults());
         ra.config.merge(&tc);
         for c in &k.crds {
             let more = crate::crds::load(&t.ldr, c).map_err(berr)?;
@@ -606,19 +629,20 @@ impl<'a> Builder<'a> {
     fn run_generators(&mut self, t: &Target<'a>, ra: &mut Acc) -> Result<(), Error> {
         let k = &t.kust;
         let global = k.generator_options.as_ref();
+        let mut index = ra.any_id_index();
         for args in &k.config_map_generator {
             let mut r = generate::generate(args, global, false, &t.ldr).map_err(berr)?;
             if self.origins {
                 r.origin = Some(t.origin.builtin(&t.file_name, "ConfigMapGenerator"));
             }
-            ra.absorb(r).map_err(berr)?;
+            ra.absorb(r, &mut index).map_err(berr)?;
         }
         for args in &k.secret_generator {
             let mut r = generate::generate(args, global, true, &t.ldr).map_err(berr)?;
             if self.origins {
                 r.origin = Some(t.origin.builtin(&t.file_name, "SecretGenerator"));
             }
-            ra.absorb(r).map_err(berr)?;
+            ra.absorb(r, &mut index).map_err(berr)?;
         }
         for cfg in self.plugin_configs(t, &k.generators)? {
             let kind = cfg.kind().to_string();
@@ -632,7 +656,7 @@ impl<'a> Builder<'a> {
             if self.origins {
                 r.origin = plugin_origin(&cfg);
             }
-            ra.absorb(r).map_err(berr)?;
+            ra.absorb(r, &mut index).map_err(berr)?;
         }
         Ok(())
     }
