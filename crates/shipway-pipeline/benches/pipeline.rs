@@ -143,6 +143,10 @@ fn main() {
     println!(
         "plan dag: {JOBS} jobs parsed, validated and planned in {:.1} ms (budget < 1000 ms) {}",
         t.as_secs_f64() * 1000.0,
-        if t < Duration::from_secs(1) { "OK" } else { "OVER BUDGET" }
+        if t < Duration::from_secs(1) {
+            "OK"
+        } else {
+            "OVER BUDGET"
+        }
     );
 }
