@@ -265,7 +265,19 @@ pub(crate) fn resources_from_text(file: &str, text: &str) -> Result<Vec<Resource
                     }
                 }
                 if kind.is_empty() {
-                    return Err(at(doc, file, "missing Resource metadata: kind is required"));
+                    return Err(at(doc, file, "missing kind in object"));
+                }
+                let named = m
+                    .get("metadata")
+                    .and_then(|md| md.get("name"))
+                    .is_some_and(|n| !crate::resource::scalar_string(n).is_empty());
+                // Kustomize requires a name on everything but lists.
+                if !named && !kind.ends_with("List") {
+                    return Err(at(
+                        doc,
+                        file,
+                        format!("missing metadata.name in {kind} object"),
+                    ));
                 }
                 let mut v = v;
                 stringify_metadata_maps(&mut v);

@@ -9,6 +9,8 @@
 //! exec/KRM plugins are refused with an error naming the field.
 
 mod build;
+#[cfg(test)]
+mod build_tests;
 mod config;
 mod crds;
 pub mod emit;
