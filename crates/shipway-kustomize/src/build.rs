@@ -240,7 +240,10 @@ impl Loader for Ldr<'_> {
 
 /// Parses YAML/JSON text into resources, expanding `*List` kinds, skipping empty documents.
 pub(crate) fn resources_from_text(file: &str, text: &str) -> Result<Vec<Resource>, Error> {
-    let docs = parse_documents(file, text).map_err(Error::Load)?;
+    let mut docs = parse_documents(file, text).map_err(Error::Load)?;
+    for d in &mut docs {
+        crate::v3scalars::fix(d, text);
+    }
     let mut queue: std::collections::VecDeque<(Value, Option<&Document>)> =
         docs.iter().map(|d| (d.value.clone(), Some(d))).collect();
     let mut out = Vec::new();

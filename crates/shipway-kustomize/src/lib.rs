@@ -25,6 +25,7 @@ mod resource;
 mod smp;
 mod sort;
 mod transform;
+mod v3scalars;
 mod vars;
 
 use std::path::Path;
