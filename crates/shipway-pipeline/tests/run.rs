@@ -731,3 +731,52 @@ jobs:
     assert!(r.logged("sh says hi"));
     assert!(r.logged("perl ok"));
 }
+
+fn concurrency_workflow(cancel_in_progress: bool) -> String {
+    format!(
+        r#"
+on: push
+jobs:
+  a:
+    runs-on: x
+    concurrency: g
+    steps: [{{run: sleep 1.5}}]
+  w:
+    runs-on: x
+    steps: [{{run: sleep 0.2}}]
+  b:
+    needs: w
+    runs-on: x
+    concurrency: g
+    steps: [{{run: 'true'}}]
+  w2:
+    runs-on: x
+    steps: [{{run: sleep 0.6}}]
+  c:
+    needs: w2
+    runs-on: x
+    concurrency:
+      group: g
+      cancel-in-progress: {cancel_in_progress}
+    steps: [{{run: 'true'}}]
+"#
+    )
+}
+
+#[tokio::test]
+async fn concurrency_groups_keep_one_running_and_one_pending() {
+    let r = run(&concurrency_workflow(false)).await;
+    assert_eq!(
+        (r.result("a"), r.result("b"), r.result("c")),
+        ("success", "cancelled", "success"),
+        "{:#?}",
+        r.logs
+    );
+    let r = run(&concurrency_workflow(true)).await;
+    assert_eq!(
+        (r.result("a"), r.result("b"), r.result("c")),
+        ("cancelled", "cancelled", "success"),
+        "{:#?}",
+        r.logs
+    );
+}

@@ -5,6 +5,7 @@
 
 mod actions;
 mod commands;
+mod concurrency;
 mod context;
 mod files;
 mod job;
