@@ -43,6 +43,11 @@ pub trait Reconciler: Send + Sync + 'static {
     fn owns(&self) -> &'static [(&'static str, &'static str)] {
         &[]
     }
+    /// (group, kind) of objects that relate to managed objects by something other than ownership
+    /// (a Service selects Pods by label): a change wakes every managed object in its namespace.
+    fn watches_namespace(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
     /// Brings the world toward `obj`'s desired state. Called with the newest stored object.
     fn reconcile(
         &self,
@@ -71,6 +76,8 @@ pub struct Controller<R: Reconciler> {
     reconciler: Arc<R>,
     queue: Arc<Mutex<Queue>>,
     wake: Arc<Notify>,
+    /// Keys of the managed objects that exist, for `watches_namespace`.
+    known: Mutex<HashSet<Key>>,
 }
 
 impl<R: Reconciler> Controller<R> {
@@ -80,6 +87,7 @@ impl<R: Reconciler> Controller<R> {
             reconciler: Arc::new(reconciler),
             queue: Arc::default(),
             wake: Arc::default(),
+            known: Mutex::default(),
         }
     }
 
@@ -97,31 +105,44 @@ impl<R: Reconciler> Controller<R> {
         self.wake.notify_one();
     }
 
-    /// The key of the object to reconcile for a change to `obj`, if any.
-    fn key_for(&self, obj: &Object) -> Option<Key> {
+    /// The keys of the objects to reconcile for a change to `obj`.
+    fn keys_for(&self, obj: &Object, deleted: bool) -> Vec<Key> {
         let (group, kind) = self.reconciler.kind();
+        let is = |list: &[(&str, &str)]| {
+            list.iter()
+                .any(|(g, k)| obj.group() == *g && obj.kind == *k)
+        };
         if obj.group() == group && obj.kind == kind {
-            return Some(obj.key());
+            let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+            if deleted {
+                known.remove(&obj.key());
+            } else {
+                known.insert(obj.key());
+            }
+            return vec![obj.key()];
         }
-        let owned = self
-            .reconciler
-            .owns()
+        let namespace = obj.metadata.namespace.as_deref().unwrap_or("");
+        if is(self.reconciler.watches_namespace()) {
+            let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+            return known
+                .iter()
+                .filter(|k| k.namespace == namespace)
+                .cloned()
+                .collect();
+        }
+        if !is(self.reconciler.owns()) {
+            return Vec::new();
+        }
+        obj.metadata
+            .owner_references
             .iter()
-            .any(|(g, k)| obj.group() == *g && obj.kind == *k);
-        if !owned {
-            return None;
-        }
-        let owner = obj.metadata.owner_references.iter().find(|r| {
-            r.controller == Some(true)
-                && r.kind == kind
-                && shipway_model::object::group_of(&r.api_version) == group
-        })?;
-        Some(Key::new(
-            group,
-            kind,
-            obj.metadata.namespace.as_deref().unwrap_or(""),
-            &owner.name,
-        ))
+            .filter(|r| {
+                r.controller == Some(true)
+                    && r.kind == kind
+                    && shipway_model::object::group_of(&r.api_version) == group
+            })
+            .map(|owner| Key::new(group, kind, namespace, &owner.name))
+            .collect()
     }
 
     pub async fn run(self, shutdown: CancellationToken) {
@@ -146,8 +167,9 @@ impl<R: Reconciler> Controller<R> {
                 }
             };
             let now = Instant::now();
+            self.known.lock().unwrap_or_else(|p| p.into_inner()).clear();
             for obj in &list.items {
-                if let Some(key) = self.key_for(obj) {
+                for key in self.keys_for(obj, false) {
                     self.enqueue(key, now);
                 }
             }
@@ -161,7 +183,8 @@ impl<R: Reconciler> Controller<R> {
                 };
                 match event {
                     Some(Ok(event)) => {
-                        if let Some(key) = self.key_for(&event.object) {
+                        let deleted = event.kind == shipway_store::WatchEventType::Deleted;
+                        for key in self.keys_for(&event.object, deleted) {
                             self.enqueue(key, Instant::now());
                         }
                     }

@@ -682,6 +682,12 @@ impl PodWorker {
             }});
             if let Some(message) = start_error {
                 terminated["terminated"]["message"] = json!(message);
+            } else if exit != 0 {
+                // Kubernetes' FallbackToLogsOnError: the end of the output usually says why.
+                let log = Kubelet::log_path(&self.config.data_dir, &self.pod, &name, restart);
+                if let Some(tail) = log_tail(&log) {
+                    terminated["terminated"]["message"] = json!(tail);
+                }
             }
             let restart_it = match policy.as_str() {
                 "Always" => true,
@@ -711,8 +717,8 @@ impl PodWorker {
                     waiting(
                         "CrashLoopBackOff",
                         &format!(
-                            "back-off {}s restarting failed container={name} pod={}",
-                            delay.as_secs(),
+                            "back-off {} restarting failed container={name} pod={}",
+                            go_duration(delay),
                             self.pod.metadata.name
                         ),
                     )
@@ -929,6 +935,35 @@ impl PodWorker {
         }
         Err("valueFrom needs configMapKeyRef, secretKeyRef or fieldRef".into())
     }
+}
+
+/// A duration as Go prints it (`10s`, `2m40s`, `300ms`), as kubelet's messages show it.
+fn go_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        0 => "0s".into(),
+        _ if ms < 1000 => format!("{ms}ms"),
+        _ if ms < 60_000 && ms.is_multiple_of(1000) => format!("{}s", ms / 1000),
+        _ if ms < 60_000 => format!("{:.1}s", ms as f64 / 1000.0),
+        _ => {
+            let s = d.as_secs();
+            if s.is_multiple_of(60) {
+                format!("{}m0s", s / 60)
+            } else {
+                format!("{}m{}s", s / 60, s % 60)
+            }
+        }
+    }
+}
+
+/// The last lines of a log (at most 10 lines, 2 KiB), for a failed container's message.
+fn log_tail(path: &Path) -> Option<String> {
+    let bytes = std::fs::read(path).ok()?;
+    let start = bytes.len().saturating_sub(2048);
+    let text = String::from_utf8_lossy(&bytes[start..]);
+    let lines: Vec<&str> = text.trim_end().lines().collect();
+    let tail = lines[lines.len().saturating_sub(10)..].join("\n");
+    (!tail.is_empty()).then_some(tail)
 }
 
 /// ConfigMap and Secret data a container's environment refers to, by (kind, name).
@@ -1397,6 +1432,15 @@ mod tests {
         let c = KubeletConfig::new(Path::new("/tmp"));
         let delays: Vec<u64> = (1..=8).map(|n| backoff(&c, n).as_secs()).collect();
         assert_eq!(delays, [0, 10, 20, 40, 80, 160, 300, 300]);
+    }
+
+    #[test]
+    fn durations_read_like_kubelet_messages() {
+        let d = |ms| go_duration(Duration::from_millis(ms));
+        assert_eq!(
+            [d(300), d(10_000), d(160_000), d(300_000)],
+            ["300ms", "10s", "2m40s", "5m0s"]
+        );
     }
 
     #[test]

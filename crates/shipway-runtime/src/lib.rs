@@ -3,6 +3,7 @@
 //! Newcomers: start with [`controller::Controller`] (the level-triggered runner every controller
 //! uses), then [`deployment`] → [`replicaset`] → [`kubelet`] (Deployments make ReplicaSets, which
 //! make Pods, which the kubelet runs as processes). [`images`] is the local OCI image store.
+//! [`job`] runs Jobs, [`service`] publishes each Service's endpoints, [`gc`] deletes orphans.
 //! [`LocalRuntime::start`] wires them into `shipway up`.
 //!
 //! *Architecture Invariant*: controllers talk to each other only through objects in the store.
@@ -11,9 +12,11 @@ pub mod controller;
 pub mod deployment;
 pub mod gc;
 pub mod images;
+pub mod job;
 pub mod kubelet;
 pub mod process;
 pub mod replicaset;
+pub mod service;
 pub mod workload;
 
 use shipway_store::Store;
@@ -42,6 +45,25 @@ impl LocalRuntime {
                 controller::Controller::new(
                     store.clone(),
                     replicaset::ReplicaSetController {
+                        store: store.clone(),
+                    },
+                )
+                .run(shutdown.clone()),
+            ),
+            tokio::spawn(
+                controller::Controller::new(
+                    store.clone(),
+                    job::JobController {
+                        store: store.clone(),
+                        backoff_base: config.backoff_base,
+                    },
+                )
+                .run(shutdown.clone()),
+            ),
+            tokio::spawn(
+                controller::Controller::new(
+                    store.clone(),
+                    service::EndpointsController {
                         store: store.clone(),
                     },
                 )

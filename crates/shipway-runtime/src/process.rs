@@ -185,6 +185,8 @@ impl LogWriter {
         }
         if let Some(f) = &mut self.file {
             f.write_all(bytes).await?;
+            // tokio's File writes in the background; flush so readers see each line at once.
+            f.flush().await?;
             self.written += bytes.len() as u64;
         }
         Ok(())

@@ -340,6 +340,10 @@ async fn a_crashing_container_goes_into_crash_loop_back_off() {
     let pod = env.pods().await.remove(0);
     let cs = container_status(&pod);
     assert_eq!(cs["lastState"]["terminated"]["exitCode"], 3, "{cs}");
+    assert_eq!(
+        cs["lastState"]["terminated"]["message"], "dying",
+        "the end of the output explains a failure: {cs}"
+    );
     assert!(
         cs["state"]["waiting"]["message"]
             .as_str()
@@ -509,5 +513,135 @@ async fn a_command_that_does_not_exist_is_a_start_error_that_backs_off() {
         })
     })
     .await;
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_retries_then_fails_after_its_backoff_limit() {
+    let env = Env::start().await;
+    env.apply(json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "flaky", "namespace": "default"},
+        "spec": {"backoffLimit": 2, "template": {"spec": {"restartPolicy": "Never",
+            "containers": [{"name": "main", "image": "sh:v1", "args": ["echo trying; exit 1"]}]}}}})).await;
+    env.until(60, "the Job to fail", || async {
+        env.get("batch", "Job", "flaky").await.is_some_and(|j| {
+            j.status()
+                .and_then(|s| s["conditions"].as_array().cloned())
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c["type"] == "Failed" && c["reason"] == "BackoffLimitExceeded")
+        })
+    })
+    .await;
+    let job = env.get("batch", "Job", "flaky").await.unwrap();
+    assert_eq!(
+        job.status().unwrap()["failed"],
+        3,
+        "backoffLimit 2 allows 3 attempts: {:?}",
+        job.status()
+    );
+    let pods = env.pods().await;
+    assert_eq!(pods.len(), 3, "each attempt is a pod, kept for its logs");
+    assert!(
+        pods.iter()
+            .all(|p| p.status().unwrap()["phase"] == "Failed")
+    );
+    env.store.delete(&job.key(), "test").await.unwrap();
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_completes_its_completions_in_parallel_and_expires_after_its_ttl() {
+    let env = Env::start().await;
+    env.apply(json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "batch", "namespace": "default"},
+        "spec": {"completions": 4, "parallelism": 2, "ttlSecondsAfterFinished": 1, "template": {"spec": {"restartPolicy": "OnFailure",
+            "containers": [{"name": "main", "image": "sh:v1", "args": ["sleep 0.2; echo done"]}]}}}})).await;
+    let mut max_active = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let job = env.get("batch", "Job", "batch").await.unwrap();
+        let running = env
+            .pods()
+            .await
+            .iter()
+            .filter(|p| {
+                p.status()
+                    .is_some_and(|s| s["phase"] == "Running" || s["phase"] == "Pending")
+            })
+            .count();
+        max_active = max_active.max(running);
+        if job
+            .status()
+            .is_some_and(|s| s["succeeded"] == 4 && s["conditions"][0]["type"] == "Complete")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the Job did not complete: {:?}",
+            job.status()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        max_active <= 2,
+        "parallelism 2, saw {max_active} active pods"
+    );
+    env.until(20, "the finished Job and its pods to expire", || async {
+        env.get("batch", "Job", "batch").await.is_none() && env.pods().await.is_empty()
+    })
+    .await;
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_publishes_ready_pods_as_endpoints() {
+    let env = Env::start().await;
+    let flags = tempfile::tempdir().unwrap();
+    let ready = flags.path().join("ready");
+    env.apply(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}})).await;
+    let probe = json!({"pod": {"containers": [{
+        "name": "main", "image": "sh:v1", "args": ["exec sleep 600"],
+        "ports": [{"name": "http", "containerPort": 8080}],
+        "readinessProbe": {"exec": {"command": ["test", "-f", ready.to_str().unwrap()]}, "periodSeconds": 1},
+    }]}});
+    env.apply(deployment("web", 2, "", probe)).await;
+    let endpoints = || async {
+        env.get("", "Endpoints", "web")
+            .await
+            .and_then(|e| e.body.get("subsets").cloned())
+            .unwrap_or(Value::Null)
+    };
+    env.until(20, "2 not-ready endpoints", || async {
+        endpoints()
+            .await
+            .as_array()
+            .is_some_and(|s| s.len() == 2 && s.iter().all(|x| x.get("notReadyAddresses").is_some()))
+    })
+    .await;
+    std::fs::write(&ready, "").unwrap();
+    env.until(20, "2 ready endpoints", || async {
+        endpoints()
+            .await
+            .as_array()
+            .is_some_and(|s| s.len() == 2 && s.iter().all(|x| x.get("addresses").is_some()))
+    })
+    .await;
+    // Each endpoint's port is the loopback port its pod was given for containerPort 8080.
+    let subsets = endpoints().await;
+    for pod in env.pods().await {
+        let host = pod.status().unwrap()["portMappings"][0]["hostPort"]
+            .as_i64()
+            .unwrap();
+        let listed = subsets.as_array().unwrap().iter().any(|s| {
+            s["addresses"][0]["targetRef"]["name"] == pod.metadata.name.as_str()
+                && s["ports"][0]["port"] == host
+        });
+        assert!(
+            listed,
+            "{} on port {host} not in {subsets}",
+            pod.metadata.name
+        );
+    }
     env.stop().await;
 }
