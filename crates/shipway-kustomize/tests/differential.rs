@@ -107,6 +107,10 @@ struct Tree {
     patch_env: Option<String>,
     merge_literal: Option<String>,
     reorder_none: bool,
+    json_patch: Option<String>,
+    delete_service: bool,
+    secret: Option<String>,
+    include_templates: bool,
 }
 
 fn tree() -> impl Strategy<Value = Tree> {
@@ -126,7 +130,13 @@ fn tree() -> impl Strategy<Value = Tree> {
         proptest::option::of(0u8..5),
         proptest::option::of(scalar()),
         proptest::option::of(scalar()),
-        any::<bool>(),
+        (
+            any::<bool>(),
+            proptest::option::of(scalar()),
+            any::<bool>(),
+            proptest::option::of(scalar()),
+            any::<bool>(),
+        ),
     )
         .prop_map(
             |(
@@ -141,7 +151,7 @@ fn tree() -> impl Strategy<Value = Tree> {
                 replicas,
                 patch_env,
                 merge_literal,
-                reorder_none,
+                (reorder_none, json_patch, delete_service, secret, include_templates),
             )| Tree {
                 apps,
                 literals,
@@ -155,6 +165,10 @@ fn tree() -> impl Strategy<Value = Tree> {
                 patch_env,
                 merge_literal,
                 reorder_none,
+                json_patch,
+                delete_service,
+                secret,
+                include_templates,
             },
         )
 }
@@ -216,6 +230,33 @@ fn write_tree(root: &Path, t: &Tree) -> std::io::Result<()> {
             "patches:\n- patch: |\n    apiVersion: apps/v1\n    kind: Deployment\n    metadata:\n      name: app0\n    spec:\n      template:\n        spec:\n          containers:\n          - name: main\n            env:\n            - name: PATCHED\n              value: {}\n",
             q(v)
         ));
+    }
+    let mut patches = String::new();
+    if let Some(v) = &t.json_patch {
+        patches.push_str(&format!(
+            "- target:\n    kind: Deployment\n  patch: |\n    - op: add\n      path: /metadata/annotations\n      value: {{json: {}}}\n",
+            q(v)
+        ));
+    }
+    if t.delete_service {
+        patches.push_str(
+            "- patch: |\n    $patch: delete\n    apiVersion: v1\n    kind: Service\n    metadata:\n      name: app0\n",
+        );
+    }
+    if !patches.is_empty() {
+        if t.patch_env.is_none() {
+            k.push_str("patches:\n");
+        }
+        k.push_str(&patches);
+    }
+    if let Some(v) = &t.secret {
+        k.push_str(&format!(
+            "secretGenerator:\n- name: creds\n  literals:\n  - {}\n",
+            q(&format!("password={v}"))
+        ));
+    }
+    if t.include_templates {
+        k.push_str("labels:\n- pairs:\n    tier: web\n  includeTemplates: true\n");
     }
     if let Some(l) = &t.merge_literal {
         k.push_str(&format!(
