@@ -2,6 +2,7 @@
 //! components), run generators and transformers in kustomize's order, then fix names, resolve
 //! vars, sort and print.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -25,10 +26,38 @@ pub(crate) struct Acc {
     pub vars: Vec<Value>,
 }
 
+/// The key two ids share when kustomize counts them equal (same GVK, name, effective namespace).
+fn id_key(id: &crate::resource::ResId) -> String {
+    format!(
+        "{}\u{0}{}\u{0}{}\u{0}{}\u{0}{}",
+        id.gvk.group,
+        id.gvk.version,
+        id.gvk.kind,
+        id.name,
+        id.effective_namespace()
+    )
+}
+
+fn index_ids(index: &mut HashMap<String, Vec<usize>>, r: &Resource, i: usize) {
+    for id in r.all_ids() {
+        let list = index.entry(id_key(&id)).or_default();
+        if !list.contains(&i) {
+            list.push(i);
+        }
+    }
+}
+
 impl Acc {
-    fn append(&mut self, r: Resource) -> Result<(), String> {
+    /// The keys of the current ids, for appending many resources without a quadratic scan.
+    fn id_keys(&self) -> HashSet<String> {
+        self.res.iter().map(|r| id_key(&r.cur_id())).collect()
+    }
+
+    /// Appends a resource, refusing an id already present; `keys` is [`Acc::id_keys`], kept
+    /// up to date.
+    fn append(&mut self, r: Resource, keys: &mut HashSet<String>) -> Result<(), String> {
         let id = r.cur_id();
-        if self.res.iter().any(|x| x.cur_id().equals(&id)) {
+        if !keys.insert(id_key(&id)) {
             return Err(format!(
                 "may not add resource with an already registered id: {}",
                 id.id_string()
@@ -39,15 +68,28 @@ impl Acc {
     }
 
     /// Adds a generated resource, merging or replacing one of the same id as its behaviour says.
-    fn absorb(&mut self, mut r: Resource) -> Result<(), String> {
+    /// Every id (current and earlier) of every resource, to the resources that had it.
+    fn any_id_index(&self) -> HashMap<String, Vec<usize>> {
+        let mut index: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, r) in self.res.iter().enumerate() {
+            index_ids(&mut index, r, i);
+        }
+        index
+    }
+
+    /// `index` is [`Acc::any_id_index`], kept up to date.
+    fn absorb(
+        &mut self,
+        mut r: Resource,
+        index: &mut HashMap<String, Vec<usize>>,
+    ) -> Result<(), String> {
         let id = r.cur_id();
-        let matches: Vec<usize> = (0..self.res.len())
-            .filter(|&i| self.res[i].all_ids().iter().any(|x| x.equals(&id)))
-            .collect();
+        let matches: Vec<usize> = index.get(&id_key(&id)).cloned().unwrap_or_default();
         let behavior = r.generated.unwrap_or_default();
         match matches.as_slice() {
             [] => match behavior {
                 Behavior::Create => {
+                    index_ids(index, &r, self.res.len());
                     self.res.push(r);
                     Ok(())
                 }
@@ -89,6 +131,7 @@ impl Acc {
                         }
                     }
                 }
+                index_ids(index, &r, *i);
                 self.res[*i] = r;
                 Ok(())
             }
@@ -99,9 +142,9 @@ impl Acc {
         }
     }
 
-    fn merge(&mut self, other: Acc) -> Result<(), String> {
+    fn merge(&mut self, other: Acc, keys: &mut HashSet<String>) -> Result<(), String> {
         for r in other.res {
-            self.append(r)?;
+            self.append(r, keys)?;
         }
         self.config.merge(&other.config);
         for v in other.vars {
@@ -197,7 +240,10 @@ impl Loader for Ldr<'_> {
 
 /// Parses YAML/JSON text into resources, expanding `*List` kinds, skipping empty documents.
 pub(crate) fn resources_from_text(file: &str, text: &str) -> Result<Vec<Resource>, Error> {
-    let docs = parse_documents(file, text).map_err(Error::Load)?;
+    let mut docs = parse_documents(file, text).map_err(Error::Load)?;
+    for d in &mut docs {
+        crate::v3scalars::fix(d, text);
+    }
     let mut queue: std::collections::VecDeque<(Value, Option<&Document>)> =
         docs.iter().map(|d| (d.value.clone(), Some(d))).collect();
     let mut out = Vec::new();
@@ -222,7 +268,19 @@ pub(crate) fn resources_from_text(file: &str, text: &str) -> Result<Vec<Resource
                     }
                 }
                 if kind.is_empty() {
-                    return Err(at(doc, file, "missing Resource metadata: kind is required"));
+                    return Err(at(doc, file, "missing kind in object"));
+                }
+                let named = m
+                    .get("metadata")
+                    .and_then(|md| md.get("name"))
+                    .is_some_and(|n| !crate::resource::scalar_string(n).is_empty());
+                // Kustomize requires a name on everything but lists.
+                if !named && !kind.ends_with("List") {
+                    return Err(at(
+                        doc,
+                        file,
+                        format!("missing metadata.name in {kind} object"),
+                    ));
                 }
                 let mut v = v;
                 stringify_metadata_maps(&mut v);
@@ -400,7 +458,7 @@ impl<'a> Builder<'a> {
         Ok(out)
     }
 
-    fn sort(&self, kust: &Kustomization, res: &mut [Resource]) -> Result<(), Error> {
+    fn sort(&self, kust: &Kustomization, res: &mut Vec<Resource>) -> Result<(), Error> {
         if let Some(so) = &kust.sort_options {
             let order = so.get("order").and_then(Value::as_str).unwrap_or("fifo");
             match order {
@@ -457,7 +515,7 @@ impl<'a> Builder<'a> {
                 tc.merge(&more);
             }
         }
-        tc.merge(&TransformerConfig::defaults());
+        tc.merge(TransformerConfig::defaults());
         ra.config.merge(&tc);
         for c in &k.crds {
             let more = crate::crds::load(&t.ldr, c).map_err(berr)?;
@@ -532,6 +590,7 @@ impl<'a> Builder<'a> {
         mut ra: Acc,
         paths: &[String],
     ) -> Result<Acc, Error> {
+        let mut keys = ra.id_keys();
         for path in paths {
             if is_remote(path) {
                 return Err(Error::Build(format!(
@@ -552,7 +611,7 @@ impl<'a> Builder<'a> {
                 }
                 let sub_ra = self.accumulate(&sub, Acc::default())?;
                 self.stack.pop();
-                ra.merge(sub_ra).map_err(|e| {
+                ra.merge(sub_ra, &mut keys).map_err(|e| {
                     Error::Build(format!(
                         "accumulating resources: recursed merging from path '{}': {e}",
                         full.display()
@@ -572,7 +631,7 @@ impl<'a> Builder<'a> {
                 if self.origins {
                     r.origin = Some(t.origin.append(path));
                 }
-                ra.append(r).map_err(|e| {
+                ra.append(r, &mut keys).map_err(|e| {
                     Error::Build(format!(
                         "accumulating resources: merging resources from '{path}': {e}"
                     ))
@@ -585,19 +644,20 @@ impl<'a> Builder<'a> {
     fn run_generators(&mut self, t: &Target<'a>, ra: &mut Acc) -> Result<(), Error> {
         let k = &t.kust;
         let global = k.generator_options.as_ref();
+        let mut index = ra.any_id_index();
         for args in &k.config_map_generator {
             let mut r = generate::generate(args, global, false, &t.ldr).map_err(berr)?;
             if self.origins {
                 r.origin = Some(t.origin.builtin(&t.file_name, "ConfigMapGenerator"));
             }
-            ra.absorb(r).map_err(berr)?;
+            ra.absorb(r, &mut index).map_err(berr)?;
         }
         for args in &k.secret_generator {
             let mut r = generate::generate(args, global, true, &t.ldr).map_err(berr)?;
             if self.origins {
                 r.origin = Some(t.origin.builtin(&t.file_name, "SecretGenerator"));
             }
-            ra.absorb(r).map_err(berr)?;
+            ra.absorb(r, &mut index).map_err(berr)?;
         }
         for cfg in self.plugin_configs(t, &k.generators)? {
             let kind = cfg.kind().to_string();
@@ -611,7 +671,7 @@ impl<'a> Builder<'a> {
             if self.origins {
                 r.origin = plugin_origin(&cfg);
             }
-            ra.absorb(r).map_err(berr)?;
+            ra.absorb(r, &mut index).map_err(berr)?;
         }
         Ok(())
     }
@@ -1112,9 +1172,10 @@ fn string_pairs(v: Option<&Value>) -> Vec<(String, String)> {
 }
 
 fn check_unique(res: &[Resource]) -> Result<(), Error> {
-    for (i, r) in res.iter().enumerate() {
+    let mut keys = HashSet::new();
+    for r in res {
         let id = r.cur_id();
-        if res[..i].iter().any(|x| x.cur_id().equals(&id)) {
+        if !keys.insert(id_key(&id)) {
             return Err(Error::Build(format!(
                 "namespace transformation produces ID conflict: {}",
                 id.id_string()

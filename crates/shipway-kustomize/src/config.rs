@@ -38,8 +38,13 @@ pub struct TransformerConfig {
 const DEFAULTS: &str = include_str!("defaults.txt");
 
 impl TransformerConfig {
-    /// Kustomize's built-in tables.
-    pub fn defaults() -> TransformerConfig {
+    /// Kustomize's built-in tables (parsed once per process).
+    pub fn defaults() -> &'static TransformerConfig {
+        static DEFAULTS_PARSED: std::sync::OnceLock<TransformerConfig> = std::sync::OnceLock::new();
+        DEFAULTS_PARSED.get_or_init(TransformerConfig::parse_defaults)
+    }
+
+    fn parse_defaults() -> TransformerConfig {
         let mut tc = TransformerConfig::default();
         let mut section = "";
         for line in DEFAULTS.lines() {
@@ -115,6 +120,11 @@ impl TransformerConfig {
 
     /// Adds `other`'s specs that are not here yet.
     pub fn merge(&mut self, other: &TransformerConfig) {
+        if *self == TransformerConfig::default() {
+            // Nothing here yet: merging into empty lists keeps `other` as it is, only faster.
+            *self = other.clone();
+            return;
+        }
         merge_specs(&mut self.name_prefix, &other.name_prefix);
         merge_specs(&mut self.name_suffix, &other.name_suffix);
         merge_specs(&mut self.namespace, &other.namespace);

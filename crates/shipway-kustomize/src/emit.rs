@@ -63,7 +63,17 @@ impl Emitter {
             if i > 0 {
                 self.indent_to(indent);
             }
-            self.key(k);
+            // v2 writes a key longer than 128 bytes, or spanning lines, as an explicit
+            // `? key` / `: value` pair.
+            let simple = k.len() <= 128 && !k.chars().any(is_break);
+            if simple {
+                self.key(k);
+            } else {
+                self.put("? ");
+                self.string(k, indent + 2, false);
+                self.newline();
+                self.indent_to(indent);
+            }
             self.put_char(':');
             let v = &m[k.as_str()];
             match v {
@@ -125,6 +135,8 @@ impl Emitter {
     }
 
     fn string(&mut self, s: &str, indent: usize, simple_key: bool) {
+        let folded = fold_nel(s);
+        let s = folded.as_ref();
         let style = select_style(s, simple_key);
         match style {
             Style::Plain => self.write_plain(s, indent, !simple_key),
@@ -299,6 +311,43 @@ enum Style {
     Single,
     Double,
     Literal,
+}
+
+/// Kustomize's JSON-to-YAML step reads each string back as a double-quoted YAML scalar, where a
+/// raw NEL (U+0085, which JSON leaves unescaped) is a line break: one folds into a space, more
+/// become newlines, and the blanks around them go.
+fn fold_nel(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.contains('\u{85}') {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len());
+    let chars: Vec<char> = s.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i] != '\u{85}' {
+            out.push(chars[i]);
+            i += 1;
+            continue;
+        }
+        while out.ends_with([' ', '\t']) {
+            out.pop();
+        }
+        let mut breaks = 0;
+        while i < chars.len() && matches!(chars[i], '\u{85}' | ' ' | '\t') {
+            if chars[i] == '\u{85}' {
+                breaks += 1;
+            }
+            i += 1;
+        }
+        if breaks == 1 {
+            out.push(' ');
+        } else {
+            for _ in 1..breaks {
+                out.push('\n');
+            }
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 fn is_break(c: char) -> bool {
@@ -858,6 +907,18 @@ mod tests {
             to_yaml(&v),
             "a: |\n  x\n  y\nb: |-\n  x\n  y\nc: |+\n  x\n\n"
         );
+    }
+
+    #[test]
+    fn long_and_multiline_keys_are_explicit() {
+        let long = "k".repeat(129);
+        let v = json!({ long.clone(): "v", "a\nb": "w" });
+        assert_eq!(to_yaml(&v), format!("? |-\n  a\n  b\n: w\n? {long}\n: v\n"));
+    }
+
+    #[test]
+    fn nel_folds_like_a_line_break() {
+        assert_eq!(to_yaml(&json!({"a": "x\u{85}y"})), "a: x y\n");
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! exec/KRM plugins are refused with an error naming the field.
 
 mod build;
+#[cfg(test)]
+mod build_tests;
 mod config;
 mod crds;
 pub mod emit;
@@ -23,6 +25,7 @@ mod resource;
 mod smp;
 mod sort;
 mod transform;
+mod v3scalars;
 mod vars;
 
 use std::path::Path;

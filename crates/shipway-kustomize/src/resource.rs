@@ -31,7 +31,7 @@ impl Gvk {
             && (selector.kind.is_empty() || selector.kind == self.kind)
     }
 
-    /// Kustomize's `Kind.version.group` spelling, with `~X` for missing parts.
+    /// Kustomize's `Kind.version.group` spelling, with `[noGrp]` and the like for missing parts.
     pub fn id_string(&self) -> String {
         let or = |s: &str, d: &str| {
             if s.is_empty() {
@@ -42,9 +42,9 @@ impl Gvk {
         };
         format!(
             "{}.{}.{}",
-            or(&self.kind, "~K"),
-            or(&self.version, "~V"),
-            or(&self.group, "~G")
+            or(&self.kind, "[noKind]"),
+            or(&self.version, "[noVer]"),
+            or(&self.group, "[noGrp]")
         )
     }
 
@@ -145,12 +145,12 @@ impl ResId {
     /// Kustomize's `Kind.version.group/name.namespace` spelling.
     pub fn id_string(&self) -> String {
         let ns = if self.namespace.is_empty() {
-            "~X"
+            "[noNs]"
         } else {
             &self.namespace
         };
         let name = if self.name.is_empty() {
-            "~N"
+            "[noName]"
         } else {
             &self.name
         };

@@ -50,7 +50,7 @@ fn gvk_sort_string(g: &Gvk) -> String {
 }
 
 /// Sorts `res` in place; `first`/`last` override the default kind lists.
-pub fn legacy(res: &mut [Resource], first: Option<&[String]>, last: Option<&[String]>) {
+pub fn legacy(res: &mut Vec<Resource>, first: Option<&[String]>, last: Option<&[String]>) {
     let first: Vec<String> = first.map_or_else(
         || ORDER_FIRST.iter().map(|s| s.to_string()).collect(),
         <[String]>::to_vec,
@@ -68,32 +68,45 @@ pub fn legacy(res: &mut [Resource], first: Option<&[String]>, last: Option<&[Str
         }
         0
     };
-    res.sort_by(|a, b| {
-        let (ia, ib) = (a.cur_id(), b.cur_id());
-        if ia.gvk != ib.gvk {
-            let (ra, rb) = (rank(&ia.gvk.kind), rank(&ib.gvk.kind));
-            if ra != rb {
-                return ra.cmp(&rb);
-            }
-            let (sa, sb) = (gvk_sort_string(&ia.gvk), gvk_sort_string(&ib.gvk));
-            // Kustomize puts a Namespace without group after one with a group (reversed).
-            if ia.gvk.kind == "Namespace"
-                && ib.gvk.kind == "Namespace"
-                && (ia.gvk.group.is_empty() || ib.gvk.group.is_empty())
-            {
-                return sb.cmp(&sa);
-            }
-            return sa.cmp(&sb);
-        }
-        let key = |id: &crate::resource::ResId| {
+    // Keys computed once: comparing needs the GVK, its sort string and the namespace|name key.
+    let keys: Vec<(i64, Gvk, String, String)> = res
+        .iter()
+        .map(|r| {
+            let id = r.cur_id();
             let ns = if id.namespace.is_empty() {
                 "~X"
             } else {
                 &id.namespace
             };
             let name = if id.name.is_empty() { "~N" } else { &id.name };
-            format!("{}|{}|{}", id.gvk.id_string(), ns, name)
-        };
-        key(&ia).cmp(&key(&ib))
+            let key = format!("{}|{}|{}", id.gvk.id_string(), ns, name);
+            (
+                rank(&id.gvk.kind),
+                id.gvk.clone(),
+                gvk_sort_string(&id.gvk),
+                key,
+            )
+        })
+        .collect();
+    let mut order: Vec<usize> = (0..res.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (ra, ga, sa, ka) = &keys[a];
+        let (rb, gb, sb, kb) = &keys[b];
+        if ga != gb {
+            if ra != rb {
+                return ra.cmp(rb);
+            }
+            // Kustomize puts a Namespace without group after one with a group (reversed).
+            if ga.kind == "Namespace"
+                && gb.kind == "Namespace"
+                && (ga.group.is_empty() || gb.group.is_empty())
+            {
+                return sb.cmp(sa);
+            }
+            return sa.cmp(sb);
+        }
+        ka.cmp(kb)
     });
+    let mut taken: Vec<Option<Resource>> = std::mem::take(res).into_iter().map(Some).collect();
+    *res = order.into_iter().filter_map(|i| taken[i].take()).collect();
 }

@@ -154,11 +154,12 @@ pub fn namespace(res: &mut Resource, ns: &str, specs: &[FieldSpec]) -> Result<()
 /// One `images:` entry.
 #[derive(Clone, Debug, Default)]
 pub struct Image {
-    pub name: String,
     pub new_name: String,
     pub new_tag: String,
     pub digest: String,
     pub tag_suffix: String,
+    /// The name as kustomize matches it: a regular expression (unescaped, as kustomize does).
+    pattern: Option<regex::Regex>,
 }
 
 impl Image {
@@ -168,8 +169,13 @@ impl Image {
                 .map(crate::resource::scalar_string)
                 .unwrap_or_default()
         };
+        let name = s("name");
+        let pattern = regex::Regex::new(&format!(
+            "^{name}(:[a-zA-Z0-9_.{{}}-]*)?(@sha256:[a-zA-Z0-9_.{{}}-]*)?$"
+        ))
+        .ok();
         Image {
-            name: s("name"),
+            pattern,
             new_name: s("newName"),
             new_tag: s("newTag"),
             digest: s("digest"),
@@ -178,11 +184,7 @@ impl Image {
     }
 
     fn matches(&self, image: &str) -> bool {
-        let pattern = format!(
-            "^{}(:[a-zA-Z0-9_.{{}}-]*)?(@sha256:[a-zA-Z0-9_.{{}}-]*)?$",
-            self.name
-        );
-        regex::Regex::new(&pattern).is_ok_and(|re| re.is_match(image))
+        self.pattern.as_ref().is_some_and(|re| re.is_match(image))
     }
 
     fn update(&self, value: &str) -> Option<String> {

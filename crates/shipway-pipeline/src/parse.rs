@@ -314,7 +314,7 @@ impl Reader<'_> {
             _ => {
                 let l = self
                     .lines
-                    .get(start.line - 1 + value_line)
+                    .get((start.line + value_line).saturating_sub(1))
                     .map_or(0, |l| l.chars().take_while(|c| c.is_whitespace()).count());
                 Pos {
                     line: start.line + value_line,

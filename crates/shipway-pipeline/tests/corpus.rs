@@ -50,6 +50,7 @@ fn corpus() {
     let actions = manifest(&dir.join("actions/MANIFEST.tsv"));
     assert!(!files.is_empty(), "empty corpus manifest");
     let (mut passed, mut failed) = (0, Vec::new());
+    let mut slowest = (String::new(), std::time::Duration::ZERO);
     for (name, path, repo) in &files {
         // A throwaway repository with this repository's corpus files at their original paths,
         // so local actions and reusable workflows resolve.
@@ -71,7 +72,12 @@ fn corpus() {
                 std::fs::copy(&n, &target).expect("copy");
             }
         }
+        let started = std::time::Instant::now();
         let bundle = load(root.path(), path);
+        let took = started.elapsed();
+        if took > slowest.1 {
+            slowest = (name.clone(), took);
+        }
         let errors: Vec<String> = bundle
             .problems
             .iter()
@@ -96,6 +102,7 @@ fn corpus() {
         }
     }
     println!("corpus: {passed} passed, {} failed", failed.len());
+    println!("slowest to load: {} in {:?}", slowest.0, slowest.1);
     let mut unexpected = Vec::new();
     for (name, why) in &failed {
         println!("FAIL {name}");
@@ -110,4 +117,31 @@ fn corpus() {
         unexpected.is_empty(),
         "unexpected corpus failures: {unexpected:?}"
     );
+}
+
+/// Every corpus file cut short at many places (snapped to character boundaries) must load or
+/// be refused with problems, never panic: cheap, deterministic fuzzing with realistic input.
+#[test]
+fn truncated_corpus_files_never_panic() {
+    let Some(dir) = corpus_dir() else {
+        return;
+    };
+    let mut parsed = 0;
+    for (name, _, _) in manifest(&dir.join("MANIFEST.tsv")) {
+        let text = std::fs::read_to_string(dir.join("files").join(&name)).unwrap_or_default();
+        // Big files get fewer cuts so the test stays fast.
+        let cuts = if text.len() > 100_000 { 2 } else { 16 };
+        for k in 1..=cuts {
+            let mut at = text.len() * k / (cuts + 1);
+            while !text.is_char_boundary(at) {
+                at -= 1;
+            }
+            let (w, _) = shipway_pipeline::parse::parse_workflow(&name, &text[..at]);
+            if let Some(w) = w {
+                let _ = plan(&w);
+            }
+            parsed += 1;
+        }
+    }
+    println!("{parsed} truncated files parsed without a panic");
 }

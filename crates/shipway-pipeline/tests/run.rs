@@ -731,3 +731,108 @@ jobs:
     assert!(r.logged("sh says hi"));
     assert!(r.logged("perl ok"));
 }
+
+fn concurrency_workflow(cancel_in_progress: bool) -> String {
+    format!(
+        r#"
+on: push
+jobs:
+  a:
+    runs-on: x
+    concurrency: g
+    steps: [{{run: sleep 1.5}}]
+  w:
+    runs-on: x
+    steps: [{{run: sleep 0.2}}]
+  b:
+    needs: w
+    runs-on: x
+    concurrency: g
+    steps: [{{run: 'true'}}]
+  w2:
+    runs-on: x
+    steps: [{{run: sleep 0.6}}]
+  c:
+    needs: w2
+    runs-on: x
+    concurrency:
+      group: g
+      cancel-in-progress: {cancel_in_progress}
+    steps: [{{run: 'true'}}]
+"#
+    )
+}
+
+#[tokio::test]
+async fn concurrency_groups_keep_one_running_and_one_pending() {
+    let r = run(&concurrency_workflow(false)).await;
+    assert_eq!(
+        (r.result("a"), r.result("b"), r.result("c")),
+        ("success", "cancelled", "success"),
+        "{:#?}",
+        r.logs
+    );
+    let r = run(&concurrency_workflow(true)).await;
+    assert_eq!(
+        (r.result("a"), r.result("b"), r.result("c")),
+        ("cancelled", "cancelled", "success"),
+        "{:#?}",
+        r.logs
+    );
+}
+
+#[tokio::test]
+async fn matrix_from_needs_outputs_max_parallel_and_job_continue_on_error() {
+    let r = run(r#"
+on: push
+jobs:
+  gen:
+    runs-on: x
+    outputs:
+      m: ${{ steps.s.outputs.m }}
+    steps:
+      - id: s
+        run: echo 'm={"n":[1,2,3],"include":[{"n":3,"big":true}]}' >> "$GITHUB_OUTPUT"
+  use:
+    needs: gen
+    runs-on: x
+    continue-on-error: ${{ matrix.big == true }}
+    strategy:
+      max-parallel: 1
+      matrix: ${{ fromJSON(needs.gen.outputs.m) }}
+    steps:
+      - run: |
+          # max-parallel 1: no other instance may be running now.
+          mkdir "$RUNNER_TEMP/../../../lock" || exit 9
+          sleep 0.2
+          rmdir "$RUNNER_TEMP/../../../lock"
+          if [ "${{ matrix.big }}" = true ]; then exit 1; fi
+  after:
+    needs: use
+    runs-on: x
+    steps:
+      - run: echo "use was ${{ needs.use.result }}"
+"#)
+    .await;
+    let results: Vec<(String, &str)> = r
+        .report
+        .jobs
+        .iter()
+        .map(|j| (j.name.clone(), j.result.as_str()))
+        .collect();
+    assert_eq!(
+        results,
+        [
+            ("gen".to_string(), "success"),
+            ("use (1)".to_string(), "success"),
+            ("use (2)".to_string(), "success"),
+            ("use (3, true)".to_string(), "failure"),
+            ("after".to_string(), "success"),
+        ],
+        "{:#?}",
+        r.logs
+    );
+    // A failed job with continue-on-error does not fail the run or its dependents.
+    assert!(r.logged("use was success"));
+    assert_eq!(r.report.result, Status::Success);
+}

@@ -125,3 +125,50 @@ fn list_and_untriggered_events() {
     let o = shipway(dir.path(), &["--event", "release"]);
     assert!(text(&o).contains("not triggered"), "{}", text(&o));
 }
+
+#[test]
+fn ctrl_c_cancels_the_run_and_always_steps_still_run() {
+    use std::io::{BufRead, BufReader};
+    let dir = repo(
+        "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo started; sleep 30\n      - if: always()\n        run: echo cleaned-up\n",
+    );
+    let mut child = Command::new(BIN)
+        .arg("run")
+        .arg("-C")
+        .arg(dir.path())
+        .arg("--data")
+        .arg(dir.path().join(".data"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let started = std::time::Instant::now();
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut all = String::new();
+    let mut line = String::new();
+    while out.read_line(&mut line).expect("read") > 0 {
+        all.push_str(&line);
+        if line.contains("] started") {
+            break;
+        }
+        line.clear();
+    }
+    // What a terminal's Ctrl-C sends to the foreground process.
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    for l in out.lines() {
+        all.push_str(&l.expect("line"));
+        all.push('\n');
+    }
+    let code = child.wait().expect("wait").code();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{all}"
+    );
+    assert_eq!(code, Some(1), "{all}");
+    assert!(all.contains("cleaned-up"), "{all}");
+    assert!(all.contains("run cancelled"), "{all}");
+}

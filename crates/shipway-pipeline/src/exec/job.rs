@@ -33,6 +33,7 @@ pub struct Shared {
     pub called: HashMap<String, Workflow>,
     github: Map,
     counter: AtomicU64,
+    concurrency: super::concurrency::Groups,
 }
 
 impl Shared {
@@ -51,6 +52,7 @@ impl Shared {
             called: bundle.called.clone(),
             github,
             counter: AtomicU64::new(0),
+            concurrency: super::concurrency::Groups::default(),
         }
     }
 
@@ -192,6 +194,49 @@ impl Instance {
                 .await;
             return (reports, continue_on_error);
         }
+        let cancel = self.cancel.child_token();
+        // Job concurrency: one running and one pending per group; a newer arrival cancels the
+        // pending one, and with cancel-in-progress the running one too.
+        let _slot = match &job.concurrency {
+            None => None,
+            Some(c) => {
+                let group = c
+                    .group
+                    .template
+                    .eval_string(&contexts)
+                    .unwrap_or_else(|_| c.group.raw.clone());
+                let cancel_in_progress = match &c.cancel_in_progress {
+                    None => false,
+                    Some(Dyn::Value(v)) => Value::from_json(v).truthy(),
+                    Some(Dyn::Expr(s)) => s.template.eval(&contexts).is_ok_and(|v| v.truthy()),
+                };
+                match self
+                    .shared
+                    .concurrency
+                    .enter(&group, cancel_in_progress, &cancel)
+                    .await
+                {
+                    Some(slot) => Some(slot),
+                    None => {
+                        cfg.sink.line(
+                            &label,
+                            &format!("cancelled: a newer job took concurrency group '{group}'"),
+                        );
+                        return (
+                            vec![JobReport {
+                                id: full_id,
+                                name: label,
+                                matrix: self.matrix.clone(),
+                                result: Status::Cancelled,
+                                outputs: IndexMap::new(),
+                                steps: Vec::new(),
+                            }],
+                            continue_on_error,
+                        );
+                    }
+                }
+            }
+        };
         let _permit = semaphore.acquire_owned().await;
         let timeout_minutes = Value::from_json(&dyn_value(
             &job.timeout_minutes,
@@ -251,7 +296,6 @@ impl Instance {
         contexts.insert("steps".into(), Value::object(Map::new()));
         contexts.insert("env".into(), Value::object(Map::new()));
 
-        let cancel = self.cancel.child_token();
         let timed_out = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut run = JobRun {
             shared: self.shared.clone(),

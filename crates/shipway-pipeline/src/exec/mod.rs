@@ -5,6 +5,7 @@
 
 mod actions;
 mod commands;
+mod concurrency;
 mod context;
 mod files;
 mod job;
@@ -160,7 +161,7 @@ pub async fn run_workflow(bundle: &Bundle, cfg: Arc<RunConfig>) -> Report {
     let inputs = context::resolve_inputs(&w, &cfg.event_name, &cfg.inputs);
     let shared = Arc::new(job::Shared::new(bundle, cfg.clone(), &w));
     let semaphore = Arc::new(Semaphore::new(cfg.parallel.max(1)));
-    let (jobs, _) = run_jobs(
+    let (jobs, finished) = run_jobs(
         &w,
         shared,
         inputs,
@@ -170,14 +171,16 @@ pub async fn run_workflow(bundle: &Bundle, cfg: Arc<RunConfig>) -> Report {
         "",
     )
     .await;
-    let result = overall(&jobs, &cfg.cancel);
+    let result = overall(&finished, &cfg.cancel);
     Report { result, jobs }
 }
 
-fn overall(jobs: &[JobReport], cancel: &CancellationToken) -> Status {
-    if jobs.iter().any(|j| j.result == Status::Failure) {
+/// The run's result from each job's aggregate (where a job with `continue-on-error` that
+/// failed counts as a success, as on GitHub).
+fn overall(finished: &HashMap<String, Finished>, cancel: &CancellationToken) -> Status {
+    if finished.values().any(|f| f.result == Status::Failure) {
         Status::Failure
-    } else if cancel.is_cancelled() || jobs.iter().any(|j| j.result == Status::Cancelled) {
+    } else if cancel.is_cancelled() || finished.values().any(|f| f.result == Status::Cancelled) {
         Status::Cancelled
     } else {
         Status::Success

@@ -1,0 +1,234 @@
+//! Builds from memory: the behaviours the corpus does not pin down, and the failure cases.
+
+use std::path::Path;
+
+use crate::{Error, LoadRestrictor, MemFs, Options, Reorder, build, build_dir};
+
+fn fs(files: &[(&str, &str)]) -> MemFs {
+    let mut fs = MemFs::new();
+    for (p, c) in files {
+        fs.insert(p, *c);
+    }
+    fs
+}
+
+fn render(files: &[(&str, &str)], dir: &str) -> Result<String, Error> {
+    build(&fs(files), Path::new(dir), &Options::default())
+}
+
+fn err(files: &[(&str, &str)], dir: &str) -> String {
+    match render(files, dir) {
+        Ok(out) => panic!("expected an error, got:\n{out}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+const CM: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n";
+
+#[test]
+fn renders_from_memory() {
+    let out = render(
+        &[
+            (
+                "/k/kustomization.yaml",
+                "resources:\n- cm.yaml\nnamePrefix: p-\n",
+            ),
+            ("/k/cm.yaml", CM),
+        ],
+        "/k",
+    );
+    assert_eq!(
+        out.ok().as_deref(),
+        Some("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: p-a\n")
+    );
+}
+
+#[test]
+fn unknown_field_names_file_and_line() {
+    let e = err(
+        &[(
+            "/k/kustomization.yaml",
+            "resources: []\nresourcez:\n- a.yaml\n",
+        )],
+        "/k",
+    );
+    assert_eq!(
+        e,
+        "/k/kustomization.yaml:2:1: invalid Kustomization: unknown field \"resourcez\""
+    );
+}
+
+#[test]
+fn malformed_yaml_names_file_and_line() {
+    let e = err(
+        &[
+            ("/k/kustomization.yaml", "resources:\n- cm.yaml\n"),
+            (
+                "/k/cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: [a\n",
+            ),
+        ],
+        "/k",
+    );
+    assert!(e.starts_with("/k/cm.yaml:"), "{e}");
+}
+
+#[test]
+fn unsupported_fields_are_named() {
+    let e = err(
+        &[("/k/kustomization.yaml", "helmCharts:\n- name: x\n")],
+        "/k",
+    );
+    assert!(e.contains("helmCharts is not supported"), "{e}");
+    let e = err(
+        &[(
+            "/k/kustomization.yaml",
+            "resources:\n- https://github.com/example/repo//base?ref=v1\n",
+        )],
+        "/k",
+    );
+    assert!(e.contains("is remote"), "{e}");
+    let e = err(
+        &[
+            ("/k/kustomization.yaml", "transformers:\n- p.yaml\n"),
+            (
+                "/k/p.yaml",
+                "apiVersion: example.com/v1\nkind: Mine\nmetadata:\n  name: p\n",
+            ),
+        ],
+        "/k",
+    );
+    assert!(e.contains("plugin kind \"Mine\" is not supported"), "{e}");
+}
+
+#[test]
+fn files_outside_the_root_are_refused_unless_relaxed() {
+    let files = [
+        ("/k/in/kustomization.yaml", "resources:\n- ../cm.yaml\n"),
+        ("/k/cm.yaml", CM),
+    ];
+    let e = err(&files, "/k/in");
+    assert!(e.contains("is not in or below"), "{e}");
+    let relaxed = Options {
+        load_restrictor: LoadRestrictor::None,
+        ..Options::default()
+    };
+    assert!(build(&fs(&files), Path::new("/k/in"), &relaxed).is_ok());
+}
+
+#[test]
+fn cycles_and_conflicts_fail() {
+    let e = err(
+        &[
+            ("/k/a/kustomization.yaml", "resources:\n- ../b\n"),
+            ("/k/b/kustomization.yaml", "resources:\n- ../a\n"),
+        ],
+        "/k/a",
+    );
+    assert!(e.contains("cycle detected"), "{e}");
+    let e = err(
+        &[
+            ("/k/kustomization.yaml", "resources:\n- a.yaml\n- b.yaml\n"),
+            ("/k/a.yaml", CM),
+            ("/k/b.yaml", CM),
+        ],
+        "/k",
+    );
+    assert!(e.contains("already registered id"), "{e}");
+    let e = err(
+        &[
+            (
+                "/k/kustomization.yaml",
+                "resources:\n- a.yaml\npatches:\n- patch: |\n    apiVersion: v1\n    kind: ConfigMap\n    metadata:\n      name: nope\n",
+            ),
+            ("/k/a.yaml", CM),
+        ],
+        "/k",
+    );
+    assert!(
+        e.contains("no resource matches strategic merge patch"),
+        "{e}"
+    );
+    let e = err(
+        &[("/k/kustomization.yaml", "resources:\n- missing.yaml\n")],
+        "/k",
+    );
+    assert!(e.contains("missing.yaml"), "{e}");
+}
+
+#[test]
+fn directory_without_kustomization_renders_its_files() {
+    let files = [
+        ("/d/b.yaml", CM),
+        (
+            "/d/a.json",
+            "{\"apiVersion\":\"v1\",\"kind\":\"Secret\",\"metadata\":{\"name\":\"s\"}}",
+        ),
+        (
+            "/d/sub/c.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n",
+        ),
+        ("/d/notes.txt", "ignored"),
+    ];
+    let flat = build_dir(&fs(&files), Path::new("/d"), false).ok();
+    assert_eq!(
+        flat.as_deref(),
+        Some(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n"
+        )
+    );
+    let deep = build_dir(&fs(&files), Path::new("/d"), true).unwrap_or_default();
+    assert!(deep.ends_with("  name: c\n"), "{deep}");
+}
+
+#[test]
+fn reorder_none_keeps_accumulation_order() {
+    let files = [
+        ("/k/kustomization.yaml", "resources:\n- d.yaml\n- ns.yaml\n"),
+        ("/k/d.yaml", CM),
+        (
+            "/k/ns.yaml",
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: n\n",
+        ),
+    ];
+    let none = Options {
+        reorder: Reorder::None,
+        ..Options::default()
+    };
+    let out = build(&fs(&files), Path::new("/k"), &none).unwrap_or_default();
+    assert!(out.starts_with("apiVersion: v1\nkind: ConfigMap"), "{out}");
+    let legacy = render(&files, "/k").unwrap_or_default();
+    assert!(
+        legacy.starts_with("apiVersion: v1\nkind: Namespace"),
+        "{legacy}"
+    );
+}
+
+/// Inputs a fuzzer would try: none may panic.
+#[test]
+fn odd_inputs_fail_cleanly() {
+    let odd = [
+        "",
+        "---",
+        "- a\n- b\n",
+        "a: [",
+        "resources: 3\n",
+        "resources:\n- {}\n",
+        "patches:\n- {}\n",
+        "patches:\n- patch: '[1]'\n  target: {kind: X}\n",
+        "configMapGenerator:\n- literals: [a]\n",
+        "configMapGenerator:\n- name: x\n  literals: ['=a']\n",
+        "images:\n- name: '['\n  newTag: x\n",
+        "replicas:\n- name: x\n  count: 1\n",
+        "vars:\n- name: V\n  objref: {kind: ConfigMap, name: a, apiVersion: v1}\n",
+        "replacements:\n- source: {kind: ConfigMap}\n  targets: []\n",
+        "sortOptions: {order: weird}\n",
+        "namespace: [x]\n",
+        "commonLabels: x\n",
+        "labels:\n- pairs: {a: b}\n  fields: [{}]\n",
+    ];
+    for k in odd {
+        let files = [("/k/kustomization.yaml", k), ("/k/a.yaml", CM)];
+        let _ = render(&files, "/k");
+    }
+}

@@ -1,0 +1,315 @@
+//! Differential property test: random bases and overlays rendered by Shipway and by
+//! `kubectl kustomize` (when it is on the PATH) must print the same bytes, or both fail.
+//!
+//! Scalars are drawn from strings that stress the YAML printer (ones that read back as bools,
+//! numbers, dates or nulls, indicators, multi-line text, long lines). `PROPTEST_CASES` sets how
+//! many trees are tried (default 24: each one runs kubectl).
+
+use std::path::Path;
+use std::process::Command;
+
+use proptest::prelude::*;
+use shipway_kustomize::{DiskFs, Options, build};
+
+fn kubectl_available() -> bool {
+    Command::new("kubectl")
+        .args(["version", "--client"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+const TRICKY: &[&str] = &[
+    "true",
+    "false",
+    "yes",
+    "No",
+    "on",
+    "OFF",
+    "y",
+    "n",
+    "1",
+    "-1",
+    "+1",
+    "1.0",
+    "1e3",
+    ".5",
+    "0x1F",
+    "0o17",
+    "017",
+    "08",
+    "1_000",
+    "1:20",
+    "2020-01-02",
+    "2001-12-14T21:59:43.10-05:00",
+    "",
+    "~",
+    "null",
+    "Null",
+    ": x",
+    "- x",
+    "a: b",
+    "#c",
+    "a #b",
+    "a#b",
+    "?x",
+    "x?",
+    "[a]",
+    "{b}",
+    "*a",
+    "&a",
+    "!t",
+    "%p",
+    "@a",
+    "`b",
+    "'q'",
+    "\"dq\"",
+    "---",
+    "...",
+    "a,b",
+    "x\ny",
+    "x\ny\n",
+    "x\n\ny\n\n",
+    "\nlead",
+    "  lead",
+    "trail ",
+    "tab\there",
+    "é ü",
+    "日本",
+    "a\\b",
+    "=",
+    "a=b",
+    "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore",
+    "word word word word word word word word word word word word word word word word word word",
+];
+
+fn scalar() -> impl Strategy<Value = String> {
+    prop_oneof![
+        3 => proptest::sample::select(TRICKY).prop_map(str::to_string),
+        1 => "[a-z][a-z0-9-]{0,12}",
+    ]
+}
+
+fn q(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_default()
+}
+
+#[derive(Debug, Clone)]
+struct Tree {
+    apps: Vec<(Vec<String>, Vec<String>)>,
+    literals: Vec<String>,
+    prefix: Option<&'static str>,
+    suffix: Option<&'static str>,
+    namespace: Option<&'static str>,
+    label: Option<String>,
+    annotation: Option<String>,
+    image_tag: Option<&'static str>,
+    replicas: Option<u8>,
+    patch_env: Option<String>,
+    merge_literal: Option<String>,
+    reorder_none: bool,
+    json_patch: Option<String>,
+    delete_service: bool,
+    secret: Option<String>,
+    include_templates: bool,
+}
+
+fn tree() -> impl Strategy<Value = Tree> {
+    let app = (
+        proptest::collection::vec(scalar(), 0..3),
+        proptest::collection::vec(scalar(), 0..3),
+    );
+    (
+        proptest::collection::vec(app, 1..3),
+        proptest::collection::vec(scalar(), 0..3),
+        proptest::option::of(proptest::sample::select(&["p-", "team-"][..])),
+        proptest::option::of(proptest::sample::select(&["-s", "-v2"][..])),
+        proptest::option::of(proptest::sample::select(&["prod", "kube-system"][..])),
+        proptest::option::of(scalar()),
+        proptest::option::of(scalar()),
+        proptest::option::of(proptest::sample::select(&["1.25", "2.0", "latest"][..])),
+        proptest::option::of(0u8..5),
+        proptest::option::of(scalar()),
+        proptest::option::of(scalar()),
+        (
+            any::<bool>(),
+            proptest::option::of(scalar()),
+            any::<bool>(),
+            proptest::option::of(scalar()),
+            any::<bool>(),
+        ),
+    )
+        .prop_map(
+            |(
+                apps,
+                literals,
+                prefix,
+                suffix,
+                namespace,
+                label,
+                annotation,
+                image_tag,
+                replicas,
+                patch_env,
+                merge_literal,
+                (reorder_none, json_patch, delete_service, secret, include_templates),
+            )| Tree {
+                apps,
+                literals,
+                prefix,
+                suffix,
+                namespace,
+                label,
+                annotation,
+                image_tag,
+                replicas,
+                patch_env,
+                merge_literal,
+                reorder_none,
+                json_patch,
+                delete_service,
+                secret,
+                include_templates,
+            },
+        )
+}
+
+fn write_tree(root: &Path, t: &Tree) -> std::io::Result<()> {
+    let base = root.join("base");
+    let overlay = root.join("overlay");
+    std::fs::create_dir_all(&base)?;
+    std::fs::create_dir_all(&overlay)?;
+    let mut resources = String::new();
+    for (i, (env, args)) in t.apps.iter().enumerate() {
+        let mut env_text = String::new();
+        for (k, v) in env.iter().enumerate() {
+            env_text.push_str(&format!(
+                "        - name: V{k}\n          value: {}\n",
+                q(v)
+            ));
+        }
+        let args_text: Vec<String> = args.iter().map(|a| q(a)).collect();
+        let doc = format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: app{i}\n  labels:\n    app: app{i}\nspec:\n  replicas: 1\n  selector:\n    matchLabels:\n      app: app{i}\n  template:\n    metadata:\n      labels:\n        app: app{i}\n    spec:\n      containers:\n      - name: main\n        image: nginx:1.0\n        args: [{}]\n        env:\n{env_text}        - name: FIXED\n          value: \"x\"\n        envFrom:\n        - configMapRef:\n            name: settings\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: app{i}\nspec:\n  selector:\n    app: app{i}\n  ports:\n  - port: 80\n    targetPort: 8080\n",
+            args_text.join(", ")
+        );
+        std::fs::write(base.join(format!("app{i}.yaml")), doc)?;
+        resources.push_str(&format!("- app{i}.yaml\n"));
+    }
+    let mut k =
+        format!("resources:\n{resources}configMapGenerator:\n- name: settings\n  literals:\n");
+    for (i, l) in t.literals.iter().enumerate() {
+        k.push_str(&format!("  - {}\n", q(&format!("K{i}={l}"))));
+    }
+    k.push_str("  - BASE=1\n");
+    std::fs::write(base.join("kustomization.yaml"), k)?;
+
+    let mut k = String::from("resources:\n- ../base\n");
+    if let Some(p) = t.prefix {
+        k.push_str(&format!("namePrefix: {p}\n"));
+    }
+    if let Some(s) = t.suffix {
+        k.push_str(&format!("nameSuffix: {s}\n"));
+    }
+    if let Some(ns) = t.namespace {
+        k.push_str(&format!("namespace: {ns}\n"));
+    }
+    if let Some(l) = &t.label {
+        k.push_str(&format!("commonLabels:\n  env: {}\n", q(l)));
+    }
+    if let Some(a) = &t.annotation {
+        k.push_str(&format!("commonAnnotations:\n  note: {}\n", q(a)));
+    }
+    if let Some(tag) = t.image_tag {
+        k.push_str(&format!("images:\n- name: nginx\n  newTag: \"{tag}\"\n"));
+    }
+    if let Some(n) = t.replicas {
+        k.push_str(&format!("replicas:\n- name: app0\n  count: {n}\n"));
+    }
+    if let Some(v) = &t.patch_env {
+        k.push_str(&format!(
+            "patches:\n- patch: |\n    apiVersion: apps/v1\n    kind: Deployment\n    metadata:\n      name: app0\n    spec:\n      template:\n        spec:\n          containers:\n          - name: main\n            env:\n            - name: PATCHED\n              value: {}\n",
+            q(v)
+        ));
+    }
+    let mut patches = String::new();
+    if let Some(v) = &t.json_patch {
+        patches.push_str(&format!(
+            "- target:\n    kind: Deployment\n  patch: |\n    - op: add\n      path: /metadata/annotations\n      value: {{json: {}}}\n",
+            q(v)
+        ));
+    }
+    if t.delete_service {
+        patches.push_str(
+            "- patch: |\n    $patch: delete\n    apiVersion: v1\n    kind: Service\n    metadata:\n      name: app0\n",
+        );
+    }
+    if !patches.is_empty() {
+        if t.patch_env.is_none() {
+            k.push_str("patches:\n");
+        }
+        k.push_str(&patches);
+    }
+    if let Some(v) = &t.secret {
+        k.push_str(&format!(
+            "secretGenerator:\n- name: creds\n  literals:\n  - {}\n",
+            q(&format!("password={v}"))
+        ));
+    }
+    if t.include_templates {
+        k.push_str("labels:\n- pairs:\n    tier: web\n  includeTemplates: true\n");
+    }
+    if let Some(l) = &t.merge_literal {
+        k.push_str(&format!(
+            "configMapGenerator:\n- name: settings\n  behavior: merge\n  literals:\n  - {}\n",
+            q(&format!("OVERLAY={l}"))
+        ));
+    }
+    std::fs::write(overlay.join("kustomization.yaml"), k)?;
+    Ok(())
+}
+
+fn config() -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(24);
+    ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn shipway_prints_what_kubectl_prints(t in tree()) {
+        if !kubectl_available() {
+            return Ok(());
+        }
+        let dir = tempfile::tempdir().map_err(|e| TestCaseError::fail(e.to_string()))?;
+        write_tree(dir.path(), &t).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let overlay = dir.path().join("overlay");
+        let mut cmd = Command::new("kubectl");
+        cmd.arg("kustomize").arg(&overlay);
+        if t.reorder_none {
+            cmd.args(["--reorder", "none"]);
+        }
+        let want = cmd.output().map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let opts = Options {
+            reorder: if t.reorder_none { shipway_kustomize::Reorder::None } else { shipway_kustomize::Reorder::Legacy },
+            ..Options::default()
+        };
+        let got = build(&DiskFs, &overlay, &opts);
+        match got {
+            Ok(text) => {
+                prop_assert!(want.status.success(), "kubectl failed but Shipway rendered:\n{}\nkubectl: {}", text, String::from_utf8_lossy(&want.stderr));
+                prop_assert_eq!(text, String::from_utf8_lossy(&want.stdout).into_owned());
+            }
+            Err(e) => {
+                prop_assert!(!want.status.success(), "Shipway failed ({}) but kubectl rendered:\n{}", e, String::from_utf8_lossy(&want.stdout));
+            }
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! Concurrency groups (`concurrency:` of a job): at most one job running and one pending per
+//! group. A newer arrival cancels the pending one; with `cancel-in-progress` it also cancels
+//! the running one, as GitHub does.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Default)]
+struct Group {
+    /// Ids of the holder and of the waiting job, with their tokens.
+    running: Option<(u64, CancellationToken)>,
+    pending: Option<(u64, CancellationToken)>,
+}
+
+/// Every group of a run. State changes bump a version on a watch channel, so a waiter never
+/// misses a release.
+pub struct Groups {
+    state: Mutex<(u64, HashMap<String, Group>)>,
+    changed: watch::Sender<u64>,
+}
+
+impl Default for Groups {
+    fn default() -> Groups {
+        Groups {
+            state: Mutex::new((0, HashMap::new())),
+            changed: watch::channel(0).0,
+        }
+    }
+}
+
+/// Holding a group; leaving it (on drop) lets the pending job run.
+pub struct Slot<'a> {
+    groups: &'a Groups,
+    group: String,
+    id: u64,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.groups.state.lock()
+            && let Some(g) = s.1.get_mut(&self.group)
+            && g.running.as_ref().is_some_and(|(id, _)| *id == self.id)
+        {
+            g.running = None;
+        }
+        self.groups.changed.send_modify(|v| *v += 1);
+    }
+}
+
+impl Groups {
+    /// Waits for the group; `None` when this job was cancelled while it waited (a newer job
+    /// replaced it, or the run was cancelled).
+    pub async fn enter(
+        &self,
+        group: &str,
+        cancel_in_progress: bool,
+        token: &CancellationToken,
+    ) -> Option<Slot<'_>> {
+        let mut rx = self.changed.subscribe();
+        let id = {
+            let Ok(mut s) = self.state.lock() else {
+                return None;
+            };
+            s.0 += 1;
+            let id = s.0;
+            let g = s.1.entry(group.to_string()).or_default();
+            if g.running.is_none() {
+                g.running = Some((id, token.clone()));
+                return Some(Slot {
+                    groups: self,
+                    group: group.to_string(),
+                    id,
+                });
+            }
+            if let Some((_, older)) = g.pending.take() {
+                older.cancel();
+            }
+            if cancel_in_progress && let Some((_, running)) = &g.running {
+                running.cancel();
+            }
+            g.pending = Some((id, token.clone()));
+            id
+        };
+        self.changed.send_modify(|v| *v += 1);
+        loop {
+            if token.is_cancelled() {
+                self.forget(group, id);
+                return None;
+            }
+            {
+                let Ok(mut s) = self.state.lock() else {
+                    return None;
+                };
+                if let Some(g) = s.1.get_mut(group)
+                    && g.running.is_none()
+                    && g.pending.as_ref().is_some_and(|(p, _)| *p == id)
+                {
+                    let (_, t) = g.pending.take().unwrap_or((id, token.clone()));
+                    g.running = Some((id, t));
+                    return Some(Slot {
+                        groups: self,
+                        group: group.to_string(),
+                        id,
+                    });
+                }
+            }
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { return None },
+                () = token.cancelled() => {}
+            }
+        }
+    }
+
+    fn forget(&self, group: &str, id: u64) {
+        if let Ok(mut s) = self.state.lock()
+            && let Some(g) = s.1.get_mut(group)
+            && g.pending.as_ref().is_some_and(|(p, _)| *p == id)
+        {
+            g.pending = None;
+        }
+    }
+}

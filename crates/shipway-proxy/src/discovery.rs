@@ -1,0 +1,361 @@
+//! Discovery: watches Services, Endpoints, Pods and TrafficPolicies in the store, builds the
+//! routing table and publishes it through a `watch` channel; gives each Service port a listen
+//! address and writes it to the Service's status.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{FutureExt, StreamExt};
+use serde_json::{Value, json};
+use shipway_model::Object;
+use shipway_store::{ListQuery, Store, StoreError};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::policy::{self, TrafficPolicy};
+use crate::table::{BackendSpec, RouteSpec, RoutingTable, RuleSpec};
+
+/// The annotation that fixes the listen address of a Service's first port.
+pub const LISTEN_ANNOTATION: &str = "shipway.dev/listen";
+const ACTOR: &str = "controller:proxy";
+
+/// The objects a table is built from.
+#[derive(Default)]
+pub struct Snapshot {
+    pub services: Vec<Object>,
+    pub endpoints: Vec<Object>,
+    pub pods: Vec<Object>,
+    pub policies: Vec<Object>,
+}
+
+fn ns(o: &Object) -> &str {
+    o.metadata.namespace.as_deref().unwrap_or("default")
+}
+
+/// Picks a free loopback port by binding port 0. The proxy binds it moments later; the address is
+/// then kept in the Service's status, so it stays put across restarts when still free.
+fn allocate() -> Option<SocketAddr> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .ok()
+}
+
+/// The listen address of each port of `svc`, and the status to write if it changed.
+fn listen_addresses(svc: &Object, ports: &[Value]) -> (Vec<Option<SocketAddr>>, Option<Value>) {
+    let previous: Vec<Value> = svc
+        .status()
+        .and_then(|s| s.get("ports"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let annotated = svc
+        .metadata
+        .annotations
+        .get(LISTEN_ANNOTATION)
+        .and_then(|a| a.trim().parse::<SocketAddr>().ok());
+    let mut addrs = Vec::new();
+    let mut status_ports = Vec::new();
+    for (i, p) in ports.iter().enumerate() {
+        let name = p.get("name").and_then(Value::as_str).unwrap_or_default();
+        let port = p.get("port").cloned().unwrap_or(Value::Null);
+        let kept = previous
+            .iter()
+            .find(|q| {
+                q.get("name").and_then(Value::as_str).unwrap_or_default() == name
+                    && q["port"] == port
+            })
+            .and_then(|q| q.get("listen").and_then(Value::as_str))
+            .and_then(|l| l.parse::<SocketAddr>().ok());
+        let addr = if i == 0 && annotated.is_some() {
+            annotated
+        } else {
+            kept.filter(|k| Some(*k) != annotated).or_else(allocate)
+        };
+        addrs.push(addr);
+        let mut entry = json!({"port": port});
+        if !name.is_empty() {
+            entry["name"] = json!(name);
+        }
+        if let Some(a) = addr {
+            entry["listen"] = json!(a.to_string());
+        }
+        status_ports.push(entry);
+    }
+    let mut status = svc.status().cloned().unwrap_or_else(|| json!({}));
+    if let Some(obj) = status.as_object_mut() {
+        match addrs.first().copied().flatten() {
+            Some(a) => obj.insert("address".into(), json!(a.to_string())),
+            None => obj.remove("address"),
+        };
+        obj.insert("ports".into(), Value::Array(status_ports));
+    }
+    let changed = svc.status() != Some(&status);
+    (addrs, changed.then_some(status))
+}
+
+/// Ready endpoints of one Service port: (pod name, address).
+fn ready_endpoints(endpoints: Option<&Object>, port_name: &str) -> Vec<(String, SocketAddr)> {
+    let mut out = Vec::new();
+    let subsets = endpoints
+        .and_then(|e| e.body.get("subsets"))
+        .and_then(Value::as_array);
+    for subset in subsets.into_iter().flatten() {
+        let port = subset
+            .get("ports")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .find(|p| p.get("name").and_then(Value::as_str).unwrap_or_default() == port_name)
+            .and_then(|p| p.get("port").and_then(Value::as_u64))
+            .and_then(|p| u16::try_from(p).ok());
+        let Some(port) = port else { continue };
+        for a in subset
+            .get("addresses")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let Some(ip) = a
+                .get("ip")
+                .and_then(Value::as_str)
+                .and_then(|ip| ip.parse().ok())
+            else {
+                continue;
+            };
+            let pod = a
+                .pointer("/targetRef/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            out.push((pod, SocketAddr::new(ip, port)));
+        }
+    }
+    // Stable order, so an unchanged set of endpoints compares equal and costs no rebuild.
+    out.sort();
+    out
+}
+
+/// Builds the route specs (a pure function of the snapshot and the chosen addresses) and the
+/// status updates the Services need.
+pub fn build(snapshot: &Snapshot) -> (Vec<RouteSpec>, Vec<(Object, Value)>) {
+    let endpoints: HashMap<(&str, &str), &Object> = snapshot
+        .endpoints
+        .iter()
+        .map(|e| ((ns(e), e.metadata.name.as_str()), e))
+        .collect();
+    let policies: HashMap<(&str, &str), &Object> = snapshot
+        .policies
+        .iter()
+        .map(|p| ((ns(p), p.metadata.name.as_str()), p))
+        .collect();
+    let labels: HashMap<(&str, &str), &BTreeMap<String, String>> = snapshot
+        .pods
+        .iter()
+        .map(|p| ((ns(p), p.metadata.name.as_str()), &p.metadata.labels))
+        .collect();
+    let mut specs = Vec::new();
+    let mut statuses = Vec::new();
+    for svc in &snapshot.services {
+        let (namespace, name) = (ns(svc), svc.metadata.name.as_str());
+        let ports: Vec<Value> = svc
+            .spec()
+            .and_then(|s| s.get("ports"))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let (addrs, status) = listen_addresses(svc, &ports);
+        if let Some(status) = status {
+            statuses.push((svc.clone(), status));
+        }
+        let policy = match policies.get(&(namespace, name)) {
+            Some(p) => match TrafficPolicy::from_spec(p.spec().unwrap_or(&Value::Null)) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    // Fall back to plain round robin rather than taking the Service down.
+                    tracing::warn!("TrafficPolicy {namespace}/{name} ignored: {e}");
+                    None
+                }
+            },
+            None => None,
+        };
+        for (p, addr) in ports.iter().zip(addrs) {
+            let Some(listen) = addr else { continue };
+            if p.get("protocol")
+                .and_then(Value::as_str)
+                .is_some_and(|p| p != "TCP")
+            {
+                continue;
+            }
+            let port_name = p.get("name").and_then(Value::as_str).unwrap_or_default();
+            let ready = ready_endpoints(endpoints.get(&(namespace, name)).copied(), port_name);
+            let (backends, rules, mirror) = match &policy {
+                None => (
+                    vec![BackendSpec {
+                        name: "default".into(),
+                        weight: 100,
+                        endpoints: ready.iter().map(|(_, a)| *a).collect(),
+                    }],
+                    Vec::new(),
+                    None,
+                ),
+                Some(policy) => {
+                    let backends: Vec<BackendSpec> = policy
+                        .backends
+                        .iter()
+                        .map(|b| BackendSpec {
+                            name: b.name.clone(),
+                            weight: b.weight,
+                            endpoints: ready
+                                .iter()
+                                .filter(|(pod, _)| {
+                                    labels
+                                        .get(&(namespace, pod.as_str()))
+                                        .is_some_and(|l| b.selector.matches(l))
+                                })
+                                .map(|(_, a)| *a)
+                                .collect(),
+                        })
+                        .collect();
+                    let index = |n: &str| policy.backends.iter().position(|b| b.name == n);
+                    let rules = policy
+                        .routes
+                        .iter()
+                        .filter_map(|r| {
+                            Some(RuleSpec {
+                                name: r.name.clone(),
+                                headers: r.headers.clone(),
+                                cookies: r.cookies.clone(),
+                                backend: index(&r.backend)?,
+                            })
+                        })
+                        .collect();
+                    let mirror = policy
+                        .mirror
+                        .as_ref()
+                        .and_then(|(b, pct)| Some((index(b)?, *pct)));
+                    (backends, rules, mirror)
+                }
+            };
+            specs.push(RouteSpec {
+                namespace: namespace.to_string(),
+                service: name.to_string(),
+                port_name: port_name.to_string(),
+                listen,
+                backends,
+                rules,
+                mirror,
+            });
+        }
+    }
+    (specs, statuses)
+}
+
+async fn snapshot(store: &Store) -> Result<(Snapshot, u64), StoreError> {
+    let services = store.list(&ListQuery::kind("", "Service")).await?;
+    let endpoints = store.list(&ListQuery::kind("", "Endpoints")).await?;
+    let pods = store.list(&ListQuery::kind("", "Pod")).await?;
+    let policies = store
+        .list(&ListQuery::kind(policy::GROUP, policy::KIND))
+        .await?;
+    // Watching from the oldest list's version replays what changed in between: a rebuild too
+    // many, never one too few.
+    let rv = services.resource_version;
+    Ok((
+        Snapshot {
+            services: services.items,
+            endpoints: endpoints.items,
+            pods: pods.items,
+            policies: policies.items,
+        },
+        rv,
+    ))
+}
+
+fn relevant(obj: &Object) -> bool {
+    matches!(
+        (obj.group(), obj.kind.as_str()),
+        ("", "Service" | "Endpoints" | "Pod") | (policy::GROUP, policy::KIND)
+    )
+}
+
+/// Rebuilds and publishes; returns the resourceVersion the snapshot was read at.
+async fn refresh(
+    store: &Store,
+    tx: &watch::Sender<Arc<RoutingTable>>,
+    last: &mut Vec<RouteSpec>,
+) -> Result<u64, StoreError> {
+    let (snap, rv) = snapshot(store).await?;
+    let (specs, statuses) = build(&snap);
+    for (mut svc, status) in statuses {
+        svc.body.insert("status".into(), status);
+        // A conflict means the Service changed meanwhile; its change event brings us back here.
+        if let Err(e) = store.update_status(svc, ACTOR).await {
+            tracing::debug!("proxy discovery: status not written: {e}");
+        }
+    }
+    if specs != *last {
+        tx.send_replace(Arc::new(RoutingTable::build(&specs)));
+        *last = specs;
+    }
+    Ok(rv)
+}
+
+/// Starts discovery; the receiver always holds the newest table.
+pub fn spawn(
+    store: Store,
+    shutdown: CancellationToken,
+) -> (
+    watch::Receiver<Arc<RoutingTable>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (tx, rx) = watch::channel(Arc::new(RoutingTable::default()));
+    let task = tokio::spawn(run(store, tx, shutdown));
+    (rx, task)
+}
+
+async fn run(store: Store, tx: watch::Sender<Arc<RoutingTable>>, shutdown: CancellationToken) {
+    let mut last = Vec::new();
+    'outer: loop {
+        let rv = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = refresh(&store, &tx, &mut last) => match r {
+                Ok(rv) => rv,
+                Err(e) => {
+                    tracing::warn!("proxy discovery: {e}");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            },
+        };
+        let mut changes = store.watch(ListQuery::default(), rv);
+        loop {
+            let event = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                e = changes.next() => e,
+            };
+            match event {
+                Some(Ok(e)) if relevant(&e.object) => {
+                    // Take every change already waiting, then rebuild once.
+                    while let Some(Some(_)) = changes.next().now_or_never() {}
+                    match refresh(&store, &tx, &mut last).await {
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!("proxy discovery: {e}");
+                            continue 'outer;
+                        }
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    tracing::warn!("proxy discovery: watch: {e}");
+                    continue 'outer;
+                }
+                None => continue 'outer,
+            }
+        }
+    }
+}

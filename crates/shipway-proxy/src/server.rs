@@ -1,0 +1,494 @@
+//! The data path: one listener per route, HTTP/1.1 and h2c to clients, pooled keep-alive
+//! connections to upstreams, forwarding headers, connect retries, mirroring and the error
+//! responses that say which service failed and why.
+//!
+//! A request goes through three phases: `route` (pick the backend from the table snapshot it
+//! started with), `forward` (endpoint, attempts) and `log` (metrics, access log).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Body, Incoming};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::ProxyMetrics;
+use crate::table::{Backend, Route, RoutingTable};
+
+pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+/// Limits and options of the data path.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    /// A client must send a whole request head within this time, or its connection is closed:
+    /// slow clients cannot hold connections open (slowloris).
+    pub header_read_timeout: Duration,
+    /// Largest request head accepted (HTTP/1).
+    pub max_header_bytes: usize,
+    /// Time to an upstream's response head before answering 504.
+    pub upstream_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Client connections open at once per listener; further clients wait in the accept queue.
+    pub max_connections: usize,
+    /// Log every request at info level (target `shipway_proxy::access`).
+    pub access_log: bool,
+    /// Connect attempts per request (on distinct endpoints when the backend has several).
+    pub connect_attempts: usize,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+            upstream_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(2),
+            max_connections: 10_000,
+            access_log: false,
+            connect_attempts: 3,
+        }
+    }
+}
+
+struct Shared {
+    table: watch::Receiver<Arc<RoutingTable>>,
+    client: Client<HttpConnector, ProxyBody>,
+    metrics: Arc<ProxyMetrics>,
+    config: ProxyConfig,
+    request_ids: AtomicU64,
+    /// Distinguishes request ids of different runs.
+    run_id: u32,
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) a proxy must not forward.
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+];
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Headers named in `Connection` are hop-by-hop too.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(n);
+    }
+}
+
+fn empty() -> ProxyBody {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
+/// A response the proxy makes itself; the body names the service and the reason.
+fn error_response(status: StatusCode, service: &str, why: &str) -> Response<ProxyBody> {
+    let body = format!("shipway-proxy: service {service}: {why}\n");
+    let mut r = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r.headers_mut()
+        .insert("x-shipway-proxy-error", HeaderValue::from_static("1"));
+    r
+}
+
+/// The proxy: serves the routes of the newest table until shutdown.
+pub struct Proxy;
+
+impl Proxy {
+    /// Starts the listener manager; it binds and unbinds listeners as the table changes and ends
+    /// (after its listeners have drained) when `shutdown` is cancelled.
+    pub fn start(
+        table: watch::Receiver<Arc<RoutingTable>>,
+        metrics: Arc<ProxyMetrics>,
+        config: ProxyConfig,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        let shared = Arc::new(Shared {
+            table: table.clone(),
+            client,
+            metrics,
+            config,
+            request_ids: AtomicU64::new(0),
+            run_id: std::process::id(),
+        });
+        tokio::spawn(manage(shared, table, shutdown))
+    }
+}
+
+/// Keeps one listener per address in the table.
+async fn manage(
+    shared: Arc<Shared>,
+    mut table: watch::Receiver<Arc<RoutingTable>>,
+    shutdown: CancellationToken,
+) {
+    let mut listeners: HashMap<SocketAddr, (CancellationToken, tokio::task::JoinHandle<()>)> =
+        HashMap::new();
+    loop {
+        let wanted: Vec<(SocketAddr, String)> = table
+            .borrow_and_update()
+            .routes
+            .iter()
+            .map(|(a, r)| (*a, format!("{}/{}", r.spec.namespace, r.spec.service)))
+            .collect();
+        listeners.retain(|addr, (stop, _)| {
+            let keep = wanted.iter().any(|(a, _)| a == addr);
+            if !keep {
+                stop.cancel();
+            }
+            keep
+        });
+        for (addr, service) in wanted {
+            if listeners.contains_key(&addr) {
+                continue;
+            }
+            match TcpListener::bind(addr).await {
+                Ok(l) => {
+                    tracing::info!("proxy: service {service} listens on {addr}");
+                    let stop = shutdown.child_token();
+                    let task = tokio::spawn(listen(shared.clone(), l, addr, stop.clone()));
+                    listeners.insert(addr, (stop, task));
+                }
+                // Retried on the next table change or tick.
+                Err(e) => tracing::warn!("proxy: service {service}: cannot listen on {addr}: {e}"),
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            changed = table.changed() => if changed.is_err() { break },
+            // Addresses that could not be bound (in use) are tried again.
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+    for (_, (stop, task)) in listeners {
+        stop.cancel();
+        let _ = task.await;
+    }
+}
+
+/// Accepts connections on one address until `stop`; then lets open connections finish their
+/// requests (up to 10 s).
+async fn listen(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    addr: SocketAddr,
+    stop: CancellationToken,
+) {
+    let limit = Arc::new(Semaphore::new(shared.config.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.config.header_read_timeout)
+        .max_buf_size(shared.config.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(shared.config.max_header_bytes as u32);
+    loop {
+        let permit = tokio::select! {
+            _ = stop.cancelled() => break,
+            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = stop.cancelled() => break,
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!("proxy {addr}: accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let shared = shared.clone();
+            async move { Ok::<_, Infallible>(handle(&shared, addr, peer, req).await) }
+        });
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+}
+
+/// Phase one: the route and backend for a request, from the table as it is now.
+fn route(shared: &Shared, listen: SocketAddr) -> Option<Arc<Route>> {
+    shared.table.borrow().routes.get(&listen).cloned()
+}
+
+async fn handle(
+    shared: &Shared,
+    listen: SocketAddr,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let Some(route) = route(shared, listen) else {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &listen.to_string(),
+            "no service listens here any more",
+        );
+    };
+    let service = format!("{}/{}", route.spec.namespace, route.spec.service);
+    let Some(backend) = route.choose(req.headers()) else {
+        let r = error_response(StatusCode::SERVICE_UNAVAILABLE, &service, "no backends");
+        log(shared, &service, "", &req, &r, started);
+        return r;
+    };
+    let method = req.method().clone();
+    let path = req.uri().path_and_query().map(|p| p.as_str().to_string());
+    let response = forward(shared, &route, &service, backend, peer, req).await;
+    if shared.config.access_log {
+        tracing::info!(
+            target: "shipway_proxy::access",
+            "{peer} {service} {} {method} {} {} {:.3}ms",
+            backend.name,
+            path.as_deref().unwrap_or("/"),
+            response.status().as_u16(),
+            started.elapsed().as_secs_f64() * 1e3
+        );
+    }
+    shared.metrics.record(
+        &service,
+        &backend.name,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+/// Phase three for requests that never reached `forward`.
+fn log(
+    shared: &Shared,
+    service: &str,
+    backend: &str,
+    _req: &Request<Incoming>,
+    resp: &Response<ProxyBody>,
+    started: Instant,
+) {
+    shared
+        .metrics
+        .record(service, backend, resp.status().as_u16(), started.elapsed());
+}
+
+fn upstream_uri(endpoint: SocketAddr, path: Option<&str>) -> Option<Uri> {
+    Uri::builder()
+        .scheme("http")
+        .authority(endpoint.to_string())
+        .path_and_query(path.unwrap_or("/"))
+        .build()
+        .ok()
+}
+
+/// Phase two: sends the request to an endpoint of `backend`, retrying a refused connect on the
+/// next endpoint when the request has no body to replay.
+async fn forward(
+    shared: &Shared,
+    route: &Route,
+    service: &str,
+    backend: &Backend,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    if backend.endpoints.is_empty() {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            service,
+            &format!("no ready endpoints (backend {})", backend.name),
+        );
+    }
+    let (mut parts, body) = req.into_parts();
+    let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    strip_hop_by_hop(&mut parts.headers);
+    let peer_ip = peer.ip().to_string();
+    let xff = match parts
+        .headers
+        .get(&X_FORWARDED_FOR)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(prev) => format!("{prev}, {peer_ip}"),
+        None => peer_ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        parts.headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    parts
+        .headers
+        .insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    if let Some(h) = host {
+        parts.headers.insert(X_FORWARDED_HOST.clone(), h);
+    }
+    if !parts.headers.contains_key(&X_REQUEST_ID) {
+        let n = shared.request_ids.fetch_add(1, Ordering::Relaxed);
+        if let Ok(v) = HeaderValue::from_str(&format!("{:08x}-{n:x}", shared.run_id)) {
+            parts.headers.insert(X_REQUEST_ID.clone(), v);
+        }
+    }
+    // Upstreams get HTTP/1.1 whatever the client spoke.
+    parts.version = hyper::Version::HTTP_11;
+    let path = parts.uri.path_and_query().map(|p| p.as_str().to_string());
+    let bodyless = body.is_end_stream();
+    if bodyless && let Some(mirror) = route.mirror() {
+        spawn_mirror(shared, service, mirror, &parts, path.as_deref());
+    }
+    let attempts = if bodyless {
+        shared
+            .config
+            .connect_attempts
+            .clamp(1, backend.endpoints.len().max(1))
+    } else {
+        1
+    };
+    let start = backend.start();
+    let mut body = Some(body.boxed());
+    let mut last_error = String::new();
+    for attempt in 0..attempts {
+        let Some(endpoint) = backend.endpoint(start, attempt) else {
+            break;
+        };
+        let Some(uri) = upstream_uri(endpoint, path.as_deref()) else {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                service,
+                "request target is not a valid path",
+            );
+        };
+        let mut upstream = Request::new(body.take().unwrap_or_else(empty));
+        *upstream.method_mut() = parts.method.clone();
+        *upstream.uri_mut() = uri;
+        *upstream.version_mut() = parts.version;
+        *upstream.headers_mut() = parts.headers.clone();
+        match tokio::time::timeout(
+            shared.config.upstream_timeout,
+            shared.client.request(upstream),
+        )
+        .await
+        {
+            Ok(Ok(resp)) => {
+                let (mut head, body) = resp.into_parts();
+                strip_hop_by_hop(&mut head.headers);
+                return Response::from_parts(head, body.boxed());
+            }
+            Ok(Err(e)) if e.is_connect() => {
+                last_error = format!(
+                    "cannot connect to {endpoint} (backend {}): {e}",
+                    backend.name
+                );
+            }
+            Ok(Err(e)) => {
+                return error_response(
+                    StatusCode::BAD_GATEWAY,
+                    service,
+                    &format!("upstream {endpoint} (backend {}) failed: {e}", backend.name),
+                );
+            }
+            Err(_) => {
+                return error_response(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    service,
+                    &format!(
+                        "upstream {endpoint} (backend {}) sent no response within {:?}",
+                        backend.name, shared.config.upstream_timeout
+                    ),
+                );
+            }
+        }
+    }
+    error_response(StatusCode::BAD_GATEWAY, service, &last_error)
+}
+
+/// Sends a copy of a bodyless request to the mirror backend in its own task: its response is
+/// discarded and its failure or slowness never touches the client's request.
+fn spawn_mirror(
+    shared: &Shared,
+    service: &str,
+    backend: &Backend,
+    parts: &hyper::http::request::Parts,
+    path: Option<&str>,
+) {
+    let Some(endpoint) = backend.endpoint(backend.start(), 0) else {
+        return;
+    };
+    let Some(uri) = upstream_uri(endpoint, path) else {
+        return;
+    };
+    let mut req = Request::new(empty());
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = uri;
+    *req.headers_mut() = parts.headers.clone();
+    let client = shared.client.clone();
+    let metrics = shared.metrics.clone();
+    let timeout = shared.config.upstream_timeout;
+    let (service, name) = (service.to_string(), format!("{}:mirror", backend.name));
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let status = match tokio::time::timeout(timeout, client.request(req)).await {
+            Ok(Ok(resp)) => {
+                let status = resp.status().as_u16();
+                // Read to the end so the connection goes back to the pool.
+                let _ = resp.into_body().collect().await;
+                status
+            }
+            Ok(Err(_)) => 502,
+            Err(_) => 504,
+        };
+        metrics.record(&service, &name, status, started.elapsed());
+    });
+}
