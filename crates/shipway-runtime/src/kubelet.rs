@@ -81,6 +81,14 @@ impl Kubelet {
             .join(pod.metadata.uid.as_deref().unwrap_or("unknown"))
     }
 
+    /// The directory a container runs in (its image's files and its volume mounts).
+    pub fn container_root(data_dir: &Path, pod: &Object, container: &str) -> PathBuf {
+        Self::pod_dir(data_dir, pod)
+            .join("containers")
+            .join(container)
+            .join("root")
+    }
+
     /// The log file of a container instance (`restart` counts from 0).
     pub fn log_path(data_dir: &Path, pod: &Object, container: &str, restart: i64) -> PathBuf {
         Self::pod_dir(data_dir, pod)
@@ -770,9 +778,12 @@ impl PodWorker {
             )));
         }
         let program = argv.remove(0);
+        let root = self
+            .container_root(c, sandbox, image)
+            .map_err(LaunchError::Config)?;
         let cwd = match c["workingDir"].as_str() {
-            Some(w) => image.root.join(w.trim_start_matches('/')),
-            None => image.root.clone(),
+            Some(w) => root.join(w.trim_start_matches('/')),
+            None => root,
         };
         if !cwd.is_dir() {
             return Err(LaunchError::Config(format!(
@@ -796,6 +807,80 @@ impl PodWorker {
         })
     }
 
+    /// The directory a container runs in: the image's files (linked, not copied) with the pod's
+    /// volumes at their `mountPath`s, relative to it. Without mount namespaces an absolute path
+    /// cannot be redirected; apps that use paths relative to their working directory (or
+    /// `$SHIPWAY_VOLUME_<NAME>`) see their volumes where the manifest says.
+    fn container_root(
+        &self,
+        c: &Value,
+        sandbox: &Sandbox,
+        image: &crate::images::ResolvedImage,
+    ) -> Result<PathBuf, String> {
+        let name = c["name"].as_str().unwrap_or_default();
+        let root = Kubelet::container_root(&self.config.data_dir, &self.pod, name);
+        let io = |e: std::io::Error| format!("preparing the root of container {name:?}: {e}");
+        if root.exists() {
+            std::fs::remove_dir_all(&root).map_err(io)?;
+        }
+        std::fs::create_dir_all(&root).map_err(io)?;
+        link_children(&image.root, &root).map_err(io)?;
+        for (i, m) in c["volumeMounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let volume = m["name"].as_str().unwrap_or_default();
+            let Some(source) = sandbox.volumes.get(volume) else {
+                return Err(format!("volumeMounts[{i}]: no volume named {volume:?}"));
+            };
+            let source = match m["subPath"].as_str().filter(|p| !p.is_empty()) {
+                Some(sub) if sub.split('/').any(|p| p == "..") => {
+                    return Err(format!(
+                        "volumeMounts[{i}].subPath {sub:?} must stay inside the volume"
+                    ));
+                }
+                Some(sub) => source.join(sub),
+                None => source.clone(),
+            };
+            let path = m["mountPath"].as_str().unwrap_or_default();
+            let parts: Vec<&str> = path
+                .split('/')
+                .filter(|p| !p.is_empty() && *p != ".")
+                .collect();
+            if parts.is_empty() || parts.contains(&"..") {
+                return Err(format!(
+                    "volumeMounts[{i}].mountPath {path:?} must name a directory below the root"
+                ));
+            }
+            let mut dir = root.clone();
+            for part in &parts[..parts.len() - 1] {
+                dir = dir.join(part);
+                unfold(&dir).map_err(io)?;
+            }
+            let at = dir.join(parts[parts.len() - 1]);
+            if std::fs::symlink_metadata(&at).is_ok() {
+                if at.is_dir()
+                    && !std::fs::symlink_metadata(&at)
+                        .map_err(io)?
+                        .file_type()
+                        .is_symlink()
+                {
+                    std::fs::remove_dir_all(&at).map_err(io)?;
+                } else {
+                    std::fs::remove_file(&at).map_err(io)?;
+                }
+            }
+            std::os::unix::fs::symlink(&source, &at).map_err(io)?;
+        }
+        Ok(Kubelet::container_root(
+            &self.config.data_dir,
+            &self.pod,
+            name,
+        ))
+    }
+
     /// The container's environment: runtime variables, the image's, then the container's own.
     fn environment(
         &self,
@@ -811,7 +896,12 @@ impl PodWorker {
                 std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
             ),
             ("HOSTNAME".into(), self.pod.metadata.name.clone()),
-            ("HOME".into(), image.root.display().to_string()),
+            (
+                "HOME".into(),
+                Kubelet::container_root(&self.config.data_dir, &self.pod, cname)
+                    .display()
+                    .to_string(),
+            ),
             ("SHIPWAY_POD_NAME".into(), self.pod.metadata.name.clone()),
             (
                 "SHIPWAY_POD_NAMESPACE".into(),
@@ -953,6 +1043,37 @@ fn go_duration(d: Duration) -> String {
                 format!("{}m{}s", s / 60, s % 60)
             }
         }
+    }
+}
+
+/// Links every entry of `from` into `to`.
+fn link_children(from: &Path, to: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        std::os::unix::fs::symlink(entry.path(), to.join(entry.file_name()))?;
+    }
+    Ok(())
+}
+
+/// Makes `dir` a real directory: a link to an image directory becomes a directory of links to its
+/// children, so a mount can be placed inside without touching the shared image.
+fn unfold(dir: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(dir) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            let target = std::fs::read_link(dir)?;
+            std::fs::remove_file(dir)?;
+            std::fs::create_dir(dir)?;
+            if target.is_dir() {
+                link_children(&target, dir)?;
+            }
+            Ok(())
+        }
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(std::io::Error::other(format!(
+            "{} is a file, not a directory",
+            dir.display()
+        ))),
+        Err(_) => std::fs::create_dir(dir),
     }
 }
 
@@ -1133,11 +1254,8 @@ impl PodWorker {
                 .map(|p| p as u16)
                 .or_else(|| port.as_u64().map(|p| p as u16))
         };
-        let image_root = sandbox
-            .images
-            .get(c["image"].as_str().unwrap_or_default())
-            .map(|i| i.root.clone())
-            .unwrap_or_default();
+        // Exec probes run where the container runs.
+        let image_root = Kubelet::container_root(&self.config.data_dir, &self.pod, &cname);
         let check = |probe: Value| {
             let port = probe
                 .pointer("/httpGet/port")

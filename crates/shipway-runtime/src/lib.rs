@@ -19,7 +19,10 @@ pub mod replicaset;
 pub mod service;
 pub mod workload;
 
-use shipway_store::Store;
+use std::future::Future;
+
+use shipway_model::{Key, Object};
+use shipway_store::{ApplyOutcome, DeleteOutcome, Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
 pub use kubelet::KubeletConfig;
@@ -83,5 +86,54 @@ impl LocalRuntime {
         for t in self.tasks {
             let _ = t.await;
         }
+    }
+}
+
+/// Where applications run: what GitOps syncs to. The local runtime keeps desired state in the
+/// store, where its controllers pick it up; a Kubernetes runtime applies to a cluster instead.
+pub trait Runtime: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// Creates or updates `obj`; says whether anything changed.
+    fn apply(
+        &self,
+        obj: Object,
+        actor: &str,
+    ) -> impl Future<Output = Result<(Object, ApplyOutcome), StoreError>> + Send;
+    /// Deletes an object; false when it did not exist. Dependents go with it.
+    fn delete(
+        &self,
+        key: &Key,
+        actor: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// The live object, with the status its controllers report.
+    fn observe(&self, key: &Key)
+    -> impl Future<Output = Result<Option<Object>, StoreError>> + Send;
+}
+
+/// The local runtime as a [`Runtime`]: objects go to the store the local controllers watch.
+#[derive(Clone)]
+pub struct StoreRuntime {
+    pub store: Store,
+}
+
+impl Runtime for StoreRuntime {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    async fn apply(&self, obj: Object, actor: &str) -> Result<(Object, ApplyOutcome), StoreError> {
+        self.store.apply(obj, actor).await
+    }
+
+    async fn delete(&self, key: &Key, actor: &str) -> Result<bool, StoreError> {
+        match self.store.delete(key, actor).await {
+            Ok(DeleteOutcome::Deleted(_) | DeleteOutcome::Terminating(_)) => Ok(true),
+            Err(StoreError::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn observe(&self, key: &Key) -> Result<Option<Object>, StoreError> {
+        self.store.get(key).await
     }
 }

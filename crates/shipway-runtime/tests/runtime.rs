@@ -666,3 +666,176 @@ async fn a_port_already_taken_is_explained_in_the_status() {
     drop(taken);
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volumes_appear_at_their_mount_paths_without_touching_the_image() {
+    let env = Env::start().await;
+    let src = env.data.path().join("etc-image");
+    std::fs::create_dir_all(src.join("etc")).unwrap();
+    std::fs::write(src.join("etc/motd"), "from the image\n").unwrap();
+    ImageStore::new(env.data.path())
+        .import("etc:v1", &src, &["/bin/sh".into(), "-c".into()], &[])
+        .unwrap();
+    env.apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings", "namespace": "default"}, "data": {"greeting": "hello"}})).await;
+    env.apply(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds", "namespace": "default"}, "data": {"token": "czNjcjN0"}})).await;
+    env.apply(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "mounts", "namespace": "default"}, "spec": {
+        "volumes": [{"name": "cfg", "configMap": {"name": "settings"}}, {"name": "sec", "secret": {"secretName": "creds"}}],
+        "containers": [{"name": "main", "image": "etc:v1",
+            "args": ["cat config/greeting; echo; cat /dev/null; cat etc/secret/token; echo; cat etc/motd; stat -c %a $(readlink -f etc/secret)/token; exec sleep 600"],
+            "volumeMounts": [{"name": "cfg", "mountPath": "/config"}, {"name": "sec", "mountPath": "/etc/secret"}]}],
+    }})).await;
+    let pod = || async { env.get("", "Pod", "mounts").await.unwrap() };
+    env.until(20, "running", || async {
+        container_status(&pod().await)["state"]
+            .get("running")
+            .is_some()
+    })
+    .await;
+    let p = pod().await;
+    let log = env
+        .data
+        .path()
+        .join("pods")
+        .join(p.metadata.uid.as_ref().unwrap())
+        .join("logs/main/0.log");
+    env.until(5, "the output", || async {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .count()
+            >= 4
+    })
+    .await;
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "hello\ns3cr3t\nfrom the image\n600\n"
+    );
+    let image_etc: Vec<_> = std::fs::read_dir(
+        ImageStore::new(env.data.path())
+            .resolve("etc:v1")
+            .unwrap()
+            .root
+            .join("etc"),
+    )
+    .unwrap()
+    .collect();
+    assert_eq!(
+        image_etc.len(),
+        1,
+        "the shared image directory is untouched"
+    );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_and_tcp_probes_use_the_ports_the_pod_was_given() {
+    let env = Env::start().await;
+    for (name, probe) in [
+        (
+            "http",
+            json!({"httpGet": {"path": "/", "port": "web"}, "periodSeconds": 1}),
+        ),
+        (
+            "tcp",
+            json!({"tcpSocket": {"port": 8000}, "periodSeconds": 1}),
+        ),
+    ] {
+        env.apply(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"}, "spec": {
+            "containers": [{"name": "main", "image": "sh:v1", "args": ["sleep 1; exec python3 -m http.server --bind 127.0.0.1 $PORT"],
+                "ports": [{"name": "web", "containerPort": 8000}], "readinessProbe": probe}],
+        }})).await;
+    }
+    for name in ["http", "tcp"] {
+        env.until(30, &format!("{name} probe to pass"), || async {
+            env.get("", "Pod", name)
+                .await
+                .is_some_and(|p| container_status(&p)["ready"] == true)
+        })
+        .await;
+    }
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runtime_trait_applies_observes_and_deletes() {
+    use shipway_runtime::{Runtime, StoreRuntime};
+    let env = Env::start().await;
+    let runtime = StoreRuntime {
+        store: env.store.clone(),
+    };
+    let obj: Object =
+        serde_json::from_value(deployment("api", 1, "exec sleep 600", json!({}))).unwrap();
+    let key = obj.key();
+    let (_, outcome) = runtime.apply(obj.clone(), "gitops").await.unwrap();
+    assert_eq!(outcome, shipway_store::ApplyOutcome::Created);
+    assert_eq!(
+        runtime.apply(obj, "gitops").await.unwrap().1,
+        shipway_store::ApplyOutcome::Unchanged
+    );
+    env.until(30, "observed ready", || async {
+        runtime
+            .observe(&key)
+            .await
+            .unwrap()
+            .is_some_and(|d| status_i64(&d, "readyReplicas") == 1)
+    })
+    .await;
+    assert!(runtime.delete(&key, "gitops").await.unwrap());
+    assert!(!runtime.delete(&key, "gitops").await.unwrap());
+    env.until(30, "its pods to go with it", || async {
+        env.pods().await.is_empty()
+    })
+    .await;
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recreate_stops_every_old_pod_before_starting_new_ones() {
+    let env = Env::start().await;
+    let strategy = json!({"strategy": {"type": "Recreate"}});
+    env.apply(deployment("db", 2, "exec sleep 600", strategy.clone()))
+        .await;
+    env.until(30, "v1 ready", || async {
+        env.get("apps", "Deployment", "db")
+            .await
+            .is_some_and(|d| status_i64(&d, "readyReplicas") == 2)
+    })
+    .await;
+    let v1: Vec<String> = env
+        .pods()
+        .await
+        .iter()
+        .map(|p| p.metadata.labels["pod-template-hash"].clone())
+        .collect();
+    env.apply(deployment("db", 2, "echo v2; exec sleep 600", strategy))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let pods = env.pods().await;
+        let hashes: std::collections::HashSet<&String> = pods
+            .iter()
+            .map(|p| &p.metadata.labels["pod-template-hash"])
+            .collect();
+        assert!(
+            hashes.len() <= 1,
+            "old and new revisions ran together: {hashes:?}"
+        );
+        let d = env.get("apps", "Deployment", "db").await.unwrap();
+        let observed = d.status().and_then(|s| s["observedGeneration"].as_i64())
+            == Some(d.metadata.generation);
+        if observed
+            && status_i64(&d, "updatedReplicas") == 2
+            && status_i64(&d, "readyReplicas") == 2
+            && !hashes.contains(&v1[0])
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Recreate did not finish: {:?}",
+            d.status()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    env.stop().await;
+}
