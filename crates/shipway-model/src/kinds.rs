@@ -82,6 +82,7 @@ const BUILTIN: &[KindInfo] = &[
     kind!("argoproj.io", "v1alpha1", "ClusterAnalysisTemplate", "clusteranalysistemplates", [], false),
     kind!("argoproj.io", "v1alpha1", "AnalysisRun", "analysisruns", ["ar"], true),
     kind!("argoproj.io", "v1alpha1", "Experiment", "experiments", ["exp"], true),
+    kind!("shipway.dev", "v1alpha1", "TrafficPolicy", "trafficpolicies", ["tp"], true),
 ];
 
 /// Lookup over the built-in kinds table.

@@ -1,5 +1,6 @@
 //! Kind-specific checks of the workloads Shipway runs (Pods, Deployments, ReplicaSets, Jobs,
-//! Services), with Kubernetes' field paths, so bad manifests are refused at apply.
+//! Services) and of TrafficPolicies, with Kubernetes' field paths, so bad manifests are refused
+//! at apply.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -252,10 +253,121 @@ pub fn validate_object(obj: &Object) -> Vec<FieldError> {
                     }
                 }
             }
+            if let Some(listen) = obj.metadata.annotations.get("shipway.dev/listen")
+                && listen.trim().parse::<std::net::SocketAddr>().is_err()
+            {
+                c.err(
+                    "metadata.annotations[shipway.dev/listen]",
+                    format!("Invalid value: {listen:?}: expected an address like 127.0.0.1:8080"),
+                );
+            }
+        }
+        ("shipway.dev", "TrafficPolicy") => {
+            if let Some(spec) = c.object(spec, "spec", true) {
+                traffic_policy(&mut c, spec);
+            }
         }
         _ => {}
     }
     c.errors
+}
+
+/// A TrafficPolicy (the proxy's routing for the Service of the same name): weights 0..=100 that
+/// sum to 100, unique backend names, routes and mirror naming existing backends, valid regexes.
+fn traffic_policy(c: &mut Checker, spec: &serde_json::Map<String, Value>) {
+    let mut names = HashSet::new();
+    let mut total = 0;
+    let backends = c.array(spec.get("backends"), "spec.backends");
+    for (i, b) in backends.iter().enumerate() {
+        let path = format!("spec.backends[{i}]");
+        let Some(b) = c.object(Some(b), &path, true) else {
+            continue;
+        };
+        if let Some(name) = c.string(b.get("name"), &format!("{path}.name"), true)
+            && !names.insert(name)
+        {
+            c.err(
+                &format!("{path}.name"),
+                format!("Duplicate value: {name:?}"),
+            );
+        }
+        total += c
+            .int(b.get("weight"), &format!("{path}.weight"), 0, 100)
+            .unwrap_or(0);
+        if let Some(sel) = b.get("selector")
+            && let Err(e) = Selector::from_label_selector(sel)
+        {
+            c.err(&format!("{path}.selector"), format!("Invalid value: {e}"));
+        }
+    }
+    if !backends.is_empty() && total != 100 {
+        c.err(
+            "spec.backends",
+            format!("Invalid value: weights sum to {total}, expected 100"),
+        );
+    }
+    for (i, r) in c
+        .array(spec.get("routes"), "spec.routes")
+        .iter()
+        .enumerate()
+    {
+        let path = format!("spec.routes[{i}]");
+        let Some(r) = c.object(Some(r), &path, true) else {
+            continue;
+        };
+        if let Some(b) = c.string(r.get("backend"), &format!("{path}.backend"), true)
+            && !names.contains(b)
+        {
+            c.err(
+                &format!("{path}.backend"),
+                format!("Not found: no backend named {b:?}"),
+            );
+        }
+        let Some(m) = c.object(r.get("match"), &format!("{path}.match"), true) else {
+            continue;
+        };
+        for field in ["headers", "cookies"] {
+            let at = format!("{path}.match.{field}");
+            for (j, h) in c.array(m.get(field), &at).iter().enumerate() {
+                let at = format!("{at}[{j}]");
+                let Some(h) = c.object(Some(h), &at, true) else {
+                    continue;
+                };
+                c.string(h.get("name"), &format!("{at}.name"), true);
+                let given: Vec<&str> = ["exact", "prefix", "regex"]
+                    .into_iter()
+                    .filter(|k| h.contains_key(*k))
+                    .collect();
+                if given.len() != 1 {
+                    c.err(
+                        &at,
+                        "Invalid value: needs exactly one of exact, prefix or regex",
+                    );
+                }
+                for k in given {
+                    let Some(v) = c.string(h.get(k), &format!("{at}.{k}"), true) else {
+                        continue;
+                    };
+                    if k == "regex"
+                        && let Err(e) = regex::Regex::new(v)
+                    {
+                        c.err(&format!("{at}.regex"), format!("Invalid value: {e}"));
+                    }
+                }
+            }
+        }
+    }
+    if let Some(m) = c.object(spec.get("mirror"), "spec.mirror", false) {
+        if let Some(b) = c.string(m.get("backend"), "spec.mirror.backend", true)
+            && !names.contains(b)
+        {
+            c.err(
+                "spec.mirror.backend",
+                format!("Not found: no backend named {b:?}"),
+            );
+        }
+        c.int(m.get("percent"), "spec.mirror.percent", 0, 100);
+    }
 }
 
 fn workload(c: &mut Checker, spec: &serde_json::Map<String, Value>, policies: &[&str]) {
@@ -585,6 +697,56 @@ mod tests {
 
     fn deployment(spec: Value) -> Value {
         json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}, "spec": spec})
+    }
+
+    #[test]
+    fn traffic_policies_are_checked() {
+        let policy = |spec: Value| {
+            check(
+                json!({"apiVersion": "shipway.dev/v1alpha1", "kind": "TrafficPolicy", "metadata": {"name": "web"}, "spec": spec}),
+            )
+        };
+        let good = policy(json!({
+            "backends": [
+                {"name": "stable", "selector": {"matchLabels": {"pod-template-hash": "a"}}, "weight": 80},
+                {"name": "canary", "selector": {"matchLabels": {"pod-template-hash": "b"}}, "weight": 20},
+            ],
+            "routes": [{"match": {"headers": [{"name": "x-canary", "exact": "yes"}], "cookies": [{"name": "beta", "regex": "^on$"}]}, "backend": "canary"}],
+            "mirror": {"backend": "canary", "percent": 10},
+        }));
+        assert_eq!(good, Vec::<String>::new());
+        let bad = policy(json!({
+            "backends": [{"name": "stable", "weight": 80}, {"name": "stable", "weight": 101}],
+            "routes": [{"match": {"headers": [{"name": "x", "regex": "("}, {"name": "y"}]}, "backend": "nope"}],
+            "mirror": {"backend": "gone", "percent": 200},
+        }));
+        assert_eq!(bad.len(), 8, "{bad:#?}");
+        assert!(bad.contains(&"spec.backends[1].name: Duplicate value: \"stable\"".to_string()));
+        assert!(bad.contains(
+            &"spec.backends: Invalid value: weights sum to 80, expected 100".to_string()
+        ));
+        assert!(
+            bad.contains(
+                &"spec.routes[0].backend: Not found: no backend named \"nope\"".to_string()
+            )
+        );
+        assert!(
+            bad.iter()
+                .any(|e| e.starts_with("spec.routes[0].match.headers[0].regex: Invalid value"))
+        );
+        assert!(bad.contains(&"spec.routes[0].match.headers[1]: Invalid value: needs exactly one of exact, prefix or regex".to_string()));
+        assert!(
+            bad.contains(&"spec.mirror.backend: Not found: no backend named \"gone\"".to_string())
+        );
+        let svc = check(
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "annotations": {"shipway.dev/listen": "localhost"}}, "spec": {}}),
+        );
+        assert_eq!(
+            svc,
+            [
+                "metadata.annotations[shipway.dev/listen]: Invalid value: \"localhost\": expected an address like 127.0.0.1:8080"
+            ]
+        );
     }
 
     #[test]

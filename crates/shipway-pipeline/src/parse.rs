@@ -164,6 +164,7 @@ pub fn parse_workflow(file: &str, text: &str) -> (Option<Workflow>, Vec<Problem>
         lines: text.lines().collect(),
         file,
         problems: Vec::new(),
+        refs: Vec::new(),
     };
     let workflow = r.workflow();
     let mut problems = r.problems;
@@ -204,6 +205,7 @@ pub fn parse_action(file: &str, text: &str) -> (Option<ActionMeta>, Vec<Problem>
         lines: text.lines().collect(),
         file,
         problems: Vec::new(),
+        refs: Vec::new(),
     };
     let action = r.action();
     let mut problems = r.problems;
@@ -211,11 +213,22 @@ pub fn parse_action(file: &str, text: &str) -> (Option<ActionMeta>, Vec<Problem>
     (action, problems)
 }
 
+/// A `needs.<job>` or `steps.<id>` reference found in an expression: checked once the job is
+/// read, since only then are its needs and step ids known.
+struct Reference {
+    /// The key the expression is written in (`jobs.build.steps[2].run`).
+    path: String,
+    pos: Pos,
+    context: String,
+    name: String,
+}
+
 struct Reader<'a> {
     doc: &'a Document,
     lines: Vec<&'a str>,
     file: &'a str,
     problems: Vec<Problem>,
+    refs: Vec<Reference>,
 }
 
 fn kind(v: &Json) -> &'static str {
@@ -324,6 +337,93 @@ impl Reader<'_> {
         }
     }
 
+    /// Notes every `needs.X` and `steps.X` in `e` (which starts at column `col` of `raw`).
+    fn record_refs(&mut self, path: &str, raw: &str, e: &shipway_expr::Expr, col: usize) {
+        let mut found = Vec::new();
+        e.walk(&mut |node| {
+            if let Some(p) = node.context_path()
+                && p.len() == 2
+                && (p[0] == "needs" || p[0] == "steps")
+                && p[1] != "*"
+            {
+                found.push((p[0].clone(), p[1].clone(), node.column));
+            }
+        });
+        for (context, name, column) in found {
+            let pos = self.pos_in_scalar(path, raw, (col + column).saturating_sub(2));
+            self.refs.push(Reference {
+                path: path.to_string(),
+                pos,
+                context,
+                name,
+            });
+        }
+    }
+
+    /// Warns about `needs.X` that the job does not need and `steps.X` that no earlier step
+    /// defines: both are null at run time, almost always by mistake.
+    fn check_refs(&mut self, job_path: &str, job: &Job) {
+        let refs: Vec<Reference> = std::mem::take(&mut self.refs);
+        let mut keep = Vec::new();
+        for r in refs {
+            let Some(rest) = r
+                .path
+                .strip_prefix(job_path)
+                .filter(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+            else {
+                keep.push(r);
+                continue;
+            };
+            let message = match r.context.as_str() {
+                "needs"
+                    if !job
+                        .needs
+                        .iter()
+                        .any(|(n, _)| n.eq_ignore_ascii_case(&r.name)) =>
+                {
+                    Some(format!(
+                        "needs.{} is not a job this job needs (needs: {}); it is always null here",
+                        r.name,
+                        if job.needs.is_empty() {
+                            "none".to_string()
+                        } else {
+                            job.needs
+                                .iter()
+                                .map(|(n, _)| n.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        }
+                    ))
+                }
+                "steps" => {
+                    // Steps before this one (or all steps, for job outputs) may be named.
+                    let before = rest
+                        .strip_prefix(".steps[")
+                        .and_then(|s| s.split_once(']'))
+                        .and_then(|(i, _)| i.parse::<usize>().ok())
+                        .unwrap_or(usize::MAX);
+                    let known = job
+                        .steps
+                        .iter()
+                        .filter(|s| s.index < before)
+                        .filter_map(|s| s.id.as_deref())
+                        .any(|id| id.eq_ignore_ascii_case(&r.name));
+                    (!known && !job.steps.is_empty()).then(|| {
+                        format!(
+                            "steps.{} does not name an earlier step of this job; it is always null here",
+                            r.name
+                        )
+                    })
+                }
+                _ => None,
+            };
+            if let Some(m) = message {
+                self.report(r.pos, Severity::Warning, &r.path, m);
+            }
+        }
+        self.refs = keep;
+    }
+
     fn expr_error(&mut self, path: &str, value: &str, column: usize, message: &str) {
         let pos = self.pos_in_scalar(path, value, column.saturating_sub(1));
         self.report(pos, Severity::Error, path, message);
@@ -383,11 +483,16 @@ impl Reader<'_> {
     fn template(&mut self, path: &str, raw: &str, scope: &Scope) -> Option<Str> {
         let pos = self.pos(path);
         match Template::parse(raw, scope) {
-            Ok(template) => Some(Str {
-                raw: raw.to_string(),
-                template,
-                pos,
-            }),
+            Ok(template) => {
+                for (e, col) in template.expressions() {
+                    self.record_refs(path, raw, e, col);
+                }
+                Some(Str {
+                    raw: raw.to_string(),
+                    template,
+                    pos,
+                })
+            }
             Err(e) => {
                 self.expr_error(path, raw, e.column, &e.message);
                 None
@@ -443,6 +548,14 @@ impl Reader<'_> {
         let pos = self.pos(path);
         match Condition::parse(&raw, scope) {
             Ok(condition) => {
+                match &condition {
+                    Condition::Expr(e, col) => self.record_refs(path, &raw, e, *col),
+                    Condition::Template(t) => {
+                        for (e, col) in t.expressions() {
+                            self.record_refs(path, &raw, e, col);
+                        }
+                    }
+                }
                 if matches!(condition, Condition::Template(_)) {
                     self.warning(
                         path,
@@ -959,6 +1072,7 @@ impl Reader<'_> {
         }
         if is_call {
             job.uses = self.reusable_call(&path, map);
+            self.check_refs(&path, &job);
             return Some(job);
         }
         match map.get("runs-on") {
@@ -1065,6 +1179,7 @@ impl Reader<'_> {
                 "a job needs `steps` (or `uses` to call a reusable workflow)",
             ),
         }
+        self.check_refs(&path, &job);
         Some(job)
     }
 

@@ -227,3 +227,34 @@ fn yaml_errors_and_non_workflows_do_not_panic() {
         assert!(!problems.is_empty(), "{text:?} should have problems");
     }
 }
+
+#[test]
+fn references_to_jobs_not_needed_and_unknown_steps_are_warned() {
+    check(
+        r#"
+on: push
+jobs:
+  a:
+    runs-on: x
+    outputs:
+      o: ${{ steps.later.outputs.x }}
+    steps:
+      - run: echo ${{ steps.later.outputs.x }}
+      - id: later
+        run: echo ${{ needs.b.outputs.y }}
+  b:
+    needs: a
+    if: needs.a.result == 'success' && needs.c.result
+    runs-on: x
+    steps: [{run: 'echo ${{ needs.A.outputs.o }}'}]
+  c:
+    runs-on: x
+    steps: [{run: x}]
+"#,
+        r#"
+w.yml:9:23: warning: jobs.a.steps[0].run: steps.later does not name an earlier step of this job; it is always null here
+w.yml:11:23: warning: jobs.a.steps[1].run: needs.b is not a job this job needs (needs: none); it is always null here
+w.yml:14:40: warning: jobs.b.if: needs.c is not a job this job needs (needs: a); it is always null here
+"#,
+    );
+}

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use clap::Args;
 use indexmap::IndexMap;
 use serde_json::{Value, json};
-use shipway_pipeline::exec::{Report, RunConfig, Sink, Status, run_workflow};
+use shipway_pipeline::exec::{Report, RunConfig, Sink, Status, check_inputs, run_workflow};
 use shipway_pipeline::load::{Bundle, Options, load};
 use shipway_pipeline::plan::{MatrixPlan, plan};
 use shipway_pipeline::problem::Severity;
@@ -301,6 +301,19 @@ pub async fn run(global: &Global, args: RunArgs) -> Result<(), Failure> {
         )));
     }
 
+    let inputs = pairs(&args.inputs, "input")?;
+    let mut input_problems = Vec::new();
+    for b in &triggered {
+        if let Some(w) = &b.workflow {
+            for p in check_inputs(w, &args.event, &inputs) {
+                input_problems.push(format!("{}: {p}", b.path));
+            }
+        }
+    }
+    if !input_problems.is_empty() {
+        return Err(Failure::Usage(input_problems.join("\n")));
+    }
+
     if args.list || args.graph || args.dry_run {
         for b in &triggered {
             print_plan(b, &args)?;
@@ -313,7 +326,6 @@ pub async fn run(global: &Global, args: RunArgs) -> Result<(), Failure> {
         None => IndexMap::new(),
     };
     secrets.extend(pairs(&args.secrets, "secret")?);
-    let inputs = pairs(&args.inputs, "input")?;
     let vars = pairs(&args.vars, "var")?;
     let data = crate::commands::data_dir(global)?;
     let run_id = std::time::SystemTime::now()

@@ -172,3 +172,48 @@ fn ctrl_c_cancels_the_run_and_always_steps_still_run() {
     assert!(all.contains("cleaned-up"), "{all}");
     assert!(all.contains("run cancelled"), "{all}");
 }
+
+#[test]
+fn dispatch_inputs_are_checked_against_their_declaration() {
+    let dir = repo(
+        "on:\n  workflow_dispatch:\n    inputs:\n      level:\n        type: choice\n        options: [low, high]\n        required: true\n      dry:\n        type: boolean\njobs:\n  a:\n    runs-on: x\n    steps: [{run: 'echo ${{ inputs.level }} ${{ inputs.dry }}'}]\n",
+    );
+    let o = shipway(dir.path(), &["--event", "workflow_dispatch"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("input 'level' is required"),
+        "{}",
+        text(&o)
+    );
+    let o = shipway(
+        dir.path(),
+        &[
+            "--event",
+            "workflow_dispatch",
+            "--input",
+            "level=mid",
+            "--input",
+            "dry=yes",
+            "--input",
+            "x=1",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("'mid' is not one of: low, high"), "{t}");
+    assert!(t.contains("expected true or false, got 'yes'"), "{t}");
+    assert!(t.contains("input 'x' is not declared"), "{t}");
+    let o = shipway(
+        dir.path(),
+        &[
+            "--event",
+            "workflow_dispatch",
+            "--input",
+            "level=high",
+            "--input",
+            "dry=true",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("[a] high true"), "{}", text(&o));
+}

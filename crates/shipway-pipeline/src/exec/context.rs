@@ -150,3 +150,52 @@ pub fn strings(map: &IndexMap<String, String>) -> Value {
             .collect(),
     )
 }
+
+/// Checks inputs given for a `workflow_dispatch` run against the declared ones: required
+/// inputs without a default must be given, choices must be one of the options, booleans and
+/// numbers must read as such. Undeclared inputs are refused, as GitHub refuses them.
+pub fn check_inputs(w: &Workflow, event: &str, given: &IndexMap<String, String>) -> Vec<String> {
+    let Some(e) = w.on.events.get(event) else {
+        return Vec::new();
+    };
+    let mut problems = Vec::new();
+    for (name, input) in &e.inputs {
+        match given.get(name) {
+            None if input.required && input.default.is_none() => {
+                problems.push(format!("input '{name}' is required (--input {name}=VALUE)"));
+            }
+            None => {}
+            Some(v) => match input.kind {
+                InputKind::Choice if !input.options.iter().any(|o| o == v) => {
+                    problems.push(format!(
+                        "input '{name}': '{v}' is not one of: {}",
+                        input.options.join(", ")
+                    ))
+                }
+                InputKind::Boolean if v != "true" && v != "false" => {
+                    problems.push(format!("input '{name}': expected true or false, got '{v}'"));
+                }
+                InputKind::Number if shipway_expr::parse_number(v.trim()).is_none() => {
+                    problems.push(format!("input '{name}': expected a number, got '{v}'"));
+                }
+                _ => {}
+            },
+        }
+    }
+    for name in given.keys() {
+        if !e.inputs.contains_key(name) {
+            problems.push(format!(
+                "input '{name}' is not declared by on.{event}.inputs{}",
+                if e.inputs.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " (declared: {})",
+                        e.inputs.keys().cloned().collect::<Vec<_>>().join(", ")
+                    )
+                }
+            ));
+        }
+    }
+    problems
+}

@@ -27,6 +27,7 @@ use crate::matrix::{self, Combination};
 use crate::workflow::{Dyn, Workflow};
 
 pub use commands::{Line, Masker, parse_line};
+pub use context::check_inputs;
 pub use files::parse_key_values;
 
 /// A job's or step's result, as GitHub names them.

@@ -1,0 +1,302 @@
+//! The proxy end to end over loopback: real listeners, in-test upstream servers, tables pushed
+//! through the watch channel as discovery would.
+
+mod testutil;
+
+use std::time::{Duration, Instant};
+
+use shipway_proxy::ProxyConfig;
+use shipway_proxy::table::{MatchSpec, RuleSpec};
+use testutil::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn share(counts: &std::collections::HashMap<String, usize>, name: &str, total: usize) -> f64 {
+    *counts.get(name).unwrap_or(&0) as f64 * 100.0 / total as f64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_are_honoured_within_two_points_over_10000_requests() {
+    let (s1, s2, c1) = (
+        upstream("stable").await,
+        upstream("stable").await,
+        upstream("canary").await,
+    );
+    let p = TestProxy::start(
+        route(
+            dead_addr(),
+            vec![
+                backend("stable", 80, &[s1.addr, s2.addr]),
+                backend("canary", 20, &[c1.addr]),
+            ],
+        ),
+        ProxyConfig::default(),
+    )
+    .await;
+    let (counts, failures) = load(&client(), &p.url("/"), 10_000, 16).await;
+    assert_eq!(failures, 0);
+    let canary = share(&counts, "canary", 10_000);
+    assert!(
+        (18.0..=22.0).contains(&canary),
+        "canary got {canary}% ({counts:?})"
+    );
+    // Round robin inside a backend.
+    let (h1, h2) = (
+        s1.hits.load(std::sync::atomic::Ordering::Relaxed),
+        s2.hits.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    assert!(h1.abs_diff(h2) <= 1, "{h1} vs {h2}");
+    let stats = p
+        .metrics
+        .query("default", "web", Some("canary"), Duration::from_secs(60));
+    assert_eq!(stats.requests, counts["canary"] as u64);
+    assert_eq!(stats.success_rate, Some(1.0));
+    assert!(stats.p99.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_or_cookie_route_beats_the_weights() {
+    let (stable, canary) = (upstream("stable").await, upstream("canary").await);
+    let mut spec = route(
+        dead_addr(),
+        vec![
+            backend("stable", 100, &[stable.addr]),
+            backend("canary", 0, &[canary.addr]),
+        ],
+    );
+    spec.rules = vec![
+        RuleSpec {
+            name: "testers".into(),
+            headers: vec![("x-canary".into(), MatchSpec::Exact("always".into()))],
+            cookies: vec![],
+            backend: 1,
+        },
+        RuleSpec {
+            name: "beta-cookie".into(),
+            headers: vec![],
+            cookies: vec![("beta".into(), MatchSpec::Prefix("yes".into()))],
+            backend: 1,
+        },
+    ];
+    let p = TestProxy::start(spec, ProxyConfig::default()).await;
+    let c = client();
+    for _ in 0..20 {
+        assert_eq!(get(&c, &p.url("/"), &[]).await, (200, "stable".into()));
+        assert_eq!(
+            get(&c, &p.url("/"), &[("x-canary", "always")]).await,
+            (200, "canary".into())
+        );
+        assert_eq!(
+            get(&c, &p.url("/"), &[("x-canary", "never")]).await,
+            (200, "stable".into())
+        );
+        assert_eq!(
+            get(&c, &p.url("/"), &[("cookie", "a=1; beta=yes-please")]).await,
+            (200, "canary".into())
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_gets_its_share_and_its_failures_never_reach_the_client() {
+    let stable = upstream("stable").await;
+    // The mirror fails every request, slowly.
+    let shadow = upstream_with(
+        "shadow",
+        Behaviour {
+            status: 500,
+            delay: Duration::from_millis(300),
+        },
+    )
+    .await;
+    let mut spec = route(
+        dead_addr(),
+        vec![
+            backend("stable", 100, &[stable.addr]),
+            backend("shadow", 0, &[shadow.addr]),
+        ],
+    );
+    spec.mirror = Some((1, 30));
+    let p = TestProxy::start(spec, ProxyConfig::default()).await;
+    let started = Instant::now();
+    let (counts, failures) = load(&client(), &p.url("/"), 1000, 8).await;
+    let took = started.elapsed();
+    assert_eq!(failures, 0);
+    assert_eq!(counts.get("stable"), Some(&1000));
+    // 1,000 requests over 8 connections, each mirror taking 300 ms: waiting on mirrors would take
+    // over 10 s.
+    assert!(
+        took < Duration::from_secs(5),
+        "mirroring slowed the main path: {took:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while shadow.hits.load(std::sync::atomic::Ordering::Relaxed) < 300 && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(shadow.hits.load(std::sync::atomic::Ordering::Relaxed), 300);
+    // The mirror's results are kept apart from real traffic.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mirror = p.metrics.query(
+        "default",
+        "web",
+        Some("shadow:mirror"),
+        Duration::from_secs(60),
+    );
+    assert_eq!(mirror.success_rate, Some(0.0));
+    assert_eq!(
+        p.metrics
+            .query("default", "web", Some("stable"), Duration::from_secs(60))
+            .success_rate,
+        Some(1.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_fails_while_weights_move_from_0_to_100_under_load() {
+    let (stable, canary) = (upstream("stable").await, upstream("canary").await);
+    let listen = dead_addr();
+    let spec = |w: u32| {
+        route(
+            listen,
+            vec![
+                backend("stable", 100 - w, &[stable.addr]),
+                backend("canary", w, &[canary.addr]),
+            ],
+        )
+    };
+    let p = TestProxy::start(spec(0), ProxyConfig::default()).await;
+    let c = client();
+    let url = p.url("/");
+    let load = tokio::spawn(async move { load(&c, &url, 20_000, 16).await });
+    for w in (0..=100).step_by(10) {
+        p.set(spec(w));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let (counts, failures) = load.await.unwrap();
+    assert_eq!(failures, 0, "{counts:?}");
+    assert!(counts.get("canary").copied().unwrap_or(0) > 0);
+    // At 100 the canary has everything.
+    let c = client();
+    for _ in 0..10 {
+        assert_eq!(get(&c, &p.url("/"), &[]).await.1, "canary");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_endpoints_gone_is_a_503_that_says_why() {
+    let up = upstream("v1").await;
+    let listen = dead_addr();
+    let p = TestProxy::start(
+        route(listen, vec![backend("default", 100, &[up.addr])]),
+        ProxyConfig::default(),
+    )
+    .await;
+    let c = client();
+    assert_eq!(get(&c, &p.url("/"), &[]).await, (200, "v1".into()));
+    p.set(route(listen, vec![backend("default", 100, &[])]));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (status, body) = get(&c, &p.url("/"), &[]).await;
+    assert_eq!(status, 503);
+    assert_eq!(
+        body,
+        "shipway-proxy: service default/web: no ready endpoints (backend default)\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connect_is_retried_on_another_endpoint() {
+    let up = upstream("alive").await;
+    let p = TestProxy::start(
+        route(
+            dead_addr(),
+            vec![backend(
+                "default",
+                100,
+                &[dead_addr(), up.addr, dead_addr()],
+            )],
+        ),
+        ProxyConfig::default(),
+    )
+    .await;
+    let (counts, failures) = load(&client(), &p.url("/"), 300, 4).await;
+    assert_eq!(failures, 0, "{counts:?}");
+    // With every endpoint dead the client learns which one and why.
+    let listen = p.listen;
+    p.set(route(listen, vec![backend("default", 100, &[dead_addr()])]));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (status, body) = get(&client(), &p.url("/"), &[]).await;
+    assert_eq!(status, 502);
+    assert!(
+        body.starts_with("shipway-proxy: service default/web: cannot connect to 127.0.0.1:"),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_headers_and_request_ids_are_added() {
+    let up = upstream("echo").await;
+    let p = TestProxy::start(
+        route(dead_addr(), vec![backend("default", 100, &[up.addr])]),
+        ProxyConfig::default(),
+    )
+    .await;
+    let c = client();
+    let (_, xff) = get(&c, &p.url("/"), &[("x-echo", "x-forwarded-for")]).await;
+    assert_eq!(xff, "127.0.0.1");
+    let (_, xff) = get(
+        &c,
+        &p.url("/"),
+        &[
+            ("x-echo", "x-forwarded-for"),
+            ("x-forwarded-for", "10.0.0.1"),
+        ],
+    )
+    .await;
+    assert_eq!(xff, "10.0.0.1, 127.0.0.1");
+    let (_, host) = get(&c, &p.url("/"), &[("x-echo", "x-forwarded-host")]).await;
+    assert_eq!(host, p.listen.to_string());
+    let (_, id) = get(&c, &p.url("/"), &[("x-echo", "x-request-id")]).await;
+    assert!(!id.is_empty() && id != "echo", "{id}");
+    let (_, id) = get(
+        &c,
+        &p.url("/"),
+        &[("x-echo", "x-request-id"), ("x-request-id", "abc")],
+    )
+    .await;
+    assert_eq!(id, "abc");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_client_that_never_finishes_its_headers_is_cut_off() {
+    let up = upstream("v1").await;
+    let config = ProxyConfig {
+        header_read_timeout: Duration::from_millis(300),
+        ..ProxyConfig::default()
+    };
+    let p = TestProxy::start(
+        route(dead_addr(), vec![backend("default", 100, &[up.addr])]),
+        config,
+    )
+    .await;
+    // 300 clients start a request head and stall.
+    let mut slow = Vec::new();
+    for _ in 0..300 {
+        let mut s = tokio::net::TcpStream::connect(p.listen).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .await
+            .unwrap();
+        slow.push(s);
+    }
+    // Meanwhile others are served at once.
+    let started = Instant::now();
+    assert_eq!(get(&client(), &p.url("/"), &[]).await, (200, "v1".into()));
+    assert!(started.elapsed() < Duration::from_millis(250));
+    // And every stalled connection is closed after the timeout.
+    let started = Instant::now();
+    for mut s in slow {
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "a stalled client was not cut off");
+    }
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
