@@ -149,6 +149,7 @@ struct LogWriter {
     path: PathBuf,
     file: Option<tokio::fs::File>,
     written: u64,
+    limit: u64,
 }
 
 impl LogWriter {
@@ -157,6 +158,7 @@ impl LogWriter {
             path,
             file: None,
             written: 0,
+            limit: LOG_FILE_LIMIT,
         }
     }
 
@@ -170,7 +172,7 @@ impl LogWriter {
             self.written = file.metadata().await.map(|m| m.len()).unwrap_or(0);
             self.file = Some(file);
         }
-        if self.written + bytes.len() as u64 > LOG_FILE_LIMIT && self.written > 0 {
+        if self.written + bytes.len() as u64 > self.limit && self.written > 0 {
             self.file = None;
             let mut rotated = self.path.clone().into_os_string();
             rotated.push(".1");
@@ -218,5 +220,29 @@ async fn copy_to_log(
     }
     if !pending.is_empty() {
         let _ = log.lock().await.write(&pending).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn logs_rotate_at_their_size_cap_keeping_one_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.log");
+        let mut w = LogWriter::new(path.clone());
+        w.limit = 100;
+        for i in 0..30 {
+            w.write(format!("line {i:02}\n").as_bytes()).await.unwrap();
+        }
+        let current = std::fs::read_to_string(&path).unwrap();
+        let rotated = std::fs::read_to_string(dir.path().join("0.log.1")).unwrap();
+        assert!(current.len() <= 100 && rotated.len() <= 100);
+        assert!(current.ends_with("line 29\n"), "{current}");
+        assert!(
+            rotated.ends_with(&format!("line {:02}\n", 29 - current.lines().count())),
+            "{rotated}"
+        );
     }
 }

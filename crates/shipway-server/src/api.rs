@@ -436,40 +436,53 @@ pub async fn logs(
             .into_response());
     }
     let offset = text.len() as u64;
-    let follow = futures_util::stream::unfold((offset, 0u32), move |(offset, ticks)| {
-        let (path, state, key, uid) = (
-            path.clone(),
-            state.clone(),
-            key.clone(),
-            pod.metadata.uid.clone(),
-        );
-        async move {
-            if state.shutdown.is_cancelled() {
-                return None;
-            }
-            let len = tokio::fs::metadata(&path)
-                .await
-                .map(|m| m.len())
-                .unwrap_or(offset);
-            if len > offset {
-                use tokio::io::{AsyncReadExt, AsyncSeekExt};
-                let mut f = tokio::fs::File::open(&path).await.ok()?;
-                f.seek(std::io::SeekFrom::Start(offset)).await.ok()?;
-                let mut buf = Vec::new();
-                f.take(len - offset).read_to_end(&mut buf).await.ok()?;
-                return Some((Ok::<_, Infallible>(Bytes::from(buf)), (len, 0)));
-            }
-            // Every second, stop when the pod is gone or replaced.
-            if ticks % 5 == 4 {
-                match state.store.get(&key).await {
-                    Ok(Some(p)) if p.metadata.uid == uid => {}
-                    _ => return None,
+    // State: (bytes sent so far, polls since the last status check, whether the instance ended).
+    let follow =
+        futures_util::stream::unfold((offset, 0u32, false), move |(offset, ticks, ended)| {
+            let (path, state, key, uid, container) = (
+                path.clone(),
+                state.clone(),
+                key.clone(),
+                pod.metadata.uid.clone(),
+                container.clone(),
+            );
+            async move {
+                if state.shutdown.is_cancelled() {
+                    return None;
                 }
+                let len = tokio::fs::metadata(&path)
+                    .await
+                    .map(|m| m.len())
+                    .unwrap_or(offset);
+                if len > offset {
+                    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+                    let mut f = tokio::fs::File::open(&path).await.ok()?;
+                    f.seek(std::io::SeekFrom::Start(offset)).await.ok()?;
+                    let mut buf = Vec::new();
+                    f.take(len - offset).read_to_end(&mut buf).await.ok()?;
+                    return Some((Ok::<_, Infallible>(Bytes::from(buf)), (len, 0, ended)));
+                }
+                if ended {
+                    // The last read after the end was seen found nothing more: done.
+                    return None;
+                }
+                // Every second: the pod gone or replaced, or this container instance ended (restarted
+                // or terminated for good), ends the stream after one more read, as `kubectl logs -f`.
+                if ticks % 5 == 4 {
+                    let over = match state.store.get(&key).await {
+                        Ok(Some(p)) => {
+                            p.metadata.uid != uid || instance_ended(&p, &container, instance)
+                        }
+                        _ => true,
+                    };
+                    if over {
+                        return Some((Ok(Bytes::new()), (offset, 0, true)));
+                    }
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                Some((Ok(Bytes::new()), (offset, ticks + 1, false)))
             }
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            Some((Ok(Bytes::new()), (offset, ticks + 1)))
-        }
-    });
+        });
     let body = futures_util::stream::once(async move { Ok::<_, Infallible>(initial) })
         .chain(follow)
         .filter(|chunk| std::future::ready(chunk.as_ref().is_ok_and(|b| !b.is_empty())));
@@ -477,6 +490,26 @@ pub async fn logs(
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
         .body(Body::from_stream(body))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
+}
+
+/// Whether instance `instance` of `container` has stopped writing: it was restarted, or it
+/// terminated and will not run again.
+fn instance_ended(pod: &Object, container: &str, instance: i64) -> bool {
+    let status = ["containerStatuses", "initContainerStatuses"]
+        .iter()
+        .flat_map(|f| {
+            pod.status()
+                .and_then(|s| s[*f].as_array().cloned())
+                .unwrap_or_default()
+        })
+        .find(|c| c["name"] == container);
+    match status {
+        Some(c) => {
+            c["restartCount"].as_i64().unwrap_or(0) != instance
+                || c["state"].get("terminated").is_some()
+        }
+        None => false,
+    }
 }
 
 /// Where the last `n` lines of `text` start.

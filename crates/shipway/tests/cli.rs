@@ -496,3 +496,57 @@ fn pods_run_as_processes_and_none_is_orphaned_by_sigkill() {
         "no process outlives a graceful stop"
     );
 }
+
+/// `logs -f` streams a container's output and ends with the container; `--previous` shows the
+/// instance before a restart.
+#[test]
+fn logs_follow_a_container_to_its_end_and_show_the_previous_instance() {
+    let data = tempfile::tempdir().unwrap();
+    let app = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["image", "import", "shell:v1"])
+        .arg(app.path())
+        .args(["--entrypoint", "/bin/sh", "-c"])
+        .env("SHIPWAY_DATA", data.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let up = Up::start(data.path());
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: ticker\nspec:\n  containers:\n  - name: main\n    image: shell:v1\n    args: [\"for i in 1 2 3; do echo tick $i; sleep 0.3; done; exit 1\"]\n";
+    let out = up.cli_with_stdin(data.path(), &["apply", "-f", "-"], pod);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    wait_for(20, "the container to start", || {
+        let out = up.cli(data.path(), &["get", "pod", "ticker", "-o", "json"]);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).is_ok_and(|p| {
+            p["status"]["containerStatuses"][0]["state"]
+                .get("running")
+                .is_some()
+        })
+    });
+    let started = Instant::now();
+    let out = up.cli(data.path(), &["logs", "ticker", "-f"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).ends_with("tick 3\n"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "follow ended when the container did"
+    );
+    wait_for(20, "a restart", || {
+        let out = up.cli(data.path(), &["get", "pod", "ticker", "-o", "json"]);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .is_ok_and(|p| p["status"]["containerStatuses"][0]["restartCount"].as_i64() >= Some(1))
+    });
+    let out = up.cli(data.path(), &["logs", "ticker", "--previous"]);
+    assert_eq!(text(&out.stdout), "tick 1\ntick 2\ntick 3\n");
+    let out = up.cli(data.path(), &["logs", "ticker", "-c", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("choose one of [main]"),
+        "{}",
+        text(&out.stderr)
+    );
+}
