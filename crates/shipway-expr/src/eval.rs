@@ -53,10 +53,33 @@ impl Ev {
     }
 }
 
+/// GitHub refuses evaluations that build more than this many bytes of strings (counted as
+/// UTF-16, two bytes a character, as in its runner).
+pub const MAX_MEMORY_BYTES: usize = 1024 * 1024;
+
+/// What one evaluation has built so far, for [`MAX_MEMORY_BYTES`].
+struct Budget(std::cell::Cell<usize>);
+
+impl Budget {
+    fn charge(&self, e: &Expr, v: &Value) -> Result<(), EvalError> {
+        let bytes = match v {
+            Value::String(s) => s.chars().count() * 2,
+            _ => 0,
+        };
+        let total = self.0.get().saturating_add(bytes);
+        self.0.set(total);
+        if total > MAX_MEMORY_BYTES {
+            return Err(err(e, "The maximum allowed memory size was exceeded"));
+        }
+        Ok(())
+    }
+}
+
 impl Expr {
     /// Evaluates the expression.
     pub fn eval(&self, host: &dyn Host) -> Result<Value, EvalError> {
-        Ok(eval(self, host)?.value())
+        let budget = Budget(std::cell::Cell::new(0));
+        Ok(eval(self, host, &budget)?.value())
     }
 }
 
@@ -67,30 +90,30 @@ fn err(e: &Expr, message: impl Into<String>) -> EvalError {
     }
 }
 
-fn eval(e: &Expr, host: &dyn Host) -> Result<Ev, EvalError> {
+fn eval(e: &Expr, host: &dyn Host, budget: &Budget) -> Result<Ev, EvalError> {
     Ok(match &e.node {
         Node::Literal(v) => Ev::V(v.clone()),
         Node::Context(name) => Ev::V(host.context(name)),
-        Node::Not(inner) => Ev::V(Value::Bool(!eval(inner, host)?.value().truthy())),
+        Node::Not(inner) => Ev::V(Value::Bool(!eval(inner, host, budget)?.value().truthy())),
         Node::Binary(BinOp::And, a, b) => {
-            let left = eval(a, host)?.value();
+            let left = eval(a, host, budget)?.value();
             if left.truthy() {
-                eval(b, host)?
+                eval(b, host, budget)?
             } else {
                 Ev::V(left)
             }
         }
         Node::Binary(BinOp::Or, a, b) => {
-            let left = eval(a, host)?.value();
+            let left = eval(a, host, budget)?.value();
             if left.truthy() {
                 Ev::V(left)
             } else {
-                eval(b, host)?
+                eval(b, host, budget)?
             }
         }
         Node::Binary(op, a, b) => {
-            let left = eval(a, host)?.value();
-            let right = eval(b, host)?.value();
+            let left = eval(a, host, budget)?.value();
+            let right = eval(b, host, budget)?.value();
             let ord = || left.loose_cmp(&right);
             Ev::V(Value::Bool(match op {
                 BinOp::Eq => left.loose_eq(&right),
@@ -104,8 +127,8 @@ fn eval(e: &Expr, host: &dyn Host) -> Result<Ev, EvalError> {
             }))
         }
         Node::Index(target, index) => {
-            let target = eval(target, host)?;
-            let index = eval(index, host)?.value();
+            let target = eval(target, host, budget)?;
+            let index = eval(index, host, budget)?.value();
             match target {
                 Ev::Filtered(items) => Ev::Filtered(
                     items
@@ -116,7 +139,7 @@ fn eval(e: &Expr, host: &dyn Host) -> Result<Ev, EvalError> {
                 Ev::V(v) => Ev::V(index_value(&v, &index).unwrap_or(Value::Null)),
             }
         }
-        Node::Wildcard(target) => match eval(target, host)? {
+        Node::Wildcard(target) => match eval(target, host, budget)? {
             Ev::Filtered(items) => {
                 let mut out = Vec::new();
                 for item in &items {
@@ -126,7 +149,31 @@ fn eval(e: &Expr, host: &dyn Host) -> Result<Ev, EvalError> {
             }
             Ev::V(v) => Ev::Filtered(children(&v)),
         },
-        Node::Call(f, args) => Ev::V(call(e, *f, args, host)?),
+        Node::Call(Function::Case, args) => {
+            // Predicates in order; only the chosen value is evaluated.
+            let mut i = 0;
+            while i + 1 < args.len() {
+                match eval(&args[i], host, budget)?.value() {
+                    Value::Bool(true) => return eval(&args[i + 1], host, budget),
+                    Value::Bool(false) => i += 2,
+                    _ => {
+                        return Err(err(
+                            &args[i],
+                            "case predicate must evaluate to a boolean value",
+                        ));
+                    }
+                }
+            }
+            match args.last() {
+                Some(default) => eval(default, host, budget)?,
+                None => Ev::V(Value::Null),
+            }
+        }
+        Node::Call(f, args) => {
+            let v = call(e, *f, args, host, budget)?;
+            budget.charge(e, &v)?;
+            Ev::V(v)
+        }
     })
 }
 
@@ -163,10 +210,16 @@ fn index_value(target: &Value, index: &Value) -> Option<Value> {
     }
 }
 
-fn call(e: &Expr, f: Function, args: &[Expr], host: &dyn Host) -> Result<Value, EvalError> {
+fn call(
+    e: &Expr,
+    f: Function,
+    args: &[Expr],
+    host: &dyn Host,
+    budget: &Budget,
+) -> Result<Value, EvalError> {
     let mut values = Vec::with_capacity(args.len());
     for a in args {
-        values.push(eval(a, host)?.value());
+        values.push(eval(a, host, budget)?.value());
     }
     let arg = |i: usize| values.get(i).cloned().unwrap_or(Value::Null);
     Ok(match f {
@@ -189,10 +242,10 @@ fn call(e: &Expr, f: Function, args: &[Expr], host: &dyn Host) -> Result<Value, 
             Value::String(format(&text, &rest).map_err(|m| err(e, m))?)
         }
         Function::Join => {
-            let sep = if values.len() > 1 {
-                arg(1).to_display()
-            } else {
-                ",".to_string()
+            // A separator that is not a primitive is ignored, as in GitHub.
+            let sep = match values.get(1) {
+                Some(v) if v.is_primitive() => v.to_display(),
+                _ => ",".to_string(),
             };
             match arg(0) {
                 Value::Array(items) => Value::String(
@@ -224,7 +277,13 @@ fn call(e: &Expr, f: Function, args: &[Expr], host: &dyn Host) -> Result<Value, 
         Function::Success | Function::Always | Function::Cancelled | Function::Failure => {
             Value::Bool(host.status(f))
         }
+        Function::Case => unreachable_case(),
     })
+}
+
+/// `case` evaluates lazily in [`eval`] and never reaches [`call`].
+fn unreachable_case() -> Value {
+    Value::Null
 }
 
 /// `format()`: `{N}` is replaced by argument N, `{{` and `}}` are literal braces; anything else

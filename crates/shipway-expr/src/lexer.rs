@@ -160,16 +160,7 @@ pub(crate) fn lex(text: &str) -> Result<Vec<Token>, ParseError> {
                     j += 1;
                 }
                 let word: String = chars[i..j].iter().collect();
-                let number = if word == "-Infinity" {
-                    Some(f64::NEG_INFINITY)
-                } else if word
-                    .starts_with(|c: char| c.is_ascii_digit() || c == '-' || c == '+' || c == '.')
-                    && !word.starts_with("+")
-                {
-                    parse_literal_number(&word)
-                } else {
-                    None
-                };
+                let number = parse_literal_number(&word);
                 match number {
                     Some(n) => Token {
                         tok: Tok::Number(n),
@@ -192,15 +183,27 @@ pub(crate) fn lex(text: &str) -> Result<Vec<Token>, ParseError> {
     Ok(tokens)
 }
 
-/// Number literals: JSON-style decimals (with sign, fraction, exponent) and `0x` hex.
+/// Number literals: JSON-style decimals with an optional sign (`+1`, `-.5`, `1.2E+2`),
+/// `Infinity` with a sign, and unsigned `0x` hex and `0o` octal (`-0xFF` is an error in GitHub).
 fn parse_literal_number(word: &str) -> Option<f64> {
-    let unsigned = word.strip_prefix('-').unwrap_or(word);
-    if unsigned.starts_with("0x") || unsigned.starts_with("0X") {
-        let n = parse_number(unsigned)?;
-        return Some(if word.starts_with('-') { -n } else { n });
+    let (sign, unsigned) = match word.as_bytes().first() {
+        Some(b'-') => (-1.0, &word[1..]),
+        Some(b'+') => (1.0, &word[1..]),
+        _ => (1.0, word),
+    };
+    if unsigned == "Infinity" {
+        return Some(sign * f64::INFINITY);
     }
-    if unsigned.starts_with("0o") || unsigned.starts_with("0b") || unsigned.is_empty() {
-        return None;
+    let radix = ["0x", "0X", "0o", "0O", "0b", "0B"]
+        .iter()
+        .find(|p| unsigned.starts_with(**p));
+    match radix {
+        Some(p) if *p == "0b" || *p == "0B" => None,
+        Some(_) if unsigned.len() != word.len() => None,
+        Some(_) => parse_number(unsigned),
+        None if unsigned.starts_with(|c: char| c.is_ascii_digit() || c == '.') => {
+            parse_number(unsigned).map(|n| sign * n)
+        }
+        None => None,
     }
-    parse_number(word)
 }

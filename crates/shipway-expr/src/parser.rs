@@ -51,6 +51,8 @@ pub enum Function {
     Always,
     Cancelled,
     Failure,
+    /// `case(pred1, value1, ..., default)`: the value of the first true predicate.
+    Case,
 }
 
 impl Function {
@@ -69,6 +71,7 @@ impl Function {
             ("always", Function::Always),
             ("cancelled", Function::Cancelled),
             ("failure", Function::Failure),
+            ("case", Function::Case),
         ];
         TABLE
             .iter()
@@ -86,6 +89,7 @@ impl Function {
             Function::Success | Function::Always | Function::Cancelled | Function::Failure => {
                 (0, 0)
             }
+            Function::Case => (3, usize::MAX),
         }
     }
 
@@ -200,13 +204,55 @@ pub fn parse(text: &str, scope: &Scope) -> Result<Expr, ParseError> {
         depth: 0,
     };
     if p.tokens.is_empty() {
-        return Err(ParseError::new(1, "An expression was expected"));
+        // `${{ }}` is null in GitHub, not an error.
+        return Ok(Expr {
+            node: Node::Literal(Value::Null),
+            column: 1,
+        });
     }
     let expr = p.or()?;
     if let Some(t) = p.peek() {
         return Err(unexpected(t));
     }
+    if let Some(column) = too_deep(&expr, 1) {
+        return Err(ParseError::new(
+            column,
+            format!("Exceeded max expression depth {MAX_DEPTH}"),
+        ));
+    }
     Ok(expr)
+}
+
+fn flatten<'e>(e: &'e Expr, op: BinOp, out: &mut Vec<&'e Expr>) {
+    match &e.node {
+        Node::Binary(o, a, b) if *o == op => {
+            flatten(a, op, out);
+            flatten(b, op, out);
+        }
+        _ => out.push(e),
+    }
+}
+
+/// GitHub limits the depth of the expression tree (every operator, access, call and the leaf
+/// count; grouping does not): the column of the first node deeper than [`MAX_DEPTH`].
+fn too_deep(e: &Expr, depth: usize) -> Option<usize> {
+    if depth > MAX_DEPTH {
+        return Some(e.column);
+    }
+    match &e.node {
+        Node::Literal(_) | Node::Context(_) => None,
+        // `a || b || c` is one node with three operands in GitHub's tree, not a nested chain.
+        Node::Binary(op @ (BinOp::And | BinOp::Or), _, _) => {
+            let mut operands = Vec::new();
+            flatten(e, *op, &mut operands);
+            operands.into_iter().find_map(|o| too_deep(o, depth + 1))
+        }
+        Node::Index(a, b) | Node::Binary(_, a, b) => {
+            too_deep(a, depth + 1).or_else(|| too_deep(b, depth + 1))
+        }
+        Node::Wildcard(a) | Node::Not(a) => too_deep(a, depth + 1),
+        Node::Call(_, args) => args.iter().find_map(|a| too_deep(a, depth + 1)),
+    }
 }
 
 struct Parser<'s> {
@@ -488,6 +534,14 @@ impl Parser<'_> {
             return Err(ParseError::new(
                 t.column,
                 format!("Too many parameters supplied: '{name}'"),
+            ));
+        }
+        if func == Function::Case && args.len() % 2 == 0 {
+            return Err(ParseError::new(
+                t.column,
+                format!(
+                    "Even number of parameters supplied, requires an odd number of parameters: '{name}'"
+                ),
             ));
         }
         Ok(Expr {

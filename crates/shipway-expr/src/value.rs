@@ -222,8 +222,24 @@ pub fn eq_ignore_case(a: &str, b: &str) -> bool {
     }
 }
 
+/// Upper case by simple (one character to one character) mapping, as .NET's invariant
+/// culture does for GitHub: `ß` stays `ß`, and the dotless `ı` does not become `I`.
 pub(crate) fn upper(s: &str) -> String {
-    s.to_uppercase()
+    if s.is_ascii() {
+        return s.to_ascii_uppercase();
+    }
+    s.chars()
+        .map(|c| {
+            if c == 'ı' {
+                return c;
+            }
+            let mut up = c.to_uppercase();
+            match (up.next(), up.next()) {
+                (Some(u), None) => u,
+                _ => c,
+            }
+        })
+        .collect()
 }
 
 fn number_to_json(n: f64) -> serde_json::Value {
@@ -305,9 +321,20 @@ pub fn parse_number(s: &str) -> Option<f64> {
     rest.parse::<f64>().ok().map(|n| sign * n)
 }
 
-/// Prints a number as JavaScript's `String(n)` does: integers without a fraction, the shortest
-/// digits that read back to the same double, exponent form below 1e-6 and from 1e21.
+/// Prints a number as GitHub does: at most 15 significant digits (so `0.84551240822557006`
+/// prints `0.84551240822557`), then as JavaScript's `String(n)`: integers without a fraction,
+/// exponent form below 1e-6 and from 1e21.
 pub fn format_number(n: f64) -> String {
+    // Rounding to 15 significant digits goes through the decimal exponent form.
+    let rounded = if n.is_finite() && n != 0.0 {
+        format!("{n:.14e}").parse::<f64>().unwrap_or(n)
+    } else {
+        n
+    };
+    format_js(rounded)
+}
+
+fn format_js(n: f64) -> String {
     if n.is_nan() {
         return "NaN".to_string();
     }

@@ -76,6 +76,13 @@ fn literals() {
         ("1.5e-7", "1.5e-7"),
         ("NaN", "NaN"),
         ("Infinity", "Infinity"),
+        ("+7", "7"),
+        ("0o17", "15"),
+        ("-Infinity", "-Infinity"),
+        ("0.84551240822557006", "0.84551240822557"),
+        ("1.2E+2", "120"),
+        ("", "null"),
+        ("   ", "null"),
         ("'Mona the Octocat'", "'Mona the Octocat'"),
         ("'It''s open source!'", "'It's open source!'"),
         ("''", "''"),
@@ -122,6 +129,11 @@ fn operators_and_coercion() {
         ("!!'a'", "true"),
         ("1 == 1", "true"),
         ("'abc' == 'ABC'", "true"),
+        ("'straße' == 'STRASSE'", "false"),
+        ("'ü' == 'Ü'", "true"),
+        ("'ı' == 'I'", "false"),
+        ("'i' == 'İ'", "false"),
+        ("'ς' == 'Σ'", "true"),
         ("'1' == 1", "true"),
         ("'' == 0", "true"),
         ("null == 0", "true"),
@@ -197,6 +209,16 @@ fn functions() {
         ),
         ("join(fromJSON('[1,true,null]'))", "'1,true,'"),
         ("join('abc', '-')", "'abc'"),
+        ("join(fromJSON('[\"a\",\"b\"]'), fromJSON('[]'))", "'a,b'"),
+        ("join(fromJSON('[[],{}]'), '+')", "'Array+Object'"),
+        ("case(false, 'a', 1 == 1, 'b', 'c')", "'b'"),
+        ("case(false, 'a', 'default')", "'default'"),
+        ("case(true, fromJSON('[1]'), 'd')", "[1]"),
+        (
+            "case('yes', 'a', 'b')",
+            "eval error column 6: case predicate must evaluate to a boolean value",
+        ),
+        ("case(true, 'ok', fromJSON('{bad'))", "'ok'"),
         ("toJSON(matrix.flags)", "'{\n  \"a\": 1,\n  \"b\": 2\n}'"),
         ("toJson(fromJSON('[]'))", "'[]'"),
         ("toJSON('a\"b')", r#"'"a\"b"'"#),
@@ -225,7 +247,16 @@ fn functions() {
 #[test]
 fn syntax_errors_point_at_the_column() {
     check(&[
-        ("", "parse error column 1: An expression was expected"),
+        ("-0xFF", "parse error column 1: Unexpected symbol: '-0xFF'"),
+        ("0b101", "parse error column 1: Unexpected symbol: '0b101'"),
+        (
+            "case(true, 1)",
+            "parse error column 1: Too few parameters supplied: 'case'",
+        ),
+        (
+            "case(true, 1, false, 2)",
+            "parse error column 1: Even number of parameters supplied, requires an odd number of parameters: 'case'",
+        ),
         ("1 +", "parse error column 3: Unexpected symbol: '+'"),
         (
             "a == 1",
@@ -290,6 +321,39 @@ fn syntax_errors_point_at_the_column() {
             "parse error column 10: Unexpected symbol: ')'",
         ),
     ]);
+}
+
+#[test]
+fn depth_counts_every_level_of_the_tree_but_not_logical_chains() {
+    let nots = format!("{}true", "!".repeat(49));
+    assert_eq!(eval(&nots), "false");
+    let nots = format!("{}true", "!".repeat(50));
+    assert_eq!(
+        eval(&nots),
+        "parse error column 51: Exceeded max expression depth 50"
+    );
+    let props = (1..=49).map(|i| format!(".p{i}")).collect::<String>();
+    assert_eq!(eval(&format!("github{props}")), "null");
+    assert_eq!(
+        eval(&format!("github{props}.p50")),
+        "parse error column 1: Exceeded max expression depth 50"
+    );
+    let chain = (1..=80)
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(" && ");
+    assert_eq!(eval(&chain), "80");
+}
+
+#[test]
+fn evaluation_memory_is_limited() {
+    let big = format!("format('{}', '{}')", "{0}".repeat(100), "x".repeat(6000));
+    assert_eq!(
+        eval(&big),
+        "eval error column 1: The maximum allowed memory size was exceeded"
+    );
+    let fine = format!("format('{}', '{}')", "{0}".repeat(10), "x".repeat(6000));
+    assert!(eval(&fine).starts_with("'xxx"));
 }
 
 #[test]

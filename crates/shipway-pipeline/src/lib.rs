@@ -1,8 +1,10 @@
 //! GitHub Actions workflows: parsing, validation, planning and local execution.
 //!
 //! Newcomers: start with [`parse::parse_workflow`] (text to a validated [`workflow::Workflow`]
-//! plus every [`problem::Problem`] with `file:line:col`), then [`trigger::matches`] (does an
-//! event start it) and [`matrix::expand`] (GitHub's include/exclude rules).
+//! plus every [`problem::Problem`] with `file:line:col`) and [`load::load`] (a workflow with
+//! the local actions and reusable workflows it uses). Then [`trigger::matches`] (does an event
+//! start it), [`plan::plan`] and [`matrix::expand`] (GitHub's include/exclude rules), and
+//! [`exec::run_workflow`], which runs it and returns the [`exec::Report`].
 
 pub mod exec;
 pub mod graph;

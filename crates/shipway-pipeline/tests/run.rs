@@ -135,7 +135,7 @@ jobs:
   slow:
     runs-on: ubuntu-latest
     steps:
-      - run: sleep 1; date +%s%N > "$RUNNER_TEMP/../../../slow_done"
+      - run: sleep 3; date +%s%N > "$RUNNER_TEMP/../../../slow_done"
   b:
     needs: a
     runs-on: ubuntu-latest
@@ -351,7 +351,7 @@ jobs:
       matrix:
         n: [fail, slow]
     steps:
-      - run: if [ "${{{{ matrix.n }}}}" = fail ]; then exit 1; else sleep 2; fi
+      - run: if [ "${{{{ matrix.n }}}}" = fail ]; then exit 1; else sleep 6; fi
 "#
         )
     };
@@ -740,7 +740,7 @@ jobs:
   a:
     runs-on: x
     concurrency: g
-    steps: [{{run: sleep 1.5}}]
+    steps: [{{run: sleep 2.5}}]
   w:
     runs-on: x
     steps: [{{run: sleep 0.2}}]

@@ -190,6 +190,35 @@ fn relative(repo: &Path, file: &Path) -> Result<String, Failure> {
         })
 }
 
+/// A push event payload from the repository's HEAD, with the fields workflows read most
+/// (`ref`, `before`, `after`, `head_commit`), so `github.event.head_commit.message` works
+/// without `-e`.
+fn push_payload(repo: &Path, sha: &str, branch: &str) -> Value {
+    let field = |format: &str| git(repo, &["log", "-1", &format!("--format={format}")]);
+    let before = git(repo, &["rev-parse", "HEAD~1"])
+        .unwrap_or_else(|| "0000000000000000000000000000000000000000".into());
+    let mut payload = json!({
+        "ref": format!("refs/heads/{branch}"),
+        "before": before,
+        "after": sha,
+        "created": false,
+        "deleted": false,
+        "forced": false,
+    });
+    if !sha.is_empty() {
+        payload["head_commit"] = json!({
+            "id": sha,
+            "message": field("%B").unwrap_or_default(),
+            "timestamp": field("%cI").unwrap_or_default(),
+            "author": {
+                "name": field("%an").unwrap_or_default(),
+                "email": field("%ae").unwrap_or_default(),
+            },
+        });
+    }
+    payload
+}
+
 /// Prints job lines live, prefixed by the job, in a stable colour per job on a terminal.
 struct Printer {
     color: bool,
@@ -252,6 +281,11 @@ pub async fn run(global: &Global, args: RunArgs) -> Result<(), Failure> {
     };
     let sha = git(&repo, &["rev-parse", "HEAD"]).unwrap_or_default();
     let branch = git(&repo, &["symbolic-ref", "--short", "HEAD"]).unwrap_or_else(|| "main".into());
+    let event = if args.event_path.is_none() && args.event == "push" {
+        push_payload(&repo, &sha, &branch)
+    } else {
+        event
+    };
     let git_ref = match event.get("ref").and_then(Value::as_str) {
         Some(r) if r.starts_with("refs/") => r.to_string(),
         Some(r) => format!("refs/heads/{r}"),

@@ -217,3 +217,37 @@ fn dispatch_inputs_are_checked_against_their_declaration() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("[a] high true"), "{}", text(&o));
 }
+
+#[test]
+fn push_runs_get_a_payload_from_the_head_commit() {
+    let dir = repo(
+        "on: push\njobs:\n  a:\n    runs-on: x\n    steps: [{run: 'echo \"msg=${{ github.event.head_commit.message }} ref=${{ github.ref }} sha=${{ github.sha == github.event.after }}\"'}]\n",
+    );
+    let git = |args: &[&str]| {
+        let s = Command::new("git")
+            .arg("-C")
+            .arg(dir.path())
+            .args(args)
+            .output()
+            .expect("git");
+        assert!(s.status.success(), "{}", String::from_utf8_lossy(&s.stderr));
+    };
+    git(&["init", "-q", "-b", "trunk"]);
+    git(&["add", "."]);
+    git(&[
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@e",
+        "commit",
+        "-qm",
+        "the commit message",
+    ]);
+    let o = shipway(dir.path(), &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("msg=the commit message ref=refs/heads/trunk sha=true"),
+        "{}",
+        text(&o)
+    );
+}

@@ -123,3 +123,50 @@ impl Groups {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_newer_arrival_replaces_the_pending_one_and_may_cancel_the_running_one() {
+        let groups = Groups::default();
+        let (a, b, c) = (
+            CancellationToken::new(),
+            CancellationToken::new(),
+            CancellationToken::new(),
+        );
+        let slot_a = groups.enter("g", false, &a).await.expect("a runs at once");
+        let (rb, rc) = tokio::join!(
+            async { groups.enter("g", false, &b).await.map(|s| s.id) },
+            async {
+                // Let b become pending first.
+                tokio::task::yield_now().await;
+                let entered = groups.enter("g", false, &c);
+                tokio::pin!(entered);
+                // c waits behind a; b was cancelled by c's arrival.
+                tokio::select! {
+                    _ = &mut entered => panic!("c must wait for a"),
+                    () = tokio::task::yield_now() => {}
+                }
+                assert!(b.is_cancelled());
+                assert!(!a.is_cancelled());
+                drop(slot_a);
+                entered.await.map(|s| s.id)
+            }
+        );
+        assert_eq!(rb, None);
+        assert!(rc.is_some());
+
+        let (d, e) = (CancellationToken::new(), CancellationToken::new());
+        let _slot_d = groups.enter("h", false, &d).await.expect("d runs");
+        let waiting = groups.enter("h", true, &e);
+        tokio::pin!(waiting);
+        tokio::select! {
+            _ = &mut waiting => panic!("e must wait until d leaves"),
+            () = tokio::task::yield_now() => {}
+        }
+        // cancel-in-progress: the running job is told to stop.
+        assert!(d.is_cancelled());
+    }
+}
