@@ -553,12 +553,16 @@ async fn a_job_retries_then_fails_after_its_backoff_limit() {
 async fn a_job_completes_its_completions_in_parallel_and_expires_after_its_ttl() {
     let env = Env::start().await;
     env.apply(json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "batch", "namespace": "default"},
-        "spec": {"completions": 4, "parallelism": 2, "ttlSecondsAfterFinished": 1, "template": {"spec": {"restartPolicy": "OnFailure",
+        "spec": {"completions": 4, "parallelism": 2, "ttlSecondsAfterFinished": 4, "template": {"spec": {"restartPolicy": "OnFailure",
             "containers": [{"name": "main", "image": "sh:v1", "args": ["sleep 0.2; echo done"]}]}}}})).await;
     let mut max_active = 0;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let job = env.get("batch", "Job", "batch").await.unwrap();
+        // The TTL is long enough for this loop to see the Job complete even on a loaded machine.
+        let job = env
+            .get("batch", "Job", "batch")
+            .await
+            .expect("the Job expired before it was seen complete");
         let running = env
             .pods()
             .await
