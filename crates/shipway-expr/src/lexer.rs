@@ -86,14 +86,15 @@ pub(crate) fn lex(text: &str) -> Result<Vec<Token>, ParseError> {
             '=' if two == Some('=') => simple(Tok::Eq, 2),
             '&' if two == Some('&') => simple(Tok::And, 2),
             '|' if two == Some('|') => simple(Tok::Or, 2),
-            '.' if !chars.get(i + 1).is_some_and(char::is_ascii_digit)
-                || matches!(
-                    tokens.last(),
-                    Some(Token {
-                        tok: Tok::Ident(_) | Tok::RBracket | Tok::RParen | Tok::Star,
-                        ..
-                    })
-                ) =>
+            // `.` dereferences after something that has properties; elsewhere it starts a
+            // number (`.5`) or a bad word (`..github/x`), read whole below.
+            '.' if matches!(
+                tokens.last(),
+                Some(Token {
+                    tok: Tok::Ident(_) | Tok::RBracket | Tok::RParen | Tok::Star,
+                    ..
+                })
+            ) =>
             {
                 simple(Tok::Dot, 1)
             }
@@ -132,11 +133,23 @@ pub(crate) fn lex(text: &str) -> Result<Vec<Token>, ParseError> {
                 }
             }
             c if is_ident_start(c) => {
+                // A word runs to the next delimiter or `.`; it must then be a valid name
+                // (`b@r` is reported whole, as GitHub does).
                 let mut j = i + 1;
-                while j < chars.len() && is_ident_char(chars[j]) {
+                while j < chars.len()
+                    && !is_delimiter(chars[j])
+                    && chars[j] != '.'
+                    && chars[j] != '*'
+                {
                     j += 1;
                 }
                 let word: String = chars[i..j].iter().collect();
+                if !word.chars().all(is_ident_char) {
+                    return Err(ParseError::new(
+                        start + 1,
+                        format!("Unexpected symbol: '{word}'"),
+                    ));
+                }
                 let tok = match word.as_str() {
                     _ if after_dot => Tok::Ident(word.clone()),
                     "true" => Tok::True,

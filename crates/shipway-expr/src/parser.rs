@@ -282,10 +282,14 @@ impl Parser<'_> {
                 self.pos += 1;
                 Ok(t.clone())
             }
-            None => Err(ParseError::new(
-                self.end_column,
-                "Unexpected end of expression",
-            )),
+            // GitHub points at the last token: `1 <` fails at the `<`.
+            None => Err(match self.tokens.last() {
+                Some(last) => ParseError::new(
+                    last.column,
+                    format!("Unexpected end of expression: '{}'", last.text),
+                ),
+                None => ParseError::new(self.end_column, "Unexpected end of expression"),
+            }),
         }
     }
 

@@ -276,7 +276,7 @@ fn syntax_errors_point_at_the_column() {
         ),
         (
             "github.",
-            "parse error column 8: Unexpected end of expression",
+            "parse error column 7: Unexpected end of expression: '.'",
         ),
         (
             "github.(",
@@ -300,7 +300,7 @@ fn syntax_errors_point_at_the_column() {
         ),
         (
             "(1 == 1",
-            "parse error column 8: Unexpected end of expression",
+            "parse error column 7: Unexpected end of expression: '1'",
         ),
         (
             "contains('a' 'b')",
@@ -309,12 +309,24 @@ fn syntax_errors_point_at_the_column() {
         ("1 2", "parse error column 3: Unexpected symbol: '2'"),
         ("1abc", "parse error column 1: Unexpected symbol: '1abc'"),
         (
+            "github.b@r",
+            "parse error column 8: Unexpected symbol: 'b@r'",
+        ),
+        (
+            "..github/x.md",
+            "parse error column 1: Unexpected symbol: '..github/x.md'",
+        ),
+        (
+            "1 <",
+            "parse error column 3: Unexpected end of expression: '<'",
+        ),
+        (
             "github.event_name == 'x' & true",
             "parse error column 26: Unexpected symbol: '&'",
         ),
         (
             "matrix[",
-            "parse error column 8: Unexpected end of expression",
+            "parse error column 7: Unexpected end of expression: '['",
         ),
         (
             "matrix.os)",
@@ -466,7 +478,7 @@ fn conditions() {
     assert_eq!(cond("${{ false }} == true", &ok), Ok(true));
     assert_eq!(
         cond("github.event_name ==", &ok),
-        Err("column 21: Unexpected end of expression".to_string())
+        Err("column 19: Unexpected end of expression: '=='".to_string())
     );
     assert_eq!(
         cond("  ${{ nope }}", &ok),

@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde_json::Value;
 use shipway_model::{Document, Selector, parse_documents};
@@ -22,7 +23,9 @@ use crate::{
 #[derive(Default)]
 pub(crate) struct Acc {
     pub res: Vec<Resource>,
-    pub config: TransformerConfig,
+    /// Shared: most levels use exactly the defaults, and copying them per level was most of
+    /// the time of a small build.
+    pub config: Arc<TransformerConfig>,
     pub vars: Vec<Value>,
 }
 
@@ -146,7 +149,7 @@ impl Acc {
         for r in other.res {
             self.append(r, keys)?;
         }
-        self.config.merge(&other.config);
+        merge_config(&mut self.config, &other.config);
         for v in other.vars {
             let name = v.get("name").and_then(Value::as_str).unwrap_or("");
             if self
@@ -160,6 +163,18 @@ impl Acc {
         }
         Ok(())
     }
+}
+
+/// Merges `src` into `dst`, copying only when something is really added.
+fn merge_config(dst: &mut Arc<TransformerConfig>, src: &Arc<TransformerConfig>) {
+    if Arc::ptr_eq(dst, src) || **dst == **src {
+        return;
+    }
+    if **dst == TransformerConfig::default() {
+        *dst = Arc::clone(src);
+        return;
+    }
+    Arc::make_mut(dst).merge(src);
 }
 
 const ORIGIN: &str = "config.kubernetes.io/origin";
@@ -505,21 +520,26 @@ impl<'a> Builder<'a> {
         ra = self.accumulate_resources(t, ra, &k.resources)?;
         // The user's configurations come first and the defaults are merged into them, so a
         // user spec shadows the default it narrows (kustomize's observable behaviour).
-        let mut tc = TransformerConfig::default();
-        for c in &k.configurations {
-            let bytes = t.ldr.load(c).map_err(berr)?;
-            let text = String::from_utf8_lossy(&bytes).into_owned();
-            for doc in parse_documents(c, &text).map_err(Error::Load)? {
-                let more = TransformerConfig::from_value(&doc.value)
-                    .map_err(|e| Error::Build(format!("{c}: {e}")))?;
-                tc.merge(&more);
+        let tc = if k.configurations.is_empty() {
+            TransformerConfig::defaults_shared()
+        } else {
+            let mut tc = TransformerConfig::default();
+            for c in &k.configurations {
+                let bytes = t.ldr.load(c).map_err(berr)?;
+                let text = String::from_utf8_lossy(&bytes).into_owned();
+                for doc in parse_documents(c, &text).map_err(Error::Load)? {
+                    let more = TransformerConfig::from_value(&doc.value)
+                        .map_err(|e| Error::Build(format!("{c}: {e}")))?;
+                    tc.merge(&more);
+                }
             }
-        }
-        tc.merge(TransformerConfig::defaults());
-        ra.config.merge(&tc);
+            tc.merge(TransformerConfig::defaults());
+            Arc::new(tc)
+        };
+        merge_config(&mut ra.config, &tc);
         for c in &k.crds {
             let more = crate::crds::load(&t.ldr, c).map_err(berr)?;
-            ra.config.merge(&more);
+            merge_config(&mut ra.config, &Arc::new(more));
         }
         self.run_generators(t, &mut ra)?;
         for c in &k.components {
@@ -705,7 +725,7 @@ impl<'a> Builder<'a> {
 
     fn run_transformers(&mut self, t: &Target<'a>, ra: &mut Acc) -> Result<(), Error> {
         let k = &t.kust;
-        let tc = ra.config.clone();
+        let tc = Arc::clone(&ra.config);
         let origins = self.origins;
         let bo = |kind: &str| origins.then(|| t.origin.builtin(&t.file_name, kind));
         // patchesStrategicMerge

@@ -44,6 +44,15 @@ impl TransformerConfig {
         DEFAULTS_PARSED.get_or_init(TransformerConfig::parse_defaults)
     }
 
+    /// The defaults behind a shared pointer, so levels that use only them share one copy.
+    pub fn defaults_shared() -> std::sync::Arc<TransformerConfig> {
+        static SHARED: std::sync::OnceLock<std::sync::Arc<TransformerConfig>> =
+            std::sync::OnceLock::new();
+        std::sync::Arc::clone(
+            SHARED.get_or_init(|| std::sync::Arc::new(TransformerConfig::defaults().clone())),
+        )
+    }
+
     fn parse_defaults() -> TransformerConfig {
         let mut tc = TransformerConfig::default();
         let mut section = "";
@@ -120,6 +129,10 @@ impl TransformerConfig {
 
     /// Adds `other`'s specs that are not here yet.
     pub fn merge(&mut self, other: &TransformerConfig) {
+        if self == other {
+            // The usual case, every level using the defaults: nothing to add.
+            return;
+        }
         if *self == TransformerConfig::default() {
             // Nothing here yet: merging into empty lists keeps `other` as it is, only faster.
             *self = other.clone();

@@ -80,6 +80,8 @@ pub struct AppState {
     /// can finish.
     pub shutdown: CancellationToken,
     pub data_dir: PathBuf,
+    /// Requests through the built-in proxy; rendered at `/metrics` and queried by analysis.
+    pub proxy_metrics: Arc<shipway_proxy::ProxyMetrics>,
 }
 
 /// The authenticated caller of a request. Taking it as a handler argument is what makes a route
@@ -160,6 +162,8 @@ pub struct Server {
     listener: TcpListener,
     state: Arc<AppState>,
     runtime: shipway_runtime::LocalRuntime,
+    /// The proxy's discovery task and listener manager.
+    proxy: [tokio::task::JoinHandle<()>; 2],
     admin_token: AdminToken,
     _lock: DataDirLock,
 }
@@ -191,17 +195,29 @@ impl Server {
             shipway_runtime::KubeletConfig::new(dir),
             shutdown.clone(),
         );
+        // Discovery turns Services, Endpoints, Pods and TrafficPolicies into routing tables; the
+        // proxy serves each table it is handed.
+        let (tables, discovery) = shipway_proxy::discovery::spawn(store.clone(), shutdown.clone());
+        let proxy_metrics = shipway_proxy::ProxyMetrics::new();
+        let proxy = shipway_proxy::Proxy::start(
+            tables,
+            proxy_metrics.clone(),
+            shipway_proxy::ProxyConfig::default(),
+            shutdown.clone(),
+        );
         let state = Arc::new(AppState {
             store,
             tokens,
             metrics: metrics::HttpMetrics::default(),
             shutdown,
             data_dir: dir.clone(),
+            proxy_metrics,
         });
         Ok(Server {
             listener,
             state,
             runtime,
+            proxy: [discovery, proxy],
             admin_token,
             _lock: lock,
         })
@@ -221,8 +237,14 @@ impl Server {
         &self.state.store
     }
 
+    /// The proxy's metrics: success rate and latency percentiles per Service and backend.
+    pub fn proxy_metrics(&self) -> &Arc<shipway_proxy::ProxyMetrics> {
+        &self.state.proxy_metrics
+    }
+
     /// Serves until `shutdown` completes, then stops accepting, ends watch streams, waits for
-    /// in-flight requests, and stops the controllers (and with them the pods' processes).
+    /// in-flight requests, and stops the controllers (and with them the pods' processes) and the
+    /// proxy (its listeners finish their in-flight requests first).
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -237,6 +259,9 @@ impl Server {
             .await;
         self.state.shutdown.cancel();
         self.runtime.join().await;
+        for task in self.proxy {
+            let _ = task.await;
+        }
         served
     }
 }
@@ -300,6 +325,7 @@ async fn metrics_handler(State(state): State<Arc<AppState>>, _caller: Caller) ->
     let mut out = String::new();
     state.metrics.render(&mut out);
     out.push_str(&state.store.metrics_text());
+    state.proxy_metrics.render(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 

@@ -381,3 +381,103 @@ async fn metrics_count_requests_and_store_operations() {
     assert!(text.contains("shipway_store_operations_total"), "{text}");
     s.stop().await;
 }
+
+/// A free loopback address (bound, then released).
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_gets_a_proxy_listener_and_its_traffic_is_in_the_metrics() {
+    let s = TestServer::start().await;
+    // An upstream standing in for a pod; a Service without a selector takes its Endpoints as
+    // written, as in Kubernetes.
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_port = upstream.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let app = axum::Router::new().route("/", axum::routing::get(|| async { "hello\n" }));
+        axum::serve(upstream, app).await.unwrap();
+    });
+    let listen = free_addr();
+    let (code, body) = s
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/apply",
+            Some(json!({"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "web", "annotations": {"shipway.dev/listen": listen.to_string()}},
+                "spec": {"ports": [{"name": "http", "port": 80}, {"name": "admin", "port": 81}]}})),
+        )
+        .await;
+    assert!(code < 300, "{code} {body}");
+    let (code, body) = s
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/apply",
+            Some(json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "web"},
+                "subsets": [{"addresses": [{"ip": "127.0.0.1"}], "ports": [{"name": "http", "port": upstream_port}]}]})),
+        )
+        .await;
+    assert!(code < 300, "{code} {body}");
+    // The Service's status shows where it listens; the second port got an address of its own.
+    let mut status = Value::Null;
+    for _ in 0..100 {
+        status = s
+            .call(reqwest::Method::GET, "/api/v1/resources/services/web", None)
+            .await
+            .1["status"]
+            .clone();
+        if status["address"] == listen.to_string() && status["ports"][1]["listen"].is_string() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(status["address"], listen.to_string(), "{status}");
+    assert_eq!(
+        status["ports"][0],
+        json!({"name": "http", "port": 80, "listen": listen.to_string()})
+    );
+    assert_ne!(status["ports"][1]["listen"], status["ports"][0]["listen"]);
+    let mut answer = String::new();
+    for _ in 0..100 {
+        if let Ok(r) = s.http.get(format!("http://{listen}/")).send().await
+            && r.status() == 200
+        {
+            answer = r.text().await.unwrap();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(answer, "hello\n");
+    let text = s
+        .http
+        .get(s.url("/metrics"))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(r#"shipway_proxy_requests_total{service="default/web",backend="default",code_class="2xx"} 1"#),
+        "{text}"
+    );
+    // Policies are validated at apply.
+    let (code, body) = s
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/apply",
+            Some(json!({"apiVersion": "shipway.dev/v1alpha1", "kind": "TrafficPolicy", "metadata": {"name": "web"},
+                "spec": {"backends": [{"name": "stable", "weight": 90}]}})),
+        )
+        .await;
+    assert!(code >= 400, "{code} {body}");
+    assert!(
+        body.to_string().contains("weights sum to 90, expected 100"),
+        "{body}"
+    );
+    s.stop().await;
+}

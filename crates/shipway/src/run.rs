@@ -445,6 +445,11 @@ pub async fn run(global: &Global, args: RunArgs) -> Result<(), Failure> {
         }
     }
     print_summary(&all);
+    // Workspaces, artifacts and step summaries stay there for inspection.
+    println!(
+        "run directory: {}",
+        data.join("runs").join(run_id.to_string()).display()
+    );
     if let Some(path) = &args.report_json {
         let text = serde_json::to_string_pretty(&all.to_json()).unwrap_or_default();
         std::fs::write(path, text + "\n")

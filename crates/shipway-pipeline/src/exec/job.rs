@@ -970,11 +970,16 @@ impl JobRun {
         }
         let (tx, mut rx) = mpsc::unbounded_channel();
         // A step that runs after cancellation (an `always()` cleanup) is not interrupted by the
-        // same cancellation, as on GitHub; its own timeout still applies.
-        let cancel = if self.cancel.is_cancelled() {
-            CancellationToken::new()
+        // same cancellation, as on GitHub; its own timeout still applies, capped.
+        let (cancel, timeout) = if self.cancel.is_cancelled() {
+            // GitHub gives steps that run after a cancel at most five minutes.
+            let cap = Duration::from_secs(5 * 60);
+            (
+                CancellationToken::new(),
+                Some(timeout.map_or(cap, |t| t.min(cap))),
+            )
         } else {
-            self.cancel.clone()
+            (self.cancel.clone(), timeout)
         };
         let proc = process::run(&program, &args, &cwd, &vars, timeout, &cancel, tx);
         let shared = self.shared.clone();
