@@ -247,10 +247,7 @@ impl Reconciler for DeploymentController {
             .collect();
         if idle.len() > limit {
             for rs in &idle[..idle.len() - limit] {
-                match self.store.delete(&rs.key(), ACTOR).await {
-                    Ok(_) | Err(StoreError::NotFound(_)) => {}
-                    Err(e) => return Err(e.into()),
-                }
+                workload::delete_if_present(&self.store, &rs.key(), ACTOR).await?;
             }
         }
         let action = self.write_status(&d, Some(&new_rs), &old, want).await?;

@@ -341,13 +341,7 @@ impl ImageStore {
                 let _ = fs::remove_dir_all(&tmp);
             }
         }
-        let strings = |v: &Value| -> Vec<String> {
-            v.as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|s| s.as_str().map(String::from))
-                .collect()
-        };
+        let strings = crate::workload::strings;
         let env = strings(&config["config"]["Env"])
             .into_iter()
             .filter_map(|kv| {

@@ -6,14 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use shipway_model::{Object, ObjectMeta};
-use shipway_store::{ListQuery, Store, StoreError};
+use shipway_model::Object;
+use shipway_store::Store;
 use time::OffsetDateTime;
 
 use crate::controller::{Action, ReconcileError, Reconciler};
-use crate::workload::{
-    self, controller_ref, is_controlled_by, is_terminating, now_rfc3339, parse_time, spec_i64,
-};
+use crate::workload::{self, is_terminating, now_rfc3339, parse_time, spec_i64};
 
 pub struct JobController {
     pub store: Store,
@@ -40,52 +38,21 @@ fn finished_condition(job: &Object) -> Option<&str> {
 
 impl JobController {
     fn new_pod(job: &Object) -> Result<Object, ReconcileError> {
-        let template = job
-            .spec()
-            .and_then(|s| s.get("template"))
-            .cloned()
-            .unwrap_or(Value::Null);
-        let spec = template.get("spec").cloned().ok_or_else(|| {
-            ReconcileError::Other(format!("{} has no spec.template.spec", job.key()))
-        })?;
-        let mut labels: std::collections::BTreeMap<String, String> = serde_json::from_value(
-            template
-                .pointer("/metadata/labels")
-                .cloned()
-                .unwrap_or(json!({})),
-        )
-        .unwrap_or_default();
-        labels.insert("job-name".into(), job.metadata.name.clone());
-        labels.insert(
-            "batch.kubernetes.io/job-name".into(),
-            job.metadata.name.clone(),
-        );
-        labels.insert(
-            "controller-uid".into(),
-            job.metadata.uid.clone().unwrap_or_default(),
-        );
-        let mut body = serde_json::Map::new();
-        body.insert("spec".into(), spec);
-        Ok(Object {
-            api_version: "v1".into(),
-            kind: "Pod".into(),
-            metadata: ObjectMeta {
-                name: format!("{}-{}", job.metadata.name, workload::random_suffix(5)),
-                namespace: job.metadata.namespace.clone(),
-                labels,
-                owner_references: vec![controller_ref(job)],
-                ..ObjectMeta::default()
-            },
-            body,
-        })
+        let name = job.metadata.name.clone();
+        let labels = [
+            ("job-name", name.clone()),
+            ("batch.kubernetes.io/job-name", name),
+            (
+                "controller-uid",
+                job.metadata.uid.clone().unwrap_or_default(),
+            ),
+        ];
+        workload::pod_from_template(job, &labels).map_err(ReconcileError::Other)
     }
 
     async fn delete_all(&self, pods: &[&Object]) -> Result<(), ReconcileError> {
         for p in pods {
-            match self.store.delete(&p.key(), ACTOR).await {
-                Ok(_) | Err(StoreError::NotFound(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
+            workload::delete_if_present(&self.store, &p.key(), ACTOR).await?;
         }
         Ok(())
     }
@@ -104,15 +71,8 @@ impl Reconciler for JobController {
         if is_terminating(&job) {
             return Ok(Action::AwaitChange);
         }
-        let ns = job.metadata.namespace.clone().unwrap_or_default();
-        let pods: Vec<Object> = self
-            .store
-            .list(&ListQuery::kind("", "Pod").in_namespace(&ns))
-            .await?
-            .items
-            .into_iter()
-            .filter(|p| is_controlled_by(p, &job))
-            .collect();
+        let _ns = job.metadata.namespace.clone().unwrap_or_default();
+        let pods = workload::controlled_pods(&self.store, &job).await?;
         let status = job.status().cloned().unwrap_or(json!({}));
 
         if let Some(done) = finished_condition(&job) {
@@ -141,10 +101,7 @@ impl Reconciler for JobController {
                 .unwrap_or_else(OffsetDateTime::now_utc);
             let age = (OffsetDateTime::now_utc() - finished).whole_milliseconds() as i64;
             if age >= ttl * 1000 {
-                match self.store.delete(&job.key(), ACTOR).await {
-                    Ok(_) | Err(StoreError::NotFound(_)) => {}
-                    Err(e) => return Err(e.into()),
-                }
+                workload::delete_if_present(&self.store, &job.key(), ACTOR).await?;
                 return Ok(Action::AwaitChange);
             }
             return Ok(Action::Requeue(Duration::from_millis(

@@ -758,13 +758,7 @@ impl PodWorker {
         let env = self
             .environment(c, sandbox, image, data)
             .map_err(LaunchError::Config)?;
-        let strings = |v: &Value| -> Vec<String> {
-            v.as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|s| s.as_str().map(String::from))
-                .collect()
-        };
+        let strings = crate::workload::strings;
         let expand = |s: &String| expand_vars(s, &env);
         let (command, args): (Vec<String>, Vec<String>) = match (c.get("command"), c.get("args")) {
             (Some(cmd), args) => (strings(cmd), args.map(strings).unwrap_or_default()),

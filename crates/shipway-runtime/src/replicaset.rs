@@ -4,14 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Value, json};
-use shipway_model::{Object, ObjectMeta};
-use shipway_store::{ListQuery, Store};
+use serde_json::json;
+use shipway_model::Object;
+use shipway_store::Store;
 
 use crate::controller::{Action, ReconcileError, Reconciler};
-use crate::workload::{
-    self, controller_ref, is_controlled_by, is_terminating, pod_available, pod_finished,
-};
+use crate::workload::{self, is_terminating, pod_available, pod_finished};
 
 pub struct ReplicaSetController {
     pub store: Store,
@@ -22,47 +20,7 @@ const ACTOR: &str = "controller:replicaset";
 impl ReplicaSetController {
     /// The pods `rs` controls, in its namespace.
     pub async fn pods(store: &Store, rs: &Object) -> Result<Vec<Object>, ReconcileError> {
-        let ns = rs.metadata.namespace.clone().unwrap_or_default();
-        let pods = store
-            .list(&ListQuery::kind("", "Pod").in_namespace(&ns))
-            .await?;
-        Ok(pods
-            .items
-            .into_iter()
-            .filter(|p| is_controlled_by(p, rs))
-            .collect())
-    }
-
-    fn new_pod(rs: &Object) -> Result<Object, ReconcileError> {
-        let template = rs
-            .spec()
-            .and_then(|s| s.get("template"))
-            .cloned()
-            .unwrap_or(Value::Null);
-        let meta = template.get("metadata").cloned().unwrap_or(json!({}));
-        let labels = serde_json::from_value(meta.get("labels").cloned().unwrap_or(json!({})))
-            .unwrap_or_default();
-        let annotations =
-            serde_json::from_value(meta.get("annotations").cloned().unwrap_or(json!({})))
-                .unwrap_or_default();
-        let spec = template.get("spec").cloned().ok_or_else(|| {
-            ReconcileError::Other(format!("{} has no spec.template.spec", rs.key()))
-        })?;
-        let mut body = serde_json::Map::new();
-        body.insert("spec".into(), spec);
-        Ok(Object {
-            api_version: "v1".into(),
-            kind: "Pod".into(),
-            metadata: ObjectMeta {
-                name: format!("{}-{}", rs.metadata.name, workload::random_suffix(5)),
-                namespace: rs.metadata.namespace.clone(),
-                labels,
-                annotations,
-                owner_references: vec![controller_ref(rs)],
-                ..ObjectMeta::default()
-            },
-            body,
-        })
+        Ok(workload::controlled_pods(store, rs).await?)
     }
 }
 
@@ -89,7 +47,12 @@ impl Reconciler for ReplicaSetController {
         let have = active.len() as i64;
         if have < want {
             for _ in have..want {
-                self.store.create(Self::new_pod(&rs)?, ACTOR).await?;
+                self.store
+                    .create(
+                        workload::pod_from_template(&rs, &[]).map_err(ReconcileError::Other)?,
+                        ACTOR,
+                    )
+                    .await?;
             }
         } else if have > want {
             // Delete the least useful first: not ready before ready, newest before oldest.
@@ -100,10 +63,7 @@ impl Reconciler for ReplicaSetController {
                 )
             });
             for pod in active.iter().take((have - want) as usize) {
-                match self.store.delete(&pod.key(), ACTOR).await {
-                    Ok(_) | Err(shipway_store::StoreError::NotFound(_)) => {}
-                    Err(e) => return Err(e.into()),
-                }
+                workload::delete_if_present(&self.store, &pod.key(), ACTOR).await?;
             }
             active.drain(..(have - want) as usize);
         }

@@ -3,6 +3,7 @@
 
 use serde_json::{Value, json};
 use shipway_model::{Object, OwnerReference};
+use shipway_store::{ListQuery, Store, StoreError};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -10,6 +11,85 @@ use time::format_description::well_known::Rfc3339;
 pub const POD_TEMPLATE_HASH: &str = "pod-template-hash";
 /// The annotation holding a ReplicaSet's revision number within its Deployment.
 pub const REVISION: &str = "deployment.kubernetes.io/revision";
+
+/// A new Pod from `owner`'s `spec.template`, named `<owner>-<random>`, controlled by `owner`, with
+/// `extra_labels` added to the template's.
+pub fn pod_from_template(
+    owner: &Object,
+    extra_labels: &[(&str, String)],
+) -> Result<Object, String> {
+    let template = owner
+        .spec()
+        .and_then(|s| s.get("template"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let spec = template
+        .get("spec")
+        .cloned()
+        .ok_or_else(|| format!("{} has no spec.template.spec", owner.key()))?;
+    let meta = |field: &str| -> std::collections::BTreeMap<String, String> {
+        serde_json::from_value(
+            template
+                .pointer(&format!("/metadata/{field}"))
+                .cloned()
+                .unwrap_or(json!({})),
+        )
+        .unwrap_or_default()
+    };
+    let mut labels = meta("labels");
+    for (k, v) in extra_labels {
+        labels.insert((*k).to_string(), v.clone());
+    }
+    let mut body = serde_json::Map::new();
+    body.insert("spec".into(), spec);
+    Ok(Object {
+        api_version: "v1".into(),
+        kind: "Pod".into(),
+        metadata: shipway_model::ObjectMeta {
+            name: format!("{}-{}", owner.metadata.name, random_suffix(5)),
+            namespace: owner.metadata.namespace.clone(),
+            labels,
+            annotations: meta("annotations"),
+            owner_references: vec![controller_ref(owner)],
+            ..Default::default()
+        },
+        body,
+    })
+}
+
+/// The pods `owner` controls, in its namespace.
+pub async fn controlled_pods(store: &Store, owner: &Object) -> Result<Vec<Object>, StoreError> {
+    let ns = owner.metadata.namespace.clone().unwrap_or_default();
+    let pods = store
+        .list(&ListQuery::kind("", "Pod").in_namespace(&ns))
+        .await?;
+    Ok(pods
+        .items
+        .into_iter()
+        .filter(|p| is_controlled_by(p, owner))
+        .collect())
+}
+
+/// Deletes an object; one that is already gone is fine (another reconcile or the user got there).
+pub async fn delete_if_present(
+    store: &Store,
+    key: &shipway_model::Key,
+    actor: &str,
+) -> Result<(), StoreError> {
+    match store.delete(key, actor).await {
+        Ok(_) | Err(StoreError::NotFound(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The strings of a JSON array (`command`, `args`, an image's `Entrypoint`); other values are skipped.
+pub fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(String::from))
+        .collect()
+}
 
 pub fn now_rfc3339() -> String {
     OffsetDateTime::now_utc()

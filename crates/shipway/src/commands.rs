@@ -275,15 +275,7 @@ async fn get(client: &Client, args: GetArgs) -> Result<(), Failure> {
         return watch(client, &resource, &names, query, &args).await;
     }
     let single = names.len() == 1;
-    let objects = if names.is_empty() {
-        client.list(&resource, &query).await?
-    } else {
-        let mut found = Vec::new();
-        for name in &names {
-            found.push(client.get(&resource, name, &query).await?);
-        }
-        found
-    };
+    let objects = fetch(client, &resource, &names, &query).await?;
     if objects.is_empty() && !matches!(args.output, Some(OutputFormat::Json | OutputFormat::Yaml)) {
         match (args.scope.all_namespaces, &args.scope.namespace) {
             (true, _) => eprintln!("No resources found"),
@@ -387,18 +379,27 @@ async fn watch(
     }
 }
 
+/// The named objects, or every object of the type when no name is given.
+async fn fetch(
+    client: &Client,
+    resource: &str,
+    names: &[String],
+    query: &[(&str, String)],
+) -> Result<Vec<Object>, Failure> {
+    if names.is_empty() {
+        return Ok(client.list(resource, query).await?);
+    }
+    let mut found = Vec::new();
+    for name in names {
+        found.push(client.get(resource, name, query).await?);
+    }
+    Ok(found)
+}
+
 async fn describe(client: &Client, args: DescribeArgs) -> Result<(), Failure> {
     let (resource, names) = split_resource(&args.resource, &args.names)?;
     let query = namespace_query(args.namespace.as_deref(), false);
-    let objects = if names.is_empty() {
-        client.list(&resource, &query).await?
-    } else {
-        let mut found = Vec::new();
-        for name in &names {
-            found.push(client.get(&resource, name, &query).await?);
-        }
-        found
-    };
+    let objects = fetch(client, &resource, &names, &query).await?;
     for (i, o) in objects.iter().enumerate() {
         if i > 0 {
             println!();
