@@ -151,7 +151,31 @@ impl Kustomization {
                 "transformers" => k.transformers = strings_or_docs(v),
                 "validators" => k.validators = strings_or_docs(v),
                 "buildMetadata" => k.build_metadata = strings_of(doc, path, v)?,
-                "openapi" => k.openapi = Some(v.clone()),
+                "openapi" => {
+                    // Only the built-in Kubernetes 1.21.2 schema (kustomize's default) is known;
+                    // a custom schema would change how lists merge, so it is refused, not ignored.
+                    if v.get("path").is_some() {
+                        return Err(err_at(
+                            doc,
+                            path,
+                            "openapi.path (a custom OpenAPI schema) is not supported: Shipway \
+                             merges lists with the built-in Kubernetes schema; use patches with \
+                             $patch: replace or JSON patches for custom kinds",
+                        ));
+                    }
+                    if let Some(version) = v.get("version").and_then(Value::as_str)
+                        && version != "v1.21.2"
+                    {
+                        return Err(err_at(
+                            doc,
+                            path,
+                            format!(
+                                "openapi.version {version:?} is not supported; only v1.21.2 is"
+                            ),
+                        ));
+                    }
+                    k.openapi = Some(v.clone());
+                }
                 "helmCharts" | "helmGlobals" | "helmChartInflationGenerator" => {
                     return Err(err_at(
                         doc,
