@@ -517,7 +517,7 @@ impl<'a> Builder<'a> {
 
     fn accumulate(&mut self, t: &Target<'a>, mut ra: Acc) -> Result<Acc, Error> {
         let k = &t.kust;
-        ra = self.accumulate_resources(t, ra, &k.resources)?;
+        ra = self.accumulate_resources(t, ra, &k.resources, &k.resource_paths)?;
         // The user's configurations come first and the defaults are merged into them, so a
         // user spec shadows the default it narrows (kustomize's observable behaviour).
         let tc = if k.configurations.is_empty() {
@@ -604,61 +604,79 @@ impl<'a> Builder<'a> {
         Ok(t)
     }
 
+    /// Accumulates `paths` (files or kustomization directories); `places` names the entries
+    /// they came from in the kustomization file (`resources[2]`), so errors can point there.
     fn accumulate_resources(
         &mut self,
         t: &Target<'a>,
         mut ra: Acc,
         paths: &[String],
+        places: &[String],
     ) -> Result<Acc, Error> {
         let mut keys = ra.id_keys();
-        for path in paths {
-            if is_remote(path) {
-                return Err(Error::Build(format!(
-                    "{}: resource {path:?} is remote: Shipway reads kustomizations from local \
-                     files only; vendor the base into the repository or point a GitOps source \
-                     at it",
-                    t.kust.file
-                )));
-            }
-            let full = normalize(&t.ldr.root.join(path));
-            if self.fs.is_dir(&full) {
-                let sub = self.enter(&full, t.origin.append(path))?;
-                if sub.kust.is_component() {
-                    return Err(Error::Build(format!(
-                        "expected kind != 'Component' for path '{}'",
-                        full.display()
-                    )));
-                }
-                let sub_ra = self.accumulate(&sub, Acc::default())?;
-                self.stack.pop();
-                ra.merge(sub_ra, &mut keys).map_err(|e| {
-                    Error::Build(format!(
-                        "accumulating resources: recursed merging from path '{}': {e}",
-                        full.display()
-                    ))
-                })?;
-                continue;
-            }
-            let bytes = t.ldr.load(path).map_err(|e| {
-                Error::Build(format!(
-                    "accumulating resources: accumulation err='accumulating resources from '{path}': {e}'"
-                ))
-            })?;
-            let text = String::from_utf8(bytes)
-                .map_err(|_| Error::Build(format!("{}: not UTF-8", full.display())))?;
-            let file = full.display().to_string();
-            for mut r in resources_from_text(&file, &text)? {
-                if self.origins {
-                    r.origin = Some(t.origin.append(path));
-                }
-                ra.append(r, &mut keys).map_err(|e| {
-                    Error::Build(format!(
-                        "accumulating resources: merging resources from '{path}': {e}"
-                    ))
-                })?;
+        for (i, path) in paths.iter().enumerate() {
+            if let Err(e) = self.accumulate_one(t, &mut ra, &mut keys, path) {
+                return Err(match (e, places.get(i)) {
+                    (Error::Build(m), Some(place)) => t.kust.error_at(place, m),
+                    (e, _) => e,
+                });
             }
         }
         Ok(ra)
+    }
+
+    fn accumulate_one(
+        &mut self,
+        t: &Target<'a>,
+        ra: &mut Acc,
+        keys: &mut HashSet<String>,
+        path: &str,
+    ) -> Result<(), Error> {
+        if is_remote(path) {
+            return Err(Error::Build(format!(
+                "resource {path:?} is remote: Shipway reads kustomizations from local \
+                 files only; vendor the base into the repository or point a GitOps source \
+                 at it"
+            )));
+        }
+        let full = normalize(&t.ldr.root.join(path));
+        if self.fs.is_dir(&full) {
+            let sub = self.enter(&full, t.origin.append(path))?;
+            if sub.kust.is_component() {
+                return Err(Error::Build(format!(
+                    "expected kind != 'Component' for path '{}'",
+                    full.display()
+                )));
+            }
+            let sub_ra = self.accumulate(&sub, Acc::default())?;
+            self.stack.pop();
+            ra.merge(sub_ra, keys).map_err(|e| {
+                Error::Build(format!(
+                    "accumulating resources: recursed merging from path '{}': {e}",
+                    full.display()
+                ))
+            })?;
+            return Ok(());
+        }
+        let bytes = t.ldr.load(path).map_err(|e| {
+            Error::Build(format!(
+                "accumulating resources: accumulation err='accumulating resources from '{path}': {e}'"
+            ))
+        })?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| Error::Build(format!("{}: not UTF-8", full.display())))?;
+        let file = full.display().to_string();
+        for mut r in resources_from_text(&file, &text)? {
+            if self.origins {
+                r.origin = Some(t.origin.append(path));
+            }
+            ra.append(r, keys).map_err(|e| {
+                Error::Build(format!(
+                    "accumulating resources: merging resources from '{path}': {e}"
+                ))
+            })?;
+        }
+        Ok(())
     }
 
     fn run_generators(&mut self, t: &Target<'a>, ra: &mut Acc) -> Result<(), Error> {
@@ -718,7 +736,7 @@ impl<'a> Builder<'a> {
                 _ => paths.push(e.clone()),
             }
         }
-        let acc = self.accumulate_resources(t, Acc::default(), &paths)?;
+        let acc = self.accumulate_resources(t, Acc::default(), &paths, &[])?;
         out.extend(acc.res);
         Ok(out)
     }
@@ -729,18 +747,20 @@ impl<'a> Builder<'a> {
         let origins = self.origins;
         let bo = |kind: &str| origins.then(|| t.origin.builtin(&t.file_name, kind));
         // patchesStrategicMerge
-        for p in &k.patches_strategic_merge {
+        for (n, p) in k.patches_strategic_merge.iter().enumerate() {
+            let where_ = format!("patchesStrategicMerge[{n}]");
             let patches = match resources_from_text(&t.kust.file, p) {
                 Ok(rs) if !rs.is_empty() => rs,
                 _ => {
-                    let bytes = t.ldr.load(p).map_err(berr)?;
+                    let bytes = t.ldr.load(p).map_err(|e| t.kust.error_at(&where_, e))?;
                     let text = String::from_utf8_lossy(&bytes).into_owned();
                     resources_from_text(p, &text)?
                 }
             };
             for patch in patches {
-                let i = find_by_id(&ra.res, &patch).map_err(berr)?;
-                apply_smp_to(&mut ra.res, &[i], &patch, false, false).map_err(berr)?;
+                let i = find_by_id(&ra.res, &patch).map_err(|e| t.kust.error_at(&where_, e))?;
+                apply_smp_to(&mut ra.res, &[i], &patch, false, false)
+                    .map_err(|e| t.kust.error_at(&where_, e))?;
             }
         }
         if !k.patches_strategic_merge.is_empty() {
@@ -748,8 +768,9 @@ impl<'a> Builder<'a> {
             mark(&mut ra.res, bo("PatchStrategicMergeTransformer"));
         }
         // patches
-        for p in &k.patches {
-            self.apply_patch_entry(t, ra, p, false)?;
+        for (i, p) in k.patches.iter().enumerate() {
+            self.apply_patch_entry(t, ra, p, false)
+                .map_err(|e| place(t, &format!("patches[{i}]"), e))?;
             mark(&mut ra.res, bo("PatchTransformer"));
         }
         if !k.namespace.is_empty() {
@@ -820,8 +841,9 @@ impl<'a> Builder<'a> {
             }
             mark(&mut ra.res, bo("AnnotationsTransformer"));
         }
-        for p in &k.patches_json6902 {
-            self.apply_patch_entry(t, ra, p, true)?;
+        for (i, p) in k.patches_json6902.iter().enumerate() {
+            self.apply_patch_entry(t, ra, p, true)
+                .map_err(|e| place(t, &format!("patchesJson6902[{i}]"), e))?;
             mark(&mut ra.res, bo("PatchJson6902Transformer"));
         }
         for rep in &k.replicas {
@@ -1139,6 +1161,15 @@ fn mark(res: &mut [Resource], origin: Option<Origin>) {
         } else {
             r.transformations.push(origin.clone());
         }
+    }
+}
+
+/// A build error about a kustomization entry, placed at that entry (errors already placed, in
+/// a patch file say, keep their place).
+fn place(t: &Target<'_>, path: &str, e: Error) -> Error {
+    match e {
+        Error::Build(m) => t.kust.error_at(path, m),
+        other => other,
     }
 }
 

@@ -79,6 +79,10 @@ pub struct Kustomization {
     pub validators: Vec<String>,
     pub build_metadata: Vec<String>,
     pub openapi: Option<Value>,
+    /// Where each entry of `resources` came from (`resources[0]`, `bases[1]`, ...), for errors.
+    pub resource_paths: Vec<String>,
+    /// The parsed file, to point errors at the entry they are about.
+    pub doc: Option<Document>,
 }
 
 impl Kustomization {
@@ -86,6 +90,7 @@ impl Kustomization {
     pub fn from_document(doc: &Document) -> Result<Kustomization, Error> {
         let mut k = Kustomization {
             file: doc.file.clone(),
+            doc: Some(doc.clone()),
             ..Kustomization::default()
         };
         let empty = Map::new();
@@ -127,7 +132,15 @@ impl Kustomization {
                 "replicas" => k.replicas = list_of(v),
                 "vars" => k.vars = list_of(v),
                 "sortOptions" => k.sort_options = Some(v.clone()),
-                "resources" | "bases" => k.resources.extend(strings_of(doc, path, v)?),
+                "resources" | "bases" => {
+                    let entries = strings_of(doc, path, v)?;
+                    let first = k.resources.len();
+                    k.resource_paths.extend(
+                        (0..entries.len()).map(|i| shipway_model::load::index_path(path, i)),
+                    );
+                    debug_assert_eq!(first, k.resource_paths.len() - entries.len());
+                    k.resources.extend(entries);
+                }
                 "components" => k.components = strings_of(doc, path, v)?,
                 "crds" => k.crds = strings_of(doc, path, v)?,
                 "configMapGenerator" => k.config_map_generator = list_of(v),
@@ -138,7 +151,31 @@ impl Kustomization {
                 "transformers" => k.transformers = strings_or_docs(v),
                 "validators" => k.validators = strings_or_docs(v),
                 "buildMetadata" => k.build_metadata = strings_of(doc, path, v)?,
-                "openapi" => k.openapi = Some(v.clone()),
+                "openapi" => {
+                    // Only the built-in Kubernetes 1.21.2 schema (kustomize's default) is known;
+                    // a custom schema would change how lists merge, so it is refused, not ignored.
+                    if v.get("path").is_some() {
+                        return Err(err_at(
+                            doc,
+                            path,
+                            "openapi.path (a custom OpenAPI schema) is not supported: Shipway \
+                             merges lists with the built-in Kubernetes schema; use patches with \
+                             $patch: replace or JSON patches for custom kinds",
+                        ));
+                    }
+                    if let Some(version) = v.get("version").and_then(Value::as_str)
+                        && version != "v1.21.2"
+                    {
+                        return Err(err_at(
+                            doc,
+                            path,
+                            format!(
+                                "openapi.version {version:?} is not supported; only v1.21.2 is"
+                            ),
+                        ));
+                    }
+                    k.openapi = Some(v.clone());
+                }
                 "helmCharts" | "helmGlobals" | "helmChartInflationGenerator" => {
                     return Err(err_at(
                         doc,
@@ -160,6 +197,22 @@ impl Kustomization {
             }
         }
         Ok(k)
+    }
+
+    /// An error about the entry at `path` (`patches[2]`), at its place in the file.
+    pub fn error_at(&self, path: &str, message: impl std::fmt::Display) -> Error {
+        match &self.doc {
+            Some(doc) => {
+                let (line, column) = doc.position(path);
+                Error::At {
+                    file: self.file.clone(),
+                    line,
+                    column,
+                    message: message.to_string(),
+                }
+            }
+            None => Error::Build(format!("{}: {message}", self.file)),
+        }
     }
 
     pub fn is_component(&self) -> bool {

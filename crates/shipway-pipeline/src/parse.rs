@@ -1129,7 +1129,7 @@ impl Reader<'_> {
             );
         }
         if let Some(c) = map.get("container") {
-            self.check_strings(&p("container"), c, &scopes::JOB_RUNS_ON);
+            self.container_spec(&p("container"), c);
             job.container = true;
             self.unsupported_key(
                 &p("container"),
@@ -1137,7 +1137,11 @@ impl Reader<'_> {
             );
         }
         if let Some(s) = map.get("services") {
-            self.check_strings(&p("services"), s, &scopes::JOB_RUNS_ON);
+            if let Some(services) = self.mapping(&p("services"), s, &[], "services") {
+                for (name, spec) in services {
+                    self.container_spec(&child_path(&p("services"), name), spec);
+                }
+            }
             job.services = true;
             self.unsupported_key(
                 &p("services"),
@@ -1181,6 +1185,50 @@ impl Reader<'_> {
         }
         self.check_refs(&path, &job);
         Some(job)
+    }
+
+    /// A `container:` or service: an image name, or a mapping with GitHub's container keys.
+    /// Checked even though it cannot run here, so the file's other problems are all found.
+    fn container_spec(&mut self, path: &str, v: &Json) {
+        if let Json::String(_) = v {
+            self.check_strings(path, v, &scopes::JOB_RUNS_ON);
+            return;
+        }
+        let Some(map) = self.mapping(
+            path,
+            v,
+            &["image", "credentials", "env", "ports", "volumes", "options"],
+            "a container",
+        ) else {
+            return;
+        };
+        for (k, item) in map {
+            let ip = child_path(path, k);
+            match (k.as_str(), item) {
+                ("env", _) => {
+                    self.pairs(&ip, item, &scopes::JOB_RUNS_ON, "env");
+                }
+                ("credentials", _) => {
+                    if let Some(c) =
+                        self.mapping(&ip, item, &["username", "password"], "credentials")
+                    {
+                        for (ck, cv) in c {
+                            self.string(&child_path(&ip, ck), cv, &scopes::JOB_SECRETS);
+                        }
+                    }
+                }
+                ("ports" | "volumes", Json::Array(_)) => {
+                    self.check_strings(&ip, item, &scopes::JOB_RUNS_ON)
+                }
+                ("ports" | "volumes", other) => {
+                    self.error(&ip, format!("expected a sequence, found {}", kind(other)));
+                }
+                (_, Json::Object(_) | Json::Array(_)) => {
+                    self.error(&ip, format!("expected a string, found {}", kind(item)));
+                }
+                _ => self.check_strings(&ip, item, &scopes::JOB_RUNS_ON),
+            }
+        }
     }
 
     fn strategy(&mut self, path: &str, v: &Json) -> Option<Strategy> {

@@ -53,6 +53,10 @@ pub enum Command {
     Events(EventsArgs),
     /// Run GitHub Actions workflows of a repository locally, no server needed.
     Run(crate::run::RunArgs),
+    /// Render a kustomization, or a directory of manifests, exactly as `kubectl kustomize` prints
+    /// it. Also `shipway kustomize build DIR`.
+    #[command(visible_alias = "kustomize")]
+    Render(crate::render::RenderArgs),
     /// Print the client and server versions.
     Version,
     /// Manage the local image store: import directories as images, list, remove.

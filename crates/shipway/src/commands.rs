@@ -25,6 +25,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Delete(args) => delete(&client(global)?, args).await,
         Command::Events(args) => events(&client(global)?, args).await,
         Command::Run(args) => crate::run::run(global, args).await,
+        Command::Render(args) => crate::render::run(args),
         Command::Version => version(global).await,
         Command::Image(cmd) => crate::image::run(&data_dir(global)?, cmd),
         Command::Logs(args) => logs(&client(global)?, args).await,

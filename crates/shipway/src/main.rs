@@ -8,6 +8,7 @@ mod client;
 mod commands;
 mod image;
 mod output;
+mod render;
 mod run;
 
 use std::process::ExitCode;
