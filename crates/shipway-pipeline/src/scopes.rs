@@ -14,7 +14,8 @@ const fn scope(contexts: &'static [&'static str], status: bool, hash: bool) -> S
 pub const RUN_NAME: Scope = scope(&["github", "inputs", "vars"], false, false);
 pub const WORKFLOW_CONCURRENCY: Scope = scope(&["github", "inputs", "vars"], false, false);
 pub const WORKFLOW_ENV: Scope = scope(&["github", "secrets", "inputs", "vars"], false, false);
-pub const WORKFLOW_DEFAULTS: Scope = scope(&["github", "inputs", "vars"], false, false);
+/// Workflow-level `defaults.run` takes no expressions at all.
+pub const WORKFLOW_DEFAULTS: Scope = scope(&[], false, false);
 pub const INPUT_DEFAULT: Scope = scope(&["github", "inputs", "vars"], false, false);
 pub const CALL_OUTPUT: Scope = scope(&["github", "jobs", "vars", "inputs"], false, false);
 pub const JOB_IF: Scope = scope(&["github", "needs", "vars", "inputs"], true, false);

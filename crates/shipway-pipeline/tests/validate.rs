@@ -258,3 +258,38 @@ w.yml:14:40: warning: jobs.b.if: needs.c is not a job this job needs (needs: a);
 "#,
     );
 }
+
+/// Each key allows GitHub's own set of contexts (checked against GitHub's parser for every
+/// context in 25 keys); a few rows that differ between keys.
+#[test]
+fn contexts_are_allowed_per_key_as_github_allows_them() {
+    check(
+        r#"
+on: push
+defaults:
+  run:
+    shell: ${{ github.x }}
+env:
+  A: ${{ secrets.S }}
+  B: ${{ matrix.m }}
+jobs:
+  a:
+    runs-on: ${{ matrix.os }}
+    timeout-minutes: ${{ steps.x }}
+    strategy:
+      matrix:
+        os: ${{ fromJSON(needs.n.outputs.o) }}
+        v: ${{ matrix.v }}
+    steps:
+      - run: echo ${{ runner.os }} ${{ job.status }} ${{ strategy.job-index }}
+"#,
+        r#"
+w.yml:5:16: defaults.run.shell: Unrecognized named-value: 'github'
+w.yml:8:10: env.B: Unrecognized named-value: 'matrix'
+w.yml:12:26: jobs.a.timeout-minutes: Unrecognized named-value: 'steps'
+w.yml:15:26: warning: jobs.a.strategy.matrix.os: needs.n is not a job this job needs (needs: none); it is always null here
+w.yml:16:16: jobs.a.strategy.matrix.v: Unrecognized named-value: 'matrix'
+
+"#,
+    );
+}
