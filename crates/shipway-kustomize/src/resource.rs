@@ -286,32 +286,32 @@ impl Resource {
         self.prev.push((ns, id.name, id.gvk.kind));
     }
 
-    fn metadata_mut(&mut self) -> &mut Map<String, Value> {
+    /// The metadata map, made (as kustomize's setters do) when missing or not a map.
+    fn metadata_mut(&mut self) -> Option<&mut Map<String, Value>> {
         if !self.obj.is_object() {
             self.obj = Value::Object(Map::new());
         }
-        let Value::Object(o) = &mut self.obj else {
-            unreachable!("made an object above")
-        };
-        let md = o
+        let md = self
+            .obj
+            .as_object_mut()?
             .entry("metadata")
             .or_insert_with(|| Value::Object(Map::new()));
         if !md.is_object() {
             *md = Value::Object(Map::new());
         }
-        match md {
-            Value::Object(m) => m,
-            _ => unreachable!("made an object above"),
-        }
+        md.as_object_mut()
     }
 
     pub fn set_name(&mut self, name: &str) {
-        self.metadata_mut()
-            .insert("name".into(), Value::String(name.into()));
+        if let Some(md) = self.metadata_mut() {
+            md.insert("name".into(), Value::String(name.into()));
+        }
     }
 
     pub fn set_namespace(&mut self, ns: &str) {
-        let md = self.metadata_mut();
+        let Some(md) = self.metadata_mut() else {
+            return;
+        };
         if ns.is_empty() {
             md.remove("namespace");
         } else {
@@ -345,7 +345,9 @@ impl Resource {
 
     /// Replaces a metadata string map; an empty map removes the field.
     pub fn set_string_map(&mut self, field: &str, pairs: Vec<(String, String)>) {
-        let md = self.metadata_mut();
+        let Some(md) = self.metadata_mut() else {
+            return;
+        };
         if pairs.is_empty() {
             md.remove(field);
             return;
@@ -358,7 +360,9 @@ impl Resource {
     }
 
     pub fn set_annotation(&mut self, key: &str, value: &str) {
-        let md = self.metadata_mut();
+        let Some(md) = self.metadata_mut() else {
+            return;
+        };
         let ann = md
             .entry("annotations")
             .or_insert_with(|| Value::Object(Map::new()));
