@@ -76,7 +76,6 @@ pub struct Kustomization {
     pub configurations: Vec<String>,
     pub generators: Vec<String>,
     pub transformers: Vec<String>,
-    pub validators: Vec<String>,
     pub build_metadata: Vec<String>,
     pub openapi: Option<Value>,
     /// Where each entry of `resources` came from (`resources[0]`, `bases[1]`, ...), for errors.
@@ -149,7 +148,17 @@ impl Kustomization {
                 "configurations" => k.configurations = strings_of(doc, path, v)?,
                 "generators" => k.generators = strings_or_docs(v),
                 "transformers" => k.transformers = strings_or_docs(v),
-                "validators" => k.validators = strings_or_docs(v),
+                "validators" => {
+                    // Validators are exec/KRM plugins in kustomize; none are built in.
+                    if !list_of(v).is_empty() {
+                        return Err(err_at(
+                            doc,
+                            path,
+                            "validators are plugins, which Shipway does not run; validate the \
+                             rendered output instead (shipway apply --dry-run)",
+                        ));
+                    }
+                }
                 "buildMetadata" => k.build_metadata = strings_of(doc, path, v)?,
                 "openapi" => {
                     // Only the built-in Kubernetes 1.21.2 schema (kustomize's default) is known;
