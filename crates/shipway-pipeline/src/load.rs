@@ -29,6 +29,9 @@ pub struct Bundle {
     pub actions: HashMap<String, ActionMeta>,
     /// Local reusable workflows by their path relative to `root`.
     pub called: HashMap<String, Workflow>,
+    /// Local actions that were read but cannot run (node or docker actions, invalid files):
+    /// read once, reported once.
+    pub unrunnable_actions: std::collections::HashSet<String>,
     pub problems: Vec<Problem>,
 }
 
@@ -181,7 +184,7 @@ fn resolve_steps(b: &mut Bundle, file: &str, steps: &[Step], path: &str, depth: 
             )));
             continue;
         }
-        if b.actions.contains_key(local) {
+        if b.actions.contains_key(local) || b.unrunnable_actions.contains(local) {
             continue;
         }
         if depth >= MAX_NESTING {
@@ -211,10 +214,15 @@ fn resolve_steps(b: &mut Bundle, file: &str, steps: &[Step], path: &str, depth: 
         };
         let (action, problems) = parse_action(&rel, &text);
         b.problems.extend(problems);
-        if let Some(action) = action {
-            let steps = action.steps.clone();
-            b.actions.insert(local.clone(), action);
-            resolve_steps(b, &rel, &steps, "runs", depth + 1);
+        match action {
+            Some(action) => {
+                let steps = action.steps.clone();
+                b.actions.insert(local.clone(), action);
+                resolve_steps(b, &rel, &steps, "runs", depth + 1);
+            }
+            None => {
+                b.unrunnable_actions.insert(local.clone());
+            }
         }
     }
 }

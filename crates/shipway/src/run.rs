@@ -252,14 +252,36 @@ pub async fn run(global: &Global, args: RunArgs) -> Result<(), Failure> {
     let mut blocking = Vec::new();
     for f in &files {
         let b = load(&repo, f);
+        // Skipped actions are summarised per file (one line, with counts), not per step.
+        let mut skipped: IndexMap<String, usize> = IndexMap::new();
         for p in &b.problems {
-            if p.severity == Severity::Warning
-                || (p.severity == Severity::Unsupported
-                    && options.allow_unsupported_actions
-                    && p.is_action())
+            if p.severity == Severity::Warning {
+                eprintln!("{p}");
+            } else if p.severity == Severity::Unsupported
+                && options.allow_unsupported_actions
+                && p.is_action()
             {
-                eprintln!("warning: {p}");
+                // `'owner/repo@ref'` in step messages; a local action's kind is reported in
+                // its own action.yml.
+                let name = if p.message.starts_with("runs.using") {
+                    format!("./{}", p.file.rsplit_once('/').map_or("", |(d, _)| d))
+                } else {
+                    p.message
+                        .split('\'')
+                        .nth(1)
+                        .map_or("?", |t| t.split('@').next().unwrap_or(t))
+                        .to_string()
+                };
+                *skipped.entry(name).or_default() += 1;
             }
+        }
+        if !skipped.is_empty() {
+            let list: Vec<String> = skipped.iter().map(|(n, c)| format!("{n} ({c})")).collect();
+            eprintln!(
+                "warning: {}: skipping steps whose actions Shipway does not run: {}",
+                b.path,
+                list.join(", ")
+            );
         }
         blocking.extend(b.blocking(options).into_iter().map(ToString::to_string));
         bundles.push(b);
@@ -519,10 +541,11 @@ fn print_plan(b: &Bundle, args: &RunArgs) -> Result<(), Failure> {
                 }
                 None => j.steps.to_string(),
             };
-            let needs = if j.needs.is_empty() {
-                "-".to_string()
-            } else {
-                j.needs.join(",")
+            // Long needs lists (a final "all checks passed" job) are cut to keep the table readable.
+            let needs = match j.needs.len() {
+                0 => "-".to_string(),
+                1..=3 => j.needs.join(","),
+                n => format!("{} +{}", j.needs[..3].join(","), n - 3),
             };
             [b.path.clone(), j.id.clone(), needs, instances, steps]
         })
