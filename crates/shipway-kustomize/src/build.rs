@@ -218,6 +218,8 @@ pub(crate) struct Ldr<'a> {
     pub fs: &'a dyn FileSystem,
     pub root: PathBuf,
     pub restrict: bool,
+    /// The root with symlinks resolved, looked up once.
+    pub root_real: std::cell::OnceCell<PathBuf>,
 }
 
 impl Ldr<'_> {
@@ -228,11 +230,12 @@ impl Ldr<'_> {
                 .fs
                 .real_path(&p)
                 .map_err(|e| format!("evalsymlink failure on '{}' : {e}", p.display()))?;
-            let root = self
-                .fs
-                .real_path(&self.root)
-                .unwrap_or_else(|_| self.root.clone());
-            if !real.starts_with(&root) {
+            let root = self.root_real.get_or_init(|| {
+                self.fs
+                    .real_path(&self.root)
+                    .unwrap_or_else(|_| self.root.clone())
+            });
+            if !real.starts_with(root) {
                 return Err(format!(
                     "security; file '{}' is not in or below '{}'",
                     real.display(),
@@ -404,6 +407,7 @@ impl<'a> Builder<'a> {
                 fs: self.fs,
                 root: dir.to_path_buf(),
                 restrict: self.opts.load_restrictor == LoadRestrictor::RootOnly,
+                root_real: std::cell::OnceCell::new(),
             },
             kust,
             file_name: path
@@ -1239,7 +1243,9 @@ fn check_unique(res: &[Resource]) -> Result<(), Error> {
 /// The one resource a patch without a target means: any of its ids equal to the patch's.
 fn find_by_id(res: &[Resource], patch: &Resource) -> Result<usize, String> {
     let id = patch.org_id();
+    // The name check first: it rules out almost every resource without building its ids.
     let hits: Vec<usize> = (0..res.len())
+        .filter(|&i| res[i].name() == id.name || res[i].prev.iter().any(|p| p.1 == id.name))
         .filter(|&i| res[i].all_ids().iter().any(|x| x.equals(&id)))
         .collect();
     match hits.as_slice() {
