@@ -10,10 +10,12 @@ use anyhow::{Context, Result, bail};
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  test [--require-postgres] [-- CARGO TEST ARGS]
+  test [--require-postgres] [--require-corpus] [-- CARGO TEST ARGS]
         Run every test. The PostgreSQL store tests use $SHIPWAY_TEST_POSTGRES_URL, or a throwaway
         server this command starts from the installed PostgreSQL (apt-get install postgresql);
-        without either they report SKIPPED, or fail with --require-postgres (CI).
+        without either they report SKIPPED, or fail with --require-postgres (CI). The conformance
+        corpora come from $SHIPWAY_CORPUS, or shared/corpus beside the checkout or under /work;
+        without them those tests report SKIPPED, or fail with --require-corpus (CI).
   bench [--require-postgres]
         Run the benchmarks (store throughput and watch latency on SQLite and PostgreSQL, idle RSS).";
 
@@ -44,46 +46,89 @@ fn root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Splits `--require-postgres` and what follows `--` from the rest.
-fn parse(args: &[String]) -> Result<(bool, Vec<String>)> {
-    let mut require = false;
-    let mut rest = Vec::new();
+struct Flags {
+    require_postgres: bool,
+    require_corpus: bool,
+    /// What follows `--`, for cargo.
+    rest: Vec<String>,
+}
+
+fn parse(args: &[String]) -> Result<Flags> {
+    let mut flags = Flags {
+        require_postgres: false,
+        require_corpus: false,
+        rest: Vec::new(),
+    };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--require-postgres" => require = true,
-            "--" => rest.extend(it.by_ref().cloned()),
+            "--require-postgres" => flags.require_postgres = true,
+            "--require-corpus" => flags.require_corpus = true,
+            "--" => flags.rest.extend(it.by_ref().cloned()),
             other => bail!("unknown argument {other:?}\n\n{USAGE}"),
         }
     }
-    Ok((require, rest))
+    Ok(flags)
+}
+
+/// The shared test corpora (kustomize cases, workflow files): read-only data beside the project.
+fn corpus(require: bool) -> Result<Option<PathBuf>> {
+    let candidates = [
+        std::env::var_os("SHIPWAY_CORPUS").map(PathBuf::from),
+        Some(root().join("../shared/corpus")),
+        Some(PathBuf::from("/work/shared/corpus")),
+    ];
+    for dir in candidates.into_iter().flatten() {
+        if dir.join("kustomize").is_dir() && dir.join("workflows").is_dir() {
+            let dir = dir.canonicalize().unwrap_or(dir);
+            eprintln!("xtask: conformance corpora from {}", dir.display());
+            return Ok(Some(dir));
+        }
+    }
+    if require {
+        bail!(
+            "--require-corpus: no corpus found; set SHIPWAY_CORPUS to the folder holding kustomize/ and workflows/"
+        );
+    }
+    eprintln!(
+        "xtask: no corpus found (set SHIPWAY_CORPUS): the conformance tests will report SKIPPED"
+    );
+    Ok(None)
 }
 
 fn test(args: &[String]) -> Result<bool> {
-    let (require, rest) = parse(args)?;
-    let pg = postgres(require, Durability::Off)?;
-    let mut cmd = Command::new(env!("CARGO"));
-    cmd.current_dir(root())
-        .args(["test", "--workspace"])
-        .args(&rest);
-    if let Some(pg) = &pg {
-        cmd.env("SHIPWAY_TEST_POSTGRES_URL", &pg.url);
-    }
-    let status = cmd.status().context("running cargo test")?;
+    let flags = parse(args)?;
+    let corpus = corpus(flags.require_corpus)?;
+    let pg = postgres(flags.require_postgres, Durability::Off)?;
+    let status = cargo("test", &flags.rest, pg.as_ref(), corpus.as_deref())
+        .status()
+        .context("running cargo test")?;
     Ok(status.success())
 }
 
 fn bench(args: &[String]) -> Result<bool> {
-    let (require, rest) = parse(args)?;
-    let pg = postgres(require, Durability::Full)?;
+    let flags = parse(args)?;
+    let corpus = corpus(false)?;
+    let pg = postgres(flags.require_postgres, Durability::Full)?;
+    let status = cargo("bench", &flags.rest, pg.as_ref(), corpus.as_deref())
+        .status()
+        .context("running cargo bench")?;
+    Ok(status.success())
+}
+
+/// `cargo <verb> --workspace`, told where PostgreSQL and the corpora are.
+fn cargo(verb: &str, rest: &[String], pg: Option<&Postgres>, corpus: Option<&Path>) -> Command {
     let mut cmd = Command::new(env!("CARGO"));
     cmd.current_dir(root())
-        .args(["bench", "--workspace"])
-        .args(&rest);
-    if let Some(pg) = &pg {
+        .args([verb, "--workspace"])
+        .args(rest);
+    if let Some(pg) = pg {
         cmd.env("SHIPWAY_TEST_POSTGRES_URL", &pg.url);
     }
-    Ok(cmd.status().context("running cargo bench")?.success())
+    if let Some(dir) = corpus {
+        cmd.env("SHIPWAY_CORPUS", dir);
+    }
+    cmd
 }
 
 /// A PostgreSQL server for the tests: the one the environment names, or a throwaway one.

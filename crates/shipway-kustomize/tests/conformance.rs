@@ -11,8 +11,10 @@ use shipway_kustomize::{DiskFs, Options, Reorder, build};
 
 fn corpus() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // `cargo xtask test` sets SHIPWAY_CORPUS to the corpus it found (and requires it in CI).
     std::env::var_os("SHIPWAY_KUSTOMIZE_CORPUS")
         .map(PathBuf::from)
+        .or_else(|| std::env::var_os("SHIPWAY_CORPUS").map(|r| PathBuf::from(r).join("kustomize")))
         .unwrap_or_else(|| manifest.join("../../../shared/corpus/kustomize"))
 }
 

@@ -12,8 +12,12 @@ use shipway_pipeline::problem::Severity;
 /// Files expected to fail today, with the reason. Shrink this list; never grow it.
 const KNOWN_FAILURES: &[&str] = &[];
 
+/// `$SHIPWAY_CORPUS/workflows` (set by `cargo xtask test`), else `shared/` beside the checkout.
 fn corpus_dir() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/workflows");
+    let dir = match std::env::var_os("SHIPWAY_CORPUS") {
+        Some(root) => PathBuf::from(root).join("workflows"),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/workflows"),
+    };
     dir.is_dir().then_some(dir)
 }
 
