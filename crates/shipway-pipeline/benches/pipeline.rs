@@ -149,4 +149,48 @@ fn main() {
             "OVER BUDGET"
         }
     );
+
+    // The same DAG run for real (one `echo` step a job), against one bash per job.
+    std::fs::write(repo.join("dag.yml"), &text).expect("write");
+    let bundle = load(&dir.path().join("repo"), ".github/workflows/dag.yml");
+    let cfg = RunConfig {
+        repo: dir.path().join("repo"),
+        run_dir: dir.path().join("dagrun"),
+        cache_dir: dir.path().join("cache"),
+        event_name: "push".into(),
+        event: serde_json::json!({}),
+        sha: "0123".into(),
+        git_ref: "refs/heads/main".into(),
+        repository: "bench/bench".into(),
+        actor: "bench".into(),
+        run_id: 2,
+        inputs: IndexMap::new(),
+        secrets: IndexMap::new(),
+        vars: IndexMap::new(),
+        parallel: 2,
+        only_job: None,
+        allow_unsupported_actions: false,
+        base_env: std::env::vars().collect(),
+        sink: Arc::new(Quiet),
+        cancel: CancellationToken::new(),
+    };
+    let start = Instant::now();
+    let report = rt.block_on(run_workflow(&bundle, Arc::new(cfg)));
+    let engine = start.elapsed();
+    assert_eq!(report.result, Status::Success);
+    assert_eq!(report.jobs.len(), JOBS);
+    let start = Instant::now();
+    for _ in 0..JOBS {
+        let out = std::process::Command::new("bash")
+            .args(["-e", "-c", "echo 0123"])
+            .output()
+            .expect("bash");
+        assert!(out.status.success());
+    }
+    let bash = start.elapsed();
+    println!(
+        "run dag: {JOBS} jobs run in {:.0} ms with --parallel 2; bash one after another {:.0} ms",
+        engine.as_secs_f64() * 1000.0,
+        bash.as_secs_f64() * 1000.0,
+    );
 }

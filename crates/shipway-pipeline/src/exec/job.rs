@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use indexmap::IndexMap;
@@ -32,7 +32,6 @@ pub struct Shared {
     pub actions: HashMap<String, ActionMeta>,
     pub called: HashMap<String, Workflow>,
     github: Map,
-    counter: AtomicU64,
     concurrency: super::concurrency::Groups,
 }
 
@@ -51,13 +50,8 @@ impl Shared {
             actions: bundle.actions.clone(),
             called: bundle.called.clone(),
             github,
-            counter: AtomicU64::new(0),
             concurrency: super::concurrency::Groups::default(),
         }
-    }
-
-    fn next(&self) -> u64 {
-        self.counter.fetch_add(1, Ordering::Relaxed)
     }
 
     /// The contexts available to a job's `if`, strategy and reusable-call `with`.
@@ -73,7 +67,7 @@ impl Shared {
 
 /// One job run: a job and one matrix combination.
 pub struct Instance {
-    pub w: Workflow,
+    pub w: Arc<Workflow>,
     pub job_id: String,
     pub prefix: String,
     pub matrix: Option<Combination>,
@@ -488,7 +482,7 @@ impl Instance {
         cfg.sink.line(label, &format!("calling ./{}", call.path));
         let prefix = format!("{full_id}/");
         let (reports, finished) = super::run_jobs(
-            &called,
+            Arc::new(called.clone()),
             self.shared.clone(),
             Value::object(inputs.clone()),
             secrets,
@@ -923,15 +917,23 @@ impl JobRun {
         timeout: Option<Duration>,
         outputs: &mut IndexMap<String, String>,
     ) -> Status {
-        let n = self.shared.next();
         let shell = step
             .shell
             .as_ref()
             .map(|s| self.eval_str(s))
             .or_else(|| self.defaults_shell.clone());
-        let script_path = self
-            .temp
-            .join(format!("step-{n}{}", extension(shell.as_deref())));
+        // One script name and one set of command files per job, truncated for each step:
+        // creating fresh files for every step made the filesystem the bottleneck (ext4 inode
+        // allocation in a growing directory), and steps of a job never run at once.
+        let commands_dir = self.temp.join("_runner_file_commands");
+        if let Err(e) = std::fs::create_dir_all(&commands_dir) {
+            self.log(&format!(
+                "error: cannot create {}: {e}",
+                commands_dir.display()
+            ));
+            return Status::Failure;
+        }
+        let script_path = commands_dir.join(format!("step{}", extension(shell.as_deref())));
         if let Err(e) = std::fs::write(&script_path, script) {
             self.log(&format!("error: cannot write the script: {e}"));
             return Status::Failure;
@@ -952,7 +954,7 @@ impl JobRun {
             Some(d) => self.workspace.join(d),
             None => self.workspace.clone(),
         };
-        let file = |kind: &str| self.temp.join(format!("{kind}-{n}"));
+        let file = |kind: &str| commands_dir.join(kind);
         let (out_file, env_file, path_file, summary_file) =
             (file("output"), file("env"), file("path"), file("summary"));
         for f in [&out_file, &env_file, &path_file, &summary_file] {

@@ -153,7 +153,8 @@ pub(crate) struct Finished {
 
 /// Runs the bundle's workflow. Never fails: problems become failed jobs and log lines.
 pub async fn run_workflow(bundle: &Bundle, cfg: Arc<RunConfig>) -> Report {
-    let Some(w) = bundle.workflow.clone() else {
+    // Shared, not cloned per job: a 1,000-job workflow cloned per job is quadratic.
+    let Some(w) = bundle.workflow.clone().map(Arc::new) else {
         return Report {
             result: Status::Failure,
             jobs: Vec::new(),
@@ -163,7 +164,7 @@ pub async fn run_workflow(bundle: &Bundle, cfg: Arc<RunConfig>) -> Report {
     let shared = Arc::new(job::Shared::new(bundle, cfg.clone(), &w));
     let semaphore = Arc::new(Semaphore::new(cfg.parallel.max(1)));
     let (jobs, finished) = run_jobs(
-        &w,
+        w.clone(),
         shared,
         inputs,
         cfg.secrets.clone(),
@@ -211,7 +212,7 @@ pub(crate) type JobsFuture<'a> = std::pin::Pin<
 /// Runs every job of `w` as a DAG. `prefix` names jobs of a called workflow (`caller/`).
 /// Returns the reports and each job's finished state (for `jobs` in workflow_call outputs).
 pub(crate) fn run_jobs<'a>(
-    w: &'a Workflow,
+    w: Arc<Workflow>,
     shared: Arc<job::Shared>,
     inputs: Value,
     secrets: IndexMap<String, String>,
@@ -220,8 +221,8 @@ pub(crate) fn run_jobs<'a>(
     prefix: &'a str,
 ) -> JobsFuture<'a> {
     Box::pin(async move {
-        let selected: Option<HashSet<String>> = only.as_deref().map(|o| with_needs(w, o));
-        let ids: Vec<String> = match crate::graph::order(w) {
+        let selected: Option<HashSet<String>> = only.as_deref().map(|o| with_needs(&w, o));
+        let ids: Vec<String> = match crate::graph::order(&w) {
             Ok(order) => order
                 .into_iter()
                 .filter(|id| selected.as_ref().is_none_or(|s| s.contains(id)))
@@ -230,7 +231,7 @@ pub(crate) fn run_jobs<'a>(
         };
         let ancestors: HashMap<String, HashSet<String>> = ids
             .iter()
-            .map(|id| (id.clone(), with_needs(w, id)))
+            .map(|id| (id.clone(), with_needs(&w, id)))
             .collect();
         let mut finished: HashMap<String, Finished> = HashMap::new();
         let mut reports: HashMap<String, Vec<JobReport>> = HashMap::new();
@@ -293,7 +294,7 @@ pub(crate) fn run_jobs<'a>(
 }
 
 struct JobTask {
-    w: Workflow,
+    w: Arc<Workflow>,
     id: String,
     prefix: String,
     shared: Arc<job::Shared>,
