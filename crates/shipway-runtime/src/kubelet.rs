@@ -631,7 +631,7 @@ impl PodWorker {
                     start_error = Some(message);
                     (None, Duration::ZERO)
                 }
-                Ok(mut proc) => {
+                Ok((mut proc, env)) => {
                     let _ = std::fs::create_dir_all(sandbox.dir.join("pids"));
                     let _ = std::fs::write(
                         sandbox.dir.join("pids").join(format!("{name}.pid")),
@@ -651,6 +651,7 @@ impl PodWorker {
                             index,
                             c.clone(),
                             sandbox.clone(),
+                            Arc::new(env),
                             kill_tx,
                         )))
                     };
@@ -749,7 +750,7 @@ impl PodWorker {
         sandbox: &Sandbox,
         restart: i64,
         data: &RefData,
-    ) -> Result<Process, LaunchError> {
+    ) -> Result<(Process, Vec<(String, String)>), LaunchError> {
         let name = c["name"].as_str().unwrap_or_default();
         let image = sandbox
             .images
@@ -794,6 +795,7 @@ impl PodWorker {
             env: &env,
             log,
         })
+        .map(|p| (p, env.clone()))
         .map_err(|e| {
             LaunchError::Start(format!(
                 "failed to start container {name:?}: exec {program:?}: {e}"
@@ -1230,6 +1232,7 @@ impl PodWorker {
         index: usize,
         c: Value,
         sandbox: Arc<Sandbox>,
+        env: Arc<Vec<(String, String)>>,
         kill: watch::Sender<bool>,
     ) {
         let cname = c["name"].as_str().unwrap_or_default().to_string();
@@ -1257,7 +1260,8 @@ impl PodWorker {
                 .and_then(port_of);
             let timeout = Duration::from_secs(probe["timeoutSeconds"].as_u64().unwrap_or(1).max(1));
             let root = image_root.clone();
-            async move { run_probe(&probe, port, timeout, &root).await }
+            let env = env.clone();
+            async move { run_probe(&probe, port, timeout, &root, &env).await }
         };
         let params = |p: &Value| {
             (
@@ -1457,7 +1461,14 @@ impl PodWorker {
 }
 
 /// One probe attempt: httpGet succeeds on 2xx/3xx, tcpSocket on connect, exec on exit code 0.
-async fn run_probe(probe: &Value, port: Option<u16>, timeout: Duration, root: &Path) -> bool {
+/// Exec probes run like the container: in its root, with its environment.
+async fn run_probe(
+    probe: &Value,
+    port: Option<u16>,
+    timeout: Duration,
+    root: &Path,
+    env: &[(String, String)],
+) -> bool {
     let attempt = async {
         if let Some(http) = probe.get("httpGet") {
             let Some(port) = port else { return false };
@@ -1482,6 +1493,8 @@ async fn run_probe(probe: &Value, port: Option<u16>, timeout: Duration, root: &P
             command
                 .args(args)
                 .current_dir(root)
+                .env_clear()
+                .envs(env.iter().map(|(k, v)| (k, v)))
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())

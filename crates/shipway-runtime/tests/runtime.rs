@@ -364,7 +364,9 @@ async fn readiness_gates_and_liveness_restarts() {
     std::fs::write(&alive, "").unwrap();
     let probes = json!({"pod": {"containers": [{
         "name": "main", "image": "sh:v1", "args": ["exec sleep 600"],
-        "readinessProbe": {"exec": {"command": ["test", "-f", ready.to_str().unwrap()]}, "periodSeconds": 1},
+        "env": [{"name": "READY_FILE", "value": ready.to_str().unwrap()}],
+        // Exec probes get the container's environment.
+        "readinessProbe": {"exec": {"command": ["sh", "-c", "test -f \"$READY_FILE\""]}, "periodSeconds": 1},
         "livenessProbe": {"exec": {"command": ["test", "-f", alive.to_str().unwrap()]}, "periodSeconds": 1, "failureThreshold": 2},
     }]}});
     env.apply(deployment("probed", 1, "", probes)).await;
@@ -841,5 +843,61 @@ async fn recreate_stops_every_old_pod_before_starting_new_ones() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_edits_do_not_restart_pods_and_a_paused_deployment_does_not_roll() {
+    let env = Env::start().await;
+    env.apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg", "namespace": "default"}, "data": {"mode": "a"}})).await;
+    let pod = json!({"pod": {"containers": [{"name": "main", "image": "sh:v1", "args": ["echo mode=$MODE; exec sleep 600"],
+        "env": [{"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "mode"}}}]}]}});
+    env.apply(deployment("app", 1, "", pod.clone())).await;
+    env.until(30, "ready", || async {
+        env.get("apps", "Deployment", "app")
+            .await
+            .is_some_and(|d| status_i64(&d, "readyReplicas") == 1)
+    })
+    .await;
+    let before = env.pods().await.remove(0);
+    env.apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg", "namespace": "default"}, "data": {"mode": "b"}})).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pods = env.pods().await;
+    assert_eq!(pods.len(), 1);
+    assert_eq!(pods[0].metadata.uid, before.metadata.uid, "the same pod");
+    assert_eq!(
+        container_status(&pods[0])["restartCount"],
+        0,
+        "a ConfigMap edit restarts nothing"
+    );
+
+    // Paused: a template change makes no new revision until resumed.
+    let mut paused = deployment("app", 1, "echo v2; exec sleep 600", json!({"paused": true}));
+    paused["spec"]["template"]["spec"]["containers"][0]["env"] =
+        pod["pod"]["containers"][0]["env"].clone();
+    env.apply(paused.clone()).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let sets = env
+        .store
+        .list(&ListQuery::kind("apps", "ReplicaSet"))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(sets.len(), 1, "no new revision while paused");
+    paused["spec"]["paused"] = json!(false);
+    env.apply(paused).await;
+    env.until(30, "the rollout after resuming", || async {
+        env.store
+            .list(&ListQuery::kind("apps", "ReplicaSet"))
+            .await
+            .unwrap()
+            .items
+            .len()
+            == 2
+            && env.get("apps", "Deployment", "app").await.is_some_and(|d| {
+                status_i64(&d, "updatedReplicas") == 1 && status_i64(&d, "readyReplicas") == 1
+            })
+    })
+    .await;
     env.stop().await;
 }
