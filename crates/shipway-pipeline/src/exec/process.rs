@@ -38,7 +38,12 @@ pub async fn run(
     cancel: &CancellationToken,
     lines: mpsc::UnboundedSender<OutputLine>,
 ) -> Result<Exit, String> {
-    let mut cmd = Command::new(program);
+    let path = env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map_or("", |(_, v)| v.as_str());
+    let mut cmd = Command::new(resolve(program, path));
     cmd.args(args)
         .current_dir(cwd)
         .env_clear()
@@ -136,4 +141,24 @@ async fn terminate_group(pid: Option<i32>, child: &mut tokio::process::Child) {
     if tokio::time::timeout(GRACE, child.wait()).await.is_err() {
         kill_group(pid, child).await;
     }
+}
+
+/// Finds `program` on the step's `PATH`. Passing an absolute path lets the standard library
+/// start the process with `posix_spawn` instead of `fork` (which copies this process's page
+/// tables and dominated step overhead); it only looks the name up itself when the child's
+/// `PATH` differs from ours.
+fn resolve(program: &str, path: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    if program.contains('/') {
+        return program.into();
+    }
+    for dir in path.split(':').filter(|d| !d.is_empty()) {
+        let candidate = Path::new(dir).join(program);
+        if std::fs::metadata(&candidate)
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        {
+            return candidate;
+        }
+    }
+    program.into()
 }
