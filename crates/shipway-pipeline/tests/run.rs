@@ -660,14 +660,23 @@ jobs:
           restore-keys: deps-
           path: out
       - run: echo "restored ${{ steps.cache.outputs.cache-hit }} ${{ steps.cache.outputs.cache-matched-key }} $(cat out/b.log)"
-      - run: echo "hash ${{ hashFiles('got/**') != '' }} ${{ hashFiles('nothing/*') == '' }}"
+      - run: echo "hash ${{ hashFiles('got/**') != '' }} ${{ hashFiles('nothing/*') == '' }} ${{ hashFiles('./got/sub/a.txt') == hashFiles('got/sub/a.txt') }}"
+      - uses: actions/upload-artifact@v4
+        with:
+          name: again
+          path: ./got/
+      - uses: actions/download-artifact@v4
+        with:
+          name: again
+          path: again
+      - run: cat again/sub/a.txt
 "#)
     .await;
     assert_eq!(r.report.result, Status::Success, "{:#?}", r.logs);
     assert!(r.logged("hit=false"));
     assert!(r.logged("] data"));
     assert!(r.logged("restored false deps-v1 other"));
-    assert!(r.logged("hash true true"));
+    assert!(r.logged("hash true true true"));
 }
 
 #[tokio::test]

@@ -21,6 +21,21 @@ pub fn lines(s: &str) -> Vec<String> {
         .collect()
 }
 
+/// A user's pattern made relative to the workspace, as file names from [`walk`] are: an
+/// absolute path inside the workspace loses its prefix, `./` and a trailing `/` go, `!` stays.
+fn relative_pattern(workspace: &Path, p: &str) -> String {
+    let (neg, body) = p.strip_prefix('!').map_or((false, p), |b| (true, b));
+    let body = body.trim_end_matches('/');
+    let body = Path::new(body)
+        .strip_prefix(workspace)
+        .map_or(body.to_string(), |r| r.to_string_lossy().to_string());
+    let mut body = body.as_str();
+    while let Some(rest) = body.strip_prefix("./") {
+        body = rest;
+    }
+    format!("{}{body}", if neg { "!" } else { "" })
+}
+
 /// A path relative to `root` that stays inside it, or an error naming it.
 fn inside(root: &Path, rel: &str) -> Result<PathBuf, String> {
     let p = Path::new(rel);
@@ -303,16 +318,7 @@ fn select(workspace: &Path, patterns: &[String]) -> Result<(PathBuf, Vec<PathBuf
     let all = walk(workspace);
     let rel_patterns: Vec<String> = patterns
         .iter()
-        .map(|p| {
-            let (neg, body) = p
-                .strip_prefix('!')
-                .map_or((false, p.as_str()), |b| (true, b));
-            let body = body.trim_end_matches('/');
-            let body = Path::new(body)
-                .strip_prefix(workspace)
-                .map_or(body.to_string(), |r| r.to_string_lossy().to_string());
-            format!("{}{body}", if neg { "!" } else { "" })
-        })
+        .map(|p| relative_pattern(workspace, p))
         .collect();
     let mut files = Vec::new();
     for f in &all {
@@ -448,15 +454,7 @@ pub fn download(
 pub fn hash_files(workspace: &Path, patterns: &[String]) -> Result<String, String> {
     let patterns: Vec<String> = patterns
         .iter()
-        .map(|p| {
-            let (neg, body) = p
-                .strip_prefix('!')
-                .map_or((false, p.as_str()), |b| (true, b));
-            let body = Path::new(body)
-                .strip_prefix(workspace)
-                .map_or(body.to_string(), |r| r.to_string_lossy().to_string());
-            format!("{}{body}", if neg { "!" } else { "" })
-        })
+        .map(|p| relative_pattern(workspace, p))
         .collect();
     let mut total = Sha256::new();
     let mut any = false;
