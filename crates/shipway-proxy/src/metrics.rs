@@ -140,6 +140,11 @@ fn quantile(hist: &[u64; BUCKETS], q: f64) -> Option<Duration> {
 
 type Backends = HashMap<String, Arc<Mutex<Series>>>;
 
+/// One series (a service's backend), looked up once and kept by the routing table, so recording
+/// a request takes no map lookup.
+#[derive(Clone)]
+pub struct SeriesHandle(Arc<Mutex<Series>>);
+
 /// The proxy's metrics. Cheap to share (`Arc`); recording takes one uncontended lock per request.
 pub struct ProxyMetrics {
     epoch: Instant,
@@ -183,6 +188,21 @@ impl ProxyMetrics {
             .entry(backend.to_string())
             .or_insert_with(|| Arc::new(Mutex::new(Series::new())))
             .clone()
+    }
+
+    /// The series of `service` ("namespace/name") and `backend`, for [`ProxyMetrics::record_to`].
+    pub fn handle(&self, service: &str, backend: &str) -> SeriesHandle {
+        SeriesHandle(self.series(service, backend))
+    }
+
+    /// Records one response, finished now, to a series from [`ProxyMetrics::handle`].
+    pub fn record_to(&self, series: &SeriesHandle, status: u16, latency: Duration) {
+        let second = self.second(Instant::now());
+        series
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(second, status, latency);
     }
 
     /// Records one response of `service` ("namespace/name") from `backend`, finished now.

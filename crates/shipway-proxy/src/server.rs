@@ -17,6 +17,7 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body, Incoming};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::http::uri::{Authority, PathAndQuery, Scheme};
 use hyper::{Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -47,6 +48,10 @@ pub struct ProxyConfig {
     pub access_log: bool,
     /// Connect attempts per request (on distinct endpoints when the backend has several).
     pub connect_attempts: usize,
+    /// Worker threads, each with its own single-threaded runtime, listeners (`SO_REUSEPORT`) and
+    /// upstream pool, as nginx runs worker processes: a request never crosses threads. 0 = one
+    /// per core.
+    pub workers: usize,
 }
 
 impl Default for ProxyConfig {
@@ -59,6 +64,7 @@ impl Default for ProxyConfig {
             max_connections: 10_000,
             access_log: false,
             connect_attempts: 3,
+            workers: 0,
         }
     }
 }
@@ -68,7 +74,7 @@ struct Shared {
     client: Client<HttpConnector, ProxyBody>,
     metrics: Arc<ProxyMetrics>,
     config: ProxyConfig,
-    request_ids: AtomicU64,
+    request_ids: Arc<AtomicU64>,
     /// Distinguishes request ids of different runs.
     run_id: u32,
 }
@@ -136,24 +142,66 @@ impl Proxy {
         config: ProxyConfig,
         shutdown: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
-        let shared = Arc::new(Shared {
-            table: table.clone(),
-            client,
-            metrics,
-            config,
-            request_ids: AtomicU64::new(0),
-            run_id: std::process::id(),
-        });
-        tokio::spawn(manage(shared, table, shutdown))
+        let workers = match config.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let request_ids = Arc::new(AtomicU64::new(0));
+        let mut threads = Vec::new();
+        for i in 0..workers {
+            let mut connector = HttpConnector::new();
+            connector.set_nodelay(true);
+            connector.set_connect_timeout(Some(config.connect_timeout));
+            let client = Client::builder(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .pool_timer(TokioTimer::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build(connector);
+            let shared = Arc::new(Shared {
+                table: table.clone(),
+                client,
+                metrics: metrics.clone(),
+                config: config.clone(),
+                request_ids: request_ids.clone(),
+                run_id: std::process::id(),
+            });
+            let (table, shutdown) = (table.clone(), shutdown.clone());
+            let worker = std::thread::Builder::new()
+                .name(format!("shipway-proxy-{i}"))
+                .spawn(move || {
+                    match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt.block_on(manage(shared, table, shutdown)),
+                        Err(e) => tracing::error!("proxy worker {i}: no runtime: {e}"),
+                    }
+                });
+            match worker {
+                Ok(t) => threads.push(t),
+                Err(e) => tracing::error!("proxy worker {i} not started: {e}"),
+            }
+        }
+        tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
     }
+}
+
+/// A listener that shares its address with the other workers' (`SO_REUSEPORT`): the kernel
+/// spreads connections between them.
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
 
 /// Keeps one listener per address in the table.
@@ -182,7 +230,7 @@ async fn manage(
             if listeners.contains_key(&addr) {
                 continue;
             }
-            match TcpListener::bind(addr).await {
+            match bind(addr) {
                 Ok(l) => {
                     tracing::info!("proxy: service {service} listens on {addr}");
                     let stop = shutdown.child_token();
@@ -250,7 +298,7 @@ async fn listen(
             async move { Ok::<_, Infallible>(handle(&shared, addr, peer, req).await) }
         });
         let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
@@ -281,61 +329,56 @@ async fn handle(
             "no service listens here any more",
         );
     };
-    let service = format!("{}/{}", route.spec.namespace, route.spec.service);
+    let service = route.key.as_str();
     let Some(backend) = route.choose(req.headers()) else {
-        let r = error_response(StatusCode::SERVICE_UNAVAILABLE, &service, "no backends");
-        log(shared, &service, "", &req, &r, started);
+        let r = error_response(StatusCode::SERVICE_UNAVAILABLE, service, "no backends");
+        shared
+            .metrics
+            .record(service, "", r.status().as_u16(), started.elapsed());
         return r;
     };
-    let method = req.method().clone();
-    let path = req.uri().path_and_query().map(|p| p.as_str().to_string());
-    let response = forward(shared, &route, &service, backend, peer, req).await;
-    if shared.config.access_log {
+    // Only the access log needs these after the request is gone.
+    let logged = shared
+        .config
+        .access_log
+        .then(|| (req.method().clone(), req.uri().clone()));
+    let response = forward(shared, listen, &route, service, backend, peer, req).await;
+    if let Some((method, uri)) = logged {
         tracing::info!(
             target: "shipway_proxy::access",
-            "{peer} {service} {} {method} {} {} {:.3}ms",
+            "{peer} {service} {} {method} {uri} {} {:.3}ms",
             backend.name,
-            path.as_deref().unwrap_or("/"),
             response.status().as_u16(),
             started.elapsed().as_secs_f64() * 1e3
         );
     }
-    shared.metrics.record(
-        &service,
-        &backend.name,
-        response.status().as_u16(),
-        started.elapsed(),
-    );
+    let stats = backend
+        .stats
+        .get_or_init(|| shared.metrics.handle(service, &backend.name));
+    shared
+        .metrics
+        .record_to(stats, response.status().as_u16(), started.elapsed());
     response
 }
 
-/// Phase three for requests that never reached `forward`.
-fn log(
-    shared: &Shared,
-    service: &str,
-    backend: &str,
-    _req: &Request<Incoming>,
-    resp: &Response<ProxyBody>,
-    started: Instant,
-) {
-    shared
-        .metrics
-        .record(service, backend, resp.status().as_u16(), started.elapsed());
+fn upstream_uri(authority: &Authority, path: Option<&PathAndQuery>) -> Option<Uri> {
+    let mut parts = hyper::http::uri::Parts::default();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = Some(authority.clone());
+    parts.path_and_query = Some(
+        path.cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+    );
+    Uri::from_parts(parts).ok()
 }
 
-fn upstream_uri(endpoint: SocketAddr, path: Option<&str>) -> Option<Uri> {
-    Uri::builder()
-        .scheme("http")
-        .authority(endpoint.to_string())
-        .path_and_query(path.unwrap_or("/"))
-        .build()
-        .ok()
-}
-
-/// Phase two: sends the request to an endpoint of `backend`, retrying a refused connect on the
-/// next endpoint when the request has no body to replay.
+/// Phase two: sends the request to an endpoint of `backend`. A request without a body to replay is
+/// retried on the next endpoint, taken from the newest table, when the connect fails or, for safe
+/// methods, when the connection breaks before a response: that is how a pod that is shutting down
+/// (its endpoint not yet gone from the table, its pooled connections closing) loses no request.
 async fn forward(
     shared: &Shared,
+    listen: SocketAddr,
     route: &Route,
     service: &str,
     backend: &Backend,
@@ -349,6 +392,15 @@ async fn forward(
             &format!("no ready endpoints (backend {})", backend.name),
         );
     }
+    let mut req = req;
+    // WebSocket and other HTTP/1.1 upgrades: the upgrade headers are kept (they are hop-by-hop
+    // otherwise) and, once the upstream answers 101, the two connections are spliced.
+    let upgrade = req
+        .headers()
+        .get(header::UPGRADE)
+        .cloned()
+        .filter(|_| req.version() == hyper::Version::HTTP_11)
+        .map(|protocol| (protocol, hyper::upgrade::on(&mut req)));
     let (mut parts, body) = req.into_parts();
     let host = parts.headers.get(header::HOST).cloned().or_else(|| {
         parts
@@ -357,6 +409,12 @@ async fn forward(
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
     strip_hop_by_hop(&mut parts.headers);
+    if let Some((protocol, _)) = &upgrade {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, protocol.clone());
+    }
     let peer_ip = peer.ip().to_string();
     let xff = match parts
         .headers
@@ -383,27 +441,38 @@ async fn forward(
     }
     // Upstreams get HTTP/1.1 whatever the client spoke.
     parts.version = hyper::Version::HTTP_11;
-    let path = parts.uri.path_and_query().map(|p| p.as_str().to_string());
+    let path = parts.uri.path_and_query().cloned();
     let bodyless = body.is_end_stream();
     if bodyless && let Some(mirror) = route.mirror() {
-        spawn_mirror(shared, service, mirror, &parts, path.as_deref());
+        spawn_mirror(shared, service, mirror, &parts, path.as_ref());
     }
     let attempts = if bodyless {
-        shared
-            .config
-            .connect_attempts
-            .clamp(1, backend.endpoints.len().max(1))
+        shared.config.connect_attempts.max(1)
     } else {
         1
     };
+    let safe = matches!(
+        parts.method,
+        hyper::Method::GET | hyper::Method::HEAD | hyper::Method::OPTIONS
+    );
     let start = backend.start();
     let mut body = Some(body.boxed());
     let mut last_error = String::new();
     for attempt in 0..attempts {
-        let Some(endpoint) = backend.endpoint(start, attempt) else {
+        let fresh = if attempt > 0 {
+            self::route(shared, listen)
+        } else {
+            None
+        };
+        let backend = fresh
+            .as_deref()
+            .and_then(|r| r.backends.iter().find(|b| b.name == backend.name))
+            .filter(|b| !b.endpoints.is_empty())
+            .unwrap_or(backend);
+        let Some((endpoint, authority)) = backend.endpoint(start, attempt) else {
             break;
         };
-        let Some(uri) = upstream_uri(endpoint, path.as_deref()) else {
+        let Some(uri) = upstream_uri(authority, path.as_ref()) else {
             return error_response(
                 StatusCode::BAD_REQUEST,
                 service,
@@ -421,7 +490,15 @@ async fn forward(
         )
         .await
         {
-            Ok(Ok(resp)) => {
+            Ok(Ok(mut resp)) => {
+                if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+                    && let Some((_, client_side)) = upgrade
+                {
+                    let upstream_side = hyper::upgrade::on(&mut resp);
+                    tokio::spawn(splice(client_side, upstream_side));
+                    let (head, body) = resp.into_parts();
+                    return Response::from_parts(head, body.boxed());
+                }
                 let (mut head, body) = resp.into_parts();
                 strip_hop_by_hop(&mut head.headers);
                 return Response::from_parts(head, body.boxed());
@@ -431,6 +508,9 @@ async fn forward(
                     "cannot connect to {endpoint} (backend {}): {e}",
                     backend.name
                 );
+            }
+            Ok(Err(e)) if safe && bodyless && attempt + 1 < attempts => {
+                last_error = format!("upstream {endpoint} (backend {}) failed: {e}", backend.name);
             }
             Ok(Err(e)) => {
                 return error_response(
@@ -454,6 +534,16 @@ async fn forward(
     error_response(StatusCode::BAD_GATEWAY, service, &last_error)
 }
 
+/// Copies bytes both ways between an upgraded client connection and its upstream until either
+/// side closes.
+async fn splice(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (Ok(client), Ok(upstream)) = (client.await, upstream.await) else {
+        return;
+    };
+    let _ =
+        tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(upstream)).await;
+}
+
 /// Sends a copy of a bodyless request to the mirror backend in its own task: its response is
 /// discarded and its failure or slowness never touches the client's request.
 fn spawn_mirror(
@@ -461,12 +551,12 @@ fn spawn_mirror(
     service: &str,
     backend: &Backend,
     parts: &hyper::http::request::Parts,
-    path: Option<&str>,
+    path: Option<&PathAndQuery>,
 ) {
-    let Some(endpoint) = backend.endpoint(backend.start(), 0) else {
+    let Some((_, authority)) = backend.endpoint(backend.start(), 0) else {
         return;
     };
-    let Some(uri) = upstream_uri(endpoint, path) else {
+    let Some(uri) = upstream_uri(authority, path) else {
         return;
     };
     let mut req = Request::new(empty());

@@ -4,11 +4,14 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use hyper::HeaderMap;
 use hyper::header::{COOKIE, HeaderName};
+use hyper::http::uri::Authority;
+
+use crate::metrics::SeriesHandle;
 
 /// How a header or cookie value is compared.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -142,17 +145,22 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 pub struct Backend {
     pub name: String,
     pub endpoints: Vec<SocketAddr>,
+    /// The endpoints as URI authorities, made once rather than per request.
+    pub authorities: Vec<Authority>,
+    /// The backend's metrics series, looked up on its first request.
+    pub stats: OnceLock<SeriesHandle>,
     next: AtomicUsize,
 }
 
 impl Backend {
     /// The endpoint for attempt `attempt` of one request: consecutive attempts get consecutive
     /// endpoints, so a connect retry lands on another one.
-    pub fn endpoint(&self, start: usize, attempt: usize) -> Option<SocketAddr> {
+    pub fn endpoint(&self, start: usize, attempt: usize) -> Option<(SocketAddr, &Authority)> {
         if self.endpoints.is_empty() {
             return None;
         }
-        Some(self.endpoints[(start + attempt) % self.endpoints.len()])
+        let i = (start + attempt) % self.endpoints.len();
+        Some((self.endpoints[i], &self.authorities[i]))
     }
 
     /// Where this request's round robin starts.
@@ -164,6 +172,8 @@ impl Backend {
 /// A compiled route: immutable but for its counters.
 pub struct Route {
     pub spec: RouteSpec,
+    /// "namespace/service", the metrics' service label.
+    pub key: String,
     pub backends: Vec<Backend>,
     rules: Vec<Rule>,
     /// Backend indexes in smooth weighted round-robin order, one slot per weight point: a
@@ -249,16 +259,28 @@ impl Route {
             backends: spec
                 .backends
                 .iter()
-                .map(|b| Backend {
-                    name: b.name.clone(),
-                    endpoints: b.endpoints.clone(),
-                    next: AtomicUsize::new(0),
+                .map(|b| {
+                    // A SocketAddr always prints as a valid authority; one that did not parse
+                    // would be dropped with its endpoint.
+                    let (endpoints, authorities) = b
+                        .endpoints
+                        .iter()
+                        .filter_map(|e| Some((*e, Authority::try_from(e.to_string()).ok()?)))
+                        .unzip();
+                    Backend {
+                        name: b.name.clone(),
+                        endpoints,
+                        authorities,
+                        stats: OnceLock::new(),
+                        next: AtomicUsize::new(0),
+                    }
                 })
                 .collect(),
             rules,
             schedule: schedule(&weights),
             next: AtomicUsize::new(0),
             mirrored: AtomicU64::new(0),
+            key: format!("{}/{}", spec.namespace, spec.service),
             spec,
         }
     }

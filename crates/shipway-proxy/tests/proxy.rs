@@ -300,3 +300,220 @@ async fn a_slow_client_that_never_finishes_its_headers_is_cut_off() {
     }
     assert!(started.elapsed() < Duration::from_secs(2));
 }
+
+/// The demo app binary next to this test's target directory, built if missing.
+fn demo_app() -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?.parent()?;
+    let app = dir.join("shipway-demo-app");
+    if !app.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = std::process::Command::new(cargo);
+        build.args(["build", "-p", "shipway-demo-app"]);
+        if dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        build.status().ok()?;
+    }
+    app.exists().then_some(app)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_fails_while_a_deployment_rolls_its_pods() {
+    use serde_json::json;
+    use shipway_model::{Key, Object};
+    use shipway_store::{ListQuery, Store};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let Some(app) = demo_app() else {
+        eprintln!("skipped: shipway-demo-app could not be built");
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(&data.path().join("shipway.db"))
+        .await
+        .unwrap();
+    let src = data.path().join("demo-src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("README"), "demo\n").unwrap();
+    shipway_runtime::images::ImageStore::new(data.path())
+        .import("demo:v1", &src, &[app.display().to_string()], &[])
+        .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let runtime = shipway_runtime::LocalRuntime::start(
+        store.clone(),
+        shipway_runtime::KubeletConfig::new(data.path()),
+        stop.clone(),
+    );
+    let (tables, discovery) = shipway_proxy::discovery::spawn(store.clone(), stop.clone());
+    let metrics = shipway_proxy::ProxyMetrics::new();
+    let proxy = shipway_proxy::Proxy::start(
+        tables,
+        metrics.clone(),
+        ProxyConfig::default(),
+        stop.clone(),
+    );
+
+    let listen = dead_addr();
+    let apply = |v: serde_json::Value| {
+        let store = store.clone();
+        async move {
+            let obj: Object = serde_json::from_value(v).unwrap();
+            store.apply(obj, "test").await.unwrap();
+        }
+    };
+    apply(json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "web", "namespace": "default", "annotations": {"shipway.dev/listen": listen.to_string()}},
+        "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}}))
+    .await;
+    let deployment = |version: &str| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+                "template": {"metadata": {"labels": {"app": "web"}}, "spec": {
+                    "terminationGracePeriodSeconds": 5,
+                    "containers": [{"name": "web", "image": "demo:v1", "env": [{"name": "VERSION", "value": version}],
+                        "ports": [{"name": "http", "containerPort": 8080}],
+                        "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 1}}]}}}})
+    };
+    apply(deployment("v1")).await;
+    let c = client();
+    let url = format!("http://{listen}/");
+    let answers = |want: &'static str| {
+        let (c, url) = (c.clone(), url.clone());
+        async move {
+            let req = hyper::Request::get(&url)
+                .body(http_body_util::Empty::new())
+                .unwrap();
+            match c.request(req).await {
+                Ok(r) if r.status() == 200 => {
+                    use http_body_util::BodyExt;
+                    let body = r
+                        .into_body()
+                        .collect()
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
+                    String::from_utf8_lossy(&body).contains(want)
+                }
+                _ => false,
+            }
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !answers("\"v1\"").await {
+        assert!(
+            Instant::now() < deadline,
+            "v1 never answered through the proxy"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Load through the rollout; every failure is counted, none may happen.
+    let done = Arc::new(AtomicBool::new(false));
+    let (failures, v1, v2) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let mut load = Vec::new();
+    for _ in 0..8 {
+        let (c, url, done, failures, v1, v2) = (
+            c.clone(),
+            url.clone(),
+            done.clone(),
+            failures.clone(),
+            v1.clone(),
+            v2.clone(),
+        );
+        load.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while !done.load(Ordering::Relaxed) {
+                let req = hyper::Request::get(&url)
+                    .body(http_body_util::Empty::new())
+                    .unwrap();
+                match c.request(req).await {
+                    Ok(r) => {
+                        let status = r.status();
+                        use http_body_util::BodyExt;
+                        let body = r
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        let body = String::from_utf8_lossy(&body).into_owned();
+                        if status != 200 {
+                            failures.fetch_add(1, Ordering::Relaxed);
+                            seen.push(format!("{status} {body}"));
+                        } else if body.contains("\"v2\"") {
+                            v2.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            v1.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Err(e) => {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                        seen.push(e.to_string());
+                    }
+                }
+            }
+            seen
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    apply(deployment("v2")).await;
+    // Rolled: two pods left, both answering v2.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let pods = store
+            .list(&ListQuery::kind("", "Pod").in_namespace("default"))
+            .await
+            .unwrap()
+            .items;
+        let rolled = pods.len() == 2
+            && pods.iter().all(|p| {
+                p.metadata.deletion_timestamp.is_none()
+                    && p.body["spec"]["containers"][0]["env"][0]["value"] == "v2"
+            });
+        if rolled && answers("\"v2\"").await {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the rollout did not finish: {pods:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    done.store(true, Ordering::Relaxed);
+    let mut errors = Vec::new();
+    for t in load {
+        errors.extend(t.await.unwrap());
+    }
+    let (v1, v2) = (v1.load(Ordering::Relaxed), v2.load(Ordering::Relaxed));
+    assert_eq!(failures.load(Ordering::Relaxed), 0, "{errors:#?}");
+    assert!(v1 > 0 && v2 > 0, "v1 {v1}, v2 {v2}");
+    eprintln!("rolled under load: {v1} requests answered by v1, {v2} by v2, none failed");
+
+    store
+        .delete(&Key::new("apps", "Deployment", "default", "web"), "test")
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !store
+        .list(&ListQuery::kind("", "Pod"))
+        .await
+        .unwrap()
+        .items
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "pods not gone");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.cancel();
+    runtime.join().await;
+    let _ = discovery.await;
+    let _ = proxy.await;
+}

@@ -1,0 +1,351 @@
+//! Side by side on loopback: Shipway's proxy vs nginx, both splitting 80/20 between the same two
+//! demo-app upstreams, loaded by wrk. Prints requests/s, p50 and p99 and the ratios against the
+//! budget (DESIGN.md §10: at least nginx's throughput, p99 within nginx's + 0.5 ms).
+//!
+//! Needs `nginx` and `wrk` on PATH (Debian: `apt-get install -y nginx wrk`); skips with a message
+//! otherwise. `SHIPWAY_BENCH_SECS` (default 10) sets each run's length, `SHIPWAY_BENCH_CONNS`
+//! (default 64) wrk's connections.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shipway_proxy::table::{BackendSpec, RouteSpec, RoutingTable};
+use shipway_proxy::{Proxy, ProxyConfig, ProxyMetrics};
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+}
+
+fn on_path(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The demo app, built in release next to this benchmark when it is not there yet.
+fn demo_app() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    // target/release/deps/proxy-HASH → target/release
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("cannot locate the target directory")?;
+    let app = dir.join("shipway-demo-app");
+    if !app.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--release", "-p", "shipway-demo-app"])
+            .status()
+            .map_err(|e| format!("cargo build: {e}"))?;
+        if !status.success() || !app.exists() {
+            return Err(format!("could not build {}", app.display()));
+        }
+    }
+    Ok(app)
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// nginx is stopped with `-s stop`, which ends its workers too; killing the master alone would
+/// leave them running.
+struct Nginx {
+    child: Child,
+    args: Vec<String>,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = Command::new("nginx")
+            .args(&self.args)
+            .args(["-s", "stop"])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_listening(addr: SocketAddr) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+struct Measured {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: String,
+}
+
+/// wrk prints latencies as `1.23ms`, `456.78us` or `1.01s`.
+fn millis(s: &str) -> Option<f64> {
+    let s = s.trim();
+    if let Some(v) = s.strip_suffix("us") {
+        v.parse::<f64>().ok().map(|v| v / 1000.0)
+    } else if let Some(v) = s.strip_suffix("ms") {
+        v.parse().ok()
+    } else if let Some(v) = s.strip_suffix('s') {
+        v.parse::<f64>().ok().map(|v| v * 1000.0)
+    } else {
+        None
+    }
+}
+
+fn wrk(url: &str, secs: u64, conns: u32) -> Option<Measured> {
+    let out = Command::new("wrk")
+        .args([
+            "-t2",
+            &format!("-c{conns}"),
+            &format!("-d{secs}s"),
+            "--latency",
+            url,
+        ])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let field = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix).map(|r| r.trim().to_string()))
+    };
+    let errors = text
+        .lines()
+        .filter(|l| l.contains("Socket errors") || l.contains("Non-2xx"))
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join("; ");
+    Some(Measured {
+        rps: field("Requests/sec:")?.parse().ok()?,
+        p50_ms: millis(&field("50%")?)?,
+        p99_ms: millis(&field("99%")?)?,
+        errors,
+    })
+}
+
+fn nginx_conf(dir: &Path, listen: SocketAddr, stable: SocketAddr, canary: SocketAddr) -> String {
+    let d = dir.display();
+    format!(
+        "worker_processes 2;
+daemon off;
+user root;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    upstream web {{
+        server {stable} weight=80;
+        server {canary} weight=20;
+        keepalive 128;
+    }}
+    server {{
+        listen {listen};
+        location / {{
+            proxy_pass http://web;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $host;
+        }}
+    }}
+}}
+"
+    )
+}
+
+fn report(name: &str, r: &Measured) {
+    println!(
+        "{name:<16} {:>12.0} req/s   p50 {:>7.3} ms   p99 {:>7.3} ms   {}",
+        r.rps, r.p50_ms, r.p99_ms, r.errors
+    );
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` runs this too but must stay quick.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("proxy benchmark: run with `cargo bench -p shipway-proxy`");
+        return;
+    }
+    for tool in ["nginx", "wrk"] {
+        if !on_path(tool) {
+            println!(
+                "proxy benchmark skipped: `{tool}` is not installed (apt-get install -y nginx wrk)"
+            );
+            return;
+        }
+    }
+    let app = match demo_app() {
+        Ok(a) => a,
+        Err(e) => {
+            println!("proxy benchmark skipped: {e}");
+            return;
+        }
+    };
+    let secs: u64 = std::env::var("SHIPWAY_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let conns: u32 = std::env::var("SHIPWAY_BENCH_CONNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(64);
+    let (stable, canary) = (free_addr(), free_addr());
+    let spawn_app = |addr: SocketAddr, version: &str| {
+        Command::new(&app)
+            .env("PORT", addr.port().to_string())
+            .env("VERSION", version)
+            .stderr(Stdio::null())
+            .spawn()
+            .map(Killed)
+    };
+    let (Ok(_s), Ok(_c)) = (spawn_app(stable, "stable"), spawn_app(canary, "canary")) else {
+        println!("proxy benchmark skipped: cannot start {}", app.display());
+        return;
+    };
+    if !wait_listening(stable) || !wait_listening(canary) {
+        println!("proxy benchmark skipped: the demo app did not listen");
+        return;
+    }
+
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let nginx_addr = free_addr();
+    std::fs::write(
+        dir.path().join("nginx.conf"),
+        nginx_conf(dir.path(), nginx_addr, stable, canary),
+    )
+    .expect("writing nginx.conf");
+    let args = vec![
+        "-c".to_string(),
+        dir.path().join("nginx.conf").display().to_string(),
+        "-p".to_string(),
+        dir.path().display().to_string(),
+    ];
+    let nginx = Command::new("nginx")
+        .args(&args)
+        .stderr(Stdio::null())
+        .spawn()
+        .map(|child| Nginx { child, args });
+    let Ok(_nginx) = nginx else {
+        println!("proxy benchmark skipped: cannot start nginx");
+        return;
+    };
+    if !wait_listening(nginx_addr) {
+        println!(
+            "proxy benchmark skipped: nginx did not listen (see {}/error.log)",
+            dir.path().display()
+        );
+        return;
+    }
+
+    // Shipway's proxy in this process: 2 workers (threads), as nginx has 2 worker processes.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let shipway_addr = free_addr();
+    let spec = RouteSpec {
+        namespace: "default".into(),
+        service: "web".into(),
+        port_name: "http".into(),
+        listen: shipway_addr,
+        backends: vec![
+            BackendSpec {
+                name: "stable".into(),
+                weight: 80,
+                endpoints: vec![stable],
+            },
+            BackendSpec {
+                name: "canary".into(),
+                weight: 20,
+                endpoints: vec![canary],
+            },
+        ],
+        rules: vec![],
+        mirror: None,
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let metrics = ProxyMetrics::new();
+    let (_tx, rx) = tokio::sync::watch::channel(Arc::new(RoutingTable::build(&[spec])));
+    // `start` spawns its joiner on the runtime it is called from.
+    let _entered = rt.enter();
+    let proxy = Proxy::start(
+        rx,
+        metrics.clone(),
+        ProxyConfig {
+            workers: 2,
+            ..ProxyConfig::default()
+        },
+        stop.clone(),
+    );
+    if !wait_listening(shipway_addr) {
+        println!("proxy benchmark skipped: Shipway's proxy did not listen");
+        return;
+    }
+
+    println!(
+        "proxy benchmark: wrk -t2 -c{conns} -d{secs}s, 2 upstreams weighted 80/20 (shipway-demo-app), loopback"
+    );
+    let direct = wrk(&format!("http://{stable}/"), secs.min(5), conns);
+    // Warm both up (pools, caches), then measure nginx and Shipway alternately, twice, keeping
+    // each one's best run: the machine is shared, so single runs are noisy.
+    let _ = wrk(&format!("http://{nginx_addr}/"), 2, conns);
+    let _ = wrk(&format!("http://{shipway_addr}/"), 2, conns);
+    let mut best: [Option<Measured>; 2] = [None, None];
+    for _ in 0..2 {
+        for (i, addr) in [nginx_addr, shipway_addr].into_iter().enumerate() {
+            if let Some(r) = wrk(&format!("http://{addr}/"), secs, conns)
+                && best[i].as_ref().is_none_or(|b| r.rps > b.rps)
+            {
+                best[i] = Some(r);
+            }
+        }
+    }
+    if let Some(d) = &direct {
+        report("upstream direct", d);
+    }
+    let (Some(n), Some(s)) = (&best[0], &best[1]) else {
+        println!("proxy benchmark failed: wrk gave no result");
+        return;
+    };
+    report("nginx", n);
+    report("shipway", s);
+    let canary_share = {
+        let c = metrics
+            .query("default", "web", Some("canary"), Duration::from_secs(300))
+            .requests as f64;
+        let all = metrics
+            .query("default", "web", None, Duration::from_secs(300))
+            .requests as f64;
+        if all > 0.0 { 100.0 * c / all } else { 0.0 }
+    };
+    println!(
+        "ratios: throughput shipway/nginx {:.2}x (budget ≥ 1.00), p99 shipway - nginx {:+.3} ms (budget ≤ +0.500), canary share {canary_share:.1}%",
+        s.rps / n.rps,
+        s.p99_ms - n.p99_ms
+    );
+    stop.cancel();
+    let _ = rt.block_on(proxy);
+}
