@@ -845,3 +845,70 @@ jobs:
     assert!(r.logged("use was success"));
     assert_eq!(r.report.result, Status::Success);
 }
+
+#[tokio::test]
+async fn nested_composite_actions_and_failures_inside_them() {
+    let r = run_with(
+        r#"
+on: push
+jobs:
+  j:
+    runs-on: x
+    steps:
+      - id: outer
+        uses: ./actions/outer
+        with:
+          fail: "false"
+      - run: echo "outer said ${{ steps.outer.outputs.said }}"
+      - id: failing
+        uses: ./actions/outer
+        with:
+          fail: "true"
+        continue-on-error: true
+      - run: echo "failing was ${{ steps.failing.outcome }}/${{ steps.failing.conclusion }}"
+"#,
+        Opts {
+            files: vec![
+                (
+                    "actions/outer/action.yml",
+                    r#"
+inputs:
+  fail: {default: "false"}
+outputs:
+  said: {value: "${{ steps.inner.outputs.word }}"}
+runs:
+  using: composite
+  steps:
+    - id: inner
+      uses: ./actions/inner
+    - if: inputs.fail == 'true'
+      shell: bash
+      run: exit 1
+    - if: failure()
+      shell: bash
+      run: echo "cleanup inside the action"
+"#,
+                ),
+                (
+                    "actions/inner/action.yml",
+                    r#"
+outputs:
+  word: {value: "${{ steps.w.outputs.word }}"}
+runs:
+  using: composite
+  steps:
+    - id: w
+      shell: bash
+      run: echo "word=nested" >> "$GITHUB_OUTPUT"
+"#,
+                ),
+            ],
+            ..Opts::default()
+        },
+    )
+    .await;
+    assert_eq!(r.result("j"), "success", "{:#?}", r.logs);
+    assert!(r.logged("outer said nested"));
+    assert!(r.logged("cleanup inside the action"));
+    assert!(r.logged("failing was failure/success"));
+}

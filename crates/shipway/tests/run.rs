@@ -251,3 +251,19 @@ fn push_runs_get_a_payload_from_the_head_commit() {
         text(&o)
     );
 }
+
+#[test]
+fn job_filter_runs_the_job_and_what_it_needs() {
+    let dir = repo(
+        "on: push\njobs:\n  a:\n    runs-on: x\n    steps: [{run: echo ran-a}]\n  b:\n    needs: a\n    runs-on: x\n    steps: [{run: echo ran-b}]\n  c:\n    runs-on: x\n    steps: [{run: echo ran-c}]\n",
+    );
+    let o = shipway(dir.path(), &["-j", "b"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("ran-a") && t.contains("ran-b") && !t.contains("ran-c"),
+        "{t}"
+    );
+    let o = shipway(dir.path(), &["-j", "nope"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
