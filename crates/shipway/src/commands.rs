@@ -418,9 +418,35 @@ async fn describe(client: &Client, args: DescribeArgs) -> Result<(), Failure> {
             format!("{}.{}", o.kind, o.group())
         };
         let events = client.events(Some(&kind_ref), &events_query).await?;
-        print!("{}", describe_text(o, &events));
+        let mut text = describe_text(o, &events);
+        if o.group().is_empty() && o.kind == "Service" {
+            // The proxy routes this Service by the TrafficPolicy of the same name, if any.
+            let ns = namespace_query(o.metadata.namespace.as_deref(), false);
+            let policy = match client.get("trafficpolicies", &o.metadata.name, &ns).await {
+                Ok(p) => Some(p),
+                Err(ClientError::Api(s)) if s.code == 404 => None,
+                Err(e) => return Err(e.into()),
+            };
+            let at = text.find("\nEvents:").map_or(text.len(), |i| i + 1);
+            text.insert_str(at, &traffic_policy_text(policy.as_ref()));
+        }
+        print!("{text}");
     }
     Ok(())
+}
+
+/// The `Traffic Policy:` section of `describe svc`.
+fn traffic_policy_text(policy: Option<&Object>) -> String {
+    let Some(spec) = policy.and_then(|p| p.body.get("spec")) else {
+        return "Traffic Policy:  <none> (round robin over ready endpoints)\n".into();
+    };
+    let mut out = String::from("Traffic Policy:\n");
+    for line in output::to_yaml(spec).lines() {
+        out.push_str("  ");
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 fn describe_text(o: &Object, events: &[Value]) -> String {

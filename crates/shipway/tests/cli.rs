@@ -550,3 +550,39 @@ fn logs_follow_a_container_to_its_end_and_show_the_previous_instance() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn describe_svc_shows_its_traffic_policy() {
+    let data = tempfile::tempdir().unwrap();
+    let up = Up::start(data.path());
+    let out = up.cli_with_stdin(
+        data.path(),
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector: {app: web}\n  ports:\n  - {name: http, port: 80}\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = up.cli(data.path(), &["describe", "svc", "web"]);
+    let described = text(&out.stdout);
+    assert!(
+        described.contains("Traffic Policy:  <none> (round robin over ready endpoints)\nEvents:"),
+        "{described}"
+    );
+    let out = up.cli_with_stdin(
+        data.path(),
+        &["apply", "-f", "-"],
+        "apiVersion: shipway.dev/v1alpha1\nkind: TrafficPolicy\nmetadata:\n  name: web\nspec:\n  backends:\n  - {name: stable, selector: {matchLabels: {track: stable}}, weight: 80}\n  - {name: canary, selector: {matchLabels: {track: canary}}, weight: 20}\n",
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "trafficpolicy.shipway.dev/web created\n",
+        "{}",
+        text(&out.stderr)
+    );
+    let out = up.cli(data.path(), &["describe", "svc", "web"]);
+    let described = text(&out.stdout);
+    assert!(
+        described.contains("Traffic Policy:\n  backends:\n  - name: stable\n"),
+        "{described}"
+    );
+    assert!(described.contains("    weight: 20\n"), "{described}");
+}
