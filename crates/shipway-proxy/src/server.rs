@@ -75,8 +75,63 @@ struct Shared {
     metrics: Arc<ProxyMetrics>,
     config: ProxyConfig,
     request_ids: Arc<AtomicU64>,
+    outliers: Arc<Outliers>,
     /// Distinguishes request ids of different runs.
     run_id: u32,
+}
+
+/// Consecutive failures (refused connects, broken connections) after which an endpoint is ejected.
+const EJECT_AFTER: u32 = 3;
+/// How long an ejected endpoint gets no traffic before it is tried again.
+const EJECT_FOR: Duration = Duration::from_secs(10);
+
+/// Passive health: endpoints that keep failing are skipped for a while, then re-admitted. Shared by
+/// the workers; the request path only takes the lock while some endpoint has failed.
+#[derive(Default)]
+struct Outliers {
+    failing: AtomicU64,
+    state: std::sync::Mutex<HashMap<SocketAddr, (u32, Option<Instant>)>>,
+}
+
+impl Outliers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, (u32, Option<Instant>)>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn ejected(&self, endpoint: SocketAddr) -> bool {
+        if self.failing.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        self.lock()
+            .get(&endpoint)
+            .and_then(|(_, until)| *until)
+            .is_some_and(|until| Instant::now() < until)
+    }
+
+    fn failed(&self, endpoint: SocketAddr) {
+        let mut state = self.lock();
+        let entry = state.entry(endpoint).or_insert((0, None));
+        entry.0 += 1;
+        if entry.0 >= EJECT_AFTER {
+            if entry.1.is_none_or(|until| Instant::now() >= until) {
+                tracing::info!(
+                    "proxy: endpoint {endpoint} ejected for {EJECT_FOR:?} after {} failures",
+                    entry.0
+                );
+            }
+            entry.1 = Some(Instant::now() + EJECT_FOR);
+        }
+        self.failing.store(state.len() as u64, Ordering::Relaxed);
+    }
+
+    fn succeeded(&self, endpoint: SocketAddr) {
+        if self.failing.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut state = self.lock();
+        state.remove(&endpoint);
+        self.failing.store(state.len() as u64, Ordering::Relaxed);
+    }
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) a proxy must not forward.
@@ -147,6 +202,7 @@ impl Proxy {
             n => n,
         };
         let request_ids = Arc::new(AtomicU64::new(0));
+        let outliers = Arc::new(Outliers::default());
         let mut threads = Vec::new();
         for i in 0..workers {
             let mut connector = HttpConnector::new();
@@ -163,6 +219,7 @@ impl Proxy {
                 metrics: metrics.clone(),
                 config: config.clone(),
                 request_ids: request_ids.clone(),
+                outliers: outliers.clone(),
                 run_id: std::process::id(),
             });
             let (table, shutdown) = (table.clone(), shutdown.clone());
@@ -469,7 +526,13 @@ async fn forward(
             .and_then(|r| r.backends.iter().find(|b| b.name == backend.name))
             .filter(|b| !b.endpoints.is_empty())
             .unwrap_or(backend);
-        let Some((endpoint, authority)) = backend.endpoint(start, attempt) else {
+        // Skip ejected endpoints, unless every one is: then trying beats refusing.
+        let n = backend.endpoints.len();
+        let Some((endpoint, authority)) = (0..n)
+            .filter_map(|k| backend.endpoint(start, attempt + k))
+            .find(|(e, _)| !shared.outliers.ejected(*e))
+            .or_else(|| backend.endpoint(start, attempt))
+        else {
             break;
         };
         let Some(uri) = upstream_uri(authority, path.as_ref()) else {
@@ -491,6 +554,7 @@ async fn forward(
         .await
         {
             Ok(Ok(mut resp)) => {
+                shared.outliers.succeeded(endpoint);
                 if resp.status() == StatusCode::SWITCHING_PROTOCOLS
                     && let Some((_, client_side)) = upgrade
                 {
@@ -504,15 +568,18 @@ async fn forward(
                 return Response::from_parts(head, body.boxed());
             }
             Ok(Err(e)) if e.is_connect() => {
+                shared.outliers.failed(endpoint);
                 last_error = format!(
                     "cannot connect to {endpoint} (backend {}): {e}",
                     backend.name
                 );
             }
             Ok(Err(e)) if safe && bodyless && attempt + 1 < attempts => {
+                shared.outliers.failed(endpoint);
                 last_error = format!("upstream {endpoint} (backend {}) failed: {e}", backend.name);
             }
             Ok(Err(e)) => {
+                shared.outliers.failed(endpoint);
                 return error_response(
                     StatusCode::BAD_GATEWAY,
                     service,

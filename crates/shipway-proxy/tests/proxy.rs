@@ -569,3 +569,30 @@ async fn a_websocket_upgrade_is_spliced_through() {
         .unwrap();
     assert_eq!(&echoed, b"ping");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_that_keeps_failing_is_ejected() {
+    let up = upstream("alive").await;
+    // One attempt per request, so only ejection keeps the dead endpoint from failing requests.
+    let config = ProxyConfig {
+        connect_attempts: 1,
+        workers: 1,
+        ..ProxyConfig::default()
+    };
+    let p = TestProxy::start(
+        route(
+            dead_addr(),
+            vec![backend("default", 100, &[dead_addr(), up.addr])],
+        ),
+        config,
+    )
+    .await;
+    let c = client();
+    let mut failed = 0;
+    for _ in 0..200 {
+        if get(&c, &p.url("/"), &[]).await.0 != 200 {
+            failed += 1;
+        }
+    }
+    assert_eq!(failed, 3, "ejected after 3 failures, none after");
+}
