@@ -285,6 +285,7 @@ fn main() {
         ],
         rules: vec![],
         mirror: None,
+        tcp: false,
     };
     let stop = tokio_util::sync::CancellationToken::new();
     let metrics = ProxyMetrics::new();

@@ -189,6 +189,12 @@ pub fn build(snapshot: &Snapshot) -> (Vec<RouteSpec>, Vec<(Object, Value)>) {
                 continue;
             }
             let port_name = p.get("name").and_then(Value::as_str).unwrap_or_default();
+            // HTTP unless the port's appProtocol names something else ("tcp", "postgresql", ...):
+            // those are passed through as plain TCP.
+            let http = p
+                .get("appProtocol")
+                .and_then(Value::as_str)
+                .is_none_or(|a| matches!(a, "http" | "kubernetes.io/h2c" | "kubernetes.io/ws"));
             let ready = ready_endpoints(endpoints.get(&(namespace, name)).copied(), port_name);
             let (backends, rules, mirror) = match &policy {
                 None => (
@@ -246,6 +252,7 @@ pub fn build(snapshot: &Snapshot) -> (Vec<RouteSpec>, Vec<(Object, Value)>) {
                 backends,
                 rules,
                 mirror,
+                tcp: !http,
             });
         }
     }

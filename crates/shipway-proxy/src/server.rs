@@ -349,6 +349,10 @@ async fn listen(
             },
         };
         let _ = stream.set_nodelay(true);
+        if route(&shared, addr).is_some_and(|r| r.spec.tcp) {
+            tokio::spawn(pass_through(shared.clone(), addr, stream, permit));
+            continue;
+        }
         let shared = shared.clone();
         let service = hyper::service::service_fn(move |req| {
             let shared = shared.clone();
@@ -599,6 +603,43 @@ async fn forward(
         }
     }
     error_response(StatusCode::BAD_GATEWAY, service, &last_error)
+}
+
+/// A plain TCP connection: an endpoint by weight (connect failures retried on the next one), then
+/// bytes both ways until either side closes.
+async fn pass_through(
+    shared: Arc<Shared>,
+    listen: SocketAddr,
+    mut client: tokio::net::TcpStream,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let Some(route) = route(&shared, listen) else {
+        return;
+    };
+    let Some(backend) = route.choose(&HeaderMap::new()) else {
+        return;
+    };
+    let start = backend.start();
+    for attempt in 0..shared.config.connect_attempts.max(1) {
+        let Some((endpoint, _)) = backend.endpoint(start, attempt) else {
+            break;
+        };
+        let connect = tokio::net::TcpStream::connect(endpoint);
+        match tokio::time::timeout(shared.config.connect_timeout, connect).await {
+            Ok(Ok(mut upstream)) => {
+                shared.outliers.succeeded(endpoint);
+                let _ = upstream.set_nodelay(true);
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                return;
+            }
+            _ => shared.outliers.failed(endpoint),
+        }
+    }
+    tracing::debug!(
+        "proxy: service {}: no endpoint of backend {} accepted a TCP connection",
+        route.key,
+        backend.name
+    );
 }
 
 /// Copies bytes both ways between an upgraded client connection and its upstream until either

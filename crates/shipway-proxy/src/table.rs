@@ -53,6 +53,9 @@ pub struct RouteSpec {
     pub rules: Vec<RuleSpec>,
     /// (backend index, percent 0..=100).
     pub mirror: Option<(usize, u32)>,
+    /// Not HTTP: connections are passed through to an endpoint chosen by weight (rules and
+    /// mirroring need HTTP and do not apply).
+    pub tcp: bool,
 }
 
 /// What the proxy serves: one route per listen address. Shared immutably; a new policy is a new
@@ -355,6 +358,7 @@ mod tests {
                 .collect(),
             rules: vec![],
             mirror: None,
+            tcp: false,
         }
     }
 

@@ -596,3 +596,36 @@ async fn an_endpoint_that_keeps_failing_is_ejected() {
     }
     assert_eq!(failed, 3, "ejected after 3 failures, none after");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_port_is_passed_through() {
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let echo_addr = echo.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = echo.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    let mut spec = route(
+        dead_addr(),
+        vec![backend("default", 100, &[dead_addr(), echo_addr])],
+    );
+    spec.tcp = true;
+    let p = TestProxy::start(spec, ProxyConfig::default()).await;
+    for _ in 0..4 {
+        let mut s = tokio::net::TcpStream::connect(p.listen).await.unwrap();
+        s.write_all(b"not http\r\n").await.unwrap();
+        let mut back = [0u8; 10];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&back, b"not http\r\n");
+    }
+}

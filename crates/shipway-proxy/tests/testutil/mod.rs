@@ -116,6 +116,7 @@ pub fn route(listen: SocketAddr, backends: Vec<BackendSpec>) -> RouteSpec {
         backends,
         rules: vec![],
         mirror: None,
+        tcp: false,
     }
 }
 
