@@ -286,6 +286,7 @@ fn main() {
         rules: vec![],
         mirror: None,
         tcp: false,
+        least_requests: false,
     };
     let stop = tokio_util::sync::CancellationToken::new();
     let metrics = ProxyMetrics::new();

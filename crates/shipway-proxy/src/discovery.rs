@@ -19,6 +19,8 @@ use crate::table::{BackendSpec, RouteSpec, RoutingTable, RuleSpec};
 
 /// The annotation that fixes the listen address of a Service's first port.
 pub const LISTEN_ANNOTATION: &str = "shipway.dev/listen";
+/// `least-requests` balances a Service by requests in flight instead of round robin.
+pub const BALANCE_ANNOTATION: &str = "shipway.dev/load-balancer";
 const ACTOR: &str = "controller:proxy";
 
 /// The objects a table is built from.
@@ -253,6 +255,11 @@ pub fn build(snapshot: &Snapshot) -> (Vec<RouteSpec>, Vec<(Object, Value)>) {
                 rules,
                 mirror,
                 tcp: !http,
+                least_requests: svc
+                    .metadata
+                    .annotations
+                    .get(BALANCE_ANNOTATION)
+                    .is_some_and(|b| b == "least-requests"),
             });
         }
     }

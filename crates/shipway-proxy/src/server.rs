@@ -539,6 +539,12 @@ async fn forward(
         else {
             break;
         };
+        // Until the response head arrives (or the attempt fails).
+        let _in_flight = backend
+            .endpoints
+            .iter()
+            .position(|e| *e == endpoint)
+            .and_then(|i| backend.track(i));
         let Some(uri) = upstream_uri(authority, path.as_ref()) else {
             return error_response(
                 StatusCode::BAD_REQUEST,

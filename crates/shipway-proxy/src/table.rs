@@ -56,6 +56,9 @@ pub struct RouteSpec {
     /// Not HTTP: connections are passed through to an endpoint chosen by weight (rules and
     /// mirroring need HTTP and do not apply).
     pub tcp: bool,
+    /// Send each request to the endpoint with the fewest requests in flight (ties in round-robin
+    /// order) instead of plain round robin: slow endpoints get less.
+    pub least_requests: bool,
 }
 
 /// What the proxy serves: one route per listen address. Shared immutably; a new policy is a new
@@ -152,7 +155,19 @@ pub struct Backend {
     pub authorities: Vec<Authority>,
     /// The backend's metrics series, looked up on its first request.
     pub stats: OnceLock<SeriesHandle>,
+    /// Requests sent to each endpoint and not yet answered.
+    in_flight: Box<[AtomicUsize]>,
+    least_requests: bool,
     next: AtomicUsize,
+}
+
+/// Counts a request in flight to one endpoint until dropped.
+pub struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Backend {
@@ -166,9 +181,24 @@ impl Backend {
         Some((self.endpoints[i], &self.authorities[i]))
     }
 
-    /// Where this request's round robin starts.
+    /// Where this request's search for an endpoint starts: the next in round robin, or with
+    /// least-requests the one with the fewest in flight.
     pub fn start(&self) -> usize {
-        self.next.fetch_add(1, Ordering::Relaxed)
+        let rr = self.next.fetch_add(1, Ordering::Relaxed);
+        let n = self.in_flight.len();
+        if !self.least_requests || n < 2 {
+            return rr;
+        }
+        (rr..rr + n)
+            .min_by_key(|i| self.in_flight[i % n].load(Ordering::Relaxed))
+            .unwrap_or(rr)
+    }
+
+    /// Marks a request in flight to endpoint `index` until the guard is dropped.
+    pub fn track(&self, index: usize) -> Option<InFlight<'_>> {
+        let slot = self.in_flight.get(index)?;
+        slot.fetch_add(1, Ordering::Relaxed);
+        Some(InFlight(slot))
     }
 }
 
@@ -265,13 +295,15 @@ impl Route {
                 .map(|b| {
                     // A SocketAddr always prints as a valid authority; one that did not parse
                     // would be dropped with its endpoint.
-                    let (endpoints, authorities) = b
+                    let (endpoints, authorities): (Vec<_>, _) = b
                         .endpoints
                         .iter()
                         .filter_map(|e| Some((*e, Authority::try_from(e.to_string()).ok()?)))
                         .unzip();
                     Backend {
                         name: b.name.clone(),
+                        in_flight: endpoints.iter().map(|_| AtomicUsize::new(0)).collect(),
+                        least_requests: spec.least_requests,
                         endpoints,
                         authorities,
                         stats: OnceLock::new(),
@@ -359,6 +391,7 @@ mod tests {
             rules: vec![],
             mirror: None,
             tcp: false,
+            least_requests: false,
         }
     }
 

@@ -629,3 +629,30 @@ async fn a_tcp_port_is_passed_through() {
         assert_eq!(&back, b"not http\r\n");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_requests_sends_less_to_a_slow_endpoint() {
+    let fast = upstream("fast").await;
+    let slow = upstream_with(
+        "slow",
+        Behaviour {
+            status: 200,
+            delay: Duration::from_millis(100),
+        },
+    )
+    .await;
+    let mut spec = route(
+        dead_addr(),
+        vec![backend("default", 100, &[fast.addr, slow.addr])],
+    );
+    spec.least_requests = true;
+    let p = TestProxy::start(spec, ProxyConfig::default()).await;
+    let (counts, failures) = load(&client(), &p.url("/"), 2000, 8).await;
+    assert_eq!(failures, 0);
+    let slow_share = share(&counts, "slow", 2000);
+    // Round robin would give it half.
+    assert!(
+        slow_share < 10.0,
+        "slow endpoint got {slow_share}% ({counts:?})"
+    );
+}

@@ -117,6 +117,7 @@ pub fn route(listen: SocketAddr, backends: Vec<BackendSpec>) -> RouteSpec {
         rules: vec![],
         mirror: None,
         tcp: false,
+        least_requests: false,
     }
 }
 
