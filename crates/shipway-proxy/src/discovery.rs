@@ -139,8 +139,9 @@ fn ready_endpoints(endpoints: Option<&Object>, port_name: &str) -> Vec<(String, 
     out
 }
 
-/// Builds the route specs (a pure function of the snapshot and the chosen addresses) and the
-/// status updates the Services need.
+/// Builds the route specs and the status updates the Services need. A function of the snapshot,
+/// but for ports with neither an annotation nor an address in their status yet: those get a free
+/// loopback port.
 pub fn build(snapshot: &Snapshot) -> (Vec<RouteSpec>, Vec<(Object, Value)>) {
     let endpoints: HashMap<(&str, &str), &Object> = snapshot
         .endpoints
@@ -371,5 +372,110 @@ async fn run(store: Store, tx: watch::Sender<Arc<RoutingTable>>, shutdown: Cance
                 None => continue 'outer,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj(v: Value) -> Object {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn pod(name: &str, hash: &str) -> Object {
+        obj(json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default", "labels": {"app": "web", "pod-template-hash": hash}}}))
+    }
+
+    fn subset(pod: &str, port: u16, ready: bool) -> Value {
+        let field = if ready {
+            "addresses"
+        } else {
+            "notReadyAddresses"
+        };
+        json!({field: [{"ip": "127.0.0.1", "targetRef": {"kind": "Pod", "namespace": "default", "name": pod}}],
+            "ports": [{"name": "http", "port": port}]})
+    }
+
+    fn snapshot(policy: Option<Value>) -> Snapshot {
+        Snapshot {
+            services: vec![obj(json!({"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "web", "namespace": "default", "annotations": {"shipway.dev/listen": "127.0.0.1:18080"}},
+                "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80}]}}))],
+            endpoints: vec![obj(json!({"apiVersion": "v1", "kind": "Endpoints",
+                "metadata": {"name": "web", "namespace": "default"},
+                "subsets": [subset("a1", 9001, true), subset("a2", 9002, true), subset("b1", 9003, true), subset("b2", 9004, false)]}))],
+            pods: vec![
+                pod("a1", "aaa"),
+                pod("a2", "aaa"),
+                pod("b1", "bbb"),
+                pod("b2", "bbb"),
+            ],
+            policies: policy
+                .map(|spec| {
+                    obj(
+                        json!({"apiVersion": "shipway.dev/v1alpha1", "kind": "TrafficPolicy",
+                        "metadata": {"name": "web", "namespace": "default"}, "spec": spec}),
+                    )
+                })
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    fn addrs(ports: &[u16]) -> Vec<SocketAddr> {
+        ports
+            .iter()
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], *p)))
+            .collect()
+    }
+
+    #[test]
+    fn without_a_policy_every_ready_endpoint_is_one_backend() {
+        let (specs, statuses) = build(&snapshot(None));
+        assert_eq!(specs.len(), 1);
+        assert_eq!(specs[0].listen, "127.0.0.1:18080".parse().unwrap());
+        assert_eq!(specs[0].backends.len(), 1);
+        assert_eq!(specs[0].backends[0].endpoints, addrs(&[9001, 9002, 9003]));
+        assert_eq!(
+            statuses[0].1,
+            json!({"address": "127.0.0.1:18080", "ports": [{"port": 80, "name": "http", "listen": "127.0.0.1:18080"}]})
+        );
+    }
+
+    #[test]
+    fn a_policy_splits_endpoints_by_selector_and_names_routes_and_mirror() {
+        let (specs, _) = build(&snapshot(Some(json!({
+            "backends": [
+                {"name": "stable", "selector": {"matchLabels": {"pod-template-hash": "aaa"}}, "weight": 80},
+                {"name": "canary", "selector": {"matchLabels": {"pod-template-hash": "bbb"}}, "weight": 20},
+            ],
+            "routes": [{"name": "qa", "match": {"headers": [{"name": "x-qa", "prefix": "yes"}]}, "backend": "canary"}],
+            "mirror": {"backend": "canary", "percent": 5},
+        }))));
+        let s = &specs[0];
+        assert_eq!(s.backends[0].name, "stable");
+        assert_eq!(s.backends[0].weight, 80);
+        assert_eq!(s.backends[0].endpoints, addrs(&[9001, 9002]));
+        // b2 is not ready: only b1 serves the canary.
+        assert_eq!(s.backends[1].endpoints, addrs(&[9003]));
+        assert_eq!(s.rules[0].backend, 1);
+        assert_eq!(
+            s.rules[0].headers,
+            [(
+                "x-qa".to_string(),
+                crate::table::MatchSpec::Prefix("yes".into())
+            )]
+        );
+        assert_eq!(s.mirror, Some((1, 5)));
+    }
+
+    #[test]
+    fn a_broken_policy_falls_back_to_round_robin() {
+        let (specs, _) = build(&snapshot(Some(
+            json!({"backends": [{"name": "x", "weight": 500}]}),
+        )));
+        assert_eq!(specs[0].backends[0].name, "default");
     }
 }
