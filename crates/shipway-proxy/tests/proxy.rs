@@ -656,3 +656,25 @@ async fn least_requests_sends_less_to_a_slow_endpoint() {
         "slow endpoint got {slow_share}% ({counts:?})"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_clients_are_served() {
+    let up = upstream("v1").await;
+    let p = TestProxy::start(
+        route(dead_addr(), vec![backend("default", 100, &[up.addr])]),
+        ProxyConfig::default(),
+    )
+    .await;
+    let h2: TestClient =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+    let req = hyper::Request::get(p.url("/"))
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let resp = h2.request(req).await.unwrap();
+    assert_eq!(resp.version(), hyper::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    use http_body_util::BodyExt;
+    assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "v1");
+}
