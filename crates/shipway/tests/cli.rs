@@ -17,9 +17,14 @@ struct Up {
 
 impl Up {
     fn start(data: &Path) -> Up {
+        Up::start_with(data, &[])
+    }
+
+    fn start_with(data: &Path, extra: &[&str]) -> Up {
         let mut child = Command::new(BIN)
             .args(["up", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
+            .args(extra)
             .env_remove("SHIPWAY_DATABASE")
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
@@ -585,4 +590,57 @@ fn describe_svc_shows_its_traffic_policy() {
         "{described}"
     );
     assert!(described.contains("    weight: 20\n"), "{described}");
+}
+
+/// `shipway up --database postgres://...` keeps its state in PostgreSQL: a fresh data directory
+/// (no SQLite file) sees what an earlier server stored.
+#[test]
+fn up_on_postgresql_keeps_state_in_the_database() {
+    let Some(admin) = std::env::var("SHIPWAY_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        println!("SKIPPED (set SHIPWAY_TEST_POSTGRES_URL; `cargo xtask test` does)");
+        return;
+    };
+    let name = format!("shipway_cli_{}", std::process::id());
+    let mut client = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
+    // One statement per call: DROP/CREATE DATABASE cannot share a transaction.
+    client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+        .unwrap();
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .unwrap();
+    let (base, _) = admin.split_once('?').unwrap_or((&admin, ""));
+    let authority_end = base
+        .find("://")
+        .map(|i| i + 3)
+        .and_then(|s| base[s..].find('/').map(|i| s + i))
+        .unwrap_or(base.len());
+    let url = format!("{}/{name}", &base[..authority_end]);
+
+    let first = tempfile::tempdir().unwrap();
+    let up = Up::start_with(first.path(), &["--database", &url]);
+    let out = up.cli_with_stdin(
+        first.path(),
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: kept\ndata:\n  a: b\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    up.kill9();
+    assert!(
+        !first.path().join("shipway.db").exists(),
+        "no SQLite file when PostgreSQL holds the state"
+    );
+
+    let second = tempfile::tempdir().unwrap();
+    let up = Up::start_with(second.path(), &["--database", &url]);
+    let out = up.cli(second.path(), &["get", "cm", "kept", "-o", "json"]);
+    let cm: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cm["data"]["a"], "b");
+    drop(up);
+    client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .unwrap();
 }
