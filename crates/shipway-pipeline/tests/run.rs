@@ -441,6 +441,7 @@ jobs:
       fine: ${{ steps.s.outputs.w }}
     steps:
       - id: s
+        name: deploy with ${{ secrets.TOKEN }}
         env:
           TOKEN: ${{ secrets.TOKEN }}
           MULTI: ${{ secrets.MULTI }}
@@ -471,6 +472,7 @@ jobs:
     assert!(all.contains("then *** appears"));
     assert!(all.contains("to stderr ***"));
     assert_eq!(r.output("j", "leak"), "");
+    assert_eq!(r.job("j").steps[0].name, "deploy with ***");
     assert_eq!(r.output("j", "fine"), "ok");
 }
 

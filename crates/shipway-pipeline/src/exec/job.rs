@@ -676,7 +676,8 @@ impl JobRun {
             };
             let mut report = StepReport {
                 id: step.id.clone(),
-                name: name.clone(),
+                // Names may be built from secrets; the report is written to disk.
+                name: self.masker.mask(&name),
                 outcome: Status::Skipped,
                 conclusion: Status::Skipped,
             };
