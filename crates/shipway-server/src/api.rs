@@ -400,14 +400,7 @@ pub async fn logs(
             )));
         }
     };
-    let restarts = ["containerStatuses", "initContainerStatuses"]
-        .iter()
-        .flat_map(|f| {
-            pod.status()
-                .and_then(|s| s[*f].as_array().cloned())
-                .unwrap_or_default()
-        })
-        .find(|c| c["name"] == container.as_str())
+    let restarts = container_status(&pod, &container)
         .and_then(|c| c["restartCount"].as_i64())
         .unwrap_or(0);
     let instance = if params.previous.unwrap_or(false) {
@@ -492,18 +485,20 @@ pub async fn logs(
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
 }
 
+/// The status of a container (or init container) of `pod`, by name.
+fn container_status<'a>(pod: &'a Object, container: &str) -> Option<&'a Value> {
+    let status = pod.status()?;
+    ["containerStatuses", "initContainerStatuses"]
+        .iter()
+        .filter_map(|f| status[*f].as_array())
+        .flatten()
+        .find(|c| c["name"] == container)
+}
+
 /// Whether instance `instance` of `container` has stopped writing: it was restarted, or it
 /// terminated and will not run again.
 fn instance_ended(pod: &Object, container: &str, instance: i64) -> bool {
-    let status = ["containerStatuses", "initContainerStatuses"]
-        .iter()
-        .flat_map(|f| {
-            pod.status()
-                .and_then(|s| s[*f].as_array().cloned())
-                .unwrap_or_default()
-        })
-        .find(|c| c["name"] == container);
-    match status {
+    match container_status(pod, container) {
         Some(c) => {
             c["restartCount"].as_i64().unwrap_or(0) != instance
                 || c["state"].get("terminated").is_some()

@@ -64,6 +64,11 @@ impl TestServer {
         )
     }
 
+    async fn apply(&self, object: Value) -> (u16, Value) {
+        self.call(reqwest::Method::POST, "/api/v1/apply", Some(object))
+            .await
+    }
+
     async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
         self.task.take().unwrap().await.unwrap().unwrap();
@@ -118,26 +123,14 @@ async fn every_route_but_health_needs_a_token() {
 #[tokio::test]
 async fn apply_get_list_delete_round_trip() {
     let s = TestServer::start().await;
-    let (code, body) = s
-        .call(
-            reqwest::Method::POST,
-            "/api/v1/apply",
-            Some(config_map("web", 2)),
-        )
-        .await;
+    let (code, body) = s.apply(config_map("web", 2)).await;
     assert_eq!(code, 201, "{body}");
     assert_eq!(body["outcome"], "created");
     assert_eq!(
         body["object"]["metadata"]["namespace"], "default",
         "namespaced kinds default to `default`"
     );
-    let (code, body) = s
-        .call(
-            reqwest::Method::POST,
-            "/api/v1/apply",
-            Some(config_map("web", 2)),
-        )
-        .await;
+    let (code, body) = s.apply(config_map("web", 2)).await;
     assert_eq!((code, body["outcome"].as_str()), (200, Some("unchanged")));
     let (code, body) = s
         .call(
@@ -152,12 +145,7 @@ async fn apply_get_list_delete_round_trip() {
         .await;
     assert_eq!(got["data"]["value"], "2", "a dry run writes nothing");
 
-    s.call(
-        reqwest::Method::POST,
-        "/api/v1/apply",
-        Some(config_map("api", 1)),
-    )
-    .await;
+    s.apply(config_map("api", 1)).await;
     let (_, list) = s
         .call(
             reqwest::Method::GET,
@@ -251,9 +239,7 @@ async fn bad_objects_are_rejected_with_reasons_and_nothing_is_stored() {
         ),
     ];
     for (object, mentions) in cases {
-        let (code, body) = s
-            .call(reqwest::Method::POST, "/api/v1/apply", Some(object.clone()))
-            .await;
+        let (code, body) = s.apply(object.clone()).await;
         assert_eq!(code, 422, "{object} → {body}");
         assert!(
             body["message"].as_str().unwrap().contains(mentions),
@@ -289,25 +275,14 @@ async fn bad_objects_are_rejected_with_reasons_and_nothing_is_stored() {
 #[tokio::test]
 async fn watch_resumes_from_a_resource_version_over_http() {
     let s = TestServer::start().await;
-    let (_, first) = s
-        .call(
-            reqwest::Method::POST,
-            "/api/v1/apply",
-            Some(config_map("web", 1)),
-        )
-        .await;
+    let (_, first) = s.apply(config_map("web", 1)).await;
     let rv: u64 = first["object"]["metadata"]["resourceVersion"]
         .as_str()
         .unwrap()
         .parse()
         .unwrap();
     for replicas in 2..=4 {
-        s.call(
-            reqwest::Method::POST,
-            "/api/v1/apply",
-            Some(config_map("web", replicas)),
-        )
-        .await;
+        s.apply(config_map("web", replicas)).await;
     }
     let resp = s
         .http
@@ -352,12 +327,7 @@ async fn watch_resumes_from_a_resource_version_over_http() {
 #[tokio::test]
 async fn metrics_count_requests_and_store_operations() {
     let s = TestServer::start().await;
-    s.call(
-        reqwest::Method::POST,
-        "/api/v1/apply",
-        Some(config_map("web", 1)),
-    )
-    .await;
+    s.apply(config_map("web", 1)).await;
     let text = s
         .http
         .get(s.url("/metrics"))
@@ -403,21 +373,15 @@ async fn a_service_gets_a_proxy_listener_and_its_traffic_is_in_the_metrics() {
     });
     let listen = free_addr();
     let (code, body) = s
-        .call(
-            reqwest::Method::POST,
-            "/api/v1/apply",
-            Some(json!({"apiVersion": "v1", "kind": "Service",
+        .apply(json!({"apiVersion": "v1", "kind": "Service",
                 "metadata": {"name": "web", "annotations": {"shipway.dev/listen": listen.to_string()}},
-                "spec": {"ports": [{"name": "http", "port": 80}, {"name": "admin", "port": 81}]}})),
+                "spec": {"ports": [{"name": "http", "port": 80}, {"name": "admin", "port": 81}]}}),
         )
         .await;
     assert!(code < 300, "{code} {body}");
     let (code, body) = s
-        .call(
-            reqwest::Method::POST,
-            "/api/v1/apply",
-            Some(json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "web"},
-                "subsets": [{"addresses": [{"ip": "127.0.0.1"}], "ports": [{"name": "http", "port": upstream_port}]}]})),
+        .apply(json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "web"},
+                "subsets": [{"addresses": [{"ip": "127.0.0.1"}], "ports": [{"name": "http", "port": upstream_port}]}]}),
         )
         .await;
     assert!(code < 300, "{code} {body}");
@@ -467,11 +431,8 @@ async fn a_service_gets_a_proxy_listener_and_its_traffic_is_in_the_metrics() {
     );
     // Policies are validated at apply.
     let (code, body) = s
-        .call(
-            reqwest::Method::POST,
-            "/api/v1/apply",
-            Some(json!({"apiVersion": "shipway.dev/v1alpha1", "kind": "TrafficPolicy", "metadata": {"name": "web"},
-                "spec": {"backends": [{"name": "stable", "weight": 90}]}})),
+        .apply(json!({"apiVersion": "shipway.dev/v1alpha1", "kind": "TrafficPolicy", "metadata": {"name": "web"},
+                "spec": {"backends": [{"name": "stable", "weight": 90}]}}),
         )
         .await;
     assert!(code >= 400, "{code} {body}");
