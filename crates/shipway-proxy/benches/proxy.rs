@@ -93,6 +93,92 @@ struct Measured {
     p50_ms: f64,
     p99_ms: f64,
     errors: String,
+    /// Per request, of the proxy's processes: CPU time (µs), system calls and context switches;
+    /// what throughput on a shared machine follows from, and steadier than it.
+    cost: Option<Cost>,
+}
+
+#[derive(Clone, Copy)]
+struct Cost {
+    cpu_us: f64,
+    syscalls: f64,
+    switches: f64,
+}
+
+/// `perf stat` attached to the proxy's processes for the length of one wrk run; `None` without
+/// perf or its tracepoints.
+struct PerfStat(Child);
+
+impl PerfStat {
+    fn start(pids: &[u32]) -> Option<PerfStat> {
+        let pids = pids
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        Command::new("perf")
+            .args([
+                "stat",
+                "-x,",
+                "-e",
+                "task-clock,raw_syscalls:sys_enter,context-switches",
+                "-p",
+                &pids,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .ok()
+            .map(PerfStat)
+    }
+
+    /// Stops perf (SIGINT makes it print) and divides its counts by `requests`.
+    fn finish(self, requests: f64) -> Option<Cost> {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.0.id().to_string()])
+            .status();
+        let out = self.0.wait_with_output().ok()?;
+        let text = String::from_utf8_lossy(&out.stderr);
+        let count = |event: &str| {
+            text.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                (f.len() > 2 && f[2] == event)
+                    .then(|| f[0].parse::<f64>().ok())
+                    .flatten()
+            })
+        };
+        if requests <= 0.0 {
+            return None;
+        }
+        Some(Cost {
+            // task-clock is in milliseconds.
+            cpu_us: count("task-clock")? * 1000.0 / requests,
+            syscalls: count("raw_syscalls:sys_enter")? / requests,
+            switches: count("context-switches")? / requests,
+        })
+    }
+}
+
+/// The pids of `parent` and its children (nginx's workers).
+fn process_tree(parent: u32) -> Vec<u32> {
+    let mut pids = vec![parent];
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            // The fields after the command name (which may hold spaces) start at the last ')'.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if ppid == Some(parent) {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
 }
 
 /// wrk prints latencies as `1.23ms`, `456.78us` or `1.01s`.
@@ -109,7 +195,12 @@ fn millis(s: &str) -> Option<f64> {
     }
 }
 
-fn wrk(url: &str, secs: u64, conns: u32) -> Option<Measured> {
+fn wrk(url: &str, secs: u64, conns: u32, pids: &[u32]) -> Option<Measured> {
+    let perf = if pids.is_empty() || !on_path("perf") {
+        None
+    } else {
+        PerfStat::start(pids)
+    };
     let out = Command::new("wrk")
         .args([
             "-t2",
@@ -131,8 +222,15 @@ fn wrk(url: &str, secs: u64, conns: u32) -> Option<Measured> {
         .map(str::trim)
         .collect::<Vec<_>>()
         .join("; ");
+    let rps: f64 = field("Requests/sec:")?.parse().ok()?;
+    let requests = text
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in "))
+        .and_then(|(n, _)| n.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
     Some(Measured {
-        rps: field("Requests/sec:")?.parse().ok()?,
+        rps,
+        cost: perf.and_then(|p| p.finish(requests)),
         p50_ms: millis(&field("50%")?)?,
         p99_ms: millis(&field("99%")?)?,
         errors,
@@ -177,8 +275,14 @@ http {{
 }
 
 fn report(name: &str, r: &Measured) {
+    let cost = r.cost.map_or(String::new(), |c| {
+        format!(
+            "   per request: {:.1} µs CPU, {:.2} syscalls, {:.3} switches",
+            c.cpu_us, c.syscalls, c.switches
+        )
+    });
     println!(
-        "{name:<16} {:>12.0} req/s   p50 {:>7.3} ms   p99 {:>7.3} ms   {}",
+        "{name:<16} {:>12.0} req/s   p50 {:>7.3} ms   p99 {:>7.3} ms{cost}   {}",
         r.rps, r.p50_ms, r.p99_ms, r.errors
     );
 }
@@ -248,7 +352,7 @@ fn main() {
         .stderr(Stdio::null())
         .spawn()
         .map(|child| Nginx { child, args });
-    let Ok(_nginx) = nginx else {
+    let Ok(nginx) = nginx else {
         println!("proxy benchmark skipped: cannot start nginx");
         return;
     };
@@ -310,15 +414,17 @@ fn main() {
     println!(
         "proxy benchmark: wrk -t2 -c{conns} -d{secs}s, 2 upstreams weighted 80/20 (shipway-demo-app), loopback"
     );
-    let direct = wrk(&format!("http://{stable}/"), secs.min(5), conns);
+    let direct = wrk(&format!("http://{stable}/"), secs.min(5), conns, &[]);
+    // The workers exist once nginx listens.
+    let pids = [process_tree(nginx.child.id()), vec![std::process::id()]];
     // Warm both up (pools, caches), then measure nginx and Shipway alternately, twice, keeping
     // each one's best run: the machine is shared, so single runs are noisy.
-    let _ = wrk(&format!("http://{nginx_addr}/"), 2, conns);
-    let _ = wrk(&format!("http://{shipway_addr}/"), 2, conns);
+    let _ = wrk(&format!("http://{nginx_addr}/"), 2, conns, &[]);
+    let _ = wrk(&format!("http://{shipway_addr}/"), 2, conns, &[]);
     let mut best: [Option<Measured>; 2] = [None, None];
     for _ in 0..2 {
         for (i, addr) in [nginx_addr, shipway_addr].into_iter().enumerate() {
-            if let Some(r) = wrk(&format!("http://{addr}/"), secs, conns)
+            if let Some(r) = wrk(&format!("http://{addr}/"), secs, conns, &pids[i])
                 && best[i].as_ref().is_none_or(|b| r.rps > b.rps)
             {
                 best[i] = Some(r);
