@@ -101,17 +101,44 @@ struct Measured {
 #[derive(Clone, Copy)]
 struct Cost {
     cpu_us: f64,
+    /// Share of the CPU time spent in user space (the rest is the kernel's), from /proc.
+    user_share: f64,
     syscalls: f64,
     switches: f64,
 }
 
 /// `perf stat` attached to the proxy's processes for the length of one wrk run; `None` without
 /// perf or its tracepoints.
-struct PerfStat(Child);
+struct PerfStat {
+    child: Child,
+    pids: Vec<u32>,
+    ticks: (u64, u64),
+}
+
+/// User and system CPU ticks of `pids` so far (/proc/PID/stat fields 14 and 15).
+fn cpu_ticks(pids: &[u32]) -> (u64, u64) {
+    let mut total = (0, 0);
+    for pid in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let fields: Vec<u64> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| {
+                rest.split_whitespace()
+                    .map(|f| f.parse().unwrap_or(0))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if fields.len() > 12 {
+            total.0 += fields[11];
+            total.1 += fields[12];
+        }
+    }
+    total
+}
 
 impl PerfStat {
     fn start(pids: &[u32]) -> Option<PerfStat> {
-        let pids = pids
+        let list = pids
             .iter()
             .map(u32::to_string)
             .collect::<Vec<_>>()
@@ -123,21 +150,27 @@ impl PerfStat {
                 "-e",
                 "task-clock,raw_syscalls:sys_enter,context-switches",
                 "-p",
-                &pids,
+                &list,
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .ok()
-            .map(PerfStat)
+            .map(|child| PerfStat {
+                child,
+                pids: pids.to_vec(),
+                ticks: cpu_ticks(pids),
+            })
     }
 
     /// Stops perf (SIGINT makes it print) and divides its counts by `requests`.
     fn finish(self, requests: f64) -> Option<Cost> {
         let _ = Command::new("kill")
-            .args(["-INT", &self.0.id().to_string()])
+            .args(["-INT", &self.child.id().to_string()])
             .status();
-        let out = self.0.wait_with_output().ok()?;
+        let ticks = cpu_ticks(&self.pids);
+        let (user, sys) = (ticks.0 - self.ticks.0, ticks.1 - self.ticks.1);
+        let out = self.child.wait_with_output().ok()?;
         let text = String::from_utf8_lossy(&out.stderr);
         let count = |event: &str| {
             text.lines().find_map(|l| {
@@ -153,6 +186,7 @@ impl PerfStat {
         Some(Cost {
             // task-clock is in milliseconds.
             cpu_us: count("task-clock")? * 1000.0 / requests,
+            user_share: user as f64 / (user + sys).max(1) as f64,
             syscalls: count("raw_syscalls:sys_enter")? / requests,
             switches: count("context-switches")? / requests,
         })
@@ -277,8 +311,11 @@ http {{
 fn report(name: &str, r: &Measured) {
     let cost = r.cost.map_or(String::new(), |c| {
         format!(
-            "   per request: {:.1} µs CPU, {:.2} syscalls, {:.3} switches",
-            c.cpu_us, c.syscalls, c.switches
+            "   per request: {:.1} µs CPU ({:.0}% user), {:.2} syscalls, {:.3} switches",
+            c.cpu_us,
+            c.user_share * 100.0,
+            c.syscalls,
+            c.switches
         )
     });
     println!(

@@ -10,11 +10,51 @@
 //! *Architecture Invariant*: the data path knows no store and no controller; it only serves the
 //! newest table. Each request routes on the table it started with, so a policy change is atomic.
 
+mod conn;
 pub mod discovery;
+mod h1;
 pub mod metrics;
 pub mod policy;
 pub mod server;
 pub mod table;
+
+/// Which proxy worker thread this is, so per-request counters and metrics can be kept per worker
+/// instead of on one cache line that every core writes. Threads that are not workers are 0.
+pub(crate) mod worker {
+    use std::cell::Cell;
+
+    thread_local! {
+        static INDEX: Cell<usize> = const { Cell::new(0) };
+    }
+
+    pub(crate) fn set(index: usize) {
+        INDEX.with(|c| c.set(index));
+    }
+
+    pub(crate) fn index() -> usize {
+        INDEX.with(Cell::get)
+    }
+
+    /// Slots of per-worker state; workers beyond this share slots.
+    pub(crate) const SLOTS: usize = 8;
+
+    /// A counter with one cache line per worker slot.
+    #[derive(Default)]
+    pub(crate) struct Counter([Padded; SLOTS]);
+
+    #[derive(Default)]
+    #[repr(align(64))]
+    struct Padded(std::sync::atomic::AtomicUsize);
+
+    impl Counter {
+        /// This worker's next value.
+        pub(crate) fn next(&self) -> usize {
+            self.0[index() % SLOTS]
+                .0
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        }
+    }
+}
 
 pub use metrics::{ProxyMetrics, WindowStats};
 pub use server::{Proxy, ProxyConfig};

@@ -138,12 +138,39 @@ fn quantile(hist: &[u64; BUCKETS], q: f64) -> Option<Duration> {
     Some(Duration::from_secs_f64(bucket_bound(BUCKETS - 1)))
 }
 
-type Backends = HashMap<String, Arc<Mutex<Series>>>;
+/// One series kept per worker slot, so workers recording the same backend do not contend for
+/// one lock; readers add the shards up.
+struct Shards([Shard; crate::worker::SLOTS]);
+
+#[repr(align(64))]
+struct Shard(Mutex<Series>);
+
+impl Shards {
+    fn new() -> Shards {
+        Shards(std::array::from_fn(|_| Shard(Mutex::new(Series::new()))))
+    }
+
+    fn record(&self, second: u64, status: u16, latency: Duration) {
+        let shard = &self.0[crate::worker::index() % crate::worker::SLOTS].0;
+        shard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(second, status, latency);
+    }
+
+    fn each(&self, mut f: impl FnMut(&Series)) {
+        for shard in &self.0 {
+            f(&shard.0.lock().unwrap_or_else(|p| p.into_inner()));
+        }
+    }
+}
+
+type Backends = HashMap<String, Arc<Shards>>;
 
 /// One series (a service's backend), looked up once and kept by the routing table, so recording
 /// a request takes no map lookup.
 #[derive(Clone)]
-pub struct SeriesHandle(Arc<Mutex<Series>>);
+pub struct SeriesHandle(Arc<Shards>);
 
 /// The proxy's metrics. Cheap to share (`Arc`); recording takes one uncontended lock per request.
 pub struct ProxyMetrics {
@@ -170,7 +197,7 @@ impl ProxyMetrics {
         at.saturating_duration_since(self.epoch).as_secs()
     }
 
-    fn series(&self, service: &str, backend: &str) -> Arc<Mutex<Series>> {
+    fn series(&self, service: &str, backend: &str) -> Arc<Shards> {
         if let Some(s) = self
             .series
             .read()
@@ -186,7 +213,7 @@ impl ProxyMetrics {
             .entry(service.to_string())
             .or_default()
             .entry(backend.to_string())
-            .or_insert_with(|| Arc::new(Mutex::new(Series::new())))
+            .or_insert_with(|| Arc::new(Shards::new()))
             .clone()
     }
 
@@ -195,14 +222,9 @@ impl ProxyMetrics {
         SeriesHandle(self.series(service, backend))
     }
 
-    /// Records one response, finished now, to a series from [`ProxyMetrics::handle`].
-    pub fn record_to(&self, series: &SeriesHandle, status: u16, latency: Duration) {
-        let second = self.second(Instant::now());
-        series
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .record(second, status, latency);
+    /// Records one response, finished at `at`, to a series from [`ProxyMetrics::handle`].
+    pub fn record_to(&self, series: &SeriesHandle, status: u16, latency: Duration, at: Instant) {
+        series.0.record(self.second(at), status, latency);
     }
 
     /// Records one response of `service` ("namespace/name") from `backend`, finished now.
@@ -218,11 +240,8 @@ impl ProxyMetrics {
         latency: Duration,
         at: Instant,
     ) {
-        let second = self.second(at);
         self.series(service, backend)
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .record(second, status, latency);
+            .record(self.second(at), status, latency);
     }
 
     /// The last `window` (at most five minutes, whole seconds, the current one included) of
@@ -258,18 +277,19 @@ impl ProxyMetrics {
             if backend.is_some_and(|b| b != name) {
                 continue;
             }
-            let series = series.lock().unwrap_or_else(|p| p.into_inner());
-            for slot in &series.ring {
-                if slot.second == u64::MAX || slot.second < oldest || slot.second > now {
-                    continue;
+            series.each(|series| {
+                for slot in &series.ring {
+                    if slot.second == u64::MAX || slot.second < oldest || slot.second > now {
+                        continue;
+                    }
+                    for (t, n) in classes.iter_mut().zip(slot.classes) {
+                        *t += u64::from(n);
+                    }
+                    for (t, n) in hist.iter_mut().zip(slot.hist) {
+                        *t += u64::from(n);
+                    }
                 }
-                for (t, n) in classes.iter_mut().zip(slot.classes) {
-                    *t += u64::from(n);
-                }
-                for (t, n) in hist.iter_mut().zip(slot.hist) {
-                    *t += u64::from(n);
-                }
-            }
+            });
         }
         WindowStats::from_counts(classes, &hist)
     }
@@ -278,7 +298,7 @@ impl ProxyMetrics {
     /// `shipway_proxy_request_duration_seconds` (time to the response head).
     pub fn render(&self, out: &mut String) {
         let all = self.series.read().unwrap_or_else(|p| p.into_inner());
-        let mut keys: Vec<(&String, &String, &Arc<Mutex<Series>>)> = all
+        let mut keys: Vec<(&String, &String, &Arc<Shards>)> = all
             .iter()
             .flat_map(|(s, b)| b.iter().map(move |(b, series)| (s, b, series)))
             .collect();
@@ -288,8 +308,17 @@ impl ProxyMetrics {
         let snapshot: Vec<_> = keys
             .iter()
             .map(|(s, b, series)| {
-                let series = series.lock().unwrap_or_else(|p| p.into_inner());
-                (*s, *b, series.classes, series.hist, series.sum_secs)
+                let (mut classes, mut hist, mut sum) = ([0u64; 5], [0u64; BUCKETS], 0.0);
+                series.each(|series| {
+                    for (t, n) in classes.iter_mut().zip(series.classes) {
+                        *t += n;
+                    }
+                    for (t, n) in hist.iter_mut().zip(series.hist) {
+                        *t += n;
+                    }
+                    sum += series.sum_secs;
+                });
+                (*s, *b, classes, hist, sum)
             })
             .collect();
         for (service, backend, classes, _, _) in &snapshot {

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -69,15 +69,19 @@ impl Default for ProxyConfig {
     }
 }
 
-struct Shared {
-    table: watch::Receiver<Arc<RoutingTable>>,
+/// What a worker's connections share.
+pub(crate) struct Shared {
+    pub(crate) table: watch::Receiver<Arc<RoutingTable>>,
+    /// HTTP/2 clients' requests go upstream through hyper's pool; HTTP/1 ones through
+    /// [`crate::conn`]'s.
     client: Client<HttpConnector, ProxyBody>,
-    metrics: Arc<ProxyMetrics>,
-    config: ProxyConfig,
-    request_ids: Arc<AtomicU64>,
-    outliers: Arc<Outliers>,
+    pub(crate) metrics: Arc<ProxyMetrics>,
+    pub(crate) config: ProxyConfig,
+    /// This worker's request counter (the worker's index in the top bits keeps ids unique).
+    pub(crate) request_ids: AtomicU64,
+    pub(crate) outliers: Arc<Outliers>,
     /// Distinguishes request ids of different runs.
-    run_id: u32,
+    pub(crate) run_id: u32,
 }
 
 /// Consecutive failures (refused connects, broken connections) after which an endpoint is ejected.
@@ -88,7 +92,7 @@ const EJECT_FOR: Duration = Duration::from_secs(10);
 /// Passive health: endpoints that keep failing are skipped for a while, then re-admitted. Shared by
 /// the workers; the request path only takes the lock while some endpoint has failed.
 #[derive(Default)]
-struct Outliers {
+pub(crate) struct Outliers {
     failing: AtomicU64,
     state: std::sync::Mutex<HashMap<SocketAddr, (u32, Option<Instant>)>>,
 }
@@ -98,7 +102,7 @@ impl Outliers {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn ejected(&self, endpoint: SocketAddr) -> bool {
+    pub(crate) fn ejected(&self, endpoint: SocketAddr) -> bool {
         if self.failing.load(Ordering::Relaxed) == 0 {
             return false;
         }
@@ -108,7 +112,7 @@ impl Outliers {
             .is_some_and(|until| Instant::now() < until)
     }
 
-    fn failed(&self, endpoint: SocketAddr) {
+    pub(crate) fn failed(&self, endpoint: SocketAddr) {
         let mut state = self.lock();
         let entry = state.entry(endpoint).or_insert((0, None));
         entry.0 += 1;
@@ -124,7 +128,7 @@ impl Outliers {
         self.failing.store(state.len() as u64, Ordering::Relaxed);
     }
 
-    fn succeeded(&self, endpoint: SocketAddr) {
+    pub(crate) fn succeeded(&self, endpoint: SocketAddr) {
         if self.failing.load(Ordering::Relaxed) == 0 {
             return;
         }
@@ -211,7 +215,6 @@ impl Proxy {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let request_ids = Arc::new(AtomicU64::new(0));
         let outliers = Arc::new(Outliers::default());
         let mut threads = Vec::new();
         for i in 0..workers {
@@ -228,7 +231,7 @@ impl Proxy {
                 client,
                 metrics: metrics.clone(),
                 config: config.clone(),
-                request_ids: request_ids.clone(),
+                request_ids: AtomicU64::new((i as u64) << 48),
                 outliers: outliers.clone(),
                 run_id: std::process::id(),
             });
@@ -236,6 +239,7 @@ impl Proxy {
             let worker = std::thread::Builder::new()
                 .name(format!("shipway-proxy-{i}"))
                 .spawn(move || {
+                    crate::worker::set(i);
                     match tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()
@@ -280,6 +284,7 @@ async fn manage(
     let mut listeners: HashMap<SocketAddr, (CancellationToken, tokio::task::JoinHandle<()>)> =
         HashMap::new();
     loop {
+        crate::conn::pool_prune(&table.borrow());
         let wanted: Vec<(SocketAddr, String)> = table
             .borrow_and_update()
             .routes
@@ -329,18 +334,14 @@ async fn listen(
     addr: SocketAddr,
     stop: CancellationToken,
 ) {
-    let limit = Arc::new(Semaphore::new(shared.config.max_connections));
+    let max = shared
+        .config
+        .max_connections
+        .clamp(1, Semaphore::MAX_PERMITS) as u32;
+    let limit = Arc::new(Semaphore::new(max as usize));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(shared.config.header_read_timeout)
-        .max_buf_size(shared.config.max_header_bytes.max(8192));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(shared.config.max_header_bytes as u32);
+    // Read by connections after each request (cheaper than asking the token).
+    let stopping = Arc::new(AtomicBool::new(false));
     loop {
         let permit = tokio::select! {
             _ = stop.cancelled() => break,
@@ -363,27 +364,120 @@ async fn listen(
             tokio::spawn(pass_through(shared.clone(), addr, stream, permit));
             continue;
         }
-        let shared = shared.clone();
-        // Made once per connection, not per request.
-        let peer = Arc::new(Peer {
-            addr: peer,
-            ip: HeaderValue::from_str(&peer.ip().to_string()).ok(),
-        });
-        let service = hyper::service::service_fn(move |req| {
-            let (shared, peer) = (shared.clone(), peer.clone());
-            async move { Ok::<_, Infallible>(handle(&shared, addr, &peer, req).await) }
-        });
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let conn = crate::conn::Conn::new(
+            shared.clone(),
+            addr,
+            stream,
+            peer,
+            stop.clone(),
+            stopping.clone(),
+        );
+        let (shared, watcher) = (shared.clone(), graceful.watcher());
         tokio::spawn(async move {
-            let _ = conn.await;
+            if let crate::conn::Ended::H2(conn) = conn.run().await {
+                serve_h2(shared, addr, *conn, peer, watcher).await;
+            }
             drop(permit);
         });
     }
     drop(listener);
-    let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+    stopping.store(true, Ordering::Relaxed);
+    // Connections end after their request in flight once `stop` is cancelled; all permits back
+    // means all have.
+    let drained = async {
+        let _ = limit.acquire_many(max).await;
+        graceful.shutdown().await;
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(10), drained).await;
+}
+
+/// An HTTP/2 (prior knowledge) client, served by hyper; the bytes already read come first.
+async fn serve_h2(
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    conn: crate::conn::Conn,
+    peer: SocketAddr,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let max_header_bytes = u32::try_from(shared.config.max_header_bytes).unwrap_or(u32::MAX);
+    let peer = Arc::new(Peer {
+        addr: peer,
+        ip: HeaderValue::from_str(&peer.ip().to_string()).ok(),
+    });
+    let service = hyper::service::service_fn(move |req| {
+        let (shared, peer) = (shared.clone(), peer.clone());
+        async move { Ok::<_, Infallible>(handle(&shared, addr, &peer, req).await) }
+    });
+    let io = Prefixed {
+        prefix: conn.cbuf.freeze(),
+        inner: conn.client,
+    };
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_header_list_size(max_header_bytes);
+    let _ = watcher
+        .watch(builder.serve_connection(TokioIo::new(io), service))
+        .await;
+}
+
+/// A connection whose first bytes were read already (to tell HTTP/2 from HTTP/1): they are
+/// read again first.
+struct Prefixed {
+    prefix: Bytes,
+    inner: tokio::net::TcpStream,
+}
+
+impl tokio::io::AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            let head = self.prefix.split_to(n);
+            buf.put_slice(&head);
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Prefixed {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// Phase one: the route and backend for a request, from the table as it is now.
@@ -432,9 +526,12 @@ async fn handle(
     let stats = backend
         .stats
         .get_or_init(|| shared.metrics.handle(service, &backend.name));
-    shared
-        .metrics
-        .record_to(stats, response.status().as_u16(), started.elapsed());
+    shared.metrics.record_to(
+        stats,
+        response.status().as_u16(),
+        started.elapsed(),
+        Instant::now(),
+    );
     response
 }
 

@@ -9,6 +9,27 @@ use std::sync::{Arc, OnceLock};
 
 use hyper::HeaderMap;
 use hyper::header::{COOKIE, HeaderName};
+
+/// A request's headers as routing reads them: hyper's map (HTTP/2) or the HTTP/1 parser's
+/// fields, which the data path never turns into a map.
+pub trait RequestHeaders {
+    /// Every value of header `name` (given in lower case; field names match case-insensitively).
+    fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a;
+}
+
+impl RequestHeaders for HeaderMap {
+    fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.get_all(name).iter().map(|v| v.as_bytes())
+    }
+}
+
+impl RequestHeaders for [httparse::Header<'_>] {
+    fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    }
+}
 use hyper::http::uri::Authority;
 
 use crate::metrics::SeriesHandle;
@@ -121,12 +142,11 @@ struct Rule {
 }
 
 impl Rule {
-    fn matches(&self, headers: &HeaderMap) -> bool {
+    fn matches<H: RequestHeaders + ?Sized>(&self, headers: &H) -> bool {
         self.headers.iter().all(|(name, m)| {
             headers
-                .get_all(name)
-                .iter()
-                .any(|v| v.to_str().is_ok_and(|v| m.matches(v)))
+                .values(name.as_str())
+                .any(|v| std::str::from_utf8(v).is_ok_and(|v| m.matches(v)))
         }) && self
             .cookies
             .iter()
@@ -135,11 +155,10 @@ impl Rule {
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers.
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+fn cookie<'a, H: RequestHeaders + ?Sized>(headers: &'a H, name: &str) -> Option<&'a str> {
     headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+        .values(COOKIE.as_str())
+        .filter_map(|v| std::str::from_utf8(v).ok())
         .flat_map(|v| v.split(';'))
         .find_map(|pair| {
             let (k, v) = pair.trim().split_once('=')?;
@@ -158,7 +177,7 @@ pub struct Backend {
     /// Requests sent to each endpoint and not yet answered.
     in_flight: Box<[AtomicUsize]>,
     least_requests: bool,
-    next: AtomicUsize,
+    next: crate::worker::Counter,
 }
 
 /// Counts a request in flight to one endpoint until dropped.
@@ -184,7 +203,7 @@ impl Backend {
     /// Where this request's search for an endpoint starts: the next in round robin, or with
     /// least-requests the one with the fewest in flight.
     pub fn start(&self) -> usize {
-        let rr = self.next.fetch_add(1, Ordering::Relaxed);
+        let rr = self.next.next();
         let n = self.in_flight.len();
         if !self.least_requests || n < 2 {
             return rr;
@@ -192,6 +211,16 @@ impl Backend {
         (rr..rr + n)
             .min_by_key(|i| self.in_flight[i % n].load(Ordering::Relaxed))
             .unwrap_or(rr)
+    }
+
+    /// With least-requests, marks a request in flight to `endpoint` until the guard is dropped
+    /// (plain round robin needs no count, so it keeps no shared counter busy).
+    pub fn track_endpoint(&self, endpoint: SocketAddr) -> Option<InFlight<'_>> {
+        if !self.least_requests {
+            return None;
+        }
+        let index = self.endpoints.iter().position(|e| *e == endpoint)?;
+        self.track(index)
     }
 
     /// Marks a request in flight to endpoint `index` until the guard is dropped.
@@ -213,7 +242,7 @@ pub struct Route {
     /// deterministic schedule honours the weights exactly over every 100 requests instead of only
     /// on average, as random choice would.
     schedule: Vec<usize>,
-    next: AtomicUsize,
+    next: crate::worker::Counter,
     mirrored: AtomicU64,
 }
 
@@ -307,13 +336,13 @@ impl Route {
                         endpoints,
                         authorities,
                         stats: OnceLock::new(),
-                        next: AtomicUsize::new(0),
+                        next: crate::worker::Counter::default(),
                     }
                 })
                 .collect(),
             rules,
             schedule: schedule(&weights),
-            next: AtomicUsize::new(0),
+            next: crate::worker::Counter::default(),
             mirrored: AtomicU64::new(0),
             key: format!("{}/{}", spec.namespace, spec.service),
             spec,
@@ -323,14 +352,14 @@ impl Route {
     /// The backend for a request: the first matching rule's, else the next by weight. A backend
     /// chosen by weight that has no ready endpoint hands its share to the others (a canary that is
     /// not up yet must not fail requests); a rule's backend does not, since the client asked for it.
-    pub fn choose(&self, headers: &HeaderMap) -> Option<&Backend> {
+    pub fn choose<H: RequestHeaders + ?Sized>(&self, headers: &H) -> Option<&Backend> {
         if let Some(rule) = self.rules.iter().find(|r| r.matches(headers)) {
             return self.backends.get(rule.backend);
         }
         let chosen = if self.schedule.is_empty() {
             self.backends.first()?
         } else {
-            let n = self.next.fetch_add(1, Ordering::Relaxed);
+            let n = self.next.next();
             &self.backends[self.schedule[n % self.schedule.len()]]
         };
         if !chosen.endpoints.is_empty() {
