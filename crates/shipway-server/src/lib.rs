@@ -195,10 +195,14 @@ impl Server {
             shipway_runtime::KubeletConfig::new(dir),
             shutdown.clone(),
         );
-        // Discovery turns Services, Endpoints, Pods and TrafficPolicies into routing tables; the
-        // proxy serves each table it is handed.
-        let (tables, discovery) = shipway_proxy::discovery::spawn(store.clone(), shutdown.clone());
+        // Discovery turns Services, Endpoints, Pods and TrafficPolicies into routing tables (and
+        // drops the metrics of Services that are gone); the proxy serves each table it is handed.
         let proxy_metrics = shipway_proxy::ProxyMetrics::new();
+        let (tables, discovery) = shipway_proxy::discovery::spawn(
+            store.clone(),
+            Some(proxy_metrics.clone()),
+            shutdown.clone(),
+        );
         let proxy = shipway_proxy::Proxy::start(
             tables,
             proxy_metrics.clone(),
