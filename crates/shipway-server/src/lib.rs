@@ -32,6 +32,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use auth::{ADMIN_TOKEN_FILE, AdminToken, Tokens};
 pub use error::{ApiError, Status};
+/// `Config::proxy`'s type, so callers need not depend on the proxy crate to fill it in.
+pub use shipway_proxy::ProxyConfig;
 
 /// The default address: loopback only, so nothing is exposed until the operator says so.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
@@ -45,6 +47,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `postgres://...`; None is the embedded SQLite database in the data directory.
     pub database: Option<String>,
+    /// Timeouts, workers and access log of the built-in proxy.
+    pub proxy: shipway_proxy::ProxyConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -206,7 +210,7 @@ impl Server {
         let proxy = shipway_proxy::Proxy::start(
             tables,
             proxy_metrics.clone(),
-            shipway_proxy::ProxyConfig::default(),
+            config.proxy.clone(),
             shutdown.clone(),
         );
         let state = Arc::new(AppState {
