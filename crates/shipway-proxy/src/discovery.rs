@@ -1,8 +1,9 @@
 //! Discovery: watches Services, Endpoints, Pods and TrafficPolicies in the store, builds the
 //! routing table and publishes it through a `watch` channel; gives each Service port a listen
-//! address and writes it to the Service's status.
+//! address and writes it to the Service's status. It also drops the metric series of Services the
+//! newest table no longer routes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use shipway_store::{ListQuery, Store, StoreError};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::ProxyMetrics;
 use crate::policy::{self, TrafficPolicy};
 use crate::table::{BackendSpec, RouteSpec, RoutingTable, RuleSpec};
 
@@ -295,11 +297,22 @@ fn relevant(obj: &Object) -> bool {
     )
 }
 
+/// Drops the series of services `table` has no route for (deleted Services, or ones left without a
+/// port to listen on), so they leave `/metrics`. A route's series stay while it exists.
+fn prune_metrics(metrics: &ProxyMetrics, table: &RoutingTable) {
+    let routed: HashSet<&str> = table.routes.values().map(|r| r.key.as_str()).collect();
+    let dropped = metrics.retain_services(|s| routed.contains(s));
+    if dropped > 0 {
+        tracing::debug!("proxy discovery: metrics of {dropped} service(s) without a route dropped");
+    }
+}
+
 /// Rebuilds and publishes; returns the resourceVersion the snapshot was read at.
 async fn refresh(
     store: &Store,
     tx: &watch::Sender<Arc<RoutingTable>>,
     last: &mut Vec<RouteSpec>,
+    metrics: Option<&ProxyMetrics>,
 ) -> Result<u64, StoreError> {
     let (snap, rv) = snapshot(store).await?;
     let (specs, statuses) = build(&snap);
@@ -314,28 +327,42 @@ async fn refresh(
         tx.send_replace(Arc::new(RoutingTable::build(&specs)));
         *last = specs;
     }
+    // On every refresh, not only when a table is published: a request still in flight on an
+    // older table can record to (and so re-create) a series after its service was pruned.
+    if let Some(metrics) = metrics {
+        let table = tx.borrow().clone();
+        prune_metrics(metrics, &table);
+    }
     Ok(rv)
 }
 
-/// Starts discovery; the receiver always holds the newest table.
+/// Starts discovery; the receiver always holds the newest table. With `metrics`, the series of
+/// services that no longer have a route are dropped as tables change.
 pub fn spawn(
     store: Store,
+    metrics: Option<Arc<ProxyMetrics>>,
     shutdown: CancellationToken,
 ) -> (
     watch::Receiver<Arc<RoutingTable>>,
     tokio::task::JoinHandle<()>,
 ) {
     let (tx, rx) = watch::channel(Arc::new(RoutingTable::default()));
-    let task = tokio::spawn(run(store, tx, shutdown));
+    let task = tokio::spawn(run(store, tx, metrics, shutdown));
     (rx, task)
 }
 
-async fn run(store: Store, tx: watch::Sender<Arc<RoutingTable>>, shutdown: CancellationToken) {
+async fn run(
+    store: Store,
+    tx: watch::Sender<Arc<RoutingTable>>,
+    metrics: Option<Arc<ProxyMetrics>>,
+    shutdown: CancellationToken,
+) {
+    let metrics = metrics.as_deref();
     let mut last = Vec::new();
     'outer: loop {
         let rv = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = refresh(&store, &tx, &mut last) => match r {
+            r = refresh(&store, &tx, &mut last, metrics) => match r {
                 Ok(rv) => rv,
                 Err(e) => {
                     tracing::warn!("proxy discovery: {e}");
@@ -356,7 +383,7 @@ async fn run(store: Store, tx: watch::Sender<Arc<RoutingTable>>, shutdown: Cance
                 Some(Ok(e)) if relevant(&e.object) => {
                     // Take every change already waiting, then rebuild once.
                     while let Some(Some(_)) = changes.next().now_or_never() {}
-                    match refresh(&store, &tx, &mut last).await {
+                    match refresh(&store, &tx, &mut last, metrics).await {
                         Ok(_) => {}
                         Err(e) => {
                             tracing::warn!("proxy discovery: {e}");
@@ -469,6 +496,66 @@ mod tests {
             )]
         );
         assert_eq!(s.mirror, Some((1, 5)));
+    }
+
+    /// Polls `f` every 20 ms for up to ten seconds.
+    async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never happened: {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_deleted_service_loses_its_metric_series_and_the_others_keep_theirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("shipway.db"))
+            .await
+            .unwrap();
+        let service = |name: &str| {
+            obj(json!({"apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {"selector": {"app": name}, "ports": [{"name": "http", "port": 80}]}}))
+        };
+        for name in ["web", "api"] {
+            store.apply(service(name), "test").await.unwrap();
+        }
+        let metrics = ProxyMetrics::new();
+        let stop = CancellationToken::new();
+        let (tables, task) = spawn(store.clone(), Some(metrics.clone()), stop.clone());
+        eventually("both services routed", || tables.borrow().routes.len() == 2).await;
+        let ok = Duration::from_millis(1);
+        for (service, backend) in [
+            ("default/web", "stable"),
+            ("default/web", "canary"),
+            ("default/api", "default"),
+        ] {
+            metrics.record(service, backend, 200, ok);
+        }
+        let requests = |service: &str, backend: Option<&str>| {
+            metrics
+                .query("default", service, backend, Duration::from_secs(300))
+                .requests
+        };
+
+        store
+            .delete(
+                &shipway_model::Key::new("", "Service", "default", "api"),
+                "test",
+            )
+            .await
+            .unwrap();
+        eventually("api's series dropped", || requests("api", None) == 0).await;
+        assert_eq!(tables.borrow().routes.len(), 1);
+        // web still has a route: both its backends keep their series.
+        assert_eq!(requests("web", Some("stable")), 1);
+        assert_eq!(requests("web", Some("canary")), 1);
+        stop.cancel();
+        task.await.unwrap();
     }
 
     #[test]

@@ -244,6 +244,30 @@ impl ProxyMetrics {
             .record(self.second(at), status, latency);
     }
 
+    /// Drops every series of the services ("namespace/name") `keep` refuses, so a deleted Service
+    /// does not stay in `/metrics` and in memory for the life of the process. Backends of a kept
+    /// service are all kept: a canary that comes back keeps its history for the analysis. Returns
+    /// how many services were dropped.
+    ///
+    /// Only drop services no route serves any more: a route keeps the [`SeriesHandle`]s it looked
+    /// up, and a dropped series it still records to is no longer rendered or queried.
+    pub fn retain_services(&self, keep: impl Fn(&str) -> bool) -> usize {
+        // Usually nothing goes: check under the read lock, so recorders are not held up.
+        let any = self
+            .series
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .any(|s| !keep(s));
+        if !any {
+            return 0;
+        }
+        let mut all = self.series.write().unwrap_or_else(|p| p.into_inner());
+        let before = all.len();
+        all.retain(|s, _| keep(s));
+        before - all.len()
+    }
+
     /// The last `window` (at most five minutes, whole seconds, the current one included) of
     /// `namespace/service`, for one backend or all of them.
     pub fn query(
@@ -411,5 +435,45 @@ mod tests {
             "shipway_proxy_requests_total{service=\"default/web\",backend=\"canary\",code_class=\"5xx\"} 2"
         ));
         assert!(text.contains("shipway_proxy_request_duration_seconds_count{service=\"default/web\",backend=\"stable\"} 1"));
+    }
+
+    #[test]
+    fn retain_services_drops_only_the_services_not_kept() {
+        let m = ProxyMetrics::default();
+        let now = m.epoch + Duration::from_secs(5);
+        let ok = Duration::from_millis(1);
+        m.record_at("default/web", "stable", 200, ok, now);
+        m.record_at("default/web", "canary", 200, ok, now);
+        m.record_at("default/gone", "default", 200, ok, now);
+        m.record_at("other/gone", "", 503, ok, now);
+
+        assert_eq!(
+            m.retain_services(|s| s != "default/gone" && s != "other/gone"),
+            2
+        );
+        let mut text = String::new();
+        m.render(&mut text);
+        assert!(!text.contains("gone"), "{text}");
+        // Every backend of a kept service stays, with its window.
+        for backend in ["stable", "canary"] {
+            let s = m.query_at(
+                "default",
+                "web",
+                Some(backend),
+                Duration::from_secs(60),
+                now,
+            );
+            assert_eq!(s.requests, 1, "{backend}");
+        }
+        assert_eq!(
+            m.query_at("default", "gone", None, Duration::from_secs(60), now)
+                .requests,
+            0
+        );
+        assert_eq!(m.retain_services(|_| true), 0);
+        assert_eq!(m.retain_services(|_| false), 1);
+        let mut text = String::new();
+        m.render(&mut text);
+        assert!(!text.contains("service="), "{text}");
     }
 }

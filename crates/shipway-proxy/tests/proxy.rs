@@ -346,8 +346,9 @@ async fn no_request_fails_while_a_deployment_rolls_its_pods() {
         shipway_runtime::KubeletConfig::new(data.path()),
         stop.clone(),
     );
-    let (tables, discovery) = shipway_proxy::discovery::spawn(store.clone(), stop.clone());
     let metrics = shipway_proxy::ProxyMetrics::new();
+    let (tables, discovery) =
+        shipway_proxy::discovery::spawn(store.clone(), Some(metrics.clone()), stop.clone());
     let proxy = shipway_proxy::Proxy::start(
         tables,
         metrics.clone(),

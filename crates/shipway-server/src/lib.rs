@@ -32,6 +32,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use auth::{ADMIN_TOKEN_FILE, AdminToken, Tokens};
 pub use error::{ApiError, Status};
+/// `Config::proxy`'s type, so callers need not depend on the proxy crate to fill it in.
+pub use shipway_proxy::ProxyConfig;
 
 /// The default address: loopback only, so nothing is exposed until the operator says so.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
@@ -45,6 +47,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `postgres://...`; None is the embedded SQLite database in the data directory.
     pub database: Option<String>,
+    /// Timeouts, workers and access log of the built-in proxy.
+    pub proxy: shipway_proxy::ProxyConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -195,14 +199,18 @@ impl Server {
             shipway_runtime::KubeletConfig::new(dir),
             shutdown.clone(),
         );
-        // Discovery turns Services, Endpoints, Pods and TrafficPolicies into routing tables; the
-        // proxy serves each table it is handed.
-        let (tables, discovery) = shipway_proxy::discovery::spawn(store.clone(), shutdown.clone());
+        // Discovery turns Services, Endpoints, Pods and TrafficPolicies into routing tables (and
+        // drops the metrics of Services that are gone); the proxy serves each table it is handed.
         let proxy_metrics = shipway_proxy::ProxyMetrics::new();
+        let (tables, discovery) = shipway_proxy::discovery::spawn(
+            store.clone(),
+            Some(proxy_metrics.clone()),
+            shutdown.clone(),
+        );
         let proxy = shipway_proxy::Proxy::start(
             tables,
             proxy_metrics.clone(),
-            shipway_proxy::ProxyConfig::default(),
+            config.proxy.clone(),
             shutdown.clone(),
         );
         let state = Arc::new(AppState {

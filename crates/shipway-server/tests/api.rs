@@ -21,6 +21,7 @@ impl TestServer {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.path().to_path_buf(),
             database: None,
+            proxy: Default::default(),
         })
         .await
         .unwrap();

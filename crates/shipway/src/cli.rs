@@ -1,7 +1,9 @@
 //! Every command and flag, defined once; `--help` comes from here.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -123,6 +125,119 @@ pub struct UpArgs {
     /// State database: `postgres://USER:PASS@HOST/DB` [default: SQLite in the data directory].
     #[arg(long, env = "SHIPWAY_DATABASE", hide_env_values = true)]
     pub database: Option<String>,
+    #[command(flatten)]
+    pub proxy: ProxyArgs,
+}
+
+/// The built-in proxy's options. Defaults come from `ProxyConfig::default()`, so `--help` shows
+/// what the proxy really uses.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Proxy")]
+pub struct ProxyArgs {
+    /// Log every request through the proxy (target `shipway_proxy::access`, shown whatever
+    /// SHIPWAY_LOG says).
+    #[arg(long)]
+    pub proxy_access_log: bool,
+    /// Time a client has to send a whole request head before its connection is closed.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true,
+        default_value_t = FlagDuration(shipway_server::ProxyConfig::default().header_read_timeout))]
+    pub proxy_header_timeout: FlagDuration,
+    /// Time to an upstream's response head before the proxy answers 504.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true,
+        default_value_t = FlagDuration(shipway_server::ProxyConfig::default().upstream_timeout))]
+    pub proxy_upstream_timeout: FlagDuration,
+    /// Time to connect to an upstream before trying another endpoint.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true,
+        default_value_t = FlagDuration(shipway_server::ProxyConfig::default().connect_timeout))]
+    pub proxy_connect_timeout: FlagDuration,
+    /// Proxy worker threads; 0 is one per core.
+    #[arg(long, value_name = "N", value_parser = parse_workers,
+        default_value_t = shipway_server::ProxyConfig::default().workers)]
+    pub proxy_workers: usize,
+}
+
+/// A duration flag's value; displays in the form it is written (`10s`, `1m`, `500ms`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlagDuration(pub Duration);
+
+impl fmt::Display for FlagDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (d, secs) = (self.0, self.0.as_secs());
+        if !d.subsec_nanos().is_multiple_of(1_000_000) {
+            write!(f, "{}ms", d.as_secs_f64() * 1e3)
+        } else if d.subsec_nanos() != 0 {
+            write!(f, "{}ms", d.as_millis())
+        } else if secs > 0 && secs.is_multiple_of(3600) {
+            write!(f, "{}h", secs / 3600)
+        } else if secs > 0 && secs.is_multiple_of(60) {
+            write!(f, "{}m", secs / 60)
+        } else {
+            write!(f, "{secs}s")
+        }
+    }
+}
+
+const DURATION_FORM: &str = "such as 500ms, 10s, 2m or 1m30s (units: ms, s, m, h)";
+
+/// A positive duration: numbers with units, Go-style (`500ms`, `1.5s`, `2m`, `1h`, `1m30s`).
+/// clap names the flag in the error.
+fn parse_duration(text: &str) -> Result<FlagDuration, String> {
+    let s = text.trim();
+    if s.strip_prefix('-')
+        .is_some_and(|n| n.starts_with(|c: char| c.is_ascii_digit() || c == '.'))
+    {
+        return Err(format!("must be greater than zero, {DURATION_FORM}"));
+    }
+    if s.is_empty() {
+        return Err(format!("expected a duration {DURATION_FORM}"));
+    }
+    let mut rest = s;
+    let mut secs = 0f64;
+    while !rest.is_empty() {
+        let number_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (number, after) = rest.split_at(number_end);
+        let unit_end = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_end);
+        let scale = match unit {
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            // Zero needs no unit, as in Go; it is refused below like any zero.
+            "" if number.parse::<f64>() == Ok(0.0) => 1.0,
+            "" if !number.is_empty() => {
+                return Err(format!("{number} needs a unit: a duration {DURATION_FORM}"));
+            }
+            _ => return Err(format!("expected a duration {DURATION_FORM}")),
+        };
+        let value: f64 = number
+            .parse()
+            .map_err(|_| format!("expected a duration {DURATION_FORM}"))?;
+        secs += value * scale;
+        rest = after;
+    }
+    match Duration::try_from_secs_f64(secs) {
+        Ok(d) if d.is_zero() => Err(format!("must be greater than zero, {DURATION_FORM}")),
+        Ok(d) => Ok(FlagDuration(d)),
+        Err(_) => Err(format!("too long: a duration {DURATION_FORM}")),
+    }
+}
+
+/// Each worker is a thread with its own runtime, listeners and upstream pool; more than this is a
+/// typo, not a machine.
+const MAX_PROXY_WORKERS: usize = 1024;
+
+fn parse_workers(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if n <= MAX_PROXY_WORKERS => Ok(n),
+        _ => Err(format!(
+            "expected a number of worker threads from 0 (one per core) to {MAX_PROXY_WORKERS}"
+        )),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -215,4 +330,72 @@ pub struct EventsArgs {
     /// Output format [default: a table].
     #[arg(short, long, value_enum)]
     pub output: Option<OutputFormat>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_written() {
+        let ms = Duration::from_millis;
+        for (text, want) in [
+            ("500ms", ms(500)),
+            ("10s", ms(10_000)),
+            ("2m", ms(120_000)),
+            ("1h", ms(3_600_000)),
+            ("1m30s", ms(90_000)),
+            ("1.5s", ms(1_500)),
+            (" 250ms ", ms(250)),
+        ] {
+            assert_eq!(parse_duration(text), Ok(FlagDuration(want)), "{text}");
+        }
+    }
+
+    #[test]
+    fn bad_durations_say_what_is_expected() {
+        for (text, says) in [
+            ("0s", "greater than zero"),
+            ("0", "greater than zero"),
+            ("-1s", "greater than zero"),
+            ("10", "10 needs a unit"),
+            ("10x", "expected a duration such as 500ms"),
+            ("--listen", "expected a duration"),
+            ("s", "expected a duration"),
+            ("1..5s", "expected a duration"),
+            ("", "expected a duration"),
+            ("99999999999999999999999h", "too long"),
+        ] {
+            let err = parse_duration(text).unwrap_err();
+            assert!(err.contains(says), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn defaults_display_in_a_form_the_parser_reads_back() {
+        for d in [
+            Duration::from_secs(10),
+            Duration::from_secs(60),
+            Duration::from_secs(7200),
+            Duration::from_secs(90),
+            Duration::from_millis(1_500),
+            Duration::from_micros(1_250),
+        ] {
+            let shown = FlagDuration(d).to_string();
+            assert_eq!(parse_duration(&shown), Ok(FlagDuration(d)), "{shown}");
+        }
+        assert_eq!(FlagDuration(Duration::from_secs(60)).to_string(), "1m");
+    }
+
+    #[test]
+    fn workers_are_bounded() {
+        assert_eq!(parse_workers("0"), Ok(0));
+        assert_eq!(parse_workers("4"), Ok(4));
+        assert!(
+            parse_workers("5000")
+                .unwrap_err()
+                .contains("0 (one per core) to 1024")
+        );
+        assert!(parse_workers("-1").is_err());
+    }
 }

@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 use shipway_model::{Kinds, Object, load};
-use shipway_server::{AdminToken, Config, Server};
+use shipway_server::{AdminToken, Config, ProxyConfig, Server};
 
 use crate::Failure;
 use crate::cli::{
     ApplyArgs, Cli, Command, DeleteArgs, DescribeArgs, EventsArgs, GetArgs, Global, OutputFormat,
-    UpArgs,
+    ProxyArgs, UpArgs,
 };
 use crate::client::{Client, ClientError};
 use crate::output;
@@ -63,12 +63,32 @@ fn client(global: &Global) -> Result<Client, Failure> {
     Ok(Client::new(&global.server, token))
 }
 
+/// The proxy's options from `shipway up`'s flags; the rest keep the proxy's defaults.
+fn proxy_config(args: &ProxyArgs) -> ProxyConfig {
+    ProxyConfig {
+        access_log: args.proxy_access_log,
+        header_read_timeout: args.proxy_header_timeout.0,
+        upstream_timeout: args.proxy_upstream_timeout.0,
+        connect_timeout: args.proxy_connect_timeout.0,
+        workers: args.proxy_workers,
+        ..ProxyConfig::default()
+    }
+}
+
 async fn up(global: &Global, args: UpArgs) -> Result<(), Failure> {
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("SHIPWAY_LOG")
+        .unwrap_or_else(|_| "info".into());
+    if args.proxy.proxy_access_log {
+        // The flag asks for every request, so its lines show even when SHIPWAY_LOG quiets the
+        // rest (`warn`) or names the target (a later directive for the same target replaces it).
+        filter = filter.add_directive(
+            "shipway_proxy::access=info"
+                .parse()
+                .expect("a constant, valid directive"),
+        );
+    }
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SHIPWAY_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
     let data = data_dir(global)?;
@@ -76,6 +96,7 @@ async fn up(global: &Global, args: UpArgs) -> Result<(), Failure> {
         listen: args.listen,
         data_dir: data.clone(),
         database: args.database.clone(),
+        proxy: proxy_config(&args.proxy),
     })
     .await
     .map_err(|e| Failure::Failed(e.to_string()))?;

@@ -3,8 +3,8 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shipway");
@@ -13,6 +13,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_shipway");
 struct Up {
     child: Child,
     server: String,
+    /// What the server printed to stderr after its "listening on" line.
+    log: Arc<Mutex<String>>,
 }
 
 impl Up {
@@ -21,11 +23,17 @@ impl Up {
     }
 
     fn start_with(data: &Path, extra: &[&str]) -> Up {
+        Up::start_with_env(data, extra, &[])
+    }
+
+    fn start_with_env(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Up {
         let mut child = Command::new(BIN)
             .args(["up", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
             .args(extra)
             .env_remove("SHIPWAY_DATABASE")
+            .env_remove("SHIPWAY_LOG")
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -43,8 +51,20 @@ impl Up {
             }
         };
         // Keep draining stderr so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in stderr.lines() {});
-        Up { child, server }
+        let log = Arc::new(Mutex::new(String::new()));
+        let kept = log.clone();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                let mut log = kept.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        Up { child, server, log }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
     }
 
     fn cli(&self, data: &Path, args: &[&str]) -> Output {
@@ -643,4 +663,116 @@ fn up_on_postgresql_keeps_state_in_the_database() {
     client
         .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .unwrap();
+}
+
+/// `--proxy-access-log` prints a line per request through the proxy, even when SHIPWAY_LOG keeps
+/// the rest of the server quiet.
+#[test]
+fn up_with_proxy_access_log_prints_every_request() {
+    use std::io::Read;
+    let data = tempfile::tempdir().unwrap();
+    let up = Up::start_with_env(
+        data.path(),
+        &[
+            "--proxy-access-log",
+            "--proxy-upstream-timeout",
+            "5s",
+            "--proxy-connect-timeout",
+            "500ms",
+            "--proxy-header-timeout",
+            "2s",
+            "--proxy-workers",
+            "1",
+        ],
+        &[("SHIPWAY_LOG", "warn")],
+    );
+    // No pod matches: the proxy answers 503 itself, which is logged like any request.
+    let out = up.cli_with_stdin(
+        data.path(),
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector: {app: nobody}\n  ports:\n  - {name: http, port: 80}\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let mut address = String::new();
+    wait_for(20, "the Service's proxy address", || {
+        let out = up.cli(data.path(), &["get", "svc", "web", "-o", "json"]);
+        let svc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        address = svc["status"]["address"].as_str().unwrap_or_default().into();
+        !address.is_empty()
+    });
+    let mut response = String::new();
+    wait_for(20, "an answer from the proxy", || {
+        let Ok(mut conn) = std::net::TcpStream::connect(&address) else {
+            return false;
+        };
+        response.clear();
+        conn.write_all(b"GET /through-the-proxy HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n")
+            .and_then(|()| conn.read_to_string(&mut response))
+            .is_ok()
+            && !response.is_empty()
+    });
+    assert!(response.starts_with("HTTP/1.1 503"), "{response}");
+    wait_for(10, "the access log line", || {
+        up.log().contains("GET /through-the-proxy")
+    });
+    let log = up.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("GET /through-the-proxy"))
+        .unwrap();
+    assert!(
+        line.contains("shipway_proxy::access")
+            && line.contains("default/web")
+            && line.contains(" 503 "),
+        "{line}"
+    );
+}
+
+/// Bad proxy flags are usage errors (exit 2) that name the flag and the expected form, before
+/// anything touches the data directory.
+#[test]
+fn up_refuses_bad_proxy_flags_and_names_them() {
+    let data = tempfile::tempdir().unwrap();
+    for (flag, value, says) in [
+        (
+            "--proxy-header-timeout",
+            "10x",
+            "expected a duration such as 500ms, 10s, 2m",
+        ),
+        (
+            "--proxy-upstream-timeout",
+            "0s",
+            "must be greater than zero",
+        ),
+        (
+            "--proxy-connect-timeout",
+            "-1s",
+            "must be greater than zero",
+        ),
+        ("--proxy-header-timeout", "10", "10 needs a unit"),
+        ("--proxy-workers", "100000", "from 0 (one per core) to 1024"),
+    ] {
+        let out = Command::new(BIN)
+            .args([
+                "up",
+                "--listen",
+                "127.0.0.1:0",
+                "--proxy-access-log",
+                "--data",
+            ])
+            .arg(data.path())
+            .args([flag, value])
+            .output()
+            .unwrap();
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {err}");
+        assert!(
+            err.contains(flag) && err.contains(says),
+            "{flag} {value}: {err}"
+        );
+    }
+    assert!(
+        !data.path().join("shipway.lock").exists(),
+        "refused before the data directory was used"
+    );
 }
