@@ -177,6 +177,18 @@ pub struct ProxyMetrics {
     epoch: Instant,
     /// "namespace/service" → backend → series.
     series: RwLock<HashMap<String, Backends>>,
+    /// Plain TCP ports: ("namespace/service", backend) → counters.
+    tcp: Mutex<HashMap<(String, String), TcpCounters>>,
+}
+
+/// A TCP port's connections: nothing per request to measure, so counts and bytes.
+#[derive(Clone, Copy, Default)]
+struct TcpCounters {
+    connected: u64,
+    /// No endpoint of the backend accepted the connection.
+    failed: u64,
+    to_upstream: u64,
+    to_client: u64,
 }
 
 impl Default for ProxyMetrics {
@@ -184,6 +196,7 @@ impl Default for ProxyMetrics {
         ProxyMetrics {
             epoch: Instant::now(),
             series: RwLock::default(),
+            tcp: Mutex::default(),
         }
     }
 }
@@ -262,10 +275,38 @@ impl ProxyMetrics {
         if !any {
             return 0;
         }
+        self.tcp
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(s, _), _| keep(s));
         let mut all = self.series.write().unwrap_or_else(|p| p.into_inner());
         let before = all.len();
         all.retain(|s, _| keep(s));
         before - all.len()
+    }
+
+    /// Counts a plain TCP connection of `service` ("namespace/name") to `backend`: whether an
+    /// endpoint accepted it.
+    pub fn record_tcp(&self, service: &str, backend: &str, connected: bool) {
+        let mut tcp = self.tcp.lock().unwrap_or_else(|p| p.into_inner());
+        let c = tcp
+            .entry((service.to_string(), backend.to_string()))
+            .or_default();
+        if connected {
+            c.connected += 1;
+        } else {
+            c.failed += 1;
+        }
+    }
+
+    /// Adds the bytes of a TCP connection counted by [`ProxyMetrics::record_tcp`] when it ends.
+    pub fn record_tcp_bytes(&self, service: &str, backend: &str, to_upstream: u64, to_client: u64) {
+        let mut tcp = self.tcp.lock().unwrap_or_else(|p| p.into_inner());
+        let c = tcp
+            .entry((service.to_string(), backend.to_string()))
+            .or_default();
+        c.to_upstream += to_upstream;
+        c.to_client += to_client;
     }
 
     /// The last `window` (at most five minutes, whole seconds, the current one included) of
@@ -384,6 +425,37 @@ impl ProxyMetrics {
                 out,
                 "shipway_proxy_request_duration_seconds_count{{{labels}}} {cumulative}"
             );
+        }
+        let mut tcp: Vec<((String, String), TcpCounters)> = self
+            .tcp
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        if tcp.is_empty() {
+            return;
+        }
+        tcp.sort_by(|a, b| a.0.cmp(&b.0));
+        out.push_str("# HELP shipway_proxy_tcp_connections_total Plain TCP connections by service, backend and result (connected: an endpoint accepted; failed: none did).\n");
+        out.push_str("# TYPE shipway_proxy_tcp_connections_total counter\n");
+        for ((service, backend), c) in &tcp {
+            for (result, n) in [("connected", c.connected), ("failed", c.failed)] {
+                let _ = writeln!(
+                    out,
+                    "shipway_proxy_tcp_connections_total{{service=\"{service}\",backend=\"{backend}\",result=\"{result}\"}} {n}"
+                );
+            }
+        }
+        out.push_str("# HELP shipway_proxy_tcp_bytes_total Bytes passed through plain TCP connections that have ended, by direction.\n");
+        out.push_str("# TYPE shipway_proxy_tcp_bytes_total counter\n");
+        for ((service, backend), c) in &tcp {
+            for (direction, n) in [("to_upstream", c.to_upstream), ("to_client", c.to_client)] {
+                let _ = writeln!(
+                    out,
+                    "shipway_proxy_tcp_bytes_total{{service=\"{service}\",backend=\"{backend}\",direction=\"{direction}\"}} {n}"
+                );
+            }
         }
     }
 }

@@ -747,13 +747,20 @@ async fn pass_through(
         match tokio::time::timeout(shared.config.connect_timeout, connect).await {
             Ok(Ok(mut upstream)) => {
                 shared.outliers.succeeded(endpoint);
+                let metrics = &shared.metrics;
+                metrics.record_tcp(&route.key, &backend.name, true);
                 let _ = upstream.set_nodelay(true);
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                if let Ok((up, down)) =
+                    tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+                {
+                    metrics.record_tcp_bytes(&route.key, &backend.name, up, down);
+                }
                 return;
             }
             _ => shared.outliers.failed(endpoint),
         }
     }
+    shared.metrics.record_tcp(&route.key, &backend.name, false);
     tracing::debug!(
         "proxy: service {}: no endpoint of backend {} accepted a TCP connection",
         route.key,

@@ -629,6 +629,23 @@ async fn a_tcp_port_is_passed_through() {
             .unwrap();
         assert_eq!(&back, b"not http\r\n");
     }
+    // Each connection is counted (TestProxy's readiness probe made one more), and its bytes once
+    // it has ended (the clients above closed).
+    let want = [
+        "shipway_proxy_tcp_connections_total{service=\"default/web\",backend=\"default\",result=\"connected\"} 5",
+        "shipway_proxy_tcp_bytes_total{service=\"default/web\",backend=\"default\",direction=\"to_upstream\"} 40",
+        "shipway_proxy_tcp_bytes_total{service=\"default/web\",backend=\"default\",direction=\"to_client\"} 40",
+    ];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut text = String::new();
+        p.metrics.render(&mut text);
+        if want.iter().all(|w| text.lines().any(|l| l == *w)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "TCP metrics missing:\n{text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
