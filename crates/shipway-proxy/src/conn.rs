@@ -49,12 +49,20 @@ fn pool_take(endpoint: SocketAddr, now: Instant) -> Option<TcpStream> {
         let mut pool = pool.borrow_mut();
         let idle = pool.get_mut(&endpoint)?;
         while let Some((stream, since)) = idle.pop() {
-            if now.saturating_duration_since(since) < POOL_IDLE {
+            if now.saturating_duration_since(since) < POOL_IDLE && quiet(&stream) {
                 return Some(stream);
             }
         }
         None
     })
+}
+
+/// Whether nothing has arrived on an idle upstream connection since its last response: a close
+/// (or stray bytes) makes it unusable. Read from the readiness the runtime already has from
+/// epoll, so it costs no system call; a close that lands after that is caught by the retry.
+fn quiet(stream: &TcpStream) -> bool {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    stream.poll_read_ready(&mut cx).is_pending()
 }
 
 fn pool_put(endpoint: SocketAddr, stream: TcpStream, now: Instant) {
@@ -319,9 +327,11 @@ impl Conn {
 
     /// `None` while the head is incomplete.
     fn parse_head(&mut self, route: Option<&Route>, max: usize) -> Option<Head> {
-        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut fields);
-        let len = match req.parse(&self.cbuf) {
+        // Left uninitialised: httparse writes the fields it finds, and zeroing a hundred for
+        // every request costs more than parsing a typical head.
+        let mut fields = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut []);
+        let len = match req.parse_with_uninit_headers(&self.cbuf, &mut fields) {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) if self.cbuf.len() > max => {
                 return Some(Head::Refuse(
@@ -570,11 +580,9 @@ impl Conn {
                 format!("no ready endpoints (backend {})", backend.name),
             ));
         }
-        let attempts = if p.whole_body.is_some() {
-            config.connect_attempts.max(1)
-        } else {
-            1
-        };
+        // Until the head is written nothing of the request is spent, whatever its body: connect
+        // and write failures move on to the next endpoint for every request.
+        let attempts = config.connect_attempts.max(1);
         let start = backend.start();
         let mut last_error = String::new();
         let mut attempt = 0;
@@ -635,7 +643,7 @@ impl Conn {
                 _ => timed(&mut self.upstream_timer, limit, up.write_all(&self.head)).await,
             };
             if let Err(e) = sent {
-                if reused && p.whole_body.is_some() && !replaced_stale {
+                if reused && !replaced_stale {
                     // Closed while it sat in the pool: nothing reached the upstream.
                     pool_forget(endpoint);
                     replaced_stale = true;
@@ -643,11 +651,8 @@ impl Conn {
                 }
                 outliers.failed(endpoint);
                 last_error = format!("upstream {endpoint} (backend {}) failed: {e}", backend.name);
-                if p.whole_body.is_some() {
-                    attempt += 1;
-                    continue;
-                }
-                return Err((502, last_error));
+                attempt += 1;
+                continue;
             }
             let result = match p.whole_body {
                 Some(_) => self.respond(&mut up, p, started).await,
@@ -973,9 +978,13 @@ where
     let invalid = |why: String| Io::Failed(io::Error::new(io::ErrorKind::InvalidData, why));
     loop {
         if !ubuf.is_empty() {
-            let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut resp = httparse::Response::new(&mut fields);
-            match resp.parse(ubuf) {
+            let mut fields = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+            let mut resp = httparse::Response::new(&mut []);
+            match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+                &mut resp,
+                ubuf,
+                &mut fields,
+            ) {
                 Ok(httparse::Status::Complete(n)) => {
                     let code = resp.code.unwrap_or(0);
                     if (100..200).contains(&code) && !(code == 101 && req.upgrade) {
