@@ -39,12 +39,14 @@ async fn weights_are_honoured_within_two_points_over_10000_requests() {
         (18.0..=22.0).contains(&canary),
         "canary got {canary}% ({counts:?})"
     );
-    // Round robin inside a backend.
+    // Round robin inside a backend. Each worker thread keeps its own cursor (as nginx workers
+    // do, so no cache line is shared per request): the totals differ by at most one per worker.
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let (h1, h2) = (
         s1.hits.load(std::sync::atomic::Ordering::Relaxed),
         s2.hits.load(std::sync::atomic::Ordering::Relaxed),
     );
-    assert!(h1.abs_diff(h2) <= 1, "{h1} vs {h2}");
+    assert!(h1.abs_diff(h2) <= workers, "{h1} vs {h2}");
     let stats = p
         .metrics
         .query("default", "web", Some("canary"), Duration::from_secs(60));
