@@ -384,9 +384,9 @@ async fn listen(
     stopping.store(true, Ordering::Relaxed);
     // Connections end after their request in flight once `stop` is cancelled; all permits back
     // means all have.
+    // HTTP/2 connections hold their permits until told to go away: both at once.
     let drained = async {
-        let _ = limit.acquire_many(max).await;
-        graceful.shutdown().await;
+        let _ = tokio::join!(limit.acquire_many(max), graceful.shutdown());
     };
     let _ = tokio::time::timeout(Duration::from_secs(10), drained).await;
 }

@@ -697,4 +697,12 @@ async fn h2c_clients_are_served() {
     assert_eq!(resp.status(), 200);
     use http_body_util::BodyExt;
     assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "v1");
+    // Stopping with the HTTP/2 connection still open (pooled in `h2`): it is told to go away,
+    // rather than waited on until the drain's 10 s run out.
+    p.stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), p.task)
+        .await
+        .expect("the proxy stops with an idle HTTP/2 client connected")
+        .unwrap();
+    drop(h2);
 }
