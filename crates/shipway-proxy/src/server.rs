@@ -35,11 +35,13 @@ pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 #[derive(Clone, Debug)]
 pub struct ProxyConfig {
     /// A client must send a whole request head within this time, or its connection is closed:
-    /// slow clients cannot hold connections open (slowloris).
+    /// slow clients cannot hold connections open (slowloris). Idle keep-alive connections are
+    /// closed after it too.
     pub header_read_timeout: Duration,
     /// Largest request head accepted (HTTP/1).
     pub max_header_bytes: usize,
-    /// Time to an upstream's response head before answering 504.
+    /// Time to an upstream's response head before answering 504; once a body flows, the longest
+    /// wait on any one read or write of it.
     pub upstream_timeout: Duration,
     pub connect_timeout: Duration,
     /// Client connections open at once per listener; further clients wait in the accept queue.
