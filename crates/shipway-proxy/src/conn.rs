@@ -264,6 +264,9 @@ impl Conn {
             if !keep_alive || self.stopping.load(Ordering::Relaxed) {
                 return Ended::Done;
             }
+            // The next head is due within the header timeout of this exchange's end, which can
+            // be long after its response head (a slow body) or come without one (a 504).
+            self.now = Instant::now();
         }
     }
 
@@ -277,7 +280,7 @@ impl Conn {
     ) -> Head {
         let limit = self.shared.config.header_read_timeout;
         let max = self.shared.config.max_header_bytes;
-        // The time the previous request ended is near enough, and saves a clock read.
+        // When the previous request ended (or the connection was accepted).
         self.client_timer
             .as_mut()
             .reset(tokio::time::Instant::from_std(self.now) + limit);

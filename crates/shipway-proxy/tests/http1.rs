@@ -434,6 +434,40 @@ async fn requests_on_one_client_connection_share_one_pooled_upstream_connection(
     assert_eq!(up.accepted(), 1);
 }
 
+#[tokio::test]
+async fn a_response_body_slower_than_the_header_timeout_keeps_the_client_connection() {
+    // The body ends 750 ms after its head; the next request head is due within 500 ms of the
+    // response's end, not of its head.
+    let (up, mut seen) = scripted(|m| match m.target() {
+        "/slow" => Reply {
+            gap: Duration::from_millis(250),
+            ..Reply::trickled(&[
+                b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n",
+                b"a",
+                b"b",
+                b"c",
+            ])
+        },
+        path => ok(path),
+    })
+    .await;
+    let p = proxy_with(
+        up.addr,
+        ProxyConfig {
+            header_read_timeout: Duration::from_millis(500),
+            ..config()
+        },
+    )
+    .await;
+    let mut c = client(&p).await;
+    c.send(get("/slow")).await;
+    assert_eq!(c.response(false).await.text(), ok_text("abc"));
+    c.send(get("/next")).await;
+    assert_eq!(c.response(false).await.text(), ok_text("/next"));
+    assert_eq!(seen.request().1.target(), "/slow");
+    assert_eq!(seen.request().1.target(), "/next");
+}
+
 // Pipelining.
 
 #[tokio::test]
@@ -955,10 +989,13 @@ async fn an_upstream_that_does_not_answer_in_time_is_a_504_naming_the_service() 
         path => ok(path),
     })
     .await;
+    // The wait for the upstream outlasts the header timeout: the next request head is timed from
+    // the 504, not from before it.
     let p = proxy_with(
         up.addr,
         ProxyConfig {
             upstream_timeout: Duration::from_secs(1),
+            header_read_timeout: Duration::from_millis(500),
             ..config()
         },
     )
@@ -976,6 +1013,9 @@ async fn an_upstream_that_does_not_answer_in_time_is_a_504_naming_the_service() 
     assert_eq!(seen.request().1.target(), "/slow");
     // Not retried: the upstream may still be working on it.
     seen.none();
+    // The 504 kept the connection open, so it must serve the next request.
+    c.send(get("/fast")).await;
+    assert_eq!(c.response(false).await.text(), ok_text("/fast"));
 }
 
 #[tokio::test]
