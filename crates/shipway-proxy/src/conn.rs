@@ -49,12 +49,20 @@ fn pool_take(endpoint: SocketAddr, now: Instant) -> Option<TcpStream> {
         let mut pool = pool.borrow_mut();
         let idle = pool.get_mut(&endpoint)?;
         while let Some((stream, since)) = idle.pop() {
-            if now.saturating_duration_since(since) < POOL_IDLE {
+            if now.saturating_duration_since(since) < POOL_IDLE && still_open(&stream) {
                 return Some(stream);
             }
         }
         None
     })
+}
+
+/// An idle connection has nothing to read: if it is readable, the upstream closed it (or sent
+/// bytes no request asked for), and a request written to it would be lost — which only
+/// idempotent ones survive. Usually free: tokio answers from its readiness state, no syscall.
+fn still_open(stream: &TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(stream.try_read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }
 
 fn pool_put(endpoint: SocketAddr, stream: TcpStream, now: Instant) {

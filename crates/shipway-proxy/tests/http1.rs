@@ -904,6 +904,36 @@ async fn a_get_does_not_fail_on_a_pooled_connection_the_upstream_closed() {
     seen.none();
 }
 
+/// The usual way a pooled connection goes stale is the upstream's idle timeout: a FIN, after
+/// which writing still succeeds and only the read fails — too late for a POST, which is not sent
+/// twice. A reset makes the write fail instead. Both show before anything is sent, so the POST
+/// must go on a fresh connection and reach the upstream once.
+#[tokio::test]
+async fn a_post_does_not_fail_on_a_pooled_connection_the_upstream_closed() {
+    for reset in [false, true] {
+        let (up, mut seen) = one_request_per_connection(reset).await;
+        let p = proxy(up.addr).await;
+        let mut c = client(&p).await;
+        c.send(get("/1")).await;
+        assert_eq!(c.response(false).await.text(), ok_text("/1"));
+        assert_eq!(seen.upstream_closed().await, 0);
+        c.send(post("/2", "hello")).await;
+        assert_eq!(
+            c.response(false).await.text(),
+            ok_text("/2"),
+            "reset: {reset}"
+        );
+        assert_eq!(seen.request().0, 0);
+        let (conn, m) = seen.request();
+        assert_eq!(
+            (conn, m.method(), m.body.as_slice()),
+            (1, "POST", &b"hello"[..])
+        );
+        seen.none();
+        assert_eq!(up.accepted(), 2);
+    }
+}
+
 /// An upstream that answers the first request on each connection, then reads the second and
 /// closes without answering it: the second request may have been acted on.
 async fn drops_the_second_request() -> (Upstream, Seen) {
