@@ -49,7 +49,7 @@ fn pool_take(endpoint: SocketAddr, now: Instant) -> Option<TcpStream> {
         let mut pool = pool.borrow_mut();
         let idle = pool.get_mut(&endpoint)?;
         while let Some((stream, since)) = idle.pop() {
-            if now.saturating_duration_since(since) < POOL_IDLE && quiet(&stream) {
+            if now.saturating_duration_since(since) < POOL_IDLE && still_open(&stream) {
                 return Some(stream);
             }
         }
@@ -57,12 +57,12 @@ fn pool_take(endpoint: SocketAddr, now: Instant) -> Option<TcpStream> {
     })
 }
 
-/// Whether nothing has arrived on an idle upstream connection since its last response: a close
-/// (or stray bytes) makes it unusable. Read from the readiness the runtime already has from
-/// epoll, so it costs no system call; a close that lands after that is caught by the retry.
-fn quiet(stream: &TcpStream) -> bool {
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    stream.poll_read_ready(&mut cx).is_pending()
+/// An idle connection has nothing to read: if it is readable, the upstream closed it (or sent
+/// bytes no request asked for), and a request written to it would be lost — which only
+/// idempotent ones survive. Usually free: tokio answers from its readiness state, no syscall.
+fn still_open(stream: &TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(stream.try_read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }
 
 fn pool_put(endpoint: SocketAddr, stream: TcpStream, now: Instant) {
@@ -273,6 +273,9 @@ impl Conn {
             if !keep_alive || self.stopping.load(Ordering::Relaxed) {
                 return Ended::Done;
             }
+            // The next head is due within the header timeout of this exchange's end, which can
+            // be long after its response head (a slow body) or come without one (a 504).
+            self.now = Instant::now();
         }
     }
 
@@ -286,7 +289,7 @@ impl Conn {
     ) -> Head {
         let limit = self.shared.config.header_read_timeout;
         let max = self.shared.config.max_header_bytes;
-        // The time the previous request ended is near enough, and saves a clock read.
+        // When the previous request ended (or the connection was accepted).
         self.client_timer
             .as_mut()
             .reset(tokio::time::Instant::from_std(self.now) + limit);
