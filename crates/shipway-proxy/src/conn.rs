@@ -198,6 +198,8 @@ pub(crate) struct Conn {
     stopping: Arc<AtomicBool>,
     /// When the last request ended: near enough to now for the idle deadline and the pool.
     now: Instant,
+    /// The last request's body was not read to its end: close with a linger.
+    linger: bool,
 }
 
 /// What became of a connection.
@@ -233,6 +235,7 @@ impl Conn {
             stopped: Box::pin(stop.cancelled_owned()),
             stopping,
             now: Instant::now(),
+            linger: false,
             shared,
         }
     }
@@ -271,11 +274,31 @@ impl Conn {
                 },
             };
             if !keep_alive || self.stopping.load(Ordering::Relaxed) {
+                if self.linger {
+                    self.linger_close().await;
+                }
                 return Ended::Done;
             }
             // The next head is due within the header timeout of this exchange's end, which can
             // be long after its response head (a slow body) or come without one (a 504).
             self.now = Instant::now();
+        }
+    }
+
+    /// Closes our side, then reads and drops what the client still sends (the rest of a body
+    /// the upstream did not want) for a while, as nginx's lingering close does: closing with
+    /// unread data would send a reset, and the client could lose the response it has not read.
+    async fn linger_close(&mut self) {
+        const LINGER: Duration = Duration::from_secs(5);
+        if self.client.shutdown().await.is_err() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + LINGER;
+        let mut sink = [0u8; 16 * 1024];
+        while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, self.client.read(&mut sink)).await {
+            if n == 0 {
+                return;
+            }
         }
     }
 
@@ -536,7 +559,14 @@ impl Conn {
                 let (mut ubuf, mut out) = (BytesMut::with_capacity(8 * 1024), Vec::new());
                 let mut sink = tokio::io::sink();
                 let r = response_head(
-                    &mut up, &mut ubuf, &mut sink, &info, &mut out, &mut timer, limit,
+                    &mut up,
+                    &mut ubuf,
+                    &mut sink,
+                    &info,
+                    &AtomicBool::new(true),
+                    &mut out,
+                    &mut timer,
+                    limit,
                 )
                 .await?;
                 let clean = response_body(
@@ -764,11 +794,13 @@ impl Conn {
     ) -> Result<Relayed, Failed> {
         let limit = self.shared.config.upstream_timeout;
         self.ubuf.clear();
+        // The body (if any) went out with the head.
         let r = response_head(
             up,
             &mut self.ubuf,
             &mut self.client,
             &p.info,
+            &AtomicBool::new(true),
             &mut self.out,
             &mut self.upstream_timer,
             limit,
@@ -870,24 +902,39 @@ impl Conn {
         } = self;
         let (mut cr, mut cw) = client.split();
         let (mut ur, mut uw) = up.split();
-        let body = request_body(
-            &mut cr,
-            cbuf,
-            &mut uw,
-            p.info.framing,
-            &mut body_timer,
-            body_limit,
-        );
+        let body_complete = AtomicBool::new(false);
+        let body = async {
+            let r = request_body(
+                &mut cr,
+                cbuf,
+                &mut uw,
+                p.info.framing,
+                &mut body_timer,
+                body_limit,
+            )
+            .await;
+            body_complete.store(r.is_ok(), Ordering::Relaxed);
+            r
+        };
         let response = async {
             ubuf.clear();
-            let r = response_head(&mut ur, ubuf, &mut cw, &p.info, out, upstream_timer, limit)
-                .await
-                .map_err(|e| match e {
-                    Io::Failed(e) if e.kind() == io::ErrorKind::InvalidData => {
-                        Failed::Invalid(e.to_string())
-                    }
-                    e => Failed::BeforeResponse(e),
-                })?;
+            let r = response_head(
+                &mut ur,
+                ubuf,
+                &mut cw,
+                &p.info,
+                &body_complete,
+                out,
+                upstream_timer,
+                limit,
+            )
+            .await
+            .map_err(|e| match e {
+                Io::Failed(e) if e.kind() == io::ErrorKind::InvalidData => {
+                    Failed::Invalid(e.to_string())
+                }
+                e => Failed::BeforeResponse(e),
+            })?;
             let latency = started.elapsed();
             let clean = response_body(&mut ur, ubuf, &mut cw, &r, out, upstream_timer, limit)
                 .await
@@ -919,7 +966,9 @@ impl Conn {
             }
         };
         // A body not read to its end leaves the client connection unusable for another request,
-        // and the upstream one too.
+        // and the upstream one too; the client's connection is closed with a linger, so the rest
+        // of its body does not turn into a reset that could destroy the response in flight.
+        self.linger = !body_whole;
         result.map(|mut r| {
             if !body_whole {
                 r.client_keep_alive = false;
@@ -971,6 +1020,7 @@ async fn response_head<R, W>(
     ubuf: &mut BytesMut,
     client: &mut W,
     req: &RequestInfo,
+    body_complete: &AtomicBool,
     out: &mut Vec<u8>,
     timer: &mut Pin<Box<Sleep>>,
     limit: Duration,
@@ -1003,6 +1053,12 @@ where
                         }
                         continue;
                     }
+                    // An answer before the request body has all arrived (413, 417) ends the
+                    // connection: the rest of the body is not read, so say so in the head.
+                    let req = &RequestInfo {
+                        keep_alive: req.keep_alive && body_complete.load(Ordering::Relaxed),
+                        ..*req
+                    };
                     let r = h1::client_response(&resp, req, out)
                         .map_err(|r| invalid(r.why.to_string()))?;
                     ubuf.advance(n);
@@ -1116,7 +1172,7 @@ where
                 send(client, timer, limit, out, &mut pending, &data).await?;
                 ubuf.advance(take);
                 if chunks.done() {
-                    return Ok(false);
+                    return Ok(ubuf.is_empty());
                 }
                 ubuf.clear();
                 fill(up, ubuf, timer, limit).await.map_err(|e| (e, false))?;

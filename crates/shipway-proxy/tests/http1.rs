@@ -726,6 +726,52 @@ async fn an_http10_client_gets_a_chunked_response_dechunked_and_closed() {
     let (_, m) = seen.request();
     assert_eq!(m.start_line(), "GET /old HTTP/1.1");
     assert_eq!(m.header("host"), Some(p.listen.to_string().as_str()));
+    // The upstream connection ended cleanly at the body's end: it is reused.
+    let mut c = client(&p).await;
+    c.send(get("/next")).await;
+    assert_eq!(
+        c.response(false).await.body,
+        b"4\r\nWiki\r\n5\r\npedia\r\n0\r\n\r\n"
+    );
+    assert_eq!(up.accepted(), 1);
+}
+
+#[tokio::test]
+async fn an_answer_before_the_whole_body_closes_the_client_connection_without_a_reset() {
+    // Answers 413 after the head, reads none of the body, and closes.
+    let up = Upstream::start(|_, mut peer| async move {
+        peer.head().await;
+        peer.send(
+            "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+    })
+    .await;
+    let p = proxy(up.addr).await;
+    let mut c = client(&p).await;
+    let total = 1 << 20;
+    c.send(format!(
+        "POST /upload HTTP/1.1\r\nHost: web\r\nContent-Length: {total}\r\n\r\n"
+    ))
+    .await;
+    c.send(vec![b'x'; 1000]).await;
+    // The head says the connection ends, since the rest of the body will not be read.
+    assert_eq!(
+        c.response(false).await.text(),
+        "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    // The client may still be sending: the proxy reads and drops the rest before it closes, so
+    // no reset cuts the client off (a reset would fail these writes or the read).
+    for _ in 0..16 {
+        within("write", c.s.write_all(&vec![b'x'; (total - 1000) / 16]))
+            .await
+            .expect("the rest of the body is taken, not reset");
+    }
+    c.s.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    let read = within("read to the close", c.s.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the connection was reset: {read:?}");
+    assert!(rest.is_empty(), "{rest:?}");
 }
 
 // Refusals.
