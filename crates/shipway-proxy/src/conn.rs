@@ -114,24 +114,37 @@ impl std::fmt::Display for Io {
     }
 }
 
-/// `fut` within `limit`, on a timer kept by the caller. The timer is armed only when `fut` does
-/// not finish at once (most writes do), and moving a deadline later is an atomic update rather
-/// than a timer-wheel insertion, so a timed step costs next to nothing.
-async fn timed<T>(
-    timer: &mut Pin<Box<Sleep>>,
+/// One wait at a time, each within `limit`: a connection keeps its timers and re-arms them.
+pub(crate) struct Timer {
+    sleep: Pin<Box<Sleep>>,
     limit: Duration,
-    fut: impl Future<Output = io::Result<T>>,
-) -> Result<T, Io> {
-    let mut fut = std::pin::pin!(fut);
-    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx))).await;
-    if let std::task::Poll::Ready(r) = first {
-        return r.map_err(Io::Failed);
+}
+
+impl Timer {
+    fn new(limit: Duration) -> Timer {
+        Timer {
+            sleep: Box::pin(tokio::time::sleep(limit)),
+            limit,
+        }
     }
-    timer.as_mut().reset(tokio::time::Instant::now() + limit);
-    tokio::select! {
-        biased;
-        r = fut => r.map_err(Io::Failed),
-        _ = timer.as_mut() => Err(Io::Timeout),
+
+    /// `fut` within the limit. The timer is armed only when `fut` does not finish at once (most
+    /// writes do), and moving a deadline later is an atomic update rather than a timer-wheel
+    /// insertion, so a timed step costs next to nothing.
+    async fn within<T>(&mut self, fut: impl Future<Output = io::Result<T>>) -> Result<T, Io> {
+        let mut fut = std::pin::pin!(fut);
+        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(fut.as_mut().poll(cx))).await;
+        if let std::task::Poll::Ready(r) = first {
+            return r.map_err(Io::Failed);
+        }
+        self.sleep
+            .as_mut()
+            .reset(tokio::time::Instant::now() + self.limit);
+        tokio::select! {
+            biased;
+            r = fut => r.map_err(Io::Failed),
+            _ = self.sleep.as_mut() => Err(Io::Timeout),
+        }
     }
 }
 
@@ -139,13 +152,12 @@ async fn timed<T>(
 async fn fill<R: AsyncRead + Unpin>(
     r: &mut R,
     buf: &mut BytesMut,
-    timer: &mut Pin<Box<Sleep>>,
-    limit: Duration,
+    timer: &mut Timer,
 ) -> Result<(), Io> {
     if buf.capacity() - buf.len() < 2048 {
         buf.reserve(16 * 1024);
     }
-    match timed(timer, limit, r.read_buf(buf)).await? {
+    match timer.within(r.read_buf(buf)).await? {
         0 => Err(Io::Closed),
         _ => Ok(()),
     }
@@ -192,7 +204,7 @@ pub(crate) struct Conn {
     /// Client-side waits: the next request head, request body reads.
     client_timer: Pin<Box<Sleep>>,
     /// Upstream-side waits: connect, response head, body reads, writes.
-    upstream_timer: Pin<Box<Sleep>>,
+    upstream_timer: Timer,
     stopped: Pin<Box<WaitForCancellationFutureOwned>>,
     /// Set once the listener stops: the connection ends after its request in flight.
     stopping: Arc<AtomicBool>,
@@ -231,7 +243,7 @@ impl Conn {
             head: Vec::new(),
             out: Vec::new(),
             client_timer: Box::pin(tokio::time::sleep_until(far)),
-            upstream_timer: Box::pin(tokio::time::sleep_until(far)),
+            upstream_timer: Timer::new(shared.config.upstream_timeout),
             stopped: Box::pin(stop.cancelled_owned()),
             stopping,
             now: Instant::now(),
@@ -462,13 +474,10 @@ impl Conn {
     ) {
         let body = format!("shipway-proxy: service {service}: {why}\n");
         h1::own_response(&mut self.out, status, reason, &body, keep_alive);
-        let limit = self.shared.config.upstream_timeout;
-        let _ = timed(
-            &mut self.upstream_timer,
-            limit,
-            self.client.write_all(&self.out),
-        )
-        .await;
+        let _ = self
+            .upstream_timer
+            .within(self.client.write_all(&self.out))
+            .await;
     }
 
     /// Forwards one request and its response; whether the client connection may be reused.
@@ -548,14 +557,13 @@ impl Conn {
         let (service, name) = (route.key.clone(), format!("{}:mirror", backend.name));
         tokio::spawn(async move {
             let started = Instant::now();
-            let limit = shared.config.upstream_timeout;
-            let mut timer = Box::pin(tokio::time::sleep(limit));
+            let mut timer = Timer::new(shared.config.upstream_timeout);
             let exchange = async {
                 let mut up = match pool_take(endpoint, started) {
                     Some(s) => s,
                     None => connect(endpoint, shared.config.connect_timeout).await?,
                 };
-                timed(&mut timer, limit, up.write_all(&message)).await?;
+                timer.within(up.write_all(&message)).await?;
                 let (mut ubuf, mut out) = (BytesMut::with_capacity(8 * 1024), Vec::new());
                 let mut sink = tokio::io::sink();
                 let r = response_head(
@@ -566,14 +574,11 @@ impl Conn {
                     &AtomicBool::new(true),
                     &mut out,
                     &mut timer,
-                    limit,
                 )
                 .await?;
-                let clean = response_body(
-                    &mut up, &mut ubuf, &mut sink, &r, &mut out, &mut timer, limit,
-                )
-                .await
-                .map_err(|(e, _)| e)?;
+                let clean = response_body(&mut up, &mut ubuf, &mut sink, &r, &mut out, &mut timer)
+                    .await
+                    .map_err(|(e, _)| e)?;
                 if clean && r.reusable {
                     pool_put(endpoint, up, Instant::now());
                 }
@@ -656,25 +661,22 @@ impl Conn {
             let sent = match p.whole_body {
                 Some(n) if n > 0 && n <= COALESCE => {
                     self.head.extend_from_slice(&self.cbuf[..n]);
-                    let r = timed(&mut self.upstream_timer, limit, up.write_all(&self.head)).await;
+                    let r = self.upstream_timer.within(up.write_all(&self.head)).await;
                     self.head.truncate(self.head.len() - n);
                     r
                 }
                 Some(n) if n > 0 => {
-                    let r = timed(&mut self.upstream_timer, limit, up.write_all(&self.head)).await;
+                    let r = self.upstream_timer.within(up.write_all(&self.head)).await;
                     match r {
                         Ok(()) => {
-                            timed(
-                                &mut self.upstream_timer,
-                                limit,
-                                up.write_all(&self.cbuf[..n]),
-                            )
-                            .await
+                            self.upstream_timer
+                                .within(up.write_all(&self.cbuf[..n]))
+                                .await
                         }
                         e => e,
                     }
                 }
-                _ => timed(&mut self.upstream_timer, limit, up.write_all(&self.head)).await,
+                _ => self.upstream_timer.within(up.write_all(&self.head)).await,
             };
             if let Err(e) = sent {
                 if reused && !replaced_stale {
@@ -792,7 +794,6 @@ impl Conn {
         p: &Prepared,
         started: Instant,
     ) -> Result<Relayed, Failed> {
-        let limit = self.shared.config.upstream_timeout;
         self.ubuf.clear();
         // The body (if any) went out with the head.
         let r = response_head(
@@ -803,7 +804,6 @@ impl Conn {
             &AtomicBool::new(true),
             &mut self.out,
             &mut self.upstream_timer,
-            limit,
         )
         .await
         .map_err(|e| match e {
@@ -825,7 +825,6 @@ impl Conn {
             &r,
             &mut self.out,
             &mut self.upstream_timer,
-            limit,
         )
         .await
         {
@@ -848,22 +847,21 @@ impl Conn {
         status: u16,
         latency: Duration,
     ) -> Result<Relayed, Failed> {
-        let limit = self.shared.config.upstream_timeout;
         self.cbuf.advance(sent.min(self.cbuf.len()));
         self.out.extend_from_slice(&self.ubuf);
         self.ubuf.clear();
-        if timed(
-            &mut self.upstream_timer,
-            limit,
-            self.client.write_all(&self.out),
-        )
-        .await
-        .is_err()
+        if self
+            .upstream_timer
+            .within(self.client.write_all(&self.out))
+            .await
+            .is_err()
         {
             return Err(Failed::After(status, latency));
         }
         if !self.cbuf.is_empty() {
-            if timed(&mut self.upstream_timer, limit, up.write_all(&self.cbuf))
+            if self
+                .upstream_timer
+                .within(up.write_all(&self.cbuf))
                 .await
                 .is_err()
             {
@@ -891,7 +889,7 @@ impl Conn {
     ) -> Result<Relayed, Failed> {
         let limit = self.shared.config.upstream_timeout;
         let body_limit = self.shared.config.header_read_timeout.max(limit);
-        let mut body_timer = Box::pin(tokio::time::sleep(body_limit));
+        let mut body_timer = Timer::new(body_limit);
         let Conn {
             client,
             cbuf,
@@ -904,15 +902,7 @@ impl Conn {
         let (mut ur, mut uw) = up.split();
         let body_complete = AtomicBool::new(false);
         let body = async {
-            let r = request_body(
-                &mut cr,
-                cbuf,
-                &mut uw,
-                p.info.framing,
-                &mut body_timer,
-                body_limit,
-            )
-            .await;
+            let r = request_body(&mut cr, cbuf, &mut uw, p.info.framing, &mut body_timer).await;
             body_complete.store(r.is_ok(), Ordering::Relaxed);
             r
         };
@@ -926,7 +916,6 @@ impl Conn {
                 &body_complete,
                 out,
                 upstream_timer,
-                limit,
             )
             .await
             .map_err(|e| match e {
@@ -936,7 +925,7 @@ impl Conn {
                 e => Failed::BeforeResponse(e),
             })?;
             let latency = started.elapsed();
-            let clean = response_body(&mut ur, ubuf, &mut cw, &r, out, upstream_timer, limit)
+            let clean = response_body(&mut ur, ubuf, &mut cw, &r, out, upstream_timer)
                 .await
                 .map_err(|_| Failed::After(r.status, latency))?;
             Ok(Relayed {
@@ -1022,8 +1011,7 @@ async fn response_head<R, W>(
     req: &RequestInfo,
     body_complete: &AtomicBool,
     out: &mut Vec<u8>,
-    timer: &mut Pin<Box<Sleep>>,
-    limit: Duration,
+    timer: &mut Timer,
 ) -> Result<ResponseInfo, Io>
 where
     R: AsyncRead + Unpin,
@@ -1049,7 +1037,7 @@ where
                         }
                         ubuf.advance(n);
                         if interim {
-                            timed(timer, limit, client.write_all(out)).await?;
+                            timer.within(client.write_all(out)).await?;
                         }
                         continue;
                     }
@@ -1073,7 +1061,7 @@ where
                 Err(e) => return Err(invalid(format!("malformed response: {e}"))),
             }
         }
-        fill(up, ubuf, timer, limit).await?;
+        fill(up, ubuf, timer).await?;
     }
 }
 
@@ -1081,8 +1069,7 @@ where
 /// (in one write when the piece is small).
 async fn send<W: AsyncWrite + Unpin>(
     client: &mut W,
-    timer: &mut Pin<Box<Sleep>>,
-    limit: Duration,
+    timer: &mut Timer,
     out: &mut Vec<u8>,
     head_pending: &mut bool,
     piece: &[u8],
@@ -1090,18 +1077,21 @@ async fn send<W: AsyncWrite + Unpin>(
     if std::mem::take(head_pending) {
         if piece.len() <= COALESCE {
             out.extend_from_slice(piece);
-            return timed(timer, limit, client.write_all(out))
+            return timer
+                .within(client.write_all(out))
                 .await
                 .map_err(|e| (e, true));
         }
-        timed(timer, limit, client.write_all(out))
+        timer
+            .within(client.write_all(out))
             .await
             .map_err(|e| (e, true))?;
     }
     if piece.is_empty() {
         return Ok(());
     }
-    timed(timer, limit, client.write_all(piece))
+    timer
+        .within(client.write_all(piece))
         .await
         .map_err(|e| (e, true))
 }
@@ -1120,8 +1110,7 @@ async fn response_body<R, W>(
     client: &mut W,
     r: &ResponseInfo,
     out: &mut Vec<u8>,
-    timer: &mut Pin<Box<Sleep>>,
-    limit: Duration,
+    timer: &mut Timer,
 ) -> Result<bool, (Io, bool)>
 where
     R: AsyncRead + Unpin,
@@ -1130,34 +1119,34 @@ where
     let mut pending = true;
     match r.framing {
         Framing::Empty => {
-            send(client, timer, limit, out, &mut pending, &[]).await?;
+            send(client, timer, out, &mut pending, &[]).await?;
             Ok(ubuf.is_empty())
         }
         Framing::Length(total) => {
             let mut left = total;
             loop {
                 let take = usize::try_from(left).unwrap_or(usize::MAX).min(ubuf.len());
-                send(client, timer, limit, out, &mut pending, &ubuf[..take]).await?;
+                send(client, timer, out, &mut pending, &ubuf[..take]).await?;
                 ubuf.advance(take);
                 left -= take as u64;
                 if left == 0 {
                     return Ok(ubuf.is_empty());
                 }
                 ubuf.clear();
-                fill(up, ubuf, timer, limit).await.map_err(|e| (e, false))?;
+                fill(up, ubuf, timer).await.map_err(|e| (e, false))?;
             }
         }
         Framing::Chunked if !r.dechunk => {
             let mut chunks = Chunked::default();
             loop {
                 let take = chunks.scan(ubuf, |_| {}).map_err(|_| bad_chunk())?;
-                send(client, timer, limit, out, &mut pending, &ubuf[..take]).await?;
+                send(client, timer, out, &mut pending, &ubuf[..take]).await?;
                 ubuf.advance(take);
                 if chunks.done() {
                     return Ok(ubuf.is_empty());
                 }
                 ubuf.clear();
-                fill(up, ubuf, timer, limit).await.map_err(|e| (e, false))?;
+                fill(up, ubuf, timer).await.map_err(|e| (e, false))?;
             }
         }
         Framing::Chunked => {
@@ -1169,19 +1158,19 @@ where
                 let take = chunks
                     .scan(ubuf, |d| data.extend_from_slice(d))
                     .map_err(|_| bad_chunk())?;
-                send(client, timer, limit, out, &mut pending, &data).await?;
+                send(client, timer, out, &mut pending, &data).await?;
                 ubuf.advance(take);
                 if chunks.done() {
                     return Ok(ubuf.is_empty());
                 }
                 ubuf.clear();
-                fill(up, ubuf, timer, limit).await.map_err(|e| (e, false))?;
+                fill(up, ubuf, timer).await.map_err(|e| (e, false))?;
             }
         }
         Framing::Close => loop {
-            send(client, timer, limit, out, &mut pending, ubuf).await?;
+            send(client, timer, out, &mut pending, ubuf).await?;
             ubuf.clear();
-            match fill(up, ubuf, timer, limit).await {
+            match fill(up, ubuf, timer).await {
                 Ok(()) => {}
                 Err(Io::Closed) => return Ok(false),
                 Err(e) => return Err((e, false)),
@@ -1196,8 +1185,7 @@ async fn request_body<R, W>(
     cbuf: &mut BytesMut,
     up: &mut W,
     framing: Framing,
-    timer: &mut Pin<Box<Sleep>>,
-    limit: Duration,
+    timer: &mut Timer,
 ) -> Result<(), BodyError>
 where
     R: AsyncRead + Unpin,
@@ -1216,7 +1204,8 @@ where
             usize::try_from(left).unwrap_or(usize::MAX).min(cbuf.len())
         };
         if take > 0 {
-            timed(timer, limit, up.write_all(&cbuf[..take]))
+            timer
+                .within(up.write_all(&cbuf[..take]))
                 .await
                 .map_err(|_| BodyError::Upstream)?;
             cbuf.advance(take);
@@ -1227,7 +1216,7 @@ where
         if left == 0 || chunks.done() {
             return Ok(());
         }
-        fill(client, cbuf, timer, limit)
+        fill(client, cbuf, timer)
             .await
             .map_err(|_| BodyError::Client)?;
     }
