@@ -3,8 +3,9 @@
 //! budget (DESIGN.md §10: at least nginx's throughput, p99 within nginx's + 0.5 ms).
 //!
 //! Needs `nginx` and `wrk` on PATH (Debian: `apt-get install -y nginx wrk`); skips with a message
-//! otherwise. `SHIPWAY_BENCH_SECS` (default 10) sets each run's length, `SHIPWAY_BENCH_CONNS`
-//! (default 64) wrk's connections.
+//! otherwise. `SHIPWAY_BENCH_SECS` (default 10) sets each run's length, `SHIPWAY_BENCH_ROUNDS`
+//! (default 3) how many runs of each, alternating, whose medians are compared, and
+//! `SHIPWAY_BENCH_CONNS` (default 64) wrk's connections.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -308,6 +309,37 @@ http {{
     )
 }
 
+/// Each figure's median over the runs (the upper one of an even count).
+fn median(runs: &[Measured]) -> Option<Measured> {
+    if runs.is_empty() {
+        return None;
+    }
+    let mid = |f: &dyn Fn(&Measured) -> f64| {
+        let mut v: Vec<f64> = runs.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let costs: Vec<Cost> = runs.iter().filter_map(|r| r.cost).collect();
+    let cost = (costs.len() == runs.len()).then(|| Cost {
+        cpu_us: mid(&|r| r.cost.map_or(0.0, |c| c.cpu_us)),
+        user_share: mid(&|r| r.cost.map_or(0.0, |c| c.user_share)),
+        syscalls: mid(&|r| r.cost.map_or(0.0, |c| c.syscalls)),
+        switches: mid(&|r| r.cost.map_or(0.0, |c| c.switches)),
+    });
+    Some(Measured {
+        rps: mid(&|r| r.rps),
+        p50_ms: mid(&|r| r.p50_ms),
+        p99_ms: mid(&|r| r.p99_ms),
+        errors: runs
+            .iter()
+            .map(|r| r.errors.as_str())
+            .filter(|e| !e.is_empty())
+            .collect::<Vec<_>>()
+            .join("; "),
+        cost,
+    })
+}
+
 fn report(name: &str, r: &Measured) {
     let cost = r.cost.map_or(String::new(), |c| {
         format!(
@@ -349,6 +381,11 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10);
+    let rounds: u32 = std::env::var("SHIPWAY_BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3)
+        .max(1);
     let conns: u32 = std::env::var("SHIPWAY_BENCH_CONNS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -454,29 +491,29 @@ fn main() {
     let direct = wrk(&format!("http://{stable}/"), secs.min(5), conns, &[]);
     // The workers exist once nginx listens.
     let pids = [process_tree(nginx.child.id()), vec![std::process::id()]];
-    // Warm both up (pools, caches), then measure nginx and Shipway alternately, twice, keeping
-    // each one's best run: the machine is shared, so single runs are noisy.
+    // Warm both up (pools, caches), then measure nginx and Shipway alternately, `rounds` times,
+    // and compare medians: the machine is shared, so single runs are noisy, and alternating
+    // spreads any drift in the machine's load over both.
     let _ = wrk(&format!("http://{nginx_addr}/"), 2, conns, &[]);
     let _ = wrk(&format!("http://{shipway_addr}/"), 2, conns, &[]);
-    let mut best: [Option<Measured>; 2] = [None, None];
-    for _ in 0..2 {
+    let mut runs: [Vec<Measured>; 2] = [Vec::new(), Vec::new()];
+    for round in 1..=rounds {
         for (i, addr) in [nginx_addr, shipway_addr].into_iter().enumerate() {
-            if let Some(r) = wrk(&format!("http://{addr}/"), secs, conns, &pids[i])
-                && best[i].as_ref().is_none_or(|b| r.rps > b.rps)
-            {
-                best[i] = Some(r);
+            if let Some(r) = wrk(&format!("http://{addr}/"), secs, conns, &pids[i]) {
+                report(&format!("  {} #{round}", ["nginx", "shipway"][i]), &r);
+                runs[i].push(r);
             }
         }
     }
     if let Some(d) = &direct {
         report("upstream direct", d);
     }
-    let (Some(n), Some(s)) = (&best[0], &best[1]) else {
+    let (Some(n), Some(s)) = (median(&runs[0]), median(&runs[1])) else {
         println!("proxy benchmark failed: wrk gave no result");
         return;
     };
-    report("nginx", n);
-    report("shipway", s);
+    report("nginx (median)", &n);
+    report("shipway (median)", &s);
     let canary_share = {
         let c = metrics
             .query("default", "web", Some("canary"), Duration::from_secs(300))
