@@ -17,7 +17,9 @@ commands:
         corpora come from $SHIPWAY_CORPUS, or shared/corpus beside the checkout or under /work;
         without them those tests report SKIPPED, or fail with --require-corpus (CI).
   bench [--require-postgres]
-        Run the benchmarks (store throughput and watch latency on SQLite and PostgreSQL, idle RSS).";
+        Run every benchmark (cargo bench), each beside its anchor where there is one: store
+        throughput and watch latency on SQLite and PostgreSQL, idle RSS, the local runtime,
+        kustomize vs kubectl, pipeline steps vs bash, the proxy vs nginx (needs nginx and wrk).";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
