@@ -191,6 +191,15 @@ pub fn upstream_request(
     if !http10 && host.is_none() {
         return Err(refused(400, "no Host header"));
     }
+    // RFC 9112 §3.2: two Host fields could send the proxy and the upstream to different hosts.
+    if headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("host"))
+        .nth(1)
+        .is_some()
+    {
+        return Err(refused(400, "more than one Host header"));
+    }
     let upgrade = !http10
         && has_token(headers, "connection", "upgrade")
         && headers
@@ -537,6 +546,7 @@ mod tests {
             "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
             "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
             "GET / HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
             "CONNECT h:443 HTTP/1.1\r\nHost: h\r\n\r\n",
         ];
         for raw in bad {
@@ -669,6 +679,113 @@ mod tests {
                 Err(BadChunk),
                 "{bad:?}"
             );
+        }
+    }
+
+    mod prop {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        /// A chunked body: chunks of the given sizes (with an extension on some), a trailer
+        /// field or not, then bytes of the next message.
+        fn encode(chunks: &[(Vec<u8>, bool)], trailer: bool) -> (Vec<u8>, Vec<u8>) {
+            let (mut wire, mut data) = (Vec::new(), Vec::new());
+            for (chunk, ext) in chunks.iter().filter(|(c, _)| !c.is_empty()) {
+                wire.extend_from_slice(format!("{:x}", chunk.len()).as_bytes());
+                if *ext {
+                    wire.extend_from_slice(b";name=value");
+                }
+                wire.extend_from_slice(b"\r\n");
+                wire.extend_from_slice(chunk);
+                wire.extend_from_slice(b"\r\n");
+                data.extend_from_slice(chunk);
+            }
+            wire.extend_from_slice(b"0\r\n");
+            if trailer {
+                wire.extend_from_slice(b"Checksum: abc\r\n");
+            }
+            wire.extend_from_slice(b"\r\n");
+            (wire, data)
+        }
+
+        proptest! {
+            #[test]
+            fn chunked_scanning_finds_the_end_and_the_data_at_any_split(
+                chunks in prop::collection::vec((prop::collection::vec(any::<u8>(), 0..40), any::<bool>()), 0..6),
+                trailer in any::<bool>(),
+                splits in prop::collection::vec(any::<prop::sample::Index>(), 0..4),
+            ) {
+                let (wire, data) = encode(&chunks, trailer);
+                let mut input = wire.clone();
+                input.extend_from_slice(b"GET / HTTP/1.1\r\n");
+                let mut cuts: Vec<usize> = splits.iter().map(|i| i.index(input.len() + 1)).collect();
+                cuts.push(input.len());
+                cuts.sort_unstable();
+                let (mut scanner, mut got, mut at) = (Chunked::default(), Vec::new(), 0);
+                for cut in cuts {
+                    if at < cut && !scanner.done() {
+                        let piece = &input[at..cut];
+                        let n = scanner.scan(piece, |d| got.extend_from_slice(d)).unwrap();
+                        // It stops short of a piece's end only at the body's end.
+                        prop_assert!(n == piece.len() || scanner.done());
+                        at += n;
+                    }
+                }
+                prop_assert!(scanner.done());
+                prop_assert_eq!(at, wire.len());
+                prop_assert_eq!(got, data);
+            }
+
+            #[test]
+            fn arbitrary_bytes_never_panic_the_scanner(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+                let _ = Chunked::default().scan(&bytes, |_| {});
+            }
+
+            /// Heads made of the fields that decide framing and forwarding, in any mix: the
+            /// rewriting never panics, and what it sends upstream is one complete, parseable head
+            /// with no hop-by-hop field left and the same framing.
+            #[test]
+            fn rewritten_heads_parse_and_keep_their_framing(
+                method in prop::sample::select(vec!["GET", "POST", "HEAD", "PUT", "OPTIONS", "CONNECT"]),
+                target in prop::sample::select(vec!["/", "/a?b=c", "*", "http://h:1/x", "http://h", "x"]),
+                version in 0u8..2,
+                fields in prop::collection::vec(prop::sample::select(vec![
+                    "Host: web", "Connection: close", "Connection: keep-alive, X-A", "Connection: upgrade",
+                    "Connection: content-length", "Upgrade: websocket", "X-A: 1", "TE: trailers",
+                    "Keep-Alive: 5", "Content-Length: 5", "Content-Length: 6", "Content-Length: x",
+                    "Transfer-Encoding: chunked", "Transfer-Encoding: gzip", "X-Forwarded-For: 9.9.9.9",
+                    "X-Forwarded-Host: other", "X-Request-Id: abc", "Trailer: X-B",
+                ]), 0..8),
+            ) {
+                let mut raw = format!("{method} {target} HTTP/1.{version}\r\n");
+                for f in &fields {
+                    raw.push_str(f);
+                    raw.push_str("\r\n");
+                }
+                raw.push_str("\r\n");
+                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                let mut req = httparse::Request::new(&mut headers);
+                prop_assert!(req.parse(raw.as_bytes()).unwrap().is_complete());
+                let fwd = Forwarding { client_ip: "1.2.3.4", request_id: (1, 2), default_host: "h:1" };
+                let mut out = Vec::new();
+                let Ok(info) = upstream_request(&req, &fwd, &mut out) else {
+                    return Ok(());
+                };
+                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS + 8];
+                let mut sent = httparse::Request::new(&mut headers);
+                prop_assert_eq!(sent.parse(&out), Ok(httparse::Status::Complete(out.len())));
+                let mut hop = vec!["connection", "keep-alive", "te", "trailer", "upgrade"];
+                if fields.contains(&"Connection: keep-alive, X-A") {
+                    hop.push("x-a");
+                }
+                for h in sent.headers.iter() {
+                    let upgrade_field = info.upgrade && ["connection", "upgrade"].contains(&h.name.to_ascii_lowercase().as_str());
+                    prop_assert!(upgrade_field || !hop.contains(&h.name.to_ascii_lowercase().as_str()), "{} went upstream", h.name);
+                }
+                prop_assert_eq!(body_framing(sent.headers, false), Ok(info.framing));
+                prop_assert_eq!(sent.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("host")).count(), 1);
+            }
         }
     }
 }

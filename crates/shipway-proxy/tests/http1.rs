@@ -1158,3 +1158,59 @@ async fn a_mirrored_post_reaches_the_mirror_with_the_same_head_and_body() {
         assert!(request.as_bytes().ends_with(&sent.body), "{request:?}");
     }
 }
+
+#[tokio::test]
+async fn garbage_from_clients_never_takes_the_proxy_down() {
+    let (up, _seen) = scripted(|m| ok(m.target())).await;
+    let p = proxy_with(
+        up.addr,
+        ProxyConfig {
+            header_read_timeout: Duration::from_millis(300),
+            ..config()
+        },
+    )
+    .await;
+    // Deterministic noise: random bytes, and request-like text with random damage.
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut clients = Vec::new();
+    for i in 0..200 {
+        let mut bytes: Vec<u8> = if i % 2 == 0 {
+            (0..next() % 600).map(|_| next() as u8).collect()
+        } else {
+            post("/x", "hello").into_bytes()
+        };
+        for _ in 0..next() % 4 {
+            if !bytes.is_empty() {
+                let at = (next() as usize) % bytes.len();
+                bytes[at] = next() as u8;
+            }
+        }
+        let listen = p.listen;
+        clients.push(tokio::spawn(async move {
+            let mut s = TcpStream::connect(listen).await.unwrap();
+            let _ = s.write_all(&bytes).await;
+            let mut answer = Vec::new();
+            // The proxy answers, or closes once the header timeout has passed.
+            let _ = within("an answer or a close", s.read_to_end(&mut answer)).await;
+            answer
+        }));
+    }
+    for c in clients {
+        let answer = c.await.unwrap();
+        assert!(
+            answer.is_empty() || answer.starts_with(b"HTTP/1.1 "),
+            "{:?}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    // And it still serves.
+    let mut c = client(&p).await;
+    c.send(get("/after")).await;
+    assert_eq!(c.response(false).await.text(), ok_text("/after"));
+}
