@@ -87,9 +87,12 @@ async fn up(global: &Global, args: UpArgs) -> Result<(), Failure> {
                 .expect("a constant, valid directive"),
         );
     }
+    // Colours only on a terminal: a log redirected to a file or a journal stays plain text.
+    use std::io::IsTerminal as _;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let data = data_dir(global)?;
     let server = Server::start(Config {

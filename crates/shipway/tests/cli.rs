@@ -726,6 +726,8 @@ fn up_with_proxy_access_log_prints_every_request() {
             && line.contains(" 503 "),
         "{line}"
     );
+    // Written to a pipe, not a terminal: plain text, no colour codes.
+    assert!(!log.contains('\x1b'), "{line:?}");
 }
 
 /// Bad proxy flags are usage errors (exit 2) that name the flag and the expected form, before
