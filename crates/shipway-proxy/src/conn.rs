@@ -806,12 +806,7 @@ impl Conn {
             &mut self.upstream_timer,
         )
         .await
-        .map_err(|e| match e {
-            Io::Failed(e) if e.kind() == io::ErrorKind::InvalidData => {
-                Failed::Invalid(e.to_string())
-            }
-            e => Failed::BeforeResponse(e),
-        })?;
+        .map_err(head_failed)?;
         let latency = started.elapsed();
         if r.status == 101 && p.info.upgrade {
             return self
@@ -918,12 +913,7 @@ impl Conn {
                 upstream_timer,
             )
             .await
-            .map_err(|e| match e {
-                Io::Failed(e) if e.kind() == io::ErrorKind::InvalidData => {
-                    Failed::Invalid(e.to_string())
-                }
-                e => Failed::BeforeResponse(e),
-            })?;
+            .map_err(head_failed)?;
             let latency = started.elapsed();
             let clean = response_body(&mut ur, ubuf, &mut cw, &r, out, upstream_timer)
                 .await
@@ -985,6 +975,14 @@ enum Failed {
     Invalid(String),
     /// The head went out, then the exchange broke; the client connection must close.
     After(u16, Duration),
+}
+
+/// A failure while waiting for the response head: a head that is not HTTP, or none at all.
+fn head_failed(e: Io) -> Failed {
+    match e {
+        Io::Failed(e) if e.kind() == io::ErrorKind::InvalidData => Failed::Invalid(e.to_string()),
+        e => Failed::BeforeResponse(e),
+    }
 }
 
 enum BodyError {

@@ -260,13 +260,7 @@ pub fn upstream_request(
         out.extend_from_slice(b"\r\n");
     }
     if upgrade {
-        out.extend_from_slice(b"Connection: upgrade\r\n");
-        for h in headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("upgrade"))
-        {
-            header(out, b"Upgrade", h.value);
-        }
+        upgrade_fields(headers, out);
     }
     out.extend_from_slice(b"\r\n");
     Ok(RequestInfo {
@@ -287,6 +281,18 @@ fn hex(out: &mut Vec<u8>, n: u64, width: usize) {
     let digits = ((64 - n.leading_zeros() as usize).div_ceil(4)).max(width);
     for i in (0..digits).rev() {
         out.push(b"0123456789abcdef"[((n >> (4 * i)) & 0xf) as usize]);
+    }
+}
+
+/// The fields an upgrade keeps across the proxy, though hop-by-hop: `Connection: upgrade` and
+/// the message's `Upgrade` values.
+fn upgrade_fields(headers: &[httparse::Header<'_>], out: &mut Vec<u8>) {
+    out.extend_from_slice(b"Connection: upgrade\r\n");
+    for h in headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("upgrade"))
+    {
+        header(out, b"Upgrade", h.value);
     }
 }
 
@@ -360,13 +366,7 @@ pub fn client_response(
         header(out, name.as_bytes(), h.value);
     }
     if switching {
-        out.extend_from_slice(b"Connection: upgrade\r\n");
-        for h in headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("upgrade"))
-        {
-            header(out, b"Upgrade", h.value);
-        }
+        upgrade_fields(headers, out);
     } else if !keep_alive {
         out.extend_from_slice(b"Connection: close\r\n");
     } else if req.http10 {
