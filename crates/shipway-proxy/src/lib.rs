@@ -13,6 +13,7 @@
 mod conn;
 pub mod discovery;
 mod h1;
+mod h2;
 pub mod metrics;
 pub mod policy;
 pub mod server;
