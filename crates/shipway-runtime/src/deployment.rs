@@ -219,20 +219,13 @@ impl Reconciler for DeploymentController {
             };
             self.scale(&new_rs, new_target).await?;
             // Scale down old revisions as far as availability allows.
-            let min_available = want - max_unavailable;
-            let available: i64 = old
+            let sets: Vec<(i64, i64)> = old
                 .iter()
-                .map(|rs| status_i64(rs, "availableReplicas"))
-                .sum::<i64>()
-                + status_i64(&new_rs, "availableReplicas");
-            let mut budget = (available - min_available).max(0);
-            for rs in &old {
-                // Replicas of an old revision that are not available cost nothing to remove.
-                let unavailable = (replicas(rs) - status_i64(rs, "availableReplicas")).max(0);
-                let mut down = unavailable.min(replicas(rs));
-                let extra = (replicas(rs) - down).min(budget);
-                down += extra;
-                budget -= extra;
+                .map(|rs| (replicas(rs), status_i64(rs, "availableReplicas")))
+                .collect();
+            let new = (new_target, status_i64(&new_rs, "availableReplicas"));
+            let down = scale_down(&sets, new, want - max_unavailable);
+            for (rs, down) in old.iter().zip(down) {
                 if down > 0 {
                     self.scale(rs, replicas(rs) - down).await?;
                 }
@@ -257,6 +250,35 @@ impl Reconciler for DeploymentController {
             (None, a) => a,
         })
     }
+}
+
+/// How many replicas to remove from each old revision (`(replicas, availableReplicas)` each,
+/// oldest first) while keeping `min_available`, given the new revision's `(replicas, available)`
+/// (its replicas as just written). Two bounds, as Kubernetes has them: one from replica counts,
+/// which this controller's own writes keep current, one from what is available now. Statuses lag
+/// their specs — pods scaled away a moment ago still count as available there — so nothing beyond
+/// a set's replicas counts, or one pass after another would remove them again and fall below
+/// maxUnavailable.
+fn scale_down(old: &[(i64, i64)], new: (i64, i64), min_available: i64) -> Vec<i64> {
+    let available_of = |(replicas, available): (i64, i64)| available.min(replicas).max(0);
+    let all_pods: i64 = old.iter().map(|s| s.0).sum::<i64>() + new.0;
+    let new_unavailable = (new.0 - available_of(new)).max(0);
+    let mut budget = (all_pods - min_available - new_unavailable).max(0);
+    let available: i64 = old.iter().map(|s| available_of(*s)).sum::<i64>() + available_of(new);
+    let mut healthy_budget = (available - min_available).max(0);
+    old.iter()
+        .map(|&(replicas, available)| {
+            // Replicas that are not available cost no availability to remove.
+            let unavailable = (replicas - available_of((replicas, available))).max(0);
+            let mut down = unavailable.min(budget);
+            budget -= down;
+            let extra = (replicas - down).min(budget).min(healthy_budget);
+            down += extra;
+            budget -= extra;
+            healthy_budget -= extra;
+            down
+        })
+        .collect()
 }
 
 impl DeploymentController {
@@ -417,4 +439,24 @@ fn same_status_ignoring_times(old: Option<&Value>, new: &Value) -> bool {
         v
     };
     old.is_some_and(|o| strip(o) == strip(new))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scale_down;
+
+    #[test]
+    fn old_revisions_scale_down_within_max_unavailable() {
+        // 3 replicas, maxUnavailable 1 (2 must stay available), surge already used: the new
+        // revision has 1 replica, not yet available; one old replica may go.
+        assert_eq!(scale_down(&[(3, 3)], (1, 0), 2), [1]);
+        // The next pass, before the old ReplicaSet's status caught up with its scale-down (its
+        // status still says 3 available of 2 replicas): nothing more may go.
+        assert_eq!(scale_down(&[(2, 3)], (2, 0), 2), [0]);
+        // Once the new replicas are available, the old ones go.
+        assert_eq!(scale_down(&[(2, 2)], (2, 2), 2), [2]);
+        // Unavailable old replicas go first, within the same bounds, oldest revision first.
+        assert_eq!(scale_down(&[(2, 0), (2, 2)], (1, 1), 2), [2, 1]);
+        assert_eq!(scale_down(&[(1, 1), (2, 2)], (0, 0), 3), [0, 0]);
+    }
 }
