@@ -92,6 +92,17 @@ impl AnyBackend {
 }
 
 impl Inner {
+    /// Wakes watchers for a commit up to `rv` (of this process or, on PostgreSQL, another).
+    fn committed(&self, rv: u64) {
+        self.latest.send_if_modified(|latest| {
+            let newer = rv > *latest;
+            if newer {
+                *latest = rv;
+            }
+            newer
+        });
+    }
+
     /// Runs a committed write and wakes watchers; compacts the change log now and then.
     fn write<T>(
         &self,
@@ -100,13 +111,7 @@ impl Inner {
     ) -> Result<T, StoreError> {
         let out = self.backend.write(true, f)?;
         let rv = rv_of(&out);
-        self.latest.send_if_modified(|latest| {
-            let newer = rv > *latest;
-            if newer {
-                *latest = rv;
-            }
-            newer
-        });
+        self.committed(rv);
         // Compacting every `interval` writes keeps each DELETE small and the table near its bound.
         let retain = self.options.retained_changes.max(1);
         let interval = (retain / 10).clamp(1, 1000);
@@ -179,14 +184,30 @@ impl Store {
         })
         .await?;
         let metrics = Metrics::new(backend.name());
-        Ok(Store {
+        let store = Store {
             inner: Arc::new(Inner {
                 backend,
                 latest: tokio::sync::watch::Sender::new(rv),
                 metrics,
                 options,
             }),
+        };
+        // PostgreSQL tells of other processes' commits; the listener holds the store weakly and
+        // ends with it.
+        let weak = Arc::downgrade(&store.inner);
+        let inner = store.inner.clone();
+        blocking(move || match &inner.backend {
+            AnyBackend::Postgres(pg) => pg.listen(move |rv| match weak.upgrade() {
+                Some(inner) => {
+                    inner.committed(rv);
+                    true
+                }
+                None => false,
+            }),
+            AnyBackend::Sqlite(_) => Ok(()),
         })
+        .await?;
+        Ok(store)
     }
 
     /// `"sqlite"` or `"postgres"`.
@@ -336,8 +357,8 @@ impl Store {
     }
 
     /// Every change with resourceVersion > `since` that matches `query`, in resourceVersion
-    /// order, each once, then new changes as they are committed (by this process at once, by
-    /// others within [`StoreOptions::poll_interval`]).
+    /// order, each once, then new changes as they are committed (by this process at once; by
+    /// others at once on PostgreSQL, else within [`StoreOptions::poll_interval`]).
     ///
     /// `since = 0` replays all retained history, which is all history until the first
     /// compaction; afterwards it is too old. Too old (`since` < oldest retained - 1): the stream

@@ -68,6 +68,67 @@ impl PostgresBackend {
         Ok(backend)
     }
 
+    /// Follows other processes' commits: every write transaction notifies channel
+    /// `shipway_changes` with its resourceVersion. LISTENs before returning, so no commit after
+    /// the store opened is missed; then a thread hands each resourceVersion to `on_change` until
+    /// that returns false (the store is gone; it is also asked with 0 every second). A lost
+    /// connection is re-made; until then the watchers' poll covers.
+    pub(crate) fn listen(&self, on_change: impl Fn(u64) -> bool + Send + 'static) -> Result<()> {
+        let listener = |config: &Config| -> Result<Client> {
+            let mut client = config.connect(NoTls)?;
+            client.batch_execute("LISTEN shipway_changes")?;
+            Ok(client)
+        };
+        let mut client = Some(listener(&self.config)?);
+        let config = self.config.clone();
+        let follow = move || {
+            use postgres::fallible_iterator::FallibleIterator as _;
+            loop {
+                let Some(c) = client.as_mut() else {
+                    std::thread::sleep(Duration::from_secs(1));
+                    if !on_change(0) {
+                        return;
+                    }
+                    client = listener(&config)
+                        .inspect_err(|e| tracing::warn!("store: PostgreSQL LISTEN: {e}"))
+                        .ok();
+                    continue;
+                };
+                {
+                    let mut notes = c.notifications();
+                    let mut pending = notes.timeout_iter(Duration::from_secs(1));
+                    loop {
+                        match pending.next() {
+                            Ok(Some(n)) => {
+                                if !on_change(n.payload().parse().unwrap_or(0)) {
+                                    return;
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                tracing::warn!("store: PostgreSQL notifications: {e}");
+                                break;
+                            }
+                        }
+                    }
+                }
+                if !on_change(0) {
+                    return;
+                }
+                if c.is_closed() {
+                    client = None;
+                }
+            }
+        };
+        std::thread::Builder::new()
+            .name("shipway-pg-listen".into())
+            .spawn(follow)
+            .map_err(|e| {
+                StoreError::backend(format!("cannot start the LISTEN thread: {e}"), false)
+            })?;
+        Ok(())
+    }
+
     fn connect(&self) -> Result<PgConn> {
         let client = self.config.connect(NoTls).map_err(|e| {
             let mut err = StoreError::from(e);
@@ -269,8 +330,11 @@ impl Tx for PgTx<'_> {
     }
 
     fn next_rv(&mut self) -> Result<u64> {
+        // The notification goes out with the commit (and not at all on rollback), in the same
+        // round trip as the bump: watchers in other processes wake at once.
         let rows = self.query(
-            "UPDATE counter SET rv = rv + 1 WHERE id = 1 RETURNING rv",
+            "WITH bumped AS (UPDATE counter SET rv = rv + 1 WHERE id = 1 RETURNING rv) \
+             SELECT rv, pg_notify('shipway_changes', rv::text) FROM bumped",
             &[],
         )?;
         Ok(to_u64(rows[0].try_get(0)?))

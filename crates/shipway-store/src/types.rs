@@ -190,7 +190,8 @@ pub struct StoreOptions {
     /// older resourceVersion gets `Expired`.
     pub retained_changes: u64,
     /// How often a watch polls the database for writes by other processes (default 1 s); writes
-    /// through this `Store` wake watchers at once.
+    /// through this `Store` wake watchers at once, and so do other processes' on PostgreSQL
+    /// (LISTEN/NOTIFY), where the poll only covers a lost listening connection.
     pub poll_interval: std::time::Duration,
 }
 

@@ -1,5 +1,5 @@
-//! `WatchStream`: follows the change log from a resourceVersion, waking on local commits and
-//! polling for other processes' writes.
+//! `WatchStream`: follows the change log from a resourceVersion, waking on commits (this
+//! process's, and on PostgreSQL other processes' through LISTEN/NOTIFY) and polling for the rest.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -83,7 +83,8 @@ async fn next(mut st: State) -> Option<(Result<WatchEvent, StoreError>, State)> 
                 return Some((Err(e), st));
             }
         }
-        // The 1 s poll covers writers in other processes, which cannot signal us.
+        // The poll covers writers in other processes that cannot signal us (SQLite, or a
+        // PostgreSQL listener that lost its connection).
         tokio::select! {
             _ = st.latest.changed() => {}
             _ = tokio::time::sleep(poll) => {}

@@ -1217,3 +1217,38 @@ async fn unreachable_postgres_is_a_retryable_backend_error() {
         "{err}"
     );
 }
+
+/// On PostgreSQL a commit by another process wakes watchers at once (LISTEN/NOTIFY), not at the
+/// next poll: with the poll an hour away, the event still arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_watchers_wake_on_other_processes_commits() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let options = StoreOptions {
+        poll_interval: Duration::from_secs(3600),
+        ..StoreOptions::default()
+    };
+    let watcher = db.open_with(options.clone()).await;
+    let writer = db.open_with(options).await;
+    let mut watch = watcher.watch(ListQuery::default(), 0);
+    // The watch has read the (empty) history and waits.
+    assert_quiet(&mut watch).await;
+    for i in 0..3 {
+        writer
+            .create(configmap("p", &format!("n{i}"), "1"), "other")
+            .await
+            .unwrap();
+        let event = take(&mut watch, 1).await;
+        assert_eq!(
+            summary(&event),
+            [(WatchEventType::Added, format!("n{i}"), i + 1)]
+        );
+    }
+    // A rolled-back (dry-run) write notifies nobody and changes nothing.
+    writer
+        .apply_dry_run(configmap("p", "dry", "1"))
+        .await
+        .unwrap();
+    assert_quiet(&mut watch).await;
+}
