@@ -268,10 +268,14 @@ async fn listen(
     addr: SocketAddr,
     stop: CancellationToken,
 ) {
-    let max = shared
-        .config
-        .max_connections
-        .clamp(1, Semaphore::MAX_PERMITS) as u32;
+    // Permits are counted in u32 by `acquire_many`, which the drain below uses.
+    let max = u32::try_from(
+        shared
+            .config
+            .max_connections
+            .clamp(1, Semaphore::MAX_PERMITS),
+    )
+    .unwrap_or(u32::MAX);
     let limit = Arc::new(Semaphore::new(max as usize));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     // Read by connections after each request (cheaper than asking the token).
