@@ -121,19 +121,7 @@ const USES_STEP_KEYS: &[&str] = &[
 pub fn parse_workflow(file: &str, text: &str) -> (Option<Workflow>, Vec<Problem>) {
     let docs = match parse_documents(file, text) {
         Ok(docs) => docs,
-        Err(errors) => {
-            let problems = errors
-                .into_iter()
-                .map(|e| Problem {
-                    file: e.file,
-                    line: e.line,
-                    column: e.column,
-                    message: e.message,
-                    severity: Severity::Error,
-                })
-                .collect();
-            return (None, problems);
-        }
+        Err(errors) => return (None, yaml_problems(errors)),
     };
     let doc = match docs.as_slice() {
         [doc] => doc,
@@ -159,17 +147,7 @@ pub fn parse_workflow(file: &str, text: &str) -> (Option<Workflow>, Vec<Problem>
             return (None, vec![p]);
         }
     };
-    let mut r = Reader {
-        doc,
-        lines: text.lines().collect(),
-        file,
-        problems: Vec::new(),
-        refs: Vec::new(),
-    };
-    let workflow = r.workflow();
-    let mut problems = r.problems;
-    crate::problem::sort(&mut problems);
-    (workflow, problems)
+    read(file, text, doc, Reader::workflow)
 }
 
 /// Reads a local action's `action.yml`. Composite actions are supported; `node*` and `docker`
@@ -177,19 +155,7 @@ pub fn parse_workflow(file: &str, text: &str) -> (Option<Workflow>, Vec<Problem>
 pub fn parse_action(file: &str, text: &str) -> (Option<ActionMeta>, Vec<Problem>) {
     let docs = match parse_documents(file, text) {
         Ok(docs) => docs,
-        Err(errors) => {
-            let problems = errors
-                .into_iter()
-                .map(|e| Problem {
-                    file: e.file,
-                    line: e.line,
-                    column: e.column,
-                    message: e.message,
-                    severity: Severity::Error,
-                })
-                .collect();
-            return (None, problems);
-        }
+        Err(errors) => return (None, yaml_problems(errors)),
     };
     let Some(doc) = docs.first() else {
         let p = Problem::new(
@@ -200,6 +166,30 @@ pub fn parse_action(file: &str, text: &str) -> (Option<ActionMeta>, Vec<Problem>
         );
         return (None, vec![p]);
     };
+    read(file, text, doc, Reader::action)
+}
+
+/// YAML that did not load, as problems at the positions the loader gave.
+fn yaml_problems(errors: Vec<shipway_model::load::LoadError>) -> Vec<Problem> {
+    errors
+        .into_iter()
+        .map(|e| Problem {
+            file: e.file,
+            line: e.line,
+            column: e.column,
+            message: e.message,
+            severity: Severity::Error,
+        })
+        .collect()
+}
+
+/// Reads `doc` with `what` (a workflow or an action), gathering every problem, sorted.
+fn read<'a, T>(
+    file: &'a str,
+    text: &'a str,
+    doc: &'a Document,
+    what: impl FnOnce(&mut Reader<'a>) -> Option<T>,
+) -> (Option<T>, Vec<Problem>) {
     let mut r = Reader {
         doc,
         lines: text.lines().collect(),
@@ -207,10 +197,10 @@ pub fn parse_action(file: &str, text: &str) -> (Option<ActionMeta>, Vec<Problem>
         problems: Vec::new(),
         refs: Vec::new(),
     };
-    let action = r.action();
+    let out = what(&mut r);
     let mut problems = r.problems;
     crate::problem::sort(&mut problems);
-    (action, problems)
+    (out, problems)
 }
 
 /// A `needs.<job>` or `steps.<id>` reference found in an expression: checked once the job is
