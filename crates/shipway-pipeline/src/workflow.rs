@@ -38,6 +38,21 @@ pub enum Dyn {
     Expr(Str),
 }
 
+impl Dyn {
+    /// The value of an optional field: `default` when absent or when its expression fails.
+    pub fn value_or(d: Option<&Dyn>, host: &dyn shipway_expr::Host, default: Json) -> Json {
+        match d {
+            None => default,
+            Some(Dyn::Value(v)) => v.clone(),
+            Some(Dyn::Expr(s)) => s
+                .template
+                .eval(host)
+                .map(|v| v.to_json())
+                .unwrap_or(default),
+        }
+    }
+}
+
 /// An `if:` condition and where it was written.
 #[derive(Clone, Debug, PartialEq)]
 pub struct If {

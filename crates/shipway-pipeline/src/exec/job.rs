@@ -169,17 +169,8 @@ impl Instance {
                 None => base.clone(),
             },
         };
-        let dyn_value = |d: &Option<Dyn>, default: Json| -> Json {
-            match d {
-                None => default,
-                Some(Dyn::Value(v)) => v.clone(),
-                Some(Dyn::Expr(s)) => s
-                    .template
-                    .eval(&contexts)
-                    .map(|v| v.to_json())
-                    .unwrap_or(default),
-            }
-        };
+        let dyn_value =
+            |d: &Option<Dyn>, default: Json| Dyn::value_or(d.as_ref(), &contexts, default);
         let continue_on_error =
             Value::from_json(&dyn_value(&job.continue_on_error, Json::Bool(false))).truthy();
         if let Some(call) = &job.uses {

@@ -390,17 +390,8 @@ impl JobTask {
                     }
                 }
             };
-        let strategy_value = |d: &Option<Dyn>, default: Json| -> Json {
-            match d {
-                None => default,
-                Some(Dyn::Value(v)) => v.clone(),
-                Some(Dyn::Expr(s)) => s
-                    .template
-                    .eval(&base_contexts)
-                    .map(|v| v.to_json())
-                    .unwrap_or(default),
-            }
-        };
+        let strategy_value =
+            |d: &Option<Dyn>, default: Json| Dyn::value_or(d.as_ref(), &base_contexts, default);
         let strategy = job.strategy.as_ref();
         let fail_fast = strategy
             .map(|s| strategy_value(&s.fail_fast, Json::Bool(true)))
