@@ -11,7 +11,7 @@ use shipway_model::{Document, Selector, parse_documents};
 
 use crate::config::TransformerConfig;
 use crate::fs::{FileSystem, normalize};
-use crate::generate::{self, Loader};
+use crate::generate::{self, Loader, string_pairs};
 use crate::kustfile::{FILE_NAMES, Kustomization};
 use crate::origin::Origin;
 use crate::resource::{Behavior, Gvk, Resource};
@@ -1214,16 +1214,6 @@ fn is_remote(path: &str) -> bool {
         || path.starts_with("git@")
         || path.starts_with("gitlab.com/")
         || path.starts_with("bitbucket.org/")
-}
-
-fn string_pairs(v: Option<&Value>) -> Vec<(String, String)> {
-    match v {
-        Some(Value::Object(m)) => m
-            .iter()
-            .map(|(k, v)| (k.clone(), crate::resource::scalar_string(v)))
-            .collect(),
-        _ => Vec::new(),
-    }
 }
 
 fn check_unique(res: &[Resource]) -> Result<(), Error> {

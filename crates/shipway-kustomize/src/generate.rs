@@ -20,7 +20,8 @@ struct Options {
     immutable: bool,
 }
 
-fn string_pairs(v: Option<&Value>) -> Vec<(String, String)> {
+/// A map's entries with scalar values as kustomize prints them (also for `build`'s maps).
+pub(crate) fn string_pairs(v: Option<&Value>) -> Vec<(String, String)> {
     match v {
         Some(Value::Object(m)) => m
             .iter()
