@@ -140,7 +140,8 @@ fn too_many(n: usize) -> String {
     format!("the matrix produces {n} combinations; GitHub allows at most {MAX_COMBINATIONS}")
 }
 
-fn short(v: &Json) -> &'static str {
+/// What a JSON value is, for messages ("expected a mapping, found a string").
+pub(crate) fn short(v: &Json) -> &'static str {
     match v {
         Json::Null => "null",
         Json::Bool(_) => "a boolean",
@@ -151,7 +152,8 @@ fn short(v: &Json) -> &'static str {
     }
 }
 
-fn has_expression(v: &Json) -> bool {
+/// Whether any string inside `v` holds `${{ }}`.
+pub(crate) fn has_expression(v: &Json) -> bool {
     match v {
         Json::String(s) => shipway_expr::has_expression(s),
         Json::Array(items) => items.iter().any(has_expression),

@@ -6,6 +6,7 @@ use serde_json::{Map, Value as Json};
 use shipway_expr::{Condition, Scope, Template};
 use shipway_model::load::{Document, child_path, index_path, parse_documents};
 
+use crate::matrix::short as kind;
 use crate::problem::{Problem, Severity};
 use crate::scopes;
 use crate::workflow::*;
@@ -219,17 +220,6 @@ struct Reader<'a> {
     file: &'a str,
     problems: Vec<Problem>,
     refs: Vec<Reference>,
-}
-
-fn kind(v: &Json) -> &'static str {
-    match v {
-        Json::Null => "null",
-        Json::Bool(_) => "a boolean",
-        Json::Number(_) => "a number",
-        Json::String(_) => "a string",
-        Json::Array(_) => "a sequence",
-        Json::Object(_) => "a mapping",
-    }
 }
 
 impl Reader<'_> {

@@ -1,7 +1,6 @@
 //! The static plan of a workflow: jobs in dependency order with their matrices expanded where
 //! that needs no run-time value. Used by `--list`, `--graph`, `--dry-run` and the corpus test.
 
-use serde_json::Value as Json;
 
 use crate::matrix::{self, Combination};
 use crate::workflow::{Action, Uses, Workflow};
@@ -48,7 +47,7 @@ pub fn plan(w: &Workflow) -> Result<Vec<PlannedJob>, String> {
         let job = &w.jobs[&id];
         let matrix = match job.strategy.as_ref().and_then(|s| s.matrix.as_ref()) {
             None => MatrixPlan::None,
-            Some(m) if has_expression(m) => MatrixPlan::Dynamic,
+            Some(m) if crate::matrix::has_expression(m) => MatrixPlan::Dynamic,
             Some(m) => MatrixPlan::Static(
                 matrix::expand(m).map_err(|e| format!("jobs.{id}.strategy.matrix: {e}"))?,
             ),
@@ -67,13 +66,4 @@ pub fn plan(w: &Workflow) -> Result<Vec<PlannedJob>, String> {
         });
     }
     Ok(out)
-}
-
-fn has_expression(v: &Json) -> bool {
-    match v {
-        Json::String(s) => shipway_expr::has_expression(s),
-        Json::Array(items) => items.iter().any(has_expression),
-        Json::Object(map) => map.values().any(has_expression),
-        _ => false,
-    }
 }
