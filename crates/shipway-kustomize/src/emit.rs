@@ -590,17 +590,7 @@ fn go_int(s: &str) -> bool {
     if body.is_empty() {
         return false;
     }
-    let (digits, radix) = if let Some(r) = body.strip_prefix("0x").or(body.strip_prefix("0X")) {
-        (r, 16)
-    } else if let Some(r) = body.strip_prefix("0b").or(body.strip_prefix("0B")) {
-        (r, 2)
-    } else if let Some(r) = body.strip_prefix("0o").or(body.strip_prefix("0O")) {
-        (r, 8)
-    } else if body.len() > 1 && body.starts_with('0') {
-        (&body[1..], 8)
-    } else {
-        (body, 10)
-    };
+    let (digits, radix) = crate::v3scalars::radix(body);
     if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
         return false;
     }

@@ -102,17 +102,7 @@ fn go_parse_int(s: &str) -> Option<i128> {
         Some(b) => (true, b),
         None => (false, s.strip_prefix('+').unwrap_or(s)),
     };
-    let (digits, radix) = if let Some(r) = body.strip_prefix("0x").or(body.strip_prefix("0X")) {
-        (r, 16)
-    } else if let Some(r) = body.strip_prefix("0b").or(body.strip_prefix("0B")) {
-        (r, 2)
-    } else if let Some(r) = body.strip_prefix("0o").or(body.strip_prefix("0O")) {
-        (r, 8)
-    } else if body.len() > 1 && body.starts_with('0') {
-        (&body[1..], 8)
-    } else {
-        (body, 10)
-    };
+    let (digits, radix) = crate::v3scalars::radix(body);
     if digits.is_empty() {
         return None;
     }
@@ -135,6 +125,22 @@ fn is_yaml_float(s: &str) -> bool {
     })
     .as_ref()
     .is_some_and(|re| re.is_match(s))
+}
+
+/// An unsigned integer literal's digits and base, by its prefix as YAML 1.1 and Go read them
+/// (`0x`, `0b`, `0o`, and a leading `0` for octal).
+pub(crate) fn radix(body: &str) -> (&str, u32) {
+    if let Some(r) = body.strip_prefix("0x").or(body.strip_prefix("0X")) {
+        (r, 16)
+    } else if let Some(r) = body.strip_prefix("0b").or(body.strip_prefix("0B")) {
+        (r, 2)
+    } else if let Some(r) = body.strip_prefix("0o").or(body.strip_prefix("0O")) {
+        (r, 8)
+    } else if body.len() > 1 && body.starts_with('0') {
+        (&body[1..], 8)
+    } else {
+        (body, 10)
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Label selectors: kubectl's `-l` syntax and `matchLabels`/`matchExpressions`, with Kubernetes matching.
 
+use crate::load::json_type;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
@@ -351,18 +352,6 @@ fn expression(expr: &Value) -> Result<Requirement, String> {
         _ => {}
     }
     Requirement::new(key, operator, values)
-}
-
-fn json_type(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(n) if n.is_f64() => "a number",
-        Value::Number(_) => "an integer",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a sequence",
-        Value::Object(_) => "a mapping",
-    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -1,7 +1,6 @@
 //! The static plan of a workflow: jobs in dependency order with their matrices expanded where
 //! that needs no run-time value. Used by `--list`, `--graph`, `--dry-run` and the corpus test.
 
-
 use crate::matrix::{self, Combination};
 use crate::workflow::{Action, Uses, Workflow};
 
