@@ -1,12 +1,12 @@
 //! Label selectors: kubectl's `-l` syntax and `matchLabels`/`matchExpressions`, with Kubernetes matching.
 
-use crate::load::json_type;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
 
 use serde_json::Value;
 
+use crate::load::json_type;
 use crate::name::{validate_label_key, validate_label_value};
 
 /// A conjunction of requirements on labels. The empty selector matches everything.
