@@ -509,6 +509,8 @@ impl Conn {
         let (status, keep_alive) = match self.forward(route, backend, &p, started).await {
             Ok(r) => r,
             Err((status, why)) => {
+                let latency = started.elapsed();
+                self.record(route, backend, status, latency, started + latency);
                 let reason = match status {
                     504 => "Gateway Timeout",
                     503 => "Service Unavailable",
@@ -532,6 +534,22 @@ impl Conn {
             );
         }
         keep_alive
+    }
+
+    /// Counts a response from `backend` (the proxy's own 502/503/504 on its behalf too), its head
+    /// `latency` after the request began, at `at`.
+    fn record(
+        &self,
+        route: &Route,
+        backend: &Backend,
+        status: u16,
+        latency: Duration,
+        at: Instant,
+    ) {
+        let stats = backend
+            .stats
+            .get_or_init(|| self.shared.metrics.handle(&route.key, &backend.name));
+        self.shared.metrics.record_to(stats, status, latency, at);
     }
 
     /// Drops a request body that is already in the buffer, after the proxy answered itself.
@@ -611,9 +629,6 @@ impl Conn {
         let config = &shared.config;
         let (limit, connect_timeout) = (config.upstream_timeout, config.connect_timeout);
         if backend.endpoints.is_empty() {
-            self.shared
-                .metrics
-                .record(&route.key, &backend.name, 503, started.elapsed());
             return Err((
                 503,
                 format!("no ready endpoints (backend {})", backend.name),
@@ -704,12 +719,7 @@ impl Conn {
                     outliers.succeeded(endpoint);
                     // The head's arrival stands in for "now": one clock read fewer.
                     self.now = started + latency;
-                    let stats = backend
-                        .stats
-                        .get_or_init(|| self.shared.metrics.handle(&route.key, &backend.name));
-                    self.shared
-                        .metrics
-                        .record_to(stats, status, latency, self.now);
+                    self.record(route, backend, status, latency, self.now);
                     if let Some(n) = p.whole_body {
                         // (A splice has emptied the buffer already.)
                         let n = n.min(self.cbuf.len());
@@ -733,12 +743,6 @@ impl Conn {
                         continue;
                     }
                     if matches!(e, Io::Timeout) {
-                        self.shared.metrics.record(
-                            &route.key,
-                            &backend.name,
-                            504,
-                            started.elapsed(),
-                        );
                         return Err((
                             504,
                             format!(
@@ -754,15 +758,9 @@ impl Conn {
                         attempt += 1;
                         continue;
                     }
-                    self.shared
-                        .metrics
-                        .record(&route.key, &backend.name, 502, started.elapsed());
                     return Err((502, last_error));
                 }
                 Err(Failed::Invalid(why)) => {
-                    self.shared
-                        .metrics
-                        .record(&route.key, &backend.name, 502, started.elapsed());
                     return Err((
                         502,
                         format!("upstream {endpoint} (backend {}): {why}", backend.name),
@@ -770,19 +768,11 @@ impl Conn {
                 }
                 Err(Failed::After(status, latency)) => {
                     // The head went out: the client learns of the failure by the close.
-                    let stats = backend
-                        .stats
-                        .get_or_init(|| self.shared.metrics.handle(&route.key, &backend.name));
-                    self.shared
-                        .metrics
-                        .record_to(stats, status, latency, started + latency);
+                    self.record(route, backend, status, latency, started + latency);
                     return Ok((status, false));
                 }
             }
         }
-        self.shared
-            .metrics
-            .record(&route.key, &backend.name, 502, started.elapsed());
         Err((502, last_error))
     }
 
