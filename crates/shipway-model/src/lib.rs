@@ -7,6 +7,7 @@
 //!
 //! *Architecture Invariant*: this crate does no IO. Callers read files; this crate parses text.
 
+pub mod admit;
 pub mod kinds;
 pub mod load;
 pub mod name;
@@ -14,6 +15,7 @@ pub mod object;
 pub mod selector;
 pub mod validate;
 
+pub use admit::{Invalid, admit};
 pub use kinds::{KindInfo, Kinds};
 pub use load::{Document, LoadError, Loaded, load_json_object, load_str, parse_documents};
 pub use object::{Key, Object, ObjectMeta, OwnerReference};

@@ -121,7 +121,17 @@ impl Runtime for StoreRuntime {
         "local"
     }
 
+    /// Goes through admission first, so a sync stores only what the API would accept.
     async fn apply(&self, obj: Object, actor: &str) -> Result<(Object, ApplyOutcome), StoreError> {
+        let obj = shipway_model::admit(obj).map_err(|invalid| StoreError::Invalid {
+            key: invalid.key,
+            message: invalid
+                .problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        })?;
         self.store.apply(obj, actor).await
     }
 

@@ -125,20 +125,7 @@ pub async fn apply(
     let text = std::str::from_utf8(&body)
         .map_err(|e| ApiError::BadRequest(format!("the request body is not UTF-8: {e}")))?;
     let object = load::load_json_object("request body", text).map_err(ApiError::invalid)?;
-    let problems = shipway_model::validate::validate_object(&object);
-    if !problems.is_empty() {
-        let key = object.key();
-        let kind = if key.group.is_empty() {
-            key.kind.clone()
-        } else {
-            format!("{}.{}", key.kind, key.group)
-        };
-        let details: Vec<String> = problems.iter().map(ToString::to_string).collect();
-        return Err(ApiError::Invalid {
-            message: format!("{kind} {:?} is invalid: {}", key.name, details.join("; ")),
-            details,
-        });
-    }
+    let object = shipway_model::admit(object).map_err(ApiError::from)?;
     let dry_run = params.dry_run.unwrap_or(false);
     let (object, outcome) = if dry_run {
         state.store.apply_dry_run(object).await?

@@ -43,6 +43,15 @@ pub enum ApiError {
     Unauthorized,
 }
 
+impl From<shipway_model::Invalid> for ApiError {
+    fn from(invalid: shipway_model::Invalid) -> ApiError {
+        ApiError::Invalid {
+            message: invalid.to_string(),
+            details: invalid.problems.iter().map(ToString::to_string).collect(),
+        }
+    }
+}
+
 impl ApiError {
     pub fn invalid(errors: Vec<LoadError>) -> ApiError {
         let details: Vec<String> = errors.iter().map(ToString::to_string).collect();

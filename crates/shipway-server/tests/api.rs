@@ -443,3 +443,62 @@ async fn a_service_gets_a_proxy_listener_and_its_traffic_is_in_the_metrics() {
     );
     s.stop().await;
 }
+
+/// One admission path: what the API refuses, a write through the runtime (the seam GitOps and
+/// the Rollout controller write through) refuses too, with the same problems.
+#[tokio::test]
+async fn a_runtime_write_is_refused_by_admission_exactly_as_the_api_refuses_it() {
+    use shipway_runtime::Runtime as _;
+    let policy = json!({
+        "apiVersion": "shipway.dev/v1alpha1", "kind": "TrafficPolicy",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"backends": [
+            {"name": "stable", "selector": {"matchLabels": {"pod-template-hash": "a"}}, "weight": 70},
+            {"name": "canary", "selector": {"matchLabels": {"pod-template-hash": "b"}}, "weight": 20},
+        ]},
+    });
+    let server = TestServer::start().await;
+    let (code, status) = server.apply(policy.clone()).await;
+    assert_eq!(code, 422, "{status}");
+    let api_problems: Vec<String> =
+        serde_json::from_value(status["details"].clone()).unwrap_or_default();
+    assert_eq!(
+        api_problems,
+        ["spec.backends: Invalid value: weights sum to 90, expected 100"],
+        "{status}"
+    );
+    server.stop().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = shipway_store::Store::open_sqlite(&dir.path().join("shipway.db"))
+        .await
+        .unwrap();
+    let runtime = shipway_runtime::StoreRuntime {
+        store: store.clone(),
+    };
+    let refused = runtime
+        .apply(
+            serde_json::from_value(policy).unwrap(),
+            "controller:rollout",
+        )
+        .await
+        .expect_err("refused by admission");
+    match refused {
+        shipway_store::StoreError::Invalid { message, .. } => {
+            assert_eq!(message.split("; ").collect::<Vec<_>>(), api_problems)
+        }
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    assert!(
+        store
+            .list(&shipway_store::ListQuery::kind(
+                "shipway.dev",
+                "TrafficPolicy"
+            ))
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "nothing was stored"
+    );
+}

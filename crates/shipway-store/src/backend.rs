@@ -63,6 +63,10 @@ pub(crate) trait Tx {
         filter: RowFilter<'_>,
         limit: usize,
     ) -> Result<Vec<ChangeRow>>;
+    /// The retained change rows of one Secret, as (rv, object JSON), ascending.
+    fn secret_changes(&mut self, namespace: &str, name: &str) -> Result<Vec<(u64, String)>>;
+    /// Replaces the object JSON of the change row `rv`.
+    fn rewrite_change(&mut self, rv: u64, object: &str) -> Result<()>;
     /// The smallest retained change rv, `None` when the table is empty.
     fn oldest_change(&mut self) -> Result<Option<u64>>;
     /// Deletes changes with rv <= `upto`; returns how many.

@@ -157,11 +157,19 @@ fn record(
         WatchEventType::Deleted => tx.delete(&key)?,
         _ => tx.put(&key, rv, &data)?,
     }
+    let secret = key.group.is_empty() && key.kind == "Secret";
+    if secret {
+        redact_secret_history(tx, &key)?;
+    }
     tx.append_change(&ChangeRow {
         rv,
         event_type: kind.as_str().to_string(),
         key: key.clone(),
-        object: data,
+        object: if secret && kind == WatchEventType::Deleted {
+            encode(&without_secret_values(obj))
+        } else {
+            data
+        },
         prev_labels: prev_labels
             .map(|l| serde_json::to_string(l).expect("labels always serialize")),
     })?;
@@ -173,6 +181,27 @@ fn record(
         rv,
         message,
     })
+}
+
+/// A Secret's values live in the current object only. Every older change row of it is rewritten
+/// without `data` and `stringData`, and a DELETED row never carries them, so neither the log on
+/// disk nor a watch from an old resourceVersion replays values that were replaced or deleted.
+/// A watcher replaying history still sees every change, in order; the newest row has the values.
+fn redact_secret_history(tx: &mut dyn Tx, key: &Key) -> Result<()> {
+    for (rv, text) in tx.secret_changes(&key.namespace, &key.name)? {
+        let old = decode(&text)?;
+        if old.body.contains_key("data") || old.body.contains_key("stringData") {
+            tx.rewrite_change(rv, &encode(&without_secret_values(&old)))?;
+        }
+    }
+    Ok(())
+}
+
+fn without_secret_values(obj: &Object) -> Object {
+    let mut obj = obj.clone();
+    obj.body.remove("data");
+    obj.body.remove("stringData");
+    obj
 }
 
 pub(crate) fn get(tx: &mut dyn Tx, key: &Key) -> Result<Option<Object>> {

@@ -13,7 +13,13 @@ use crate::StoreError;
 use crate::backend::{ChangeRow, Migrations, NewAudit, Result, RowFilter, Tx, migrate};
 use crate::types::{AuditEvent, EventQuery};
 
-const MIGRATIONS: Migrations = &[(1, include_str!("../migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: Migrations = &[
+    (1, include_str!("../migrations/postgres/0001_init.sql")),
+    (
+        2,
+        include_str!("../migrations/postgres/0002_secret_changes.sql"),
+    ),
+];
 
 const MAX_IDLE_READERS: usize = 4;
 
@@ -413,6 +419,26 @@ impl Tx for PgTx<'_> {
             ],
         )?;
         rows.iter().map(change_row).collect()
+    }
+
+    fn secret_changes(&mut self, namespace: &str, name: &str) -> Result<Vec<(u64, String)>> {
+        // The literal grp and kind terms match the partial index changes_of_secrets.
+        let rows = self.query(
+            "SELECT rv, object FROM changes WHERE grp = '' AND kind = 'Secret' \
+             AND namespace = $1 AND name = $2 ORDER BY rv",
+            &[&namespace, &name],
+        )?;
+        rows.iter()
+            .map(|r| Ok((to_u64(r.try_get(0)?), r.try_get(1)?)))
+            .collect()
+    }
+
+    fn rewrite_change(&mut self, rv: u64, object: &str) -> Result<()> {
+        self.execute(
+            "UPDATE changes SET object = $2 WHERE rv = $1",
+            &[&to_i64(rv), &object],
+        )?;
+        Ok(())
     }
 
     fn oldest_change(&mut self) -> Result<Option<u64>> {

@@ -38,6 +38,7 @@ suite! {
         watch_sees_every_change_once_in_order_across_reconnects,
         concurrent_writers_never_share_a_resource_version,
         metrics_count_operations,
+        secret_values_are_not_replayed_from_the_change_log,
     ],
     db: [
         watch_from_before_compaction_is_expired,
@@ -1251,4 +1252,65 @@ async fn postgres_watchers_wake_on_other_processes_commits() {
         .await
         .unwrap();
     assert_quiet(&mut watch).await;
+}
+
+/// Only the newest change row of a Secret carries its values: a watch from an old
+/// resourceVersion still sees every change, but not values that were replaced or deleted.
+async fn secret_values_are_not_replayed_from_the_change_log(store: Store) {
+    let secret = |value: &str| {
+        obj(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "db", "namespace": "default"},
+            "type": "Opaque", "data": {"password": value}
+        }))
+    };
+    let key = Key::new("", "Secret", "default", "db");
+    store.apply(secret("b2xkLXZhbHVl"), "a").await.unwrap();
+    store.apply(secret("bmV3LXZhbHVl"), "a").await.unwrap();
+    let values = |events: &[WatchEvent]| {
+        events
+            .iter()
+            .map(|e| (e.kind, e.object.body.get("data").cloned()))
+            .collect::<Vec<_>>()
+    };
+    let replayed = take(&mut store.watch(ListQuery::kind("", "Secret"), 0), 2).await;
+    assert_eq!(
+        values(&replayed),
+        [
+            (WatchEventType::Added, None),
+            (
+                WatchEventType::Modified,
+                Some(json!({"password": "bmV3LXZhbHVl"}))
+            ),
+        ],
+        "the replaced value is gone from history; the current one is served"
+    );
+    assert_eq!(replayed[0].object.body.get("type"), Some(&json!("Opaque")));
+
+    store.delete(&key, "a").await.unwrap();
+    let replayed = take(&mut store.watch(ListQuery::kind("", "Secret"), 0), 3).await;
+    assert_eq!(
+        values(&replayed),
+        [
+            (WatchEventType::Added, None),
+            (WatchEventType::Modified, None),
+            (WatchEventType::Deleted, None),
+        ],
+        "no value of a deleted Secret is replayed"
+    );
+    // Other kinds keep their history as it was.
+    store
+        .apply(configmap("default", "c", "one"), "a")
+        .await
+        .unwrap();
+    store
+        .apply(configmap("default", "c", "two"), "a")
+        .await
+        .unwrap();
+    let cms = take(&mut store.watch(ListQuery::kind("", "ConfigMap"), 0), 2).await;
+    assert_ne!(
+        cms[0].object.body.get("data"),
+        cms[1].object.body.get("data")
+    );
+    assert!(cms[0].object.body.get("data").is_some());
 }

@@ -473,6 +473,29 @@ fn traffic_policy_text(policy: Option<&Object>) -> String {
     out
 }
 
+/// A Secret's data as `kubectl describe` shows it: each key with its decoded size, never a value.
+fn secret_data_text(data: &Value) -> String {
+    use base64::Engine as _;
+    let mut out = String::from("Data\n====\n");
+    let Some(map) = data.as_object() else {
+        return out;
+    };
+    let width = map.keys().map(|k| k.len()).max().unwrap_or(0) + 3;
+    let mut keys: Vec<_> = map.iter().collect();
+    keys.sort_by_key(|(k, _)| *k);
+    for (key, value) in keys {
+        let size = value
+            .as_str()
+            .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
+            .map_or_else(
+                || "<not base64>".to_string(),
+                |b| format!("{} bytes", b.len()),
+            );
+        out.push_str(&format!("{:<width$}{size}\n", format!("{key}:")));
+    }
+    out
+}
+
 fn describe_text(o: &Object, events: &[Value]) -> String {
     let m = &o.metadata;
     let pairs = |map: &std::collections::BTreeMap<String, String>| {
@@ -525,7 +548,12 @@ fn describe_text(o: &Object, events: &[Value]) -> String {
         let value = row[1].replace("\n              ", &format!("\n{}", " ".repeat(width)));
         out.push_str(&format!("{:<width$}{value}\n", row[0]));
     }
+    let secret = o.group().is_empty() && o.kind == "Secret";
     for (field, value) in &o.body {
+        if secret && field == "data" {
+            out.push_str(&secret_data_text(value));
+            continue;
+        }
         out.push_str(&capitalize(field));
         out.push_str(":\n");
         for line in output::to_yaml(value).lines() {

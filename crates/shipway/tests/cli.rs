@@ -778,3 +778,54 @@ fn up_refuses_bad_proxy_flags_and_names_them() {
         "refused before the data directory was used"
     );
 }
+
+/// Secrets as Kubernetes serves them: `stringData` is stored as base64 `data` and never given
+/// back as sent; `describe` shows keys and sizes, never values; bad base64 is refused at apply.
+#[test]
+fn secrets_are_stored_as_base64_data_and_described_without_values() {
+    let data = tempfile::tempdir().unwrap();
+    let up = Up::start(data.path());
+    let manifests = tempfile::tempdir().unwrap();
+    let file = manifests.path().join("secret.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\nstringData:\n  password: hunter22\ndata:\n  user: YWRtaW4=\n",
+    )
+    .unwrap();
+    let out = up.cli(data.path(), &["apply", "-f", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    let out = up.cli(data.path(), &["get", "secret", "db", "-o", "json"]);
+    let secret: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        secret["data"],
+        serde_json::json!({"user": "YWRtaW4=", "password": "aHVudGVyMjI="})
+    );
+    assert_eq!(secret["type"], "Opaque");
+    assert!(secret.get("stringData").is_none(), "{secret}");
+
+    let out = up.cli(data.path(), &["describe", "secret", "db"]);
+    let described = text(&out.stdout);
+    assert!(
+        described.contains("Data\n====\npassword:  8 bytes\nuser:      5 bytes\n"),
+        "{described}"
+    );
+    assert!(
+        !described.contains("hunter22") && !described.contains("aHVudGVyMjI="),
+        "{described}"
+    );
+
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: bad\ndata:\n  password: not*base64\n",
+    )
+    .unwrap();
+    let out = up.cli(data.path(), &["apply", "-f", file.to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("data[password]: Invalid value: illegal base64 data at input byte 3"),
+        "{err}"
+    );
+    assert!(!err.contains("not*base64"), "{err}");
+}
