@@ -25,12 +25,12 @@ pub struct Invalid {
 impl fmt::Display for Invalid {
     /// `Deployment.apps "web" is invalid: spec.replicas: ...; ...`, as kubectl words it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = if self.key.group.is_empty() {
-            self.key.kind.clone()
-        } else {
-            format!("{}.{}", self.key.kind, self.key.group)
-        };
-        write!(f, "{kind} {:?} is invalid: ", self.key.name)?;
+        write!(
+            f,
+            "{} {:?} is invalid: ",
+            self.key.group_kind(),
+            self.key.name
+        )?;
         for (i, p) in self.problems.iter().enumerate() {
             if i > 0 {
                 f.write_str("; ")?;

@@ -18,5 +18,5 @@ pub mod validate;
 pub use admit::{Invalid, admit};
 pub use kinds::{KindInfo, Kinds};
 pub use load::{Document, LoadError, Loaded, load_json_object, load_str, parse_documents};
-pub use object::{Key, Object, ObjectMeta, OwnerReference};
+pub use object::{Actor, GroupKind, Key, Object, ObjectMeta, OwnerReference};
 pub use selector::{Operator, Requirement, Selector, SelectorError};

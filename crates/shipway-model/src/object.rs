@@ -1,5 +1,6 @@
 //! The object envelope shared by every kind: apiVersion, kind, metadata, and the kind's own body.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -71,6 +72,10 @@ impl Object {
         group_of(&self.api_version)
     }
 
+    pub fn group_kind(&self) -> GroupKind {
+        GroupKind::new(self.group(), self.kind.clone())
+    }
+
     pub fn key(&self) -> Key {
         Key {
             group: self.group().to_string(),
@@ -119,6 +124,84 @@ pub fn group_of(api_version: &str) -> &str {
     }
 }
 
+/// A kind and its API group (`Deployment.apps`; the core group is empty): what controllers
+/// manage, own and watch, instead of `(&str, &str)` tuples.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GroupKind {
+    pub group: Cow<'static, str>,
+    pub kind: Cow<'static, str>,
+}
+
+impl GroupKind {
+    /// For the kinds Shipway knows at compile time: usable in `const`s.
+    pub const fn from_static(group: &'static str, kind: &'static str) -> GroupKind {
+        GroupKind {
+            group: Cow::Borrowed(group),
+            kind: Cow::Borrowed(kind),
+        }
+    }
+
+    pub fn new(group: impl Into<String>, kind: impl Into<String>) -> GroupKind {
+        GroupKind {
+            group: Cow::Owned(group.into()),
+            kind: Cow::Owned(kind.into()),
+        }
+    }
+
+    /// Whether `obj` is of this kind.
+    pub fn is(&self, obj: &Object) -> bool {
+        obj.group() == self.group && obj.kind == self.kind
+    }
+
+    /// Whether `key` names an object of this kind.
+    pub fn is_key(&self, key: &Key) -> bool {
+        key.group == self.group && key.kind == self.kind
+    }
+
+    /// The key of an object of this kind.
+    pub fn key(&self, namespace: &str, name: &str) -> Key {
+        Key::new(&self.group, &self.kind, namespace, name)
+    }
+}
+
+/// `Kind.group`, or `Kind` for the core group, as kubectl names a type.
+impl fmt::Display for GroupKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.group.is_empty() {
+            f.write_str(&self.kind)
+        } else {
+            write!(f, "{}.{}", self.kind, self.group)
+        }
+    }
+}
+
+/// Who made a write, as the audit trail records it: a user's token name, or a component of
+/// Shipway (`controller:deployment`, `kubelet`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Actor(Cow<'static, str>);
+
+impl Actor {
+    /// A user or token, by name.
+    pub fn user(name: impl Into<String>) -> Actor {
+        Actor(Cow::Owned(name.into()))
+    }
+
+    /// A built-in component, named once where it is defined.
+    pub const fn component(name: &'static str) -> Actor {
+        Actor(Cow::Borrowed(name))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// The identity of an object in the store. `namespace` is empty for cluster-scoped kinds.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Key {
@@ -129,6 +212,10 @@ pub struct Key {
 }
 
 impl Key {
+    pub fn group_kind(&self) -> GroupKind {
+        GroupKind::new(self.group.clone(), self.kind.clone())
+    }
+
     pub fn new(group: &str, kind: &str, namespace: &str, name: &str) -> Key {
         Key {
             group: group.to_string(),
@@ -142,11 +229,7 @@ impl Key {
 /// `kind/namespace/name` (or `kind/name` when cluster-scoped), the way errors name an object.
 impl fmt::Display for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = if self.group.is_empty() {
-            self.kind.clone()
-        } else {
-            format!("{}.{}", self.kind, self.group)
-        };
+        let kind = self.group_kind();
         if self.namespace.is_empty() {
             write!(f, "{kind}/{}", self.name)
         } else {

@@ -41,6 +41,9 @@ struct State {
     since: u64,
     buffer: VecDeque<WatchEvent>,
     latest: tokio::sync::watch::Receiver<u64>,
+    /// The last read reached the end of the log: read again only when a commit is signalled
+    /// (or the poll interval passes), so a watcher costs one read per wake-up, not two.
+    caught_up: bool,
     done: bool,
 }
 
@@ -51,6 +54,7 @@ pub(crate) fn stream(store: Store, query: ListQuery, since: u64) -> WatchStream 
         query: Arc::new(query),
         since,
         buffer: VecDeque::new(),
+        caught_up: false,
         done: false,
     };
     WatchStream {
@@ -67,27 +71,27 @@ async fn next(mut st: State) -> Option<(Result<WatchEvent, StoreError>, State)> 
         if st.done {
             return None;
         }
+        if st.caught_up {
+            // The poll covers writers in other processes that cannot signal us (SQLite, or a
+            // PostgreSQL listener that lost its connection).
+            tokio::select! {
+                _ = st.latest.changed() => {}
+                _ = tokio::time::sleep(poll) => {}
+            }
+        }
         // Mark the current value seen before reading, so a commit after the read wakes us.
         st.latest.borrow_and_update();
         match st.store.watch_batch(st.query.clone(), st.since).await {
             Ok(batch) => {
                 st.since = batch.next_since;
                 st.buffer.extend(batch.events);
-                if batch.more || !st.buffer.is_empty() {
-                    continue;
-                }
+                st.caught_up = !batch.more;
             }
-            Err(e) if e.is_retryable() => {}
+            Err(e) if e.is_retryable() => st.caught_up = true,
             Err(e) => {
                 st.done = true;
                 return Some((Err(e), st));
             }
-        }
-        // The poll covers writers in other processes that cannot signal us (SQLite, or a
-        // PostgreSQL listener that lost its connection).
-        tokio::select! {
-            _ = st.latest.changed() => {}
-            _ = tokio::time::sleep(poll) => {}
         }
     }
 }
