@@ -5,13 +5,19 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
+use std::future::Future;
+
 use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 use shipway_model::{GroupKind, Key, Object, Selector};
-use shipway_store::ListQuery;
+use shipway_store::{ListQuery, ObjectList, StoreError, WatchEvent};
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::watcher::{Event, Source, watcher};
+
+/// How long [`Cache::synced`] waits for the reflector to catch up.
+const SYNC_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How many changes a subscriber may fall behind before it is told to resync instead.
 const FANOUT_CAPACITY: usize = 4096;
@@ -111,6 +117,10 @@ impl Indexes {
 
 struct Inner {
     state: RwLock<Indexes>,
+    /// The newest resourceVersion folded in, for [`Cache::synced`].
+    folded: watch::Sender<u64>,
+    /// The source's committed version (set by the reflector).
+    committed: std::sync::OnceLock<Box<dyn Fn() -> u64 + Send + Sync>>,
     /// A rebuild in progress (between `Init` and `InitDone`).
     building: std::sync::Mutex<Option<Indexes>>,
     ready: watch::Sender<bool>,
@@ -136,6 +146,8 @@ impl Cache {
         Cache {
             inner: Arc::new(Inner {
                 state: RwLock::default(),
+                folded: watch::Sender::new(0),
+                committed: std::sync::OnceLock::new(),
                 building: std::sync::Mutex::default(),
                 ready: watch::Sender::new(false),
                 changes: broadcast::Sender::new(FANOUT_CAPACITY),
@@ -180,6 +192,12 @@ impl Cache {
             }
         };
         drop(building);
+        let rv = self.read().resource_version;
+        self.inner.folded.send_if_modified(|seen| {
+            let newer = rv > *seen;
+            *seen = (*seen).max(rv);
+            newer
+        });
         // No subscriber yet is fine: a new one starts from the cache.
         let _ = self.inner.changes.send(change);
     }
@@ -193,6 +211,26 @@ impl Cache {
     pub async fn ready(&self) {
         let mut ready = self.inner.ready.subscribe();
         let _ = ready.wait_for(|r| *r).await;
+    }
+
+    /// Waits until the cache has folded in every write committed before the call (this
+    /// process's own writes above all), so a reconcile never acts on a view older than what it
+    /// wrote itself — creating a pod twice, say. Bounded: after `SYNC_PATIENCE` the caller goes
+    /// on with what there is (a lagging reflector must not stop every controller).
+    pub async fn synced(&self) {
+        let Some(committed) = self.inner.committed.get() else {
+            return;
+        };
+        let target = committed();
+        let mut folded = self.inner.folded.subscribe();
+        let caught_up = tokio::time::timeout(SYNC_PATIENCE, folded.wait_for(|rv| *rv >= target));
+        if caught_up.await.is_err() {
+            tracing::warn!(
+                target,
+                folded = *folded.borrow(),
+                "the cache is behind the store; reconciling with what it has"
+            );
+        }
     }
 
     pub fn is_ready(&self) -> bool {
@@ -282,6 +320,13 @@ impl Reflector {
     ) -> (Cache, tokio::task::JoinHandle<()>) {
         let cache = Cache::new();
         let feed = cache.clone();
+        let committed = Arc::new(source);
+        let reader = committed.clone();
+        let _ = cache
+            .inner
+            .committed
+            .set(Box::new(move || reader.committed()));
+        let source = SharedSource(committed);
         let task = tokio::spawn(async move {
             let mut events = Box::pin(watcher(source, ListQuery::default()));
             loop {
@@ -297,6 +342,30 @@ impl Reflector {
             }
         });
         (cache, task)
+    }
+}
+
+/// One source shared by the watcher and the cache's `committed` reader.
+struct SharedSource<S>(Arc<S>);
+
+impl<S: Source> Source for SharedSource<S> {
+    fn list(
+        &self,
+        query: &ListQuery,
+    ) -> impl Future<Output = Result<ObjectList, StoreError>> + Send {
+        self.0.list(query)
+    }
+
+    fn watch(
+        &self,
+        query: &ListQuery,
+        since: u64,
+    ) -> BoxStream<'static, Result<WatchEvent, StoreError>> {
+        self.0.watch(query, since)
+    }
+
+    fn committed(&self) -> u64 {
+        self.0.committed()
     }
 }
 

@@ -210,20 +210,22 @@ impl Controller {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick
         });
-        let mut tasks: JoinSet<(Key, Result<Action, E>, Arc<Object>)> = JoinSet::new();
+        type Outcome<E> = (Key, Option<(Result<Action, E>, Arc<Object>)>);
+        let mut tasks: JoinSet<Outcome<E>> = JoinSet::new();
         loop {
             let now = Instant::now();
             for key in queue.take_due(now) {
-                let Some(obj) = self.cache.get(&key) else {
-                    // Gone: nothing to reconcile (cleanup runs through finalizers while it exists).
-                    queue.finish(key, None, now);
-                    continue;
-                };
+                let cache = self.cache.clone();
                 let reconcile = reconcile.clone();
                 let ctx = ctx.clone();
                 tasks.spawn(async move {
+                    cache.synced().await;
+                    // Gone: nothing to reconcile (cleanup runs through finalizers while it exists).
+                    let Some(obj) = cache.get(&key) else {
+                        return (key, None);
+                    };
                     let result = reconcile(obj.clone(), ctx).await;
-                    (key, result, obj)
+                    (key, Some((result, obj)))
                 });
             }
             let next_due = queue.next_due();
@@ -242,8 +244,12 @@ impl Controller {
                     Err(RecvError::Closed) => break,
                 },
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                    let Ok((key, result, obj)) = done else { continue };
+                    let Ok((key, outcome)) = done else { continue };
                     let now = Instant::now();
+                    let Some((result, obj)) = outcome else {
+                        queue.finish(key, None, now);
+                        continue;
+                    };
                     let action = match result {
                         Ok(action) => {
                             queue.failures.remove(&key);

@@ -24,9 +24,18 @@ pub trait Source: Send + Sync + 'static {
         query: &ListQuery,
         since: u64,
     ) -> BoxStream<'static, Result<WatchEvent, StoreError>>;
+    /// The newest resourceVersion known to be committed, without IO (0: unknown). A cache that
+    /// has folded it in has seen this process's own writes.
+    fn committed(&self) -> u64 {
+        0
+    }
 }
 
 impl Source for Store {
+    fn committed(&self) -> u64 {
+        self.last_committed()
+    }
+
     async fn list(&self, query: &ListQuery) -> Result<ObjectList, StoreError> {
         Store::list(self, query).await
     }

@@ -118,3 +118,87 @@ async fn n_controllers_cost_one_change_log_read_per_write_not_n() {
     );
     println!("change-log reads for {writes} writes: 1 controller {one}, 8 controllers {eight}");
 }
+
+/// A reconcile reads its own writes: a controller that keeps three children, woken again and
+/// again while it creates them, never creates a fourth from a cache that has not seen them yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconcile_sees_the_writes_of_the_one_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(&dir.path().join("shipway.db"))
+        .await
+        .unwrap();
+    let parent = store.create(config_map("parent", 0), "test").await.unwrap();
+    let uid = parent.metadata.uid.clone().unwrap();
+    let shutdown = CancellationToken::new();
+    let (cache, feed) = Reflector::spawn(store.clone(), shutdown.clone());
+    let created = Arc::new(AtomicUsize::new(0));
+    let ctx = Arc::new((store.clone(), cache.clone(), created.clone()));
+    let run = tokio::spawn(
+        Controller::new(CM, cache.clone())
+            .watches(CM, |o: &Object| {
+                // Every child wakes the parent, as an owned object would.
+                o.metadata
+                    .owner_references
+                    .iter()
+                    .map(|r| CM.key("default", &r.name))
+                    .collect()
+            })
+            .run(
+                |obj: Arc<Object>,
+                 ctx: Arc<(Store, shipway_controller::Cache, Arc<AtomicUsize>)>| async move {
+                    let (store, cache, created) = &*ctx;
+                    if !obj.metadata.owner_references.is_empty() {
+                        return Ok(Action::AwaitChange);
+                    }
+                    let uid = obj.metadata.uid.clone().unwrap_or_default();
+                    let have = cache.owned_by(&uid).len();
+                    for i in have..3 {
+                        let mut child = config_map(
+                            &format!("child-{}", created.fetch_add(1, Ordering::SeqCst)),
+                            i,
+                        );
+                        child
+                            .metadata
+                            .owner_references
+                            .push(shipway_model::OwnerReference {
+                                api_version: "v1".into(),
+                                kind: "ConfigMap".into(),
+                                name: obj.metadata.name.clone(),
+                                uid: uid.clone(),
+                                controller: Some(true),
+                                block_owner_deletion: None,
+                            });
+                        store
+                            .create(child, "test")
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    }
+                    Ok::<_, String>(Action::AwaitChange)
+                },
+                |_, _, _, _| Action::Requeue(Duration::from_millis(10)),
+                ctx,
+                shutdown.clone(),
+            ),
+    );
+    // Poke the parent many times while it works: each poke is a reconcile that must see the
+    // children already made.
+    for v in 1..=30 {
+        store.apply(config_map("parent", v), "test").await.unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while cache.owned_by(&uid).len() < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the children never appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Let the reconciles still queued run out before counting (an extra child would be created
+    // within a few milliseconds of the last poke).
+    cache.synced().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    shutdown.cancel();
+    run.await.unwrap();
+    feed.await.unwrap();
+    assert_eq!(created.load(Ordering::SeqCst), 3, "children created");
+}

@@ -380,6 +380,13 @@ impl Store {
         .await
     }
 
+    /// The newest resourceVersion this handle knows to be committed (by this process, and on
+    /// PostgreSQL by others it was told of), without a database read: a cache that has seen this
+    /// version has seen this process's own writes.
+    pub fn last_committed(&self) -> u64 {
+        *self.inner.latest.borrow()
+    }
+
     /// The newest resourceVersion handed out.
     pub async fn current_resource_version(&self) -> Result<u64, StoreError> {
         self.run("current_resource_version", |inner| {
