@@ -10,12 +10,14 @@ use anyhow::{Context, Result, bail};
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  test [--require-postgres] [--require-corpus] [-- CARGO TEST ARGS]
+  test [--require-postgres] [--require-corpus] [--require-kubectl] [-- CARGO TEST ARGS]
         Run every test. The PostgreSQL store tests use $SHIPWAY_TEST_POSTGRES_URL, or a throwaway
         server this command starts from the installed PostgreSQL (apt-get install postgresql);
         without either they report SKIPPED, or fail with --require-postgres (CI). The conformance
-        corpora come from $SHIPWAY_CORPUS, or shared/corpus beside the checkout or under /work;
-        without them those tests report SKIPPED, or fail with --require-corpus (CI).
+        corpora come from $SHIPWAY_CORPUS, or shared/corpus beside the checkout; without them
+        those tests report SKIPPED, or fail with --require-corpus (CI). The differential
+        kustomize tests need `kubectl kustomize`: SKIPPED without it, or failed with
+        --require-kubectl (CI).
   bench [--require-postgres]
         Run every benchmark (cargo bench), each beside its anchor where there is one: store
         throughput and watch latency on SQLite and PostgreSQL, idle RSS, the local runtime,
@@ -51,6 +53,7 @@ fn root() -> PathBuf {
 struct Flags {
     require_postgres: bool,
     require_corpus: bool,
+    require_kubectl: bool,
     /// What follows `--`, for cargo.
     rest: Vec<String>,
 }
@@ -59,6 +62,7 @@ fn parse(args: &[String]) -> Result<Flags> {
     let mut flags = Flags {
         require_postgres: false,
         require_corpus: false,
+        require_kubectl: false,
         rest: Vec::new(),
     };
     let mut it = args.iter();
@@ -66,6 +70,7 @@ fn parse(args: &[String]) -> Result<Flags> {
         match a.as_str() {
             "--require-postgres" => flags.require_postgres = true,
             "--require-corpus" => flags.require_corpus = true,
+            "--require-kubectl" => flags.require_kubectl = true,
             "--" => flags.rest.extend(it.by_ref().cloned()),
             other => bail!("unknown argument {other:?}\n\n{USAGE}"),
         }
@@ -78,7 +83,6 @@ fn corpus(require: bool) -> Result<Option<PathBuf>> {
     let candidates = [
         std::env::var_os("SHIPWAY_CORPUS").map(PathBuf::from),
         Some(root().join("../shared/corpus")),
-        Some(PathBuf::from("/work/shared/corpus")),
     ];
     for dir in candidates.into_iter().flatten() {
         if dir.join("kustomize").is_dir() && dir.join("workflows").is_dir() {
@@ -102,9 +106,18 @@ fn test(args: &[String]) -> Result<bool> {
     let flags = parse(args)?;
     let corpus = corpus(flags.require_corpus)?;
     let pg = postgres(flags.require_postgres, Durability::Off)?;
-    let status = cargo("test", &flags.rest, pg.as_ref(), corpus.as_deref())
-        .status()
-        .context("running cargo test")?;
+    let mut cmd = cargo("test", &flags.rest, pg.as_ref(), corpus.as_deref());
+    if flags.require_kubectl {
+        let found = Command::new("kubectl")
+            .args(["version", "--client"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            bail!("--require-kubectl: `kubectl` is not on the PATH (the kustomize oracle)");
+        }
+        cmd.env("SHIPWAY_REQUIRE_KUBECTL", "1");
+    }
+    let status = cmd.status().context("running cargo test")?;
     Ok(status.success())
 }
 

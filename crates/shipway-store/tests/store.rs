@@ -1132,13 +1132,14 @@ async fn watch_sees_writes_of_another_store_on_the_same_database(db: &TestDb) {
 
 const KILL9_ENV: &str = "SHIPWAY_STORE_KILL9_DB";
 
-/// Runs only as the child process of `sqlite_acknowledged_writes_survive_kill_9`: writes until
-/// killed, printing each acknowledged resourceVersion.
+/// Not a test of its own: the child process of `sqlite_acknowledged_writes_survive_kill_9`
+/// (started with `--ignored --exact`), which writes until killed, printing each acknowledged
+/// resourceVersion.
 #[tokio::test]
+#[ignore = "the child process of sqlite_acknowledged_writes_survive_kill_9"]
 async fn kill9_child_writer() {
-    let Ok(path) = std::env::var(KILL9_ENV) else {
-        return;
-    };
+    let path =
+        std::env::var(KILL9_ENV).expect("started by sqlite_acknowledged_writes_survive_kill_9");
     let store = Store::open_sqlite(std::path::Path::new(&path))
         .await
         .unwrap();
@@ -1160,6 +1161,7 @@ fn sqlite_acknowledged_writes_survive_kill_9() {
     let path = dir.path().join("shipway.db");
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
+            "--ignored",
             "--exact",
             "kill9_child_writer",
             "--nocapture",
