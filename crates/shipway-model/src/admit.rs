@@ -9,8 +9,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Map, Value};
 
+use crate::crd::{CustomKind, custom_kind, is_crd, suggest};
 use crate::validate::{FieldError, validate_object};
-use crate::{Key, Object};
+use crate::{Key, Kinds, Object};
 
 /// Kubernetes' limit on the decoded size of a Secret's data (`MaxSecretSize`).
 pub const MAX_SECRET_BYTES: usize = 1024 * 1024;
@@ -44,8 +45,16 @@ impl fmt::Display for Invalid {
 impl std::error::Error for Invalid {}
 
 /// Defaults, converts and checks `obj`; returns the object to store, or every problem in it.
-pub fn admit(mut obj: Object) -> Result<Object, Invalid> {
+/// Kinds are known or refused, as Kubernetes does: a built-in kind (Kubernetes', Argo's,
+/// Shipway's) or one of `custom`, the kinds of the CustomResourceDefinitions applied so far.
+pub fn admit(mut obj: Object, custom: &[CustomKind]) -> Result<Object, Invalid> {
     let mut problems = Vec::new();
+    known_kind(&obj, custom, &mut problems);
+    if is_crd(&obj)
+        && let Err(crd_problems) = custom_kind(&obj)
+    {
+        problems.extend(crd_problems);
+    }
     if obj.group().is_empty() && obj.kind == "Secret" {
         secret(&mut obj.body, &mut problems);
     }
@@ -58,6 +67,48 @@ pub fn admit(mut obj: Object) -> Result<Object, Invalid> {
             problems,
         })
     }
+}
+
+/// Refuses a kind nobody defined, naming the nearest known one, and a version a custom kind
+/// does not serve.
+fn known_kind(obj: &Object, custom: &[CustomKind], problems: &mut Vec<FieldError>) {
+    let (group, kind) = (obj.group(), obj.kind.as_str());
+    if kind.is_empty() || Kinds::get(group, kind).is_some() {
+        return;
+    }
+    if let Some(ck) = custom.iter().find(|k| k.group == group && k.kind == kind) {
+        let version = obj.api_version.rsplit('/').next().unwrap_or_default();
+        if !ck.served.iter().any(|v| v == version) {
+            problems.push(FieldError {
+                path: "apiVersion".into(),
+                message: format!(
+                    "Unsupported value: {:?}: {kind}.{group} is served as {}",
+                    obj.api_version,
+                    ck.served
+                        .iter()
+                        .map(|v| format!("{group}/{v}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        }
+        return;
+    }
+    let known = Kinds::all()
+        .iter()
+        .map(|k| k.kind)
+        .chain(custom.iter().map(|k| k.kind.as_str()));
+    let hint = match suggest(kind, known) {
+        Some(near) => format!(" (did you mean {near:?}?)"),
+        None => String::new(),
+    };
+    problems.push(FieldError {
+        path: "kind".into(),
+        message: format!(
+            "Invalid value: {kind:?}: no matches for kind {kind:?} in version {:?}{hint}; a custom kind needs its CustomResourceDefinition applied first",
+            obj.api_version
+        ),
+    });
 }
 
 /// A Secret as the API server stores it: `stringData` merged into `data` (its values win, as
@@ -145,7 +196,45 @@ mod tests {
     }
 
     fn admitted(v: Value) -> Value {
-        admit(object(v)).expect("admitted").to_json()
+        admit(object(v), &[]).expect("admitted").to_json()
+    }
+
+    fn admit_plain(obj: Object) -> Result<Object, Invalid> {
+        admit(obj, &[])
+    }
+
+    #[test]
+    fn unknown_kinds_are_refused_with_the_nearest_known_one() {
+        let err = admit_plain(object(json!({
+            "apiVersion": "apps/v1", "kind": "Deploymnt", "metadata": {"name": "web"}
+        })))
+        .expect_err("refused");
+        assert_eq!(
+            err.to_string(),
+            "Deploymnt.apps \"web\" is invalid: kind: Invalid value: \"Deploymnt\": no matches for kind \"Deploymnt\" in version \"apps/v1\" (did you mean \"Deployment\"?); a custom kind needs its CustomResourceDefinition applied first"
+        );
+        let widget = CustomKind {
+            group: "example.com".into(),
+            kind: "Widget".into(),
+            plural: "widgets".into(),
+            singular: "widget".into(),
+            short_names: vec![],
+            namespaced: true,
+            served: vec!["v1".into()],
+        };
+        let w = |api: &str| {
+            object(json!({"apiVersion": api, "kind": "Widget", "metadata": {"name": "w"}}))
+        };
+        assert!(admit(w("example.com/v1"), std::slice::from_ref(&widget)).is_ok());
+        assert!(
+            admit_plain(w("example.com/v1")).is_err(),
+            "unknown without its CRD"
+        );
+        let err = admit(w("example.com/v2"), &[widget]).expect_err("unserved version");
+        assert_eq!(
+            err.problems[0].to_string(),
+            "apiVersion: Unsupported value: \"example.com/v2\": Widget.example.com is served as example.com/v1"
+        );
     }
 
     #[test]
@@ -182,7 +271,7 @@ mod tests {
 
     #[test]
     fn bad_secret_data_is_refused_without_echoing_values() {
-        let err = admit(object(json!({
+        let err = admit_plain(object(json!({
             "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
             "data": {"pw": "hunter2!", "n": 5},
             "stringData": {"x": true}
@@ -201,7 +290,7 @@ mod tests {
     #[test]
     fn secrets_over_a_mebibyte_are_refused() {
         let big = "x".repeat(MAX_SECRET_BYTES);
-        let err = admit(object(json!({
+        let err = admit_plain(object(json!({
             "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
             "stringData": {"a": big, "b": "y"}
         })))
@@ -214,7 +303,7 @@ mod tests {
             }]
         );
         // Replacing a key counts its new size only.
-        let ok = admit(object(json!({
+        let ok = admit_plain(object(json!({
             "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
             "data": {"a": STANDARD.encode("x".repeat(MAX_SECRET_BYTES))},
             "stringData": {"a": "small"}
@@ -224,7 +313,7 @@ mod tests {
 
     #[test]
     fn workload_problems_come_through_with_the_kubectl_wording() {
-        let err = admit(object(json!({
+        let err = admit_plain(object(json!({
             "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
             "spec": {"replicas": -1}
         })))

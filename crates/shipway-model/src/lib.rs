@@ -8,6 +8,7 @@
 //! *Architecture Invariant*: this crate does no IO. Callers read files; this crate parses text.
 
 pub mod admit;
+pub mod crd;
 pub mod kinds;
 pub mod load;
 pub mod name;

@@ -8,6 +8,7 @@
 //!
 //! *Architecture Invariant*: controllers talk to each other only through objects in the store.
 
+pub mod admission;
 pub mod controller;
 pub mod deployment;
 pub mod gc;
@@ -123,15 +124,17 @@ impl Runtime for StoreRuntime {
 
     /// Goes through admission first, so a sync stores only what the API would accept.
     async fn apply(&self, obj: Object, actor: &str) -> Result<(Object, ApplyOutcome), StoreError> {
-        let obj = shipway_model::admit(obj).map_err(|invalid| StoreError::Invalid {
-            key: invalid.key,
-            message: invalid
-                .problems
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; "),
-        })?;
+        let obj = admission::admit(&self.store, obj)
+            .await?
+            .map_err(|invalid| StoreError::Invalid {
+                key: invalid.key,
+                message: invalid
+                    .problems
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            })?;
         self.store.apply(obj, actor).await
     }
 

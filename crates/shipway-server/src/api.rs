@@ -18,8 +18,8 @@ use shipway_store::{ApplyOutcome, DeleteOutcome, EventQuery, ListQuery};
 use crate::error::ApiError;
 use crate::{AppState, Caller};
 
-/// A resource as a user names it: a known kind resolved like kubectl does (`deploy`, `services`),
-/// or any other kind as `Kind` or `Kind.group`.
+/// A resource as a user names it: a built-in kind resolved like kubectl does (`deploy`,
+/// `services`), or a kind a CustomResourceDefinition defines (`widgets`, `Widget.example.com`).
 #[derive(Debug, Clone)]
 pub struct Resource {
     /// None: an unknown kind named without a group, matched in any group.
@@ -29,7 +29,10 @@ pub struct Resource {
 }
 
 impl Resource {
-    pub fn parse(name: &str) -> Result<Resource, ApiError> {
+    /// Resolves what a user typed the way kubectl does: a built-in kind by name, plural or short
+    /// name, else a kind defined by a stored CustomResourceDefinition; anything else is a type
+    /// the server does not have (404, with the nearest known name).
+    pub async fn resolve(store: &shipway_store::Store, name: &str) -> Result<Resource, ApiError> {
         if let Some(k) = Kinds::resolve(name) {
             return Ok(Resource {
                 group: Some(k.group.to_string()),
@@ -37,24 +40,37 @@ impl Resource {
                 namespaced: k.namespaced,
             });
         }
-        let (kind, group) = match name.split_once('.') {
-            Some((kind, group)) => (kind, Some(group.to_string())),
-            None => (name, None),
+        let lower = name.to_ascii_lowercase();
+        let (word, group) = match lower.split_once('.') {
+            Some((w, g)) => (w, Some(g)),
+            None => (lower.as_str(), None),
         };
-        let valid = kind.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-            && kind.chars().all(|c| c.is_ascii_alphanumeric());
-        if !valid {
-            return Err(ApiError::BadRequest(format!(
-                "{name:?} is not a resource type: use a kind (Deployment), its plural or short name \
-                 (deployments, deploy), or Kind.group for other kinds (Widget.example.com)"
-            )));
+        let custom = shipway_runtime::admission::custom_kinds(store).await?;
+        let found = custom.iter().find(|k| {
+            let names_match = k.kind.eq_ignore_ascii_case(word)
+                || k.plural == word
+                || k.singular == word
+                || k.short_names.iter().any(|s| s == word);
+            names_match && group.is_none_or(|g| g == k.group)
+        });
+        if let Some(k) = found {
+            return Ok(Resource {
+                group: Some(k.group.clone()),
+                kind: k.kind.clone(),
+                namespaced: k.namespaced,
+            });
         }
-        let namespaced = Kinds::is_namespaced(group.as_deref().unwrap_or(""), kind);
-        Ok(Resource {
-            group,
-            kind: kind.to_string(),
-            namespaced,
-        })
+        let names = Kinds::all()
+            .iter()
+            .flat_map(|k| std::iter::once(k.plural).chain(k.short_names.iter().copied()))
+            .chain(custom.iter().map(|k| k.plural.as_str()));
+        let hint = match shipway_model::crd::suggest(word, names) {
+            Some(near) => format!(" (did you mean {near:?}?)"),
+            None => String::new(),
+        };
+        Err(ApiError::NotFound(format!(
+            "the server doesn't have a resource type {name:?}{hint}; types are built in or defined by a CustomResourceDefinition (`shipway get crd`)"
+        )))
     }
 
     fn namespace(&self, requested: Option<&str>) -> String {
@@ -125,7 +141,9 @@ pub async fn apply(
     let text = std::str::from_utf8(&body)
         .map_err(|e| ApiError::BadRequest(format!("the request body is not UTF-8: {e}")))?;
     let object = load::load_json_object("request body", text).map_err(ApiError::invalid)?;
-    let object = shipway_model::admit(object).map_err(ApiError::from)?;
+    let object = shipway_runtime::admission::admit(&state.store, object)
+        .await?
+        .map_err(ApiError::from)?;
     let dry_run = params.dry_run.unwrap_or(false);
     let (object, outcome) = if dry_run {
         state.store.apply_dry_run(object).await?
@@ -159,7 +177,7 @@ pub async fn list(
     Path(resource): Path<String>,
     Query(params): Query<ObjectParams>,
 ) -> Result<Json<Value>, ApiError> {
-    let resource = Resource::parse(&resource)?;
+    let resource = Resource::resolve(&state.store, &resource).await?;
     let list = state
         .store
         .list(&params.list_query(Some(&resource))?)
@@ -239,7 +257,7 @@ pub async fn get(
     Path((resource, name)): Path<(String, String)>,
     Query(params): Query<ObjectParams>,
 ) -> Result<Json<Object>, ApiError> {
-    let resource = Resource::parse(&resource)?;
+    let resource = Resource::resolve(&state.store, &resource).await?;
     let namespace = resource.namespace(params.namespace.as_deref());
     Ok(Json(find(&state, &resource, &namespace, &name).await?))
 }
@@ -250,7 +268,7 @@ pub async fn delete(
     Path((resource, name)): Path<(String, String)>,
     Query(params): Query<ObjectParams>,
 ) -> Result<Json<Value>, ApiError> {
-    let resource = Resource::parse(&resource)?;
+    let resource = Resource::resolve(&state.store, &resource).await?;
     let namespace = resource.namespace(params.namespace.as_deref());
     let key = find(&state, &resource, &namespace, &name).await?.key();
     let (object, outcome) = match state.store.delete(&key, &caller.name).await? {
@@ -271,7 +289,7 @@ pub async fn watch(
     Query(params): Query<ObjectParams>,
 ) -> Result<Response, ApiError> {
     let resource = match resource {
-        Some(Path(r)) if r != "all" => Some(Resource::parse(&r)?),
+        Some(Path(r)) if r != "all" => Some(Resource::resolve(&state.store, &r).await?),
         _ => None,
     };
     let query = params.list_query(resource.as_ref())?;
@@ -319,7 +337,7 @@ pub async fn events(
     Query(params): Query<ObjectParams>,
 ) -> Result<Json<Value>, ApiError> {
     let resource = match resource {
-        Some(Path(r)) => Some(Resource::parse(&r)?),
+        Some(Path(r)) => Some(Resource::resolve(&state.store, &r).await?),
         None => None,
     };
     let query = EventQuery {

@@ -502,3 +502,74 @@ async fn a_runtime_write_is_refused_by_admission_exactly_as_the_api_refuses_it()
         "nothing was stored"
     );
 }
+
+/// Kinds are known or refused, as Kubernetes does: a typo is refused with the nearest kind, and a
+/// custom kind works once its CustomResourceDefinition is applied.
+#[tokio::test]
+async fn unknown_kinds_are_refused_until_a_crd_defines_them() {
+    let server = TestServer::start().await;
+    let (code, status) = server
+        .apply(json!({"apiVersion": "apps/v1", "kind": "Deploymnt", "metadata": {"name": "web"}}))
+        .await;
+    assert_eq!(code, 422, "{status}");
+    assert!(
+        status["message"].as_str().unwrap_or_default().contains(
+            "no matches for kind \"Deploymnt\" in version \"apps/v1\" (did you mean \"Deployment\"?)"
+        ),
+        "{status}"
+    );
+    let (code, status) = server
+        .call(reqwest::Method::GET, "/api/v1/resources/deploymnt", None)
+        .await;
+    assert_eq!(code, 404, "{status}");
+    assert_eq!(
+        status["message"],
+        "the server doesn't have a resource type \"deploymnt\" (did you mean \"deployments\"?); types are built in or defined by a CustomResourceDefinition (`shipway get crd`)"
+    );
+
+    let widget = json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"size": 3}});
+    let (code, _) = server.apply(widget.clone()).await;
+    assert_eq!(code, 422, "no CRD yet");
+    let (code, status) = server
+        .apply(json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "widgets.example.com"},
+            "spec": {"group": "example.com", "scope": "Namespaced",
+                     "names": {"kind": "Widget", "plural": "widgets", "shortNames": ["wd"]},
+                     "versions": [{"name": "v1", "served": true, "storage": true,
+                                   "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]},
+        }))
+        .await;
+    assert_eq!(code, 201, "{status}");
+    let (code, status) = server.apply(widget).await;
+    assert_eq!(code, 201, "{status}");
+    for name in ["widgets", "wd", "Widget.example.com"] {
+        let (code, list) = server
+            .call(
+                reqwest::Method::GET,
+                &format!("/api/v1/resources/{name}"),
+                None,
+            )
+            .await;
+        assert_eq!(code, 200, "{name}: {list}");
+        assert_eq!(list["items"][0]["metadata"]["name"], "w", "{name}");
+    }
+    let (code, status) = server
+        .apply(json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "gadgets.example.com"},
+            "spec": {"group": "example.com", "scope": "Namespaced",
+                     "names": {"kind": "Gadget", "plural": "gadgets"},
+                     "versions": [{"name": "v1", "served": true, "storage": true,
+                                   "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": {"type": "map"}}}}}]},
+        }))
+        .await;
+    assert_eq!(code, 422, "{status}");
+    assert!(
+        status["message"].as_str().unwrap_or_default().contains(
+            "spec.versions[0].schema.openAPIV3Schema.properties[spec].type: Unsupported value: \"map\""
+        ),
+        "{status}"
+    );
+    server.stop().await;
+}

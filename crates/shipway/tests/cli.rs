@@ -829,3 +829,21 @@ fn secrets_are_stored_as_base64_data_and_described_without_values() {
     );
     assert!(!err.contains("not*base64"), "{err}");
 }
+
+/// A mistyped type is an error, as kubectl's "the server doesn't have a resource type", not an
+/// empty list.
+#[test]
+fn get_of_an_unknown_type_fails_and_names_the_nearest_one() {
+    let data = tempfile::tempdir().unwrap();
+    let up = Up::start(data.path());
+    let out = up.cli(data.path(), &["get", "deploymnt"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(
+            "the server doesn't have a resource type \"deploymnt\" (did you mean \"deployments\"?)"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("No resources found"), "{err}");
+}
