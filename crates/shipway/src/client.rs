@@ -251,3 +251,30 @@ fn root_cause(e: &dyn std::error::Error) -> String {
     }
     cause.to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--server https://...` is spoken over TLS (rustls): against a listener that is not TLS the
+    /// request fails in the handshake, not because the scheme is unsupported.
+    #[tokio::test]
+    async fn https_servers_are_reached_over_tls() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\n\r\nnot tls").await;
+            }
+        });
+        let client = Client::new(&format!("https://{addr}"), None);
+        let err = client.version().await.expect_err("no TLS server there");
+        let text = err.to_string();
+        // rustls' words for a peer that answered in plain text.
+        assert!(
+            text.contains("received corrupt message of type InvalidContentType"),
+            "{text}"
+        );
+    }
+}
