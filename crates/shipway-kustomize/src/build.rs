@@ -262,10 +262,12 @@ pub(crate) fn resources_from_text(file: &str, text: &str) -> Result<Vec<Resource
     for d in &mut docs {
         crate::v3scalars::fix(d, text);
     }
-    let mut queue: std::collections::VecDeque<(Value, Option<&Document>)> =
-        docs.iter().map(|d| (d.value.clone(), Some(d))).collect();
+    // (value, its document for errors, the document it came from: a List's items have one but
+    // not the other).
+    let mut queue: std::collections::VecDeque<(Value, Option<&Document>, &Document)> =
+        docs.iter().map(|d| (d.value.clone(), Some(d), d)).collect();
     let mut out = Vec::new();
-    while let Some((v, doc)) = queue.pop_front() {
+    while let Some((v, doc, src)) = queue.pop_front() {
         match &v {
             Value::Null => continue,
             Value::Object(m) if m.is_empty() => continue,
@@ -275,7 +277,7 @@ pub(crate) fn resources_from_text(file: &str, text: &str) -> Result<Vec<Resource
                     match m.get("items") {
                         Some(Value::Array(items)) => {
                             for it in items {
-                                queue.push_back((it.clone(), None));
+                                queue.push_back((it.clone(), None, src));
                             }
                             continue;
                         }
@@ -302,7 +304,12 @@ pub(crate) fn resources_from_text(file: &str, text: &str) -> Result<Vec<Resource
                 }
                 let mut v = v;
                 stringify_metadata_maps(&mut v);
-                out.push(Resource::new(v));
+                let mut r = Resource::new(v);
+                r.source = Some(crate::Source {
+                    file: src.file.clone(),
+                    line: src.line,
+                });
+                out.push(r);
             }
             _ => return Err(at(doc, file, "a resource must be a YAML mapping")),
         }
@@ -420,6 +427,18 @@ impl<'a> Builder<'a> {
 
     /// Builds the top kustomization in `dir` and prints it.
     pub fn run(&mut self, dir: &Path) -> Result<String, Error> {
+        let mut out = String::new();
+        for (i, r) in self.render(dir)?.iter().enumerate() {
+            if i > 0 {
+                out.push_str("---\n");
+            }
+            out.push_str(&emit::to_yaml(&r.obj));
+        }
+        Ok(out)
+    }
+
+    /// Builds the top kustomization in `dir`: its resources in output order.
+    pub fn render(&mut self, dir: &Path) -> Result<Vec<Resource>, Error> {
         let dir = normalize(dir);
         let t = self.load_target(&dir)?;
         self.origins = !t.kust.build_metadata.is_empty();
@@ -451,8 +470,7 @@ impl<'a> Builder<'a> {
             .iter()
             .any(|m| m == "transformerAnnotations");
         let managed_by = t.kust.build_metadata.iter().any(|m| m == "managedByLabel");
-        let mut out = String::new();
-        for (i, r) in acc.res.iter_mut().enumerate() {
+        for r in &mut acc.res {
             if managed_by {
                 let mut labels = r.string_map("labels");
                 labels.retain(|(k, _)| k != "app.kubernetes.io/managed-by");
@@ -469,12 +487,8 @@ impl<'a> Builder<'a> {
                 let text = crate::origin::list_to_yaml(&r.transformations);
                 r.set_annotation(TRANSFORMATIONS, &text);
             }
-            if i > 0 {
-                out.push_str("---\n");
-            }
-            out.push_str(&emit::to_yaml(&r.obj));
         }
-        Ok(out)
+        Ok(acc.res)
     }
 
     fn sort(&self, kust: &Kustomization, res: &mut Vec<Resource>) -> Result<(), Error> {

@@ -232,3 +232,61 @@ fn odd_inputs_fail_cleanly() {
         let _ = render(&files, "/k");
     }
 }
+
+/// `render` returns the objects `build` prints, each with the file and line it came from (a
+/// List's items with the List's), and generated objects with none.
+#[test]
+fn render_returns_objects_with_their_file_and_line() {
+    let files = [
+        (
+            "/app/overlay/kustomization.yaml",
+            "resources:\n- ../base\n- extra.yaml\nnamePrefix: prod-\nconfigMapGenerator:\n- name: gen\n  literals: [a=b]\n",
+        ),
+        ("/app/base/kustomization.yaml", "resources:\n- web.yaml\n"),
+        (
+            "/app/base/web.yaml",
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n---\n# the app\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n",
+        ),
+        (
+            "/app/overlay/extra.yaml",
+            "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: ConfigMap\n  metadata: {name: one}\n",
+        ),
+    ];
+    let fs = fs(&files);
+    let opts = Options {
+        reorder: Reorder::None,
+        ..Options::default()
+    };
+    let got: Vec<(String, Option<String>)> = crate::render(&fs, Path::new("/app/overlay"), &opts)
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            (
+                format!("{}/{}", r.object.kind, r.object.metadata.name),
+                r.source.map(|s| s.to_string()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "Service/prod-web".to_string(),
+                Some("/app/base/web.yaml:1".to_string())
+            ),
+            (
+                "Deployment/prod-web".to_string(),
+                Some("/app/base/web.yaml:7".to_string())
+            ),
+            (
+                "ConfigMap/prod-one".to_string(),
+                Some("/app/overlay/extra.yaml:1".to_string())
+            ),
+            // The hash is kubectl kustomize's for this tree.
+            ("ConfigMap/prod-gen-4h2mbtbbt6".to_string(), None),
+        ]
+    );
+    // The same build, printed.
+    let printed = build(&fs, Path::new("/app/overlay"), &opts).unwrap();
+    assert_eq!(printed.matches("\n---\n").count(), 3, "{printed}");
+}

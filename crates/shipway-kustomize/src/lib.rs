@@ -76,6 +76,54 @@ pub enum Error {
     Build(String),
 }
 
+/// Where a rendered object was read from: the file (as the build named it, relative to what it
+/// was given) and the line its document starts at. Generated objects have none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Source {
+    pub file: String,
+    pub line: usize,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.file, self.line)
+    }
+}
+
+/// One object of a build, with where it came from, so a sync error can point at the file and
+/// line in git.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rendered {
+    pub object: shipway_model::Object,
+    pub source: Option<Source>,
+}
+
+/// Builds the kustomization in `dir` and returns its objects in the order `build` prints them.
+pub fn render(fs: &dyn FileSystem, dir: &Path, opts: &Options) -> Result<Vec<Rendered>, Error> {
+    let mut b = build::Builder {
+        fs,
+        opts,
+        stack: Vec::new(),
+        origins: false,
+    };
+    b.render(dir)?.into_iter().map(rendered).collect()
+}
+
+fn rendered(r: resource::Resource) -> Result<Rendered, Error> {
+    match serde_json::from_value::<shipway_model::Object>(r.obj) {
+        Ok(object) => Ok(Rendered {
+            object,
+            source: r.source,
+        }),
+        Err(e) => {
+            let at = r.source.map(|s| format!("{s}: ")).unwrap_or_default();
+            Err(Error::Build(format!(
+                "{at}not an object Shipway can apply: {e}"
+            )))
+        }
+    }
+}
+
 /// Builds the kustomization in `dir` and returns the YAML stream `kubectl kustomize` prints.
 pub fn build(fs: &dyn FileSystem, dir: &Path, opts: &Options) -> Result<String, Error> {
     let mut b = build::Builder {

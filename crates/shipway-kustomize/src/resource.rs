@@ -196,6 +196,8 @@ pub struct Resource {
     pub origin: Option<crate::origin::Origin>,
     /// The transformers that changed it after it had an origin.
     pub transformations: Vec<crate::origin::Origin>,
+    /// The file and line its document started at, when it was read from a file.
+    pub source: Option<crate::Source>,
 }
 
 impl Resource {
@@ -211,6 +213,7 @@ impl Resource {
             ref_by: Vec::new(),
             origin: None,
             transformations: Vec::new(),
+            source: None,
         }
     }
 
