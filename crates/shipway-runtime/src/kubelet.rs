@@ -445,6 +445,21 @@ impl PodWorker {
                     .unwrap_or_default()
             })
             .collect();
+        // Container names become directory names (root, logs, pids); admission checks them, a Pod
+        // stored before it did must not name a path.
+        for c in &all {
+            let cname = c["name"].as_str().unwrap_or_default();
+            if let Err(e) = shipway_model::name::validate_dns1123_label(cname) {
+                let msg = format!("container name {cname:?}: Invalid value: {e}");
+                self.update(|s| {
+                    s.pending_reason = Some(("CreateContainerConfigError".into(), msg.clone()));
+                    for (_, st) in s.containers.values_mut().chain(s.init.values_mut()) {
+                        st.state = waiting("CreateContainerConfigError", &msg);
+                    }
+                });
+                return None;
+            }
+        }
         let mut images = HashMap::new();
         for c in &all {
             let image = c["image"].as_str().unwrap_or_default().to_string();

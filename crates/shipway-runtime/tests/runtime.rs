@@ -734,6 +734,47 @@ async fn volumes_appear_at_their_mount_paths_without_touching_the_image() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_like_paths_in_a_stored_pod_are_refused_by_the_kubelet() {
+    // Written straight to the store, as a Pod admitted before the API checked these names.
+    let env = Env::start().await;
+    let escape = env.data.path().join("escaped");
+    env.apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings", "namespace": "default"}, "data": {"greeting": "hello"}})).await;
+    env.apply(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "vol", "namespace": "default"}, "spec": {
+        "volumes": [{"name": "../../../escaped", "configMap": {"name": "settings"}}],
+        "containers": [{"name": "main", "image": "sh:v1", "args": ["sleep 600"]}],
+    }})).await;
+    env.apply(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "ctr", "namespace": "default"}, "spec": {
+        "containers": [{"name": "../../../escaped", "image": "sh:v1", "args": ["sleep 600"]}],
+    }})).await;
+    for (pod, message) in [
+        (
+            "vol",
+            "volume \"../../../escaped\": Invalid value: a lowercase RFC 1123 label",
+        ),
+        (
+            "ctr",
+            "container name \"../../../escaped\": Invalid value: a lowercase RFC 1123 label",
+        ),
+    ] {
+        env.until(20, "the refusal in the status", || async {
+            env.get("", "Pod", pod).await.is_some_and(|p| {
+                let w = &container_status(&p)["state"]["waiting"];
+                w["reason"] == "CreateContainerConfigError"
+                    && w["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with(message))
+            })
+        })
+        .await;
+    }
+    assert!(
+        !escape.exists(),
+        "nothing was made outside the pod directory"
+    );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_and_tcp_probes_use_the_ports_the_pod_was_given() {
     let env = Env::start().await;
     for (name, probe) in [
