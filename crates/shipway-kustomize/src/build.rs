@@ -223,7 +223,8 @@ pub(crate) struct Ldr<'a> {
 }
 
 impl Ldr<'_> {
-    fn resolve(&self, rel: &str) -> Result<PathBuf, String> {
+    /// `root/rel`, refused under the rootOnly restrictor when its links lead out of the root.
+    pub(crate) fn resolve(&self, rel: &str) -> Result<PathBuf, String> {
         let p = normalize(&self.root.join(rel));
         if self.restrict {
             let real = self
@@ -244,6 +245,18 @@ impl Ldr<'_> {
             }
         }
         Ok(p)
+    }
+
+    /// Whether `path` (below the root, its parent free of links) is itself a link: its real path
+    /// is not its parent's real path joined with its name.
+    pub(crate) fn is_link(&self, path: &Path) -> bool {
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return false;
+        };
+        match (self.fs.real_path(parent), self.fs.real_path(path)) {
+            (Ok(parent), Ok(real)) => real != parent.join(name),
+            _ => false,
+        }
     }
 }
 

@@ -290,3 +290,45 @@ fn render_returns_objects_with_their_file_and_line() {
     let printed = build(&fs, Path::new("/app/overlay"), &opts).unwrap();
     assert_eq!(printed.matches("\n---\n").count(), 3, "{printed}");
 }
+
+#[test]
+fn a_plain_directory_refuses_links_out_of_it_and_does_not_loop() {
+    use std::os::unix::fs::symlink;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::create_dir_all(tmp.path().join("elsewhere")).unwrap();
+    std::fs::write(dir.join("a.yaml"), CM).unwrap();
+    std::fs::write(dir.join("sub/b.yaml"), CM.replace("name: a", "name: b")).unwrap();
+    std::fs::write(
+        tmp.path().join("secret.yaml"),
+        CM.replace("name: a", "name: s"),
+    )
+    .unwrap();
+    std::fs::write(
+        tmp.path().join("elsewhere/c.yaml"),
+        CM.replace("name: a", "name: c"),
+    )
+    .unwrap();
+    // Links inside the directory: to a file in it, a cycle back to it, and one to a sibling.
+    symlink(dir.join("a.yaml"), dir.join("again.yaml")).unwrap();
+    symlink(&dir, dir.join("sub/loop")).unwrap();
+    symlink(dir.join("sub"), dir.join("side")).unwrap();
+    let out = build_dir(&crate::DiskFs, &dir, true).unwrap();
+    let names: Vec<&str> = out.lines().filter(|l| l.starts_with("  name:")).collect();
+    assert_eq!(names, ["  name: a", "  name: a", "  name: b"], "{out}");
+
+    symlink(tmp.path().join("secret.yaml"), dir.join("z.yaml")).unwrap();
+    let e = build_dir(&crate::DiskFs, &dir, true)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("z.yaml: security; file '"), "{e}");
+    assert!(e.contains("secret.yaml' is not in or below '"), "{e}");
+    std::fs::remove_file(dir.join("z.yaml")).unwrap();
+
+    symlink(tmp.path().join("elsewhere"), dir.join("sub/out")).unwrap();
+    let e = build_dir(&crate::DiskFs, &dir, true)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("elsewhere' is not in or below '"), "{e}");
+}

@@ -136,37 +136,60 @@ pub fn build(fs: &dyn FileSystem, dir: &Path, opts: &Options) -> Result<String, 
 }
 
 /// Renders a directory without a kustomization (Argo CD's "directory" source): every `.yaml`,
-/// `.yml` and `.json` file in name order, subdirectories too with `recurse`.
+/// `.yml` and `.json` file in name order, subdirectories too with `recurse`. Files are read under
+/// the rootOnly load restrictor's check (a link to a file outside `dir` is refused); a link to a
+/// directory is not descended into, as Argo CD's walk does not, so a link cycle cannot loop.
 pub fn build_dir(fs: &dyn FileSystem, dir: &Path, recurse: bool) -> Result<String, Error> {
+    let ldr = build::Ldr {
+        fs,
+        root: dir.to_path_buf(),
+        restrict: true,
+        root_real: std::cell::OnceCell::new(),
+    };
     let mut out = String::new();
     let mut first = true;
-    collect_dir(fs, dir, recurse, &mut out, &mut first)?;
+    collect_dir(&ldr, Path::new(""), recurse, &mut out, &mut first)?;
     Ok(out)
 }
 
 fn collect_dir(
-    fs: &dyn FileSystem,
-    dir: &Path,
+    ldr: &build::Ldr<'_>,
+    rel: &Path,
     recurse: bool,
     out: &mut String,
     first: &mut bool,
 ) -> Result<(), Error> {
-    let names = fs
-        .list(dir)
+    let dir = ldr.root.join(rel);
+    let names = ldr
+        .fs
+        .list(&dir)
         .map_err(|e| Error::Build(format!("{}: {e}", dir.display())))?;
     for name in names {
         let p = dir.join(&name);
-        if fs.is_dir(&p) {
-            if recurse && !name.starts_with('.') {
-                collect_dir(fs, &p, recurse, out, first)?;
+        let rel = rel.join(&name);
+        let is_dir = ldr.fs.is_dir(&p);
+        let wanted = if is_dir {
+            recurse && !name.starts_with('.')
+        } else {
+            name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json")
+        };
+        if !wanted {
+            continue;
+        }
+        let real = ldr
+            .resolve(&rel.to_string_lossy())
+            .map_err(|e| Error::Build(format!("{}: {e}", p.display())))?;
+        if is_dir {
+            // A link to a directory inside the root is not followed (its files are reached by
+            // their own path, or not at all), which also ends link cycles.
+            if !ldr.is_link(&p) {
+                collect_dir(ldr, &rel, recurse, out, first)?;
             }
             continue;
         }
-        if !(name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json")) {
-            continue;
-        }
-        let bytes = fs
-            .read(&p)
+        let bytes = ldr
+            .fs
+            .read(&real)
             .map_err(|e| Error::Build(format!("{}: {e}", p.display())))?;
         let text = String::from_utf8(bytes)
             .map_err(|_| Error::Build(format!("{}: not UTF-8", p.display())))?;

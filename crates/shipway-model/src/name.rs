@@ -17,6 +17,8 @@ const DNS1035_LABEL_RULE: &str = "must consist of lower case alphanumeric charac
 const QUALIFIED_NAME_RULE: &str = "must be a name of alphanumeric characters, '-', '_' or '.' that starts \
      and ends with an alphanumeric character, with an optional DNS subdomain prefix and '/' (e.g. \
      'app', 'my.name' or 'example.com/my-name')";
+const CONFIG_KEY_RULE: &str = "a valid config key must consist of alphanumeric characters, '-', '_' or \
+     '.' (e.g. 'key.name', or 'KEY_NAME', or 'key-name')";
 const LABEL_VALUE_RULE: &str = "must be empty or consist of alphanumeric characters, '-', '_' or '.', \
      and must start and end with an alphanumeric character (e.g. 'MyValue', or 'my_value', or '12345')";
 
@@ -127,6 +129,40 @@ pub fn validate_label_value(value: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Checks a DNS-1123 label, the rule for volume names (they become directory names). Returns only
+/// the rule, as Kubernetes' `IsDNS1123Label` does; the caller quotes the value with its field path.
+pub fn validate_dns1123_label(name: &str) -> Result<(), String> {
+    if name.len() > MAX_LABEL_LEN {
+        return Err(format!("must be no more than {MAX_LABEL_LEN} characters"));
+    }
+    if !is_dns1123_label(name) {
+        return Err(format!("a lowercase RFC 1123 label {DNS1123_LABEL_RULE}"));
+    }
+    Ok(())
+}
+
+/// Checks a ConfigMap or Secret key, which becomes a file name in a volume: Kubernetes'
+/// `IsConfigMapKey` (`[-._a-zA-Z0-9]+`, at most 253 characters, not `.`, `..` or `..`-prefixed).
+/// Returns only the rule; the caller quotes the value with its field path.
+pub fn validate_config_key(key: &str) -> Result<(), String> {
+    if key.len() > MAX_NAME_LEN {
+        return Err(format!("must be no more than {MAX_NAME_LEN} characters"));
+    }
+    if key.is_empty()
+        || !key
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+    {
+        return Err(CONFIG_KEY_RULE.to_string());
+    }
+    match key {
+        "." => Err("must not be '.'".to_string()),
+        ".." => Err("must not be '..'".to_string()),
+        _ if key.starts_with("..") => Err("must not start with '..'".to_string()),
+        _ => Ok(()),
+    }
 }
 
 fn check_subdomain(name: &str, what: &str) -> Result<(), String> {

@@ -1,6 +1,6 @@
 //! Kind-specific checks of the workloads Shipway runs (Pods, Deployments, ReplicaSets, Jobs,
-//! Services) and of TrafficPolicies, with Kubernetes' field paths, so bad manifests are refused
-//! at apply.
+//! Services), of the ConfigMaps and Secrets they mount and of TrafficPolicies, with Kubernetes'
+//! field paths, so bad manifests are refused at apply.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -262,6 +262,16 @@ pub fn validate_object(obj: &Object) -> Vec<FieldError> {
                 );
             }
         }
+        ("", "ConfigMap") | ("", "Secret") => {
+            // Each key becomes a file name when the object is mounted as a volume.
+            for field in ["data", "binaryData", "stringData"] {
+                if let Some(data) = c.object(obj.body.get(field), field, false) {
+                    for key in data.keys() {
+                        config_key(&mut c, key, &format!("{field}[{key}]"));
+                    }
+                }
+            }
+        }
         ("shipway.dev", "TrafficPolicy") => {
             if let Some(spec) = c.object(spec, "spec", true) {
                 traffic_policy(&mut c, spec);
@@ -474,6 +484,56 @@ fn strategy(c: &mut Checker, spec: &serde_json::Map<String, Value>) {
     }
 }
 
+/// A ConfigMap's or Secret's key names a file in a volume: Kubernetes' `IsConfigMapKey`.
+fn config_key(c: &mut Checker, key: &str, path: &str) {
+    if let Err(e) = crate::name::validate_config_key(key) {
+        c.err(path, format!("Invalid value: {key:?}: {e}"));
+    }
+}
+
+/// Kubernetes' `validateLocalDescendingPath` (subPath): relative, no `..` element.
+fn local_descending_path(c: &mut Checker, rel: &str, path: &str) {
+    if rel.starts_with('/') {
+        c.err(
+            path,
+            format!("Invalid value: {rel:?}: must be a relative path"),
+        );
+    }
+    if rel.split('/').any(|p| p == "..") {
+        c.err(
+            path,
+            format!("Invalid value: {rel:?}: must not contain '..'"),
+        );
+    }
+}
+
+/// Kubernetes' `validateLocalNonReservedPath` (items[].path): a descending path that does not
+/// start with `..` either (the kubelet's own `..data` links live there).
+fn local_non_reserved_path(c: &mut Checker, rel: &str, path: &str) {
+    local_descending_path(c, rel, path);
+    if rel.starts_with("..") && !rel.starts_with("../") {
+        c.err(
+            path,
+            format!("Invalid value: {rel:?}: must not start with '..'"),
+        );
+    }
+}
+
+/// Whether a `..` of `dir` goes above the directory it starts from (absolute paths start from the
+/// container's root too).
+fn climbs_above_root(dir: &str) -> bool {
+    let mut depth = 0usize;
+    for part in dir.split('/') {
+        match part {
+            "" | "." => {}
+            ".." if depth == 0 => return true,
+            ".." => depth -= 1,
+            _ => depth += 1,
+        }
+    }
+    false
+}
+
 fn pod_spec(c: &mut Checker, spec: &serde_json::Map<String, Value>, path: &str, policies: &[&str]) {
     if let Some(policy) = c.string(
         spec.get("restartPolicy"),
@@ -504,13 +564,41 @@ fn pod_spec(c: &mut Checker, spec: &serde_json::Map<String, Value>, path: &str, 
     {
         let vpath = format!("{path}.volumes[{i}]");
         if let Some(v) = c.object(Some(v), &vpath, true) {
-            if let Some(name) = c.string(v.get("name"), &format!("{vpath}.name"), true)
-                && !volumes.insert(name.to_string())
-            {
-                c.err(
-                    &format!("{vpath}.name"),
-                    format!("Duplicate value: {name:?}"),
-                );
+            if let Some(name) = c.string(v.get("name"), &format!("{vpath}.name"), true) {
+                // The kubelet makes a directory of each volume's name.
+                if let Err(e) = crate::name::validate_dns1123_label(name) {
+                    c.err(
+                        &format!("{vpath}.name"),
+                        format!("Invalid value: {name:?}: {e}"),
+                    );
+                } else if !volumes.insert(name.to_string()) {
+                    c.err(
+                        &format!("{vpath}.name"),
+                        format!("Duplicate value: {name:?}"),
+                    );
+                }
+            }
+            for source in ["configMap", "secret"] {
+                let spath = format!("{vpath}.{source}");
+                let Some(src) = c.object(v.get(source), &spath, false) else {
+                    continue;
+                };
+                for (j, item) in c
+                    .array(src.get("items"), &format!("{spath}.items"))
+                    .iter()
+                    .enumerate()
+                {
+                    let ipath = format!("{spath}.items[{j}]");
+                    let Some(item) = c.object(Some(item), &ipath, true) else {
+                        continue;
+                    };
+                    if let Some(key) = c.string(item.get("key"), &format!("{ipath}.key"), true) {
+                        config_key(c, key, &format!("{ipath}.key"));
+                    }
+                    if let Some(rel) = c.string(item.get("path"), &format!("{ipath}.path"), true) {
+                        local_non_reserved_path(c, rel, &format!("{ipath}.path"));
+                    }
+                }
             }
             let sources = ["emptyDir", "configMap", "secret"]
                 .iter()
@@ -641,7 +729,10 @@ fn pod_spec(c: &mut Checker, spec: &serde_json::Map<String, Value>, path: &str, 
                 .enumerate()
             {
                 let mpath = format!("{cpath}.volumeMounts[{j}]");
-                if let Some(n) = m.get("name").and_then(Value::as_str)
+                let Some(m) = c.object(Some(m), &mpath, true) else {
+                    continue;
+                };
+                if let Some(n) = c.string(m.get("name"), &format!("{mpath}.name"), true)
                     && !volumes.contains(n)
                 {
                     c.err(
@@ -649,6 +740,25 @@ fn pod_spec(c: &mut Checker, spec: &serde_json::Map<String, Value>, path: &str, 
                         format!("Not found: {n:?}: no volume of the pod has this name"),
                     );
                 }
+                if let Some(at) = c.string(m.get("mountPath"), &format!("{mpath}.mountPath"), true)
+                    && at.split('/').any(|p| p == "..")
+                {
+                    c.err(
+                        &format!("{mpath}.mountPath"),
+                        format!("Invalid value: {at:?}: must not contain '..' (the local runtime places mounts inside the container's directory)"),
+                    );
+                }
+                if let Some(sub) = c.string(m.get("subPath"), &format!("{mpath}.subPath"), false) {
+                    local_descending_path(c, sub, &format!("{mpath}.subPath"));
+                }
+            }
+            if let Some(w) = c.string(ct.get("workingDir"), &format!("{cpath}.workingDir"), false)
+                && climbs_above_root(w)
+            {
+                c.err(
+                    &format!("{cpath}.workingDir"),
+                    format!("Invalid value: {w:?}: must not climb above the container's root with '..' (the local runtime resolves workingDir inside the container's directory)"),
+                );
             }
             for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
                 let ppath = format!("{cpath}.{probe}");
@@ -790,6 +900,94 @@ mod tests {
                 "spec.selector: Required value",
                 "spec.template: Required value"
             ]
+        );
+    }
+
+    #[test]
+    fn paths_from_volumes_and_mounts_stay_inside_the_pod() {
+        let pod = |spec: Value| {
+            check(
+                json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": spec}),
+            )
+        };
+        let errors = pod(json!({
+            "volumes": [
+                {"name": "../x", "emptyDir": {}},
+                {"name": "/abs", "emptyDir": {}},
+                {"name": "cfg", "configMap": {"name": "c", "items": [
+                    {"key": "..", "path": "../up"},
+                    {"key": "a/b", "path": "/etc/passwd"},
+                    {"key": "ok", "path": "..data"},
+                    {"key": "ok", "path": "a/../../b"},
+                    {"key": "ok", "path": "a/b.conf"},
+                ]}},
+                {"name": "s", "secret": {"secretName": "s", "items": [{"key": "..k", "path": ".."}]}},
+            ],
+            "containers": [{"name": "c", "image": "i", "workingDir": "/app/../..", "volumeMounts": [
+                {"name": "cfg", "mountPath": "/etc/../x", "subPath": "../s"},
+                {"name": "cfg", "mountPath": "/etc/x", "subPath": "/abs"},
+                {"name": "../x", "mountPath": "/y"},
+                {"name": "cfg", "mountPath": "/z", "subPath": "a/./b"},
+            ]}, {"name": "d", "image": "i", "workingDir": "srv/../srv/./www"}],
+        }));
+        let label = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name', or '123-abc')";
+        let key = "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name', or 'KEY_NAME', or 'key-name')";
+        assert_eq!(
+            errors,
+            [
+                format!("spec.volumes[0].name: Invalid value: \"../x\": {label}"),
+                format!("spec.volumes[1].name: Invalid value: \"/abs\": {label}"),
+                "spec.volumes[2].configMap.items[0].key: Invalid value: \"..\": must not be '..'".into(),
+                "spec.volumes[2].configMap.items[0].path: Invalid value: \"../up\": must not contain '..'".into(),
+                format!("spec.volumes[2].configMap.items[1].key: Invalid value: \"a/b\": {key}"),
+                "spec.volumes[2].configMap.items[1].path: Invalid value: \"/etc/passwd\": must be a relative path".into(),
+                "spec.volumes[2].configMap.items[2].path: Invalid value: \"..data\": must not start with '..'".into(),
+                "spec.volumes[2].configMap.items[3].path: Invalid value: \"a/../../b\": must not contain '..'".into(),
+                "spec.volumes[3].secret.items[0].key: Invalid value: \"..k\": must not start with '..'".into(),
+                "spec.volumes[3].secret.items[0].path: Invalid value: \"..\": must not contain '..'".into(),
+                "spec.volumes[3].secret.items[0].path: Invalid value: \"..\": must not start with '..'".into(),
+                "spec.containers[0].volumeMounts[0].mountPath: Invalid value: \"/etc/../x\": must not contain '..' (the local runtime places mounts inside the container's directory)".into(),
+                "spec.containers[0].volumeMounts[0].subPath: Invalid value: \"../s\": must not contain '..'".into(),
+                "spec.containers[0].volumeMounts[1].subPath: Invalid value: \"/abs\": must be a relative path".into(),
+                "spec.containers[0].volumeMounts[2].name: Not found: \"../x\": no volume of the pod has this name".into(),
+                "spec.containers[0].workingDir: Invalid value: \"/app/../..\": must not climb above the container's root with '..' (the local runtime resolves workingDir inside the container's directory)".into(),
+            ]
+        );
+        // The same check runs on a Deployment's template.
+        let errors = check(deployment(json!({
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {
+                "volumes": [{"name": "../../../../tmp/x", "configMap": {"name": "c"}}],
+                "containers": [{"name": "web", "image": "i"}],
+            }},
+        })));
+        assert_eq!(
+            errors,
+            [format!(
+                "spec.template.spec.volumes[0].name: Invalid value: \"../../../../tmp/x\": {label}"
+            )]
+        );
+    }
+
+    #[test]
+    fn config_map_and_secret_keys_are_file_names() {
+        let errors = check(
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"ok.conf": "", "../x": "", ".": ""}, "binaryData": {"/etc": ""}}),
+        );
+        assert_eq!(
+            errors,
+            [
+                "data[../x]: Invalid value: \"../x\": a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name', or 'KEY_NAME', or 'key-name')",
+                "data[.]: Invalid value: \".\": must not be '.'",
+                "binaryData[/etc]: Invalid value: \"/etc\": a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name', or 'KEY_NAME', or 'key-name')",
+            ]
+        );
+        let errors = check(
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "stringData": {"..hidden": "x", "tls.key": "y"}}),
+        );
+        assert_eq!(
+            errors,
+            ["stringData[..hidden]: Invalid value: \"..hidden\": must not start with '..'"]
         );
     }
 

@@ -682,6 +682,71 @@ jobs:
 }
 
 #[tokio::test]
+async fn artifact_downloads_stay_inside_the_store_and_the_destination() {
+    // The run directory is three levels above a job's workspace (run/jobs/<job>/workspace).
+    let r = run(r#"
+on: push
+jobs:
+  produce:
+    runs-on: x
+    steps:
+      - run: mkdir -p ../../../outside && echo secret > ../../../outside/secret && echo private > ../../../private.txt
+      - run: mkdir -p a b/d && ln -s "$PWD/../../../outside" a/d && echo evil > b/d/evil && ln -s "$PWD/../../../private.txt" a/link.txt
+      - uses: actions/upload-artifact@v4
+        with:
+          name: a
+          path: a
+      - uses: actions/upload-artifact@v4
+        with:
+          name: b
+          path: b
+  consume:
+    needs: produce
+    runs-on: x
+    steps:
+      - id: climb
+        continue-on-error: true
+        uses: actions/download-artifact@v4
+        with:
+          name: ../outside
+          path: stolen
+      - run: test ! -e stolen/secret && echo "climb ${{ steps.climb.outcome }}"
+      - uses: actions/download-artifact@v4
+        with:
+          path: merged
+          merge-multiple: true
+      - run: test ! -L merged/d && test ! -L merged/link.txt && cat merged/link.txt merged/d/secret merged/d/evil && test ! -e ../../../outside/evil && echo merged-inside
+      - run: mkdir -p ../../../elsewhere && ln -s "$PWD/../../../elsewhere" linked
+      - id: through
+        continue-on-error: true
+        uses: actions/download-artifact@v4
+        with:
+          name: b
+          path: linked
+      - run: test ! -e ../../../elsewhere/d && echo "through ${{ steps.through.outcome }}"
+"#)
+    .await;
+    assert_eq!(r.report.result, Status::Success, "{:#?}", r.logs);
+    assert!(r.logged("climb failure"), "{:#?}", r.logs);
+    assert!(
+        r.logged("artifact name '../outside' has characters that are not allowed"),
+        "{:#?}",
+        r.logs
+    );
+    // Upload followed the links, as GitHub's does: the artifact holds their contents.
+    assert!(r.logged("] private"), "{:#?}", r.logs);
+    assert!(r.logged("] secret"), "{:#?}", r.logs);
+    assert!(r.logged("] evil"), "{:#?}", r.logs);
+    assert!(r.logged("merged-inside"), "{:#?}", r.logs);
+    assert!(r.logged("through failure"), "{:#?}", r.logs);
+    assert!(
+        r.logged("linked is a symbolic link; download-artifact does not write through links"),
+        "{:#?}",
+        r.logs
+    );
+}
+
+#[tokio::test]
 async fn report_json_has_the_documented_shape() {
     let r = run(r#"
 on: push

@@ -16,6 +16,7 @@ use shipway_store::{Store, StoreError};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
+use crate::confine;
 use crate::controller::{Action, ReconcileError, Reconciler};
 use crate::images::ImageStore;
 use crate::process::{self, Process};
@@ -444,6 +445,21 @@ impl PodWorker {
                     .unwrap_or_default()
             })
             .collect();
+        // Container names become directory names (root, logs, pids); admission checks them, a Pod
+        // stored before it did must not name a path.
+        for c in &all {
+            let cname = c["name"].as_str().unwrap_or_default();
+            if let Err(e) = shipway_model::name::validate_dns1123_label(cname) {
+                let msg = format!("container name {cname:?}: Invalid value: {e}");
+                self.update(|s| {
+                    s.pending_reason = Some(("CreateContainerConfigError".into(), msg.clone()));
+                    for (_, st) in s.containers.values_mut().chain(s.init.values_mut()) {
+                        st.state = waiting("CreateContainerConfigError", &msg);
+                    }
+                });
+                return None;
+            }
+        }
         let mut images = HashMap::new();
         for c in &all {
             let image = c["image"].as_str().unwrap_or_default().to_string();
@@ -527,14 +543,15 @@ impl PodWorker {
             .flatten()
         {
             let name = v["name"].as_str().unwrap_or_default().to_string();
-            let path = dir.join("volumes").join(&name);
-            std::fs::create_dir_all(&path).map_err(|e| format!("volume {name}: {e}"))?;
             let source = if let Some(cm) = v.get("configMap") {
-                Some(("ConfigMap", cm, "data", 0o644))
+                Some(("ConfigMap", cm, 0o644))
             } else {
-                v.get("secret").map(|s| ("Secret", s, "data", 0o600))
+                v.get("secret").map(|s| ("Secret", s, 0o600))
             };
-            if let Some((kind, src, _, mode)) = source {
+            let mut files = Vec::new();
+            let mut mode = 0o644;
+            if let Some((kind, src, m)) = source {
+                mode = m;
                 let obj_name = src
                     .get("name")
                     .or_else(|| src.get("secretName"))
@@ -567,20 +584,10 @@ impl PodWorker {
                             "volume {name}: {kind} {ns}/{obj_name} has no key {key:?}"
                         ));
                     };
-                    if rel.split('/').any(|p| p == ".." || p.is_empty()) {
-                        return Err(format!(
-                            "volume {name}: item path {rel:?} must be relative and stay inside the volume"
-                        ));
-                    }
-                    let file = path.join(&rel);
-                    if let Some(parent) = file.parent() {
-                        let _ = std::fs::create_dir_all(parent);
-                    }
-                    std::fs::write(&file, value).map_err(|e| format!("volume {name}: {e}"))?;
-                    use std::os::unix::fs::PermissionsExt;
-                    let _ = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode));
+                    files.push((rel, value.clone()));
                 }
             }
+            let path = write_volume(&dir.join("volumes"), &name, &files, mode)?;
             out.insert(name, path);
         }
         Ok(out)
@@ -776,10 +783,7 @@ impl PodWorker {
         let root = self
             .container_root(c, sandbox, image)
             .map_err(LaunchError::Config)?;
-        let cwd = match c["workingDir"].as_str() {
-            Some(w) => root.join(w.trim_start_matches('/')),
-            None => root,
-        };
+        let cwd = working_dir(&root, c["workingDir"].as_str()).map_err(LaunchError::Config)?;
         if !cwd.is_dir() {
             return Err(LaunchError::Config(format!(
                 "workingDir {:?} does not exist in image {}",
@@ -821,55 +825,7 @@ impl PodWorker {
         }
         std::fs::create_dir_all(&root).map_err(io)?;
         link_children(&image.root, &root).map_err(io)?;
-        for (i, m) in c["volumeMounts"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
-            let volume = m["name"].as_str().unwrap_or_default();
-            let Some(source) = sandbox.volumes.get(volume) else {
-                return Err(format!("volumeMounts[{i}]: no volume named {volume:?}"));
-            };
-            let source = match m["subPath"].as_str().filter(|p| !p.is_empty()) {
-                Some(sub) if sub.split('/').any(|p| p == "..") => {
-                    return Err(format!(
-                        "volumeMounts[{i}].subPath {sub:?} must stay inside the volume"
-                    ));
-                }
-                Some(sub) => source.join(sub),
-                None => source.clone(),
-            };
-            let path = m["mountPath"].as_str().unwrap_or_default();
-            let parts: Vec<&str> = path
-                .split('/')
-                .filter(|p| !p.is_empty() && *p != ".")
-                .collect();
-            if parts.is_empty() || parts.contains(&"..") {
-                return Err(format!(
-                    "volumeMounts[{i}].mountPath {path:?} must name a directory below the root"
-                ));
-            }
-            let mut dir = root.clone();
-            for part in &parts[..parts.len() - 1] {
-                dir = dir.join(part);
-                unfold(&dir).map_err(io)?;
-            }
-            let at = dir.join(parts[parts.len() - 1]);
-            if std::fs::symlink_metadata(&at).is_ok() {
-                if at.is_dir()
-                    && !std::fs::symlink_metadata(&at)
-                        .map_err(io)?
-                        .file_type()
-                        .is_symlink()
-                {
-                    std::fs::remove_dir_all(&at).map_err(io)?;
-                } else {
-                    std::fs::remove_file(&at).map_err(io)?;
-                }
-            }
-            std::os::unix::fs::symlink(&source, &at).map_err(io)?;
-        }
+        mount_volumes(&root, &sandbox.volumes, &c["volumeMounts"])?;
         Ok(Kubelet::container_root(
             &self.config.data_dir,
             &self.pod,
@@ -1039,6 +995,83 @@ fn go_duration(d: Duration) -> String {
                 format!("{}m{}s", s / 60, s % 60)
             }
         }
+    }
+}
+
+/// Makes the directory of volume `name` under `volumes` and writes its `files` (path in the
+/// volume, contents) with `mode`. Every path goes through `confine`: nothing is created, written
+/// or re-moded outside `volumes/<name>`, whatever the manifest or a container left there.
+fn write_volume(
+    volumes: &Path,
+    name: &str,
+    files: &[(String, String)],
+    mode: u32,
+) -> Result<PathBuf, String> {
+    // Admission checks this too; a Pod stored before it did must not name a path.
+    if let Err(e) = shipway_model::name::validate_dns1123_label(name) {
+        return Err(format!("volume {name:?}: Invalid value: {e}"));
+    }
+    let path = confine::create_dir(volumes, name).map_err(|e| format!("volume {name}: {e}"))?;
+    for (rel, value) in files {
+        confine::write_file(&path, rel, value.as_bytes(), mode)
+            .map_err(|e| format!("volume {name}: item path {e}"))?;
+    }
+    Ok(path)
+}
+
+/// Places a container's `volumeMounts` in its `root` as links to the volumes' directories (or to
+/// a `subPath` inside one). The mount point is built from the mountPath's components below `root`;
+/// the subPath is resolved inside its volume without following links.
+fn mount_volumes(
+    root: &Path,
+    volumes: &HashMap<String, PathBuf>,
+    mounts: &Value,
+) -> Result<(), String> {
+    let io = |e: std::io::Error| format!("preparing the container's root: {e}");
+    for (i, m) in mounts.as_array().into_iter().flatten().enumerate() {
+        let volume = m["name"].as_str().unwrap_or_default();
+        let Some(source) = volumes.get(volume) else {
+            return Err(format!("volumeMounts[{i}]: no volume named {volume:?}"));
+        };
+        let source = match m["subPath"].as_str().filter(|p| !p.is_empty()) {
+            Some(sub) => confine::existing_or_dir(source, sub)
+                .map_err(|e| format!("volumeMounts[{i}].subPath {e}"))?,
+            None => source.clone(),
+        };
+        let path = m["mountPath"].as_str().unwrap_or_default();
+        let parts = match confine::components(path.trim_start_matches('/')) {
+            Ok(parts) if !parts.is_empty() && !path.split('/').any(|p| p == "..") => parts,
+            _ => {
+                return Err(format!(
+                    "volumeMounts[{i}].mountPath {path:?} must name a directory below the root"
+                ));
+            }
+        };
+        // Each parent is made a real directory (unfolding links into the image) before the next
+        // is looked at, so the mount point is below `root` and nothing is written into the image.
+        let mut dir = root.to_path_buf();
+        for part in &parts[..parts.len() - 1] {
+            dir = dir.join(part);
+            unfold(&dir).map_err(io)?;
+        }
+        let at = dir.join(parts[parts.len() - 1]);
+        match std::fs::symlink_metadata(&at) {
+            Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&at).map_err(io)?,
+            Ok(_) => std::fs::remove_file(&at).map_err(io)?,
+            Err(_) => {}
+        }
+        std::os::unix::fs::symlink(&source, &at).map_err(io)?;
+    }
+    Ok(())
+}
+
+/// The directory a container starts in: its workingDir inside its root (an absolute workingDir is
+/// relative to the root, as there are no mount namespaces).
+fn working_dir(root: &Path, dir: Option<&str>) -> Result<PathBuf, String> {
+    match dir {
+        Some(w) => confine::confined(root, w.trim_start_matches('/'))
+            .map_err(|e| format!("workingDir {e}")),
+        None => Ok(root.to_path_buf()),
     }
 }
 
@@ -1565,6 +1598,152 @@ mod tests {
         assert_eq!(
             [d(300), d(10_000), d(160_000), d(300_000)],
             ["300ms", "10s", "2m40s", "5m0s"]
+        );
+    }
+
+    /// Every file under `dir` with its kind, mode and contents or link target, links not followed.
+    fn snapshot(dir: &Path) -> Vec<(PathBuf, String)> {
+        use std::os::unix::fs::PermissionsExt;
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                let meta = std::fs::symlink_metadata(&p).unwrap();
+                let what = if meta.is_symlink() {
+                    format!("link {:?}", std::fs::read_link(&p).unwrap())
+                } else if meta.is_dir() {
+                    stack.push(p.clone());
+                    format!("dir {:o}", meta.permissions().mode())
+                } else {
+                    format!(
+                        "file {:o} {:?}",
+                        meta.permissions().mode(),
+                        std::fs::read(&p).unwrap()
+                    )
+                };
+                out.push((p, what));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    fn rel_path() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop::collection::vec(
+            prop::sample::select(vec!["..", ".", "", "/", "a", "b", "//", "link", "cfg", "x"]),
+            0..6,
+        )
+        .prop_map(|parts| parts.join("/"))
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Volume names, item paths, subPaths, mountPaths and workingDirs made of `..`, `.`, `/` and
+        /// names, with links to the outside placed in the tree: whatever the kubelet builds stays in
+        /// the pod's directory, and nothing outside it (nor the image) changes.
+        #[test]
+        fn paths_from_manifests_never_leave_the_pod_directory(
+            names in proptest::collection::vec(rel_path(), 1..4),
+            items in proptest::collection::vec((rel_path(), "[a-z]{0,3}"), 0..5),
+            links in proptest::collection::vec(rel_path(), 0..3),
+            mounts in proptest::collection::vec((0usize..4, rel_path(), rel_path()), 0..4),
+            work in proptest::option::of(rel_path()),
+        ) {
+            let tmp = tempfile::tempdir().unwrap();
+            let pod = tmp.path().join("pod");
+            let outside = tmp.path().join("outside");
+            let image = tmp.path().join("image");
+            for d in [&outside, &image.join("etc"), &pod.join("volumes/cfg")] {
+                std::fs::create_dir_all(d).unwrap();
+            }
+            std::fs::write(outside.join("secret"), "keep").unwrap();
+            std::fs::write(image.join("etc/conf"), "image").unwrap();
+            // Links a container could have left in its volumes, to a directory and to a file outside.
+            for (i, at) in links.iter().enumerate() {
+                if let Ok(at) = confine::confined(&pod.join("volumes"), at)
+                    && at != pod.join("volumes")
+                    && let Some(parent) = at.parent()
+                    && std::fs::create_dir_all(parent).is_ok()
+                {
+                    let target = if i % 2 == 0 { outside.clone() } else { outside.join("secret") };
+                    let _ = std::os::unix::fs::symlink(target, &at);
+                }
+            }
+            let _ = std::os::unix::fs::symlink(&outside, pod.join("volumes/cfg/link"));
+            let before = (snapshot(&outside), snapshot(&image));
+
+            let mut volumes = HashMap::new();
+            for name in &names {
+                let files: Vec<(String, String)> =
+                    items.iter().map(|(p, v)| (p.clone(), v.clone())).collect();
+                if let Ok(path) = write_volume(&pod.join("volumes"), name, &files, 0o600) {
+                    proptest::prop_assert!(path.starts_with(pod.join("volumes")), "{path:?}");
+                    proptest::prop_assert!(path != pod.join("volumes"), "{path:?}");
+                    volumes.insert(name.clone(), path);
+                }
+            }
+            let root = pod.join("containers/c/root");
+            std::fs::create_dir_all(&root).unwrap();
+            link_children(&image, &root).unwrap();
+            let mounts: Vec<Value> = mounts
+                .iter()
+                .map(|(v, sub, at)| json!({"name": names.get(*v).cloned().unwrap_or_default(), "subPath": sub, "mountPath": at}))
+                .collect();
+            if mount_volumes(&root, &volumes, &json!(mounts)).is_ok() {
+                // Every mount is a link to a directory of the pod's volumes.
+                for (path, what) in snapshot(&root) {
+                    if let Ok(target) = std::fs::read_link(&path)
+                        && !target.starts_with(&image)
+                    {
+                        proptest::prop_assert!(target.starts_with(pod.join("volumes")), "{path:?} {what}");
+                        proptest::prop_assert!(
+                            !std::fs::symlink_metadata(&target).unwrap().is_symlink(),
+                            "{path:?} {what}"
+                        );
+                    }
+                }
+            }
+            if let Ok(cwd) = working_dir(&root, work.as_deref()) {
+                proptest::prop_assert!(cwd.starts_with(&root), "{cwd:?}");
+            }
+            proptest::prop_assert_eq!((snapshot(&outside), snapshot(&image)), before);
+        }
+    }
+
+    #[test]
+    fn a_volume_named_like_a_path_writes_nothing_outside_the_pod() {
+        let tmp = tempfile::tempdir().unwrap();
+        let volumes = tmp.path().join("pod/volumes");
+        let files = [("key".to_string(), "v".to_string())];
+        let err = write_volume(&volumes, "../../x", &files, 0o644).unwrap_err();
+        assert!(
+            err.starts_with("volume \"../../x\": Invalid value: a lowercase RFC 1123 label"),
+            "{err}"
+        );
+        let err =
+            write_volume(&volumes, "v", &[("../../../x".into(), "v".into())], 0o644).unwrap_err();
+        assert_eq!(
+            err,
+            "volume v: item path \"../../../x\" must not climb above its directory with '..'"
+        );
+        assert_eq!(
+            std::fs::read_dir(tmp.path()).unwrap().count(),
+            1,
+            "only the pod directory"
+        );
+        let root = tmp.path().join("pod/containers/c/root");
+        std::fs::create_dir_all(&root).unwrap();
+        let err = working_dir(&root, Some("/app/../../..")).unwrap_err();
+        assert_eq!(
+            err,
+            "workingDir \"app/../../..\" must not climb above its directory with '..'"
+        );
+        assert_eq!(
+            working_dir(&root, Some("/srv/./www")).unwrap(),
+            root.join("srv/www")
         );
     }
 

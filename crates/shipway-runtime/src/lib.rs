@@ -9,6 +9,7 @@
 //! *Architecture Invariant*: controllers talk to each other only through objects in the store.
 
 pub mod admission;
+pub mod confine;
 pub mod controller;
 pub mod deployment;
 pub mod gc;

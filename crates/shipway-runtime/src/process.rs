@@ -13,6 +13,9 @@ use tokio::process::{Child, Command};
 /// Log files are rotated at this size; one rotated file is kept per container instance.
 pub const LOG_FILE_LIMIT: u64 = 10 * 1024 * 1024;
 
+/// How long the log copiers may take to finish once a container's group is killed.
+const COPIER_DRAIN: Duration = Duration::from_secs(2);
+
 pub struct Spec<'a> {
     pub program: &'a str,
     pub args: &'a [String],
@@ -69,11 +72,21 @@ impl Process {
         self.pgid.as_raw()
     }
 
-    /// Waits for the process to exit; returns its exit code (128 + signal when killed).
+    /// Waits for the process to exit, then kills what it left in its group (as a container's
+    /// processes die with its PID namespace when the main one ends); returns its exit code
+    /// (128 + signal when killed).
     pub async fn wait(&mut self) -> i32 {
         let status = self.child.wait().await;
-        for c in self.copiers.drain(..) {
-            let _ = c.await;
+        // Before the copiers are awaited: a surviving child holds the pipes open, so they would
+        // never end, and it would outlive restarts and the pod itself.
+        let _ = killpg(self.pgid, Signal::SIGKILL);
+        // A child that left the group (setsid) may still hold a pipe: the log then loses the
+        // rest of its output rather than the container never ending.
+        let deadline = tokio::time::Instant::now() + COPIER_DRAIN;
+        for mut c in self.copiers.drain(..) {
+            if tokio::time::timeout_at(deadline, &mut c).await.is_err() {
+                c.abort();
+            }
         }
         match status {
             Ok(s) => {
@@ -90,11 +103,8 @@ impl Process {
     pub async fn stop(&mut self, grace: Duration) -> i32 {
         let _ = killpg(self.pgid, Signal::SIGTERM);
         tokio::select! {
-            code = self.wait() => {
-                // Children the main process left behind in its group go too.
-                let _ = killpg(self.pgid, Signal::SIGKILL);
-                code
-            }
+            // `wait` kills what the main process left behind in its group.
+            code = self.wait() => code,
             _ = tokio::time::sleep(grace) => {
                 let _ = killpg(self.pgid, Signal::SIGKILL);
                 self.wait().await

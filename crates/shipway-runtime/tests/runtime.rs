@@ -734,6 +734,47 @@ async fn volumes_appear_at_their_mount_paths_without_touching_the_image() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_like_paths_in_a_stored_pod_are_refused_by_the_kubelet() {
+    // Written straight to the store, as a Pod admitted before the API checked these names.
+    let env = Env::start().await;
+    let escape = env.data.path().join("escaped");
+    env.apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings", "namespace": "default"}, "data": {"greeting": "hello"}})).await;
+    env.apply(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "vol", "namespace": "default"}, "spec": {
+        "volumes": [{"name": "../../../escaped", "configMap": {"name": "settings"}}],
+        "containers": [{"name": "main", "image": "sh:v1", "args": ["sleep 600"]}],
+    }})).await;
+    env.apply(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "ctr", "namespace": "default"}, "spec": {
+        "containers": [{"name": "../../../escaped", "image": "sh:v1", "args": ["sleep 600"]}],
+    }})).await;
+    for (pod, message) in [
+        (
+            "vol",
+            "volume \"../../../escaped\": Invalid value: a lowercase RFC 1123 label",
+        ),
+        (
+            "ctr",
+            "container name \"../../../escaped\": Invalid value: a lowercase RFC 1123 label",
+        ),
+    ] {
+        env.until(20, "the refusal in the status", || async {
+            env.get("", "Pod", pod).await.is_some_and(|p| {
+                let w = &container_status(&p)["state"]["waiting"];
+                w["reason"] == "CreateContainerConfigError"
+                    && w["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with(message))
+            })
+        })
+        .await;
+    }
+    assert!(
+        !escape.exists(),
+        "nothing was made outside the pod directory"
+    );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_and_tcp_probes_use_the_ports_the_pod_was_given() {
     let env = Env::start().await;
     for (name, probe) in [
@@ -898,6 +939,71 @@ async fn config_edits_do_not_restart_pods_and_a_paused_deployment_does_not_roll(
                 status_i64(&d, "updatedReplicas") == 1 && status_i64(&d, "readyReplicas") == 1
             })
     })
+    .await;
+    env.stop().await;
+}
+
+/// The pids a pod's containers wrote to `bg.pids` in their `work` volume, one a line.
+fn background_pids(env: &Env, pod: &Object) -> Vec<i64> {
+    let file = env
+        .data
+        .path()
+        .join("pods")
+        .join(pod.metadata.uid.as_ref().unwrap())
+        .join("volumes/work/bg.pids");
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_children_die_when_the_main_process_exits_by_itself() {
+    let env = Env::start().await;
+    // The main process starts a long sleep in its group and exits at once.
+    let script = "sleep 300 & echo $! >> $SHIPWAY_VOLUME_WORK/bg.pids; exit 0";
+    for (name, policy) in [("once", "Never"), ("again", "Always")] {
+        env.apply(json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
+            "spec": {
+                "restartPolicy": policy,
+                "volumes": [{"name": "work", "emptyDir": {}}],
+                "containers": [{"name": "main", "image": "sh:v1", "args": [script]}],
+            },
+        }))
+        .await;
+    }
+    env.until(20, "the Never pod to succeed", || async {
+        env.get("", "Pod", "once")
+            .await
+            .is_some_and(|p| p.status().is_some_and(|s| s["phase"] == "Succeeded"))
+    })
+    .await;
+    let once = env.get("", "Pod", "once").await.unwrap();
+    let pids = background_pids(&env, &once);
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    env.until(
+        5,
+        "the Succeeded pod's background sleep to be gone",
+        || async { !pid_alive(pids[0]) },
+    )
+    .await;
+
+    env.until(20, "the Always pod to restart twice", || async {
+        env.get("", "Pod", "again")
+            .await
+            .is_some_and(|p| container_status(&p)["restartCount"].as_i64().unwrap_or(0) >= 2)
+    })
+    .await;
+    let again = env.get("", "Pod", "again").await.unwrap();
+    let pids = background_pids(&env, &again);
+    assert!(pids.len() >= 2, "{pids:?}");
+    env.until(
+        5,
+        "the background sleeps of earlier runs to be gone",
+        || async { pids[..2].iter().all(|p| !pid_alive(*p)) },
+    )
     .await;
     env.stop().await;
 }

@@ -144,10 +144,9 @@ fn read_objects(paths: &[String]) -> Result<Vec<Object>, Failure> {
     let mut errors: Vec<String> = Vec::new();
     for path in paths {
         if path == "-" {
-            let mut text = String::new();
-            match std::io::stdin().read_to_string(&mut text) {
-                Ok(_) => sources.push(("<stdin>".into(), text)),
-                Err(e) => errors.push(format!("<stdin>: {e}")),
+            match read_limited(std::io::stdin().lock(), "<stdin>") {
+                Ok(text) => sources.push(("<stdin>".into(), text)),
+                Err(e) => errors.push(e),
             }
             continue;
         }
@@ -156,9 +155,13 @@ fn read_objects(paths: &[String]) -> Result<Vec<Object>, Failure> {
             errors.push(format!("{path}: {e}"));
         }
         for file in files {
-            match std::fs::read_to_string(&file) {
-                Ok(text) => sources.push((file.display().to_string(), text)),
-                Err(e) => errors.push(format!("{}: {e}", file.display())),
+            let name = file.display().to_string();
+            match std::fs::File::open(&file)
+                .map_err(|e| format!("{name}: {e}"))
+                .and_then(|f| read_limited(f, &name))
+            {
+                Ok(text) => sources.push((name, text)),
+                Err(e) => errors.push(e),
             }
         }
     }
@@ -184,10 +187,45 @@ fn read_objects(paths: &[String]) -> Result<Vec<Object>, Failure> {
     Ok(objects)
 }
 
-/// A named file is read whatever its extension; inside directories only manifests are.
+/// The most one manifest file (or stdin) may hold. Larger than one document
+/// (`load::MAX_DOCUMENT_BYTES`, which the loader checks per document) so that multi-document
+/// bundles of CRDs still load, but bounded, so `-f /dev/zero` or a huge file is refused after
+/// reading this much instead of filling memory.
+const MAX_FILE_BYTES: u64 = 16 * load::MAX_DOCUMENT_BYTES as u64;
+
+/// Reads at most `MAX_FILE_BYTES` (one more, to tell that there is more) as UTF-8 text.
+fn read_limited(from: impl Read, name: &str) -> Result<String, String> {
+    let mut bytes = Vec::new();
+    from.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("{name}: {e}"))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(format!(
+            "{name}: larger than the limit of {MAX_FILE_BYTES} bytes ({} MiB) for one file; split it into smaller files",
+            MAX_FILE_BYTES / (1024 * 1024)
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| format!("{name}: stream did not contain valid UTF-8"))
+}
+
+/// A named file is read whatever its extension; inside directories only manifests are. A link to
+/// a directory found inside is not followed, as kubectl does not (so nothing outside the named
+/// tree is read and a link cycle cannot loop); a link to a file is read, as kubectl reads it.
 fn collect_files(path: &Path, named: bool, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    let meta = std::fs::metadata(path)?;
-    if meta.is_dir() {
+    let meta = if named {
+        std::fs::metadata(path)?
+    } else {
+        std::fs::symlink_metadata(path)?
+    };
+    if meta.is_symlink() {
+        if std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
+            eprintln!(
+                "warning: {}: a link to a directory is not followed",
+                path.display()
+            );
+            return Ok(());
+        }
+    } else if meta.is_dir() {
         let mut entries: Vec<PathBuf> = std::fs::read_dir(path)?
             .map(|e| e.map(|e| e.path()))
             .collect::<Result<_, _>>()?;
@@ -195,7 +233,9 @@ fn collect_files(path: &Path, named: bool, out: &mut Vec<PathBuf>) -> std::io::R
         for entry in entries {
             collect_files(&entry, false, out)?;
         }
-    } else if named
+        return Ok(());
+    }
+    if named
         || matches!(
             path.extension().and_then(|e| e.to_str()),
             Some("yaml" | "yml" | "json")

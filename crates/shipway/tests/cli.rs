@@ -303,6 +303,60 @@ fn invalid_manifests_fail_with_positions_before_anything_is_applied() {
 }
 
 #[test]
+fn apply_of_a_directory_stays_in_it_and_files_are_read_up_to_a_limit() {
+    use std::os::unix::fs::symlink;
+    let data = tempfile::tempdir().unwrap();
+    let up = Up::start(data.path());
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("manifests");
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    let cm = |name: &str| format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n");
+    std::fs::write(dir.join("a.yaml"), cm("inside")).unwrap();
+    std::fs::write(outside.join("c.yaml"), cm("outside")).unwrap();
+    // A cycle, and a link out of the tree: neither is followed.
+    symlink(&dir, dir.join("loop")).unwrap();
+    symlink(&outside, dir.join("out")).unwrap();
+    let out = up.cli(data.path(), &["apply", "-f", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "warning: {}: a link to a directory is not followed",
+            dir.join("out").display()
+        )),
+        "{err}"
+    );
+    assert_eq!(
+        up.cli(data.path(), &["get", "cm", "inside"]).status.code(),
+        Some(0)
+    );
+    assert_eq!(
+        up.cli(data.path(), &["get", "cm", "outside"]).status.code(),
+        Some(1)
+    );
+
+    // One byte over the limit is refused, naming the file and the limit, before it is parsed.
+    let big = tmp.path().join("big.yaml");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(16 * 3 * 1024 * 1024 + 1)
+        .unwrap();
+    for file in [big.to_str().unwrap(), "/dev/zero"] {
+        let out = up.cli(data.path(), &["apply", "-f", file]);
+        assert_eq!(out.status.code(), Some(2), "{file}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(&format!(
+                "{file}: larger than the limit of 50331648 bytes (48 MiB) for one file"
+            )),
+            "{err}"
+        );
+    }
+}
+
+#[test]
 fn unreachable_server_and_missing_token_say_what_to_do() {
     let data = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)

@@ -83,6 +83,117 @@ fn copy_tree(from: &Path, to: &Path, skip_git: bool) -> std::io::Result<u64> {
     Ok(n)
 }
 
+/// upload-artifact's copy: a link is replaced by what it points to, as GitHub's upload follows
+/// links (its artifacts hold no links), so the store never holds a link a download could write
+/// through. A directory link back to one of its own ancestors is skipped instead of looping.
+fn copy_dereferenced(
+    from: &Path,
+    to: &Path,
+    ancestors: &mut Vec<(u64, u64)>,
+) -> std::io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(from)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", from.display())))?;
+    if !meta.is_dir() {
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        return std::fs::copy(from, to).map(|_| 1);
+    }
+    let id = (meta.dev(), meta.ino());
+    if ancestors.contains(&id) {
+        return Ok(0);
+    }
+    ancestors.push(id);
+    std::fs::create_dir_all(to)?;
+    let mut n = 0;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        n += copy_dereferenced(&entry.path(), &to.join(entry.file_name()), ancestors)?;
+    }
+    ancestors.pop();
+    Ok(n)
+}
+
+/// download-artifact's copy of an artifact (or part of it) `from` onto `to`, whose parent is a
+/// real directory inside the workspace: a link on either side is refused, never followed, so no
+/// file lands outside the destination (`ws` only makes the messages relative).
+fn copy_without_links(from: &Path, to: &Path, ws: &Path) -> Result<u64, String> {
+    let shown = |p: &Path| p.strip_prefix(ws).unwrap_or(p).display().to_string();
+    let io = |p: &Path, e: std::io::Error| format!("{}: {e}", shown(p));
+    let meta = std::fs::symlink_metadata(from).map_err(|e| io(from, e))?;
+    if meta.is_symlink() {
+        return Err(format!(
+            "the artifact holds a symbolic link at {}; artifacts hold files only",
+            from.display()
+        ));
+    }
+    match std::fs::symlink_metadata(to) {
+        Ok(m) if m.is_symlink() => {
+            return Err(format!(
+                "{} is a symbolic link; download-artifact does not write through links (remove it or download to another path)",
+                shown(to)
+            ));
+        }
+        Ok(m) if m.is_dir() != meta.is_dir() => {
+            return Err(format!(
+                "{} is in the way: the artifact has a {} there",
+                shown(to),
+                if meta.is_dir() { "directory" } else { "file" }
+            ));
+        }
+        Ok(_) => {}
+        Err(_) if meta.is_dir() => std::fs::create_dir(to).map_err(|e| io(to, e))?,
+        Err(_) => {}
+    }
+    if !meta.is_dir() {
+        return std::fs::copy(from, to).map(|_| 1).map_err(|e| io(to, e));
+    }
+    let mut n = 0;
+    for entry in std::fs::read_dir(from).map_err(|e| io(from, e))? {
+        let entry = entry.map_err(|e| io(from, e))?;
+        n += copy_without_links(&entry.path(), &to.join(entry.file_name()), ws)?;
+    }
+    Ok(n)
+}
+
+/// Makes `path` (below `root`) a directory, refusing a link on the way so the download does not
+/// land outside the workspace.
+fn real_dir_below(root: &Path, path: &Path) -> Result<(), String> {
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    let mut at = root.to_path_buf();
+    for part in rel.components() {
+        at.push(part);
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.is_symlink() => {
+                return Err(format!(
+                    "{} is a symbolic link; download-artifact does not write through links (remove it or download to another path)",
+                    at.strip_prefix(root).unwrap_or(&at).display()
+                ));
+            }
+            Ok(m) if !m.is_dir() => {
+                return Err(format!("{} is a file, not a directory", rel.display()));
+            }
+            Ok(_) => {}
+            Err(_) => std::fs::create_dir(&at).map_err(|e| format!("{}: {e}", rel.display()))?,
+        }
+    }
+    Ok(())
+}
+
+/// Upload's rule for artifact names (GitHub's forbidden characters, and no leading `.`), which
+/// download applies too: a name is one directory of the run's artifact store.
+fn check_artifact_name(name: &str) -> Result<(), String> {
+    if name.contains(['/', '\\', ':', '"', '<', '>', '|', '*', '?', '\r', '\n'])
+        || name.starts_with('.')
+    {
+        return Err(format!(
+            "artifact name '{name}' has characters that are not allowed"
+        ));
+    }
+    Ok(())
+}
+
 /// Every file under `root` (not following directory symlinks), as paths relative to it,
 /// sorted; `.git` is skipped.
 fn walk(root: &Path) -> Vec<String> {
@@ -366,11 +477,7 @@ pub fn upload(
         .filter(|n| !n.is_empty())
         .cloned()
         .unwrap_or_else(|| "artifact".into());
-    if name.contains(['/', '\\', ':', '"', '<', '>', '|', '*', '?']) || name.starts_with('.') {
-        return Err(format!(
-            "artifact name '{name}' has characters that are not allowed"
-        ));
-    }
+    check_artifact_name(&name)?;
     let patterns = lines(
         with.get("path")
             .ok_or("actions/upload-artifact needs `path`")?,
@@ -397,7 +504,7 @@ pub fn upload(
     }
     for f in &files {
         let rel = f.strip_prefix(&root).unwrap_or(f);
-        copy_tree(f, &dir.join(rel), false)
+        copy_dereferenced(f, &dir.join(rel), &mut Vec::new())
             .map_err(|e| format!("uploading {}: {e}", f.display()))?;
     }
     outputs.insert("artifact-id".into(), name.clone());
@@ -420,12 +527,14 @@ pub fn download(
         None => workspace.to_path_buf(),
     };
     outputs.insert("download-path".into(), target.to_string_lossy().to_string());
+    real_dir_below(workspace, &target)?;
     if let Some(name) = with.get("name").filter(|n| !n.is_empty()) {
+        check_artifact_name(name)?;
         let dir = store.join(name);
         if !dir.is_dir() {
             return Err(format!("artifact '{name}' not found in this run"));
         }
-        let n = copy_tree(&dir, &target, false).map_err(|e| e.to_string())?;
+        let n = copy_without_links(&dir, &target, workspace)?;
         return Ok(format!("downloaded artifact '{name}' ({n} files)"));
     }
     let pattern = with.get("pattern").filter(|p| !p.is_empty());
@@ -444,7 +553,7 @@ pub fn download(
         } else {
             target.join(name)
         };
-        copy_tree(&store.join(name), &to, false).map_err(|e| e.to_string())?;
+        copy_without_links(&store.join(name), &to, workspace)?;
     }
     Ok(format!("downloaded {} artifacts", names.len()))
 }
