@@ -289,6 +289,17 @@ fn render_returns_objects_with_their_file_and_line() {
     // The same build, printed.
     let printed = build(&fs, Path::new("/app/overlay"), &opts).unwrap();
     assert_eq!(printed.matches("\n---\n").count(), 3, "{printed}");
+    // A plain directory too (Argo CD's directory source).
+    let plain = self::fs(&[("/plain/web.yaml", files[2].1)]);
+    let plain: Vec<String> = crate::render_dir(&plain, Path::new("/plain"), false)
+        .unwrap()
+        .iter()
+        .map(|r| format!("{} {}", r.object.kind, r.source.as_ref().unwrap()))
+        .collect();
+    assert_eq!(
+        plain,
+        ["Service /plain/web.yaml:1", "Deployment /plain/web.yaml:7"]
+    );
 }
 
 #[test]

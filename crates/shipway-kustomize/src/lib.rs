@@ -140,15 +140,37 @@ pub fn build(fs: &dyn FileSystem, dir: &Path, opts: &Options) -> Result<String, 
 /// the rootOnly load restrictor's check (a link to a file outside `dir` is refused); a link to a
 /// directory is not descended into, as Argo CD's walk does not, so a link cycle cannot loop.
 pub fn build_dir(fs: &dyn FileSystem, dir: &Path, recurse: bool) -> Result<String, Error> {
+    let mut out = String::new();
+    for (i, r) in dir_resources(fs, dir, recurse)?.iter().enumerate() {
+        if i > 0 {
+            out.push_str("---\n");
+        }
+        out.push_str(&emit::to_yaml(&r.obj));
+    }
+    Ok(out)
+}
+
+/// The objects of a plain directory, as [`build_dir`] prints them, each with its file and line.
+pub fn render_dir(fs: &dyn FileSystem, dir: &Path, recurse: bool) -> Result<Vec<Rendered>, Error> {
+    dir_resources(fs, dir, recurse)?
+        .into_iter()
+        .map(rendered)
+        .collect()
+}
+
+fn dir_resources(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    recurse: bool,
+) -> Result<Vec<resource::Resource>, Error> {
     let ldr = build::Ldr {
         fs,
         root: dir.to_path_buf(),
         restrict: true,
         root_real: std::cell::OnceCell::new(),
     };
-    let mut out = String::new();
-    let mut first = true;
-    collect_dir(&ldr, Path::new(""), recurse, &mut out, &mut first)?;
+    let mut out = Vec::new();
+    collect_dir(&ldr, Path::new(""), recurse, &mut out)?;
     Ok(out)
 }
 
@@ -156,8 +178,7 @@ fn collect_dir(
     ldr: &build::Ldr<'_>,
     rel: &Path,
     recurse: bool,
-    out: &mut String,
-    first: &mut bool,
+    out: &mut Vec<resource::Resource>,
 ) -> Result<(), Error> {
     let dir = ldr.root.join(rel);
     let names = ldr
@@ -183,7 +204,7 @@ fn collect_dir(
             // A link to a directory inside the root is not followed (its files are reached by
             // their own path, or not at all), which also ends link cycles.
             if !ldr.is_link(&p) {
-                collect_dir(ldr, &rel, recurse, out, first)?;
+                collect_dir(ldr, &rel, recurse, out)?;
             }
             continue;
         }
@@ -193,13 +214,7 @@ fn collect_dir(
             .map_err(|e| Error::Build(format!("{}: {e}", p.display())))?;
         let text = String::from_utf8(bytes)
             .map_err(|_| Error::Build(format!("{}: not UTF-8", p.display())))?;
-        for r in build::resources_from_text(&p.display().to_string(), &text)? {
-            if !*first {
-                out.push_str("---\n");
-            }
-            *first = false;
-            out.push_str(&emit::to_yaml(&r.obj));
-        }
+        out.extend(build::resources_from_text(&p.display().to_string(), &text)?);
     }
     Ok(())
 }
