@@ -262,6 +262,18 @@ impl Cache {
             .collect()
     }
 
+    /// Every object, or every object in one namespace (cluster-scoped ones have `""`).
+    pub fn all(&self, namespace: Option<&str>) -> Vec<Arc<Object>> {
+        self.read()
+            .objects
+            .values()
+            .filter(|o| {
+                namespace.is_none_or(|ns| o.metadata.namespace.as_deref().unwrap_or("") == ns)
+            })
+            .cloned()
+            .collect()
+    }
+
     /// Objects of one kind whose labels match `selector`.
     pub fn select(
         &self,

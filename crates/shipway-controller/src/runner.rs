@@ -258,9 +258,10 @@ impl Controller {
                         Err(e) => {
                             let failures = queue.failures.entry(key.clone()).or_insert(0);
                             *failures += 1;
-                            let action = error_policy(obj, &e, *failures, ctx.clone());
-                            tracing::warn!(object = %key, error = %e, ?action, "reconcile failed");
-                            action
+                            // Logging is the policy's to decide: some failures
+                            // (conflicts) are routine.
+                            tracing::debug!(object = %key, error = %e, "reconcile failed");
+                            error_policy(obj, &e, *failures, ctx.clone())
                         }
                     };
                     let next = match action {

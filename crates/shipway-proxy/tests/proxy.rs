@@ -343,8 +343,10 @@ async fn no_request_fails_while_a_deployment_rolls_its_pods() {
         .import("demo:v1", &src, &[app.display().to_string()], &[])
         .unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
+    let (cache, _feed) = shipway_controller::Reflector::spawn(store.clone(), stop.clone());
     let runtime = shipway_runtime::LocalRuntime::start(
         store.clone(),
+        cache,
         shipway_runtime::KubeletConfig::new(data.path()),
         stop.clone(),
     );

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use shipway_controller::{Cache, Clock, GroupKind};
 use shipway_model::{Object, ObjectMeta};
-use shipway_store::{ListQuery, Store, StoreError};
+use shipway_store::{Store, StoreError};
 
 use crate::controller::{Action, ReconcileError, Reconciler};
 use crate::replicaset::ReplicaSetController;
@@ -18,7 +19,11 @@ use crate::workload::{
 
 pub struct DeploymentController {
     pub store: Store,
+    pub cache: Cache,
+    pub clock: Clock,
 }
+
+const REPLICA_SET: GroupKind = GroupKind::from_static("apps", "ReplicaSet");
 
 const ACTOR: &str = "controller:deployment";
 
@@ -35,17 +40,14 @@ fn replicas(rs: &Object) -> i64 {
 }
 
 impl DeploymentController {
-    async fn replica_sets(&self, d: &Object) -> Result<Vec<Object>, ReconcileError> {
-        let ns = d.metadata.namespace.clone().unwrap_or_default();
-        let list = self
-            .store
-            .list(&ListQuery::kind("apps", "ReplicaSet").in_namespace(&ns))
-            .await?;
-        Ok(list
-            .items
-            .into_iter()
+    fn replica_sets(&self, d: &Object) -> Vec<Object> {
+        let ns = d.metadata.namespace.as_deref().unwrap_or_default();
+        self.cache
+            .list(&REPLICA_SET, Some(ns))
+            .iter()
             .filter(|rs| is_controlled_by(rs, d) && !is_terminating(rs))
-            .collect())
+            .map(|rs| (**rs).clone())
+            .collect()
     }
 
     /// The ReplicaSet for the current template, created (at 0 replicas) when it does not exist.
@@ -146,7 +148,7 @@ impl Reconciler for DeploymentController {
             .cloned()
             .unwrap_or(Value::Null);
         let hash = workload::template_hash(&template);
-        let mut sets = self.replica_sets(&d).await?;
+        let mut sets = self.replica_sets(&d);
         sets.sort_by_key(revision);
         let max_revision = sets.iter().map(revision).max().unwrap_or(0);
         let existing = sets
@@ -181,7 +183,7 @@ impl Reconciler for DeploymentController {
             let old_pods_left = {
                 let mut n = 0;
                 for rs in &old {
-                    n += ReplicaSetController::pods(&self.store, rs).await?.len();
+                    n += ReplicaSetController::pods(&self.cache, rs).len();
                 }
                 n
             };
@@ -290,7 +292,8 @@ impl DeploymentController {
         want: i64,
     ) -> Result<Action, ReconcileError> {
         // Re-read the ReplicaSets: their status is what the pods say now.
-        let sets = self.replica_sets(d).await?;
+        let sets = self.replica_sets(d);
+        let now = self.clock.timestamp();
         let fresh = |rs: &Object| {
             sets.iter()
                 .find(|s| s.metadata.uid == rs.metadata.uid)
@@ -328,6 +331,7 @@ impl DeploymentController {
             } else {
                 "Deployment does not have minimum availability."
             },
+            &now,
         );
         let complete = new_rs.as_ref().is_some_and(|rs| {
             updated == want && status_i64(rs, "availableReplicas") == want && total == want
@@ -346,6 +350,7 @@ impl DeploymentController {
                 false,
                 "DeploymentPaused",
                 "Deployment is paused",
+                &now,
             ),
             None => {}
             Some(rs) if complete => {
@@ -359,13 +364,22 @@ impl DeploymentController {
                     true,
                     "NewReplicaSetAvailable",
                     &message,
+                    &now,
                 );
             }
             Some(rs) => {
                 let current = workload::condition(d, "Progressing");
-                let moving = current.is_none_or(|c| c["reason"] != "ReplicaSetUpdated")
-                    || counts_moved(d, updated, available);
-                if moving {
+                let reason = current.and_then(|c| c["reason"].as_str());
+                let timed_out = reason == Some("ProgressDeadlineExceeded");
+                // A rollout that timed out stays failed until its counts move again, as
+                // Kubernetes keeps ProgressDeadlineExceeded.
+                let moving = !matches!(
+                    reason,
+                    Some("ReplicaSetUpdated" | "ProgressDeadlineExceeded")
+                ) || counts_moved(d, updated, available);
+                if timed_out && !moving {
+                    // Nothing to do until something changes.
+                } else if moving {
                     let message = format!("ReplicaSet \"{}\" is progressing.", rs.metadata.name);
                     workload::set_condition(
                         &mut conditions,
@@ -373,6 +387,7 @@ impl DeploymentController {
                         true,
                         "ReplicaSetUpdated",
                         &message,
+                        &now,
                     );
                     requeue = Some(Duration::from_secs(deadline.max(1) as u64));
                 } else {
@@ -380,7 +395,7 @@ impl DeploymentController {
                     let since = current
                         .and_then(|c| c["lastUpdateTime"].as_str())
                         .and_then(workload::parse_time)
-                        .map_or(0, |t| (time::OffsetDateTime::now_utc() - t).whole_seconds());
+                        .map_or(0, |t| (self.clock.now() - t).whole_seconds());
                     if since > deadline {
                         let message = format!(
                             "ReplicaSet \"{}\" has timed out progressing.",
@@ -392,6 +407,7 @@ impl DeploymentController {
                             false,
                             "ProgressDeadlineExceeded",
                             &message,
+                            &now,
                         );
                     } else {
                         requeue = Some(Duration::from_secs((deadline - since).max(1) as u64));

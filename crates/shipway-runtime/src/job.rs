@@ -6,15 +6,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use shipway_controller::{Cache, Clock};
 use shipway_model::Object;
 use shipway_store::Store;
-use time::OffsetDateTime;
 
 use crate::controller::{Action, ReconcileError, Reconciler};
-use crate::workload::{self, is_terminating, now_rfc3339, parse_time, spec_i64};
+use crate::workload::{self, is_terminating, parse_time, spec_i64};
 
 pub struct JobController {
     pub store: Store,
+    pub cache: Cache,
+    pub clock: Clock,
     /// Delay before recreating a failed pod, doubling per failure (Kubernetes: 10 s, capped at 6 min).
     pub backoff_base: Duration,
 }
@@ -71,8 +73,9 @@ impl Reconciler for JobController {
         if is_terminating(&job) {
             return Ok(Action::AwaitChange);
         }
-        let _ns = job.metadata.namespace.clone().unwrap_or_default();
-        let pods = workload::controlled_pods(&self.store, &job).await?;
+        let pods = workload::controlled_pods(&self.cache, &job);
+        let now = self.clock.now();
+        let timestamp = self.clock.timestamp();
         let status = job.status().cloned().unwrap_or(json!({}));
 
         if let Some(done) = finished_condition(&job) {
@@ -98,8 +101,8 @@ impl Reconciler for JobController {
                 .or_else(|| status.get("completionTime"))
                 .and_then(Value::as_str)
                 .and_then(parse_time)
-                .unwrap_or_else(OffsetDateTime::now_utc);
-            let age = (OffsetDateTime::now_utc() - finished).whole_milliseconds() as i64;
+                .unwrap_or(now);
+            let age = (now - finished).whole_milliseconds() as i64;
             if age >= ttl * 1000 {
                 workload::delete_if_present(&self.store, &job.key(), ACTOR).await?;
                 return Ok(Action::AwaitChange);
@@ -141,7 +144,7 @@ impl Reconciler for JobController {
             .get("startTime")
             .and_then(Value::as_str)
             .map(String::from)
-            .unwrap_or_else(now_rfc3339);
+            .unwrap_or_else(|| timestamp.clone());
         let mut conditions: Vec<Value> = status
             .get("conditions")
             .and_then(Value::as_array)
@@ -155,7 +158,7 @@ impl Reconciler for JobController {
             "ready": active.iter().filter(|p| workload::pod_ready_since(p).is_some()).count(),
         });
         let elapsed = parse_time(&start)
-            .map(|t| (OffsetDateTime::now_utc() - t).whole_milliseconds() as i64)
+            .map(|t| (now - t).whole_milliseconds() as i64)
             .unwrap_or(0);
         let deadline = job
             .spec()
@@ -180,17 +183,25 @@ impl Reconciler for JobController {
         if let Some((reason, message)) = failure {
             self.delete_all(&active).await?;
             new_status["active"] = json!(0);
-            new_status["failedTime"] = json!(now_rfc3339());
-            workload::set_condition(&mut conditions, "Failed", true, reason, &message);
+            new_status["failedTime"] = json!(timestamp);
+            workload::set_condition(
+                &mut conditions,
+                "Failed",
+                true,
+                reason,
+                &message,
+                &timestamp,
+            );
             requeue = Some(Duration::from_millis(10));
         } else if succeeded >= completions {
-            new_status["completionTime"] = json!(now_rfc3339());
+            new_status["completionTime"] = json!(timestamp);
             workload::set_condition(
                 &mut conditions,
                 "Complete",
                 true,
                 "Completed",
                 "Job completed",
+                &timestamp,
             );
             requeue = Some(Duration::from_millis(10));
         } else {
@@ -216,7 +227,7 @@ impl Reconciler for JobController {
                     })
                     .max();
                 let since = last_failure
-                    .map(|t| (OffsetDateTime::now_utc() - t).whole_milliseconds().max(0) as u128)
+                    .map(|t| (now - t).whole_milliseconds().max(0) as u128)
                     .unwrap_or(u128::MAX);
                 if since >= delay.as_millis() {
                     for _ in 0..missing {

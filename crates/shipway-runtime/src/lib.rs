@@ -1,7 +1,7 @@
 //! Shipway's local runtime: Kubernetes workloads as supervised local processes, no cluster needed.
 //!
-//! Newcomers: start with [`controller::Controller`] (the level-triggered runner every controller
-//! uses), then [`deployment`] → [`replicaset`] → [`kubelet`] (Deployments make ReplicaSets, which
+//! Newcomers: start with [`controller::Controller`] (each controller on `shipway-controller`'s runner
+//! and the shared cache), then [`deployment`] → [`replicaset`] → [`kubelet`] (Deployments make ReplicaSets, which
 //! make Pods, which the kubelet runs as processes). [`images`] is the local OCI image store.
 //! [`job`] runs Jobs, [`service`] publishes each Service's endpoints, [`gc`] deletes orphans.
 //! [`LocalRuntime::start`] wires them into `shipway up`.
@@ -23,6 +23,7 @@ pub mod workload;
 
 use std::future::Future;
 
+use shipway_controller::{Cache, Clock};
 use shipway_model::{Key, Object};
 use shipway_store::{ApplyOutcome, DeleteOutcome, Store, StoreError};
 use tokio_util::sync::CancellationToken;
@@ -35,31 +36,45 @@ pub struct LocalRuntime {
 }
 
 impl LocalRuntime {
-    pub fn start(store: Store, config: KubeletConfig, shutdown: CancellationToken) -> LocalRuntime {
+    /// Starts the runtime's controllers on `cache`, the process's shared view of `store` (see
+    /// `shipway_controller::Reflector`); writes go to `store`.
+    pub fn start(
+        store: Store,
+        cache: Cache,
+        config: KubeletConfig,
+        shutdown: CancellationToken,
+    ) -> LocalRuntime {
+        let clock = Clock::new();
         let tasks = vec![
             tokio::spawn(
                 controller::Controller::new(
-                    store.clone(),
+                    cache.clone(),
                     deployment::DeploymentController {
                         store: store.clone(),
+                        cache: cache.clone(),
+                        clock,
                     },
                 )
                 .run(shutdown.clone()),
             ),
             tokio::spawn(
                 controller::Controller::new(
-                    store.clone(),
+                    cache.clone(),
                     replicaset::ReplicaSetController {
                         store: store.clone(),
+                        cache: cache.clone(),
+                        clock,
                     },
                 )
                 .run(shutdown.clone()),
             ),
             tokio::spawn(
                 controller::Controller::new(
-                    store.clone(),
+                    cache.clone(),
                     job::JobController {
                         store: store.clone(),
+                        cache: cache.clone(),
+                        clock,
                         backoff_base: config.backoff_base,
                     },
                 )
@@ -67,16 +82,17 @@ impl LocalRuntime {
             ),
             tokio::spawn(
                 controller::Controller::new(
-                    store.clone(),
+                    cache.clone(),
                     service::EndpointsController {
                         store: store.clone(),
+                        cache: cache.clone(),
                     },
                 )
                 .run(shutdown.clone()),
             ),
-            tokio::spawn(gc::run(store.clone(), shutdown.clone())),
+            tokio::spawn(gc::run(store.clone(), cache.clone(), shutdown.clone())),
             tokio::spawn(
-                controller::Controller::new(store.clone(), kubelet::Kubelet::new(store, config))
+                controller::Controller::new(cache, kubelet::Kubelet::new(store, config))
                     .run(shutdown),
             ),
         ];

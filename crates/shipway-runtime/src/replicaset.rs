@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
+use shipway_controller::{Cache, Clock};
 use shipway_model::Object;
 use shipway_store::Store;
 
@@ -13,14 +14,16 @@ use crate::workload::{self, is_terminating, pod_available, pod_finished};
 
 pub struct ReplicaSetController {
     pub store: Store,
+    pub cache: Cache,
+    pub clock: Clock,
 }
 
 const ACTOR: &str = "controller:replicaset";
 
 impl ReplicaSetController {
-    /// The pods `rs` controls, in its namespace.
-    pub async fn pods(store: &Store, rs: &Object) -> Result<Vec<Object>, ReconcileError> {
-        Ok(workload::controlled_pods(store, rs).await?)
+    /// The pods `rs` controls.
+    pub fn pods(cache: &Cache, rs: &Object) -> Vec<Object> {
+        workload::controlled_pods(cache, rs)
     }
 }
 
@@ -39,7 +42,7 @@ impl Reconciler for ReplicaSetController {
         }
         let want = workload::spec_i64(&rs, "/replicas", 1).max(0);
         let min_ready = workload::spec_i64(&rs, "/minReadySeconds", 0);
-        let pods = Self::pods(&self.store, &rs).await?;
+        let pods = Self::pods(&self.cache, &rs);
         let mut active: Vec<&Object> = pods
             .iter()
             .filter(|p| !is_terminating(p) && !pod_finished(p))
@@ -74,7 +77,7 @@ impl Reconciler for ReplicaSetController {
             if workload::pod_ready_since(pod).is_some() {
                 ready += 1;
             }
-            match pod_available(pod, min_ready) {
+            match pod_available(pod, min_ready, self.clock.now()) {
                 (true, _) => available += 1,
                 (false, Some(wait)) => recheck = Some(recheck.map_or(wait, |r| r.min(wait))),
                 (false, None) => {}

@@ -8,15 +8,19 @@
 use std::sync::Arc;
 
 use serde_json::{Value, json};
+use shipway_controller::{Cache, GroupKind};
 use shipway_model::{Key, Object, ObjectMeta, Selector};
-use shipway_store::{ListQuery, Store};
+use shipway_store::Store;
 
 use crate::controller::{Action, ReconcileError, Reconciler};
 use crate::workload::{controller_ref, is_terminating, pod_ready_since};
 
 pub struct EndpointsController {
     pub store: Store,
+    pub cache: Cache,
 }
+
+const POD: GroupKind = GroupKind::from_static("", "Pod");
 
 const ACTOR: &str = "controller:endpoints";
 
@@ -81,6 +85,13 @@ impl Reconciler for EndpointsController {
         ("", "Service")
     }
 
+    /// A deleted or edited Endpoints object is put back.
+    fn owns(&self) -> &'static [(&'static str, &'static str)] {
+        &[("", "Endpoints")]
+    }
+
+    /// Any pod may start or stop matching a Service's selector, so a pod wakes the Services of
+    /// its namespace.
     fn watches_namespace(&self) -> &'static [(&'static str, &'static str)] {
         &[("", "Pod")]
     }
@@ -106,20 +117,15 @@ impl Reconciler for EndpointsController {
             .map_err(|e| ReconcileError::Other(format!("{}: spec.selector: {e}", service.key())))?;
         let ns = service.metadata.namespace.clone().unwrap_or_default();
         let pods: Vec<Object> = self
-            .store
-            .list(
-                &ListQuery::kind("", "Pod")
-                    .in_namespace(&ns)
-                    .with_selector(selector),
-            )
-            .await?
-            .items
-            .into_iter()
+            .cache
+            .select(&POD, Some(&ns), &selector)
+            .iter()
             .filter(|p| !is_terminating(p))
+            .map(|p| (**p).clone())
             .collect();
         let subsets = subsets(&service, &pods);
         let key = Key::new("", "Endpoints", &ns, &service.metadata.name);
-        let existing = self.store.get(&key).await?;
+        let existing = self.cache.get(&key).map(|e| (*e).clone());
         if existing.as_ref().and_then(|e| e.body.get("subsets"))
             == Some(&Value::Array(subsets.clone()))
         {

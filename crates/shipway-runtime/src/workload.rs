@@ -2,8 +2,9 @@
 //! pod readiness and conditions.
 
 use serde_json::{Value, json};
+use shipway_controller::Cache;
 use shipway_model::{Object, OwnerReference};
-use shipway_store::{ListQuery, Store, StoreError};
+use shipway_store::{Store, StoreError};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -57,17 +58,15 @@ pub fn pod_from_template(
     })
 }
 
-/// The pods `owner` controls, in its namespace.
-pub async fn controlled_pods(store: &Store, owner: &Object) -> Result<Vec<Object>, StoreError> {
-    let ns = owner.metadata.namespace.clone().unwrap_or_default();
-    let pods = store
-        .list(&ListQuery::kind("", "Pod").in_namespace(&ns))
-        .await?;
-    Ok(pods
-        .items
-        .into_iter()
-        .filter(|p| is_controlled_by(p, owner))
-        .collect())
+/// The pods `owner` controls, from the shared cache's owner index.
+pub fn controlled_pods(cache: &Cache, owner: &Object) -> Vec<Object> {
+    let uid = owner.metadata.uid.as_deref().unwrap_or_default();
+    cache
+        .owned_by(uid)
+        .iter()
+        .filter(|p| p.group().is_empty() && p.kind == "Pod" && is_controlled_by(p, owner))
+        .map(|p| (**p).clone())
+        .collect()
 }
 
 /// Deletes an object; one that is already gone is fine (another reconcile or the user got there).
@@ -222,9 +221,9 @@ pub fn set_condition(
     status: bool,
     reason: &str,
     message: &str,
+    now: &str,
 ) {
     let status_str = if status { "True" } else { "False" };
-    let now = now_rfc3339();
     if let Some(c) = conditions.iter_mut().find(|c| c["type"] == kind) {
         if c["status"] != status_str {
             c["lastTransitionTime"] = json!(now);
@@ -253,12 +252,17 @@ pub fn pod_ready_since(pod: &Object) -> Option<OffsetDateTime> {
         .or(Some(OffsetDateTime::UNIX_EPOCH))
 }
 
-/// Whether a pod has been ready for `min_ready` seconds; otherwise how long until it will be.
-pub fn pod_available(pod: &Object, min_ready_secs: i64) -> (bool, Option<std::time::Duration>) {
+/// Whether a pod has been ready for `min_ready` seconds at `now`; otherwise how long until it
+/// will be.
+pub fn pod_available(
+    pod: &Object,
+    min_ready_secs: i64,
+    now: OffsetDateTime,
+) -> (bool, Option<std::time::Duration>) {
     match pod_ready_since(pod) {
         None => (false, None),
         Some(since) => {
-            let ready_for = (OffsetDateTime::now_utc() - since).whole_milliseconds() as i64;
+            let ready_for = (now - since).whole_milliseconds() as i64;
             let need = min_ready_secs * 1000;
             if ready_for >= need {
                 (true, None)

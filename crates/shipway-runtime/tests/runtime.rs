@@ -34,7 +34,8 @@ impl Env {
         config.backoff_base = Duration::from_millis(300);
         config.backoff_max = Duration::from_secs(2);
         let shutdown = CancellationToken::new();
-        let runtime = LocalRuntime::start(store.clone(), config, shutdown.clone());
+        let (cache, _feed) = shipway_controller::Reflector::spawn(store.clone(), shutdown.clone());
+        let runtime = LocalRuntime::start(store.clone(), cache, config, shutdown.clone());
         Env {
             store,
             data,

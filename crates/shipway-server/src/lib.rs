@@ -168,6 +168,8 @@ pub struct Server {
     runtime: shipway_runtime::LocalRuntime,
     /// The proxy's discovery task and listener manager.
     proxy: [tokio::task::JoinHandle<()>; 2],
+    /// The shared cache's watch of the store.
+    reflector: tokio::task::JoinHandle<()>,
     admin_token: AdminToken,
     _lock: DataDirLock,
 }
@@ -194,8 +196,12 @@ impl Server {
                     source,
                 })?;
         let shutdown = CancellationToken::new();
+        // The process's one watch of the store, shared by every controller.
+        let (cache, reflector) =
+            shipway_controller::Reflector::spawn(store.clone(), shutdown.clone());
         let runtime = shipway_runtime::LocalRuntime::start(
             store.clone(),
+            cache,
             shipway_runtime::KubeletConfig::new(dir),
             shutdown.clone(),
         );
@@ -226,6 +232,7 @@ impl Server {
             state,
             runtime,
             proxy: [discovery, proxy],
+            reflector,
             admin_token,
             _lock: lock,
         })
@@ -270,6 +277,7 @@ impl Server {
         for task in self.proxy {
             let _ = task.await;
         }
+        let _ = self.reflector.await;
         served
     }
 }
