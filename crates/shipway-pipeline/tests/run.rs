@@ -14,6 +14,30 @@ use tokio_util::sync::CancellationToken;
 struct Run {
     report: Report,
     logs: Vec<String>,
+    /// Every file left under the run directory after the run: (path relative to it, contents).
+    files: Vec<(String, String)>,
+}
+
+/// The files under `dir`, recursively, read lossily.
+fn files_under(dir: &std::path::Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                let rel = path.strip_prefix(dir).unwrap_or(&path);
+                out.push((
+                    rel.display().to_string(),
+                    String::from_utf8_lossy(&bytes).into_owned(),
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 impl Run {
@@ -112,7 +136,12 @@ async fn run_with(yaml: &str, opts: Opts) -> Run {
     }
     let report = run_workflow(&bundle, Arc::new(cfg)).await;
     let logs = sink.0.lock().map(|l| l.clone()).unwrap_or_default();
-    Run { report, logs }
+    let files = files_under(&root.path().join("run"));
+    Run {
+        report,
+        logs,
+        files,
+    }
 }
 
 async fn run(yaml: &str) -> Run {
@@ -474,6 +503,50 @@ jobs:
     assert_eq!(r.output("j", "leak"), "");
     assert_eq!(r.job("j").steps[0].name, "deploy with ***");
     assert_eq!(r.output("j", "fine"), "ok");
+}
+
+#[tokio::test]
+async fn no_file_the_run_keeps_holds_a_secret_and_the_summary_is_masked() {
+    let r = run_with(
+        r#"
+on: push
+jobs:
+  j:
+    runs-on: x
+    steps:
+      - run: |
+          echo "deployed with ${{ secrets.TOKEN }}" >> "$GITHUB_STEP_SUMMARY"
+          echo "::add-mask::later-value"
+          echo "and later-value" >> "$GITHUB_STEP_SUMMARY"
+          echo "out=${{ secrets.TOKEN }}" >> "$GITHUB_OUTPUT"
+          echo "E=${{ secrets.TOKEN }}" >> "$GITHUB_ENV"
+          echo "s=${{ secrets.TOKEN }}" >> "$GITHUB_STATE"
+"#,
+        Opts {
+            secrets: vec![("TOKEN", "s3cr3t-value")],
+            ..Opts::default()
+        },
+    )
+    .await;
+    assert_eq!(r.result("j"), "success", "{:#?}", r.logs);
+    let summary = r
+        .files
+        .iter()
+        .find(|(path, _)| path.ends_with("summary.md"))
+        .map(|(_, text)| text.as_str());
+    assert_eq!(
+        summary,
+        Some("deployed with ***\nand ***\n"),
+        "{:#?}",
+        r.files
+    );
+    for (path, text) in &r.files {
+        assert!(
+            !text.contains("s3cr3t-value"),
+            "{path} holds the secret: {text}"
+        );
+        assert!(!text.contains("later-value"), "{path} holds a mask: {text}");
+    }
 }
 
 #[tokio::test]

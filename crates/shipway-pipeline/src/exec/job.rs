@@ -366,6 +366,9 @@ impl Instance {
         if !run.summary.is_empty() {
             let _ = std::fs::write(dir.join("summary.md"), &run.summary);
         }
+        // As on GitHub, the runner's temp directory is emptied at the end of the job: its step
+        // scripts and file commands ($GITHUB_OUTPUT, _ENV, _STATE, ...) hold secrets unmasked.
+        empty_dir(&run.temp);
         run.set_job_status(result);
         run.contexts
             .insert("steps".into(), Value::object(frame.steps.clone()));
@@ -1038,7 +1041,10 @@ impl JobRun {
         for p in added {
             self.path_prepend.insert(0, p);
         }
-        self.summary.push_str(&read(&summary_file));
+        // The summary is kept on disk after the run: masked like a log line, with the masks the
+        // step added too.
+        self.summary
+            .push_str(&self.masker.mask(&read(&summary_file)));
         match exit {
             Exit::Code(0) => Status::Success,
             Exit::Code(c) => {
@@ -1171,5 +1177,17 @@ fn uses_label(u: &Uses) -> String {
         Uses::DownloadArtifact => "actions/download-artifact".into(),
         Uses::Local(p) => format!("./{p}"),
         Uses::Unsupported(n) => n.clone(),
+    }
+}
+
+/// Removes what `dir` holds, keeping `dir`. Best effort: what cannot be removed stays.
+fn empty_dir(dir: &Path) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        let _ = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
     }
 }
