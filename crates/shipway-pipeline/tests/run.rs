@@ -550,6 +550,64 @@ jobs:
 }
 
 #[tokio::test]
+async fn an_overlong_line_is_logged_in_bounded_pieces_and_a_secret_across_a_cut_is_masked() {
+    // 20 MB without a newline, with the secret across the first 64 KiB cut.
+    let r = run_with(
+        r#"
+on: push
+jobs:
+  j:
+    runs-on: x
+    steps:
+      - run: |
+          { head -c 65533 /dev/zero | tr '\0' x; printf '%s' "$TOKEN"; head -c 20000000 /dev/zero | tr '\0' y; echo; } >&2
+          echo after
+        env:
+          TOKEN: ${{ secrets.TOKEN }}
+"#,
+        Opts {
+            secrets: vec![("TOKEN", "s3cr3t-value")],
+            ..Opts::default()
+        },
+    )
+    .await;
+    assert_eq!(r.result("j"), "success");
+    let prefix = "[j] ";
+    let pieces: Vec<&str> = r
+        .logs
+        .iter()
+        .filter(|l| l.starts_with("[j] x") || l.starts_with("[j] y") || l.starts_with("[j] ***"))
+        .map(|l| &l[prefix.len()..])
+        .collect();
+    const MAX: usize = 64 * 1024;
+    let longest_secret = "s3cr3t-value".len();
+    assert_eq!(
+        pieces.len(),
+        (65533 + longest_secret + 20_000_000).div_ceil(MAX)
+    );
+    let (last, cut) = pieces.split_last().unwrap();
+    for p in cut {
+        let text = p.strip_suffix('…').expect("a cut piece is marked");
+        assert!(
+            (MAX - longest_secret..=MAX + longest_secret).contains(&text.len()),
+            "piece of {} bytes",
+            text.len()
+        );
+    }
+    assert!(!last.ends_with('…') && last.len() <= MAX + longest_secret);
+    let whole: String = cut
+        .iter()
+        .map(|p| p.strip_suffix('…').unwrap())
+        .chain([*last])
+        .collect();
+    assert_eq!(
+        whole,
+        format!("{}***{}", "x".repeat(65533), "y".repeat(20_000_000))
+    );
+    assert!(r.logged("[j] after"));
+}
+
+#[tokio::test]
 async fn composite_action_with_inputs_and_outputs() {
     let r = run_with(
         r#"
