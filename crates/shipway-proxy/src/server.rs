@@ -154,11 +154,11 @@ impl Listeners {
     /// Binds `addr` unless it is bound already.
     pub fn bind(&self, addr: SocketAddr) -> std::io::Result<()> {
         let mut map = self.lock();
-        if !map.contains_key(&addr) {
+        if let std::collections::hash_map::Entry::Vacant(e) = map.entry(addr) {
             // std sets SO_REUSEADDR (a restart can bind over TIME_WAIT), never SO_REUSEPORT.
             let l = std::net::TcpListener::bind(addr)?;
             l.set_nonblocking(true)?;
-            map.insert(addr, l);
+            e.insert(l);
         }
         Ok(())
     }

@@ -71,6 +71,7 @@ fn proxy_config(args: &ProxyArgs) -> ProxyConfig {
         upstream_timeout: args.proxy_upstream_timeout.0,
         connect_timeout: args.proxy_connect_timeout.0,
         workers: args.proxy_workers,
+        allow_public: args.proxy_allow_public,
         ..ProxyConfig::default()
     }
 }
