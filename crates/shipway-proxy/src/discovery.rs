@@ -954,6 +954,93 @@ mod tests {
         task.await.unwrap();
     }
 
+    #[tokio::test]
+    async fn an_address_another_process_holds_is_reported_then_taken_when_freed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("shipway.db"))
+            .await
+            .unwrap();
+        // Another process's socket, not SO_REUSEPORT.
+        let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = other.local_addr().unwrap();
+        store
+            .apply(
+                obj(json!({"apiVersion": "v1", "kind": "Service",
+                    "metadata": {"name": "web", "namespace": "default",
+                        "annotations": {"shipway.dev/listen": addr.to_string()}},
+                    "spec": {"ports": [{"name": "http", "port": 80}]}})),
+                "test",
+            )
+            .await
+            .unwrap();
+        let sockets = Listeners::default();
+        let options = Options {
+            listeners: Some(sockets.clone()),
+            ..Options::default()
+        };
+        let stop = CancellationToken::new();
+        let (tables, task) = spawn_with(store.clone(), None, options, stop.clone());
+        let key = shipway_model::Key::new("", "Service", "default", "web");
+        let condition = || async {
+            let svc = store.get(&key).await.unwrap().unwrap();
+            let status = svc.status().cloned().unwrap_or(Value::Null);
+            (
+                status["conditions"][0].clone(),
+                status.get("address").cloned(),
+            )
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let (refused, address) = loop {
+            let (c, a) = condition().await;
+            if c["reason"] == "BindFailed" || std::time::Instant::now() > deadline {
+                break (c, a);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(refused["status"], "False", "{refused}");
+        let message = refused["message"].as_str().unwrap_or_default();
+        assert!(
+            message.starts_with(&format!("cannot listen on {addr}: Address already in use")),
+            "{message}"
+        );
+        assert_eq!(address, None);
+        assert!(tables.borrow().routes.is_empty());
+        let events = store
+            .events(&shipway_store::EventQuery {
+                name: Some("web".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(
+            events
+                .iter()
+                .any(|e| e.actor == ACTOR && e.action == "update-status"),
+            "{events:?}"
+        );
+
+        // Freed, it is taken on the next retry, without any change to the Service.
+        drop(other);
+        eventually("the address served", || {
+            tables.borrow().routes.contains_key(&addr)
+        })
+        .await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while condition().await.0["status"] != "True" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{:?}",
+                condition().await
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(condition().await.1, Some(json!(addr.to_string())));
+        // Held by this server now: nobody else can bind it.
+        assert!(std::net::TcpListener::bind(addr).is_err());
+        stop.cancel();
+        task.await.unwrap();
+    }
+
     #[test]
     fn a_broken_policy_falls_back_to_round_robin() {
         let (specs, _) = build(&snapshot(Some(
