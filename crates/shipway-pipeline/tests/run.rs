@@ -14,6 +14,30 @@ use tokio_util::sync::CancellationToken;
 struct Run {
     report: Report,
     logs: Vec<String>,
+    /// Every file left under the run directory after the run: (path relative to it, contents).
+    files: Vec<(String, String)>,
+}
+
+/// The files under `dir`, recursively, read lossily.
+fn files_under(dir: &std::path::Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                let rel = path.strip_prefix(dir).unwrap_or(&path);
+                out.push((
+                    rel.display().to_string(),
+                    String::from_utf8_lossy(&bytes).into_owned(),
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 impl Run {
@@ -112,7 +136,12 @@ async fn run_with(yaml: &str, opts: Opts) -> Run {
     }
     let report = run_workflow(&bundle, Arc::new(cfg)).await;
     let logs = sink.0.lock().map(|l| l.clone()).unwrap_or_default();
-    Run { report, logs }
+    let files = files_under(&root.path().join("run"));
+    Run {
+        report,
+        logs,
+        files,
+    }
 }
 
 async fn run(yaml: &str) -> Run {
@@ -474,6 +503,108 @@ jobs:
     assert_eq!(r.output("j", "leak"), "");
     assert_eq!(r.job("j").steps[0].name, "deploy with ***");
     assert_eq!(r.output("j", "fine"), "ok");
+}
+
+#[tokio::test]
+async fn no_file_the_run_keeps_holds_a_secret_and_the_summary_is_masked() {
+    let r = run_with(
+        r#"
+on: push
+jobs:
+  j:
+    runs-on: x
+    steps:
+      - run: |
+          echo "deployed with ${{ secrets.TOKEN }}" >> "$GITHUB_STEP_SUMMARY"
+          echo "::add-mask::later-value"
+          echo "and later-value" >> "$GITHUB_STEP_SUMMARY"
+          echo "out=${{ secrets.TOKEN }}" >> "$GITHUB_OUTPUT"
+          echo "E=${{ secrets.TOKEN }}" >> "$GITHUB_ENV"
+          echo "s=${{ secrets.TOKEN }}" >> "$GITHUB_STATE"
+"#,
+        Opts {
+            secrets: vec![("TOKEN", "s3cr3t-value")],
+            ..Opts::default()
+        },
+    )
+    .await;
+    assert_eq!(r.result("j"), "success", "{:#?}", r.logs);
+    let summary = r
+        .files
+        .iter()
+        .find(|(path, _)| path.ends_with("summary.md"))
+        .map(|(_, text)| text.as_str());
+    assert_eq!(
+        summary,
+        Some("deployed with ***\nand ***\n"),
+        "{:#?}",
+        r.files
+    );
+    for (path, text) in &r.files {
+        assert!(
+            !text.contains("s3cr3t-value"),
+            "{path} holds the secret: {text}"
+        );
+        assert!(!text.contains("later-value"), "{path} holds a mask: {text}");
+    }
+}
+
+#[tokio::test]
+async fn an_overlong_line_is_logged_in_bounded_pieces_and_a_secret_across_a_cut_is_masked() {
+    // 20 MB without a newline, with the secret across the first 64 KiB cut.
+    let r = run_with(
+        r#"
+on: push
+jobs:
+  j:
+    runs-on: x
+    steps:
+      - run: |
+          { head -c 65533 /dev/zero | tr '\0' x; printf '%s' "$TOKEN"; head -c 20000000 /dev/zero | tr '\0' y; echo; } >&2
+          echo after
+        env:
+          TOKEN: ${{ secrets.TOKEN }}
+"#,
+        Opts {
+            secrets: vec![("TOKEN", "s3cr3t-value")],
+            ..Opts::default()
+        },
+    )
+    .await;
+    assert_eq!(r.result("j"), "success");
+    let prefix = "[j] ";
+    let pieces: Vec<&str> = r
+        .logs
+        .iter()
+        .filter(|l| l.starts_with("[j] x") || l.starts_with("[j] y") || l.starts_with("[j] ***"))
+        .map(|l| &l[prefix.len()..])
+        .collect();
+    const MAX: usize = 64 * 1024;
+    let longest_secret = "s3cr3t-value".len();
+    assert_eq!(
+        pieces.len(),
+        (65533 + longest_secret + 20_000_000).div_ceil(MAX)
+    );
+    let (last, cut) = pieces.split_last().unwrap();
+    for p in cut {
+        let text = p.strip_suffix('…').expect("a cut piece is marked");
+        assert!(
+            (MAX - longest_secret..=MAX + longest_secret).contains(&text.len()),
+            "piece of {} bytes",
+            text.len()
+        );
+    }
+    assert!(!last.ends_with('…') && last.len() <= MAX + longest_secret);
+    let whole: String = cut
+        .iter()
+        .map(|p| p.strip_suffix('…').unwrap())
+        .chain([*last])
+        .collect();
+    assert_eq!(
+        whole,
+        format!("{}***{}", "x".repeat(65533), "y".repeat(20_000_000))
+    );
+    assert!(r.logged("[j] after"));
 }
 
 #[tokio::test]

@@ -413,6 +413,7 @@ impl Conn {
             Err(r) => {
                 let reason = match r.status {
                     405 => "Method Not Allowed",
+                    501 => "Not Implemented",
                     _ => "Bad Request",
                 };
                 return Some(Head::Refuse(r.status, reason, r.why.to_string()));

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::ProxyMetrics;
 use crate::policy::{self, TrafficPolicy};
+use crate::server::Listeners;
 use crate::table::{BackendSpec, RouteSpec, RoutingTable, RuleSpec};
 
 /// The annotation that fixes the listen address of a Service's first port.
@@ -46,39 +47,95 @@ fn allocate() -> Option<SocketAddr> {
         .ok()
 }
 
-/// The listen address of each port of `svc`, and the status to write if it changed.
-fn listen_addresses(svc: &Object, ports: &[Value]) -> (Vec<Option<SocketAddr>>, Option<Value>) {
-    let previous: Vec<Value> = svc
-        .status()
-        .and_then(|s| s.get("ports"))
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+/// What discovery needs besides the store.
+#[derive(Clone, Default)]
+pub struct Options {
+    /// The sockets the proxy serves from: discovery binds each address before it publishes it,
+    /// so a Service whose address cannot be had says so in its status. Without them, addresses
+    /// are published unbound and the proxy binds them.
+    pub listeners: Option<Listeners>,
+    /// Addresses this server holds itself, with what holds them ("the API listener").
+    pub reserved: Vec<(SocketAddr, String)>,
+    /// Non-loopback addresses may be listened on (`ProxyConfig::allow_public`).
+    pub allow_public: bool,
+}
+
+/// The condition of a Service's status that says whether its ports are listened on.
+pub const LISTENER_READY: &str = "ListenerReady";
+
+/// Why a port of a Service gets no listener: (reason, message).
+type Problem = (&'static str, String);
+
+/// The address each port of `svc` asks for, and whether the annotation chose it.
+fn wanted_addresses(svc: &Object, ports: &[Value]) -> Vec<Option<(SocketAddr, bool)>> {
+    let previous = previous_ports(svc);
     let annotated = svc
         .metadata
         .annotations
         .get(LISTEN_ANNOTATION)
         .and_then(|a| a.trim().parse::<SocketAddr>().ok());
-    let mut addrs = Vec::new();
-    let mut status_ports = Vec::new();
-    for (i, p) in ports.iter().enumerate() {
-        let name = p.get("name").and_then(Value::as_str).unwrap_or_default();
-        let port = p.get("port").cloned().unwrap_or(Value::Null);
-        let kept = previous
+    ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            if i == 0 && annotated.is_some() {
+                return annotated.map(|a| (a, true));
+            }
+            let name = p.get("name").and_then(Value::as_str).unwrap_or_default();
+            let port = p.get("port").cloned().unwrap_or(Value::Null);
+            let kept = previous
+                .iter()
+                .find(|q| {
+                    q.get("name").and_then(Value::as_str).unwrap_or_default() == name
+                        && q["port"] == port
+                })
+                .and_then(|q| q.get("listen").and_then(Value::as_str))
+                .and_then(|l| l.parse::<SocketAddr>().ok());
+            kept.filter(|k| Some(*k) != annotated)
+                .or_else(allocate)
+                .map(|a| (a, false))
+        })
+        .collect()
+}
+
+fn previous_ports(svc: &Object) -> Vec<Value> {
+    svc.status()
+        .and_then(|s| s.get("ports"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Whether `svc` was listening on `addr` already, by its status: the first holder keeps an
+/// address, across restarts too.
+fn holds(svc: &Object, addr: SocketAddr) -> bool {
+    let a = addr.to_string();
+    svc.status()
+        .and_then(|s| s.get("address"))
+        .and_then(Value::as_str)
+        == Some(a.as_str())
+        || previous_ports(svc)
             .iter()
-            .find(|q| {
-                q.get("name").and_then(Value::as_str).unwrap_or_default() == name
-                    && q["port"] == port
-            })
-            .and_then(|q| q.get("listen").and_then(Value::as_str))
-            .and_then(|l| l.parse::<SocketAddr>().ok());
-        let addr = if i == 0 && annotated.is_some() {
-            annotated
-        } else {
-            kept.filter(|k| Some(*k) != annotated).or_else(allocate)
-        };
-        addrs.push(addr);
-        let mut entry = json!({"port": port});
+            .any(|p| p.get("listen").and_then(Value::as_str) == Some(a.as_str()))
+}
+
+/// Two addresses that cannot both be bound: the same port on the same IP or on a wildcard.
+fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+/// The status of `svc` with `served` as its listen addresses (None: no listener, for
+/// `problems`), and whether it differs from the stored one.
+fn listener_status(
+    svc: &Object,
+    ports: &[Value],
+    served: &[Option<SocketAddr>],
+    problems: &[Problem],
+) -> Option<Value> {
+    let mut status_ports = Vec::new();
+    for (p, addr) in ports.iter().zip(served) {
+        let name = p.get("name").and_then(Value::as_str).unwrap_or_default();
+        let mut entry = json!({"port": p.get("port").cloned().unwrap_or(Value::Null)});
         if !name.is_empty() {
             entry["name"] = json!(name);
         }
@@ -87,16 +144,116 @@ fn listen_addresses(svc: &Object, ports: &[Value]) -> (Vec<Option<SocketAddr>>, 
         }
         status_ports.push(entry);
     }
+    let condition = match problems.first() {
+        None => json!({"type": LISTENER_READY, "status": "True", "reason": "Listening"}),
+        Some((reason, _)) => json!({"type": LISTENER_READY, "status": "False", "reason": reason,
+            "message": problems.iter().map(|(_, m)| m.as_str()).collect::<Vec<_>>().join("; ")}),
+    };
     let mut status = svc.status().cloned().unwrap_or_else(|| json!({}));
     if let Some(obj) = status.as_object_mut() {
-        match addrs.first().copied().flatten() {
+        match served.first().copied().flatten() {
             Some(a) => obj.insert("address".into(), json!(a.to_string())),
             None => obj.remove("address"),
         };
         obj.insert("ports".into(), Value::Array(status_ports));
+        let mut conditions: Vec<Value> = obj
+            .get("conditions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|c| c.get("type").and_then(Value::as_str) != Some(LISTENER_READY))
+            .cloned()
+            .collect();
+        conditions.push(condition);
+        obj.insert("conditions".into(), Value::Array(conditions));
     }
-    let changed = svc.status() != Some(&status);
-    (addrs, changed.then_some(status))
+    (svc.status() != Some(&status)).then_some(status)
+}
+
+/// Decides which Service gets each wanted address: the one whose status holds it already, then
+/// the oldest (creationTimestamp, then resourceVersion), never the name. The others get no
+/// listener and a problem naming the holder; so do addresses this server holds itself, and
+/// non-loopback ones unless allowed. `bind` is asked for each address that is to be served.
+fn assign(
+    services: &[Object],
+    wanted: &mut [Vec<Option<(SocketAddr, bool)>>],
+    options: &Options,
+    bind: &mut dyn FnMut(SocketAddr) -> Result<(), String>,
+) -> (Vec<Vec<Option<SocketAddr>>>, Vec<Vec<Problem>>) {
+    let n = services.len();
+    let mut problems: Vec<Vec<Problem>> = vec![Vec::new(); n];
+    // Refusals that do not depend on other Services first: those claims hold nothing.
+    for (i, ports) in wanted.iter_mut().enumerate() {
+        for claim in ports.iter_mut() {
+            let Some((addr, _)) = *claim else { continue };
+            let problem = if let Some((_, who)) =
+                options.reserved.iter().find(|(r, _)| overlaps(*r, addr))
+            {
+                Some(("AddressInUse", format!("{addr} is held by {who}")))
+            } else if !addr.ip().is_loopback() && !options.allow_public {
+                Some((
+                    "PublicAddressRefused",
+                    format!(
+                        "{addr} is not a loopback address: start shipway up with --proxy-allow-public to listen on it"
+                    ),
+                ))
+            } else {
+                None
+            };
+            if let Some(p) = problem {
+                problems[i].push(p);
+                *claim = None;
+            }
+        }
+    }
+    let rank = |i: usize, addr: SocketAddr| {
+        let s = &services[i];
+        (
+            !holds(s, addr),
+            s.metadata.creation_timestamp.is_none(),
+            s.metadata.creation_timestamp.clone(),
+            s.resource_version().unwrap_or(u64::MAX),
+            ns(s).to_string(),
+            s.metadata.name.clone(),
+        )
+    };
+    let mut holder: HashMap<SocketAddr, usize> = HashMap::new();
+    for (i, ports) in wanted.iter().enumerate() {
+        for (addr, _) in ports.iter().flatten() {
+            let h = holder.entry(*addr).or_insert(i);
+            if rank(i, *addr) < rank(*h, *addr) {
+                *h = i;
+            }
+        }
+    }
+    let mut served = vec![Vec::new(); n];
+    for (i, ports) in wanted.iter().enumerate() {
+        for claim in ports {
+            let mut addr = claim.map(|(a, _)| a);
+            if let Some((a, annotated)) = *claim {
+                let h = holder[&a];
+                if h != i && annotated {
+                    let s = &services[h];
+                    problems[i].push((
+                        "AddressInUse",
+                        format!("{a} is held by Service {}/{}", ns(s), s.metadata.name),
+                    ));
+                    addr = None;
+                } else if h != i {
+                    // An address we picked: pick another.
+                    addr = allocate();
+                }
+            }
+            if let Some(a) = addr
+                && let Err(e) = bind(a)
+            {
+                problems[i].push(("BindFailed", format!("cannot listen on {a}: {e}")));
+                addr = None;
+            }
+            served[i].push(addr);
+        }
+    }
+    (served, problems)
 }
 
 /// Ready endpoints of one Service port: (pod name, address).
@@ -145,6 +302,16 @@ fn ready_endpoints(endpoints: Option<&Object>, port_name: &str) -> Vec<(String, 
 /// but for ports with neither an annotation nor an address in their status yet: those get a free
 /// loopback port.
 pub fn build(snapshot: &Snapshot) -> (Vec<RouteSpec>, Vec<(Object, Value)>) {
+    build_with(snapshot, &Options::default(), &mut |_| Ok(()))
+}
+
+/// [`build`] with the listener rules of `options`; `bind` is asked for every address to serve
+/// and a failure leaves the port without a listener, its reason in the status.
+pub fn build_with(
+    snapshot: &Snapshot,
+    options: &Options,
+    bind: &mut dyn FnMut(SocketAddr) -> Result<(), String>,
+) -> (Vec<RouteSpec>, Vec<(Object, Value)>) {
     let endpoints: HashMap<(&str, &str), &Object> = snapshot
         .endpoints
         .iter()
@@ -162,16 +329,32 @@ pub fn build(snapshot: &Snapshot) -> (Vec<RouteSpec>, Vec<(Object, Value)>) {
         .collect();
     let mut specs = Vec::new();
     let mut statuses = Vec::new();
-    for svc in &snapshot.services {
+    let all_ports: Vec<Vec<Value>> = snapshot
+        .services
+        .iter()
+        .map(|svc| {
+            svc.spec()
+                .and_then(|s| s.get("ports"))
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect();
+    let mut wanted: Vec<_> = snapshot
+        .services
+        .iter()
+        .zip(&all_ports)
+        .map(|(svc, ports)| wanted_addresses(svc, ports))
+        .collect();
+    let (served, problems) = assign(&snapshot.services, &mut wanted, options, bind);
+    for (i, svc) in snapshot.services.iter().enumerate() {
         let (namespace, name) = (ns(svc), svc.metadata.name.as_str());
-        let ports: Vec<Value> = svc
-            .spec()
-            .and_then(|s| s.get("ports"))
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let (addrs, status) = listen_addresses(svc, &ports);
-        if let Some(status) = status {
+        let ports = &all_ports[i];
+        let addrs = served[i].clone();
+        if let Some(status) = listener_status(svc, ports, &addrs, &problems[i]) {
+            for (reason, message) in &problems[i] {
+                tracing::warn!("proxy: service {namespace}/{name}: {reason}: {message}");
+            }
             statuses.push((svc.clone(), status));
         }
         let policy = match policies.get(&(namespace, name)) {
@@ -313,9 +496,18 @@ async fn refresh(
     tx: &watch::Sender<Arc<RoutingTable>>,
     last: &mut Vec<RouteSpec>,
     metrics: Option<&ProxyMetrics>,
-) -> Result<u64, StoreError> {
+    options: &Options,
+) -> Result<(u64, bool), StoreError> {
     let (snap, rv) = snapshot(store).await?;
-    let (specs, statuses) = build(&snap);
+    let mut bind_failed = false;
+    let mut bind = |addr: SocketAddr| match &options.listeners {
+        Some(l) => l.bind(addr).map_err(|e| {
+            bind_failed = true;
+            e.to_string()
+        }),
+        None => Ok(()),
+    };
+    let (specs, statuses) = build_with(&snap, options, &mut bind);
     for (mut svc, status) in statuses {
         svc.body.insert("status".into(), status);
         // A conflict means the Service changed meanwhile; its change event brings us back here.
@@ -327,13 +519,17 @@ async fn refresh(
         tx.send_replace(Arc::new(RoutingTable::build(&specs)));
         *last = specs;
     }
+    // After publishing: the workers drop their handles of an address as they see it gone.
+    if let Some(l) = &options.listeners {
+        l.retain(|a| last.iter().any(|s| s.listen == *a));
+    }
     // On every refresh, not only when a table is published: a request still in flight on an
     // older table can record to (and so re-create) a series after its service was pruned.
     if let Some(metrics) = metrics {
         let table = tx.borrow().clone();
         prune_metrics(metrics, &table);
     }
-    Ok(rv)
+    Ok((rv, bind_failed))
 }
 
 /// Starts discovery; the receiver always holds the newest table. With `metrics`, the series of
@@ -346,24 +542,42 @@ pub fn spawn(
     watch::Receiver<Arc<RoutingTable>>,
     tokio::task::JoinHandle<()>,
 ) {
+    spawn_with(store, metrics, Options::default(), shutdown)
+}
+
+/// [`spawn`] with the listener rules and sockets of `options`.
+pub fn spawn_with(
+    store: Store,
+    metrics: Option<Arc<ProxyMetrics>>,
+    options: Options,
+    shutdown: CancellationToken,
+) -> (
+    watch::Receiver<Arc<RoutingTable>>,
+    tokio::task::JoinHandle<()>,
+) {
     let (tx, rx) = watch::channel(Arc::new(RoutingTable::default()));
-    let task = tokio::spawn(run(store, tx, metrics, shutdown));
+    let task = tokio::spawn(run(store, tx, metrics, options, shutdown));
     (rx, task)
 }
+
+/// How often addresses that could not be bound are tried again.
+const BIND_RETRY: Duration = Duration::from_secs(5);
 
 async fn run(
     store: Store,
     tx: watch::Sender<Arc<RoutingTable>>,
     metrics: Option<Arc<ProxyMetrics>>,
+    options: Options,
     shutdown: CancellationToken,
 ) {
     let metrics = metrics.as_deref();
+    let options = &options;
     let mut last = Vec::new();
     'outer: loop {
-        let rv = tokio::select! {
+        let (rv, mut retry) = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = refresh(&store, &tx, &mut last, metrics) => match r {
-                Ok(rv) => rv,
+            r = refresh(&store, &tx, &mut last, metrics, options) => match r {
+                Ok(r) => r,
                 Err(e) => {
                     tracing::warn!("proxy discovery: {e}");
                     tokio::select! {
@@ -375,28 +589,33 @@ async fn run(
         };
         let mut changes = store.watch(ListQuery::default(), rv);
         loop {
+            // `None` when it is time to try unbound addresses again.
             let event = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                e = changes.next() => e,
+                e = changes.next() => Some(e),
+                // An address held by another process may be free now.
+                _ = tokio::time::sleep(BIND_RETRY), if retry => None,
             };
-            match event {
-                Some(Ok(e)) if relevant(&e.object) => {
-                    // Take every change already waiting, then rebuild once.
-                    while let Some(Some(_)) = changes.next().now_or_never() {}
-                    match refresh(&store, &tx, &mut last, metrics).await {
-                        Ok(_) => {}
-                        Err(e) => {
-                            tracing::warn!("proxy discovery: {e}");
-                            continue 'outer;
-                        }
-                    }
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => {
+            let rebuild = match event {
+                None => true,
+                Some(Some(Ok(e))) => relevant(&e.object),
+                Some(Some(Err(e))) => {
                     tracing::warn!("proxy discovery: watch: {e}");
                     continue 'outer;
                 }
-                None => continue 'outer,
+                Some(None) => continue 'outer,
+            };
+            if !rebuild {
+                continue;
+            }
+            // Take every change already waiting, then rebuild once.
+            while let Some(Some(_)) = changes.next().now_or_never() {}
+            match refresh(&store, &tx, &mut last, metrics, options).await {
+                Ok((_, r)) => retry = r,
+                Err(e) => {
+                    tracing::warn!("proxy discovery: {e}");
+                    continue 'outer;
+                }
             }
         }
     }
@@ -467,8 +686,185 @@ mod tests {
         assert_eq!(specs[0].backends[0].endpoints, addrs(&[9001, 9002, 9003]));
         assert_eq!(
             statuses[0].1,
-            json!({"address": "127.0.0.1:18080", "ports": [{"port": 80, "name": "http", "listen": "127.0.0.1:18080"}]})
+            json!({"address": "127.0.0.1:18080", "ports": [{"port": 80, "name": "http", "listen": "127.0.0.1:18080"}],
+                "conditions": [{"type": "ListenerReady", "status": "True", "reason": "Listening"}]})
         );
+    }
+
+    /// A Service asking for `listen`, created at `created` with resourceVersion `rv`, with
+    /// `listen` in its status or not.
+    fn claimant(name: &str, listen: &str, created: &str, rv: u64, holds: bool) -> Object {
+        let mut o = obj(json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": "default", "creationTimestamp": created,
+                "resourceVersion": rv.to_string(), "annotations": {"shipway.dev/listen": listen}},
+            "spec": {"ports": [{"name": "http", "port": 80}]}}));
+        if holds {
+            o.body.insert(
+                "status".into(),
+                json!({"address": listen,
+                "ports": [{"port": 80, "name": "http", "listen": listen}]}),
+            );
+        }
+        o
+    }
+
+    /// (listen address of each Service, condition of each Service) after a build.
+    fn assigned(
+        services: Vec<Object>,
+        options: &Options,
+        bind: &mut dyn FnMut(SocketAddr) -> Result<(), String>,
+    ) -> Vec<(String, Option<String>, Value)> {
+        let snap = Snapshot {
+            services,
+            ..Snapshot::default()
+        };
+        let (specs, statuses) = build_with(&snap, options, bind);
+        snap.services
+            .iter()
+            .map(|svc| {
+                let status = statuses
+                    .iter()
+                    .find(|(o, _)| o.metadata.name == svc.metadata.name)
+                    .map(|(_, s)| s.clone())
+                    .or_else(|| svc.status().cloned())
+                    .unwrap_or(Value::Null);
+                let served = specs
+                    .iter()
+                    .find(|s| s.service == svc.metadata.name)
+                    .map(|s| s.listen.to_string());
+                assert_eq!(
+                    status
+                        .get("address")
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
+                    served,
+                    "the status shows an address only when it is served"
+                );
+                (
+                    svc.metadata.name.clone(),
+                    served,
+                    status["conditions"][0].clone(),
+                )
+            })
+            .collect()
+    }
+
+    fn refused(reason: &str, message: &str) -> Value {
+        json!({"type": "ListenerReady", "status": "False", "reason": reason, "message": message})
+    }
+
+    #[test]
+    fn the_first_holder_of_an_address_keeps_it_whatever_the_names() {
+        let ok = json!({"type": "ListenerReady", "status": "True", "reason": "Listening"});
+        let addr = "127.0.0.1:18080";
+        let options = Options::default();
+        // "a" sorts first and is even older, but "web" has the address in its status.
+        let got = assigned(
+            vec![
+                claimant("a", addr, "2026-01-01T00:00:00Z", 5, false),
+                claimant("web", addr, "2026-02-01T00:00:00Z", 9, true),
+            ],
+            &options,
+            &mut |_| Ok(()),
+        );
+        assert_eq!(
+            got,
+            [
+                (
+                    "a".into(),
+                    None,
+                    refused(
+                        "AddressInUse",
+                        "127.0.0.1:18080 is held by Service default/web"
+                    )
+                ),
+                ("web".into(), Some(addr.into()), ok.clone()),
+            ]
+        );
+        // Neither holds it yet: the older one gets it, then the lower resourceVersion.
+        let got = assigned(
+            vec![
+                claimant("a", addr, "2026-02-01T00:00:00Z", 5, false),
+                claimant("b", addr, "2026-01-01T00:00:00Z", 9, false),
+                claimant("c", addr, "2026-01-01T00:00:00Z", 7, false),
+            ],
+            &options,
+            &mut |_| Ok(()),
+        );
+        let held = refused(
+            "AddressInUse",
+            "127.0.0.1:18080 is held by Service default/c",
+        );
+        assert_eq!(
+            got,
+            [
+                ("a".into(), None, held.clone()),
+                ("b".into(), None, held),
+                ("c".into(), Some(addr.into()), ok),
+            ]
+        );
+    }
+
+    #[test]
+    fn api_public_and_unbindable_addresses_get_no_listener_and_say_why() {
+        let svc =
+            |name: &str, listen: &str| claimant(name, listen, "2026-01-01T00:00:00Z", 1, false);
+        let options = Options {
+            reserved: vec![(
+                "127.0.0.1:7000".parse().unwrap(),
+                "the API listener (shipway up --listen)".into(),
+            )],
+            ..Options::default()
+        };
+        let mut bind = |a: SocketAddr| match a.port() {
+            7001 => Err("Address already in use (os error 98)".to_string()),
+            _ => Ok(()),
+        };
+        let got = assigned(
+            vec![
+                svc("api", "127.0.0.1:7000"),
+                svc("public", "0.0.0.0:7002"),
+                svc("taken", "127.0.0.1:7001"),
+            ],
+            &options,
+            &mut bind,
+        );
+        assert_eq!(
+            got,
+            [
+                (
+                    "api".into(),
+                    None,
+                    refused(
+                        "AddressInUse",
+                        "127.0.0.1:7000 is held by the API listener (shipway up --listen)"
+                    )
+                ),
+                (
+                    "public".into(),
+                    None,
+                    refused(
+                        "PublicAddressRefused",
+                        "0.0.0.0:7002 is not a loopback address: start shipway up with --proxy-allow-public to listen on it"
+                    )
+                ),
+                (
+                    "taken".into(),
+                    None,
+                    refused(
+                        "BindFailed",
+                        "cannot listen on 127.0.0.1:7001: Address already in use (os error 98)"
+                    )
+                ),
+            ]
+        );
+        // Allowed, a public address is served.
+        let allowed = Options {
+            allow_public: true,
+            ..options
+        };
+        let got = assigned(vec![svc("public", "0.0.0.0:7002")], &allowed, &mut bind);
+        assert_eq!(got[0].1.as_deref(), Some("0.0.0.0:7002"));
     }
 
     #[test]
@@ -554,6 +950,93 @@ mod tests {
         // web still has a route: both its backends keep their series.
         assert_eq!(requests("web", Some("stable")), 1);
         assert_eq!(requests("web", Some("canary")), 1);
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_address_another_process_holds_is_reported_then_taken_when_freed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("shipway.db"))
+            .await
+            .unwrap();
+        // Another process's socket, not SO_REUSEPORT.
+        let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = other.local_addr().unwrap();
+        store
+            .apply(
+                obj(json!({"apiVersion": "v1", "kind": "Service",
+                    "metadata": {"name": "web", "namespace": "default",
+                        "annotations": {"shipway.dev/listen": addr.to_string()}},
+                    "spec": {"ports": [{"name": "http", "port": 80}]}})),
+                "test",
+            )
+            .await
+            .unwrap();
+        let sockets = Listeners::default();
+        let options = Options {
+            listeners: Some(sockets.clone()),
+            ..Options::default()
+        };
+        let stop = CancellationToken::new();
+        let (tables, task) = spawn_with(store.clone(), None, options, stop.clone());
+        let key = shipway_model::Key::new("", "Service", "default", "web");
+        let condition = || async {
+            let svc = store.get(&key).await.unwrap().unwrap();
+            let status = svc.status().cloned().unwrap_or(Value::Null);
+            (
+                status["conditions"][0].clone(),
+                status.get("address").cloned(),
+            )
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let (refused, address) = loop {
+            let (c, a) = condition().await;
+            if c["reason"] == "BindFailed" || std::time::Instant::now() > deadline {
+                break (c, a);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(refused["status"], "False", "{refused}");
+        let message = refused["message"].as_str().unwrap_or_default();
+        assert!(
+            message.starts_with(&format!("cannot listen on {addr}: Address already in use")),
+            "{message}"
+        );
+        assert_eq!(address, None);
+        assert!(tables.borrow().routes.is_empty());
+        let events = store
+            .events(&shipway_store::EventQuery {
+                name: Some("web".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(
+            events
+                .iter()
+                .any(|e| e.actor == ACTOR && e.action == "update-status"),
+            "{events:?}"
+        );
+
+        // Freed, it is taken on the next retry, without any change to the Service.
+        drop(other);
+        eventually("the address served", || {
+            tables.borrow().routes.contains_key(&addr)
+        })
+        .await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while condition().await.0["status"] != "True" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{:?}",
+                condition().await
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(condition().await.1, Some(json!(addr.to_string())));
+        // Held by this server now: nobody else can bind it.
+        assert!(std::net::TcpListener::bind(addr).is_err());
         stop.cancel();
         task.await.unwrap();
     }

@@ -87,13 +87,38 @@ fn has_connection(headers: &[httparse::Header<'_>]) -> bool {
 
 /// Body framing from Transfer-Encoding and Content-Length (RFC 9112 §6.3), without the
 /// message-kind rules (HEAD, 204, 304) that only responses have.
+///
+/// A request (`close_otherwise` false) is framed one way only, as nginx requires, because its
+/// head goes upstream as received: one Content-Length field of digits, or one Transfer-Encoding
+/// field that is exactly `chunked`. `Content-Length: 5, 5`, two such fields, or
+/// `Transfer-Encoding: identity, chunked` may be read differently by the upstream, which would
+/// then take the rest of the body, or the next client's request, for a message of its own.
 fn body_framing(
     headers: &[httparse::Header<'_>],
     close_otherwise: bool,
 ) -> Result<Framing, Refused> {
-    let has_te = headers
-        .iter()
-        .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
+    let named = |name: &'static str| {
+        headers
+            .iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+    };
+    let has_te = named("transfer-encoding").next().is_some();
+    if !close_otherwise {
+        if named("content-length").nth(1).is_some() {
+            return Err(refused(400, "more than one Content-Length header"));
+        }
+        if named("transfer-encoding").nth(1).is_some() {
+            return Err(refused(400, "more than one Transfer-Encoding header"));
+        }
+        if named("content-length").any(|h| h.value.contains(&b',')) {
+            return Err(refused(400, "invalid Content-Length"));
+        }
+        if named("transfer-encoding")
+            .any(|h| !h.value.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+        {
+            return Err(refused(501, "Transfer-Encoding other than chunked"));
+        }
+    }
     let mut length: Option<u64> = None;
     for h in headers
         .iter()
@@ -444,7 +469,9 @@ impl Chunked {
                         self.digits += 1;
                         Chunk::Size
                     }
-                    b';' | b' ' | b'\t' if self.digits > 0 => Chunk::Ext,
+                    // No whitespace after the size (RFC 9112 §7.1 has none without an
+                    // extension, and upstreams differ on it): the body is passed on as received.
+                    b';' if self.digits > 0 => Chunk::Ext,
                     b'\r' if self.digits > 0 => Chunk::SizeLf,
                     _ => return Err(BadChunk),
                 },
@@ -552,9 +579,61 @@ mod tests {
         for raw in bad {
             assert!(request(raw).is_err(), "{raw}");
         }
-        let (info, _) =
-            request("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5, 5\r\n\r\n").unwrap();
-        assert_eq!(info.framing, Framing::Length(5));
+    }
+
+    #[test]
+    fn a_request_is_framed_one_way_only_as_nginx_requires() {
+        let refused_with = |raw: &str| request(raw).err().map(|r| (r.status, r.why));
+        let cases = [
+            ("Content-Length: 5, 5", 400, "invalid Content-Length"),
+            (
+                "Content-Length: 5\r\nContent-Length: 5",
+                400,
+                "more than one Content-Length header",
+            ),
+            (
+                "Transfer-Encoding: identity, chunked",
+                501,
+                "Transfer-Encoding other than chunked",
+            ),
+            (
+                "Transfer-Encoding: chunked, chunked",
+                501,
+                "Transfer-Encoding other than chunked",
+            ),
+            (
+                "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked",
+                400,
+                "more than one Transfer-Encoding header",
+            ),
+            (
+                "Transfer-Encoding: gzip",
+                501,
+                "Transfer-Encoding other than chunked",
+            ),
+        ];
+        for (fields, status, why) in cases {
+            let raw = format!("POST / HTTP/1.1\r\nHost: h\r\n{fields}\r\n\r\n");
+            assert_eq!(refused_with(&raw), Some((status, why)), "{fields}");
+        }
+        let (info, head) =
+            request("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: Chunked\r\n\r\n").unwrap();
+        assert_eq!(info.framing, Framing::Chunked);
+        assert!(head.contains("Transfer-Encoding: Chunked\r\n"), "{head}");
+    }
+
+    #[test]
+    fn a_chunk_size_with_whitespace_after_it_is_refused() {
+        for size_line in ["5 \r\n", "5\t\r\n", "5 ;a=b\r\n"] {
+            let input = format!("{size_line}hello\r\n0\r\n\r\n");
+            assert_eq!(
+                Chunked::default().scan(input.as_bytes(), |_| {}),
+                Err(BadChunk),
+                "{size_line:?}"
+            );
+        }
+        let ok = b"5;a=b\r\nhello\r\n0\r\n\r\n";
+        assert_eq!(Chunked::default().scan(ok, |_| {}), Ok(ok.len()));
     }
 
     #[test]
@@ -737,6 +816,17 @@ mod tests {
                 prop_assert_eq!(got, data);
             }
 
+            /// A chunk-size line the scanner accepts is hex digits, then nothing or an extension
+            /// after `;`: nothing a naive upstream could read as another size.
+            #[test]
+            fn accepted_chunk_size_lines_are_hex_then_an_extension(line in "[0-9a-fA-Fx ;\t=]{0,10}") {
+                let input = format!("{line}\r\n");
+                if Chunked::default().scan(input.as_bytes(), |_| {}).is_ok() {
+                    let size = line.split(';').next().unwrap_or_default();
+                    prop_assert!(!size.is_empty() && size.bytes().all(|b| b.is_ascii_hexdigit()), "{line:?}");
+                }
+            }
+
             #[test]
             fn arbitrary_bytes_never_panic_the_scanner(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
                 let _ = Chunked::default().scan(&bytes, |_| {});
@@ -755,6 +845,8 @@ mod tests {
                     "Connection: content-length", "Upgrade: websocket", "X-A: 1", "TE: trailers",
                     "Keep-Alive: 5", "Content-Length: 5", "Content-Length: 6", "Content-Length: x",
                     "Transfer-Encoding: chunked", "Transfer-Encoding: gzip", "X-Forwarded-For: 9.9.9.9",
+                    "Content-Length: 5, 5", "Transfer-Encoding: identity, chunked",
+                    "Transfer-Encoding: chunked, chunked",
                     "X-Forwarded-Host: other", "X-Request-Id: abc", "Trailer: X-B",
                 ]), 0..8),
             ) {
@@ -784,6 +876,22 @@ mod tests {
                     prop_assert!(upgrade_field || !hop.contains(&h.name.to_ascii_lowercase().as_str()), "{} went upstream", h.name);
                 }
                 prop_assert_eq!(body_framing(sent.headers, false), Ok(info.framing));
+                // What went upstream is framed one way only: a naive reader (the first
+                // Content-Length as a number, any Transfer-Encoding as chunked) agrees.
+                let fields = |name: &str| sent.headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value).collect::<Vec<_>>();
+                let (lengths, codings) = (fields("content-length"), fields("transfer-encoding"));
+                prop_assert!(lengths.len() + codings.len() <= 1, "{lengths:?} {codings:?}");
+                let naive = match (lengths.first(), codings.first()) {
+                    (Some(l), _) => match std::str::from_utf8(l).ok().and_then(|l| l.parse::<u64>().ok()) {
+                        Some(0) => Framing::Empty,
+                        Some(n) => Framing::Length(n),
+                        None => Framing::Close,
+                    },
+                    (None, Some(c)) if c.eq_ignore_ascii_case(b"chunked") => Framing::Chunked,
+                    (None, Some(_)) => Framing::Close,
+                    (None, None) => Framing::Empty,
+                };
+                prop_assert_eq!(naive, info.framing);
                 prop_assert_eq!(sent.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("host")).count(), 1);
             }
         }

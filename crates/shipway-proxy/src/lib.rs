@@ -58,5 +58,5 @@ pub(crate) mod worker {
 }
 
 pub use metrics::{ProxyMetrics, WindowStats};
-pub use server::{Proxy, ProxyConfig};
+pub use server::{Listeners, Proxy, ProxyConfig};
 pub use table::RoutingTable;

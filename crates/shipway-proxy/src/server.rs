@@ -1,5 +1,5 @@
-//! The proxy's workers and listeners: a thread per worker with its own runtime, a listener per
-//! route address (`SO_REUSEPORT`, so each worker has one), connections handed to the HTTP/1
+//! The proxy's workers and listeners: a thread per worker with its own runtime, one socket per
+//! route address ([`Listeners`]) that every worker accepts from, connections handed to the HTTP/1
 //! path (`conn`), to hyper for HTTP/2 (`h2`) or passed through as plain TCP; passive ejection of
 //! failing endpoints, shared by all.
 
@@ -43,10 +43,13 @@ pub struct ProxyConfig {
     pub access_log: bool,
     /// Connect attempts per request (on distinct endpoints when the backend has several).
     pub connect_attempts: usize,
-    /// Worker threads, each with its own single-threaded runtime, listeners (`SO_REUSEPORT`) and
+    /// Worker threads, each with its own single-threaded runtime, listeners (dups of one socket) and
     /// upstream pool, as nginx runs worker processes: a request never crosses threads. 0 = one
     /// per core.
     pub workers: usize,
+    /// Listen on addresses other than loopback ones (`shipway up --proxy-allow-public`):
+    /// otherwise a Service asking for `0.0.0.0:80` gets no listener and a condition saying why.
+    pub allow_public: bool,
 }
 
 impl Default for ProxyConfig {
@@ -60,6 +63,7 @@ impl Default for ProxyConfig {
             access_log: false,
             connect_attempts: 3,
             workers: 0,
+            allow_public: false,
         }
     }
 }
@@ -133,6 +137,48 @@ impl Outliers {
     }
 }
 
+/// The proxy's listening sockets, one per address, shared by the workers and by discovery
+/// (which binds first, so a Service's status says whether its address could be had).
+///
+/// Without `SO_REUSEPORT`: with it, any socket of the same user could join an address's group and
+/// take a share of its connections, such as a second `shipway up`. Each worker accepts from a dup
+/// of the one socket instead (one accept queue).
+#[derive(Clone, Default)]
+pub struct Listeners(Arc<std::sync::Mutex<HashMap<SocketAddr, std::net::TcpListener>>>);
+
+impl Listeners {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, std::net::TcpListener>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Binds `addr` unless it is bound already.
+    pub fn bind(&self, addr: SocketAddr) -> std::io::Result<()> {
+        let mut map = self.lock();
+        if let std::collections::hash_map::Entry::Vacant(e) = map.entry(addr) {
+            // std sets SO_REUSEADDR (a restart can bind over TIME_WAIT), never SO_REUSEPORT.
+            let l = std::net::TcpListener::bind(addr)?;
+            l.set_nonblocking(true)?;
+            e.insert(l);
+        }
+        Ok(())
+    }
+
+    /// A handle on the socket of `addr`, bound now if it is not yet.
+    fn handle(&self, addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+        self.bind(addr)?;
+        self.lock()
+            .get(&addr)
+            .ok_or_else(|| std::io::Error::other("listener released"))?
+            .try_clone()
+    }
+
+    /// Closes the sockets of addresses not in `keep` (workers close their handles as they see the
+    /// table that dropped them).
+    pub fn retain(&self, keep: impl Fn(&SocketAddr) -> bool) {
+        self.lock().retain(|a, _| keep(a));
+    }
+}
+
 /// The proxy: serves the routes of the newest table until shutdown.
 pub struct Proxy;
 
@@ -143,6 +189,29 @@ impl Proxy {
         table: watch::Receiver<Arc<RoutingTable>>,
         metrics: Arc<ProxyMetrics>,
         config: ProxyConfig,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        Self::run(table, metrics, config, Listeners::default(), true, shutdown)
+    }
+
+    /// [`Proxy::start`] with the sockets discovery binds (and closes).
+    pub fn start_with(
+        table: watch::Receiver<Arc<RoutingTable>>,
+        metrics: Arc<ProxyMetrics>,
+        config: ProxyConfig,
+        sockets: Listeners,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        Self::run(table, metrics, config, sockets, false, shutdown)
+    }
+
+    /// `release`: the workers close the sockets of addresses the table drops (nobody else does).
+    fn run(
+        table: watch::Receiver<Arc<RoutingTable>>,
+        metrics: Arc<ProxyMetrics>,
+        config: ProxyConfig,
+        sockets: Listeners,
+        release: bool,
         shutdown: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
         let workers = match config.workers {
@@ -169,7 +238,7 @@ impl Proxy {
                 outliers: outliers.clone(),
                 run_id: std::process::id(),
             });
-            let (table, shutdown) = (table.clone(), shutdown.clone());
+            let (table, shutdown, sockets) = (table.clone(), shutdown.clone(), sockets.clone());
             let worker = std::thread::Builder::new()
                 .name(format!("shipway-proxy-{i}"))
                 .spawn(move || {
@@ -178,7 +247,7 @@ impl Proxy {
                         .enable_all()
                         .build()
                     {
-                        Ok(rt) => rt.block_on(manage(shared, table, shutdown)),
+                        Ok(rt) => rt.block_on(manage(shared, table, sockets, release, shutdown)),
                         Err(e) => tracing::error!("proxy worker {i}: no runtime: {e}"),
                     }
                 });
@@ -195,24 +264,17 @@ impl Proxy {
     }
 }
 
-/// A listener that shares its address with the other workers' (`SO_REUSEPORT`): the kernel
-/// spreads connections between them.
-fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.set_reuseport(true)?;
-    socket.bind(addr)?;
-    socket.listen(1024)
+/// This worker's listener on `addr`: a dup of the one socket of `addr`.
+fn bind(sockets: &Listeners, addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::from_std(sockets.handle(addr)?)
 }
 
 /// Keeps one listener per address in the table.
 async fn manage(
     shared: Arc<Shared>,
     mut table: watch::Receiver<Arc<RoutingTable>>,
+    sockets: Listeners,
+    release: bool,
     shutdown: CancellationToken,
 ) {
     let mut listeners: HashMap<SocketAddr, (CancellationToken, tokio::task::JoinHandle<()>)> =
@@ -225,6 +287,9 @@ async fn manage(
             .iter()
             .map(|(a, r)| (*a, format!("{}/{}", r.spec.namespace, r.spec.service)))
             .collect();
+        if release {
+            sockets.retain(|a| wanted.iter().any(|(w, _)| w == a));
+        }
         listeners.retain(|addr, (stop, _)| {
             let keep = wanted.iter().any(|(a, _)| a == addr);
             if !keep {
@@ -236,7 +301,7 @@ async fn manage(
             if listeners.contains_key(&addr) {
                 continue;
             }
-            match bind(addr) {
+            match bind(&sockets, addr) {
                 Ok(l) => {
                     tracing::info!("proxy: service {service} listens on {addr}");
                     let stop = shutdown.child_token();

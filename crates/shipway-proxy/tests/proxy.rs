@@ -708,3 +708,32 @@ async fn h2c_clients_are_served() {
         .unwrap();
     drop(h2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_proxy_cannot_take_the_address_of_the_first() {
+    let (first, second) = (upstream("first").await, upstream("second").await);
+    let listen = dead_addr();
+    let a = TestProxy::start(
+        route(listen, vec![backend("default", 100, &[first.addr])]),
+        ProxyConfig::default(),
+    )
+    .await;
+    // Another server (another `shipway up`) with a Service on the same address.
+    let b = TestProxy::start(
+        route(listen, vec![backend("default", 100, &[second.addr])]),
+        ProxyConfig::default(),
+    )
+    .await;
+    let err = shipway_proxy::Listeners::default()
+        .bind(listen)
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+    // A new connection per request: with a shared accept group, the kernel would spread them.
+    for _ in 0..100 {
+        let (status, body) = get(&client(), &a.url("/"), &[]).await;
+        assert_eq!((status, body.as_str()), (200, "first"));
+    }
+    assert_eq!(second.hits.load(std::sync::atomic::Ordering::Relaxed), 0);
+    b.stop.cancel();
+    a.stop.cancel();
+}

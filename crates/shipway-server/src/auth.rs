@@ -72,6 +72,18 @@ impl Tokens {
                 });
             }
         };
+        // Names and roles are shown on terminals and written into the audit log as actors: only
+        // plain words, so none can carry an escape sequence.
+        for (i, r) in records.iter().enumerate() {
+            for (field, value) in [("name", &r.name), ("role", &r.role)] {
+                if let Err(why) = check_word(value) {
+                    return Err(AuthError::Corrupt {
+                        path: list_path,
+                        message: format!("[{i}].{field}: Invalid value: {value:?}: {why}"),
+                    });
+                }
+            }
+        }
         let token_path = data_dir.join(ADMIN_TOKEN_FILE);
         let admin_present = records.iter().any(|r| r.name == "admin");
         let outcome = if admin_present && token_path.exists() {
@@ -107,6 +119,23 @@ impl Tokens {
         }
         found
     }
+}
+
+/// A token's name or role: 1 to 63 lower-case letters, digits and `-._@:`, starting with a
+/// letter or digit.
+fn check_word(value: &str) -> Result<(), &'static str> {
+    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "-._@:".contains(c);
+    if value.is_empty() || value.len() > 63 {
+        return Err("must be 1 to 63 characters");
+    }
+    if !value.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        || !value.chars().all(allowed)
+    {
+        return Err(
+            "must be lower-case letters, digits and '-._@:', starting with a letter or digit",
+        );
+    }
+    Ok(())
 }
 
 fn new_token() -> String {
@@ -175,5 +204,24 @@ mod tests {
             rotated.verify(&token).is_none(),
             "a removed token file rotates the token"
         );
+    }
+
+    #[test]
+    fn a_token_name_or_role_with_control_characters_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        Tokens::load_or_init(dir.path()).unwrap();
+        let list = dir.path().join(TOKENS_FILE);
+        let text = fs::read_to_string(&list).unwrap();
+        fs::write(
+            &list,
+            text.replace("\"role\": \"admin\"", "\"role\": \"\\u001b[31madmin\""),
+        )
+        .unwrap();
+        let e = Tokens::load_or_init(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("[0].role: Invalid value: \"\\u{1b}[31madmin\": must be lower-case letters"),
+            "{e}"
+        );
+        assert!(!e.contains('\u{1b}'), "{e}");
     }
 }

@@ -208,15 +208,26 @@ impl Server {
         // Discovery turns Services, Endpoints, Pods and TrafficPolicies into routing tables (and
         // drops the metrics of Services that are gone); the proxy serves each table it is handed.
         let proxy_metrics = shipway_proxy::ProxyMetrics::new();
-        let (tables, discovery) = shipway_proxy::discovery::spawn(
+        // Discovery binds each Service address in the sockets the proxy serves from, so a Service
+        // whose address is taken (by another Service, the API or another process) says so.
+        let sockets = shipway_proxy::Listeners::default();
+        let api = listener.local_addr().unwrap_or(config.listen);
+        let options = shipway_proxy::discovery::Options {
+            listeners: Some(sockets.clone()),
+            reserved: vec![(api, "the API listener (shipway up --listen)".into())],
+            allow_public: config.proxy.allow_public,
+        };
+        let (tables, discovery) = shipway_proxy::discovery::spawn_with(
             store.clone(),
             Some(proxy_metrics.clone()),
+            options,
             shutdown.clone(),
         );
-        let proxy = shipway_proxy::Proxy::start(
+        let proxy = shipway_proxy::Proxy::start_with(
             tables,
             proxy_metrics.clone(),
             config.proxy.clone(),
+            sockets,
             shutdown.clone(),
         );
         let state = Arc::new(AppState {

@@ -150,6 +150,10 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true,
         default_value_t = FlagDuration(shipway_server::ProxyConfig::default().connect_timeout))]
     pub proxy_connect_timeout: FlagDuration,
+    /// Let Services listen on non-loopback addresses (`shipway.dev/listen: 0.0.0.0:80`); without
+    /// it such a Service gets no listener and a ListenerReady condition saying why.
+    #[arg(long)]
+    pub proxy_allow_public: bool,
     /// Proxy worker threads; 0 is one per core.
     #[arg(long, value_name = "N", value_parser = parse_workers,
         default_value_t = shipway_server::ProxyConfig::default().workers)]

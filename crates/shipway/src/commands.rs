@@ -71,6 +71,7 @@ fn proxy_config(args: &ProxyArgs) -> ProxyConfig {
         upstream_timeout: args.proxy_upstream_timeout.0,
         connect_timeout: args.proxy_connect_timeout.0,
         workers: args.proxy_workers,
+        allow_public: args.proxy_allow_public,
         ..ProxyConfig::default()
     }
 }
@@ -585,7 +586,12 @@ fn describe_text(o: &Object, events: &[Value]) -> String {
     let width = rows.iter().map(|r| r[0].len()).max().unwrap_or(0) + 2;
     let mut out = String::new();
     for row in &rows {
-        let value = row[1].replace("\n              ", &format!("\n{}", " ".repeat(width)));
+        // Each value escaped, the line breaks between pairs kept.
+        let value = row[1]
+            .split("\n              ")
+            .map(output::escape_terminal)
+            .collect::<Vec<_>>()
+            .join(&format!("\n{}", " ".repeat(width)));
         out.push_str(&format!("{:<width$}{value}\n", row[0]));
     }
     let secret = o.group().is_empty() && o.kind == "Secret";
@@ -594,7 +600,7 @@ fn describe_text(o: &Object, events: &[Value]) -> String {
             out.push_str(&secret_data_text(value));
             continue;
         }
-        out.push_str(&capitalize(field));
+        out.push_str(&output::escape_terminal(&capitalize(field)));
         out.push_str(":\n");
         for line in output::to_yaml(value).lines() {
             out.push_str("  ");
@@ -863,4 +869,30 @@ async fn logs(client: &Client, args: crate::cli::LogsArgs) -> Result<(), Failure
         })
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describe_shows_control_characters_instead_of_sending_them() {
+        let o: Object = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "c", "namespace": "default",
+                "annotations": {"note": "\u{1b}[31mred", "other": "two\nlines"}},
+            "data": {"k": "\u{1b}]0;title\u{7}"},
+        }))
+        .unwrap();
+        let events = [
+            serde_json::json!({"actor": "user:admin", "action": "update",
+            "message": "\u{1b}[2J\rcleared", "time": "2026-01-01T00:00:00Z"}),
+        ];
+        let text = describe_text(&o, &events);
+        assert!(!text.contains('\u{1b}') && !text.contains('\r'), "{text:?}");
+        assert!(text.contains("note=^[[31mred\n"), "{text}");
+        assert!(text.contains("other=two^Jlines\n"), "{text}");
+        assert!(text.contains(r#"k: "\u001b]0;title\u0007""#), "{text}");
+        assert!(text.contains("^[[2J\\rcleared"), "{text}");
+    }
 }

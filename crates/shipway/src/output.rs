@@ -318,8 +318,38 @@ pub fn table(objects: &[Object], all_namespaces: bool, wide_output: bool) -> Str
     out
 }
 
-/// Left-aligned columns separated by three spaces, as kubectl's tabwriter prints them.
+/// `s` with every control character made visible, for text printed on a terminal: an object's
+/// names, annotations or event messages could otherwise move the cursor, rewrite the line or
+/// drive the terminal. kubectl escapes ESC as `^[` and CR as `\r` (since 1.26); every other C0
+/// character (tab and newline too, which would break a table's rows and columns) and DEL get the
+/// same caret notation (`^I`, `^?`), and C1 characters `\u0085`-style.
+pub fn escape_terminal(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return s.into();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\r' => out.push_str("\\r"),
+            '\u{0}'..='\u{1f}' => {
+                out.push('^');
+                out.push(char::from(c as u8 + 0x40));
+            }
+            '\u{7f}' => out.push_str("^?"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.into()
+}
+
+/// Left-aligned columns separated by three spaces, as kubectl's tabwriter prints them. Cells
+/// are escaped ([`escape_terminal`]).
 pub fn align(rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<std::borrow::Cow<'_, str>>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| escape_terminal(c)).collect())
+        .collect();
     let ncols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..ncols)
         .map(|c| {
@@ -468,8 +498,23 @@ fn scalar_string(s: &str) -> String {
     if !reserved && !numeric && first_ok && plain_ok {
         s.to_string()
     } else {
-        // A JSON string is a valid YAML double-quoted scalar.
-        serde_json::to_string(s).unwrap_or_default()
+        // A JSON string is a valid YAML double-quoted scalar. JSON leaves DEL and C1 characters
+        // as they are; YAML's `\u` escapes them, so none reaches a terminal raw.
+        let quoted = serde_json::to_string(s).unwrap_or_default();
+        if quoted.chars().any(char::is_control) {
+            quoted
+                .chars()
+                .map(|c| {
+                    if c.is_control() {
+                        format!("\\u{:04x}", c as u32)
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect()
+        } else {
+            quoted
+        }
     }
 }
 
@@ -505,6 +550,27 @@ mod tests {
         ] {
             assert_eq!(human_duration(secs), want);
         }
+    }
+
+    #[test]
+    fn control_characters_are_shown_not_sent_to_the_terminal() {
+        assert_eq!(
+            escape_terminal("a\x1b[31mred\r\n\t\x7f\u{9b}2J ok é"),
+            "a^[[31mred\\r^J^I^?\\u009b2J ok é"
+        );
+        assert!(matches!(
+            escape_terminal("plain"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        let rows = vec![
+            vec!["NAME".to_string(), "NOTE".to_string()],
+            vec!["\x1b[2Jx".to_string(), "y".to_string()],
+        ];
+        assert_eq!(align(&rows), "NAME     NOTE\n^[[2Jx   y\n");
+        assert_eq!(
+            to_yaml(&json!({"note": "\x1b[31m\u{7f}\u{85}"})),
+            "note: \"\\u001b[31m\\u007f\\u0085\"\n"
+        );
     }
 
     #[test]

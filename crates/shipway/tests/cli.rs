@@ -901,3 +901,73 @@ fn get_of_an_unknown_type_fails_and_names_the_nearest_one() {
     );
     assert!(!err.contains("No resources found"), "{err}");
 }
+
+/// The `ListenerReady` condition of Service `name`, once its status has one.
+fn listener_condition(up: &Up, data: &Path, name: &str) -> serde_json::Value {
+    let mut condition = serde_json::Value::Null;
+    wait_for(20, "a ListenerReady condition", || {
+        let out = up.cli(data, &["get", "svc", name, "-o", "json"]);
+        let svc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        condition = svc["status"]["conditions"][0].clone();
+        !condition.is_null()
+    });
+    condition
+}
+
+#[test]
+fn a_service_address_is_exclusive_to_one_server_and_loopback_unless_allowed() {
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap();
+    let svc = |name: &str, listen: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  annotations: {{shipway.dev/listen: \"{listen}\"}}\nspec:\n  selector: {{app: web}}\n  ports:\n  - {{name: http, port: 80}}\n"
+        )
+    };
+    let (first_data, second_data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = Up::start(first_data.path());
+    let out = first.cli_with_stdin(
+        first_data.path(),
+        &["apply", "-f", "-"],
+        &svc("web", &listen.to_string()),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let ready = listener_condition(&first, first_data.path(), "web");
+    assert_eq!(ready["status"], "True", "{ready}");
+
+    // A second `shipway up` on this machine cannot take it.
+    let second = Up::start(second_data.path());
+    let manifests = format!(
+        "{}---\n{}",
+        svc("web", &listen.to_string()),
+        svc("public", "0.0.0.0:0")
+    );
+    let out = second.cli_with_stdin(second_data.path(), &["apply", "-f", "-"], &manifests);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let refused = listener_condition(&second, second_data.path(), "web");
+    assert_eq!(refused["reason"], "BindFailed", "{refused}");
+    let message = refused["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with(&format!(
+            "cannot listen on {listen}: Address already in use"
+        )),
+        "{message}"
+    );
+    let public = listener_condition(&second, second_data.path(), "public");
+    assert_eq!(public["reason"], "PublicAddressRefused", "{public}");
+    assert!(
+        public["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("--proxy-allow-public"),
+        "{public}"
+    );
+    // The first still answers there (503: the Service has no pods), with its own proxy's body.
+    let mut conn = std::net::TcpStream::connect(listen).unwrap();
+    conn.write_all(b"GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut conn, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("service default/web"), "{answer}");
+}

@@ -26,6 +26,32 @@ impl Masker {
         self.values.sort_by_key(|v| std::cmp::Reverse(v.len()));
     }
 
+    /// Masks the start of `text`, a line that goes on beyond it: returns the masked part that
+    /// can be printed and how many bytes of `text` it covers; the rest (shorter than the longest
+    /// secret) is to be put before the line's next piece, so a secret cut in two is still masked.
+    pub fn mask_start(&self, text: &str) -> (String, usize) {
+        let longest = self.values.first().map_or(0, String::len);
+        // A secret starting before `safe` ends within `text`, so whether one starts there is
+        // known; from `safe` on it may not be.
+        let safe = text.len().saturating_sub(longest.saturating_sub(1));
+        let mut out = String::with_capacity(text.len());
+        let mut i = 0;
+        while i < text.len() {
+            let rest = &text[i..];
+            if let Some(v) = self.values.iter().find(|v| rest.starts_with(v.as_str())) {
+                out.push_str("***");
+                i += v.len();
+            } else if i >= safe {
+                break;
+            } else {
+                let c = rest.chars().next().map_or(1, char::len_utf8);
+                out.push_str(&rest[..c]);
+                i += c;
+            }
+        }
+        (out, i)
+    }
+
     pub fn mask(&self, line: &str) -> String {
         let mut out = line.to_string();
         for v in &self.values {
@@ -108,6 +134,23 @@ fn unescape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_cut_between_pieces_of_a_line_is_masked() {
+        let mut m = Masker::default();
+        m.add("s3cr3t");
+        m.add("token-abc");
+        // Every cut of the line, fed as two pieces with the carried rest in front of the second.
+        let line = "a s3cr3t b token-abc c s3cr3t";
+        for cut in 0..=line.len() {
+            let (first, used) = m.mask_start(&line[..cut]);
+            let second = m.mask(&format!("{}{}", &line[used..cut], &line[cut..]));
+            let whole = format!("{first}{second}");
+            assert_eq!(whole, "a *** b *** c ***", "cut at {cut}");
+        }
+        // Without secrets everything is printed at once.
+        assert_eq!(Masker::default().mask_start("abc"), ("abc".to_string(), 3));
+    }
 
     #[test]
     fn masks_longest_first_and_multiline_secrets_by_line() {

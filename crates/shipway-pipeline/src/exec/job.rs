@@ -366,6 +366,9 @@ impl Instance {
         if !run.summary.is_empty() {
             let _ = std::fs::write(dir.join("summary.md"), &run.summary);
         }
+        // As on GitHub, the runner's temp directory is emptied at the end of the job: its step
+        // scripts and file commands ($GITHUB_OUTPUT, _ENV, _STATE, ...) hold secrets unmasked.
+        empty_dir(&run.temp);
         run.set_job_status(result);
         run.contexts
             .insert("steps".into(), Value::object(frame.steps.clone()));
@@ -981,7 +984,53 @@ impl JobRun {
         let masker = &mut self.masker;
         let consume = async {
             let mut stopped: Option<String> = None;
-            while let Some((_, text)) = rx.recv().await {
+            // Per stream (stdout, stderr): the line being received in pieces, if any.
+            let mut long: [Option<LongLine>; 2] = [None, None];
+            while let Some(piece) = rx.recv().await {
+                let text = piece.text;
+                let long = &mut long[usize::from(piece.stderr)];
+                if let Some(mut line) = long.take() {
+                    if line.mask {
+                        masker.add(&text);
+                    } else {
+                        line.carry.push_str(&text);
+                        let rest = std::mem::take(&mut line.carry);
+                        if piece.continues {
+                            let (shown, used) = masker.mask_start(&rest);
+                            shared.cfg.sink.line(&label, &format!("{shown}{CUT}"));
+                            line.carry = rest[used..].to_string();
+                        } else {
+                            shared.cfg.sink.line(&label, &masker.mask(&rest));
+                        }
+                    }
+                    if piece.continues {
+                        *long = Some(line);
+                    }
+                    continue;
+                }
+                if piece.continues {
+                    // An overlong line is printed as text, except that the value of an
+                    // `::add-mask::` too long for one piece is masked piece by piece.
+                    let line = match parse_line(&text, stopped.as_deref()) {
+                        Line::AddMask(v) => {
+                            masker.add(&v);
+                            LongLine {
+                                carry: String::new(),
+                                mask: true,
+                            }
+                        }
+                        _ => {
+                            let (shown, used) = masker.mask_start(&text);
+                            shared.cfg.sink.line(&label, &format!("{shown}{CUT}"));
+                            LongLine {
+                                carry: text[used..].to_string(),
+                                mask: false,
+                            }
+                        }
+                    };
+                    *long = Some(line);
+                    continue;
+                }
                 match parse_line(&text, stopped.as_deref()) {
                     Line::Text(t) => shared.cfg.sink.line(&label, &masker.mask(&t)),
                     Line::AddMask(v) => masker.add(&v),
@@ -1038,7 +1087,10 @@ impl JobRun {
         for p in added {
             self.path_prepend.insert(0, p);
         }
-        self.summary.push_str(&read(&summary_file));
+        // The summary is kept on disk after the run: masked like a log line, with the masks the
+        // step added too.
+        self.summary
+            .push_str(&self.masker.mask(&read(&summary_file)));
         match exit {
             Exit::Code(0) => Status::Success,
             Exit::Code(c) => {
@@ -1172,4 +1224,27 @@ fn uses_label(u: &Uses) -> String {
         Uses::Local(p) => format!("./{p}"),
         Uses::Unsupported(n) => n.clone(),
     }
+}
+
+/// Removes what `dir` holds, keeping `dir`. Best effort: what cannot be removed stays.
+fn empty_dir(dir: &Path) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        let _ = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+    }
+}
+
+/// Ends each printed piece of an output line longer than [`process::MAX_LINE_BYTES`].
+pub(crate) const CUT: &str = "…";
+
+/// An output line arriving in pieces.
+struct LongLine {
+    /// Its unprinted end: possibly the start of a secret the next piece completes.
+    carry: String,
+    /// It is an `::add-mask::` command: every piece is a value to mask, not text.
+    mask: bool,
 }

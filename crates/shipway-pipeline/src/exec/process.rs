@@ -25,8 +25,20 @@ pub enum Exit {
 /// How long a cancelled process group gets between SIGTERM and SIGKILL.
 pub const GRACE: Duration = Duration::from_millis(2500);
 
-/// A line of output, `true` for stderr.
-pub type OutputLine = (bool, String);
+/// Longest piece of an output line: a longer line is sent in pieces of at most this many bytes,
+/// so a process printing without newlines cannot make the runner buffer without bound. GitHub's
+/// runner documents no such limit for stored logs (its live console cuts at 1,024 characters);
+/// 64 KiB is ours.
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// A line of output, or a piece of one longer than [`MAX_LINE_BYTES`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutputLine {
+    pub stderr: bool,
+    pub text: String,
+    /// The line goes on in the next piece of the same stream.
+    pub continues: bool,
+}
 
 /// Runs `program args` in `cwd` with exactly `env`, sending each output line to `lines`.
 pub async fn run(
@@ -57,7 +69,11 @@ pub async fn run(
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
-            let _ = lines.send((true, format!("cannot start {program}: {e}")));
+            let _ = lines.send(OutputLine {
+                stderr: true,
+                text: format!("cannot start {program}: {e}"),
+                continues: false,
+            });
             return Ok(Exit::NotStarted);
         }
     };
@@ -108,17 +124,68 @@ fn forward(
         let mut reader = BufReader::new(stream);
         let mut buf = Vec::new();
         loop {
-            buf.clear();
-            match reader.read_until(b'\n', &mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    let text = String::from_utf8_lossy(&buf);
-                    let text = text.trim_end_matches(['\n', '\r']).to_string();
-                    if lines.send((stderr, text)).is_err() {
-                        break;
+            let (used, newline) = match reader.fill_buf().await {
+                Ok([]) | Err(_) => break,
+                Ok(chunk) => {
+                    let room = MAX_LINE_BYTES - buf.len();
+                    match chunk.iter().take(room).position(|&b| b == b'\n') {
+                        Some(i) => {
+                            buf.extend_from_slice(&chunk[..i]);
+                            (i + 1, true)
+                        }
+                        None => {
+                            let n = chunk.len().min(room);
+                            buf.extend_from_slice(&chunk[..n]);
+                            (n, false)
+                        }
                     }
                 }
+            };
+            reader.consume(used);
+            if newline {
+                let text = String::from_utf8_lossy(&buf);
+                let text = text.trim_end_matches('\r').to_string();
+                buf.clear();
+                if lines
+                    .send(OutputLine {
+                        stderr,
+                        text,
+                        continues: false,
+                    })
+                    .is_err()
+                {
+                    return;
+                }
+            } else if buf.len() >= MAX_LINE_BYTES {
+                // Cut where a character ends: the bytes of one cut in two go with the next piece.
+                let cut = match std::str::from_utf8(&buf) {
+                    Err(e) if e.error_len().is_none() && e.valid_up_to() > 0 => e.valid_up_to(),
+                    _ => buf.len(),
+                };
+                let text = String::from_utf8_lossy(&buf[..cut]).into_owned();
+                buf.drain(..cut);
+                if lines
+                    .send(OutputLine {
+                        stderr,
+                        text,
+                        continues: true,
+                    })
+                    .is_err()
+                {
+                    return;
+                }
             }
+        }
+        // Output that ends without a newline is a line too.
+        if !buf.is_empty() {
+            let text = String::from_utf8_lossy(&buf)
+                .trim_end_matches('\r')
+                .to_string();
+            let _ = lines.send(OutputLine {
+                stderr,
+                text,
+                continues: false,
+            });
         }
     })
 }
