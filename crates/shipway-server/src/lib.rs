@@ -22,7 +22,7 @@ use std::time::Instant;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -89,10 +89,28 @@ pub struct AppState {
 }
 
 /// The authenticated caller of a request. Taking it as a handler argument is what makes a route
-/// require a token: it rejects with 401 otherwise.
+/// require a token: it rejects with 401 otherwise. [`authenticate`] finds it before routing.
+#[derive(Clone, Debug)]
 pub struct Caller {
     pub name: String,
     pub role: String,
+}
+
+impl Caller {
+    /// The caller a request's `Authorization` field names, if its token is valid. The scheme is
+    /// case-insensitive (RFC 7235 §2.1): `Bearer`, `bearer` and `BEARER` are one.
+    fn of(headers: &axum::http::HeaderMap, tokens: &Tokens) -> Option<Caller> {
+        let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+        let (scheme, token) = value.trim_start().split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return None;
+        }
+        let record = tokens.verify(token.trim())?;
+        Some(Caller {
+            name: record.name.clone(),
+            role: record.role.clone(),
+        })
+    }
 }
 
 impl FromRequestParts<Arc<AppState>> for Caller {
@@ -102,17 +120,10 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Caller, ApiError> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or(ApiError::Unauthorized)?;
-        let record = state.tokens.verify(token).ok_or(ApiError::Unauthorized)?;
-        Ok(Caller {
-            name: record.name.clone(),
-            role: record.role.clone(),
-        })
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            return Ok(caller.clone());
+        }
+        Caller::of(&parts.headers, &state.tokens).ok_or(ApiError::Unauthorized)
     }
 }
 
@@ -274,9 +285,9 @@ impl Server {
     }
 }
 
-/// Every route. Only `/healthz` and `/readyz` answer without a token.
+/// Every route. Only `GET`/`HEAD` of `/healthz` and `/readyz` answer without a token.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_handler))
@@ -300,7 +311,45 @@ pub fn router(state: Arc<AppState>) -> Router {
             state.clone(),
             record_metrics,
         ))
-        .with_state(state)
+        .with_state(state.clone());
+    // `Router::layer` runs after routing, where a wrong method is already a 405 listing the
+    // allowed ones: authentication wraps the whole router instead, so it comes first.
+    Router::new()
+        .fallback_service(routes)
+        .layer(middleware::from_fn_with_state(state, authenticate))
+}
+
+/// Paths anyone may `GET`: liveness and readiness probes carry no token.
+const OPEN_PATHS: [&str; 2] = ["/healthz", "/readyz"];
+
+/// Refuses every request without a valid token, before routing, with one and the same 401:
+/// an anonymous caller learns neither which paths exist nor which methods they allow.
+async fn authenticate(
+    State(state): State<Arc<AppState>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let open = matches!(*request.method(), Method::GET | Method::HEAD)
+        && OPEN_PATHS.contains(&request.uri().path());
+    if !open {
+        let start = Instant::now();
+        match Caller::of(request.headers(), &state.tokens) {
+            Some(caller) => {
+                request.extensions_mut().insert(caller);
+            }
+            None => {
+                let response = ApiError::Unauthorized.into_response();
+                state.metrics.observe(
+                    request.method(),
+                    metrics::UNMATCHED,
+                    response.status().as_u16(),
+                    start.elapsed(),
+                );
+                return response;
+            }
+        }
+    }
+    next.run(request).await
 }
 
 /// The routes `router` serves, for tests that must cover each one.
@@ -352,12 +401,13 @@ async fn record_metrics(
     next: Next,
 ) -> Response {
     let start = Instant::now();
-    let method = request.method().to_string();
+    let method = request.method().clone();
+    // Templates only: a raw path would let callers mint series.
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
+        .unwrap_or_else(|| metrics::UNMATCHED.to_string());
     let response = next.run(request).await;
     state
         .metrics

@@ -122,6 +122,134 @@ async fn every_route_but_health_needs_a_token() {
 }
 
 #[tokio::test]
+async fn anonymous_callers_get_one_and_the_same_401_for_everything() {
+    let s = TestServer::start().await;
+    let anonymous = reqwest::Client::new();
+    let answer = |resp: reqwest::Response| async move {
+        let status = resp.status().as_u16();
+        let allow = resp.headers().get("allow").cloned();
+        (status, allow, resp.text().await.unwrap())
+    };
+    let unknown = answer(anonymous.get(s.url("/api/v1/nope")).send().await.unwrap()).await;
+    assert_eq!((unknown.0, &unknown.1), (401, &None), "{unknown:?}");
+    // A known path with a method it does not allow, a method nothing allows, and the open
+    // probes with a method they do not allow: none may say what would have worked.
+    let mut cases = vec![
+        ("PUT", "/api/v1/apply"),
+        ("GET", "/api/v1/apply"),
+        ("POST", "/api/v1/resources/deployments/web"),
+        ("BREW", "/api/v1/version"),
+        ("POST", "/healthz"),
+        ("DELETE", "/readyz"),
+    ];
+    for (_, route) in ROUTES {
+        cases.push(("PATCH", route));
+    }
+    for (method, path) in cases {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let got = answer(
+            anonymous
+                .request(method.clone(), s.url(path))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(got, unknown, "{method} {path}");
+    }
+    // With a token the caller may learn what the route allows.
+    let resp = s
+        .http
+        .put(s.url("/api/v1/apply"))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 405);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let s = TestServer::start().await;
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let resp = reqwest::Client::new()
+            .get(s.url("/api/v1/version"))
+            .header("Authorization", format!("{scheme} {}", s.token))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{scheme}");
+    }
+    for wrong in [
+        format!("Bearer{}", s.token),
+        format!("Token {}", s.token),
+        s.token.clone(),
+    ] {
+        let resp = reqwest::Client::new()
+            .get(s.url("/api/v1/version"))
+            .header("Authorization", wrong.as_str())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 401, "{wrong}");
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn unauthenticated_garbage_adds_no_metric_series() {
+    let s = TestServer::start().await;
+    let anonymous = reqwest::Client::new();
+    // Unique, long methods and paths: each would be a series if labels came from the request.
+    let filler = "X".repeat(2000);
+    for i in 0..500 {
+        let method = reqwest::Method::from_bytes(format!("M{i}{filler}").as_bytes()).unwrap();
+        let resp = anonymous
+            .request(method, s.url(&format!("/api/v1/{i}/{filler}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 401);
+    }
+    // Authenticated requests to unknown paths stay bounded too.
+    for i in 0..50 {
+        let (code, _) = s
+            .call(reqwest::Method::GET, &format!("/nope/{i}"), None)
+            .await;
+        assert_eq!(code, 404);
+    }
+    let text = s
+        .http
+        .get(s.url("/metrics"))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let http: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("shipway_http_requests_total{"))
+        .collect();
+    assert!(
+        http.contains(
+            &r#"shipway_http_requests_total{method="other",route="unmatched",status="401"} 500"#
+        ),
+        "{http:#?}"
+    );
+    assert!(http.len() <= 5, "{http:#?}");
+    assert!(!text.contains(&filler), "a request's text became a label");
+    assert!(
+        text.len() < 64 * 1024,
+        "metrics grew to {} bytes",
+        text.len()
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn apply_get_list_delete_round_trip() {
     let s = TestServer::start().await;
     let (code, body) = s.apply(config_map("web", 2)).await;
