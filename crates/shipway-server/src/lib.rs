@@ -10,6 +10,7 @@
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod listener;
 pub mod metrics;
 
 use std::fs::File;
@@ -32,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use auth::{ADMIN_TOKEN_FILE, AdminToken, Tokens};
 pub use error::{ApiError, Status};
+pub use listener::ListenerConfig;
 /// `Config::proxy`'s type, so callers need not depend on the proxy crate to fill it in.
 pub use shipway_proxy::ProxyConfig;
 
@@ -49,6 +51,8 @@ pub struct Config {
     pub database: Option<String>,
     /// Timeouts, workers and access log of the built-in proxy.
     pub proxy: shipway_proxy::ProxyConfig,
+    /// Timeouts and connection limit of the API listener.
+    pub listener: ListenerConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -180,6 +184,7 @@ pub struct Server {
     /// The proxy's discovery task and listener manager.
     proxy: [tokio::task::JoinHandle<()>; 2],
     admin_token: AdminToken,
+    limits: ListenerConfig,
     _lock: DataDirLock,
 }
 
@@ -238,6 +243,7 @@ impl Server {
             runtime,
             proxy: [discovery, proxy],
             admin_token,
+            limits: config.listener.clone(),
             _lock: lock,
         })
     }
@@ -269,19 +275,20 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let cancel = self.state.shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown => cancel.cancel(),
+                _ = cancel.cancelled() => {}
+            }
+        });
         let app = router(self.state.clone());
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                cancel.cancel();
-            })
-            .await;
+        listener::serve(self.listener, app, self.limits, self.state.shutdown.clone()).await;
         self.state.shutdown.cancel();
         self.runtime.join().await;
         for task in self.proxy {
             let _ = task.await;
         }
-        served
+        Ok(())
     }
 }
 

@@ -100,6 +100,7 @@ async fn up(global: &Global, args: UpArgs) -> Result<(), Failure> {
         data_dir: data.clone(),
         database: args.database.clone(),
         proxy: proxy_config(&args.proxy),
+        listener: Default::default(),
     })
     .await
     .map_err(|e| Failure::Failed(e.to_string()))?;
