@@ -528,13 +528,13 @@ impl PodWorker {
         {
             let name = v["name"].as_str().unwrap_or_default().to_string();
             let path = dir.join("volumes").join(&name);
-            std::fs::create_dir_all(&path).map_err(|e| format!("volume {name}: {e}"))?;
+            crate::private::create_dir_all(&path).map_err(|e| format!("volume {name}: {e}"))?;
             let source = if let Some(cm) = v.get("configMap") {
-                Some(("ConfigMap", cm, "data", 0o644))
+                Some(("ConfigMap", cm))
             } else {
-                v.get("secret").map(|s| ("Secret", s, "data", 0o600))
+                v.get("secret").map(|s| ("Secret", s))
             };
-            if let Some((kind, src, _, mode)) = source {
+            if let Some((kind, src)) = source {
                 let obj_name = src
                     .get("name")
                     .or_else(|| src.get("secretName"))
@@ -574,11 +574,12 @@ impl PodWorker {
                     }
                     let file = path.join(&rel);
                     if let Some(parent) = file.parent() {
-                        let _ = std::fs::create_dir_all(parent);
+                        let _ = crate::private::create_dir_all(parent);
                     }
-                    std::fs::write(&file, value).map_err(|e| format!("volume {name}: {e}"))?;
-                    use std::os::unix::fs::PermissionsExt;
-                    let _ = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode));
+                    // 0600 for ConfigMaps too: containers run as this user, and others must not
+                    // read the data directory.
+                    crate::private::write(&file, value)
+                        .map_err(|e| format!("volume {name}: {e}"))?;
                 }
             }
             out.insert(name, path);
@@ -632,8 +633,8 @@ impl PodWorker {
                     (None, Duration::ZERO)
                 }
                 Ok((mut proc, env)) => {
-                    let _ = std::fs::create_dir_all(sandbox.dir.join("pids"));
-                    let _ = std::fs::write(
+                    let _ = crate::private::create_dir_all(&sandbox.dir.join("pids"));
+                    let _ = crate::private::write(
                         sandbox.dir.join("pids").join(format!("{name}.pid")),
                         proc.pid().to_string(),
                     );
@@ -788,6 +789,11 @@ impl PodWorker {
             )));
         }
         let log = Kubelet::log_path(&self.config.data_dir, &self.pod, name, restart);
+        if let Some(dir) = log.parent() {
+            // Before `spawn` would create it with the umask's mode.
+            crate::private::create_dir_all(dir)
+                .map_err(|e| LaunchError::Start(format!("cannot create {}: {e}", dir.display())))?;
+        }
         Process::spawn(&process::Spec {
             program: &program,
             args: &argv,
@@ -819,7 +825,7 @@ impl PodWorker {
         if root.exists() {
             std::fs::remove_dir_all(&root).map_err(io)?;
         }
-        std::fs::create_dir_all(&root).map_err(io)?;
+        crate::private::create_dir_all(&root).map_err(io)?;
         link_children(&image.root, &root).map_err(io)?;
         for (i, m) in c["volumeMounts"]
             .as_array()
@@ -1058,7 +1064,7 @@ fn unfold(dir: &Path) -> std::io::Result<()> {
         Ok(meta) if meta.file_type().is_symlink() => {
             let target = std::fs::read_link(dir)?;
             std::fs::remove_file(dir)?;
-            std::fs::create_dir(dir)?;
+            crate::private::create_dir(dir)?;
             if target.is_dir() {
                 link_children(&target, dir)?;
             }
@@ -1069,7 +1075,7 @@ fn unfold(dir: &Path) -> std::io::Result<()> {
             "{} is a file, not a directory",
             dir.display()
         ))),
-        Err(_) => std::fs::create_dir(dir),
+        Err(_) => crate::private::create_dir(dir),
     }
 }
 

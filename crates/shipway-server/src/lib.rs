@@ -16,6 +16,7 @@ pub mod metrics;
 use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -148,6 +149,7 @@ impl DataDirLock {
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(0o600)
             .open(&path)
             .map_err(io)?;
         match file.try_lock() {
@@ -176,6 +178,26 @@ impl DataDirLock {
     }
 }
 
+/// Creates the data directory 0700, or makes an existing one 0700 if others may read, write or
+/// enter it, saying so: it holds Secret values, tokens and logs. Files inside are created 0600
+/// by whoever writes them.
+fn private_data_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        tracing::warn!(
+            "data directory {} was mode {mode:04o}, readable or writable by other users; changed it to 0700",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
 /// A started server: the data directory is locked, the store open and the port bound.
 pub struct Server {
     listener: TcpListener,
@@ -191,7 +213,7 @@ pub struct Server {
 impl Server {
     pub async fn start(config: Config) -> Result<Server, ServerError> {
         let dir = &config.data_dir;
-        std::fs::create_dir_all(dir).map_err(|source| ServerError::DataDir {
+        private_data_dir(dir).map_err(|source| ServerError::DataDir {
             path: dir.clone(),
             source,
         })?;
