@@ -228,6 +228,24 @@ fn the_data_directory_is_private_whatever_the_umask() {
     assert!(wrong.is_empty(), "not private:\n{}", wrong.join("\n"));
 }
 
+/// `shipway up` raises its soft open-files limit to the hard one, so connections and pods are
+/// not cut off by a shell's default of 1024 (here 256).
+#[test]
+fn up_raises_the_open_files_limit_to_the_hard_one() {
+    let data = tempfile::tempdir().unwrap();
+    let up = Up::start_after("ulimit -Sn 256", data.path());
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", up.child.id())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    // "Max open files  SOFT  HARD  files"
+    let (soft, hard) = (fields[3], fields[4]);
+    assert_ne!(soft, "256", "{line}");
+    assert_eq!(soft, hard, "{line}");
+}
+
 #[test]
 fn apply_get_describe_delete_events_as_a_user_would() {
     let data = tempfile::tempdir().unwrap();
