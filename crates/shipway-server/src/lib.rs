@@ -221,7 +221,15 @@ impl Server {
         let lock = DataDirLock::acquire(dir)?;
         let (tokens, admin_token) = Tokens::load_or_init(dir)?;
         let store = match &config.database {
-            Some(url) => Store::open(url).await?,
+            // One server per database: its controllers and kubelet would otherwise run every
+            // Pod twice.
+            Some(url) => {
+                let options = shipway_store::StoreOptions {
+                    exclusive: true,
+                    ..Default::default()
+                };
+                Store::open_with(url, options).await?
+            }
             None => Store::open_sqlite(&dir.join(SQLITE_FILE)).await?,
         };
         let listener =

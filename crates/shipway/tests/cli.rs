@@ -768,6 +768,22 @@ fn up_on_postgresql_keeps_state_in_the_database() {
     let out = up.cli(second.path(), &["get", "cm", "kept", "-o", "json"]);
     let cm: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(cm["data"]["a"], "b");
+    // One server per database: a third, on a data directory of its own, would run every Pod again.
+    let third = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["up", "--listen", "127.0.0.1:0", "--data"])
+        .arg(third.path())
+        .args(["--database", &url])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "another Shipway server is already using PostgreSQL database \"{name}\""
+        )) && err.contains("--database"),
+        "{err}"
+    );
     drop(up);
     client
         .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
