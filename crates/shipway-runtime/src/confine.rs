@@ -178,8 +178,9 @@ fn walk(root: &Path, rel: &str, parts: &[&str], create: bool) -> Result<OwnedFd,
             rustix::fs::openat(fd, *part, dir_flags | OFlags::NOFOLLOW, Mode::empty())
         };
         let next = match open(&fd) {
+            // Private, like everything in the data directory.
             Err(Errno::NOENT) if create => {
-                match rustix::fs::mkdirat(&fd, *part, Mode::from_raw_mode(0o755)) {
+                match rustix::fs::mkdirat(&fd, *part, Mode::from_raw_mode(0o700)) {
                     Ok(()) | Err(Errno::EXIST) => {}
                     Err(e) => return Err(io(e.into())),
                 }

@@ -148,9 +148,9 @@ impl ImageStore {
 
     /// Holds the store's lock while `f` runs, so a CLI import and a running server never interleave.
     fn locked<T>(&self, f: impl FnOnce() -> Result<T, ImageError>) -> Result<T, ImageError> {
-        fs::create_dir_all(&self.root).map_err(io(&self.root))?;
+        crate::private::create_dir_all(&self.root).map_err(io(&self.root))?;
         let path = self.root.join(".lock");
-        let file = fs::OpenOptions::new()
+        let file = crate::private::options()
             .create(true)
             .truncate(false)
             .write(true)
@@ -330,11 +330,15 @@ impl ImageStore {
                 .root
                 .join("rootfs")
                 .join(format!(".tmp-{}", crate::workload::random_suffix(8)));
-            fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+            crate::private::create_dir_all(&tmp).map_err(io(&tmp))?;
             for layer in manifest["layers"].as_array().into_iter().flatten() {
                 let path = self.blob_path(layer["digest"].as_str().unwrap_or_default());
                 let file = fs::File::open(&path).map_err(io(&path))?;
-                tar::Archive::new(file).unpack(&tmp).map_err(io(&path))?;
+                let mut archive = tar::Archive::new(file);
+                // Owner bits only: an executable stays one (0700), nothing is group or world
+                // readable.
+                archive.set_mask(0o077);
+                archive.unpack(&tmp).map_err(io(&path))?;
             }
             // Another resolver may have won the race; its copy is identical.
             if fs::rename(&tmp, &root).is_err() {
@@ -396,9 +400,13 @@ fn tar_dir(dir: &Path) -> Result<Vec<u8>, ImageError> {
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ImageError> {
     let parent = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(parent).map_err(io(parent))?;
+    crate::private::create_dir_all(parent).map_err(io(parent))?;
     let tmp = parent.join(format!(".tmp-{}", crate::workload::random_suffix(8)));
-    let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
+    let mut f = crate::private::options()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(io(&tmp))?;
     f.write_all(bytes).map_err(io(&tmp))?;
     f.sync_all().map_err(io(&tmp))?;
     fs::rename(&tmp, path).map_err(io(path))

@@ -544,12 +544,14 @@ impl PodWorker {
         {
             let name = v["name"].as_str().unwrap_or_default().to_string();
             let source = if let Some(cm) = v.get("configMap") {
-                Some(("ConfigMap", cm, 0o644))
+                // 0600 for ConfigMaps too: containers run as this user, and others must not read
+                // the data directory.
+                Some(("ConfigMap", cm, 0o600))
             } else {
                 v.get("secret").map(|s| ("Secret", s, 0o600))
             };
             let mut files = Vec::new();
-            let mut mode = 0o644;
+            let mut mode = 0o600;
             if let Some((kind, src, m)) = source {
                 mode = m;
                 let obj_name = src
@@ -639,8 +641,8 @@ impl PodWorker {
                     (None, Duration::ZERO)
                 }
                 Ok((mut proc, env)) => {
-                    let _ = std::fs::create_dir_all(sandbox.dir.join("pids"));
-                    let _ = std::fs::write(
+                    let _ = crate::private::create_dir_all(&sandbox.dir.join("pids"));
+                    let _ = crate::private::write(
                         sandbox.dir.join("pids").join(format!("{name}.pid")),
                         proc.pid().to_string(),
                     );
@@ -792,6 +794,11 @@ impl PodWorker {
             )));
         }
         let log = Kubelet::log_path(&self.config.data_dir, &self.pod, name, restart);
+        if let Some(dir) = log.parent() {
+            // Before `spawn` would create it with the umask's mode.
+            crate::private::create_dir_all(dir)
+                .map_err(|e| LaunchError::Start(format!("cannot create {}: {e}", dir.display())))?;
+        }
         Process::spawn(&process::Spec {
             program: &program,
             args: &argv,
@@ -823,7 +830,7 @@ impl PodWorker {
         if root.exists() {
             std::fs::remove_dir_all(&root).map_err(io)?;
         }
-        std::fs::create_dir_all(&root).map_err(io)?;
+        crate::private::create_dir_all(&root).map_err(io)?;
         link_children(&image.root, &root).map_err(io)?;
         mount_volumes(&root, &sandbox.volumes, &c["volumeMounts"])?;
         Ok(Kubelet::container_root(
@@ -1091,7 +1098,7 @@ fn unfold(dir: &Path) -> std::io::Result<()> {
         Ok(meta) if meta.file_type().is_symlink() => {
             let target = std::fs::read_link(dir)?;
             std::fs::remove_file(dir)?;
-            std::fs::create_dir(dir)?;
+            crate::private::create_dir(dir)?;
             if target.is_dir() {
                 link_children(&target, dir)?;
             }
@@ -1102,7 +1109,7 @@ fn unfold(dir: &Path) -> std::io::Result<()> {
             "{} is a file, not a directory",
             dir.display()
         ))),
-        Err(_) => std::fs::create_dir(dir),
+        Err(_) => crate::private::create_dir(dir),
     }
 }
 

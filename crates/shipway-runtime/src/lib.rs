@@ -16,6 +16,7 @@ pub mod gc;
 pub mod images;
 pub mod job;
 pub mod kubelet;
+pub mod private;
 pub mod process;
 pub mod replicaset;
 pub mod service;

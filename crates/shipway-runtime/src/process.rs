@@ -174,9 +174,11 @@ impl LogWriter {
 
     async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         if self.file.is_none() {
+            // 0600: logs may show Secret values.
             let file = tokio::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
+                .mode(0o600)
                 .open(&self.path)
                 .await?;
             self.written = file.metadata().await.map(|m| m.len()).unwrap_or(0);
@@ -190,6 +192,7 @@ impl LogWriter {
             let file = tokio::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
+                .mode(0o600)
                 .open(&self.path)
                 .await?;
             self.written = 0;

@@ -10,11 +10,13 @@
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod listener;
 pub mod metrics;
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,7 +24,7 @@ use std::time::Instant;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -32,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use auth::{ADMIN_TOKEN_FILE, AdminToken, Tokens};
 pub use error::{ApiError, Status};
+pub use listener::ListenerConfig;
 /// `Config::proxy`'s type, so callers need not depend on the proxy crate to fill it in.
 pub use shipway_proxy::ProxyConfig;
 
@@ -49,6 +52,8 @@ pub struct Config {
     pub database: Option<String>,
     /// Timeouts, workers and access log of the built-in proxy.
     pub proxy: shipway_proxy::ProxyConfig,
+    /// Timeouts and connection limit of the API listener.
+    pub listener: ListenerConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,10 +94,28 @@ pub struct AppState {
 }
 
 /// The authenticated caller of a request. Taking it as a handler argument is what makes a route
-/// require a token: it rejects with 401 otherwise.
+/// require a token: it rejects with 401 otherwise. [`authenticate`] finds it before routing.
+#[derive(Clone, Debug)]
 pub struct Caller {
     pub name: String,
     pub role: String,
+}
+
+impl Caller {
+    /// The caller a request's `Authorization` field names, if its token is valid. The scheme is
+    /// case-insensitive (RFC 7235 §2.1): `Bearer`, `bearer` and `BEARER` are one.
+    fn of(headers: &axum::http::HeaderMap, tokens: &Tokens) -> Option<Caller> {
+        let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+        let (scheme, token) = value.trim_start().split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return None;
+        }
+        let record = tokens.verify(token.trim())?;
+        Some(Caller {
+            name: record.name.clone(),
+            role: record.role.clone(),
+        })
+    }
 }
 
 impl FromRequestParts<Arc<AppState>> for Caller {
@@ -102,17 +125,10 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Caller, ApiError> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or(ApiError::Unauthorized)?;
-        let record = state.tokens.verify(token).ok_or(ApiError::Unauthorized)?;
-        Ok(Caller {
-            name: record.name.clone(),
-            role: record.role.clone(),
-        })
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            return Ok(caller.clone());
+        }
+        Caller::of(&parts.headers, &state.tokens).ok_or(ApiError::Unauthorized)
     }
 }
 
@@ -133,6 +149,7 @@ impl DataDirLock {
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(0o600)
             .open(&path)
             .map_err(io)?;
         match file.try_lock() {
@@ -161,6 +178,26 @@ impl DataDirLock {
     }
 }
 
+/// Creates the data directory 0700, or makes an existing one 0700 if others may read, write or
+/// enter it, saying so: it holds Secret values, tokens and logs. Files inside are created 0600
+/// by whoever writes them.
+fn private_data_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        tracing::warn!(
+            "data directory {} was mode {mode:04o}, readable or writable by other users; changed it to 0700",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
 /// A started server: the data directory is locked, the store open and the port bound.
 pub struct Server {
     listener: TcpListener,
@@ -171,13 +208,14 @@ pub struct Server {
     /// The shared cache's watch of the store.
     reflector: tokio::task::JoinHandle<()>,
     admin_token: AdminToken,
+    limits: ListenerConfig,
     _lock: DataDirLock,
 }
 
 impl Server {
     pub async fn start(config: Config) -> Result<Server, ServerError> {
         let dir = &config.data_dir;
-        std::fs::create_dir_all(dir).map_err(|source| ServerError::DataDir {
+        private_data_dir(dir).map_err(|source| ServerError::DataDir {
             path: dir.clone(),
             source,
         })?;
@@ -185,7 +223,15 @@ impl Server {
         let lock = DataDirLock::acquire(dir)?;
         let (tokens, admin_token) = Tokens::load_or_init(dir)?;
         let store = match &config.database {
-            Some(url) => Store::open(url).await?,
+            // One server per database: its controllers and kubelet would otherwise run every
+            // Pod twice.
+            Some(url) => {
+                let options = shipway_store::StoreOptions {
+                    exclusive: true,
+                    ..Default::default()
+                };
+                Store::open_with(url, options).await?
+            }
             None => Store::open_sqlite(&dir.join(SQLITE_FILE)).await?,
         };
         let listener =
@@ -245,6 +291,7 @@ impl Server {
             proxy: [discovery, proxy],
             reflector,
             admin_token,
+            limits: config.listener.clone(),
             _lock: lock,
         })
     }
@@ -276,26 +323,27 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let cancel = self.state.shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown => cancel.cancel(),
+                _ = cancel.cancelled() => {}
+            }
+        });
         let app = router(self.state.clone());
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                cancel.cancel();
-            })
-            .await;
+        listener::serve(self.listener, app, self.limits, self.state.shutdown.clone()).await;
         self.state.shutdown.cancel();
         self.runtime.join().await;
         for task in self.proxy {
             let _ = task.await;
         }
         let _ = self.reflector.await;
-        served
+        Ok(())
     }
 }
 
-/// Every route. Only `/healthz` and `/readyz` answer without a token.
+/// Every route. Only `GET`/`HEAD` of `/healthz` and `/readyz` answer without a token.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_handler))
@@ -319,7 +367,45 @@ pub fn router(state: Arc<AppState>) -> Router {
             state.clone(),
             record_metrics,
         ))
-        .with_state(state)
+        .with_state(state.clone());
+    // `Router::layer` runs after routing, where a wrong method is already a 405 listing the
+    // allowed ones: authentication wraps the whole router instead, so it comes first.
+    Router::new()
+        .fallback_service(routes)
+        .layer(middleware::from_fn_with_state(state, authenticate))
+}
+
+/// Paths anyone may `GET`: liveness and readiness probes carry no token.
+const OPEN_PATHS: [&str; 2] = ["/healthz", "/readyz"];
+
+/// Refuses every request without a valid token, before routing, with one and the same 401:
+/// an anonymous caller learns neither which paths exist nor which methods they allow.
+async fn authenticate(
+    State(state): State<Arc<AppState>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let open = matches!(*request.method(), Method::GET | Method::HEAD)
+        && OPEN_PATHS.contains(&request.uri().path());
+    if !open {
+        let start = Instant::now();
+        match Caller::of(request.headers(), &state.tokens) {
+            Some(caller) => {
+                request.extensions_mut().insert(caller);
+            }
+            None => {
+                let response = ApiError::Unauthorized.into_response();
+                state.metrics.observe(
+                    request.method(),
+                    metrics::UNMATCHED,
+                    response.status().as_u16(),
+                    start.elapsed(),
+                );
+                return response;
+            }
+        }
+    }
+    next.run(request).await
 }
 
 /// The routes `router` serves, for tests that must cover each one.
@@ -371,12 +457,13 @@ async fn record_metrics(
     next: Next,
 ) -> Response {
     let start = Instant::now();
-    let method = request.method().to_string();
+    let method = request.method().clone();
+    // Templates only: a raw path would let callers mint series.
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
+        .unwrap_or_else(|| metrics::UNMATCHED.to_string());
     let response = next.run(request).await;
     state
         .metrics

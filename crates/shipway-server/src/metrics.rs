@@ -5,6 +5,8 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use axum::http::Method;
+
 /// Upper bounds of the latency histogram, in seconds.
 const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
@@ -25,15 +27,22 @@ struct Inner {
     latency: BTreeMap<(String, String), Histogram>,
 }
 
-/// Counters for every request the API served. Routes are the matched templates (`/api/v1/resources/{resource}`),
-/// never raw paths, so label cardinality stays bounded.
+/// The route label of requests no route matched (unknown paths, and requests refused before routing).
+pub const UNMATCHED: &str = "unmatched";
+
+/// Counters for every request the API served. Labels come from closed sets: methods are the
+/// standard ones or `other` ([`method_label`]), routes are the matched templates
+/// (`/api/v1/resources/{resource}`) or [`UNMATCHED`], never raw paths, so nothing a caller sends
+/// adds series.
 #[derive(Default)]
 pub struct HttpMetrics {
     inner: Mutex<Inner>,
 }
 
 impl HttpMetrics {
-    pub fn observe(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+    /// `route` must be a route template or [`UNMATCHED`], never a path from the request.
+    pub fn observe(&self, method: &Method, route: &str, status: u16, elapsed: Duration) {
+        let method = method_label(method);
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         *inner
             .requests
@@ -95,6 +104,21 @@ impl HttpMetrics {
     }
 }
 
+/// A method as a metric label: the standard methods by name, any other (a client may send any
+/// token up to the head limit) as `other`.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,8 +126,8 @@ mod tests {
     #[test]
     fn histogram_buckets_are_cumulative() {
         let m = HttpMetrics::default();
-        m.observe("GET", "/healthz", 200, Duration::from_micros(300));
-        m.observe("GET", "/healthz", 200, Duration::from_millis(30));
+        m.observe(&Method::GET, "/healthz", 200, Duration::from_micros(300));
+        m.observe(&Method::GET, "/healthz", 200, Duration::from_millis(30));
         let mut out = String::new();
         m.render(&mut out);
         assert!(out.contains(
@@ -112,5 +136,23 @@ mod tests {
         assert!(out.contains("le=\"0.0005\"} 1"));
         assert!(out.contains("le=\"0.05\"} 2"));
         assert!(out.contains("le=\"+Inf\"} 2"));
+    }
+
+    #[test]
+    fn unknown_methods_share_one_label() {
+        let m = HttpMetrics::default();
+        for name in ["FOO", "BAR", "PROPFIND"] {
+            let method = Method::from_bytes(name.as_bytes()).unwrap();
+            m.observe(&method, UNMATCHED, 401, Duration::from_millis(1));
+        }
+        let mut out = String::new();
+        m.render(&mut out);
+        assert!(
+            out.contains(
+                "shipway_http_requests_total{method=\"other\",route=\"unmatched\",status=\"401\"} 3"
+            ),
+            "{out}"
+        );
+        assert!(!out.contains("FOO"), "{out}");
     }
 }

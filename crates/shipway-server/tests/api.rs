@@ -1,9 +1,10 @@
 //! The HTTP API, in process, on an ephemeral port over a real SQLite store.
 
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use shipway_server::{ADMIN_TOKEN_FILE, Config, ROUTES, Server};
+use shipway_server::{ADMIN_TOKEN_FILE, Config, ListenerConfig, ROUTES, Server};
 
 struct TestServer {
     addr: SocketAddr,
@@ -16,12 +17,17 @@ struct TestServer {
 
 impl TestServer {
     async fn start() -> TestServer {
+        TestServer::start_with(ListenerConfig::default()).await
+    }
+
+    async fn start_with(listener: ListenerConfig) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let server = Server::start(Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.path().to_path_buf(),
             database: None,
             proxy: Default::default(),
+            listener,
         })
         .await
         .unwrap();
@@ -118,6 +124,134 @@ async fn every_route_but_health_needs_a_token() {
     }
     let (code, _) = s.call(reqwest::Method::GET, "/api/v1/nope", None).await;
     assert_eq!(code, 404);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn anonymous_callers_get_one_and_the_same_401_for_everything() {
+    let s = TestServer::start().await;
+    let anonymous = reqwest::Client::new();
+    let answer = |resp: reqwest::Response| async move {
+        let status = resp.status().as_u16();
+        let allow = resp.headers().get("allow").cloned();
+        (status, allow, resp.text().await.unwrap())
+    };
+    let unknown = answer(anonymous.get(s.url("/api/v1/nope")).send().await.unwrap()).await;
+    assert_eq!((unknown.0, &unknown.1), (401, &None), "{unknown:?}");
+    // A known path with a method it does not allow, a method nothing allows, and the open
+    // probes with a method they do not allow: none may say what would have worked.
+    let mut cases = vec![
+        ("PUT", "/api/v1/apply"),
+        ("GET", "/api/v1/apply"),
+        ("POST", "/api/v1/resources/deployments/web"),
+        ("BREW", "/api/v1/version"),
+        ("POST", "/healthz"),
+        ("DELETE", "/readyz"),
+    ];
+    for (_, route) in ROUTES {
+        cases.push(("PATCH", route));
+    }
+    for (method, path) in cases {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let got = answer(
+            anonymous
+                .request(method.clone(), s.url(path))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(got, unknown, "{method} {path}");
+    }
+    // With a token the caller may learn what the route allows.
+    let resp = s
+        .http
+        .put(s.url("/api/v1/apply"))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 405);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let s = TestServer::start().await;
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let resp = reqwest::Client::new()
+            .get(s.url("/api/v1/version"))
+            .header("Authorization", format!("{scheme} {}", s.token))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{scheme}");
+    }
+    for wrong in [
+        format!("Bearer{}", s.token),
+        format!("Token {}", s.token),
+        s.token.clone(),
+    ] {
+        let resp = reqwest::Client::new()
+            .get(s.url("/api/v1/version"))
+            .header("Authorization", wrong.as_str())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 401, "{wrong}");
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn unauthenticated_garbage_adds_no_metric_series() {
+    let s = TestServer::start().await;
+    let anonymous = reqwest::Client::new();
+    // Unique, long methods and paths: each would be a series if labels came from the request.
+    let filler = "X".repeat(2000);
+    for i in 0..500 {
+        let method = reqwest::Method::from_bytes(format!("M{i}{filler}").as_bytes()).unwrap();
+        let resp = anonymous
+            .request(method, s.url(&format!("/api/v1/{i}/{filler}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 401);
+    }
+    // Authenticated requests to unknown paths stay bounded too.
+    for i in 0..50 {
+        let (code, _) = s
+            .call(reqwest::Method::GET, &format!("/nope/{i}"), None)
+            .await;
+        assert_eq!(code, 404);
+    }
+    let text = s
+        .http
+        .get(s.url("/metrics"))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let http: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("shipway_http_requests_total{"))
+        .collect();
+    assert!(
+        http.contains(
+            &r#"shipway_http_requests_total{method="other",route="unmatched",status="401"} 500"#
+        ),
+        "{http:#?}"
+    );
+    assert!(http.len() <= 5, "{http:#?}");
+    assert!(!text.contains(&filler), "a request's text became a label");
+    assert!(
+        text.len() < 64 * 1024,
+        "metrics grew to {} bytes",
+        text.len()
+    );
     s.stop().await;
 }
 
@@ -572,4 +706,135 @@ async fn unknown_kinds_are_refused_until_a_crd_defines_them() {
         "{status}"
     );
     server.stop().await;
+}
+
+/// Reads until the server closes `conn`, within `within`; the bytes it sent.
+async fn closed_by_server(conn: &mut tokio::net::TcpStream, within: Duration) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(within, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the server kept the connection open");
+    got
+}
+
+async fn send(conn: &mut tokio::net::TcpStream, bytes: &str) {
+    use tokio::io::AsyncWriteExt;
+    conn.write_all(bytes.as_bytes()).await.unwrap();
+}
+
+fn limits(header: u64, idle: u64, max_connections: usize) -> ListenerConfig {
+    ListenerConfig {
+        header_read_timeout: Duration::from_millis(header),
+        idle_timeout: Duration::from_millis(idle),
+        max_connections,
+        ..ListenerConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_sends_half_a_head_is_cut_off_after_the_header_timeout() {
+    let s = TestServer::start_with(limits(200, 30_000, 16)).await;
+    let mut idle = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let mut slow = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let started = Instant::now();
+    send(&mut slow, "GET /healthz HTTP/1.1\r\nHost: shipway\r\n").await;
+    closed_by_server(&mut slow, Duration::from_secs(5)).await;
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    // A connection that has not begun a request is on the idle timeout, not the header one.
+    send(
+        &mut idle,
+        "GET /healthz HTTP/1.1\r\nHost: shipway\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let answer = closed_by_server(&mut idle, Duration::from_secs(5)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    let s = TestServer::start_with(limits(30_000, 300, 16)).await;
+    let mut conn = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    send(&mut conn, "GET /healthz HTTP/1.1\r\nHost: shipway\r\n\r\n").await;
+    let started = Instant::now();
+    let answer = closed_by_server(&mut conn, Duration::from_secs(5)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("ok\n"), "{answer}");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn stalled_connections_beyond_the_limit_wait_and_health_answers_once_they_are_cut() {
+    let s = TestServer::start_with(limits(200, 400, 4)).await;
+    let mut stalled = Vec::new();
+    for i in 0..8 {
+        let mut conn = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+        if i % 2 == 0 {
+            send(&mut conn, "GET /api/v1/version HTTP/1.1\r\nHost: ").await;
+        }
+        stalled.push(conn);
+    }
+    let started = Instant::now();
+    let mut probe = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    send(
+        &mut probe,
+        "GET /healthz HTTP/1.1\r\nHost: shipway\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let answer = closed_by_server(&mut probe, Duration::from_secs(10)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // The probe waited in the accept queue until stalled connections had been cut.
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    for conn in &mut stalled {
+        closed_by_server(conn, Duration::from_secs(5)).await;
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_watch_stream_outlives_the_idle_and_header_timeouts() {
+    let s = TestServer::start_with(limits(100, 200, 16)).await;
+    let resp = s
+        .http
+        .get(s.url("/api/v1/watch/configmaps"))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut stream = resp.bytes_stream();
+    // What is checked is an absence (the stream is not cut while quiet), so it takes waiting
+    // well past both timeouts.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let applied = reqwest::Client::new()
+        .post(s.url("/api/v1/apply"))
+        .bearer_auth(&s.token)
+        .json(&config_map("web", 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(applied.status().as_u16(), 201);
+    use futures_util::StreamExt;
+    let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("an event")
+        .expect("the stream is open")
+        .unwrap();
+    let event: Value = serde_json::from_slice(&chunk).unwrap();
+    assert_eq!(event["type"], "ADDED", "{event}");
+    drop(stream);
+    s.stop().await;
 }

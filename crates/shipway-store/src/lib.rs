@@ -147,8 +147,10 @@ impl Store {
     pub async fn open_with(url: &str, options: StoreOptions) -> Result<Store, StoreError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let url = url.to_string();
+            let exclusive = options.exclusive;
             Store::open_backend(options, move |now| {
-                PostgresBackend::open(&url, now).map(|b| AnyBackend::Postgres(Box::new(b)))
+                PostgresBackend::open(&url, now, exclusive)
+                    .map(|b| AnyBackend::Postgres(Box::new(b)))
             })
             .await
         } else {

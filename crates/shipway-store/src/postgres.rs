@@ -25,6 +25,11 @@ const MAX_IDLE_READERS: usize = 4;
 
 /// Key of the advisory lock that keeps two processes from migrating at once.
 const MIGRATION_LOCK: i64 = 0x0053_4849_5057_4159; // "SHIPWAY"
+/// Key of the session advisory lock an exclusive store holds for its life: one server (one set of
+/// controllers and one kubelet) per database.
+const EXCLUSIVE_LOCK: i64 = 0x0053_4849_5052_554e; // "SHIPRUN"
+/// How long an exclusive open waits for another session's lock before refusing.
+const EXCLUSIVE_WAIT: Duration = Duration::from_secs(3);
 
 /// A client with its prepared statements, so each statement is parsed once per connection.
 struct PgConn {
@@ -36,10 +41,12 @@ pub(crate) struct PostgresBackend {
     config: Config,
     writer: Mutex<Option<PgConn>>,
     readers: Mutex<Vec<PgConn>>,
+    /// The session holding `EXCLUSIVE_LOCK` (exclusive stores only); closing it releases the lock.
+    exclusive: Mutex<Option<Client>>,
 }
 
 impl PostgresBackend {
-    pub(crate) fn open(url: &str, now: &str) -> Result<PostgresBackend> {
+    pub(crate) fn open(url: &str, now: &str, exclusive: bool) -> Result<PostgresBackend> {
         let mut config: Config = url
             .parse()
             .map_err(|e| StoreError::backend(format!("invalid PostgreSQL URL: {e}"), false))?;
@@ -53,7 +60,39 @@ impl PostgresBackend {
             config,
             writer: Mutex::new(None),
             readers: Mutex::new(Vec::new()),
+            exclusive: Mutex::new(None),
         };
+        if exclusive {
+            // Before migrating, so a refused server changes nothing.
+            let mut session = backend.connect()?.client;
+            // A server that just died (kill -9, a crash before a restart) holds the lock until
+            // PostgreSQL notices its closed connection: a few tries before refusing.
+            let deadline = std::time::Instant::now() + EXCLUSIVE_WAIT;
+            let locked = loop {
+                let locked: bool = session
+                    .query_one("SELECT pg_try_advisory_lock($1)", &[&EXCLUSIVE_LOCK])?
+                    .get(0);
+                if locked || std::time::Instant::now() >= deadline {
+                    break locked;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            };
+            if !locked {
+                // Closed on a plain thread, as in `Drop`.
+                let _ = std::thread::spawn(move || drop(session)).join();
+                return Err(StoreError::backend(
+                    format!(
+                        "another Shipway server is already using PostgreSQL database {}: only one server per database may run the controllers and pods; stop it, or give this server a database of its own (--database)",
+                        backend.database()
+                    ),
+                    false,
+                ));
+            }
+            *backend
+                .exclusive
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(session);
+        }
         let mut conn = backend.connect()?;
         {
             let mut tx = conn.client.transaction()?;
@@ -133,6 +172,22 @@ impl PostgresBackend {
                 StoreError::backend(format!("cannot start the LISTEN thread: {e}"), false)
             })?;
         Ok(())
+    }
+
+    /// `"NAME" on HOST:PORT`, for messages (never the password).
+    fn database(&self) -> String {
+        let name = self
+            .config
+            .get_dbname()
+            .or(self.config.get_user())
+            .unwrap_or("postgres");
+        let host = match self.config.get_hosts().first() {
+            Some(postgres::config::Host::Tcp(h)) => h.clone(),
+            Some(postgres::config::Host::Unix(p)) => p.display().to_string(),
+            None => "localhost".to_string(),
+        };
+        let port = self.config.get_ports().first().copied().unwrap_or(5432);
+        format!("{name:?} on {host}:{port}")
     }
 
     fn connect(&self) -> Result<PgConn> {
@@ -232,14 +287,19 @@ impl Drop for PostgresBackend {
                 .get_mut()
                 .unwrap_or_else(PoisonError::into_inner),
         );
-        if writer.is_none() && readers.is_empty() {
+        let exclusive = self
+            .exclusive
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if writer.is_none() && readers.is_empty() && exclusive.is_none() {
             return;
         }
         // Dropping a `postgres::Client` blocks on its own runtime, which panics on a tokio worker
         // thread, where the last `Store` clone is often dropped: close them on a plain thread.
         let _ = std::thread::Builder::new()
             .name("shipway-store-pg-close".into())
-            .spawn(move || drop((writer, readers)));
+            .spawn(move || drop((writer, readers, exclusive)));
     }
 }
 

@@ -1,6 +1,7 @@
 //! The SQLite backend: one writer connection behind a mutex, a few pooled readers, WAL with
 //! `synchronous=FULL` so an acknowledged write survives kill -9 and power loss.
 
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -26,6 +27,39 @@ const MAX_IDLE_READERS: usize = 4;
 /// How long a statement waits for another process's write lock before failing as retryable.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Creates the database file 0600 if it is missing, and takes group and other bits off it and
+/// its companions if they exist: SQLite creates `-wal` and `-shm` with the database file's mode,
+/// so the database's Secret values stay private whatever the umask, without changing the
+/// process-wide umask under other threads.
+fn make_private(path: &Path) -> Result<()> {
+    let fail = |p: &Path, e: std::io::Error| {
+        StoreError::backend(format!("cannot secure {}: {e}", p.display()), false)
+    };
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| fail(path, e))?;
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let file = Path::new(&name);
+        match std::fs::metadata(file) {
+            Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
+                let mode = meta.permissions().mode() & 0o700;
+                std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode))
+                    .map_err(|e| fail(file, e))?;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(fail(file, e)),
+        }
+    }
+    Ok(())
+}
+
 pub(crate) struct SqliteBackend {
     path: PathBuf,
     writer: Mutex<Connection>,
@@ -37,10 +71,15 @@ impl SqliteBackend {
         if let Some(parent) = path.parent()
             && !parent.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(parent).map_err(|e| {
-                StoreError::backend(format!("cannot create {}: {e}", parent.display()), false)
-            })?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(|e| {
+                    StoreError::backend(format!("cannot create {}: {e}", parent.display()), false)
+                })?;
         }
+        make_private(path)?;
         let mut writer = Connection::open(path).map_err(|e| {
             StoreError::backend(format!("cannot open {}: {e}", path.display()), false)
         })?;

@@ -193,6 +193,12 @@ pub struct StoreOptions {
     /// through this `Store` wake watchers at once, and so do other processes' on PostgreSQL
     /// (LISTEN/NOTIFY), where the poll only covers a lost listening connection.
     pub poll_interval: std::time::Duration,
+    /// Claim the database for this process alone, for as long as the store is open: a second
+    /// exclusive open of the same PostgreSQL database is refused (a session advisory lock).
+    /// `shipway up` sets it, because its controllers and kubelet must run once per database;
+    /// plain clients (tests, tools) share. SQLite ignores it: the server's data-directory lock
+    /// already keeps a second server off the file.
+    pub exclusive: bool,
 }
 
 impl Default for StoreOptions {
@@ -200,6 +206,7 @@ impl Default for StoreOptions {
         StoreOptions {
             retained_changes: 100_000,
             poll_interval: std::time::Duration::from_secs(1),
+            exclusive: false,
         }
     }
 }

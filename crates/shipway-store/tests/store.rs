@@ -1221,6 +1221,76 @@ async fn unreachable_postgres_is_a_retryable_backend_error() {
     );
 }
 
+/// One server per PostgreSQL database: a second exclusive open is refused with a message naming
+/// the database and what to do, shared opens are not, and the claim ends with the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_exclusive_open_of_a_postgres_database_is_refused_until_the_first_closes() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let exclusive = StoreOptions {
+        exclusive: true,
+        ..StoreOptions::default()
+    };
+    let first = db.open_with(exclusive.clone()).await;
+    let shared = db.open().await;
+    let Err(err) = Store::open_with(&db.url, exclusive.clone()).await else {
+        panic!("a second exclusive open was allowed");
+    };
+    assert!(
+        matches!(
+            err,
+            StoreError::Backend {
+                retryable: false,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let name = db
+        .url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap();
+    let message = err.to_string();
+    assert!(
+        message.contains("another Shipway server is already using PostgreSQL database")
+            && message.contains(&format!("{name:?}"))
+            && message.contains("--database"),
+        "{message}"
+    );
+    // The refused open left the first one working.
+    first
+        .create(configmap("p", "still-mine", "1"), "test")
+        .await
+        .unwrap();
+    drop(first);
+    // The session holding the lock closes on its own thread, and the server notices the closed
+    // connection in its own time: wait for the evidence.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let second = loop {
+        match Store::open_with(&db.url, exclusive.clone()).await {
+            Ok(store) => break store,
+            Err(e) if std::time::Instant::now() < deadline => {
+                assert!(e.to_string().contains("already using"), "{e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("the lock outlived the first store: {e}"),
+        }
+    };
+    assert!(
+        second
+            .get(&Key::new("", "ConfigMap", "p", "still-mine"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    drop((second, shared));
+}
+
 /// On PostgreSQL a commit by another process wakes watchers at once (LISTEN/NOTIFY), not at the
 /// next poll: with the poll an hour away, the event still arrives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

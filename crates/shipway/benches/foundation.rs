@@ -1,5 +1,6 @@
 //! The foundation's numbers: store apply throughput and watch latency on SQLite and PostgreSQL,
-//! through the store API and through HTTP, and the RSS of an idle `shipway up`.
+//! through the store API and through HTTP, and the RSS of an idle `shipway up`, then after an
+//! unauthenticated flood (unique long methods, half-open connections) that must not grow it.
 //! PostgreSQL runs when `SHIPWAY_TEST_POSTGRES_URL` is set (`cargo xtask bench` sets it).
 
 use std::time::{Duration, Instant};
@@ -105,6 +106,149 @@ fn idle_rss_kib() -> Option<u64> {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
+/// A `shipway up` child and the address it listens on.
+fn start_up(data: &std::path::Path) -> Option<(std::process::Child, String)> {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_shipway"))
+        .args(["up", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .ok()?;
+    let mut stderr = std::io::BufReader::new(child.stderr.take()?);
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        if stderr.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            break rest.trim().to_string();
+        }
+    };
+    // Drained so the server never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    Some((child, addr))
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+const FLOOD_REQUESTS: usize = 2_000;
+const FLOOD_METHOD_BYTES: usize = 380_000;
+const HALF_OPEN: usize = 2_000;
+
+/// Sends `FLOOD_REQUESTS` requests, each with a unique method of `FLOOD_METHOD_BYTES`, no token.
+async fn method_flood(addr: &str) -> usize {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..8 {
+        let addr = addr.to_string();
+        tasks.spawn(async move {
+            let mut answered = 0;
+            for i in (worker..FLOOD_REQUESTS).step_by(8) {
+                let mut method = format!("M{i}-").into_bytes();
+                method.resize(FLOOD_METHOD_BYTES, b'X');
+                let mut request = method;
+                request.extend_from_slice(
+                    format!(" /api/v1/x{i} HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n")
+                        .as_bytes(),
+                );
+                let Ok(mut conn) = tokio::net::TcpStream::connect(&addr).await else {
+                    continue;
+                };
+                let mut answer = Vec::new();
+                let exchange = async {
+                    conn.write_all(&request).await?;
+                    conn.read_to_end(&mut answer).await
+                };
+                if tokio::time::timeout(Duration::from_secs(10), exchange)
+                    .await
+                    .is_ok_and(|r| r.is_ok())
+                    && answer.starts_with(b"HTTP/1.1 ")
+                {
+                    answered += 1;
+                }
+            }
+            answered
+        });
+    }
+    tasks.join_all().await.into_iter().sum()
+}
+
+/// Opens `HALF_OPEN` connections that send half a request head, and holds them.
+async fn half_open(addr: &str) -> Vec<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let mut held = Vec::new();
+    for _ in 0..HALF_OPEN {
+        let connect = tokio::net::TcpStream::connect(addr);
+        // Beyond the server's limit connections wait in its accept queue; once that is full the
+        // kernel stops answering SYNs, and those attempts are not counted.
+        let Ok(Ok(mut conn)) = tokio::time::timeout(Duration::from_millis(200), connect).await
+        else {
+            continue;
+        };
+        if conn
+            .write_all(b"GET /api/v1/version HTTP/1.1\r\nHost: ")
+            .await
+            .is_ok()
+        {
+            held.push(conn);
+        }
+    }
+    held
+}
+
+/// RSS of `shipway up` idle, after an unauthenticated flood of unique long methods, while
+/// half-open connections are held, and after they are gone.
+async fn flood_rss() {
+    let mib =
+        |kib: Option<u64>| kib.map_or("?".to_string(), |k| format!("{:.1} MiB", k as f64 / 1024.0));
+    // The half-open connections need descriptors of their own.
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let _ = rustix::process::setrlimit(
+        rustix::process::Resource::Nofile,
+        rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        },
+    );
+    let Ok(dir) = tempfile::tempdir() else { return };
+    let Some((mut child, addr)) = start_up(dir.path()) else {
+        println!("flood RSS: could not start `shipway up`");
+        return;
+    };
+    let pid = child.id();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle = rss_kib(pid);
+    let started = Instant::now();
+    let answered = method_flood(&addr).await;
+    let after_methods = rss_kib(pid);
+    let method_secs = started.elapsed().as_secs_f64();
+    let held = half_open(&addr).await;
+    let holding = rss_kib(pid);
+    let open = held.len();
+    drop(held);
+    // Closed by the clients now; the server notices at once.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = rss_kib(pid);
+    let _ = child.kill();
+    let _ = child.wait();
+    println!(
+        "`shipway up` RSS under an unauthenticated flood: idle {}; after {FLOOD_REQUESTS} requests with unique {} KB methods ({answered} answered, {method_secs:.1} s) {}; holding {open} of {HALF_OPEN} half-open connections {}; after they closed {}",
+        mib(idle),
+        FLOOD_METHOD_BYTES / 1000,
+        mib(after_methods),
+        mib(holding),
+        mib(after),
+    );
+}
+
 fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
@@ -131,4 +275,5 @@ fn main() {
         ),
         None => println!("idle `shipway up` RSS: could not be measured"),
     }
+    runtime.block_on(flood_rss());
 }

@@ -95,12 +95,14 @@ async fn up(global: &Global, args: UpArgs) -> Result<(), Failure> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    raise_open_files_limit();
     let data = data_dir(global)?;
     let server = Server::start(Config {
         listen: args.listen,
         data_dir: data.clone(),
         database: args.database.clone(),
         proxy: proxy_config(&args.proxy),
+        listener: Default::default(),
     })
     .await
     .map_err(|e| Failure::Failed(e.to_string()))?;
@@ -121,6 +123,34 @@ async fn up(global: &Global, args: UpArgs) -> Result<(), Failure> {
         .map_err(|e| Failure::Failed(format!("server failed: {e}")))?;
     eprintln!("Shipway stopped");
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard one: API and proxy connections, pods' pipes
+/// and logs and the store all take descriptors, and the usual soft default (1024) is far below
+/// what the listeners allow.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current == limit.maximum {
+        return;
+    }
+    let raised = Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    let show = |n: Option<u64>| n.map_or("unlimited".to_string(), |n| n.to_string());
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => tracing::debug!(
+            "open files limit raised from {} to {}",
+            show(limit.current),
+            show(limit.maximum)
+        ),
+        Err(e) => tracing::warn!(
+            "cannot raise the open files limit from {} to {}: {e}",
+            show(limit.current),
+            show(limit.maximum)
+        ),
+    }
 }
 
 async fn shutdown_signal() {

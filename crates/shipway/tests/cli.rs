@@ -13,7 +13,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_shipway");
 struct Up {
     child: Child,
     server: String,
-    /// What the server printed to stderr after its "listening on" line.
+    /// What the server printed to stderr, but its "listening on" line.
     log: Arc<Mutex<String>>,
 }
 
@@ -27,7 +27,18 @@ impl Up {
     }
 
     fn start_with_env(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Up {
-        let mut child = Command::new(BIN)
+        Up::spawn(Command::new(BIN), data, extra, env)
+    }
+
+    /// `shipway up` started from a shell that first runs `prelude` (`umask 022`, `ulimit -Sn 256`).
+    fn start_after(prelude: &str, data: &Path) -> Up {
+        let mut sh = Command::new("sh");
+        sh.args(["-c", &format!("{prelude} && exec \"$0\" \"$@\""), BIN]);
+        Up::spawn(sh, data, &[], &[])
+    }
+
+    fn spawn(mut command: Command, data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Up {
+        let mut child = command
             .args(["up", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
             .args(extra)
@@ -40,18 +51,20 @@ impl Up {
             .unwrap();
         let mut stderr = BufReader::new(child.stderr.take().unwrap());
         let mut line = String::new();
+        let mut before = String::new();
         let server = loop {
             line.clear();
             assert!(
                 stderr.read_line(&mut line).unwrap() > 0,
-                "shipway up exited before listening"
+                "shipway up exited before listening: {before}"
             );
             if let Some(rest) = line.split("listening on ").nth(1) {
                 break rest.trim().to_string();
             }
+            before.push_str(&line);
         };
         // Keep draining stderr so the server never blocks on a full pipe.
-        let log = Arc::new(Mutex::new(String::new()));
+        let log = Arc::new(Mutex::new(before));
         let kept = log.clone();
         std::thread::spawn(move || {
             for line in stderr.lines().map_while(Result::ok) {
@@ -135,6 +148,102 @@ fn the_admin_token_file_is_private() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
+}
+
+/// Every directory under `root` that is not 0700 and every file that is not 0600 (or 0700 when
+/// `executable` allows it), as `mode path` lines. Symbolic links are skipped: a container root is
+/// links into its image, and a link's own mode means nothing.
+fn not_private(root: &Path, executable: &dyn Fn(&Path) -> bool) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut wrong = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        let mode = meta.permissions().mode() & 0o7777;
+        let ok = if meta.file_type().is_symlink() {
+            true
+        } else if meta.is_dir() {
+            for entry in std::fs::read_dir(&path).unwrap() {
+                stack.push(entry.unwrap().path());
+            }
+            mode == 0o700
+        } else {
+            mode == 0o600 || (mode == 0o700 && executable(&path))
+        };
+        if !ok {
+            wrong.push(format!("{mode:04o} {}", path.display()));
+        }
+    }
+    wrong
+}
+
+/// Under umask 022 everything in the data directory is still its owner's only: Secret values in
+/// the store, its WAL and in volumes, tokens, logs, images. A data directory others could read
+/// is fixed at start, with a warning.
+#[test]
+fn the_data_directory_is_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let app = tempfile::tempdir().unwrap();
+    std::fs::write(app.path().join("VERSION"), "v1\n").unwrap();
+    std::fs::write(app.path().join("run.sh"), "#!/bin/sh\nexec sleep 600\n").unwrap();
+    std::fs::set_permissions(
+        app.path().join("run.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let out = Command::new("sh")
+        .args(["-c", "umask 022 && exec \"$0\" \"$@\"", BIN])
+        .args(["image", "import", "shell:v1"])
+        .arg(app.path())
+        .args(["--entrypoint", "/bin/sh", "-c"])
+        .env("SHIPWAY_DATA", &data)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    let up = Up::start_after("umask 022", &data);
+    assert!(
+        up.log().contains("was mode 0755") && up.log().contains("changed it to 0700"),
+        "{}",
+        up.log()
+    );
+    let manifests = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: creds\nstringData:\n  password: hunter2\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  colour: blue\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      terminationGracePeriodSeconds: 1\n      volumes:\n      - name: creds\n        secret: {secretName: creds}\n      - name: settings\n        configMap: {name: settings}\n      containers:\n      - name: main\n        image: shell:v1\n        args: [\"echo password $(cat creds/password) colour $(cat settings/colour); exec ./run.sh\"]\n        volumeMounts:\n        - {name: creds, mountPath: creds}\n        - {name: settings, mountPath: settings}\n";
+    let out = up.cli_with_stdin(&data, &["apply", "-f", "-"], manifests);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    wait_for(60, "the pod's log line", || {
+        text(&up.cli(&data, &["logs", "deploy/web"]).stdout)
+            .contains("password hunter2 colour blue")
+    });
+    for expected in ["shipway.db-wal", "admin.token", "pods", "images"] {
+        assert!(data.join(expected).exists(), "{expected}");
+    }
+    let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    // Image files keep their owner's execute bit: `run.sh` must still run.
+    let wrong = not_private(&data, &|p| p.ends_with("run.sh"));
+    assert!(wrong.is_empty(), "not private:\n{}", wrong.join("\n"));
+}
+
+/// `shipway up` raises its soft open-files limit to the hard one, so connections and pods are
+/// not cut off by a shell's default of 1024 (here 256).
+#[test]
+fn up_raises_the_open_files_limit_to_the_hard_one() {
+    let data = tempfile::tempdir().unwrap();
+    let up = Up::start_after("ulimit -Sn 256", data.path());
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", up.child.id())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    // "Max open files  SOFT  HARD  files"
+    let (soft, hard) = (fields[3], fields[4]);
+    assert_ne!(soft, "256", "{line}");
+    assert_eq!(soft, hard, "{line}");
 }
 
 #[test]
@@ -713,6 +822,22 @@ fn up_on_postgresql_keeps_state_in_the_database() {
     let out = up.cli(second.path(), &["get", "cm", "kept", "-o", "json"]);
     let cm: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(cm["data"]["a"], "b");
+    // One server per database: a third, on a data directory of its own, would run every Pod again.
+    let third = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["up", "--listen", "127.0.0.1:0", "--data"])
+        .arg(third.path())
+        .args(["--database", &url])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "another Shipway server is already using PostgreSQL database \"{name}\""
+        )) && err.contains("--database"),
+        "{err}"
+    );
     drop(up);
     client
         .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))

@@ -267,3 +267,52 @@ fn job_filter_runs_the_job_and_what_it_needs() {
     let o = shipway(dir.path(), &["-j", "nope"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }
+
+/// Under umask 022 the run records (event payload, step scripts and command files, summaries)
+/// are their owner's only: steps see secrets. Files the steps make in their workspace follow the
+/// steps' umask and are not checked.
+#[test]
+fn run_records_are_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = repo(
+        "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo '# summary of ${{ secrets.S }}' >> \"$GITHUB_STEP_SUMMARY\"\n",
+    );
+    let o = Command::new("sh")
+        .args(["-c", "umask 022 && exec \"$0\" \"$@\"", BIN, "run", "-C"])
+        .arg(dir.path())
+        .arg("--data")
+        .arg(dir.path().join(".data"))
+        .args(["--secret", "S=hunter2"])
+        .output()
+        .expect("run shipway");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let runs = dir.path().join(".data/runs");
+    let mut wrong = Vec::new();
+    let mut summaries = 0;
+    let mut stack = vec![runs.clone()];
+    while let Some(path) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        let mode = meta.permissions().mode() & 0o7777;
+        let private = if meta.is_dir() {
+            if !path.ends_with("workspace") {
+                for entry in std::fs::read_dir(&path).unwrap() {
+                    stack.push(entry.unwrap().path());
+                }
+            }
+            mode == 0o700
+        } else {
+            summaries += usize::from(path.ends_with("summary.md"));
+            mode == 0o600
+        };
+        if !private {
+            wrong.push(format!("{mode:04o} {}", path.display()));
+        }
+    }
+    assert_eq!(summaries, 1, "the job's summary was kept");
+    assert!(wrong.is_empty(), "not private:\n{}", wrong.join("\n"));
+    let mode = std::fs::metadata(dir.path().join(".data"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700);
+}

@@ -384,7 +384,7 @@ pub fn cache_save(
     // Written to a temporary name and renamed, so a half-written entry is never restored.
     let tmp = cache_dir.join(format!(".tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(tmp.join("files")).map_err(|e| e.to_string())?;
+    super::private::create_dir_all(&tmp.join("files")).map_err(|e| e.to_string())?;
     let mut saved = 0;
     for (i, p) in paths.iter().enumerate() {
         let src = resolve_cache_path(workspace, p);
@@ -397,7 +397,7 @@ pub fn cache_save(
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(format!("no files to cache for key {key}"));
     }
-    std::fs::write(tmp.join("key"), key).map_err(|e| e.to_string())?;
+    super::private::write(&tmp.join("key"), key).map_err(|e| e.to_string())?;
     std::fs::rename(&tmp, &dir).map_err(|e| e.to_string())?;
     Ok(format!("cache saved with key {key} ({saved} files)"))
 }

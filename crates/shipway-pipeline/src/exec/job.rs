@@ -38,8 +38,8 @@ pub struct Shared {
 impl Shared {
     pub fn new(bundle: &Bundle, cfg: Arc<RunConfig>, w: &Workflow) -> Shared {
         let event_path = cfg.run_dir.join("event.json");
-        let _ = std::fs::create_dir_all(&cfg.run_dir);
-        let _ = std::fs::write(
+        let _ = super::private::create_dir_all(&cfg.run_dir);
+        let _ = super::private::write(
             &event_path,
             serde_json::to_vec_pretty(&cfg.event).unwrap_or_default(),
         );
@@ -242,7 +242,7 @@ impl Instance {
         let workspace = dir.join("workspace");
         let temp = dir.join("temp");
         for d in [&workspace, &temp, &dir.join("tool_cache")] {
-            if let Err(e) = std::fs::create_dir_all(d) {
+            if let Err(e) = super::private::create_dir_all(d) {
                 cfg.sink.line(
                     &label,
                     &format!("error: cannot create {}: {e}", d.display()),
@@ -364,7 +364,7 @@ impl Instance {
             }
         }
         if !run.summary.is_empty() {
-            let _ = std::fs::write(dir.join("summary.md"), &run.summary);
+            let _ = super::private::write(&dir.join("summary.md"), &run.summary);
         }
         // As on GitHub, the runner's temp directory is emptied at the end of the job: its step
         // scripts and file commands ($GITHUB_OUTPUT, _ENV, _STATE, ...) hold secrets unmasked.
@@ -921,7 +921,7 @@ impl JobRun {
         // creating fresh files for every step made the filesystem the bottleneck (ext4 inode
         // allocation in a growing directory), and steps of a job never run at once.
         let commands_dir = self.temp.join("_runner_file_commands");
-        if let Err(e) = std::fs::create_dir_all(&commands_dir) {
+        if let Err(e) = super::private::create_dir_all(&commands_dir) {
             self.log(&format!(
                 "error: cannot create {}: {e}",
                 commands_dir.display()
@@ -929,7 +929,7 @@ impl JobRun {
             return Status::Failure;
         }
         let script_path = commands_dir.join(format!("step{}", extension(shell.as_deref())));
-        if let Err(e) = std::fs::write(&script_path, script) {
+        if let Err(e) = super::private::write(&script_path, script) {
             self.log(&format!("error: cannot write the script: {e}"));
             return Status::Failure;
         }
@@ -953,7 +953,7 @@ impl JobRun {
         let (out_file, env_file, path_file, summary_file) =
             (file("output"), file("env"), file("path"), file("summary"));
         for f in [&out_file, &env_file, &path_file, &summary_file] {
-            let _ = std::fs::write(f, "");
+            let _ = super::private::write(f, "");
         }
         let mut vars = self.process_env(step, frame, env);
         for (k, f) in [

@@ -9,6 +9,7 @@ mod concurrency;
 mod context;
 mod files;
 mod job;
+mod private;
 mod process;
 
 use std::collections::{HashMap, HashSet};
