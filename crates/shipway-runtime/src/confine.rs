@@ -170,7 +170,7 @@ fn walk(root: &Path, rel: &str, parts: &[&str], create: bool) -> Result<OwnedFd,
         source,
     };
     if create {
-        std::fs::create_dir_all(root).map_err(io)?;
+        crate::private::create_dir_all(root).map_err(io)?;
     }
     let mut fd = rustix::fs::open(root, dir_flags, Mode::empty()).map_err(|e| io(e.into()))?;
     for part in parts {
