@@ -509,10 +509,31 @@ async fn refresh(
     };
     let (specs, statuses) = build_with(&snap, options, &mut bind);
     for (mut svc, status) in statuses {
+        let refused = status
+            .get("conditions")
+            .and_then(Value::as_array)
+            .and_then(|cs| cs.iter().find(|c| c["type"] == LISTENER_READY))
+            .filter(|c| c["status"] == "False")
+            .map(|c| {
+                (
+                    c["reason"].as_str().unwrap_or("ListenerFailed").to_string(),
+                    c["message"].as_str().unwrap_or_default().to_string(),
+                )
+            });
         svc.body.insert("status".into(), status);
+        let key = svc.key();
         // A conflict means the Service changed meanwhile; its change event brings us back here.
-        if let Err(e) = store.update_status(svc, ACTOR).await {
-            tracing::debug!("proxy discovery: status not written: {e}");
+        match store.update_status(svc, ACTOR).await {
+            // The status changed to say the listener is refused: say so in the events too, as
+            // kubectl users look there first.
+            Ok(_) => {
+                if let Some((reason, message)) = refused
+                    && let Err(e) = store.record_event(&key, ACTOR, &reason, &message).await
+                {
+                    tracing::debug!("proxy discovery: event not recorded: {e}");
+                }
+            }
+            Err(e) => tracing::debug!("proxy discovery: status not written: {e}"),
         }
     }
     if specs != *last {
@@ -1013,9 +1034,9 @@ mod tests {
             .await
             .unwrap();
         assert!(
-            events
-                .iter()
-                .any(|e| e.actor == ACTOR && e.action == "update-status"),
+            events.iter().any(|e| e.actor == ACTOR
+                && e.action == "BindFailed"
+                && e.message.starts_with(&format!("cannot listen on {addr}"))),
             "{events:?}"
         );
 

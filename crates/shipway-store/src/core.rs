@@ -204,6 +204,26 @@ fn without_secret_values(obj: &Object) -> Object {
     obj
 }
 
+/// An audit event that is not a write (a controller saying what happened to an object), at the
+/// current resourceVersion.
+pub(crate) fn record_event(
+    tx: &mut dyn Tx,
+    key: &Key,
+    action: &str,
+    message: &str,
+    ctx: &Ctx<'_>,
+) -> Result<()> {
+    let rv = tx.current_rv()?;
+    tx.append_audit(&NewAudit {
+        time: &ctx.now.millis,
+        actor: ctx.actor,
+        action,
+        key: &normalize_key(key),
+        rv,
+        message,
+    })
+}
+
 pub(crate) fn get(tx: &mut dyn Tx, key: &Key) -> Result<Option<Object>> {
     load(tx, &normalize_key(key))
 }

@@ -373,6 +373,35 @@ impl Store {
         watch::stream(self.clone(), query, since)
     }
 
+    /// Records an event about `key` in the audit trail without writing the object (what kubectl
+    /// shows as events: `AddressInUse`, `Killing`, `BackOff`): no resourceVersion is taken and no
+    /// watcher wakes.
+    pub async fn record_event(
+        &self,
+        key: &Key,
+        actor: &str,
+        action: &str,
+        message: &str,
+    ) -> Result<(), StoreError> {
+        let (key, actor, action, message) = (
+            key.clone(),
+            actor.to_string(),
+            action.to_string(),
+            message.to_string(),
+        );
+        self.run("record_event", move |inner| {
+            let now = Now::current();
+            let ctx = Ctx {
+                actor: &actor,
+                now: &now,
+            };
+            inner.backend.write(true, |tx| {
+                core::record_event(tx, &key, &action, &message, &ctx)
+            })
+        })
+        .await
+    }
+
     /// The newest `query.limit` audit events matching `query`, oldest first.
     pub async fn events(&self, query: &EventQuery) -> Result<Vec<crate::AuditEvent>, StoreError> {
         let query = query.clone();

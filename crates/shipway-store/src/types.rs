@@ -152,7 +152,8 @@ pub struct AuditEvent {
     /// RFC 3339, UTC, milliseconds.
     pub time: String,
     pub actor: String,
-    /// `create`, `update`, `update-status`, `delete` or `finalize`.
+    /// `create`, `update`, `update-status`, `delete` or `finalize` for writes; a reason such as
+    /// `AddressInUse` for events recorded with `Store::record_event`.
     pub action: String,
     pub key: Key,
     pub resource_version: u64,

@@ -39,6 +39,7 @@ suite! {
         concurrent_writers_never_share_a_resource_version,
         metrics_count_operations,
         secret_values_are_not_replayed_from_the_change_log,
+        events_that_are_not_writes_take_no_resource_version,
     ],
     db: [
         watch_from_before_compaction_is_expired,
@@ -1385,4 +1386,47 @@ async fn secret_values_are_not_replayed_from_the_change_log(store: Store) {
         cms[1].object.body.get("data")
     );
     assert!(cms[0].object.body.get("data").is_some());
+}
+
+/// A controller's word about an object (kubectl's events) lands in the audit trail without
+/// writing the object or taking a resourceVersion.
+async fn events_that_are_not_writes_take_no_resource_version(store: Store) {
+    store
+        .create(configmap("default", "c", "1"), "a")
+        .await
+        .unwrap();
+    let before = store.current_resource_version().await.unwrap();
+    let key = Key::new("", "ConfigMap", "default", "c");
+    store
+        .record_event(
+            &key,
+            "controller:proxy",
+            "AddressInUse",
+            "127.0.0.1:80 is held by Service default/web",
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.current_resource_version().await.unwrap(), before);
+    let events = store
+        .events(&EventQuery {
+            name: Some("c".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let last = events.last().unwrap();
+    assert_eq!(
+        (
+            last.actor.as_str(),
+            last.action.as_str(),
+            last.message.as_str(),
+            last.resource_version
+        ),
+        (
+            "controller:proxy",
+            "AddressInUse",
+            "127.0.0.1:80 is held by Service default/web",
+            before
+        )
+    );
 }
