@@ -5,7 +5,7 @@
 use serde_json::{Map, Value};
 
 use crate::Object;
-use crate::validate::FieldError;
+use crate::validate::{FieldError, is_dns_label};
 
 /// A kind defined by a CustomResourceDefinition.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -203,15 +203,6 @@ fn strings(v: Option<&Value>) -> Vec<String> {
         .flatten()
         .filter_map(|s| s.as_str().map(String::from))
         .collect()
-}
-
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
 }
 
 const TYPES: [&str; 6] = ["array", "boolean", "integer", "number", "object", "string"];
