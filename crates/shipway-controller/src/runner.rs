@@ -31,6 +31,9 @@ pub enum Action {
     AwaitChange,
 }
 
+/// How long after a panicking reconcile the key is tried again.
+const PANIC_RETRY: Duration = Duration::from_secs(5);
+
 /// Maps a change of a watched kind to the keys of the managed objects it concerns.
 pub type Mapper = Arc<dyn Fn(&Object) -> Vec<Key> + Send + Sync>;
 
@@ -212,13 +215,17 @@ impl Controller {
         });
         type Outcome<E> = (Key, Option<(Result<Action, E>, Arc<Object>)>);
         let mut tasks: JoinSet<Outcome<E>> = JoinSet::new();
+        // Which key each reconcile task is for, so a panicking one does not leave its key
+        // marked running for ever.
+        let mut running: HashMap<tokio::task::Id, Key> = HashMap::new();
         loop {
             let now = Instant::now();
             for key in queue.take_due(now) {
                 let cache = self.cache.clone();
                 let reconcile = reconcile.clone();
                 let ctx = ctx.clone();
-                tasks.spawn(async move {
+                let task_key = key.clone();
+                let handle = tasks.spawn(async move {
                     cache.synced().await;
                     // Gone: nothing to reconcile (cleanup runs through finalizers while it exists).
                     let Some(obj) = cache.get(&key) else {
@@ -227,6 +234,7 @@ impl Controller {
                     let result = reconcile(obj.clone(), ctx).await;
                     (key, Some((result, obj)))
                 });
+                running.insert(handle.id(), task_key);
             }
             let next_due = queue.next_due();
             tokio::select! {
@@ -243,9 +251,23 @@ impl Controller {
                     }
                     Err(RecvError::Closed) => break,
                 },
-                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                    let Ok((key, outcome)) = done else { continue };
+                Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
                     let now = Instant::now();
+                    let (key, outcome) = match done {
+                        Ok((id, outcome)) => {
+                            running.remove(&id);
+                            outcome
+                        }
+                        Err(e) => {
+                            // A reconcile that panicked: retried after a pause, as a failure
+                            // would be (the panic itself is reported by the runtime).
+                            if let Some(key) = running.remove(&e.id()) {
+                                tracing::error!(object = %key, "reconcile panicked: {e}");
+                                queue.finish(key, Some(now + PANIC_RETRY), now);
+                            }
+                            continue;
+                        }
+                    };
                     let Some((result, obj)) = outcome else {
                         queue.finish(key, None, now);
                         continue;
@@ -524,6 +546,32 @@ mod tests {
                 ("web".to_string(), 300)
             ]
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reconcile_that_panics_is_retried_not_lost() {
+        let cache = ready_cache(vec![rs("web", 1)]);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let shutdown = CancellationToken::new();
+        let start = Instant::now();
+        let run = tokio::spawn(Controller::new(RS, cache).run(
+            |_obj: Arc<Object>, calls: Arc<AtomicUsize>| async move {
+                if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                    panic!("a bug in the reconciler");
+                }
+                Ok::<_, String>(Action::AwaitChange)
+            },
+            |_, _: &String, _, _| Action::AwaitChange,
+            calls.clone(),
+            shutdown.clone(),
+        ));
+        while calls.load(Ordering::SeqCst) < 2 {
+            assert!(start.elapsed() < Duration::from_secs(60), "never retried");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(start.elapsed() >= PANIC_RETRY, "{:?}", start.elapsed());
+        shutdown.cancel();
+        run.await.unwrap();
     }
 
     #[test]
