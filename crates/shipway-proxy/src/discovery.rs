@@ -8,10 +8,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{FutureExt, StreamExt};
 use serde_json::{Value, json};
+use shipway_controller::{Cache, Change, GroupKind, Reflector};
 use shipway_model::Object;
-use shipway_store::{ListQuery, Store, StoreError};
+use shipway_store::Store;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -452,26 +453,26 @@ pub fn build_with(
     (specs, statuses)
 }
 
-async fn snapshot(store: &Store) -> Result<(Snapshot, u64), StoreError> {
-    let services = store.list(&ListQuery::kind("", "Service")).await?;
-    let endpoints = store.list(&ListQuery::kind("", "Endpoints")).await?;
-    let pods = store.list(&ListQuery::kind("", "Pod")).await?;
-    let policies = store
-        .list(&ListQuery::kind(policy::GROUP, policy::KIND))
-        .await?;
-    // Watching from the oldest list's version replays what changed in between: a rebuild too
-    // many, never one too few.
-    let rv = services.resource_version;
-    Ok((
-        Snapshot {
-            services: services.items,
-            endpoints: endpoints.items,
-            pods: pods.items,
-            policies: policies.items,
-        },
-        rv,
-    ))
+/// The objects routing depends on, from the shared cache.
+fn snapshot(cache: &Cache) -> Snapshot {
+    let of = |kind: &GroupKind| -> Vec<Object> {
+        cache
+            .list(kind, None)
+            .iter()
+            .map(|o| (**o).clone())
+            .collect()
+    };
+    Snapshot {
+        services: of(&SERVICE),
+        endpoints: of(&ENDPOINTS),
+        pods: of(&POD),
+        policies: of(&GroupKind::from_static(policy::GROUP, policy::KIND)),
+    }
 }
+
+const SERVICE: GroupKind = GroupKind::from_static("", "Service");
+const ENDPOINTS: GroupKind = GroupKind::from_static("", "Endpoints");
+const POD: GroupKind = GroupKind::from_static("", "Pod");
 
 fn relevant(obj: &Object) -> bool {
     matches!(
@@ -490,15 +491,16 @@ fn prune_metrics(metrics: &ProxyMetrics, table: &RoutingTable) {
     }
 }
 
-/// Rebuilds and publishes; returns the resourceVersion the snapshot was read at.
+/// Rebuilds from the cache and publishes; returns whether some address could not be bound.
 async fn refresh(
     store: &Store,
+    cache: &Cache,
     tx: &watch::Sender<Arc<RoutingTable>>,
     last: &mut Vec<RouteSpec>,
     metrics: Option<&ProxyMetrics>,
     options: &Options,
-) -> Result<(u64, bool), StoreError> {
-    let (snap, rv) = snapshot(store).await?;
+) -> bool {
+    let snap = snapshot(cache);
     let mut bind_failed = false;
     let mut bind = |addr: SocketAddr| match &options.listeners {
         Some(l) => l.bind(addr).map_err(|e| {
@@ -550,11 +552,12 @@ async fn refresh(
         let table = tx.borrow().clone();
         prune_metrics(metrics, &table);
     }
-    Ok((rv, bind_failed))
+    bind_failed
 }
 
-/// Starts discovery; the receiver always holds the newest table. With `metrics`, the series of
-/// services that no longer have a route are dropped as tables change.
+/// Starts discovery with a cache of its own (for a proxy without the rest of the server, and
+/// tests); the receiver always holds the newest table. With `metrics`, the series of services
+/// that no longer have a route are dropped as tables change.
 pub fn spawn(
     store: Store,
     metrics: Option<Arc<ProxyMetrics>>,
@@ -563,12 +566,15 @@ pub fn spawn(
     watch::Receiver<Arc<RoutingTable>>,
     tokio::task::JoinHandle<()>,
 ) {
-    spawn_with(store, metrics, Options::default(), shutdown)
+    let (cache, _feed) = Reflector::spawn(store.clone(), shutdown.clone());
+    spawn_with(store, cache, metrics, Options::default(), shutdown)
 }
 
-/// [`spawn`] with the listener rules and sockets of `options`.
+/// Discovery on the process's shared `cache` (reads) and `store` (status writes), with the
+/// listener rules and sockets of `options`.
 pub fn spawn_with(
     store: Store,
+    cache: Cache,
     metrics: Option<Arc<ProxyMetrics>>,
     options: Options,
     shutdown: CancellationToken,
@@ -577,7 +583,7 @@ pub fn spawn_with(
     tokio::task::JoinHandle<()>,
 ) {
     let (tx, rx) = watch::channel(Arc::new(RoutingTable::default()));
-    let task = tokio::spawn(run(store, tx, metrics, options, shutdown));
+    let task = tokio::spawn(run(store, cache, tx, metrics, options, shutdown));
     (rx, task)
 }
 
@@ -586,6 +592,7 @@ const BIND_RETRY: Duration = Duration::from_secs(5);
 
 async fn run(
     store: Store,
+    cache: Cache,
     tx: watch::Sender<Arc<RoutingTable>>,
     metrics: Option<Arc<ProxyMetrics>>,
     options: Options,
@@ -594,51 +601,32 @@ async fn run(
     let metrics = metrics.as_deref();
     let options = &options;
     let mut last = Vec::new();
-    'outer: loop {
-        let (rv, mut retry) = tokio::select! {
+    let mut changes = cache.subscribe();
+    tokio::select! {
+        _ = cache.ready() => {}
+        _ = shutdown.cancelled() => return,
+    }
+    let mut retry = refresh(&store, &cache, &tx, &mut last, metrics, options).await;
+    loop {
+        let rebuild = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = refresh(&store, &tx, &mut last, metrics, options) => match r {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!("proxy discovery: {e}");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    }
-                }
+            change = changes.recv() => match change {
+                Ok(Change::Applied(o) | Change::Deleted(o)) => relevant(&o),
+                Ok(Change::Resynced) | Err(RecvError::Lagged(_)) => true,
+                Err(RecvError::Closed) => return,
             },
+            // An address held by another process may be free now.
+            _ = tokio::time::sleep(BIND_RETRY), if retry => true,
         };
-        let mut changes = store.watch(ListQuery::default(), rv);
-        loop {
-            // `None` when it is time to try unbound addresses again.
-            let event = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                e = changes.next() => Some(e),
-                // An address held by another process may be free now.
-                _ = tokio::time::sleep(BIND_RETRY), if retry => None,
-            };
-            let rebuild = match event {
-                None => true,
-                Some(Some(Ok(e))) => relevant(&e.object),
-                Some(Some(Err(e))) => {
-                    tracing::warn!("proxy discovery: watch: {e}");
-                    continue 'outer;
-                }
-                Some(None) => continue 'outer,
-            };
-            if !rebuild {
-                continue;
-            }
-            // Take every change already waiting, then rebuild once.
-            while let Some(Some(_)) = changes.next().now_or_never() {}
-            match refresh(&store, &tx, &mut last, metrics, options).await {
-                Ok((_, r)) => retry = r,
-                Err(e) => {
-                    tracing::warn!("proxy discovery: {e}");
-                    continue 'outer;
-                }
-            }
+        if !rebuild {
+            continue;
         }
+        // Take every change already waiting, then rebuild once.
+        while !matches!(
+            changes.try_recv(),
+            Err(TryRecvError::Empty | TryRecvError::Closed)
+        ) {}
+        retry = refresh(&store, &cache, &tx, &mut last, metrics, options).await;
     }
 }
 
@@ -1000,7 +988,8 @@ mod tests {
             ..Options::default()
         };
         let stop = CancellationToken::new();
-        let (tables, task) = spawn_with(store.clone(), None, options, stop.clone());
+        let (cache, _feed) = Reflector::spawn(store.clone(), stop.clone());
+        let (tables, task) = spawn_with(store.clone(), cache, None, options, stop.clone());
         let key = shipway_model::Key::new("", "Service", "default", "web");
         let condition = || async {
             let svc = store.get(&key).await.unwrap().unwrap();

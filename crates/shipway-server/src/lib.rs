@@ -247,7 +247,7 @@ impl Server {
             shipway_controller::Reflector::spawn(store.clone(), shutdown.clone());
         let runtime = shipway_runtime::LocalRuntime::start(
             store.clone(),
-            cache,
+            cache.clone(),
             shipway_runtime::KubeletConfig::new(dir),
             shutdown.clone(),
         );
@@ -265,6 +265,7 @@ impl Server {
         };
         let (tables, discovery) = shipway_proxy::discovery::spawn_with(
             store.clone(),
+            cache,
             Some(proxy_metrics.clone()),
             options,
             shutdown.clone(),

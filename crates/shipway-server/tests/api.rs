@@ -838,3 +838,41 @@ async fn a_watch_stream_outlives_the_idle_and_header_timeouts() {
     drop(stream);
     s.stop().await;
 }
+
+/// Every controller of the runtime, the garbage collector and the proxy's discovery read one
+/// shared cache: a write costs the store one change-log read, not one per reader.
+#[tokio::test]
+async fn the_whole_server_reads_the_change_log_once_per_write() {
+    let server = TestServer::start().await;
+    let reads = |text: &str| -> u64 {
+        text.lines()
+            .filter(|l| {
+                l.starts_with("shipway_store_operations_total{") && l.contains("op=\"watch_read\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let metrics = || async {
+        let (_, text) = server.call(reqwest::Method::GET, "/metrics", None).await;
+        text.as_str().unwrap_or_default().to_string()
+    };
+    // Let start-up settle (the first list and watch).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = reads(&metrics().await);
+    let writes = 30;
+    for i in 0..writes {
+        let (code, status) = server.apply(config_map(&format!("c{i}"), i)).await;
+        assert_eq!(code, 201, "{status}");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = reads(&metrics().await);
+    // Seven independent watches (five controllers, the collector, discovery) read it at least
+    // seven times per write before the shared cache.
+    assert!(
+        after - before <= writes as u64 + 2,
+        "{} change-log reads for {writes} writes",
+        after - before
+    );
+    println!("{} change-log reads for {writes} writes", after - before);
+    server.stop().await;
+}
