@@ -1,4 +1,4 @@
-//! Discovery: watches Services, Endpoints, Pods and TrafficPolicies in the store, builds the
+//! Discovery: reads Services, Endpoints, Pods and TrafficPolicies from the shared cache, builds the
 //! routing table and publishes it through a `watch` channel; gives each Service port a listen
 //! address and writes it to the Service's status. It also drops the metric series of Services the
 //! newest table no longer routes.
