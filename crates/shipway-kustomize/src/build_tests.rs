@@ -204,9 +204,10 @@ fn reorder_none_keeps_accumulation_order() {
     );
 }
 
-/// Inputs a fuzzer would try: none may panic.
+/// Inputs a fuzzer would try: none may panic. Only that: some of them build (an empty
+/// kustomization does); how the others fail is pinned down by the error tests above.
 #[test]
-fn odd_inputs_fail_cleanly() {
+fn odd_inputs_do_not_panic() {
     let odd = [
         "",
         "---",
