@@ -50,17 +50,33 @@ pub(crate) fn data_dir(global: &Global) -> Result<PathBuf, Failure> {
 
 fn client(global: &Global) -> Result<Client, Failure> {
     let token = match &global.token {
-        Some(t) => Some(t.clone()),
-        // Without a token, use the admin token of the local data directory if we can read it; the
-        // server's 401 then says what to pass.
-        None => data_dir(global)
-            .ok()
-            .and_then(|dir| {
-                std::fs::read_to_string(dir.join(shipway_server::ADMIN_TOKEN_FILE)).ok()
-            })
-            .map(|t| t.trim().to_string()),
+        Some(t) => t.clone(),
+        // Without a token, use the admin token of the local data directory; say where it was
+        // looked for before sending anything, rather than let the server answer 401.
+        None => {
+            let dir = data_dir(global)?;
+            let path = dir.join(shipway_server::ADMIN_TOKEN_FILE);
+            match std::fs::read_to_string(&path) {
+                Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
+                Ok(_) | Err(_) => {
+                    return Err(Failure::Failed(format!(
+                        "no token at {} (the first `shipway up` with this data directory writes it): start it, pass --token (or SHIPWAY_TOKEN), or --data with the data directory of the `shipway up` you talk to",
+                        path.display()
+                    )));
+                }
+            }
+        }
     };
-    Ok(Client::new(&global.server, token))
+    Ok(Client::new(&server_url(&global.server), Some(token)))
+}
+
+/// `host:port` as kubectl takes it: without a scheme it is plain HTTP.
+fn server_url(server: &str) -> String {
+    if server.contains("://") {
+        server.to_string()
+    } else {
+        format!("http://{server}")
+    }
 }
 
 /// The proxy's options from `shipway up`'s flags; the rest keep the proxy's defaults.
@@ -816,14 +832,11 @@ async fn events(client: &Client, args: EventsArgs) -> Result<(), Failure> {
 
 async fn version(global: &Global) -> Result<(), Failure> {
     println!("Client Version: {}", env!("CARGO_PKG_VERSION"));
+    // As kubectl: the client's version always, then the server's or the reason it is not
+    // there, which is a failure (exit 1).
     let client = client(global)?;
-    match client.version().await {
-        Ok(v) => println!("Server Version: {v}"),
-        Err(e) => println!(
-            "Server Version: unavailable ({})",
-            e.to_string().lines().next().unwrap_or_default()
-        ),
-    }
+    let v = client.version().await?;
+    println!("Server Version: {v}");
     Ok(())
 }
 

@@ -469,13 +469,36 @@ fn apply_of_a_directory_stays_in_it_and_files_are_read_up_to_a_limit() {
 fn unreachable_server_and_missing_token_say_what_to_do() {
     let data = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)
-        .args(["get", "deploy", "--server", "http://127.0.0.1:9", "--data"])
+        .args([
+            "get",
+            "deploy",
+            "--server",
+            "http://127.0.0.1:9",
+            "--token",
+            "t",
+            "--data",
+        ])
         .arg(data.path())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("Is `shipway up` running?"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Without a token the CLI says so before sending anything.
+    let out = Command::new(BIN)
+        .args(["get", "deploy", "--server", "http://127.0.0.1:9", "--data"])
+        .arg(data.path())
+        .env_remove("SHIPWAY_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no token at ")
+            && text(&out.stderr)
+                .contains("the first `shipway up` with this data directory writes it"),
         "{}",
         text(&out.stderr)
     );
@@ -1095,4 +1118,61 @@ fn a_service_address_is_exclusive_to_one_server_and_loopback_unless_allowed() {
     std::io::Read::read_to_string(&mut conn, &mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(answer.contains("service default/web"), "{answer}");
+}
+
+/// kubectl habits: `--server host:port` without a scheme, a clear word when there is no token
+/// before anything is sent, and `version` failing when the server cannot be reached.
+#[test]
+fn server_without_scheme_missing_token_and_unreachable_version() {
+    let data = tempfile::tempdir().unwrap();
+    let up = Up::start(data.path());
+    let bare = up.server.trim_start_matches("http://").to_string();
+    let out = Command::new(BIN)
+        .args(["--server", &bare, "--data"])
+        .arg(data.path())
+        .arg("version")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("Server Version: "),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let empty = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["--server", &up.server, "--data"])
+        .arg(empty.path())
+        .args(["get", "pods"])
+        .env_remove("SHIPWAY_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "no token at {}",
+            empty.path().join("admin.token").display()
+        )),
+        "{err}"
+    );
+
+    // A port nothing listens on.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let out = Command::new(BIN)
+        .args(["--server", &dead_addr.to_string(), "--data"])
+        .arg(data.path())
+        .arg("version")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).starts_with("Client Version: "));
+    assert!(
+        text(&out.stderr).contains(&format!("cannot reach Shipway at http://{dead_addr}")),
+        "{}",
+        text(&out.stderr)
+    );
 }
