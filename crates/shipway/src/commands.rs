@@ -325,7 +325,7 @@ async fn apply(client: &Client, args: ApplyArgs) -> Result<(), Failure> {
                     .unwrap_or_else(|_| object.clone());
                 let outcome = result["outcome"].as_str().unwrap_or("applied");
                 let dry = if args.dry_run { " (dry run)" } else { "" };
-                println!(
+                outln!(
                     "{}/{} {outcome}{dry}",
                     output::resource_name(&stored),
                     stored.metadata.name
@@ -406,21 +406,21 @@ async fn get(client: &Client, args: GetArgs) -> Result<(), Failure> {
         }
     };
     match args.output {
-        Some(OutputFormat::Json) => println!(
+        Some(OutputFormat::Json) => outln!(
             "{}",
             serde_json::to_string_pretty(&as_value()).unwrap_or_default()
         ),
-        Some(OutputFormat::Yaml) => print!("{}", output::to_yaml(&as_value())),
+        Some(OutputFormat::Yaml) => out!("{}", output::to_yaml(&as_value())),
         Some(OutputFormat::Name) => {
             for o in &objects {
-                println!("{}/{}", output::resource_name(o), o.metadata.name);
+                outln!("{}/{}", output::resource_name(o), o.metadata.name);
             }
         }
-        Some(OutputFormat::Wide) => print!(
+        Some(OutputFormat::Wide) => out!(
             "{}",
             output::table(&objects, args.scope.all_namespaces, true)
         ),
-        None => print!(
+        None => out!(
             "{}",
             output::table(&objects, args.scope.all_namespaces, false)
         ),
@@ -458,10 +458,10 @@ async fn watch(
             }
             match args.output {
                 Some(OutputFormat::Json) => {
-                    println!("{}", serde_json::to_string(&event).unwrap_or_default())
+                    outln!("{}", serde_json::to_string(&event).unwrap_or_default())
                 }
-                Some(OutputFormat::Yaml) => print!("---\n{}", output::to_yaml(&event)),
-                Some(OutputFormat::Name) => println!(
+                Some(OutputFormat::Yaml) => out!("---\n{}", output::to_yaml(&event)),
+                Some(OutputFormat::Name) => outln!(
                     "{}/{}",
                     output::resource_name(&object),
                     object.metadata.name
@@ -475,7 +475,7 @@ async fn watch(
                     let skip = if header_printed { 1 } else { 0 };
                     header_printed = true;
                     for line in table.lines().skip(skip) {
-                        println!("{line}");
+                        outln!("{line}");
                     }
                 }
             }
@@ -514,7 +514,7 @@ async fn describe(client: &Client, args: DescribeArgs) -> Result<(), Failure> {
     let objects = fetch(client, &resource, &names, &query).await?;
     for (i, o) in objects.iter().enumerate() {
         if i > 0 {
-            println!();
+            outln!();
         }
         let mut events_query = vec![
             ("name", o.metadata.name.clone()),
@@ -541,7 +541,7 @@ async fn describe(client: &Client, args: DescribeArgs) -> Result<(), Failure> {
             let at = text.find("\nEvents:").map_or(text.len(), |i| i + 1);
             text.insert_str(at, &traffic_policy_text(policy.as_ref()));
         }
-        print!("{text}");
+        out!("{text}");
     }
     Ok(())
 }
@@ -753,11 +753,11 @@ async fn delete(client: &Client, args: DeleteArgs) -> Result<(), Failure> {
                         let finalizers = object
                             .map(|o| o.metadata.finalizers.join(", "))
                             .unwrap_or_default();
-                        println!(
+                        outln!(
                             "{kind} \"{name}\" deletion requested; waiting for finalizers: {finalizers}"
                         );
                     }
-                    _ => println!("{kind} \"{name}\" deleted"),
+                    _ => outln!("{kind} \"{name}\" deleted"),
                 }
             }
             Err(ClientError::Api(s)) if s.code == 404 && args.ignore_not_found => {}
@@ -794,11 +794,11 @@ async fn events(client: &Client, args: EventsArgs) -> Result<(), Failure> {
     };
     let events = client.events(resource.as_deref(), &query).await?;
     match args.output {
-        Some(OutputFormat::Json) => println!(
+        Some(OutputFormat::Json) => outln!(
             "{}",
             serde_json::to_string_pretty(&events).unwrap_or_default()
         ),
-        Some(OutputFormat::Yaml) => print!("{}", output::to_yaml(&Value::Array(events))),
+        Some(OutputFormat::Yaml) => out!("{}", output::to_yaml(&Value::Array(events))),
         _ if events.is_empty() => eprintln!("No events found"),
         _ => {
             let mut rows = vec![
@@ -824,19 +824,19 @@ async fn events(client: &Client, args: EventsArgs) -> Result<(), Failure> {
                     e["message"].as_str().unwrap_or("").into(),
                 ]);
             }
-            print!("{}", output::align(&rows));
+            out!("{}", output::align(&rows));
         }
     }
     Ok(())
 }
 
 async fn version(global: &Global) -> Result<(), Failure> {
-    println!("Client Version: {}", env!("CARGO_PKG_VERSION"));
+    outln!("Client Version: {}", env!("CARGO_PKG_VERSION"));
     // As kubectl: the client's version always, then the server's or the reason it is not
     // there, which is a failure (exit 1).
     let client = client(global)?;
     let v = client.version().await?;
-    println!("Server Version: {v}");
+    outln!("Server Version: {v}");
     Ok(())
 }
 

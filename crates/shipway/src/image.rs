@@ -36,20 +36,20 @@ pub fn run(data_dir: &Path, command: ImageCommand) -> Result<(), Failure> {
                 .map_err(failure)?;
             let reference =
                 shipway_runtime::images::normalize_reference(&reference).map_err(failure)?;
-            println!("{reference} imported ({digest})");
+            outln!("{reference} imported ({digest})");
         }
         ImageCommand::List { output: format } => {
             let images = store.list().map_err(failure)?;
             match format {
-                Some(OutputFormat::Json) => println!(
+                Some(OutputFormat::Json) => outln!(
                     "{}",
                     serde_json::to_string_pretty(&images).unwrap_or_default()
                 ),
-                Some(OutputFormat::Yaml) => print!(
+                Some(OutputFormat::Yaml) => out!(
                     "{}",
                     output::to_yaml(&serde_json::to_value(&images).unwrap_or_default())
                 ),
-                Some(OutputFormat::Name) => images.iter().for_each(|i| println!("{}", i.reference)),
+                Some(OutputFormat::Name) => images.iter().for_each(|i| outln!("{}", i.reference)),
                 _ if images.is_empty() => eprintln!(
                     "No images; add one with `shipway image import NAME:TAG DIR --entrypoint CMD`"
                 ),
@@ -64,14 +64,14 @@ pub fn run(data_dir: &Path, command: ImageCommand) -> Result<(), Failure> {
                             .collect::<String>();
                         rows.push(vec![i.reference.clone(), short, human_size(i.size)]);
                     }
-                    print!("{}", output::align(&rows));
+                    out!("{}", output::align(&rows));
                 }
             }
         }
         ImageCommand::Rm { references } => {
             for r in references {
                 store.remove(&r).map_err(failure)?;
-                println!(
+                outln!(
                     "{} removed",
                     shipway_runtime::images::normalize_reference(&r).unwrap_or(r)
                 );

@@ -3,6 +3,8 @@
 //! Newcomers: `cli` defines every command and flag once; `commands` runs them against the API
 //! through `client`; `output` prints objects the way kubectl users expect.
 
+#[macro_use]
+mod out;
 mod cli;
 mod client;
 mod commands;

@@ -232,9 +232,9 @@ impl Sink for Printer {
                 .bytes()
                 .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
             let c = COLORS[h % COLORS.len()];
-            println!("\x1b[{c}m[{job}]\x1b[0m {text}");
+            outln!("\x1b[{c}m[{job}]\x1b[0m {text}");
         } else {
-            println!("[{job}] {text}");
+            outln!("[{job}] {text}");
         }
     }
 }
@@ -468,7 +468,7 @@ pub async fn run(global: &Global, args: RunArgs) -> Result<(), Failure> {
     }
     print_summary(&all);
     // Workspaces, artifacts and step summaries stay there for inspection.
-    println!(
+    outln!(
         "run directory: {}",
         data.join("runs").join(run_id.to_string()).display()
     );
@@ -504,7 +504,7 @@ fn print_plan(b: &Bundle, args: &RunArgs) -> Result<(), Failure> {
         .filter(|j| keep.as_ref().is_none_or(|k| k.contains(&j.id)))
         .collect();
     if args.graph {
-        println!("{}:", b.path);
+        outln!("{}:", b.path);
         // Levels: a job's level is one more than its deepest need.
         let mut level: IndexMap<String, usize> = IndexMap::new();
         for j in &jobs {
@@ -519,9 +519,9 @@ fn print_plan(b: &Bundle, args: &RunArgs) -> Result<(), Failure> {
         for j in &jobs {
             let indent = "  ".repeat(level[&j.id] + 1);
             if j.needs.is_empty() {
-                println!("{indent}{}", j.id);
+                outln!("{indent}{}", j.id);
             } else {
-                println!("{indent}{} <- {}", j.id, j.needs.join(", "));
+                outln!("{indent}{} <- {}", j.id, j.needs.join(", "));
             }
         }
         return Ok(());
@@ -563,10 +563,10 @@ fn print_plan(b: &Bundle, args: &RunArgs) -> Result<(), Failure> {
             .enumerate()
             .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
             .collect();
-        println!("{}", line.join("   ").trim_end());
+        outln!("{}", line.join("   ").trim_end());
     }
     if args.dry_run {
-        println!("dry run: {} jobs planned, nothing run", jobs.len());
+        outln!("dry run: {} jobs planned, nothing run", jobs.len());
     }
     Ok(())
 }
@@ -579,8 +579,8 @@ fn print_summary(report: &Report) {
         .max()
         .unwrap_or(3)
         .max(3);
-    println!();
-    println!("{:<width$}   RESULT", "JOB");
+    outln!();
+    outln!("{:<width$}   RESULT", "JOB");
     for j in &report.jobs {
         let failed_step = j
             .steps
@@ -588,7 +588,7 @@ fn print_summary(report: &Report) {
             .find(|s| s.conclusion == Status::Failure)
             .map(|s| format!("   (step: {})", s.name))
             .unwrap_or_default();
-        println!("{:<width$}   {}{failed_step}", j.name, j.result.as_str());
+        outln!("{:<width$}   {}{failed_step}", j.name, j.result.as_str());
     }
-    println!("run {}", report.result.as_str());
+    outln!("run {}", report.result.as_str());
 }

@@ -316,3 +316,40 @@ fn run_records_are_private_whatever_the_umask() {
         .mode();
     assert_eq!(mode & 0o777, 0o700);
 }
+
+/// `shipway run ... | head`: when the reader goes away the run does not panic; it finishes its
+/// steps and exits with the workflow's result.
+#[test]
+fn a_closed_stdout_does_not_stop_or_crash_a_run() {
+    let marker = tempfile::tempdir().expect("tempdir");
+    let finished = marker.path().join("finished");
+    let dir = repo(&format!(
+        "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n    - run: seq 1 20000\n    - run: echo done > {}\n",
+        finished.display()
+    ));
+    let mut child = Command::new(BIN)
+        .arg("run")
+        .arg("-C")
+        .arg(dir.path())
+        .arg("--data")
+        .arg(dir.path().join(".data"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run shipway");
+    // Read one line, then close the pipe, as `head -1` does.
+    {
+        use std::io::BufRead;
+        let stdout = child.stdout.take().expect("stdout");
+        let mut first = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut first)
+            .expect("a line");
+        assert!(!first.is_empty());
+    }
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(finished.exists(), "the second step ran");
+}
