@@ -36,11 +36,15 @@ async fn collect(store: &Store, cache: &Cache, namespace: Option<&str>) {
         .filter(|o| o.metadata.deletion_timestamp.is_none())
         .filter_map(|o| o.metadata.uid.as_deref())
         .collect();
-    let candidates = match namespace {
-        None => everything.clone(),
-        Some(ns) => cache.all(Some(ns)),
+    let scoped;
+    let candidates: &[Arc<Object>] = match namespace {
+        None => &everything,
+        Some(ns) => {
+            scoped = cache.all(Some(ns));
+            &scoped
+        }
     };
-    for o in orphans(&candidates, &alive) {
+    for o in orphans(candidates, &alive) {
         match store.delete(&o.key(), ACTOR).await {
             Ok(_) | Err(StoreError::NotFound(_)) => {
                 tracing::debug!(object = %o.key(), "collected an orphan")

@@ -71,6 +71,18 @@ impl TestServer {
         )
     }
 
+    /// The `/metrics` text.
+    async fn metrics(&self) -> String {
+        let resp = self
+            .http
+            .get(self.url("/metrics"))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        resp.text().await.unwrap()
+    }
+
     async fn apply(&self, object: Value) -> (u16, Value) {
         self.call(reqwest::Method::POST, "/api/v1/apply", Some(object))
             .await
@@ -225,16 +237,7 @@ async fn unauthenticated_garbage_adds_no_metric_series() {
             .await;
         assert_eq!(code, 404);
     }
-    let text = s
-        .http
-        .get(s.url("/metrics"))
-        .bearer_auth(&s.token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.metrics().await;
     let http: Vec<&str> = text
         .lines()
         .filter(|l| l.starts_with("shipway_http_requests_total{"))
@@ -463,16 +466,7 @@ async fn watch_resumes_from_a_resource_version_over_http() {
 async fn metrics_count_requests_and_store_operations() {
     let s = TestServer::start().await;
     s.apply(config_map("web", 1)).await;
-    let text = s
-        .http
-        .get(s.url("/metrics"))
-        .bearer_auth(&s.token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.metrics().await;
     assert!(
         text.contains(
             r#"shipway_http_requests_total{method="POST",route="/api/v1/apply",status="201"} 1"#
@@ -550,16 +544,7 @@ async fn a_service_gets_a_proxy_listener_and_its_traffic_is_in_the_metrics() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(answer, "hello\n");
-    let text = s
-        .http
-        .get(s.url("/metrics"))
-        .bearer_auth(&s.token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.metrics().await;
     assert!(
         text.contains(r#"shipway_proxy_requests_total{service="default/web",backend="default",code_class="2xx"} 1"#),
         "{text}"
@@ -852,20 +837,16 @@ async fn the_whole_server_reads_the_change_log_once_per_write() {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
             .sum()
     };
-    let metrics = || async {
-        let (_, text) = server.call(reqwest::Method::GET, "/metrics", None).await;
-        text.as_str().unwrap_or_default().to_string()
-    };
     // Let start-up settle (the first list and watch).
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = reads(&metrics().await);
+    let before = reads(&server.metrics().await);
     let writes = 30;
     for i in 0..writes {
         let (code, status) = server.apply(config_map(&format!("c{i}"), i)).await;
         assert_eq!(code, 201, "{status}");
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let after = reads(&metrics().await);
+    let after = reads(&server.metrics().await);
     // Seven independent watches (five controllers, the collector, discovery) read it at least
     // seven times per write before the shared cache.
     assert!(

@@ -13,16 +13,19 @@ fn repo(workflow: &str) -> tempfile::TempDir {
     dir
 }
 
-fn shipway(dir: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("run")
+/// `shipway run -C DIR --data DIR/.data`.
+fn run_in(dir: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("run")
         .arg("-C")
         .arg(dir)
         .arg("--data")
-        .arg(dir.join(".data"))
-        .args(args)
-        .output()
-        .expect("run shipway")
+        .arg(dir.join(".data"));
+    cmd
+}
+
+fn shipway(dir: &Path, args: &[&str]) -> Output {
+    run_in(dir).args(args).output().expect("run shipway")
 }
 
 fn text(o: &Output) -> String {
@@ -132,12 +135,7 @@ fn ctrl_c_cancels_the_run_and_always_steps_still_run() {
     let dir = repo(
         "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo started; sleep 30\n      - if: always()\n        run: echo cleaned-up\n",
     );
-    let mut child = Command::new(BIN)
-        .arg("run")
-        .arg("-C")
-        .arg(dir.path())
-        .arg("--data")
-        .arg(dir.path().join(".data"))
+    let mut child = run_in(dir.path())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -327,12 +325,7 @@ fn a_closed_stdout_does_not_stop_or_crash_a_run() {
         "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n    - run: seq 1 20000\n    - run: echo done > {}\n",
         finished.display()
     ));
-    let mut child = Command::new(BIN)
-        .arg("run")
-        .arg("-C")
-        .arg(dir.path())
-        .arg("--data")
-        .arg(dir.path().join(".data"))
+    let mut child = run_in(dir.path())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
