@@ -9,6 +9,7 @@
 
 pub mod admit;
 pub mod crd;
+pub mod health;
 pub mod kinds;
 pub mod load;
 pub mod name;
