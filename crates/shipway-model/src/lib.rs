@@ -8,6 +8,7 @@
 //! *Architecture Invariant*: this crate does no IO. Callers read files; this crate parses text.
 
 pub mod admit;
+pub mod columns;
 pub mod crd;
 pub mod health;
 pub mod kinds;

@@ -437,7 +437,10 @@ async fn watch(
     args: &GetArgs,
 ) -> Result<(), Failure> {
     use std::io::Write;
-    let mut header_printed = false;
+    let mut table = output::WatchTable::new(
+        args.scope.all_namespaces,
+        args.output == Some(OutputFormat::Wide),
+    );
     let mut failure = None;
     client
         .watch(resource, &query, |event| {
@@ -466,18 +469,7 @@ async fn watch(
                     output::resource_name(&object),
                     object.metadata.name
                 ),
-                format => {
-                    let table = output::table(
-                        &[object],
-                        args.scope.all_namespaces,
-                        format == Some(OutputFormat::Wide),
-                    );
-                    let skip = if header_printed { 1 } else { 0 };
-                    header_printed = true;
-                    for line in table.lines().skip(skip) {
-                        outln!("{line}");
-                    }
-                }
+                _ => out!("{}", table.lines(&object)),
             }
             let _ = std::io::stdout().flush();
             true

@@ -2,283 +2,15 @@
 
 use serde_json::Value;
 use shipway_model::Object;
+use shipway_model::columns::{Column, columns};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
-/// A table column: its header and how to compute a cell.
-struct Column {
-    header: &'static str,
-    cell: fn(&Object) -> String,
-    wide_only: bool,
-}
-
-const fn col(header: &'static str, cell: fn(&Object) -> String) -> Column {
-    Column {
-        header,
-        cell,
-        wide_only: false,
-    }
-}
-
-const fn wide(header: &'static str, cell: fn(&Object) -> String) -> Column {
-    Column {
-        header,
-        cell,
-        wide_only: true,
-    }
-}
-
-fn at<'a>(o: &'a Object, pointer: &str) -> Option<&'a Value> {
-    // `body` holds everything but apiVersion/kind/metadata; build the pointer against it.
-    let (first, rest) = pointer
-        .trim_start_matches('/')
-        .split_once('/')
-        .unwrap_or((pointer.trim_start_matches('/'), ""));
-    let v = o.body.get(first)?;
-    if rest.is_empty() {
-        Some(v)
-    } else {
-        v.pointer(&format!("/{rest}"))
-    }
-}
-
-fn num(o: &Object, pointer: &str) -> i64 {
-    at(o, pointer).and_then(Value::as_i64).unwrap_or(0)
-}
-
-fn text(o: &Object, pointer: &str) -> String {
-    match at(o, pointer) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Null) | None => "<none>".into(),
-        Some(v) => v.to_string(),
-    }
-}
-
-fn count(o: &Object, field: &str) -> String {
-    let n = |f: &str| at(o, f).and_then(Value::as_object).map_or(0, |m| m.len());
-    (n(field) + n("binaryData") + if field == "data" { n("stringData") } else { 0 }).to_string()
-}
-
-fn containers(o: &Object, pointer: &str, field: &str) -> String {
-    let list = at(o, pointer)
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let names: Vec<String> = list
-        .iter()
-        .filter_map(|c| c.get(field).and_then(Value::as_str).map(str::to_string))
-        .collect();
-    if names.is_empty() {
-        "<none>".into()
-    } else {
-        names.join(",")
-    }
-}
-
-fn ports(o: &Object) -> String {
-    let list = at(o, "/spec/ports")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let ports: Vec<String> = list
-        .iter()
-        .map(|p| {
-            let port = p.get("port").map(|v| v.to_string()).unwrap_or_default();
-            let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
-            format!("{port}/{proto}")
-        })
-        .collect();
-    if ports.is_empty() {
-        "<none>".into()
-    } else {
-        ports.join(",")
-    }
-}
-
-fn selector(o: &Object, pointer: &str) -> String {
-    let map = at(o, pointer)
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
-    if map.is_empty() {
-        return "<none>".into();
-    }
-    map.iter()
-        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-fn age(o: &Object) -> String {
-    let Some(created) = o
-        .metadata
-        .creation_timestamp
-        .as_deref()
-        .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
-    else {
-        return "<unknown>".into();
-    };
-    human_duration((OffsetDateTime::now_utc() - created).whole_seconds())
-}
-
-/// kubectl's `HumanDuration`: precise when recent, coarse when old.
-pub fn human_duration(secs: i64) -> String {
-    let s = secs.max(0);
-    let (m, h, d) = (s / 60, s / 3600, s / 86400);
-    match s {
-        _ if s < 120 => format!("{s}s"),
-        _ if m < 10 => match s % 60 {
-            0 => format!("{m}m"),
-            r => format!("{m}m{r}s"),
-        },
-        _ if h < 3 => format!("{m}m"),
-        _ if h < 8 => match m % 60 {
-            0 => format!("{h}h"),
-            r => format!("{h}h{r}m"),
-        },
-        _ if h < 48 => format!("{h}h"),
-        _ if h < 24 * 8 => match h % 24 {
-            0 => format!("{d}d"),
-            r => format!("{d}d{r}h"),
-        },
-        _ if d < 365 * 2 => format!("{d}d"),
-        _ => format!("{}y", d / 365),
-    }
-}
-
-fn name(o: &Object) -> String {
-    o.metadata.name.clone()
-}
-
-fn columns(kind: &str) -> Vec<Column> {
-    let mut cols = vec![col("NAME", name)];
-    cols.extend(match kind {
-        "Deployment" => vec![
-            col("READY", |o| {
-                format!(
-                    "{}/{}",
-                    num(o, "/status/readyReplicas"),
-                    at(o, "/spec/replicas").and_then(Value::as_i64).unwrap_or(1)
-                )
-            }),
-            col("UP-TO-DATE", |o| {
-                num(o, "/status/updatedReplicas").to_string()
-            }),
-            col("AVAILABLE", |o| {
-                num(o, "/status/availableReplicas").to_string()
-            }),
-        ],
-        "ReplicaSet" => vec![
-            col("DESIRED", |o| {
-                at(o, "/spec/replicas")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(1)
-                    .to_string()
-            }),
-            col("CURRENT", |o| num(o, "/status/replicas").to_string()),
-            col("READY", |o| num(o, "/status/readyReplicas").to_string()),
-        ],
-        "Pod" => vec![
-            col("READY", |o| {
-                let statuses = at(o, "/status/containerStatuses")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default();
-                let total = at(o, "/spec/containers")
-                    .and_then(Value::as_array)
-                    .map_or(0, Vec::len);
-                let ready = statuses
-                    .iter()
-                    .filter(|s| s["ready"] == Value::Bool(true))
-                    .count();
-                format!("{ready}/{total}")
-            }),
-            col("STATUS", |o| {
-                text(o, "/status/phase").replace("<none>", "Pending")
-            }),
-            col("RESTARTS", |o| {
-                let statuses = at(o, "/status/containerStatuses")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default();
-                statuses
-                    .iter()
-                    .filter_map(|s| s["restartCount"].as_i64())
-                    .sum::<i64>()
-                    .to_string()
-            }),
-        ],
-        "Service" => vec![
-            col("TYPE", |o| {
-                text(o, "/spec/type").replace("<none>", "ClusterIP")
-            }),
-            col("ADDRESS", |o| text(o, "/status/address")),
-            col("PORT(S)", ports),
-        ],
-        "ConfigMap" => vec![col("DATA", |o| count(o, "data"))],
-        "Secret" => vec![
-            col("TYPE", |o| text(o, "/type").replace("<none>", "Opaque")),
-            col("DATA", |o| count(o, "data")),
-        ],
-        "Namespace" => vec![col("STATUS", |o| {
-            text(o, "/status/phase").replace("<none>", "Active")
-        })],
-        "Job" => vec![col("COMPLETIONS", |o| {
-            format!(
-                "{}/{}",
-                num(o, "/status/succeeded"),
-                at(o, "/spec/completions")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(1)
-            )
-        })],
-        "Application" => vec![
-            col("SYNC STATUS", |o| {
-                text(o, "/status/sync/status").replace("<none>", "Unknown")
-            }),
-            col("HEALTH STATUS", |o| {
-                text(o, "/status/health/status").replace("<none>", "Unknown")
-            }),
-        ],
-        "Rollout" => vec![
-            col("DESIRED", |o| {
-                at(o, "/spec/replicas")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(1)
-                    .to_string()
-            }),
-            col("CURRENT", |o| num(o, "/status/replicas").to_string()),
-            col("UP-TO-DATE", |o| {
-                num(o, "/status/updatedReplicas").to_string()
-            }),
-            col("AVAILABLE", |o| {
-                num(o, "/status/availableReplicas").to_string()
-            }),
-        ],
-        _ => vec![],
-    });
-    cols.push(col("AGE", age));
-    cols.extend(match kind {
-        "Deployment" | "ReplicaSet" => vec![
-            wide("CONTAINERS", |o| {
-                containers(o, "/spec/template/spec/containers", "name")
-            }),
-            wide("IMAGES", |o| {
-                containers(o, "/spec/template/spec/containers", "image")
-            }),
-            wide("SELECTOR", |o| selector(o, "/spec/selector/matchLabels")),
-        ],
-        "Pod" => vec![wide("CONTAINERS", |o| {
-            containers(o, "/spec/containers", "name")
-        })],
-        "Service" => vec![wide("SELECTOR", |o| selector(o, "/spec/selector"))],
-        _ => vec![],
-    });
-    cols
-}
+/// kubectl's `HumanDuration`; see [`shipway_model::columns::human_duration`].
+pub use shipway_model::columns::human_duration;
 
 /// Renders objects as kubectl does: one table per kind, a NAMESPACE column with `-A`.
 pub fn table(objects: &[Object], all_namespaces: bool, wide_output: bool) -> String {
+    let now = OffsetDateTime::now_utc().unix_timestamp();
     let mut out = String::new();
     let mut kinds: Vec<(&str, &str)> = objects
         .iter()
@@ -287,28 +19,18 @@ pub fn table(objects: &[Object], all_namespaces: bool, wide_output: bool) -> Str
     kinds.dedup();
     let several = kinds.len() > 1;
     for (i, (group, kind)) in kinds.iter().enumerate() {
-        let cols: Vec<Column> = columns(kind)
-            .into_iter()
-            .filter(|c| wide_output || !c.wide_only)
-            .collect();
-        let mut rows = vec![];
-        let mut header: Vec<String> = cols.iter().map(|c| c.header.to_string()).collect();
-        if all_namespaces {
-            header.insert(0, "NAMESPACE".into());
-        }
-        rows.push(header);
+        let cols = shown_columns(group, kind, wide_output);
+        let mut rows = vec![header(&cols, all_namespaces)];
         for o in objects
             .iter()
             .filter(|o| o.group() == *group && o.kind == *kind)
         {
-            let mut row: Vec<String> = cols.iter().map(|c| (c.cell)(o)).collect();
+            let mut r = row(o, &cols, now, all_namespaces);
             if several {
-                row[0] = format!("{}/{}", resource_name(o), row[0]);
+                let name = if all_namespaces { 1 } else { 0 };
+                r[name] = format!("{}/{}", resource_name(o), r[name]);
             }
-            if all_namespaces {
-                row.insert(0, o.metadata.namespace.clone().unwrap_or_default());
-            }
-            rows.push(row);
+            rows.push(r);
         }
         if i > 0 {
             out.push('\n');
@@ -316,6 +38,67 @@ pub fn table(objects: &[Object], all_namespaces: bool, wide_output: bool) -> Str
         out.push_str(&align(&rows));
     }
     out
+}
+
+fn shown_columns(group: &str, kind: &str, wide_output: bool) -> Vec<Column> {
+    columns(group, kind)
+        .into_iter()
+        .filter(|c| wide_output || !c.wide)
+        .collect()
+}
+
+fn header(cols: &[Column], all_namespaces: bool) -> Vec<String> {
+    let mut header: Vec<String> = cols.iter().map(|c| c.name.to_string()).collect();
+    if all_namespaces {
+        header.insert(0, "NAMESPACE".into());
+    }
+    header
+}
+
+fn row(o: &Object, cols: &[Column], now: i64, all_namespaces: bool) -> Vec<String> {
+    let mut row: Vec<String> = cols.iter().map(|c| c.cell(o, now)).collect();
+    if all_namespaces {
+        row.insert(0, o.metadata.namespace.clone().unwrap_or_default());
+    }
+    row
+}
+
+/// The rows of `get -w`, printed one event at a time: the header first, then each object's row
+/// padded to the widest cell seen so far in its column, so the columns stay aligned as long as
+/// no cell grows past the ones before it (kubectl pads each event on its own).
+pub struct WatchTable {
+    all_namespaces: bool,
+    wide: bool,
+    widths: Vec<usize>,
+    header_printed: bool,
+}
+
+impl WatchTable {
+    pub fn new(all_namespaces: bool, wide: bool) -> WatchTable {
+        WatchTable {
+            all_namespaces,
+            wide,
+            widths: Vec::new(),
+            header_printed: false,
+        }
+    }
+
+    /// The lines to print for `o` (with the header before the first).
+    pub fn lines(&mut self, o: &Object) -> String {
+        let cols = shown_columns(o.group(), &o.kind, self.wide);
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let mut rows = Vec::new();
+        if !self.header_printed {
+            self.header_printed = true;
+            rows.push(header(&cols, self.all_namespaces));
+        }
+        rows.push(row(o, &cols, now, self.all_namespaces));
+        let rows = escaped(&rows);
+        for r in &rows {
+            grow(&mut self.widths, r);
+        }
+        rows.iter().map(|r| line(r, &self.widths)).collect()
+    }
 }
 
 /// `s` with every control character made visible, for text printed on a terminal: an object's
@@ -346,33 +129,42 @@ pub fn escape_terminal(s: &str) -> std::borrow::Cow<'_, str> {
 /// Left-aligned columns separated by three spaces, as kubectl's tabwriter prints them. Cells
 /// are escaped ([`escape_terminal`]).
 pub fn align(rows: &[Vec<String>]) -> String {
-    let rows: Vec<Vec<std::borrow::Cow<'_, str>>> = rows
-        .iter()
-        .map(|r| r.iter().map(|c| escape_terminal(c)).collect())
-        .collect();
-    let ncols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..ncols)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|s| s.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let mut line = String::new();
-        for (c, cell) in row.iter().enumerate() {
-            line.push_str(cell);
-            if c + 1 < row.len() {
-                line.push_str(&" ".repeat(widths[c] - cell.chars().count() + 3));
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
+    let rows = escaped(rows);
+    let mut widths = Vec::new();
+    for r in &rows {
+        grow(&mut widths, r);
     }
-    out
+    rows.iter().map(|r| line(r, &widths)).collect()
+}
+
+fn escaped(rows: &[Vec<String>]) -> Vec<Vec<std::borrow::Cow<'_, str>>> {
+    rows.iter()
+        .map(|r| r.iter().map(|c| escape_terminal(c)).collect())
+        .collect()
+}
+
+/// Widens `widths` to fit `row`'s cells.
+fn grow(widths: &mut Vec<usize>, row: &[std::borrow::Cow<'_, str>]) {
+    if widths.len() < row.len() {
+        widths.resize(row.len(), 0);
+    }
+    for (w, cell) in widths.iter_mut().zip(row) {
+        *w = (*w).max(cell.chars().count());
+    }
+}
+
+/// One row, each cell but the last padded to its column's width plus three spaces.
+fn line(row: &[std::borrow::Cow<'_, str>], widths: &[usize]) -> String {
+    let mut line = String::new();
+    for (c, cell) in row.iter().enumerate() {
+        line.push_str(cell);
+        if c + 1 < row.len() {
+            line.push_str(&" ".repeat(widths[c] - cell.chars().count() + 3));
+        }
+    }
+    let mut line = line.trim_end().to_string();
+    line.push('\n');
+    line
 }
 
 /// `deployment.apps` for `-o name` and for mixed-kind tables.
@@ -538,21 +330,6 @@ mod tests {
     }
 
     #[test]
-    fn ages_are_humane() {
-        for (secs, want) in [
-            (5, "5s"),
-            (130, "2m10s"),
-            (600, "10m"),
-            (4 * 3600 + 60, "4h1m"),
-            (30 * 3600, "30h"),
-            (3 * 86400, "3d"),
-            (800 * 86400, "2y"),
-        ] {
-            assert_eq!(human_duration(secs), want);
-        }
-    }
-
-    #[test]
     fn control_characters_are_shown_not_sent_to_the_terminal() {
         assert_eq!(
             escape_terminal("a\x1b[31mred\r\n\t\x7f\u{9b}2J ok é"),
@@ -570,6 +347,27 @@ mod tests {
         assert_eq!(
             to_yaml(&json!({"note": "\x1b[31m\u{7f}\u{85}"})),
             "note: \"\\u001b[31m\\u007f\\u0085\"\n"
+        );
+    }
+
+    #[test]
+    fn watched_rows_keep_the_columns_of_the_rows_before() {
+        let pod = |name: &str, phase: &str| -> Object {
+            serde_json::from_value(json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name}, "spec": {"containers": [{"name": "c"}]},
+                "status": {"phase": phase}}))
+            .unwrap()
+        };
+        let mut t = WatchTable::new(false, false);
+        let first = t.lines(&pod("web-6f9c-abcde", "Pending"));
+        let second = t.lines(&pod("web-6f9c-abcde", "Running"));
+        let third = t.lines(&pod("db", "Running"));
+        assert_eq!(
+            format!("{first}{second}{third}"),
+            "NAME             READY   STATUS    RESTARTS   AGE\n\
+             web-6f9c-abcde   0/1     Pending   0          <unknown>\n\
+             web-6f9c-abcde   0/1     Running   0          <unknown>\n\
+             db               0/1     Running   0          <unknown>\n"
         );
     }
 
