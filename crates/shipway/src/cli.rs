@@ -21,6 +21,27 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Parses argv. The commands that never talk to a server (`run`, `render`, `image`) get
+    /// hidden copies of the global `--server` and `--token`, so their `--help` shows only what
+    /// they use while `shipway --server X run` still parses (clap propagates a global flag only
+    /// to commands that do not define it themselves).
+    pub fn parse_args() -> Cli {
+        use clap::{CommandFactory, FromArgMatches};
+        let mut command = Cli::command();
+        let hidden: Vec<clap::Arg> = command
+            .get_arguments()
+            .filter(|a| matches!(a.get_id().as_str(), "server" | "token"))
+            .map(|a| a.clone().hide(true))
+            .collect();
+        for local in ["run", "render", "image"] {
+            command = command.mut_subcommand(local, |sub| sub.args(hidden.clone()));
+        }
+        let matches = command.get_matches();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct Global {
     /// Address of the Shipway API server.
@@ -28,6 +49,7 @@ pub struct Global {
         long,
         global = true,
         env = "SHIPWAY_SERVER",
+        hide_env_values = true,
         default_value = "http://127.0.0.1:7070"
     )]
     pub server: String,
@@ -35,7 +57,7 @@ pub struct Global {
     #[arg(long, global = true, env = "SHIPWAY_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Data directory [default: ~/.local/share/shipway].
-    #[arg(long, global = true, env = "SHIPWAY_DATA")]
+    #[arg(long, global = true, env = "SHIPWAY_DATA", hide_env_values = true)]
     pub data: Option<PathBuf>,
 }
 

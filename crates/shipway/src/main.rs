@@ -15,8 +15,6 @@ mod run;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 /// A failure and the exit code it maps to (DESIGN §8: 1 the operation failed, 2 usage or validation).
 #[derive(Debug)]
 pub enum Failure {
@@ -47,7 +45,7 @@ impl From<client::ClientError> for Failure {
 }
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = cli::Cli::parse_args();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1181,3 +1181,50 @@ fn server_without_scheme_missing_token_and_unreachable_version() {
         text(&out.stderr)
     );
 }
+
+/// Help shows what a command uses and never the values of the environment it reads (a token or
+/// a server address set in the shell would otherwise be printed to whoever reads the help).
+#[test]
+fn help_shows_only_the_flags_a_command_uses_and_no_environment_values() {
+    let help = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .env("SHIPWAY_SERVER", "http://server-from-env:1")
+            .env("SHIPWAY_TOKEN", "token-from-env")
+            .env("SHIPWAY_DATA", "/data-from-env")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    for args in [
+        &["get", "--help"][..],
+        &["up", "--help"],
+        &["run", "--help"],
+    ] {
+        let h = help(args);
+        assert!(
+            !h.contains("-from-env"),
+            "{args:?} echoes the environment:\n{h}"
+        );
+    }
+    let get = help(&["get", "--help"]);
+    assert!(get.contains("--server") && get.contains("--token"), "{get}");
+    for local in [
+        &["run", "--help"][..],
+        &["render", "--help"],
+        &["image", "import", "--help"],
+    ] {
+        let h = help(local);
+        assert!(
+            !h.contains("--server") && !h.contains("--token"),
+            "{local:?} shows server flags it never uses:\n{h}"
+        );
+    }
+    // The hidden copies still parse where a script puts them.
+    let out = Command::new(BIN)
+        .args(["--server", "127.0.0.1:9", "render", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
