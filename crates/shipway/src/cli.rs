@@ -88,6 +88,9 @@ pub enum Command {
     Image(ImageCommand),
     /// Print the logs of a container in a pod (POD or TYPE/NAME, e.g. deploy/web).
     Logs(LogsArgs),
+    /// List the resource types the server knows: built-in kinds and those its
+    /// CustomResourceDefinitions define.
+    ApiResources(ApiResourcesArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -288,8 +291,20 @@ pub enum OutputFormat {
 }
 
 #[derive(Debug, Args)]
+pub struct ApiResourcesArgs {
+    /// Only namespaced (`true`) or only cluster-scoped (`false`) types.
+    #[arg(long, value_name = "BOOL")]
+    pub namespaced: Option<bool>,
+    /// `name` prints `plural.group` lines only.
+    #[arg(short, long, value_parser = ["name"])]
+    pub output: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct GetArgs {
-    /// Resource type (`deployments`, `deploy`, `svc`, `Widget.example.com`), or TYPE/NAME.
+    /// Resource type (`deployments`, `deploy`, `svc`, `Widget.example.com`), several separated by
+    /// commas (`deploy,svc,pods`), `all` (pods, services, deployments, replica sets, jobs and the
+    /// other workload kinds, as kubectl's `all`), or TYPE/NAME.
     pub resource: String,
     /// Names of objects to show.
     pub names: Vec<String>,
@@ -304,6 +319,17 @@ pub struct GetArgs {
     /// After listing, keep printing objects as they change (until interrupted).
     #[arg(short, long)]
     pub watch: bool,
+    /// Show each object's labels as the last column.
+    #[arg(long)]
+    pub show_labels: bool,
+    /// Show the values of these labels as columns (`-L app,tier`; repeatable).
+    #[arg(
+        short = 'L',
+        long = "label-columns",
+        value_delimiter = ',',
+        value_name = "LABEL"
+    )]
+    pub label_columns: Vec<String>,
 }
 
 #[derive(Debug, Args)]

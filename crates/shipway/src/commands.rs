@@ -9,8 +9,8 @@ use shipway_server::{AdminToken, Config, ProxyConfig, Server};
 
 use crate::Failure;
 use crate::cli::{
-    ApplyArgs, Cli, Command, DeleteArgs, DescribeArgs, EventsArgs, GetArgs, Global, OutputFormat,
-    ProxyArgs, UpArgs,
+    ApiResourcesArgs, ApplyArgs, Cli, Command, DeleteArgs, DescribeArgs, EventsArgs, GetArgs,
+    Global, OutputFormat, ProxyArgs, UpArgs,
 };
 use crate::client::{Client, ClientError};
 use crate::output;
@@ -29,6 +29,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Version => version(global).await,
         Command::Image(cmd) => crate::image::run(&data_dir(global)?, cmd),
         Command::Logs(args) => logs(&client(global)?, args).await,
+        Command::ApiResources(args) => api_resources(&client(global)?, args).await,
     }
 }
 
@@ -377,17 +378,142 @@ fn namespace_query(namespace: Option<&str>, all: bool) -> Vec<(&'static str, Str
     }
 }
 
+/// `api-resources`: the built-in kinds, then those of the stored CRDs, as kubectl prints them.
+async fn api_resources(client: &Client, args: ApiResourcesArgs) -> Result<(), Failure> {
+    struct Row {
+        name: String,
+        short: String,
+        api_version: String,
+        namespaced: bool,
+        kind: String,
+        group: String,
+    }
+    let mut rows: Vec<Row> = shipway_model::Kinds::all()
+        .iter()
+        .map(|k| Row {
+            name: k.plural.to_string(),
+            short: k.short_names.join(","),
+            api_version: k.api_version(),
+            namespaced: k.namespaced,
+            kind: k.kind.to_string(),
+            group: k.group.to_string(),
+        })
+        .collect();
+    for crd in client.list("customresourcedefinitions", &[]).await? {
+        let Ok(kind) = shipway_model::crd::custom_kind(&crd) else {
+            continue;
+        };
+        // A CRD for a kind Shipway has built in (Argo's) defines nothing new.
+        if rows
+            .iter()
+            .any(|r| r.group == kind.group && r.kind == kind.kind)
+        {
+            continue;
+        }
+        rows.push(Row {
+            name: kind.plural.clone(),
+            short: kind.short_names.join(","),
+            api_version: format!(
+                "{}/{}",
+                kind.group,
+                kind.served.first().map(String::as_str).unwrap_or("v1")
+            ),
+            namespaced: kind.namespaced,
+            kind: kind.kind.clone(),
+            group: kind.group.clone(),
+        });
+    }
+    rows.retain(|r| args.namespaced.is_none_or(|n| n == r.namespaced));
+    // The core group first, then by group and name, as kubectl lists them.
+    rows.sort_by(|a, b| {
+        (!a.group.is_empty(), &a.group, &a.name).cmp(&(!b.group.is_empty(), &b.group, &b.name))
+    });
+    if args.output.as_deref() == Some("name") {
+        for r in &rows {
+            if r.group.is_empty() {
+                outln!("{}", r.name);
+            } else {
+                outln!("{}.{}", r.name, r.group);
+            }
+        }
+        return Ok(());
+    }
+    let mut table = vec![
+        ["NAME", "SHORTNAMES", "APIVERSION", "NAMESPACED", "KIND"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for r in rows {
+        table.push(vec![
+            r.name,
+            r.short,
+            r.api_version,
+            r.namespaced.to_string(),
+            r.kind,
+        ]);
+    }
+    out!("{}", output::align(&table));
+    Ok(())
+}
+
+/// kubectl's `all`: the workload kinds and Services.
+const ALL: &[&str] = &[
+    "pods",
+    "services",
+    "daemonsets",
+    "deployments",
+    "replicasets",
+    "statefulsets",
+    "jobs",
+    "cronjobs",
+];
+
+/// The resource types a `get` names: `deploy,svc` is two, `all` is [`ALL`].
+fn resource_types(resource: &str) -> Result<Vec<String>, Failure> {
+    let mut types = Vec::new();
+    for t in resource.split(',') {
+        match t.trim() {
+            "" => {
+                return Err(Failure::Usage(format!(
+                    "{resource:?}: an empty resource type between commas"
+                )));
+            }
+            "all" => types.extend(ALL.iter().map(|t| t.to_string())),
+            t => types.push(t.to_string()),
+        }
+    }
+    Ok(types)
+}
+
+fn table_options(args: &GetArgs) -> output::TableOptions {
+    output::TableOptions {
+        all_namespaces: args.scope.all_namespaces,
+        wide: args.output == Some(OutputFormat::Wide),
+        label_columns: args.label_columns.clone(),
+        show_labels: args.show_labels,
+    }
+}
+
 async fn get(client: &Client, args: GetArgs) -> Result<(), Failure> {
     let (resource, names) = split_resource(&args.resource, &args.names)?;
+    let types = resource_types(&resource)?;
     let mut query = namespace_query(args.scope.namespace.as_deref(), args.scope.all_namespaces);
     if let Some(sel) = &args.selector {
         query.push(("labelSelector", sel.clone()));
     }
     if args.watch {
-        return watch(client, &resource, &names, query, &args).await;
+        let [resource] = &types[..] else {
+            return Err(Failure::Usage(
+                "watch is only supported on individual resources and resource collections, but several resource types were named".into(),
+            ));
+        };
+        return watch(client, resource, &names, query, &args).await;
     }
-    let single = names.len() == 1;
-    let objects = fetch(client, &resource, &names, &query).await?;
+    let single = names.len() == 1 && types.len() == 1;
+    let mut objects = Vec::new();
+    for t in &types {
+        objects.extend(fetch(client, t, &names, &query).await?);
+    }
     if objects.is_empty() && !matches!(args.output, Some(OutputFormat::Json | OutputFormat::Yaml)) {
         match (args.scope.all_namespaces, &args.scope.namespace) {
             (true, _) => eprintln!("No resources found"),
@@ -416,14 +542,9 @@ async fn get(client: &Client, args: GetArgs) -> Result<(), Failure> {
                 outln!("{}/{}", output::resource_name(o), o.metadata.name);
             }
         }
-        Some(OutputFormat::Wide) => out!(
-            "{}",
-            output::table(&objects, args.scope.all_namespaces, true)
-        ),
-        None => out!(
-            "{}",
-            output::table(&objects, args.scope.all_namespaces, false)
-        ),
+        Some(OutputFormat::Wide) | None => {
+            out!("{}", output::table(&objects, &table_options(&args)))
+        }
     }
     Ok(())
 }
@@ -437,10 +558,7 @@ async fn watch(
     args: &GetArgs,
 ) -> Result<(), Failure> {
     use std::io::Write;
-    let mut table = output::WatchTable::new(
-        args.scope.all_namespaces,
-        args.output == Some(OutputFormat::Wide),
-    );
+    let mut table = output::WatchTable::new(table_options(args));
     let mut failure = None;
     client
         .watch(resource, &query, |event| {

@@ -8,8 +8,19 @@ use time::OffsetDateTime;
 /// kubectl's `HumanDuration`; see [`shipway_model::columns::human_duration`].
 pub use shipway_model::columns::human_duration;
 
-/// Renders objects as kubectl does: one table per kind, a NAMESPACE column with `-A`.
-pub fn table(objects: &[Object], all_namespaces: bool, wide_output: bool) -> String {
+/// How a table is printed: kubectl's `-A`, `-o wide`, `-L` and `--show-labels`.
+#[derive(Clone, Debug, Default)]
+pub struct TableOptions {
+    pub all_namespaces: bool,
+    pub wide: bool,
+    /// Label keys shown as columns, in order.
+    pub label_columns: Vec<String>,
+    pub show_labels: bool,
+}
+
+/// Renders objects as kubectl does: one table per kind (names prefixed with `kind.group/` when
+/// there are several kinds), a NAMESPACE column with `-A`.
+pub fn table(objects: &[Object], opts: &TableOptions) -> String {
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let mut out = String::new();
     let mut kinds: Vec<(&str, &str)> = objects
@@ -19,15 +30,15 @@ pub fn table(objects: &[Object], all_namespaces: bool, wide_output: bool) -> Str
     kinds.dedup();
     let several = kinds.len() > 1;
     for (i, (group, kind)) in kinds.iter().enumerate() {
-        let cols = shown_columns(group, kind, wide_output);
-        let mut rows = vec![header(&cols, all_namespaces)];
+        let cols = shown_columns(group, kind, opts.wide);
+        let mut rows = vec![header(&cols, opts)];
         for o in objects
             .iter()
             .filter(|o| o.group() == *group && o.kind == *kind)
         {
-            let mut r = row(o, &cols, now, all_namespaces);
+            let mut r = row(o, &cols, now, opts);
             if several {
-                let name = if all_namespaces { 1 } else { 0 };
+                let name = usize::from(opts.all_namespaces);
                 r[name] = format!("{}/{}", resource_name(o), r[name]);
             }
             rows.push(r);
@@ -47,18 +58,42 @@ fn shown_columns(group: &str, kind: &str, wide_output: bool) -> Vec<Column> {
         .collect()
 }
 
-fn header(cols: &[Column], all_namespaces: bool) -> Vec<String> {
+fn header(cols: &[Column], opts: &TableOptions) -> Vec<String> {
     let mut header: Vec<String> = cols.iter().map(|c| c.name.to_string()).collect();
-    if all_namespaces {
+    if opts.all_namespaces {
         header.insert(0, "NAMESPACE".into());
+    }
+    // kubectl heads a label column with the key's last segment, upper-cased.
+    for key in &opts.label_columns {
+        let short = key.rsplit('/').next().unwrap_or(key);
+        header.push(short.to_uppercase());
+    }
+    if opts.show_labels {
+        header.push("LABELS".into());
     }
     header
 }
 
-fn row(o: &Object, cols: &[Column], now: i64, all_namespaces: bool) -> Vec<String> {
+fn row(o: &Object, cols: &[Column], now: i64, opts: &TableOptions) -> Vec<String> {
     let mut row: Vec<String> = cols.iter().map(|c| c.cell(o, now)).collect();
-    if all_namespaces {
+    if opts.all_namespaces {
         row.insert(0, o.metadata.namespace.clone().unwrap_or_default());
+    }
+    for key in &opts.label_columns {
+        row.push(o.metadata.labels.get(key).cloned().unwrap_or_default());
+    }
+    if opts.show_labels {
+        let labels: Vec<String> = o
+            .metadata
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        row.push(if labels.is_empty() {
+            "<none>".into()
+        } else {
+            labels.join(",")
+        });
     }
     row
 }
@@ -67,17 +102,15 @@ fn row(o: &Object, cols: &[Column], now: i64, all_namespaces: bool) -> Vec<Strin
 /// padded to the widest cell seen so far in its column, so the columns stay aligned as long as
 /// no cell grows past the ones before it (kubectl pads each event on its own).
 pub struct WatchTable {
-    all_namespaces: bool,
-    wide: bool,
+    opts: TableOptions,
     widths: Vec<usize>,
     header_printed: bool,
 }
 
 impl WatchTable {
-    pub fn new(all_namespaces: bool, wide: bool) -> WatchTable {
+    pub fn new(opts: TableOptions) -> WatchTable {
         WatchTable {
-            all_namespaces,
-            wide,
+            opts,
             widths: Vec::new(),
             header_printed: false,
         }
@@ -85,14 +118,14 @@ impl WatchTable {
 
     /// The lines to print for `o` (with the header before the first).
     pub fn lines(&mut self, o: &Object) -> String {
-        let cols = shown_columns(o.group(), &o.kind, self.wide);
+        let cols = shown_columns(o.group(), &o.kind, self.opts.wide);
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let mut rows = Vec::new();
         if !self.header_printed {
             self.header_printed = true;
-            rows.push(header(&cols, self.all_namespaces));
+            rows.push(header(&cols, &self.opts));
         }
-        rows.push(row(o, &cols, now, self.all_namespaces));
+        rows.push(row(o, &cols, now, &self.opts));
         let rows = escaped(&rows);
         for r in &rows {
             grow(&mut self.widths, r);
@@ -358,7 +391,7 @@ mod tests {
                 "status": {"phase": phase}}))
             .unwrap()
         };
-        let mut t = WatchTable::new(false, false);
+        let mut t = WatchTable::new(TableOptions::default());
         let first = t.lines(&pod("web-6f9c-abcde", "Pending"));
         let second = t.lines(&pod("web-6f9c-abcde", "Running"));
         let third = t.lines(&pod("db", "Running"));
@@ -368,6 +401,23 @@ mod tests {
              web-6f9c-abcde   0/1     Pending   0          <unknown>\n\
              web-6f9c-abcde   0/1     Running   0          <unknown>\n\
              db               0/1     Running   0          <unknown>\n"
+        );
+    }
+
+    #[test]
+    fn label_columns_and_labels_come_last() {
+        let o: Object = serde_json::from_value(json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "settings", "labels": {"app": "web", "app.kubernetes.io/tier": "db"}}}))
+        .unwrap();
+        let opts = TableOptions {
+            label_columns: vec!["app.kubernetes.io/tier".into(), "missing".into()],
+            show_labels: true,
+            ..TableOptions::default()
+        };
+        assert_eq!(
+            table(&[o], &opts),
+            "NAME       DATA   AGE         TIER   MISSING   LABELS\n\
+             settings   0      <unknown>   db               app=web,app.kubernetes.io/tier=db\n"
         );
     }
 

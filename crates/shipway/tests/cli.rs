@@ -1228,3 +1228,53 @@ fn help_shows_only_the_flags_a_command_uses_and_no_environment_values() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+/// kubectl's habits: several types at once, `all`, label columns, and `api-resources` listing
+/// the kinds CRDs add.
+#[test]
+fn several_types_all_label_columns_and_api_resources() {
+    let data = tempfile::tempdir().unwrap();
+    let up = Up::start(data.path());
+    let manifests = "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  labels: {app: web, tier: front}\nspec:\n  ports:\n  - port: 80\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  labels: {app: web}\ndata: {a: \"1\"}\n---\napiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: widgets.example.com\nspec:\n  group: example.com\n  names: {kind: Widget, plural: widgets, singular: widget, shortNames: [wd]}\n  scope: Namespaced\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}\n";
+    let out = up.cli_with_stdin(data.path(), &["apply", "-f", "-"], manifests);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    let out = up.cli(data.path(), &["get", "svc,cm", "-o", "name"]);
+    assert_eq!(text(&out.stdout), "service/web\nconfigmap/settings\n", "{}", text(&out.stderr));
+    let out = up.cli(data.path(), &["get", "svc,configmaps"]);
+    let table = text(&out.stdout);
+    assert!(table.starts_with("NAME          TYPE"), "{table}");
+    assert!(table.contains("\n\nNAME                 DATA   AGE\nconfigmap/settings   1 "), "{table}");
+    let out = up.cli(data.path(), &["get", "all", "-o", "name"]);
+    assert_eq!(text(&out.stdout), "service/web\n", "{}", text(&out.stderr));
+
+    let out = up.cli(data.path(), &["get", "svc", "-L", "tier", "--show-labels"]);
+    let lines: Vec<String> = text(&out.stdout).lines().map(String::from).collect();
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(header[header.len() - 2..], ["TIER", "LABELS"], "{lines:?}");
+    assert!(lines[1].ends_with("   front   app=web,tier=front"), "{lines:?}");
+
+    let out = up.cli(data.path(), &["api-resources"]);
+    let resources = text(&out.stdout);
+    let widget = resources
+        .lines()
+        .find(|l| l.starts_with("widgets "))
+        .unwrap_or_else(|| panic!("{resources}"));
+    assert_eq!(
+        widget.split_whitespace().collect::<Vec<_>>(),
+        ["widgets", "wd", "example.com/v1", "true", "Widget"]
+    );
+    assert!(resources.starts_with("NAME "), "{resources}");
+    assert!(
+        resources.lines().nth(1).unwrap().starts_with("configmaps "),
+        "the core group comes first:\n{resources}"
+    );
+    let out = up.cli(data.path(), &["api-resources", "--namespaced=false", "-o", "name"]);
+    let names = text(&out.stdout);
+    assert!(names.contains("namespaces\n") && !names.contains("pods\n"), "{names}");
+    assert!(names.contains("customresourcedefinitions.apiextensions.k8s.io\n"), "{names}");
+
+    // Watching several types is refused as kubectl does.
+    let out = up.cli(data.path(), &["get", "svc,cm", "-w"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}
