@@ -950,6 +950,67 @@ async fn version(global: &Global) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The pods of a workload, the one `logs TYPE/NAME` reads first: running before others, newest
+/// first. Pods a Job or ReplicaSet controls are found by owner; a Deployment's (whose pods its
+/// ReplicaSets own) and others' by the workload's label selector.
+async fn workload_pods(
+    client: &Client,
+    owner: &Object,
+    ns_query: &[(&'static str, String)],
+) -> Result<Vec<Object>, Failure> {
+    let name = format!("{}/{}", output::resource_name(owner), owner.metadata.name);
+    let owned_directly = matches!(
+        (owner.group(), owner.kind.as_str()),
+        ("batch", "Job") | ("apps", "ReplicaSet")
+    );
+    let mut pods = if owned_directly {
+        let uid = owner.metadata.uid.clone().unwrap_or_default();
+        let mut pods = client.list("pods", ns_query).await?;
+        pods.retain(|p| {
+            p.metadata
+                .owner_references
+                .iter()
+                .any(|r| r.controller == Some(true) && r.uid == uid)
+        });
+        pods
+    } else {
+        let labels = owner
+            .spec()
+            .and_then(|s| {
+                s.pointer("/selector/matchLabels")
+                    .or_else(|| s.get("selector"))
+            })
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default();
+        if labels.is_empty() {
+            return Err(Failure::Usage(format!(
+                "{name} has no label selector to find its pods"
+            )));
+        }
+        let mut query = ns_query.to_vec();
+        query.push(("labelSelector", labels));
+        client.list("pods", &query).await?
+    };
+    pods.sort_by_key(|p| {
+        let running = p
+            .status()
+            .and_then(|s| s.get("phase"))
+            .and_then(Value::as_str)
+            == Some("Running");
+        (
+            !running,
+            std::cmp::Reverse(p.metadata.creation_timestamp.clone()),
+        )
+    });
+    Ok(pods)
+}
+
 async fn logs(client: &Client, args: crate::cli::LogsArgs) -> Result<(), Failure> {
     let namespace = args
         .namespace
@@ -960,45 +1021,20 @@ async fn logs(client: &Client, args: crate::cli::LogsArgs) -> Result<(), Failure
         None => args.target.clone(),
         Some(("pod" | "pods" | "po", name)) => name.to_string(),
         Some((resource, name)) => {
-            // A workload: one of its pods, preferring running ones, as kubectl does.
             let owner = client.get(resource, name, &ns_query).await?;
-            let labels = owner
-                .spec()
-                .and_then(|s| {
-                    s.pointer("/selector/matchLabels")
-                        .or_else(|| s.get("selector"))
-                })
-                .and_then(Value::as_object)
-                .map(|m| {
-                    m.iter()
-                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-                        .collect::<Vec<_>>()
-                        .join(",")
-                })
-                .unwrap_or_default();
-            if labels.is_empty() {
-                return Err(Failure::Usage(format!(
-                    "{resource}/{name} has no label selector to find its pods"
-                )));
+            let pods = workload_pods(client, &owner, &ns_query).await?;
+            let Some(chosen) = pods.first() else {
+                return Err(Failure::Failed(format!("{resource}/{name} has no pods")));
+            };
+            if pods.len() > 1 {
+                // As kubectl says it, on stderr, so the logs themselves stay clean.
+                eprintln!(
+                    "Found {} pods, using pod/{}",
+                    pods.len(),
+                    chosen.metadata.name
+                );
             }
-            let mut query = ns_query.clone();
-            query.push(("labelSelector", labels));
-            let mut pods = client.list("pods", &query).await?;
-            pods.sort_by_key(|p| {
-                let running = p
-                    .status()
-                    .and_then(|s| s.get("phase"))
-                    .and_then(Value::as_str)
-                    == Some("Running");
-                (
-                    !running,
-                    std::cmp::Reverse(p.metadata.creation_timestamp.clone()),
-                )
-            });
-            match pods.first() {
-                Some(p) => p.metadata.name.clone(),
-                None => return Err(Failure::Failed(format!("{resource}/{name} has no pods"))),
-            }
+            chosen.metadata.name.clone()
         }
     };
     let mut query = ns_query;

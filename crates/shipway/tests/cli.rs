@@ -1240,11 +1240,19 @@ fn several_types_all_label_columns_and_api_resources() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 
     let out = up.cli(data.path(), &["get", "svc,cm", "-o", "name"]);
-    assert_eq!(text(&out.stdout), "service/web\nconfigmap/settings\n", "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "service/web\nconfigmap/settings\n",
+        "{}",
+        text(&out.stderr)
+    );
     let out = up.cli(data.path(), &["get", "svc,configmaps"]);
     let table = text(&out.stdout);
     assert!(table.starts_with("NAME          TYPE"), "{table}");
-    assert!(table.contains("\n\nNAME                 DATA   AGE\nconfigmap/settings   1 "), "{table}");
+    assert!(
+        table.contains("\n\nNAME                 DATA   AGE\nconfigmap/settings   1 "),
+        "{table}"
+    );
     let out = up.cli(data.path(), &["get", "all", "-o", "name"]);
     assert_eq!(text(&out.stdout), "service/web\n", "{}", text(&out.stderr));
 
@@ -1252,7 +1260,10 @@ fn several_types_all_label_columns_and_api_resources() {
     let lines: Vec<String> = text(&out.stdout).lines().map(String::from).collect();
     let header: Vec<&str> = lines[0].split_whitespace().collect();
     assert_eq!(header[header.len() - 2..], ["TIER", "LABELS"], "{lines:?}");
-    assert!(lines[1].ends_with("   front   app=web,tier=front"), "{lines:?}");
+    assert!(
+        lines[1].ends_with("   front   app=web,tier=front"),
+        "{lines:?}"
+    );
 
     let out = up.cli(data.path(), &["api-resources"]);
     let resources = text(&out.stdout);
@@ -1269,12 +1280,67 @@ fn several_types_all_label_columns_and_api_resources() {
         resources.lines().nth(1).unwrap().starts_with("configmaps "),
         "the core group comes first:\n{resources}"
     );
-    let out = up.cli(data.path(), &["api-resources", "--namespaced=false", "-o", "name"]);
+    let out = up.cli(
+        data.path(),
+        &["api-resources", "--namespaced=false", "-o", "name"],
+    );
     let names = text(&out.stdout);
-    assert!(names.contains("namespaces\n") && !names.contains("pods\n"), "{names}");
-    assert!(names.contains("customresourcedefinitions.apiextensions.k8s.io\n"), "{names}");
+    assert!(
+        names.contains("namespaces\n") && !names.contains("pods\n"),
+        "{names}"
+    );
+    assert!(
+        names.contains("customresourcedefinitions.apiextensions.k8s.io\n"),
+        "{names}"
+    );
 
     // Watching several types is refused as kubectl does.
     let out = up.cli(data.path(), &["get", "svc,cm", "-w"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}
+
+/// `logs job/NAME` reads the Job's pod; `logs deploy/NAME` says which of its pods it chose.
+#[test]
+fn logs_of_a_workload_find_its_pods_and_say_which() {
+    let data = tempfile::tempdir().unwrap();
+    let app = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["image", "import", "shell:v1"])
+        .arg(app.path())
+        .args(["--entrypoint", "/bin/sh", "-c"])
+        .env("SHIPWAY_DATA", data.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let up = Up::start(data.path());
+    let manifests = "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: once\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: main\n        image: shell:v1\n        args: [\"echo job output\"]\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers:\n      - name: main\n        image: shell:v1\n        args: [\"echo serving; sleep 60\"]\n";
+    let out = up.cli_with_stdin(data.path(), &["apply", "-f", "-"], manifests);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    wait_for(30, "the job to complete", || {
+        let out = up.cli(data.path(), &["get", "job", "once", "-o", "json"]);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .is_ok_and(|j| j["status"]["succeeded"].as_i64() == Some(1))
+    });
+    let out = up.cli(data.path(), &["logs", "job/once"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "job output\n");
+    assert_eq!(text(&out.stderr), "", "one pod: nothing to say");
+
+    wait_for(30, "both pods to run and print", || {
+        ready_replicas(&up, data.path(), "web") == 2
+    });
+    let mut out = up.cli(data.path(), &["logs", "deploy/web"]);
+    wait_for(10, "the chosen pod to print", || {
+        out = up.cli(data.path(), &["logs", "deploy/web"]);
+        text(&out.stdout) == "serving\n"
+    });
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    let chosen = stderr
+        .strip_prefix("Found 2 pods, using pod/")
+        .and_then(|s| s.strip_suffix('\n'))
+        .unwrap_or_else(|| panic!("{stderr:?}"));
+    assert!(chosen.starts_with("web-"), "{stderr}");
+    let direct = up.cli(data.path(), &["logs", chosen]);
+    assert_eq!(text(&direct.stdout), text(&out.stdout), "the pod it named");
 }
