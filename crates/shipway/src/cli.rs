@@ -272,8 +272,16 @@ fn parse_workers(text: &str) -> Result<usize, String> {
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
     /// A file, a directory (read recursively: *.yaml, *.yml, *.json) or `-` for stdin. Repeatable.
-    #[arg(short = 'f', long = "filename", required = true)]
+    #[arg(short = 'f', long = "filename", required_unless_present = "kustomize")]
     pub files: Vec<String>,
+    /// A kustomization directory: rendered as `shipway render DIR` prints it, then applied.
+    #[arg(
+        short = 'k',
+        long = "kustomize",
+        value_name = "DIR",
+        conflicts_with = "files"
+    )]
+    pub kustomize: Option<PathBuf>,
     /// Validate on the server and show what would happen, without writing anything.
     #[arg(long)]
     pub dry_run: bool,

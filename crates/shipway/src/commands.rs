@@ -316,7 +316,10 @@ fn set_namespace(objects: &mut [Object], namespace: Option<&str>) -> Result<(), 
 }
 
 async fn apply(client: &Client, args: ApplyArgs) -> Result<(), Failure> {
-    let mut objects = read_objects(&args.files)?;
+    let mut objects = match &args.kustomize {
+        Some(dir) => crate::render::kustomization_objects(dir)?,
+        None => read_objects(&args.files)?,
+    };
     set_namespace(&mut objects, args.namespace.as_deref())?;
     let mut failed = Vec::new();
     for object in &objects {

@@ -92,6 +92,22 @@ pub fn run(args: RenderArgs) -> Result<(), Failure> {
     }
 }
 
+/// The objects of the kustomization in `dir`, as `apply -k` applies them (kubectl's defaults: legacy
+/// order, files only from inside each kustomization).
+pub fn kustomization_objects(dir: &Path) -> Result<Vec<shipway_model::Object>, Failure> {
+    let dir = absolute(dir)?;
+    let fs = DiskFs;
+    if !shipway_kustomize::has_kustomization(&fs, &dir) {
+        return Err(Failure::Usage(format!(
+            "unable to find one of 'kustomization.yaml', 'kustomization.yml' or 'Kustomization' in directory '{}'",
+            dir.display()
+        )));
+    }
+    let rendered = shipway_kustomize::render(&fs, &dir, &Options::default())
+        .map_err(|e| Failure::Usage(e.to_string()))?;
+    Ok(rendered.into_iter().map(|r| r.object).collect())
+}
+
 fn absolute(p: &Path) -> Result<PathBuf, Failure> {
     if p.is_absolute() {
         return Ok(p.to_path_buf());

@@ -1344,3 +1344,54 @@ fn logs_of_a_workload_find_its_pods_and_say_which() {
     let direct = up.cli(data.path(), &["logs", chosen]);
     assert_eq!(text(&direct.stdout), text(&out.stdout), "the pod it named");
 }
+
+/// `apply -k DIR` applies what `render DIR` prints; a directory without a kustomization is
+/// refused as kubectl refuses it.
+#[test]
+fn apply_k_renders_the_kustomization_and_applies_it() {
+    let data = tempfile::tempdir().unwrap();
+    let up = Up::start(data.path());
+    let tree = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tree.path().join("kustomization.yaml"),
+        "namePrefix: dev-\nresources: [svc.yaml]\nconfigMapGenerator:\n- name: settings\n  literals: [mode=fast]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        tree.path().join("svc.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  ports:\n  - port: 80\n",
+    )
+    .unwrap();
+    let dir = tree.path().to_str().unwrap();
+    let rendered = Command::new(BIN).args(["render", dir]).output().unwrap();
+    let cm_name = text(&rendered.stdout)
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("  name: dev-settings-")
+                .map(|h| format!("dev-settings-{h}"))
+        })
+        .unwrap_or_else(|| panic!("{}", text(&rendered.stdout)));
+    let out = up.cli(data.path(), &["apply", "-k", dir]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        format!("configmap/{cm_name} created\nservice/dev-web created\n")
+    );
+    let out = up.cli(data.path(), &["get", "cm", &cm_name, "-o", "json"]);
+    let cm: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cm["data"]["mode"], "fast");
+
+    let plain = tempfile::tempdir().unwrap();
+    let out = up.cli(
+        data.path(),
+        &["apply", "-k", plain.path().to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("unable to find one of 'kustomization.yaml'"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = up.cli(data.path(), &["apply", "-k", dir, "-f", dir]);
+    assert_eq!(out.status.code(), Some(2), "-k and -f together");
+}
