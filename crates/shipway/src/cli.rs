@@ -124,7 +124,8 @@ pub enum ImageCommand {
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {
-    /// A pod name, or TYPE/NAME of a workload (deploy/web, rs/web-abc) to pick one of its pods.
+    /// A pod name, or TYPE/NAME of a workload (deploy/web, job/migrate, rs/web-abc) to pick one
+    /// of its pods.
     pub target: String,
     /// The container [default: the pod's only container].
     #[arg(short, long)]
@@ -140,6 +141,10 @@ pub struct LogsArgs {
     pub previous: bool,
     #[arg(short, long)]
     pub namespace: Option<String>,
+    /// With TYPE/NAME: how long to wait for one of its pods to be running (or finished).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true,
+        default_value = "20s")]
+    pub pod_running_timeout: FlagDuration,
 }
 
 #[derive(Debug, Args)]

@@ -1025,7 +1025,22 @@ async fn logs(client: &Client, args: crate::cli::LogsArgs) -> Result<(), Failure
         Some(("pod" | "pods" | "po", name)) => name.to_string(),
         Some((resource, name)) => {
             let owner = client.get(resource, name, &ns_query).await?;
-            let pods = workload_pods(client, &owner, &ns_query).await?;
+            // As kubectl: a workload just applied has no running pod yet, so wait a while for
+            // one (running, or finished: a Job's logs are read after it ends).
+            let deadline = std::time::Instant::now() + args.pod_running_timeout.0;
+            let pods = loop {
+                let pods = workload_pods(client, &owner, &ns_query).await?;
+                let started = |p: &Object| {
+                    p.status()
+                        .and_then(|s| s.get("phase"))
+                        .and_then(Value::as_str)
+                        .is_some_and(|phase| phase != "Pending")
+                };
+                if pods.iter().any(started) || std::time::Instant::now() >= deadline {
+                    break pods;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            };
             let Some(chosen) = pods.first() else {
                 return Err(Failure::Failed(format!("{resource}/{name} has no pods")));
             };

@@ -1395,3 +1395,81 @@ fn apply_k_renders_the_kustomization_and_applies_it() {
     let out = up.cli(data.path(), &["apply", "-k", dir, "-f", dir]);
     assert_eq!(out.status.code(), Some(2), "-k and -f together");
 }
+
+/// The README's shell examples work as written: each `sh` block (but those marked
+/// `<!-- readme-test: skip ... -->`) runs in order in one directory against a fresh server, with
+/// `shipway` being this build.
+#[test]
+fn the_readme_examples_work_as_written() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .unwrap();
+    let mut blocks = Vec::new();
+    let mut lines = readme.lines();
+    let mut skip = false;
+    while let Some(line) = lines.next() {
+        if line.starts_with("<!-- readme-test: skip") {
+            skip = true;
+        } else if line == "```sh" {
+            let block: Vec<&str> = lines.by_ref().take_while(|l| *l != "```").collect();
+            if !skip {
+                blocks.push(block.join("\n"));
+            }
+            skip = false;
+        }
+    }
+    assert!(
+        blocks.len() >= 2,
+        "the quick start's blocks are found: {blocks:?}"
+    );
+
+    let data = tempfile::tempdir().unwrap();
+    let up = Up::start(data.path());
+    let work = tempfile::tempdir().unwrap();
+    let mut printed = String::new();
+    for block in &blocks {
+        let script = format!("shipway() {{ \"$SHIPWAY_BIN\" \"$@\"; }}\n{block}\n");
+        let out = Command::new("bash")
+            .args(["-e", "-o", "pipefail", "-c", &script])
+            .current_dir(work.path())
+            .env("SHIPWAY_BIN", BIN)
+            .env("SHIPWAY_SERVER", &up.server)
+            .env("SHIPWAY_DATA", data.path())
+            .env_remove("SHIPWAY_TOKEN")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "this README block failed ({}):\n{block}\n--- stdout\n{}--- stderr\n{}",
+            out.status,
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        printed.push_str(&text(&out.stdout));
+    }
+    assert!(
+        printed.contains("deployment.apps/web created\n"),
+        "{printed}"
+    );
+    // `logs` may read the pod before its first line is written; then the line comes later.
+    let find = |out: &str| {
+        out.lines()
+            .find(|l| l.starts_with("hello from hello-"))
+            .map(str::to_string)
+    };
+    let mut hello = find(&printed);
+    wait_for(10, "the hello pod's greeting", || {
+        if hello.is_none() {
+            hello = find(&text(
+                &up.cli(data.path(), &["logs", "deploy/hello"]).stdout,
+            ));
+        }
+        hello.is_some()
+    });
+    let hello = hello.unwrap();
+    let port = hello.rsplit(' ').next().unwrap();
+    assert!(
+        port.parse::<u16>().is_ok_and(|p| p != 8080),
+        "a host port: {hello}"
+    );
+}
