@@ -1099,7 +1099,7 @@ mod tests {
         assert!(!text.contains('\u{1b}') && !text.contains('\r'), "{text:?}");
         assert!(text.contains("note=^[[31mred\n"), "{text}");
         assert!(text.contains("other=two^Jlines\n"), "{text}");
-        assert!(text.contains(r#"k: "\u001b]0;title\u0007""#), "{text}");
+        assert!(text.contains(r#"k: "\e]0;title\a""#), "{text}");
         assert!(text.contains("^[[2J\\rcleared"), "{text}");
     }
 }

@@ -210,137 +210,11 @@ pub fn resource_name(o: &Object) -> String {
     }
 }
 
-/// YAML for a JSON value: block style, keys in object order, strings quoted whenever a plain
-/// scalar could be read back as something else.
+/// YAML for a JSON value, as `kubectl get -o yaml` prints it: go-yaml v2's output (keys sorted,
+/// its quoting and folding, control characters escaped), the printer `shipway render` is tested
+/// byte for byte against kubectl with.
 pub fn to_yaml(value: &Value) -> String {
-    let mut out = String::new();
-    emit(value, 0, &mut out, Ctx::Top);
-    out
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum Ctx {
-    Top,
-    MapValue,
-    SeqItem,
-}
-
-fn emit(value: &Value, indent: usize, out: &mut String, ctx: Ctx) {
-    let pad = " ".repeat(indent);
-    match value {
-        Value::Object(map) if !map.is_empty() => {
-            if ctx == Ctx::MapValue {
-                out.push('\n');
-            }
-            for (i, (k, v)) in map.iter().enumerate() {
-                // The first key of a sequence item sits on the dash's line.
-                if !(ctx == Ctx::SeqItem && i == 0) {
-                    out.push_str(&pad);
-                }
-                out.push_str(&scalar_string(k));
-                out.push(':');
-                match v {
-                    Value::Array(a) if !a.is_empty() => emit(v, indent, out, Ctx::MapValue),
-                    _ => emit(v, indent + 2, out, Ctx::MapValue),
-                }
-            }
-        }
-        Value::Array(items) if !items.is_empty() => {
-            if ctx == Ctx::MapValue {
-                out.push('\n');
-            }
-            for item in items {
-                out.push_str(&pad);
-                out.push('-');
-                match item {
-                    Value::Object(m) if !m.is_empty() => {
-                        out.push(' ');
-                        emit(item, indent + 2, out, Ctx::SeqItem);
-                    }
-                    Value::Array(a) if !a.is_empty() => {
-                        out.push('\n');
-                        emit(item, indent + 2, out, Ctx::Top);
-                    }
-                    _ => emit(item, indent + 2, out, Ctx::MapValue),
-                }
-            }
-        }
-        scalar => {
-            if ctx != Ctx::Top {
-                out.push(' ');
-            }
-            match scalar {
-                Value::Object(_) => out.push_str("{}"),
-                Value::Array(_) => out.push_str("[]"),
-                Value::Null => out.push_str("null"),
-                Value::Bool(b) => out.push_str(&b.to_string()),
-                Value::Number(n) => out.push_str(&n.to_string()),
-                Value::String(s) if s.contains('\n') && !s.starts_with(' ') => {
-                    out.push_str(if s.ends_with('\n') { "|" } else { "|-" });
-                    for line in s.trim_end_matches('\n').split('\n') {
-                        out.push('\n');
-                        if !line.is_empty() {
-                            out.push_str(&" ".repeat(indent));
-                            out.push_str(line);
-                        }
-                    }
-                }
-                Value::String(s) => out.push_str(&scalar_string(s)),
-            }
-            out.push('\n');
-        }
-    }
-}
-
-fn scalar_string(s: &str) -> String {
-    let reserved = matches!(
-        s.to_ascii_lowercase().as_str(),
-        "" | "~"
-            | "null"
-            | "true"
-            | "false"
-            | "yes"
-            | "no"
-            | "on"
-            | "off"
-            | "y"
-            | "n"
-            | ".nan"
-            | ".inf"
-            | "-.inf"
-    );
-    let numeric = s.parse::<f64>().is_ok() || s.starts_with("0x") || s.starts_with("0o");
-    let first_ok = s
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_alphanumeric() || "/._".contains(c));
-    let plain_ok = s
-        .chars()
-        .all(|c| c.is_alphanumeric() || " -_./=+@()$,%".contains(c))
-        && !s.ends_with(' ')
-        && !s.contains(": ")
-        && !s.contains(" #");
-    if !reserved && !numeric && first_ok && plain_ok {
-        s.to_string()
-    } else {
-        // A JSON string is a valid YAML double-quoted scalar. JSON leaves DEL and C1 characters
-        // as they are; YAML's `\u` escapes them, so none reaches a terminal raw.
-        let quoted = serde_json::to_string(s).unwrap_or_default();
-        if quoted.chars().any(char::is_control) {
-            quoted
-                .chars()
-                .map(|c| {
-                    if c.is_control() {
-                        format!("\\u{:04x}", c as u32)
-                    } else {
-                        c.to_string()
-                    }
-                })
-                .collect()
-        } else {
-            quoted
-        }
-    }
+    shipway_kustomize::emit::to_yaml(value)
 }
 
 #[cfg(test)]
@@ -356,9 +230,10 @@ mod tests {
             "spec": {"ports": [{"port": 80, "name": "http"}], "args": ["a", "true"], "empty": {}, "none": []},
             "data": {"script": "echo hi\necho there\n"},
         });
+        // What `kubectl get -o yaml` prints for this object: keys sorted, sequences flush.
         assert_eq!(
             to_yaml(&v),
-            "apiVersion: apps/v1\nmetadata:\n  name: web\n  labels:\n    app: web\n    tier: \"1\"\nspec:\n  ports:\n  - port: 80\n    name: http\n  args:\n  - a\n  - \"true\"\n  empty: {}\n  none: []\ndata:\n  script: |\n    echo hi\n    echo there\n"
+            "apiVersion: apps/v1\ndata:\n  script: |\n    echo hi\n    echo there\nmetadata:\n  labels:\n    app: web\n    tier: \"1\"\n  name: web\nspec:\n  args:\n  - a\n  - \"true\"\n  empty: {}\n  none: []\n  ports:\n  - name: http\n    port: 80\n"
         );
     }
 
@@ -377,9 +252,10 @@ mod tests {
             vec!["\x1b[2Jx".to_string(), "y".to_string()],
         ];
         assert_eq!(align(&rows), "NAME     NOTE\n^[[2Jx   y\n");
+        // go-yaml's escapes (`\e`, `\x7F`); it writes a NEL as a space, as kubectl does.
         assert_eq!(
             to_yaml(&json!({"note": "\x1b[31m\u{7f}\u{85}"})),
-            "note: \"\\u001b[31m\\u007f\\u0085\"\n"
+            "note: \"\\e[31m\\x7F \"\n"
         );
     }
 

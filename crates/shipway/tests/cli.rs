@@ -297,13 +297,15 @@ fn apply_get_describe_delete_events_as_a_user_would() {
         &["get", "configmap/settings", "-n", "prod", "-o", "yaml"],
     );
     let yaml = text(&out.stdout);
+    // As `kubectl get -o yaml` prints it: keys sorted.
     assert!(
-        yaml.starts_with(
-            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  namespace: prod\n"
-        ),
+        yaml.starts_with("apiVersion: v1\ndata:\n  a: \"1\"\nkind: ConfigMap\nmetadata:\n"),
         "{yaml}"
     );
-    assert!(yaml.contains("data:\n  a: \"1\"\n"), "{yaml}");
+    assert!(
+        yaml.contains("  name: settings\n  namespace: prod\n"),
+        "{yaml}"
+    );
 
     let out = up.cli(data.path(), &["get", "svc", "web", "-o", "json"]);
     let svc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
