@@ -10,6 +10,7 @@
 pub mod admit;
 pub mod columns;
 pub mod crd;
+pub mod exposition;
 pub mod health;
 pub mod kinds;
 pub mod load;

@@ -2,8 +2,8 @@
 //! rendered as Prometheus text and queried in process over a sliding window (the rollout analysis
 //! reads success rate and p50/p95/p99 from here).
 
+use shipway_model::exposition::{Exposition, MetricType};
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -368,8 +368,12 @@ impl ProxyMetrics {
             .flat_map(|(s, b)| b.iter().map(move |(b, series)| (s, b, series)))
             .collect();
         keys.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-        out.push_str("# HELP shipway_proxy_requests_total Requests through the proxy by service, backend and status class.\n");
-        out.push_str("# TYPE shipway_proxy_requests_total counter\n");
+        let mut e = Exposition::new(out);
+        e.family(
+            "shipway_proxy_requests_total",
+            MetricType::Counter,
+            "Requests through the proxy by service, backend and status class.",
+        );
         let snapshot: Vec<_> = keys
             .iter()
             .map(|(s, b, series)| {
@@ -386,44 +390,47 @@ impl ProxyMetrics {
                 (*s, *b, classes, hist, sum)
             })
             .collect();
+        const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
         for (service, backend, classes, _, _) in &snapshot {
-            for (i, n) in classes.iter().enumerate() {
+            for (class, n) in CLASSES.iter().zip(classes) {
                 if *n > 0 {
-                    let _ = writeln!(
-                        out,
-                        "shipway_proxy_requests_total{{service=\"{service}\",backend=\"{backend}\",code_class=\"{}xx\"}} {n}",
-                        i + 1
+                    e.sample(
+                        "shipway_proxy_requests_total",
+                        &[
+                            ("service", service),
+                            ("backend", backend),
+                            ("code_class", class),
+                        ],
+                        n,
                     );
                 }
             }
         }
-        out.push_str("# HELP shipway_proxy_request_duration_seconds Time to the upstream's response head, by service and backend.\n");
-        out.push_str("# TYPE shipway_proxy_request_duration_seconds histogram\n");
+        let name = "shipway_proxy_request_duration_seconds";
+        e.family(
+            name,
+            MetricType::Histogram,
+            "Time to the upstream's response head, by service and backend.",
+        );
         for (service, backend, _, hist, sum) in &snapshot {
-            let labels = format!("service=\"{service}\",backend=\"{backend}\"");
-            let mut cumulative = 0u64;
-            for (i, n) in hist.iter().enumerate() {
-                cumulative += n;
-                // Every fourth bound (powers of two from 25 µs) keeps the exposition short.
-                if i % 4 == 0 && i < BUCKETS - 1 {
-                    let _ = writeln!(
-                        out,
-                        "shipway_proxy_request_duration_seconds_bucket{{{labels},le=\"{}\"}} {cumulative}",
-                        bucket_bound(i)
-                    );
-                }
-            }
-            let _ = writeln!(
-                out,
-                "shipway_proxy_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {cumulative}"
-            );
-            let _ = writeln!(
-                out,
-                "shipway_proxy_request_duration_seconds_sum{{{labels}}} {sum}"
-            );
-            let _ = writeln!(
-                out,
-                "shipway_proxy_request_duration_seconds_count{{{labels}}} {cumulative}"
+            let cumulative: Vec<u64> = hist
+                .iter()
+                .scan(0, |total, n| {
+                    *total += n;
+                    Some(*total)
+                })
+                .collect();
+            // Every fourth bound (powers of two from 25 µs) keeps the exposition short.
+            let buckets = (0..BUCKETS - 1)
+                .step_by(4)
+                .map(|i| (bucket_bound(i), cumulative[i]));
+            let count = cumulative.last().copied().unwrap_or(0);
+            e.histogram(
+                name,
+                &[("service", service), ("backend", backend)],
+                buckets,
+                *sum,
+                count,
             );
         }
         let mut tcp: Vec<((String, String), TcpCounters)> = self
@@ -437,23 +444,39 @@ impl ProxyMetrics {
             return;
         }
         tcp.sort_by(|a, b| a.0.cmp(&b.0));
-        out.push_str("# HELP shipway_proxy_tcp_connections_total Plain TCP connections by service, backend and result (connected: an endpoint accepted; failed: none did).\n");
-        out.push_str("# TYPE shipway_proxy_tcp_connections_total counter\n");
+        e.family(
+            "shipway_proxy_tcp_connections_total",
+            MetricType::Counter,
+            "Plain TCP connections by service, backend and result (connected: an endpoint accepted; failed: none did).",
+        );
         for ((service, backend), c) in &tcp {
             for (result, n) in [("connected", c.connected), ("failed", c.failed)] {
-                let _ = writeln!(
-                    out,
-                    "shipway_proxy_tcp_connections_total{{service=\"{service}\",backend=\"{backend}\",result=\"{result}\"}} {n}"
+                e.sample(
+                    "shipway_proxy_tcp_connections_total",
+                    &[
+                        ("service", service),
+                        ("backend", backend),
+                        ("result", result),
+                    ],
+                    n,
                 );
             }
         }
-        out.push_str("# HELP shipway_proxy_tcp_bytes_total Bytes passed through plain TCP connections that have ended, by direction.\n");
-        out.push_str("# TYPE shipway_proxy_tcp_bytes_total counter\n");
+        e.family(
+            "shipway_proxy_tcp_bytes_total",
+            MetricType::Counter,
+            "Bytes passed through plain TCP connections that have ended, by direction.",
+        );
         for ((service, backend), c) in &tcp {
             for (direction, n) in [("to_upstream", c.to_upstream), ("to_client", c.to_client)] {
-                let _ = writeln!(
-                    out,
-                    "shipway_proxy_tcp_bytes_total{{service=\"{service}\",backend=\"{backend}\",direction=\"{direction}\"}} {n}"
+                e.sample(
+                    "shipway_proxy_tcp_bytes_total",
+                    &[
+                        ("service", service),
+                        ("backend", backend),
+                        ("direction", direction),
+                    ],
+                    n,
                 );
             }
         }

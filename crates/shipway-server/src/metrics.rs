@@ -1,11 +1,11 @@
 //! HTTP request metrics in the Prometheus text format.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use axum::http::Method;
+use shipway_model::exposition::{Exposition, MetricType};
 
 /// Upper bounds of the latency histogram, in seconds.
 const BUCKETS: [f64; 12] = [
@@ -64,41 +64,36 @@ impl HttpMetrics {
 
     pub fn render(&self, out: &mut String) {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        out.push_str("# HELP shipway_http_requests_total HTTP requests served by the API, by route and status.\n");
-        out.push_str("# TYPE shipway_http_requests_total counter\n");
+        let mut e = Exposition::new(out);
+        e.family(
+            "shipway_http_requests_total",
+            MetricType::Counter,
+            "HTTP requests served by the API, by route and status.",
+        );
         for ((method, route, status), n) in &inner.requests {
-            let _ = writeln!(
-                out,
-                "shipway_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}"
+            e.sample(
+                "shipway_http_requests_total",
+                &[
+                    ("method", method),
+                    ("route", route),
+                    ("status", &status.to_string()),
+                ],
+                n,
             );
         }
-        out.push_str(
-            "# HELP shipway_http_request_duration_seconds Time to the response head, by route.\n",
+        let name = "shipway_http_request_duration_seconds";
+        e.family(
+            name,
+            MetricType::Histogram,
+            "Time to the response head, by route.",
         );
-        out.push_str("# TYPE shipway_http_request_duration_seconds histogram\n");
         for ((method, route), h) in &inner.latency {
-            let labels = format!("method=\"{method}\",route=\"{route}\"");
-            for (i, le) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "shipway_http_request_duration_seconds_bucket{{{labels},le=\"{le}\"}} {}",
-                    h.counts[i]
-                );
-            }
-            let _ = writeln!(
-                out,
-                "shipway_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(
-                out,
-                "shipway_http_request_duration_seconds_sum{{{labels}}} {}",
-                h.sum
-            );
-            let _ = writeln!(
-                out,
-                "shipway_http_request_duration_seconds_count{{{labels}}} {}",
-                h.count
+            e.histogram(
+                name,
+                &[("method", method), ("route", route)],
+                BUCKETS.iter().copied().zip(h.counts),
+                h.sum,
+                h.count,
             );
         }
     }

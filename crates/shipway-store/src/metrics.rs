@@ -1,9 +1,10 @@
 //! Operation counters and latency histograms, rendered in the Prometheus text format.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
+
+use shipway_model::exposition::{Exposition, MetricType};
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 14] = [
@@ -56,31 +57,37 @@ impl Metrics {
         let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let backend = self.backend;
         let mut out = String::new();
-        out.push_str(
-            "# HELP shipway_store_operations_total Store operations by backend, operation and result.\n\
-             # TYPE shipway_store_operations_total counter\n",
+        let mut e = Exposition::new(&mut out);
+        e.family(
+            "shipway_store_operations_total",
+            MetricType::Counter,
+            "Store operations by backend, operation and result.",
         );
         for ((op, result), n) in &state.operations {
-            let _ = writeln!(
-                out,
-                "shipway_store_operations_total{{backend=\"{backend}\",op=\"{op}\",result=\"{result}\"}} {n}"
+            e.sample(
+                "shipway_store_operations_total",
+                &[("backend", backend), ("op", op), ("result", result)],
+                n,
             );
         }
-        out.push_str(
-            "# HELP shipway_store_operation_duration_seconds Time store operations take, including waiting for the database.\n\
-             # TYPE shipway_store_operation_duration_seconds histogram\n",
-        );
         let name = "shipway_store_operation_duration_seconds";
+        e.family(
+            name,
+            MetricType::Histogram,
+            "Time store operations take, including waiting for the database.",
+        );
         for (op, h) in &state.durations {
-            let labels = format!("backend=\"{backend}\",op=\"{op}\"");
-            let mut cumulative = 0;
-            for (i, count) in h.counts.iter().enumerate() {
-                cumulative += count;
-                let le = BUCKETS.get(i).map_or("+Inf".to_string(), |b| b.to_string());
-                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
-            }
-            let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum);
-            let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
+            let cumulative = h.counts.iter().scan(0, |sum, n| {
+                *sum += n;
+                Some(*sum)
+            });
+            e.histogram(
+                name,
+                &[("backend", backend), ("op", op)],
+                BUCKETS.iter().copied().zip(cumulative),
+                h.sum,
+                h.count,
+            );
         }
         out
     }
