@@ -8,6 +8,7 @@ use shipway_model::{Key, Object};
 use shipway_runtime::images::ImageStore;
 use shipway_runtime::{KubeletConfig, LocalRuntime};
 use shipway_store::{ListQuery, Store};
+use shipway_testkit::{Invariant, Objects};
 use tokio_util::sync::CancellationToken;
 
 struct Env {
@@ -65,16 +66,12 @@ impl Env {
     }
 
     /// Polls until `f` holds, failing with `what` after `secs`.
-    async fn until<F, Fut>(&self, secs: u64, what: &str, mut f: F)
+    async fn until<F, Fut>(&self, secs: u64, what: &str, f: F)
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while !f().await {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        shipway_testkit::eventually(Duration::from_secs(secs), what, f).await
     }
 
     async fn stop(mut self) {
@@ -138,6 +135,19 @@ fn deployment(name: &str, replicas: i64, script: &str, extra_spec: Value) -> Val
         spec[k] = v.clone();
     }
     json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": "default"}, "spec": spec})
+}
+
+fn pods_query() -> ListQuery {
+    ListQuery::kind("", "Pod").in_namespace("default")
+}
+
+fn pod_ready(p: &Object) -> bool {
+    p.status()
+        .and_then(|s| s["conditions"].as_array())
+        .is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
 }
 
 fn pid_alive(pid: i64) -> bool {
@@ -252,54 +262,37 @@ async fn a_rolling_update_keeps_availability_and_revision_history() {
             .is_some_and(|d| status_i64(&d, "availableReplicas") == 3)
     })
     .await;
+    // From here on, at every change of any pod: at least replicas - maxUnavailable ready, at
+    // most replicas + maxSurge not terminating.
+    let budget = Invariant::watch(&env.store, pods_query(), |pods: &Objects| {
+        let live: Vec<&Object> = pods
+            .values()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect();
+        let ready = live.iter().filter(|p| pod_ready(p)).count();
+        match (ready, live.len()) {
+            (r, _) if r < 2 => Err(format!("{r} ready pods, below replicas - maxUnavailable")),
+            (_, n) if n > 4 => Err(format!("{n} pods at once, above replicas + maxSurge")),
+            _ => Ok(()),
+        }
+    })
+    .await;
     env.apply(deployment("web", 3, "echo v2; exec sleep 600", strategy))
         .await;
-    let mut min_ready = i64::MAX;
-    let mut max_pods = 0;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let pods = env.pods().await;
-        let ready = pods
-            .iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .filter(|p| {
-                p.status()
-                    .and_then(|s| s["conditions"].as_array().cloned())
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
-            })
-            .count() as i64;
-        min_ready = min_ready.min(ready);
-        max_pods = max_pods.max(
-            pods.iter()
-                .filter(|p| p.metadata.deletion_timestamp.is_none())
-                .count(),
-        );
+    env.until(60, "the rollout to finish", || async {
         let d = env.get("apps", "Deployment", "web").await.unwrap();
         let observed = d.status().and_then(|s| s["observedGeneration"].as_i64())
             == Some(d.metadata.generation);
-        if observed
+        observed
             && status_i64(&d, "updatedReplicas") == 3
             && status_i64(&d, "availableReplicas") == 3
             && status_i64(&d, "replicas") == 3
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "rollout did not finish: {:?}",
-            d.status()
-        );
-        tokio::time::sleep(Duration::from_millis(30)).await;
-    }
+    })
+    .await;
+    let states = budget.assert_held(&env.store).await;
     assert!(
-        min_ready >= 2,
-        "ready pods fell to {min_ready}, below replicas - maxUnavailable"
-    );
-    assert!(
-        max_pods <= 4,
-        "{max_pods} pods at once, above replicas + maxSurge"
+        states >= 12,
+        "three pods replaced, each created, readied and deleted: only {states} states checked"
     );
     let sets = env
         .store
@@ -555,43 +548,39 @@ async fn a_job_retries_then_fails_after_its_backoff_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_completes_its_completions_in_parallel_and_expires_after_its_ttl() {
     let env = Env::start().await;
-    env.apply(json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "batch", "namespace": "default"},
-        "spec": {"completions": 4, "parallelism": 2, "ttlSecondsAfterFinished": 4, "template": {"spec": {"restartPolicy": "OnFailure",
-            "containers": [{"name": "main", "image": "sh:v1", "args": ["sleep 0.2; echo done"]}]}}}})).await;
-    let mut max_active = 0;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        // The TTL is long enough for this loop to see the Job complete even on a loaded machine.
-        let job = env
-            .get("batch", "Job", "batch")
-            .await
-            .expect("the Job expired before it was seen complete");
-        let running = env
-            .pods()
-            .await
-            .iter()
+    // At every change of any pod: at most `parallelism` active.
+    let parallel = Invariant::watch(&env.store, pods_query(), |pods: &Objects| {
+        let active = pods
+            .values()
             .filter(|p| {
                 p.status()
                     .is_some_and(|s| s["phase"] == "Running" || s["phase"] == "Pending")
             })
             .count();
-        max_active = max_active.max(running);
-        if job
-            .status()
-            .is_some_and(|s| s["succeeded"] == 4 && s["conditions"][0]["type"] == "Complete")
-        {
-            break;
+        if active <= 2 {
+            Ok(())
+        } else {
+            Err(format!("parallelism 2, saw {active} active pods"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "the Job did not complete: {:?}",
-            job.status()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
+    env.apply(json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "batch", "namespace": "default"},
+        "spec": {"completions": 4, "parallelism": 2, "ttlSecondsAfterFinished": 4, "template": {"spec": {"restartPolicy": "OnFailure",
+            "containers": [{"name": "main", "image": "sh:v1", "args": ["sleep 0.2; echo done"]}]}}}})).await;
+    // The TTL is long enough for this to see the Job complete even on a loaded machine.
+    env.until(60, "the Job to complete", || async {
+        let job = env
+            .get("batch", "Job", "batch")
+            .await
+            .expect("the Job expired before it was seen complete");
+        job.status()
+            .is_some_and(|s| s["succeeded"] == 4 && s["conditions"][0]["type"] == "Complete")
+    })
+    .await;
+    let states = parallel.assert_held(&env.store).await;
     assert!(
-        max_active <= 2,
-        "parallelism 2, saw {max_active} active pods"
+        states >= 8,
+        "four pods, each created and finished: only {states} states checked"
     );
     env.until(20, "the finished Job and its pods to expire", || async {
         env.get("batch", "Job", "batch").await.is_none() && env.pods().await.is_empty()
@@ -855,36 +844,39 @@ async fn recreate_stops_every_old_pod_before_starting_new_ones() {
         .iter()
         .map(|p| p.metadata.labels["pod-template-hash"].clone())
         .collect();
-    env.apply(deployment("db", 2, "echo v2; exec sleep 600", strategy))
-        .await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let pods = env.pods().await;
-        let hashes: std::collections::HashSet<&String> = pods
-            .iter()
+    // At every change of any pod, terminating ones included: one revision only.
+    let one_revision = Invariant::watch(&env.store, pods_query(), |pods: &Objects| {
+        let hashes: std::collections::BTreeSet<&String> = pods
+            .values()
             .map(|p| &p.metadata.labels["pod-template-hash"])
             .collect();
-        assert!(
-            hashes.len() <= 1,
-            "old and new revisions ran together: {hashes:?}"
-        );
+        if hashes.len() <= 1 {
+            Ok(())
+        } else {
+            Err(format!("old and new revisions ran together: {hashes:?}"))
+        }
+    })
+    .await;
+    env.apply(deployment("db", 2, "echo v2; exec sleep 600", strategy))
+        .await;
+    env.until(60, "Recreate to finish", || async {
         let d = env.get("apps", "Deployment", "db").await.unwrap();
         let observed = d.status().and_then(|s| s["observedGeneration"].as_i64())
             == Some(d.metadata.generation);
-        if observed
+        let pods = env.pods().await;
+        observed
             && status_i64(&d, "updatedReplicas") == 2
             && status_i64(&d, "readyReplicas") == 2
-            && !hashes.contains(&v1[0])
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "Recreate did not finish: {:?}",
-            d.status()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+            && pods
+                .iter()
+                .all(|p| p.metadata.labels["pod-template-hash"] != v1[0])
+    })
+    .await;
+    let states = one_revision.assert_held(&env.store).await;
+    assert!(
+        states >= 8,
+        "two pods replaced, each created, deleted and created: only {states} states checked"
+    );
     env.stop().await;
 }
 
@@ -902,23 +894,38 @@ async fn config_edits_do_not_restart_pods_and_a_paused_deployment_does_not_roll(
     })
     .await;
     let before = env.pods().await.remove(0);
+    // From the ConfigMap edit until the paused Deployment is seen: the one pod, never restarted.
+    let uid = before.metadata.uid.clone();
+    let untouched = Invariant::watch(&env.store, pods_query(), move |pods: &Objects| {
+        let pods: Vec<&Object> = pods.values().collect();
+        match &pods[..] {
+            [p] if p.metadata.uid == uid && container_status(p)["restartCount"] == 0 => Ok(()),
+            _ => Err(format!(
+                "a ConfigMap edit or a paused Deployment touched the pod: {:?}",
+                pods.iter()
+                    .map(|p| (
+                        &p.metadata.name,
+                        container_status(p)["restartCount"].clone()
+                    ))
+                    .collect::<Vec<_>>()
+            )),
+        }
+    })
+    .await;
     env.apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg", "namespace": "default"}, "data": {"mode": "b"}})).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let pods = env.pods().await;
-    assert_eq!(pods.len(), 1);
-    assert_eq!(pods[0].metadata.uid, before.metadata.uid, "the same pod");
-    assert_eq!(
-        container_status(&pods[0])["restartCount"],
-        0,
-        "a ConfigMap edit restarts nothing"
-    );
 
-    // Paused: a template change makes no new revision until resumed.
+    // Paused: a template change makes no new revision until resumed. The controller says it
+    // has seen the change by its observedGeneration; only then is "nothing happened" evidence.
     let mut paused = deployment("app", 1, "echo v2; exec sleep 600", json!({"paused": true}));
     paused["spec"]["template"]["spec"]["containers"][0]["env"] =
         pod["pod"]["containers"][0]["env"].clone();
-    env.apply(paused.clone()).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let generation = env.apply(paused.clone()).await.metadata.generation;
+    env.until(30, "the paused template change to be observed", || async {
+        env.get("apps", "Deployment", "app").await.is_some_and(|d| {
+            d.status().and_then(|s| s["observedGeneration"].as_i64()) == Some(generation)
+        })
+    })
+    .await;
     let sets = env
         .store
         .list(&ListQuery::kind("apps", "ReplicaSet"))
@@ -926,6 +933,7 @@ async fn config_edits_do_not_restart_pods_and_a_paused_deployment_does_not_roll(
         .unwrap()
         .items;
     assert_eq!(sets.len(), 1, "no new revision while paused");
+    untouched.assert_held(&env.store).await;
     paused["spec"]["paused"] = json!(false);
     env.apply(paused).await;
     env.until(30, "the rollout after resuming", || async {

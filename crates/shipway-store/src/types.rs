@@ -80,11 +80,7 @@ impl ListQuery {
     }
 
     /// Whether an object with this key and labels is selected.
-    pub(crate) fn matches(
-        &self,
-        key: &Key,
-        labels: &std::collections::BTreeMap<String, String>,
-    ) -> bool {
+    pub fn matches(&self, key: &Key, labels: &std::collections::BTreeMap<String, String>) -> bool {
         self.group.as_ref().is_none_or(|g| *g == key.group)
             && self.kind.as_ref().is_none_or(|k| *k == key.kind)
             && self.namespace.as_ref().is_none_or(|n| *n == key.namespace)
