@@ -1,6 +1,7 @@
 //! `shipway-demo-app`: answers `/` with its `$VERSION`, `/healthz` with 200, and fails or slows down
 //! on demand (`ERROR_RATE`, `LATENCY_MS`, or `?error_rate=` / `?latency_ms=` per request), like
 //! argoproj/rollouts-demo. Listens on `$PORT`; on SIGTERM it finishes in-flight requests and exits.
+//! `LOG_REQUESTS=true` writes a line to stderr as each request to `/` starts.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +19,9 @@ struct Settings {
     version: String,
     error_rate: f64,
     latency: Duration,
+    /// `LOG_REQUESTS=true`: a line on stderr as each request starts (what an in-flight request
+    /// looks like from outside).
+    log_requests: bool,
 }
 
 #[derive(Deserialize)]
@@ -38,6 +42,9 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String> {
 
 async fn root(State(s): State<Arc<Settings>>, Query(o): Query<Overrides>) -> impl IntoResponse {
     let latency = o.latency_ms.map(Duration::from_millis).unwrap_or(s.latency);
+    if s.log_requests {
+        eprintln!("shipway-demo-app: request to / started");
+    }
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
@@ -66,6 +73,7 @@ async fn main() -> std::process::ExitCode {
             version: env_or("VERSION", "v1".to_string())?,
             error_rate: env_or("ERROR_RATE", 0.0)?,
             latency: Duration::from_millis(env_or("LATENCY_MS", 0u64)?),
+            log_requests: env_or("LOG_REQUESTS", false)?,
         })
     })() {
         Ok(s) => s,

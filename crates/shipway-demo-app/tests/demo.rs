@@ -1,5 +1,6 @@
 //! The demo app as a real process.
 
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,11 +13,15 @@ fn free_port() -> u16 {
 }
 
 fn start(env: &[(&str, &str)]) -> (Child, String) {
+    start_with(env, Stdio::null())
+}
+
+fn start_with(env: &[(&str, &str)], stderr: Stdio) -> (Child, String) {
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_shipway-demo-app"))
         .env("PORT", port.to_string())
         .envs(env.iter().copied())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -66,10 +71,19 @@ fn answers_with_its_version_and_fails_on_demand() {
 
 #[test]
 fn sigterm_finishes_in_flight_requests_then_exits_cleanly() {
-    let (mut child, url) = start(&[("LATENCY_MS", "700")]);
+    let (mut child, url) = start_with(
+        &[("LATENCY_MS", "700"), ("LOG_REQUESTS", "true")],
+        Stdio::piped(),
+    );
+    let stderr = BufReader::new(child.stderr.take().unwrap());
     let request =
         std::thread::spawn(move || reqwest::blocking::get(&url).map(|r| r.status().as_u16()));
-    std::thread::sleep(Duration::from_millis(200));
+    // SIGTERM once the app says the request is in its handler, not after a guessed delay.
+    let mut lines = stderr.lines().map_while(Result::ok);
+    assert!(
+        lines.any(|l| l.ends_with("request to / started")),
+        "the app never saw the request"
+    );
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
