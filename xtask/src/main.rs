@@ -1,5 +1,8 @@
 //! Project automation: `cargo xtask test` provisions what the tests need and runs them;
-//! `cargo xtask bench` runs the benchmarks.
+//! `cargo xtask bench` runs the benchmarks; `cargo xtask deps` checks that every declared
+//! dependency is used.
+
+mod deps;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -21,13 +24,25 @@ commands:
   bench [--require-postgres]
         Run every benchmark (cargo bench), each beside its anchor where there is one: store
         throughput and watch latency on SQLite and PostgreSQL, idle RSS, the local runtime,
-        kustomize vs kubectl, pipeline steps vs bash, the proxy vs nginx (needs nginx and wrk).";
+        kustomize vs kubectl, pipeline steps vs bash, the proxy vs nginx (needs nginx and wrk).
+  deps
+        Check that every dependency a manifest declares is named in its package's Rust files,
+        and every workspace dependency is declared by a member (CI runs it).";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
         Some("bench") => bench(&args[1..]),
+        Some("deps") => deps::check(&root()).map(|problems| {
+            for p in &problems {
+                eprintln!("xtask deps: {p}");
+            }
+            if problems.is_empty() {
+                eprintln!("xtask deps: every declared dependency is used");
+            }
+            problems.is_empty()
+        }),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
