@@ -119,25 +119,30 @@ impl DeploymentSpec {
         self.strategy.as_ref().and_then(|s| s.type_.as_deref()) == Some("Recreate")
     }
 
-    /// `maxSurge` and `maxUnavailable` against `replicas` (both default to 25%; surge rounds
-    /// up, unavailability down, as Kubernetes' `ResolveFenceposts`).
-    pub fn surge_and_unavailable(&self, replicas: i64) -> Result<(i64, i64), String> {
-        let ru = self
-            .strategy
-            .as_ref()
-            .and_then(|s| s.rolling_update.as_ref());
-        let default = IntOrString::from("25%");
-        let surge = ru
-            .and_then(|r| r.max_surge.as_ref())
-            .unwrap_or(&default)
-            .scaled_value(replicas, true)
-            .map_err(|e| format!("spec.strategy.rollingUpdate.maxSurge: {e}"))?;
-        let unavailable = ru
-            .and_then(|r| r.max_unavailable.as_ref())
-            .unwrap_or(&default)
-            .scaled_value(replicas, false)
-            .map_err(|e| format!("spec.strategy.rollingUpdate.maxUnavailable: {e}"))?;
-        Ok((surge, unavailable))
+    fn rolling_update(&self) -> Option<&RollingUpdateDeployment> {
+        self.strategy.as_ref()?.rolling_update.as_ref()
+    }
+
+    /// `maxSurge` against `replicas`: 25% by default, rounded up, as Kubernetes resolves it.
+    pub fn max_surge(&self, replicas: i64) -> Result<i64, String> {
+        let v = self.rolling_update().and_then(|r| r.max_surge.as_ref());
+        scaled(v, replicas, true).map_err(|e| format!("spec.strategy.rollingUpdate.maxSurge: {e}"))
+    }
+
+    /// `maxUnavailable` against `replicas`: 25% by default, rounded down.
+    pub fn max_unavailable(&self, replicas: i64) -> Result<i64, String> {
+        let v = self
+            .rolling_update()
+            .and_then(|r| r.max_unavailable.as_ref());
+        scaled(v, replicas, false)
+            .map_err(|e| format!("spec.strategy.rollingUpdate.maxUnavailable: {e}"))
+    }
+}
+
+fn scaled(v: Option<&IntOrString>, total: i64, round_up: bool) -> Result<i64, String> {
+    match v {
+        Some(v) => v.scaled_value(total, round_up),
+        None => IntOrString::from("25%").scaled_value(total, round_up),
     }
 }
 
