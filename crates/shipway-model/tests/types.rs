@@ -1,6 +1,7 @@
 //! The typed views lose nothing: every Pod, Deployment, ReplicaSet, Job, Service, Endpoints and
 //! TrafficPolicy in the Argo corpus (`shared/corpus/argo`), and every pod template of its
-//! Rollouts, reads into its view and writes back to the same JSON.
+//! Rollouts, reads into its view and writes back to the same JSON; and fields no view names, put
+//! anywhere in a Deployment, come back as they went in.
 
 use std::path::{Path, PathBuf};
 
@@ -155,4 +156,54 @@ fn typed_views_round_trip_the_corpus() {
         root.display()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// JSON values of every kind, nested a little.
+fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+    use proptest::prelude::*;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        "[a-z%0-9 ]{0,8}".prop_map(Value::from),
+    ];
+    leaf.prop_recursive(3, 16, 4, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+            proptest::collection::btree_map("[a-z]{1,6}", inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest::proptest! {
+    #[test]
+    fn unknown_fields_anywhere_in_a_deployment_round_trip(
+        // Names that are not fields of any view (those have their own types).
+        extra in proptest::collection::vec(("x[A-Z][a-z]{0,6}", json_value()), 1..6),
+        at in proptest::collection::vec(0usize..7, 1..6),
+    ) {
+        let mut spec = serde_json::json!({
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "web"}},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{
+                    "name": "web", "image": "web:1",
+                    "ports": [{"containerPort": 8080}],
+                    "env": [{"name": "A", "value": "1"}],
+                    "readinessProbe": {"httpGet": {"path": "/", "port": 8080}},
+                }]},
+            },
+        });
+        let places = [
+            "", "/selector", "/strategy", "/strategy/rollingUpdate", "/template/metadata",
+            "/template/spec/containers/0", "/template/spec/containers/0/ports/0",
+        ];
+        for ((name, value), i) in extra.into_iter().zip(at) {
+            spec.pointer_mut(places[i]).unwrap().as_object_mut().unwrap().insert(name, value);
+        }
+        proptest::prop_assert_eq!(round_trip::<DeploymentSpec>(&spec), Ok(()));
+    }
 }
