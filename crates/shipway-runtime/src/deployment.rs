@@ -100,6 +100,13 @@ impl DeploymentController {
         }
     }
 
+    /// Kubernetes' `ScalingReplicaSet` event on the Deployment.
+    async fn scaled(&self, d: &Object, rs: &str, from: i64, to: i64) {
+        let way = if to > from { "up" } else { "down" };
+        let message = format!("Scaled {way} replica set {rs} to {to}");
+        workload::record_event(&self.store, &d.key(), ACTOR, "ScalingReplicaSet", &message).await;
+    }
+
     /// Carries out `step` on the ReplicaSets in `sets` (by name), keeping each one as written.
     async fn execute(
         &self,
@@ -126,6 +133,9 @@ impl DeploymentController {
                         replicas,
                     )
                     .await?;
+                if replicas > 0 {
+                    self.scaled(d, &rs.metadata.name, 0, replicas).await;
+                }
                 sets.insert(rs.metadata.name.clone(), rs);
             }
             Step::SetRevision { name, revision } => {
@@ -138,9 +148,11 @@ impl DeploymentController {
             Step::Scale { name, replicas } => {
                 let mut rs = current(sets, &name)?;
                 let mut rs_spec: ReplicaSetSpec = rs.spec_as().map_err(shape)?;
+                let from = rs_spec.replicas.unwrap_or(0);
                 rs_spec.replicas = Some(replicas);
                 rs.set_spec(&rs_spec);
-                sets.insert(name, self.store.update(rs, ACTOR).await?);
+                sets.insert(name.clone(), self.store.update(rs, ACTOR).await?);
+                self.scaled(d, &name, from, replicas).await;
             }
             Step::Delete { name } => {
                 let rs = current(sets, &name)?;

@@ -100,6 +100,15 @@ fn finished_condition(status: &JobStatus) -> Option<&str> {
         .map(|c| c.type_.as_str())
 }
 
+/// The finished condition `new` has and `old` had not: the Job just completed or failed.
+fn finished_now<'a>(old: &JobStatus, new: &'a JobStatus) -> Option<&'a condition::Condition> {
+    if finished_condition(old).is_some() {
+        return None;
+    }
+    let done = finished_condition(new)?;
+    condition::find(&new.conditions, done)
+}
+
 /// The next pass of a Job with `spec` and `status` whose pods are `pods`, at `now` (`timestamp`
 /// is `now` as written in statuses).
 pub fn plan(
@@ -276,6 +285,15 @@ impl Reconciler for JobController {
         for name in &plan.delete_pods {
             if let Some(p) = pods.iter().find(|p| &p.metadata.name == name) {
                 workload::delete_if_present(&self.store, &p.key(), ACTOR).await?;
+                let message = format!("Deleted pod: {name}");
+                workload::record_event(
+                    &self.store,
+                    &job.key(),
+                    ACTOR,
+                    "SuccessfulDelete",
+                    &message,
+                )
+                .await;
             }
         }
         if plan.delete_job {
@@ -283,9 +301,13 @@ impl Reconciler for JobController {
             return Ok(Action::AwaitChange);
         }
         for _ in 0..plan.create_pods {
-            self.store
+            let pod = self
+                .store
                 .create(Self::new_pod(&job, &spec)?, ACTOR)
                 .await?;
+            let message = format!("Created pod: {}", pod.metadata.name);
+            workload::record_event(&self.store, &job.key(), ACTOR, "SuccessfulCreate", &message)
+                .await;
         }
         if let Some(new_status) = &plan.status
             && job.status() != Some(&to_value(new_status))
@@ -293,6 +315,12 @@ impl Reconciler for JobController {
             let mut updated = (*job).clone();
             updated.set_status(new_status);
             self.store.update_status(updated, ACTOR).await?;
+            // The pass that finished the Job says how, once its status is written.
+            if let Some(c) = finished_now(&status, new_status) {
+                let reason = c.reason.as_deref().unwrap_or_default();
+                let message = c.message.as_deref().unwrap_or_default();
+                workload::record_event(&self.store, &job.key(), ACTOR, reason, message).await;
+            }
         }
         Ok(plan.requeue.map_or(Action::AwaitChange, Action::Requeue))
     }

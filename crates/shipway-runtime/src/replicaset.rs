@@ -53,13 +53,17 @@ impl Reconciler for ReplicaSetController {
         let have = active.len() as i64;
         if have < want {
             for _ in have..want {
-                self.store
+                let pod = self
+                    .store
                     .create(
                         workload::pod_from_template(&rs, spec.template.as_ref(), &[])
                             .map_err(ReconcileError::Other)?,
                         ACTOR,
                     )
                     .await?;
+                let message = format!("Created pod: {}", pod.metadata.name);
+                workload::record_event(&self.store, &rs.key(), ACTOR, "SuccessfulCreate", &message)
+                    .await;
             }
         } else if have > want {
             // Delete the least useful first: not ready before ready, newest before oldest.
@@ -71,6 +75,9 @@ impl Reconciler for ReplicaSetController {
             });
             for pod in active.iter().take((have - want) as usize) {
                 workload::delete_if_present(&self.store, &pod.key(), ACTOR).await?;
+                let message = format!("Deleted pod: {}", pod.metadata.name);
+                workload::record_event(&self.store, &rs.key(), ACTOR, "SuccessfulDelete", &message)
+                    .await;
             }
             active.drain(..(have - want) as usize);
         }

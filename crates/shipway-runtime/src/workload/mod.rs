@@ -69,6 +69,20 @@ pub async fn delete_if_present(
     }
 }
 
+/// Records a kubectl-style event (`reason`, `message`) about `key`. An event is information, not
+/// state: one that cannot be recorded is logged and the reconcile goes on.
+pub async fn record_event(
+    store: &Store,
+    key: &shipway_model::Key,
+    actor: &str,
+    reason: &str,
+    message: &str,
+) {
+    if let Err(e) = store.record_event(key, actor, reason, message).await {
+        tracing::warn!(object = %key, reason, error = %e, "cannot record an event");
+    }
+}
+
 /// The strings of a JSON array (`command`, `args`, an image's `Entrypoint`); other values are skipped.
 pub fn strings(v: &Value) -> Vec<String> {
     v.as_array()
