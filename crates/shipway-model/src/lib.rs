@@ -3,7 +3,8 @@
 //!
 //! Newcomers: start with [`Object`] (the envelope every resource shares), then [`kinds`] (which kinds
 //! Shipway knows, their short names and scope), then [`load`] (turning YAML/JSON text into objects
-//! with `file:line:col` errors), [`name`] (the naming rules) and [`selector`] (label selectors).
+//! with `file:line:col` errors), [`name`] (the naming rules), [`selector`] (label selectors) and
+//! [`types`] (typed views of the kinds controllers act on).
 //!
 //! *Architecture Invariant*: this crate does no IO. Callers read files; this crate parses text.
 
@@ -17,6 +18,7 @@ pub mod load;
 pub mod name;
 pub mod object;
 pub mod selector;
+pub mod types;
 pub mod validate;
 
 pub use admit::{Invalid, admit};

@@ -272,12 +272,18 @@ pub fn validate_object(obj: &Object) -> Vec<FieldError> {
                 }
             }
         }
-        ("shipway.dev", "TrafficPolicy") => {
-            if let Some(spec) = c.object(spec, "spec", true) {
-                traffic_policy(&mut c, spec);
-            }
-        }
+        ("shipway.dev", "TrafficPolicy") => c.errors.extend(traffic_policy_spec(spec)),
         _ => {}
+    }
+    c.errors
+}
+
+/// The problems of a TrafficPolicy's `spec`; [`crate::types::TrafficPolicySpec::validated`] reads
+/// a spec that has none.
+pub(crate) fn traffic_policy_spec(spec: Option<&Value>) -> Vec<FieldError> {
+    let mut c = Checker { errors: Vec::new() };
+    if let Some(spec) = c.object(spec, "spec", true) {
+        traffic_policy(&mut c, spec);
     }
     c.errors
 }

@@ -1,14 +1,18 @@
-//! `TrafficPolicy` (shipway.dev/v1alpha1): the per-Service routing a rollout drives, read from
-//! its JSON spec into typed form.
+//! `TrafficPolicy` (shipway.dev/v1alpha1): the per-Service routing a rollout drives, in the form
+//! the routing table wants. The spec is read by the model's
+//! [`TrafficPolicySpec::validated`](shipway_model::types::TrafficPolicySpec::validated), the same
+//! reader admission uses, so the proxy accepts exactly the policies the API accepts and says the
+//! same thing about the others.
 
 use serde_json::Value;
 use shipway_model::Selector;
+use shipway_model::types::TrafficPolicySpec;
+use shipway_model::types::traffic::ValueMatch;
 
 use crate::table::MatchSpec;
 
 /// The group and kind of the policy objects; one per Service, with the Service's name.
-pub const GROUP: &str = "shipway.dev";
-pub const KIND: &str = "TrafficPolicy";
+pub use shipway_model::types::traffic::{GROUP, KIND};
 
 /// A backend of a policy: the pods its selector picks among the Service's endpoints.
 #[derive(Clone, Debug)]
@@ -34,122 +38,119 @@ pub struct TrafficPolicy {
     pub mirror: Option<(String, u32)>,
 }
 
-fn match_spec(v: &Value, at: &str) -> Result<MatchSpec, String> {
-    let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
-    if let Some(s) = text("exact") {
-        Ok(MatchSpec::Exact(s))
-    } else if let Some(s) = text("prefix") {
-        Ok(MatchSpec::Prefix(s))
-    } else if let Some(s) = text("regex") {
-        regex::Regex::new(&s).map_err(|e| format!("{at}.regex: {e}"))?;
-        Ok(MatchSpec::Regex(s))
-    } else {
-        Err(format!("{at}: needs one of exact, prefix or regex"))
-    }
+/// A matcher; validation made sure exactly one of the three is set.
+fn match_spec(m: &ValueMatch) -> Option<(String, MatchSpec)> {
+    let spec = match (&m.exact, &m.prefix, &m.regex) {
+        (Some(s), _, _) => MatchSpec::Exact(s.clone()),
+        (_, Some(s), _) => MatchSpec::Prefix(s.clone()),
+        (_, _, Some(s)) => MatchSpec::Regex(s.clone()),
+        (None, None, None) => return None,
+    };
+    Some((m.name.clone(), spec))
 }
 
-fn matches(v: Option<&Value>, at: &str) -> Result<Vec<(String, MatchSpec)>, String> {
-    let mut out = Vec::new();
-    for (i, m) in v
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        let at = format!("{at}[{i}]");
-        let name = m
-            .get("name")
-            .and_then(Value::as_str)
-            .ok_or_else(|| format!("{at}.name: required"))?;
-        out.push((name.to_string(), match_spec(m, &at)?));
-    }
-    Ok(out)
+/// A validated weight or percent (0..=100) as the table's type.
+fn percent(v: Option<i64>) -> u32 {
+    v.unwrap_or(0).clamp(0, 100) as u32
 }
 
 impl TrafficPolicy {
-    /// Reads `spec`. Errors name the field; the API validates the same rules at apply, so an error
-    /// here means an object that bypassed it.
+    /// Reads `spec` as admission does. Errors are admission's, joined with `; `; since the API
+    /// refuses the same policies at apply, an error here means an object stored before a rule
+    /// existed.
     pub fn from_spec(spec: &Value) -> Result<TrafficPolicy, String> {
-        let mut policy = TrafficPolicy::default();
-        for (i, b) in spec
-            .get("backends")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
-            let at = format!("spec.backends[{i}]");
-            let name = b
-                .get("name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| format!("{at}.name: required"))?;
-            let selector = match b.get("selector") {
-                Some(s) => {
-                    Selector::from_label_selector(s).map_err(|e| format!("{at}.selector: {e}"))?
-                }
+        let spec = TrafficPolicySpec::validated(spec).map_err(|problems| {
+            problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        })?;
+        let mut backends = Vec::new();
+        for (i, b) in spec.backends.iter().enumerate() {
+            let selector = match &b.selector {
+                Some(s) => s
+                    .to_selector()
+                    .map_err(|e| format!("spec.backends[{i}].selector: Invalid value: {e}"))?,
                 None => Selector::from_requirements(Vec::new()),
             };
-            let weight = b.get("weight").and_then(Value::as_u64).unwrap_or(0);
-            if weight > 100 {
-                return Err(format!("{at}.weight: {weight} is over 100"));
-            }
-            policy.backends.push(PolicyBackend {
-                name: name.to_string(),
+            backends.push(PolicyBackend {
+                name: b.name.clone(),
                 selector,
-                weight: weight as u32,
+                weight: percent(b.weight),
             });
         }
-        let known = |name: &str| policy.backends.iter().any(|b| b.name == name);
-        let mut routes = Vec::new();
-        for (i, r) in spec
-            .get("routes")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
-            let at = format!("spec.routes[{i}]");
-            let backend = r
-                .get("backend")
-                .and_then(Value::as_str)
-                .ok_or_else(|| format!("{at}.backend: required"))?;
-            if !known(backend) {
-                return Err(format!("{at}.backend: no backend named {backend:?}"));
-            }
-            let m = r.get("match");
-            routes.push(PolicyRoute {
-                name: r
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string(),
-                headers: matches(
-                    m.and_then(|m| m.get("headers")),
-                    &format!("{at}.match.headers"),
-                )?,
-                cookies: matches(
-                    m.and_then(|m| m.get("cookies")),
-                    &format!("{at}.match.cookies"),
-                )?,
-                backend: backend.to_string(),
-            });
-        }
-        if let Some(m) = spec.get("mirror").filter(|m| !m.is_null()) {
-            let backend = m
-                .get("backend")
-                .and_then(Value::as_str)
-                .ok_or("spec.mirror.backend: required")?;
-            if !known(backend) {
-                return Err(format!("spec.mirror.backend: no backend named {backend:?}"));
-            }
-            let percent = m
-                .get("percent")
-                .and_then(Value::as_u64)
-                .unwrap_or(0)
-                .min(100);
-            policy.mirror = Some((backend.to_string(), percent as u32));
-        }
-        policy.routes = routes;
-        Ok(policy)
+        let routes = spec
+            .routes
+            .iter()
+            .map(|r| {
+                let m = r.match_.clone().unwrap_or_default();
+                PolicyRoute {
+                    name: r.name.clone().unwrap_or_default(),
+                    headers: m.headers.iter().filter_map(match_spec).collect(),
+                    cookies: m.cookies.iter().filter_map(match_spec).collect(),
+                    backend: r.backend.clone(),
+                }
+            })
+            .collect();
+        Ok(TrafficPolicy {
+            backends,
+            routes,
+            mirror: spec.mirror.map(|m| (m.backend.clone(), percent(m.percent))),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_policy_reads_into_the_tables_form() {
+        let p = TrafficPolicy::from_spec(&json!({
+            "backends": [
+                {"name": "stable", "selector": {"matchLabels": {"v": "1"}}, "weight": 80},
+                {"name": "canary", "weight": 20},
+            ],
+            "routes": [{"name": "beta", "match": {"headers": [{"name": "x-canary", "prefix": "y"}],
+                "cookies": [{"name": "c", "regex": "^on$"}]}, "backend": "canary"}],
+            "mirror": {"backend": "canary", "percent": 10},
+        }))
+        .unwrap();
+        let weights: Vec<(&str, u32)> = p
+            .backends
+            .iter()
+            .map(|b| (b.name.as_str(), b.weight))
+            .collect();
+        assert_eq!(weights, [("stable", 80), ("canary", 20)]);
+        assert_eq!(p.backends[0].selector.to_string(), "v=1");
+        assert!(p.backends[1].selector.is_empty());
+        assert_eq!(p.routes[0].name, "beta");
+        assert_eq!(
+            p.routes[0].headers,
+            [("x-canary".into(), MatchSpec::Prefix("y".into()))]
+        );
+        assert_eq!(
+            p.routes[0].cookies,
+            [("c".into(), MatchSpec::Regex("^on$".into()))]
+        );
+        assert_eq!(p.mirror, Some(("canary".into(), 10)));
+    }
+
+    /// The proxy used to read this policy (weights summing to 90) and route on it, and to word
+    /// its own messages ("needs one of exact, prefix or regex"); now it says what admission says.
+    #[test]
+    fn the_proxy_refuses_what_admission_refuses_in_admissions_words() {
+        let err = TrafficPolicy::from_spec(&json!({
+            "backends": [{"name": "a", "weight": 90}],
+            "routes": [{"match": {"headers": [{"name": "x"}]}, "backend": "a"}],
+        }))
+        .unwrap_err();
+        assert_eq!(
+            err,
+            "spec.backends: Invalid value: weights sum to 90, expected 100; \
+             spec.routes[0].match.headers[0]: Invalid value: needs exactly one of exact, prefix or regex"
+        );
     }
 }

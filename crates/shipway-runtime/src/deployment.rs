@@ -2,19 +2,22 @@
 //! RollingUpdate (maxSurge, maxUnavailable) or Recreate, old revisions kept up to
 //! `revisionHistoryLimit`, status and conditions as Kubernetes reports them.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Value, json};
 use shipway_controller::{Cache, Clock, GroupKind};
+use shipway_model::types::{
+    DeploymentSpec, DeploymentStatus, ReplicaSetSpec, ReplicaSetStatus, TemplateMeta, condition,
+};
 use shipway_model::{Object, ObjectMeta};
 use shipway_store::{Store, StoreError};
 
 use crate::controller::{Action, ReconcileError, Reconciler};
 use crate::replicaset::ReplicaSetController;
+use crate::workload::rollout::{self, Desired, ReplicaSetState, Step, Strategy};
 use crate::workload::{
-    self, POD_TEMPLATE_HASH, REVISION, controller_ref, is_controlled_by, is_terminating, spec_i64,
-    status_i64,
+    self, POD_TEMPLATE_HASH, REVISION, controller_ref, is_controlled_by, is_terminating,
 };
 
 pub struct DeploymentController {
@@ -27,16 +30,12 @@ const REPLICA_SET: GroupKind = GroupKind::from_static("apps", "ReplicaSet");
 
 const ACTOR: &str = "controller:deployment";
 
-fn revision(rs: &Object) -> i64 {
-    rs.metadata
-        .annotations
-        .get(REVISION)
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(0)
+fn shape(e: impl ToString) -> ReconcileError {
+    ReconcileError::Other(e.to_string())
 }
 
-fn replicas(rs: &Object) -> i64 {
-    spec_i64(rs, "/replicas", 0)
+fn rs_status(rs: &Object) -> ReplicaSetStatus {
+    rs.status_as().unwrap_or_default()
 }
 
 impl DeploymentController {
@@ -50,61 +49,47 @@ impl DeploymentController {
             .collect()
     }
 
-    /// The ReplicaSet for the current template, created (at 0 replicas) when it does not exist.
-    async fn new_replica_set(
+    /// The ReplicaSet of `d`'s current template, at `revision` with `replicas`.
+    async fn create_replica_set(
         &self,
         d: &Object,
-        template: &Value,
+        spec: &DeploymentSpec,
+        name: &str,
         hash: &str,
-        next_revision: i64,
-        existing: Option<Object>,
+        revision: i64,
+        replicas: i64,
     ) -> Result<Object, ReconcileError> {
-        if let Some(rs) = existing {
-            // Rolling back to an old template makes its ReplicaSet the newest revision again.
-            if revision(&rs) < next_revision - 1 || !rs.metadata.annotations.contains_key(REVISION)
-            {
-                let mut rs = rs;
-                rs.metadata
-                    .annotations
-                    .insert(REVISION.into(), (next_revision).to_string());
-                return Ok(self.store.update(rs, ACTOR).await?);
-            }
-            return Ok(rs);
-        }
-        let mut template = template.clone();
-        template["metadata"]["labels"][POD_TEMPLATE_HASH] = json!(hash);
-        let mut selector = d
-            .spec()
-            .and_then(|s| s.get("selector"))
-            .cloned()
-            .unwrap_or(json!({}));
-        selector["matchLabels"][POD_TEMPLATE_HASH] = json!(hash);
-        let mut labels: std::collections::BTreeMap<String, String> =
-            serde_json::from_value(template["metadata"]["labels"].clone()).unwrap_or_default();
-        labels.insert(POD_TEMPLATE_HASH.into(), hash.into());
-        let mut body = serde_json::Map::new();
-        body.insert(
-            "spec".into(),
-            json!({
-                "replicas": 0,
-                "minReadySeconds": spec_i64(d, "/minReadySeconds", 0),
-                "selector": selector,
-                "template": template,
-            }),
-        );
-        let rs = Object {
+        let mut template = spec.template.clone().unwrap_or_default();
+        template
+            .metadata
+            .get_or_insert_with(TemplateMeta::default)
+            .labels
+            .insert(POD_TEMPLATE_HASH.into(), hash.into());
+        let mut selector = spec.selector.clone().unwrap_or_default();
+        selector
+            .match_labels
+            .insert(POD_TEMPLATE_HASH.into(), hash.into());
+        let labels = template.labels();
+        let mut rs = Object {
             api_version: "apps/v1".into(),
             kind: "ReplicaSet".into(),
             metadata: ObjectMeta {
-                name: format!("{}-{hash}", d.metadata.name),
+                name: name.to_string(),
                 namespace: d.metadata.namespace.clone(),
                 labels,
-                annotations: [(REVISION.to_string(), next_revision.to_string())].into(),
+                annotations: [(REVISION.to_string(), revision.to_string())].into(),
                 owner_references: vec![controller_ref(d)],
                 ..ObjectMeta::default()
             },
-            body,
+            body: serde_json::Map::new(),
         };
+        rs.set_spec(&ReplicaSetSpec {
+            replicas: Some(replicas),
+            min_ready_seconds: Some(spec.min_ready_seconds.unwrap_or(0)),
+            selector: Some(selector),
+            template: Some(template),
+            ..ReplicaSetSpec::default()
+        });
         match self.store.create(rs, ACTOR).await {
             Ok(rs) => Ok(rs),
             Err(StoreError::AlreadyExists(key)) => Err(ReconcileError::Other(format!(
@@ -115,15 +100,65 @@ impl DeploymentController {
         }
     }
 
-    async fn scale(&self, rs: &Object, to: i64) -> Result<(), ReconcileError> {
-        if replicas(rs) == to {
-            return Ok(());
+    /// Kubernetes' `ScalingReplicaSet` event on the Deployment.
+    async fn scaled(&self, d: &Object, rs: &str, from: i64, to: i64) {
+        let way = if to > from { "up" } else { "down" };
+        let message = format!("Scaled {way} replica set {rs} to {to}");
+        workload::record_event(&self.store, &d.key(), ACTOR, "ScalingReplicaSet", &message).await;
+    }
+
+    /// Carries out `step` on the ReplicaSets in `sets` (by name), keeping each one as written.
+    async fn execute(
+        &self,
+        d: &Object,
+        spec: &DeploymentSpec,
+        desired: &Desired,
+        step: Step,
+        sets: &mut HashMap<String, Object>,
+    ) -> Result<(), ReconcileError> {
+        let current = |sets: &HashMap<String, Object>, name: &str| {
+            sets.get(name).cloned().ok_or_else(|| {
+                ReconcileError::Other(format!("{}: no ReplicaSet {name} to act on", d.key()))
+            })
+        };
+        match step {
+            Step::Create { revision, replicas } => {
+                let rs = self
+                    .create_replica_set(
+                        d,
+                        spec,
+                        &desired.new_name,
+                        &desired.hash,
+                        revision,
+                        replicas,
+                    )
+                    .await?;
+                if replicas > 0 {
+                    self.scaled(d, &rs.metadata.name, 0, replicas).await;
+                }
+                sets.insert(rs.metadata.name.clone(), rs);
+            }
+            Step::SetRevision { name, revision } => {
+                let mut rs = current(sets, &name)?;
+                rs.metadata
+                    .annotations
+                    .insert(REVISION.into(), revision.to_string());
+                sets.insert(name, self.store.update(rs, ACTOR).await?);
+            }
+            Step::Scale { name, replicas } => {
+                let mut rs = current(sets, &name)?;
+                let mut rs_spec: ReplicaSetSpec = rs.spec_as().map_err(shape)?;
+                let from = rs_spec.replicas.unwrap_or(0);
+                rs_spec.replicas = Some(replicas);
+                rs.set_spec(&rs_spec);
+                sets.insert(name.clone(), self.store.update(rs, ACTOR).await?);
+                self.scaled(d, &name, from, replicas).await;
+            }
+            Step::Delete { name } => {
+                let rs = current(sets, &name)?;
+                workload::delete_if_present(&self.store, &rs.key(), ACTOR).await?;
+            }
         }
-        let mut rs = rs.clone();
-        if let Some(spec) = rs.body.get_mut("spec") {
-            spec["replicas"] = json!(to);
-        }
-        self.store.update(rs, ACTOR).await?;
         Ok(())
     }
 }
@@ -141,152 +176,66 @@ impl Reconciler for DeploymentController {
         if is_terminating(&d) {
             return Ok(Action::AwaitChange);
         }
-        let want = spec_i64(&d, "/replicas", 1).max(0);
-        let template = d
+        let spec: DeploymentSpec = d.spec_as().map_err(shape)?;
+        let want = spec.replicas();
+        // The hash is of the template as stored (see `template_hash`).
+        let raw_template = d
             .spec()
             .and_then(|s| s.get("template"))
             .cloned()
-            .unwrap_or(Value::Null);
-        let hash = workload::template_hash(&template);
-        let mut sets = self.replica_sets(&d);
-        sets.sort_by_key(revision);
-        let max_revision = sets.iter().map(revision).max().unwrap_or(0);
-        let existing = sets
-            .iter()
-            .position(|rs| rs.metadata.labels.get(POD_TEMPLATE_HASH) == Some(&hash))
-            .map(|i| sets.remove(i));
-        let paused = d
-            .spec()
-            .and_then(|s| s.get("paused"))
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        let is_new_template = existing.is_none();
-        if paused && is_new_template && !sets.is_empty() {
-            // A paused Deployment does not start a new revision; it still reports status.
-            return self.write_status(&d, None, &sets, want).await;
-        }
-        let new_rs = self
-            .new_replica_set(&d, &template, &hash, max_revision + 1, existing)
-            .await?;
-        let old: Vec<Object> = sets;
-
-        let strategy = d
-            .spec()
-            .and_then(|s| s.pointer("/strategy/type"))
-            .and_then(Value::as_str)
-            .unwrap_or("RollingUpdate");
-        let mut requeue = None;
-        if strategy == "Recreate" {
-            for rs in &old {
-                self.scale(rs, 0).await?;
-            }
-            let old_pods_left = {
-                let mut n = 0;
-                for rs in &old {
-                    n += ReplicaSetController::pods(&self.cache, rs).len();
-                }
-                n
-            };
-            if old_pods_left == 0 {
-                self.scale(&new_rs, want).await?;
-            } else {
-                requeue = Some(Duration::from_millis(200));
-            }
+            .unwrap_or(serde_json::Value::Null);
+        let hash = rollout::template_hash(&raw_template);
+        let strategy = if spec.is_recreate() {
+            Strategy::Recreate
         } else {
-            let ru = d.spec().and_then(|s| s.pointer("/strategy/rollingUpdate"));
-            let bad = |e: String| {
-                ReconcileError::Other(format!("{}: spec.strategy.rollingUpdate: {e}", d.key()))
-            };
-            let max_surge =
-                workload::int_or_percent(ru.and_then(|r| r.get("maxSurge")), want, "25%", true)
-                    .map_err(bad)?;
-            let mut max_unavailable = workload::int_or_percent(
-                ru.and_then(|r| r.get("maxUnavailable")),
-                want,
-                "25%",
-                false,
-            )
-            .map_err(bad)?;
-            if max_surge == 0 && max_unavailable == 0 {
-                // Kubernetes rejects this; treat it as the smallest step that can make progress.
-                max_unavailable = 1;
+            let bad = |e: String| ReconcileError::Other(format!("{}: {e}", d.key()));
+            Strategy::RollingUpdate {
+                max_surge: spec.max_surge(want).map_err(bad)?,
+                max_unavailable: spec.max_unavailable(want).map_err(bad)?,
             }
-            // Scale up the new revision within the surge budget.
-            let total: i64 = old.iter().map(replicas).sum::<i64>() + replicas(&new_rs);
-            let new_target = if replicas(&new_rs) < want {
-                let room = (want + max_surge - total).max(0);
-                replicas(&new_rs) + room.min(want - replicas(&new_rs))
-            } else {
-                want
-            };
-            self.scale(&new_rs, new_target).await?;
-            // Scale down old revisions as far as availability allows.
-            let sets: Vec<(i64, i64)> = old
-                .iter()
-                .map(|rs| (replicas(rs), status_i64(rs, "availableReplicas")))
-                .collect();
-            let new = (new_target, status_i64(&new_rs, "availableReplicas"));
-            let down = scale_down(&sets, new, want - max_unavailable);
-            for (rs, down) in old.iter().zip(down) {
-                if down > 0 {
-                    self.scale(rs, replicas(rs) - down).await?;
-                }
-            }
+        };
+        let desired = Desired {
+            replicas: want,
+            new_name: format!("{}-{hash}", d.metadata.name),
+            hash,
+            strategy,
+            history_limit: spec.revision_history_limit.unwrap_or(10).max(0) as usize,
+            paused: spec.is_paused(),
+        };
+        let mut sets: HashMap<String, Object> = HashMap::new();
+        let mut states = Vec::new();
+        for rs in self.replica_sets(&d) {
+            let pods = ReplicaSetController::pods(&self.cache, &rs).len();
+            states.push(ReplicaSetState::of(&rs, pods).map_err(shape)?);
+            sets.insert(rs.metadata.name.clone(), rs);
         }
-
-        // Old revisions beyond the history limit go, oldest first, once they are scaled to zero.
-        let limit = spec_i64(&d, "/revisionHistoryLimit", 10).max(0) as usize;
-        let idle: Vec<&Object> = old
+        let plan = rollout::plan(&desired, &states);
+        for step in plan.steps {
+            self.execute(&d, &spec, &desired, step, &mut sets).await?;
+        }
+        let new_rs = plan.new.as_ref().and_then(|n| sets.get(n));
+        let old: Vec<Object> = plan
+            .old
             .iter()
-            .filter(|rs| replicas(rs) == 0 && status_i64(rs, "replicas") == 0)
+            .filter_map(|n| sets.get(n).cloned())
             .collect();
-        if idle.len() > limit {
-            for rs in &idle[..idle.len() - limit] {
-                workload::delete_if_present(&self.store, &rs.key(), ACTOR).await?;
-            }
-        }
-        let action = self.write_status(&d, Some(&new_rs), &old, want).await?;
-        Ok(match (requeue, action) {
-            (Some(r), Action::Requeue(a)) => Action::Requeue(r.min(a)),
-            (Some(r), _) => Action::Requeue(r),
-            (None, a) => a,
+        let action = self.write_status(&d, &spec, new_rs, &old, want).await?;
+        Ok(match (plan.waiting, action) {
+            (true, Action::Requeue(a)) => Action::Requeue(RECREATE_RECHECK.min(a)),
+            (true, _) => Action::Requeue(RECREATE_RECHECK),
+            (false, a) => a,
         })
     }
 }
 
-/// How many replicas to remove from each old revision (`(replicas, availableReplicas)` each,
-/// oldest first) while keeping `min_available`, given the new revision's `(replicas, available)`
-/// (its replicas as just written). Two bounds, as Kubernetes has them: one from replica counts,
-/// which this controller's own writes keep current, one from what is available now. Statuses lag
-/// their specs — pods scaled away a moment ago still count as available there — so nothing beyond
-/// a set's replicas counts, or one pass after another would remove them again and fall below
-/// maxUnavailable.
-fn scale_down(old: &[(i64, i64)], new: (i64, i64), min_available: i64) -> Vec<i64> {
-    let available_of = |(replicas, available): (i64, i64)| available.min(replicas).max(0);
-    let all_pods: i64 = old.iter().map(|s| s.0).sum::<i64>() + new.0;
-    let new_unavailable = (new.0 - available_of(new)).max(0);
-    let mut budget = (all_pods - min_available - new_unavailable).max(0);
-    let available: i64 = old.iter().map(|s| available_of(*s)).sum::<i64>() + available_of(new);
-    let mut healthy_budget = (available - min_available).max(0);
-    old.iter()
-        .map(|&(replicas, available)| {
-            // Replicas that are not available cost no availability to remove.
-            let unavailable = (replicas - available_of((replicas, available))).max(0);
-            let mut down = unavailable.min(budget);
-            budget -= down;
-            let extra = (replicas - down).min(budget).min(healthy_budget);
-            down += extra;
-            budget -= extra;
-            healthy_budget -= extra;
-            down
-        })
-        .collect()
-}
+/// How soon Recreate looks again for old pods that are stopping.
+const RECREATE_RECHECK: Duration = Duration::from_millis(200);
 
 impl DeploymentController {
     async fn write_status(
         &self,
         d: &Object,
+        spec: &DeploymentSpec,
         new_rs: Option<&Object>,
         old: &[Object],
         want: i64,
@@ -300,24 +249,22 @@ impl DeploymentController {
                 .cloned()
                 .unwrap_or_else(|| rs.clone())
         };
-        let new_rs = new_rs.map(fresh);
-        let all: Vec<Object> = old.iter().map(fresh).chain(new_rs.clone()).collect();
-        let sum = |f: &str| all.iter().map(|rs| status_i64(rs, f)).sum::<i64>();
-        let updated = new_rs.as_ref().map_or(0, |rs| status_i64(rs, "replicas"));
-        let available = sum("availableReplicas");
-        let total = sum("replicas");
-        let ru = d.spec().and_then(|s| s.pointer("/strategy/rollingUpdate"));
-        let max_unavailable =
-            workload::int_or_percent(ru.and_then(|r| r.get("maxUnavailable")), want, "25%", false)
-                .unwrap_or(0);
-        let mut conditions: Vec<Value> = d
-            .status()
-            .and_then(|s| s.get("conditions"))
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
+        let new_status = new_rs.map(|rs| rs_status(&fresh(rs)));
+        let new_name = new_rs.map(|rs| rs.metadata.name.as_str());
+        let all: Vec<ReplicaSetStatus> = old
+            .iter()
+            .map(|rs| rs_status(&fresh(rs)))
+            .chain(new_status.clone())
+            .collect();
+        let sum = |f: fn(&ReplicaSetStatus) -> i64| all.iter().map(f).sum::<i64>();
+        let updated = new_status.as_ref().map_or(0, |s| s.replicas);
+        let available = sum(|s| s.available_replicas.unwrap_or(0));
+        let total = sum(|s| s.replicas);
+        let max_unavailable = spec.max_unavailable(want).unwrap_or(0);
+        let current: DeploymentStatus = d.status_as().unwrap_or_default();
+        let mut conditions = current.conditions.clone();
         let is_available = available >= want - max_unavailable;
-        workload::set_condition(
+        condition::set(
             &mut conditions,
             "Available",
             is_available,
@@ -333,18 +280,13 @@ impl DeploymentController {
             },
             &now,
         );
-        let complete = new_rs.as_ref().is_some_and(|rs| {
-            updated == want && status_i64(rs, "availableReplicas") == want && total == want
+        let complete = new_status.as_ref().is_some_and(|s| {
+            updated == want && s.available_replicas.unwrap_or(0) == want && total == want
         });
-        let deadline = spec_i64(d, "/progressDeadlineSeconds", 600);
-        let paused = d
-            .spec()
-            .and_then(|s| s.get("paused"))
-            .and_then(Value::as_bool)
-            == Some(true);
+        let deadline = spec.progress_deadline_seconds.unwrap_or(600);
         let mut requeue = None;
-        match &new_rs {
-            _ if paused => workload::set_condition(
+        match new_name {
+            _ if spec.is_paused() => condition::set(
                 &mut conditions,
                 "Progressing",
                 false,
@@ -353,12 +295,9 @@ impl DeploymentController {
                 &now,
             ),
             None => {}
-            Some(rs) if complete => {
-                let message = format!(
-                    "ReplicaSet \"{}\" has successfully progressed.",
-                    rs.metadata.name
-                );
-                workload::set_condition(
+            Some(name) if complete => {
+                let message = format!("ReplicaSet \"{name}\" has successfully progressed.");
+                condition::set(
                     &mut conditions,
                     "Progressing",
                     true,
@@ -367,21 +306,21 @@ impl DeploymentController {
                     &now,
                 );
             }
-            Some(rs) => {
-                let current = workload::condition(d, "Progressing");
-                let reason = current.and_then(|c| c["reason"].as_str());
+            Some(name) => {
+                let progressing = condition::find(&current.conditions, "Progressing");
+                let reason = progressing.and_then(|c| c.reason.as_deref());
                 let timed_out = reason == Some("ProgressDeadlineExceeded");
                 // A rollout that timed out stays failed until its counts move again, as
                 // Kubernetes keeps ProgressDeadlineExceeded.
                 let moving = !matches!(
                     reason,
                     Some("ReplicaSetUpdated" | "ProgressDeadlineExceeded")
-                ) || counts_moved(d, updated, available);
+                ) || counts_moved(d, &current, updated, available);
                 if timed_out && !moving {
                     // Nothing to do until something changes.
                 } else if moving {
-                    let message = format!("ReplicaSet \"{}\" is progressing.", rs.metadata.name);
-                    workload::set_condition(
+                    let message = format!("ReplicaSet \"{name}\" is progressing.");
+                    condition::set(
                         &mut conditions,
                         "Progressing",
                         true,
@@ -392,16 +331,13 @@ impl DeploymentController {
                     requeue = Some(Duration::from_secs(deadline.max(1) as u64));
                 } else {
                     // No movement since the last update: past the deadline the rollout has failed.
-                    let since = current
-                        .and_then(|c| c["lastUpdateTime"].as_str())
+                    let since = progressing
+                        .and_then(|c| c.last_update_time.as_deref())
                         .and_then(workload::parse_time)
                         .map_or(0, |t| (self.clock.now() - t).whole_seconds());
                     if since > deadline {
-                        let message = format!(
-                            "ReplicaSet \"{}\" has timed out progressing.",
-                            rs.metadata.name
-                        );
-                        workload::set_condition(
+                        let message = format!("ReplicaSet \"{name}\" has timed out progressing.");
+                        condition::set(
                             &mut conditions,
                             "Progressing",
                             false,
@@ -415,18 +351,19 @@ impl DeploymentController {
                 }
             }
         }
-        let status = json!({
-            "observedGeneration": d.metadata.generation,
-            "replicas": total,
-            "updatedReplicas": updated,
-            "readyReplicas": sum("readyReplicas"),
-            "availableReplicas": available,
-            "unavailableReplicas": (want - available).max(0),
-            "conditions": conditions,
-        });
-        if !same_status_ignoring_times(d.status(), &status) {
+        let status = DeploymentStatus {
+            observed_generation: Some(d.metadata.generation),
+            replicas: Some(total),
+            updated_replicas: Some(updated),
+            ready_replicas: Some(sum(|s| s.ready_replicas.unwrap_or(0))),
+            available_replicas: Some(available),
+            unavailable_replicas: Some((want - available).max(0)),
+            conditions,
+            ..DeploymentStatus::default()
+        };
+        if !same_status_ignoring_times(d.status().is_some().then_some(&current), &status) {
             let mut updated_d = d.clone();
-            updated_d.body.insert("status".into(), status);
+            updated_d.set_status(&status);
             self.store.update_status(updated_d, ACTOR).await?;
         }
         Ok(requeue.map_or(Action::AwaitChange, Action::Requeue))
@@ -434,45 +371,20 @@ impl DeploymentController {
 }
 
 /// Whether the counts moved since the stored status, which is what "progress" means.
-fn counts_moved(d: &Object, updated: i64, available: i64) -> bool {
-    d.status().is_none_or(|s| {
-        s.get("updatedReplicas").and_then(Value::as_i64) != Some(updated)
-            || s.get("availableReplicas").and_then(Value::as_i64) != Some(available)
-    })
+fn counts_moved(d: &Object, current: &DeploymentStatus, updated: i64, available: i64) -> bool {
+    d.status().is_none()
+        || current.updated_replicas != Some(updated)
+        || current.available_replicas != Some(available)
 }
 
 /// Compares statuses without `lastUpdateTime`, so an unchanged status is not rewritten every second.
-fn same_status_ignoring_times(old: Option<&Value>, new: &Value) -> bool {
-    let strip = |v: &Value| {
-        let mut v = v.clone();
-        if let Some(cs) = v.get_mut("conditions").and_then(Value::as_array_mut) {
-            for c in cs {
-                if let Some(m) = c.as_object_mut() {
-                    m.remove("lastUpdateTime");
-                }
-            }
+fn same_status_ignoring_times(old: Option<&DeploymentStatus>, new: &DeploymentStatus) -> bool {
+    let strip = |s: &DeploymentStatus| {
+        let mut s = s.clone();
+        for c in &mut s.conditions {
+            c.last_update_time = None;
         }
-        v
+        s
     };
     old.is_some_and(|o| strip(o) == strip(new))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::scale_down;
-
-    #[test]
-    fn old_revisions_scale_down_within_max_unavailable() {
-        // 3 replicas, maxUnavailable 1 (2 must stay available), surge already used: the new
-        // revision has 1 replica, not yet available; one old replica may go.
-        assert_eq!(scale_down(&[(3, 3)], (1, 0), 2), [1]);
-        // The next pass, before the old ReplicaSet's status caught up with its scale-down (its
-        // status still says 3 available of 2 replicas): nothing more may go.
-        assert_eq!(scale_down(&[(2, 3)], (2, 0), 2), [0]);
-        // Once the new replicas are available, the old ones go.
-        assert_eq!(scale_down(&[(2, 2)], (2, 2), 2), [2]);
-        // Unavailable old replicas go first, within the same bounds, oldest revision first.
-        assert_eq!(scale_down(&[(2, 0), (2, 2)], (1, 1), 2), [2, 1]);
-        assert_eq!(scale_down(&[(1, 1), (2, 2)], (0, 0), 3), [0, 0]);
-    }
 }

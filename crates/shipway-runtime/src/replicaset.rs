@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::json;
 use shipway_controller::{Cache, Clock};
 use shipway_model::Object;
+use shipway_model::types::{ReplicaSetSpec, ReplicaSetStatus};
 use shipway_store::Store;
 
 use crate::controller::{Action, ReconcileError, Reconciler};
@@ -40,8 +40,11 @@ impl Reconciler for ReplicaSetController {
         if is_terminating(&rs) {
             return Ok(Action::AwaitChange);
         }
-        let want = workload::spec_i64(&rs, "/replicas", 1).max(0);
-        let min_ready = workload::spec_i64(&rs, "/minReadySeconds", 0);
+        let spec: ReplicaSetSpec = rs
+            .spec_as()
+            .map_err(|e| ReconcileError::Other(e.to_string()))?;
+        let want = spec.replicas();
+        let min_ready = spec.min_ready_seconds.unwrap_or(0);
         let pods = Self::pods(&self.cache, &rs);
         let mut active: Vec<&Object> = pods
             .iter()
@@ -50,12 +53,17 @@ impl Reconciler for ReplicaSetController {
         let have = active.len() as i64;
         if have < want {
             for _ in have..want {
-                self.store
+                let pod = self
+                    .store
                     .create(
-                        workload::pod_from_template(&rs, &[]).map_err(ReconcileError::Other)?,
+                        workload::pod_from_template(&rs, spec.template.as_ref(), &[])
+                            .map_err(ReconcileError::Other)?,
                         ACTOR,
                     )
                     .await?;
+                let message = format!("Created pod: {}", pod.metadata.name);
+                workload::record_event(&self.store, &rs.key(), ACTOR, "SuccessfulCreate", &message)
+                    .await;
             }
         } else if have > want {
             // Delete the least useful first: not ready before ready, newest before oldest.
@@ -67,6 +75,9 @@ impl Reconciler for ReplicaSetController {
             });
             for pod in active.iter().take((have - want) as usize) {
                 workload::delete_if_present(&self.store, &pod.key(), ACTOR).await?;
+                let message = format!("Deleted pod: {}", pod.metadata.name);
+                workload::record_event(&self.store, &rs.key(), ACTOR, "SuccessfulDelete", &message)
+                    .await;
             }
             active.drain(..(have - want) as usize);
         }
@@ -83,16 +94,17 @@ impl Reconciler for ReplicaSetController {
                 (false, None) => {}
             }
         }
-        let status = json!({
-            "replicas": active.len(),
-            "fullyLabeledReplicas": active.len(),
-            "readyReplicas": ready,
-            "availableReplicas": available,
-            "observedGeneration": rs.metadata.generation,
-        });
-        if rs.status() != Some(&status) {
+        let status = ReplicaSetStatus {
+            replicas: active.len() as i64,
+            fully_labeled_replicas: Some(active.len() as i64),
+            ready_replicas: Some(ready),
+            available_replicas: Some(available),
+            observed_generation: Some(rs.metadata.generation),
+            ..ReplicaSetStatus::default()
+        };
+        if rs.status() != Some(&shipway_model::types::to_value(&status)) {
             let mut updated = (*rs).clone();
-            updated.body.insert("status".into(), status);
+            updated.set_status(&status);
             self.store.update_status(updated, ACTOR).await?;
         }
         Ok(match recheck {

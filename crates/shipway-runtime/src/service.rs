@@ -7,13 +7,16 @@
 
 use std::sync::Arc;
 
-use serde_json::{Value, json};
 use shipway_controller::{Cache, GroupKind};
+use shipway_model::types::{
+    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, ServiceSpec,
+    to_value,
+};
 use shipway_model::{Key, Object, ObjectMeta, Selector};
 use shipway_store::Store;
 
 use crate::controller::{Action, ReconcileError, Reconciler};
-use crate::workload::{controller_ref, is_terminating, pod_ready_since};
+use crate::workload::{self, controller_ref, is_terminating};
 
 pub struct EndpointsController {
     pub store: Store,
@@ -24,58 +27,48 @@ const POD: GroupKind = GroupKind::from_static("", "Pod");
 
 const ACTOR: &str = "controller:endpoints";
 
-/// The host port serving `target` (a container port number or a port name) in `pod`.
-fn host_port(pod: &Object, target: &Value) -> Option<i64> {
-    let mappings = pod.status()?.get("portMappings")?.as_array()?;
-    mappings
-        .iter()
-        .find(|m| match target {
-            Value::Number(n) => m["containerPort"].as_i64() == n.as_i64(),
-            Value::String(name) => m["name"] == name.as_str(),
-            _ => false,
-        })
-        .and_then(|m| m["hostPort"].as_i64())
-}
-
-/// The `subsets` of a Service's Endpoints: one per pod that serves at least one of its ports.
-pub fn subsets(service: &Object, pods: &[Object]) -> Vec<Value> {
-    let ports: Vec<Value> = service
-        .spec()
-        .and_then(|s| s.get("ports"))
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+/// The `subsets` of a Service's Endpoints: one per pod that serves at least one of its ports,
+/// through the host ports the kubelet gave it (`PodStatus::port_mappings`).
+pub fn subsets(service: &ServiceSpec, pods: &[Object]) -> Vec<EndpointSubset> {
     let mut out = Vec::new();
     for pod in pods {
-        let ready = pod_ready_since(pod).is_some();
-        let mut endpoint_ports = Vec::new();
-        for p in &ports {
-            let target = p
-                .get("targetPort")
-                .cloned()
-                .unwrap_or_else(|| p["port"].clone());
-            if let Some(port) = host_port(pod, &target) {
-                let mut ep =
-                    json!({"port": port, "protocol": p["protocol"].as_str().unwrap_or("TCP")});
-                if let Some(name) = p.get("name") {
-                    ep["name"] = name.clone();
-                }
-                endpoint_ports.push(ep);
+        let status = workload::pod_status(pod);
+        let mut ports = Vec::new();
+        for p in &service.ports {
+            let target = p.target();
+            if let Some(m) = status.port_mappings.iter().find(|m| m.serves(&target)) {
+                ports.push(EndpointPort {
+                    port: m.host_port,
+                    protocol: Some(p.protocol().to_string()),
+                    name: p.name.clone(),
+                    ..EndpointPort::default()
+                });
             }
         }
-        if endpoint_ports.is_empty() {
+        if ports.is_empty() {
             continue;
         }
-        let address = json!({
-            "ip": "127.0.0.1",
-            "targetRef": {"kind": "Pod", "namespace": pod.metadata.namespace, "name": pod.metadata.name, "uid": pod.metadata.uid},
-        });
-        let field = if ready {
-            "addresses"
-        } else {
-            "notReadyAddresses"
+        let address = EndpointAddress {
+            ip: "127.0.0.1".into(),
+            target_ref: Some(ObjectReference {
+                kind: Some("Pod".into()),
+                namespace: pod.metadata.namespace.clone(),
+                name: Some(pod.metadata.name.clone()),
+                uid: pod.metadata.uid.clone(),
+                ..ObjectReference::default()
+            }),
+            ..EndpointAddress::default()
         };
-        out.push(json!({field: [address], "ports": endpoint_ports}));
+        let mut subset = EndpointSubset {
+            ports,
+            ..EndpointSubset::default()
+        };
+        if status.ready_condition().is_some() {
+            subset.addresses.push(address);
+        } else {
+            subset.not_ready_addresses.push(address);
+        }
+        out.push(subset);
     }
     out
 }
@@ -97,12 +90,11 @@ impl Reconciler for EndpointsController {
     }
 
     async fn reconcile(&self, service: Arc<Object>) -> Result<Action, ReconcileError> {
-        let selector = service
-            .spec()
-            .and_then(|s| s.get("selector"))
-            .and_then(Value::as_object);
+        let spec: ServiceSpec = service
+            .spec_as()
+            .map_err(|e| ReconcileError::Other(e.to_string()))?;
         // A Service without a selector has endpoints managed by someone else, as in Kubernetes.
-        let Some(selector) = selector.filter(|s| !s.is_empty()) else {
+        let Some(selector) = spec.selector.as_ref().filter(|s| !s.is_empty()) else {
             return Ok(Action::AwaitChange);
         };
         if is_terminating(&service) {
@@ -110,7 +102,7 @@ impl Reconciler for EndpointsController {
         }
         let labels = selector
             .iter()
-            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+            .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join(",");
         let selector = Selector::parse(&labels)
@@ -123,16 +115,18 @@ impl Reconciler for EndpointsController {
             .filter(|p| !is_terminating(p))
             .map(|p| (**p).clone())
             .collect();
-        let subsets = subsets(&service, &pods);
+        let endpoints = Endpoints {
+            subsets: subsets(&spec, &pods),
+            ..Endpoints::default()
+        };
         let key = Key::new("", "Endpoints", &ns, &service.metadata.name);
         let existing = self.cache.get(&key).map(|e| (*e).clone());
-        if existing.as_ref().and_then(|e| e.body.get("subsets"))
-            == Some(&Value::Array(subsets.clone()))
-        {
+        let subsets = to_value(&endpoints.subsets);
+        if existing.as_ref().and_then(|e| e.body.get("subsets")) == Some(&subsets) {
             return Ok(Action::AwaitChange);
         }
         let mut body = serde_json::Map::new();
-        body.insert("subsets".into(), Value::Array(subsets));
+        body.insert("subsets".into(), subsets);
         let endpoints = Object {
             api_version: "v1".into(),
             kind: "Endpoints".into(),
@@ -148,5 +142,52 @@ impl Reconciler for EndpointsController {
         };
         self.store.apply(endpoints, ACTOR).await?;
         Ok(Action::AwaitChange)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use shipway_model::types::PORT_MAPPINGS;
+
+    /// The kubelet's side of the contract, as it writes it today (a port without a name has
+    /// `"name": null`), read through `PodStatus::port_mappings`.
+    #[test]
+    fn endpoints_use_the_host_ports_in_the_pods_port_mappings() {
+        let pod = |name: &str, ready: &str| -> Object {
+            serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}")},
+                "status": {
+                    "phase": "Running",
+                    "conditions": [{"type": "Ready", "status": ready}],
+                    PORT_MAPPINGS: [
+                        {"container": "c", "name": "http", "containerPort": 8080, "hostPort": 40001, "protocol": "TCP"},
+                        {"container": "c", "name": null, "containerPort": 9000, "hostPort": 40002, "protocol": "TCP"},
+                    ],
+                },
+            }))
+            .unwrap()
+        };
+        let spec: ServiceSpec = serde_json::from_value(json!({
+            "selector": {"app": "web"},
+            "ports": [
+                {"name": "web", "port": 80, "targetPort": "http"},
+                {"name": "admin", "port": 81, "targetPort": 9000, "protocol": "TCP"},
+                {"name": "none", "port": 82},
+            ],
+        }))
+        .unwrap();
+        let got = to_value(&subsets(&spec, &[pod("a", "True"), pod("b", "False")]));
+        assert_eq!(
+            got,
+            json!([
+                {"addresses": [{"ip": "127.0.0.1", "targetRef": {"kind": "Pod", "namespace": "default", "name": "a", "uid": "uid-a"}}],
+                 "ports": [{"port": 40001, "protocol": "TCP", "name": "web"}, {"port": 40002, "protocol": "TCP", "name": "admin"}]},
+                {"notReadyAddresses": [{"ip": "127.0.0.1", "targetRef": {"kind": "Pod", "namespace": "default", "name": "b", "uid": "uid-b"}}],
+                 "ports": [{"port": 40001, "protocol": "TCP", "name": "web"}, {"port": 40002, "protocol": "TCP", "name": "admin"}]},
+            ])
+        );
     }
 }
