@@ -1,0 +1,302 @@
+//! A container's environment: runtime variables, the image's, envFrom and env with the ConfigMaps
+//! and Secrets they name, and Kubernetes' `$(VAR)` expansion.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::Value;
+use shipway_model::{Key, Object};
+
+use super::Kubelet;
+use super::sandbox::Sandbox;
+use super::worker::PodWorker;
+
+impl PodWorker {
+    /// The container's environment: runtime variables, the image's, then the container's own.
+    pub(super) fn environment(
+        &self,
+        c: &Value,
+        sandbox: &Sandbox,
+        image: &crate::images::ResolvedImage,
+        data: &RefData,
+    ) -> Result<Vec<(String, String)>, String> {
+        let cname = c["name"].as_str().unwrap_or_default();
+        let mut env: Vec<(String, String)> = vec![
+            (
+                "PATH".into(),
+                std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+            ),
+            ("HOSTNAME".into(), self.pod.metadata.name.clone()),
+            (
+                "HOME".into(),
+                Kubelet::container_root(&self.config.data_dir, &self.pod, cname)
+                    .display()
+                    .to_string(),
+            ),
+            ("SHIPWAY_POD_NAME".into(), self.pod.metadata.name.clone()),
+            (
+                "SHIPWAY_POD_NAMESPACE".into(),
+                self.pod.metadata.namespace.clone().unwrap_or_default(),
+            ),
+            (
+                "SHIPWAY_POD_UID".into(),
+                self.pod.metadata.uid.clone().unwrap_or_default(),
+            ),
+        ];
+        let mine: Vec<&Value> = sandbox
+            .port_mappings
+            .iter()
+            .filter(|m| m["container"] == cname)
+            .collect();
+        if let Some(first) = mine.first() {
+            env.push(("PORT".into(), first["hostPort"].to_string()));
+        }
+        for m in &mine {
+            if let Some(n) = m["name"].as_str() {
+                env.push((
+                    format!("SHIPWAY_PORT_{}", n.to_ascii_uppercase().replace('-', "_")),
+                    m["hostPort"].to_string(),
+                ));
+            }
+        }
+        for (name, path) in &sandbox.volumes {
+            env.push((
+                format!(
+                    "SHIPWAY_VOLUME_{}",
+                    name.to_ascii_uppercase().replace('-', "_")
+                ),
+                path.display().to_string(),
+            ));
+        }
+        env.extend(image.env.iter().cloned());
+        let set = |env: &mut Vec<(String, String)>, k: String, v: String| {
+            env.retain(|(ek, _)| *ek != k);
+            env.push((k, v));
+        };
+        for from in c["envFrom"].as_array().into_iter().flatten() {
+            let prefix = from["prefix"].as_str().unwrap_or_default();
+            let (kind, r) = match (from.get("configMapRef"), from.get("secretRef")) {
+                (Some(r), _) => ("ConfigMap", r),
+                (_, Some(r)) => ("Secret", r),
+                _ => continue,
+            };
+            let obj = r["name"].as_str().unwrap_or_default();
+            match data.get(&(kind.to_string(), obj.to_string())) {
+                Some(map) => {
+                    for (k, v) in map {
+                        set(&mut env, format!("{prefix}{k}"), v.clone());
+                    }
+                }
+                None if r["optional"].as_bool() == Some(true) => {}
+                None => {
+                    return Err(format!(
+                        "{kind} {obj:?} not found (container {cname:?} envFrom)"
+                    ));
+                }
+            }
+        }
+        for e in c["env"].as_array().into_iter().flatten() {
+            let name = e["name"].as_str().unwrap_or_default().to_string();
+            let value = if let Some(v) = e.get("value") {
+                expand_vars(v.as_str().unwrap_or_default(), &env)
+            } else if let Some(from) = e.get("valueFrom") {
+                match self.value_from(from, data) {
+                    Ok(Some(v)) => v,
+                    Ok(None) => continue,
+                    Err(msg) => return Err(format!("env {name}: {msg}")),
+                }
+            } else {
+                String::new()
+            };
+            set(&mut env, name, value);
+        }
+        Ok(env)
+    }
+
+    pub(super) fn value_from(
+        &self,
+        from: &Value,
+        data: &RefData,
+    ) -> Result<Option<String>, String> {
+        for (field, kind) in [("configMapKeyRef", "ConfigMap"), ("secretKeyRef", "Secret")] {
+            if let Some(r) = from.get(field) {
+                let obj = r["name"].as_str().unwrap_or_default();
+                let key = r["key"].as_str().unwrap_or_default();
+                let optional = r["optional"].as_bool() == Some(true);
+                return match data
+                    .get(&(kind.to_string(), obj.to_string()))
+                    .map(|m| m.get(key))
+                {
+                    Some(Some(v)) => Ok(Some(v.clone())),
+                    _ if optional => Ok(None),
+                    None => Err(format!("{kind} {obj:?} not found")),
+                    Some(None) => Err(format!("couldn't find key {key} in {kind} {obj}")),
+                };
+            }
+        }
+        if let Some(path) = from.pointer("/fieldRef/fieldPath").and_then(Value::as_str) {
+            let m = &self.pod.metadata;
+            let v = match path {
+                "metadata.name" => Some(m.name.clone()),
+                "metadata.namespace" => m.namespace.clone(),
+                "metadata.uid" => m.uid.clone(),
+                "status.podIP" | "status.hostIP" => Some("127.0.0.1".into()),
+                "spec.nodeName" => Some("local".into()),
+                p => {
+                    let label = p
+                        .strip_prefix("metadata.labels['")
+                        .and_then(|r| r.strip_suffix("']"));
+                    let annotation = p
+                        .strip_prefix("metadata.annotations['")
+                        .and_then(|r| r.strip_suffix("']"));
+                    match (label, annotation) {
+                        (Some(l), _) => Some(m.labels.get(l).cloned().unwrap_or_default()),
+                        (_, Some(a)) => Some(m.annotations.get(a).cloned().unwrap_or_default()),
+                        _ => return Err(format!("fieldRef {p:?} is not supported")),
+                    }
+                }
+            };
+            return Ok(v);
+        }
+        Err("valueFrom needs configMapKeyRef, secretKeyRef or fieldRef".into())
+    }
+
+    /// Reads the ConfigMaps and Secrets a container's env and envFrom name, at container start.
+    pub(super) async fn load_referenced(&self, c: &Value) -> RefData {
+        let ns = self.pod.metadata.namespace.clone().unwrap_or_default();
+        let mut wanted = Vec::new();
+        for from in c["envFrom"].as_array().into_iter().flatten() {
+            if let Some(n) = from.pointer("/configMapRef/name").and_then(Value::as_str) {
+                wanted.push(("ConfigMap", n.to_string()));
+            }
+            if let Some(n) = from.pointer("/secretRef/name").and_then(Value::as_str) {
+                wanted.push(("Secret", n.to_string()));
+            }
+        }
+        for e in c["env"].as_array().into_iter().flatten() {
+            if let Some(n) = e
+                .pointer("/valueFrom/configMapKeyRef/name")
+                .and_then(Value::as_str)
+            {
+                wanted.push(("ConfigMap", n.to_string()));
+            }
+            if let Some(n) = e
+                .pointer("/valueFrom/secretKeyRef/name")
+                .and_then(Value::as_str)
+            {
+                wanted.push(("Secret", n.to_string()));
+            }
+        }
+        let mut out = RefData::new();
+        for (kind, name) in wanted {
+            if let Ok(Some(o)) = self.store.get(&Key::new("", kind, &ns, &name)).await {
+                out.insert((kind.to_string(), name), config_data(&o));
+            }
+        }
+        out
+    }
+}
+
+/// ConfigMap and Secret data a container's environment refers to, by (kind, name).
+pub(super) type RefData = HashMap<(String, String), BTreeMap<String, String>>;
+
+/// A ConfigMap's or Secret's data as strings (Secret `data` is base64; `stringData` is plain).
+pub(super) fn config_data(o: &Object) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let decode = o.kind == "Secret";
+    for (field, b64) in [
+        ("data", decode),
+        ("binaryData", true),
+        ("stringData", false),
+    ] {
+        for (k, v) in o
+            .body
+            .get(field)
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            let Some(s) = v.as_str() else { continue };
+            let value = if b64 {
+                base64_decode(s).unwrap_or_default()
+            } else {
+                s.to_string()
+            };
+            out.insert(k.clone(), value);
+        }
+    }
+    out
+}
+
+pub(super) fn base64_decode(s: &str) -> Option<String> {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bits: u32 = 0;
+    let mut nbits = 0;
+    let mut out = Vec::new();
+    for b in s.bytes().filter(|b| !b.is_ascii_whitespace() && *b != b'=') {
+        let v = TABLE.iter().position(|t| *t == b)? as u32;
+        bits = (bits << 6) | v;
+        nbits += 6;
+        if nbits >= 8 {
+            nbits -= 8;
+            out.push((bits >> nbits) as u8);
+            bits &= (1 << nbits) - 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Kubernetes' `$(VAR)` expansion in env values, command and args; `$$(VAR)` escapes it and an
+/// unknown variable is left as written.
+pub(super) fn expand_vars(s: &str, env: &[(String, String)]) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        if let Some(after) = tail.strip_prefix("$$") {
+            out.push('$');
+            rest = after;
+        } else if let Some(inner) = tail.strip_prefix("$(") {
+            match inner.find(')') {
+                Some(end) => {
+                    let name = &inner[..end];
+                    match env.iter().rev().find(|(k, _)| k == name) {
+                        Some((_, v)) => out.push_str(v),
+                        None => out.push_str(&tail[..end + 3]),
+                    }
+                    rest = &inner[end + 1..];
+                }
+                None => {
+                    out.push_str(tail);
+                    rest = "";
+                }
+            }
+        } else {
+            out.push('$');
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expands_like_kubernetes() {
+        let env = vec![
+            ("A".to_string(), "1".to_string()),
+            ("B".to_string(), "x".to_string()),
+        ];
+        assert_eq!(expand_vars("$(A)-$(B)", &env), "1-x");
+        assert_eq!(expand_vars("$$(A) $(C) $A", &env), "$(A) $(C) $A");
+        assert_eq!(expand_vars("$(A", &env), "$(A");
+    }
+
+    #[test]
+    fn secrets_decode() {
+        assert_eq!(base64_decode("aGVsbG8=").as_deref(), Some("hello"));
+    }
+}

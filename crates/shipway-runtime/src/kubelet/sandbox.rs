@@ -1,0 +1,479 @@
+//! The sandbox: images resolved, loopback ports allocated, volumes written and each container's
+//! root (its image's files linked, its volumes at their mount paths).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use shipway_model::Key;
+use tokio::sync::watch;
+
+use super::Kubelet;
+use super::env::config_data;
+use super::worker::{PodWorker, waiting};
+use crate::confine;
+
+impl PodWorker {
+    /// Resolves images, allocates ports and builds the sandbox directory with volumes.
+    pub(super) async fn prepare(
+        &self,
+        stop: &mut watch::Receiver<Option<Duration>>,
+    ) -> Option<Sandbox> {
+        let dir = Kubelet::pod_dir(&self.config.data_dir, &self.pod);
+        let all: Vec<Value> = ["initContainers", "containers"]
+            .iter()
+            .flat_map(|f| {
+                self.spec()
+                    .get(*f)
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .collect();
+        // Container names become directory names (root, logs, pids); admission checks them, a Pod
+        // stored before it did must not name a path.
+        for c in &all {
+            let cname = c["name"].as_str().unwrap_or_default();
+            if let Err(e) = shipway_model::name::validate_dns1123_label(cname) {
+                let msg = format!("container name {cname:?}: Invalid value: {e}");
+                self.update(|s| {
+                    s.pending_reason = Some(("CreateContainerConfigError".into(), msg.clone()));
+                    for (_, st) in s.containers.values_mut().chain(s.init.values_mut()) {
+                        st.state = waiting("CreateContainerConfigError", &msg);
+                    }
+                });
+                return None;
+            }
+        }
+        let mut images = HashMap::new();
+        for c in &all {
+            let image = c["image"].as_str().unwrap_or_default().to_string();
+            loop {
+                match self.images.resolve(&image) {
+                    Ok(resolved) => {
+                        images.insert(image.clone(), resolved);
+                        break;
+                    }
+                    Err(e) => {
+                        // Like ErrImagePull: explain, and look again later (the image may be imported).
+                        let msg = e.to_string();
+                        self.update(|s| {
+                            s.pending_reason = Some(("ErrImagePull".into(), msg.clone()));
+                            for (_, st) in s.containers.values_mut().chain(s.init.values_mut()) {
+                                st.state = waiting("ErrImagePull", &msg);
+                            }
+                        });
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                            _ = async { stop.wait_for(Option::is_some).await.is_ok() } => return None,
+                        }
+                    }
+                }
+            }
+        }
+        self.update(|s| s.pending_reason = None);
+        let mut mappings = Vec::new();
+        let mut ports = HashMap::new();
+        for c in &all {
+            let cname = c["name"].as_str().unwrap_or_default();
+            for p in c["ports"].as_array().into_iter().flatten() {
+                let host = match std::net::TcpListener::bind("127.0.0.1:0")
+                    .and_then(|l| l.local_addr())
+                {
+                    Ok(a) => a.port(),
+                    Err(e) => {
+                        self.update(|s| {
+                            s.pending_reason = Some(("PortAllocationFailed".into(), e.to_string()))
+                        });
+                        return None;
+                    }
+                };
+                let container_port = p["containerPort"].as_i64().unwrap_or(0);
+                mappings.push(json!({
+                    "container": cname, "name": p["name"], "containerPort": container_port,
+                    "hostPort": host, "protocol": p["protocol"].as_str().unwrap_or("TCP"),
+                }));
+                ports.insert((cname.to_string(), container_port), host);
+            }
+        }
+        self.update(|s| s.port_mappings = mappings.clone());
+        let volumes = match self.prepare_volumes(&dir).await {
+            Ok(v) => v,
+            Err(msg) => {
+                self.update(|s| {
+                    s.pending_reason = Some(("CreateContainerConfigError".into(), msg.clone()));
+                    for (_, st) in s.containers.values_mut().chain(s.init.values_mut()) {
+                        st.state = waiting("CreateContainerConfigError", &msg);
+                    }
+                });
+                return None;
+            }
+        };
+        Some(Sandbox {
+            dir,
+            images,
+            port_mappings: mappings,
+            volumes,
+        })
+    }
+
+    pub(super) async fn prepare_volumes(
+        &self,
+        dir: &Path,
+    ) -> Result<HashMap<String, PathBuf>, String> {
+        let mut out = HashMap::new();
+        let ns = self.pod.metadata.namespace.clone().unwrap_or_default();
+        for v in self
+            .spec()
+            .get("volumes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let name = v["name"].as_str().unwrap_or_default().to_string();
+            let source = if let Some(cm) = v.get("configMap") {
+                // 0600 for ConfigMaps too: containers run as this user, and others must not read
+                // the data directory.
+                Some(("ConfigMap", cm, 0o600))
+            } else {
+                v.get("secret").map(|s| ("Secret", s, 0o600))
+            };
+            let mut files = Vec::new();
+            let mut mode = 0o600;
+            if let Some((kind, src, m)) = source {
+                mode = m;
+                let obj_name = src
+                    .get("name")
+                    .or_else(|| src.get("secretName"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let optional = src["optional"].as_bool().unwrap_or(false);
+                let data = match self.store.get(&Key::new("", kind, &ns, obj_name)).await {
+                    Ok(Some(o)) => config_data(&o),
+                    Ok(None) if optional => BTreeMap::new(),
+                    Ok(None) => {
+                        return Err(format!("volume {name}: {kind} {ns}/{obj_name} not found"));
+                    }
+                    Err(e) => return Err(format!("volume {name}: {e}")),
+                };
+                let items: Vec<(String, String)> = match src["items"].as_array() {
+                    Some(items) => items
+                        .iter()
+                        .filter_map(|i| {
+                            Some((
+                                i["key"].as_str()?.to_string(),
+                                i["path"].as_str()?.to_string(),
+                            ))
+                        })
+                        .collect(),
+                    None => data.keys().map(|k| (k.clone(), k.clone())).collect(),
+                };
+                for (key, rel) in items {
+                    let Some(value) = data.get(&key) else {
+                        return Err(format!(
+                            "volume {name}: {kind} {ns}/{obj_name} has no key {key:?}"
+                        ));
+                    };
+                    files.push((rel, value.clone()));
+                }
+            }
+            let path = write_volume(&dir.join("volumes"), &name, &files, mode)?;
+            out.insert(name, path);
+        }
+        Ok(out)
+    }
+
+    /// The directory a container runs in: the image's files (linked, not copied) with the pod's
+    /// volumes at their `mountPath`s, relative to it. Without mount namespaces an absolute path
+    /// cannot be redirected; apps that use paths relative to their working directory (or
+    /// `$SHIPWAY_VOLUME_<NAME>`) see their volumes where the manifest says.
+    pub(super) fn container_root(
+        &self,
+        c: &Value,
+        sandbox: &Sandbox,
+        image: &crate::images::ResolvedImage,
+    ) -> Result<PathBuf, String> {
+        let name = c["name"].as_str().unwrap_or_default();
+        let root = Kubelet::container_root(&self.config.data_dir, &self.pod, name);
+        let io = |e: std::io::Error| format!("preparing the root of container {name:?}: {e}");
+        if root.exists() {
+            std::fs::remove_dir_all(&root).map_err(io)?;
+        }
+        crate::private::create_dir_all(&root).map_err(io)?;
+        link_children(&image.root, &root).map_err(io)?;
+        mount_volumes(&root, &sandbox.volumes, &c["volumeMounts"])?;
+        Ok(Kubelet::container_root(
+            &self.config.data_dir,
+            &self.pod,
+            name,
+        ))
+    }
+}
+
+/// Where a pod's containers run and what they were given.
+pub(super) struct Sandbox {
+    pub(super) dir: PathBuf,
+    pub(super) images: HashMap<String, crate::images::ResolvedImage>,
+    pub(super) port_mappings: Vec<Value>,
+    pub(super) volumes: HashMap<String, PathBuf>,
+}
+
+/// Makes the directory of volume `name` under `volumes` and writes its `files` (path in the
+/// volume, contents) with `mode`. Every path goes through `confine`: nothing is created, written
+/// or re-moded outside `volumes/<name>`, whatever the manifest or a container left there.
+pub(super) fn write_volume(
+    volumes: &Path,
+    name: &str,
+    files: &[(String, String)],
+    mode: u32,
+) -> Result<PathBuf, String> {
+    // Admission checks this too; a Pod stored before it did must not name a path.
+    if let Err(e) = shipway_model::name::validate_dns1123_label(name) {
+        return Err(format!("volume {name:?}: Invalid value: {e}"));
+    }
+    let path = confine::create_dir(volumes, name).map_err(|e| format!("volume {name}: {e}"))?;
+    for (rel, value) in files {
+        confine::write_file(&path, rel, value.as_bytes(), mode)
+            .map_err(|e| format!("volume {name}: item path {e}"))?;
+    }
+    Ok(path)
+}
+
+/// Places a container's `volumeMounts` in its `root` as links to the volumes' directories (or to
+/// a `subPath` inside one). The mount point is built from the mountPath's components below `root`;
+/// the subPath is resolved inside its volume without following links.
+pub(super) fn mount_volumes(
+    root: &Path,
+    volumes: &HashMap<String, PathBuf>,
+    mounts: &Value,
+) -> Result<(), String> {
+    let io = |e: std::io::Error| format!("preparing the container's root: {e}");
+    for (i, m) in mounts.as_array().into_iter().flatten().enumerate() {
+        let volume = m["name"].as_str().unwrap_or_default();
+        let Some(source) = volumes.get(volume) else {
+            return Err(format!("volumeMounts[{i}]: no volume named {volume:?}"));
+        };
+        let source = match m["subPath"].as_str().filter(|p| !p.is_empty()) {
+            Some(sub) => confine::existing_or_dir(source, sub)
+                .map_err(|e| format!("volumeMounts[{i}].subPath {e}"))?,
+            None => source.clone(),
+        };
+        let path = m["mountPath"].as_str().unwrap_or_default();
+        let parts = match confine::components(path.trim_start_matches('/')) {
+            Ok(parts) if !parts.is_empty() && !path.split('/').any(|p| p == "..") => parts,
+            _ => {
+                return Err(format!(
+                    "volumeMounts[{i}].mountPath {path:?} must name a directory below the root"
+                ));
+            }
+        };
+        // Each parent is made a real directory (unfolding links into the image) before the next
+        // is looked at, so the mount point is below `root` and nothing is written into the image.
+        let mut dir = root.to_path_buf();
+        for part in &parts[..parts.len() - 1] {
+            dir = dir.join(part);
+            unfold(&dir).map_err(io)?;
+        }
+        let at = dir.join(parts[parts.len() - 1]);
+        match std::fs::symlink_metadata(&at) {
+            Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&at).map_err(io)?,
+            Ok(_) => std::fs::remove_file(&at).map_err(io)?,
+            Err(_) => {}
+        }
+        std::os::unix::fs::symlink(&source, &at).map_err(io)?;
+    }
+    Ok(())
+}
+
+/// The directory a container starts in: its workingDir inside its root (an absolute workingDir is
+/// relative to the root, as there are no mount namespaces).
+pub(super) fn working_dir(root: &Path, dir: Option<&str>) -> Result<PathBuf, String> {
+    match dir {
+        Some(w) => confine::confined(root, w.trim_start_matches('/'))
+            .map_err(|e| format!("workingDir {e}")),
+        None => Ok(root.to_path_buf()),
+    }
+}
+
+/// Links every entry of `from` into `to`.
+pub(super) fn link_children(from: &Path, to: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        std::os::unix::fs::symlink(entry.path(), to.join(entry.file_name()))?;
+    }
+    Ok(())
+}
+
+/// Makes `dir` a real directory: a link to an image directory becomes a directory of links to its
+/// children, so a mount can be placed inside without touching the shared image.
+pub(super) fn unfold(dir: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(dir) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            let target = std::fs::read_link(dir)?;
+            std::fs::remove_file(dir)?;
+            crate::private::create_dir(dir)?;
+            if target.is_dir() {
+                link_children(&target, dir)?;
+            }
+            Ok(())
+        }
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(std::io::Error::other(format!(
+            "{} is a file, not a directory",
+            dir.display()
+        ))),
+        Err(_) => crate::private::create_dir(dir),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every file under `dir` with its kind, mode and contents or link target, links not followed.
+    fn snapshot(dir: &Path) -> Vec<(PathBuf, String)> {
+        use std::os::unix::fs::PermissionsExt;
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                let meta = std::fs::symlink_metadata(&p).unwrap();
+                let what = if meta.is_symlink() {
+                    format!("link {:?}", std::fs::read_link(&p).unwrap())
+                } else if meta.is_dir() {
+                    stack.push(p.clone());
+                    format!("dir {:o}", meta.permissions().mode())
+                } else {
+                    format!(
+                        "file {:o} {:?}",
+                        meta.permissions().mode(),
+                        std::fs::read(&p).unwrap()
+                    )
+                };
+                out.push((p, what));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    fn rel_path() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop::collection::vec(
+            prop::sample::select(vec!["..", ".", "", "/", "a", "b", "//", "link", "cfg", "x"]),
+            0..6,
+        )
+        .prop_map(|parts| parts.join("/"))
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Volume names, item paths, subPaths, mountPaths and workingDirs made of `..`, `.`, `/` and
+        /// names, with links to the outside placed in the tree: whatever the kubelet builds stays in
+        /// the pod's directory, and nothing outside it (nor the image) changes.
+        #[test]
+        fn paths_from_manifests_never_leave_the_pod_directory(
+            names in proptest::collection::vec(rel_path(), 1..4),
+            items in proptest::collection::vec((rel_path(), "[a-z]{0,3}"), 0..5),
+            links in proptest::collection::vec(rel_path(), 0..3),
+            mounts in proptest::collection::vec((0usize..4, rel_path(), rel_path()), 0..4),
+            work in proptest::option::of(rel_path()),
+        ) {
+            let tmp = tempfile::tempdir().unwrap();
+            let pod = tmp.path().join("pod");
+            let outside = tmp.path().join("outside");
+            let image = tmp.path().join("image");
+            for d in [&outside, &image.join("etc"), &pod.join("volumes/cfg")] {
+                std::fs::create_dir_all(d).unwrap();
+            }
+            std::fs::write(outside.join("secret"), "keep").unwrap();
+            std::fs::write(image.join("etc/conf"), "image").unwrap();
+            // Links a container could have left in its volumes, to a directory and to a file outside.
+            for (i, at) in links.iter().enumerate() {
+                if let Ok(at) = confine::confined(&pod.join("volumes"), at)
+                    && at != pod.join("volumes")
+                    && let Some(parent) = at.parent()
+                    && std::fs::create_dir_all(parent).is_ok()
+                {
+                    let target = if i % 2 == 0 { outside.clone() } else { outside.join("secret") };
+                    let _ = std::os::unix::fs::symlink(target, &at);
+                }
+            }
+            let _ = std::os::unix::fs::symlink(&outside, pod.join("volumes/cfg/link"));
+            let before = (snapshot(&outside), snapshot(&image));
+
+            let mut volumes = HashMap::new();
+            for name in &names {
+                let files: Vec<(String, String)> =
+                    items.iter().map(|(p, v)| (p.clone(), v.clone())).collect();
+                if let Ok(path) = write_volume(&pod.join("volumes"), name, &files, 0o600) {
+                    proptest::prop_assert!(path.starts_with(pod.join("volumes")), "{path:?}");
+                    proptest::prop_assert!(path != pod.join("volumes"), "{path:?}");
+                    volumes.insert(name.clone(), path);
+                }
+            }
+            let root = pod.join("containers/c/root");
+            std::fs::create_dir_all(&root).unwrap();
+            link_children(&image, &root).unwrap();
+            let mounts: Vec<Value> = mounts
+                .iter()
+                .map(|(v, sub, at)| json!({"name": names.get(*v).cloned().unwrap_or_default(), "subPath": sub, "mountPath": at}))
+                .collect();
+            if mount_volumes(&root, &volumes, &json!(mounts)).is_ok() {
+                // Every mount is a link to a directory of the pod's volumes.
+                for (path, what) in snapshot(&root) {
+                    if let Ok(target) = std::fs::read_link(&path)
+                        && !target.starts_with(&image)
+                    {
+                        proptest::prop_assert!(target.starts_with(pod.join("volumes")), "{path:?} {what}");
+                        proptest::prop_assert!(
+                            !std::fs::symlink_metadata(&target).unwrap().is_symlink(),
+                            "{path:?} {what}"
+                        );
+                    }
+                }
+            }
+            if let Ok(cwd) = working_dir(&root, work.as_deref()) {
+                proptest::prop_assert!(cwd.starts_with(&root), "{cwd:?}");
+            }
+            proptest::prop_assert_eq!((snapshot(&outside), snapshot(&image)), before);
+        }
+    }
+
+    #[test]
+    fn a_volume_named_like_a_path_writes_nothing_outside_the_pod() {
+        let tmp = tempfile::tempdir().unwrap();
+        let volumes = tmp.path().join("pod/volumes");
+        let files = [("key".to_string(), "v".to_string())];
+        let err = write_volume(&volumes, "../../x", &files, 0o644).unwrap_err();
+        assert!(
+            err.starts_with("volume \"../../x\": Invalid value: a lowercase RFC 1123 label"),
+            "{err}"
+        );
+        let err =
+            write_volume(&volumes, "v", &[("../../../x".into(), "v".into())], 0o644).unwrap_err();
+        assert_eq!(
+            err,
+            "volume v: item path \"../../../x\" must not climb above its directory with '..'"
+        );
+        assert_eq!(
+            std::fs::read_dir(tmp.path()).unwrap().count(),
+            1,
+            "only the pod directory"
+        );
+        let root = tmp.path().join("pod/containers/c/root");
+        std::fs::create_dir_all(&root).unwrap();
+        let err = working_dir(&root, Some("/app/../../..")).unwrap_err();
+        assert_eq!(
+            err,
+            "workingDir \"app/../../..\" must not climb above its directory with '..'"
+        );
+        assert_eq!(
+            working_dir(&root, Some("/srv/./www")).unwrap(),
+            root.join("srv/www")
+        );
+    }
+}
