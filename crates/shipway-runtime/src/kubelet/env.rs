@@ -81,9 +81,10 @@ impl PodWorker {
             };
             let obj = r["name"].as_str().unwrap_or_default();
             match data.get(&(kind.to_string(), obj.to_string())) {
-                Some(map) => {
+                Some(Err(msg)) => return Err(msg.clone()),
+                Some(Ok(map)) => {
                     for (k, v) in map {
-                        set(&mut env, format!("{prefix}{k}"), v.clone());
+                        set(&mut env, format!("{prefix}{k}"), env_text(kind, obj, k, v)?);
                     }
                 }
                 None if r["optional"].as_bool() == Some(true) => {}
@@ -124,12 +125,13 @@ impl PodWorker {
                 let optional = r["optional"].as_bool() == Some(true);
                 return match data
                     .get(&(kind.to_string(), obj.to_string()))
-                    .map(|m| m.get(key))
+                    .map(|m| m.as_ref().map(|m| m.get(key)))
                 {
-                    Some(Some(v)) => Ok(Some(v.clone())),
+                    Some(Err(msg)) => Err(msg.clone()),
+                    Some(Ok(Some(v))) => env_text(kind, obj, key, v).map(Some),
                     _ if optional => Ok(None),
                     None => Err(format!("{kind} {obj:?} not found")),
-                    Some(None) => Err(format!("couldn't find key {key} in {kind} {obj}")),
+                    Some(Ok(None)) => Err(format!("couldn't find key {key} in {kind} {obj}")),
                 };
             }
         }
@@ -197,10 +199,26 @@ impl PodWorker {
 }
 
 /// ConfigMap and Secret data a container's environment refers to, by (kind, name).
-pub(super) type RefData = HashMap<(String, String), BTreeMap<String, String>>;
+/// A ConfigMap or Secret whose data cannot be decoded is kept as the error, so the container that
+/// names it says why instead of seeing an empty value.
+pub(super) type RefData = HashMap<(String, String), Result<BTreeMap<String, Vec<u8>>, String>>;
 
-/// A ConfigMap's or Secret's data as strings (Secret `data` is base64; `stringData` is plain).
-pub(super) fn config_data(o: &Object) -> BTreeMap<String, String> {
+/// One value of a ConfigMap or Secret as an environment variable: environment values are text,
+/// and bytes that are not UTF-8 are refused (kubelet would pass them on, a Rust process could not
+/// even read `std::env::var`), naming the key and what to do.
+fn env_text(kind: &str, obj: &str, key: &str, value: &[u8]) -> Result<String, String> {
+    String::from_utf8(value.to_vec()).map_err(|e| {
+        format!(
+            "couldn't use key {key} in {kind} {obj}: the value is not valid UTF-8 (invalid byte at offset {}); \
+             environment variables hold text, mount the {kind} as a volume to read binary data",
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
+/// A ConfigMap's or Secret's data as bytes: Secret `data` and ConfigMap `binaryData` are base64,
+/// ConfigMap `data` and `stringData` plain text. Bytes stay bytes: a volume gets them exactly.
+pub(super) fn config_data(o: &Object) -> Result<BTreeMap<String, Vec<u8>>, String> {
     let mut out = BTreeMap::new();
     let decode = o.kind == "Secret";
     for (field, b64) in [
@@ -217,32 +235,39 @@ pub(super) fn config_data(o: &Object) -> BTreeMap<String, String> {
         {
             let Some(s) = v.as_str() else { continue };
             let value = if b64 {
-                base64_decode(s).unwrap_or_default()
+                base64_decode(s).map_err(|e| {
+                    format!(
+                        "{} {}/{}: {field}[{k}]: Invalid value: {e}",
+                        o.kind,
+                        o.metadata.namespace.as_deref().unwrap_or_default(),
+                        o.metadata.name
+                    )
+                })?
             } else {
-                s.to_string()
+                s.as_bytes().to_vec()
             };
             out.insert(k.clone(), value);
         }
     }
-    out
+    Ok(out)
 }
 
-pub(super) fn base64_decode(s: &str) -> Option<String> {
-    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut bits: u32 = 0;
-    let mut nbits = 0;
-    let mut out = Vec::new();
-    for b in s.bytes().filter(|b| !b.is_ascii_whitespace() && *b != b'=') {
-        let v = TABLE.iter().position(|t| *t == b)? as u32;
-        bits = (bits << 6) | v;
-        nbits += 6;
-        if nbits >= 8 {
-            nbits -= 8;
-            out.push((bits >> nbits) as u8);
-            bits &= (1 << nbits) - 1;
-        }
-    }
-    String::from_utf8(out).ok()
+/// Standard base64 as Kubernetes stores it, with Go's wording for bad input (what kubectl users
+/// see from the API server).
+pub(super) fn base64_decode(s: &str) -> Result<Vec<u8>, String> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .map_err(|e| match e {
+            base64::DecodeError::InvalidByte(at, _)
+            | base64::DecodeError::InvalidLastSymbol(at, _) => {
+                format!("illegal base64 data at input byte {at}")
+            }
+            base64::DecodeError::InvalidLength(len) => {
+                format!("illegal base64 data at input byte {len}")
+            }
+            base64::DecodeError::InvalidPadding => "illegal base64 data: bad padding".into(),
+        })
 }
 
 /// Kubernetes' `$(VAR)` expansion in env values, command and args; `$$(VAR)` escapes it and an
@@ -297,6 +322,12 @@ mod tests {
 
     #[test]
     fn secrets_decode() {
-        assert_eq!(base64_decode("aGVsbG8=").as_deref(), Some("hello"));
+        assert_eq!(base64_decode("aGVsbG8="), Ok(b"hello".to_vec()));
+        // Bytes that are not UTF-8 stay bytes (the hand-written decoder returned nothing for them).
+        assert_eq!(base64_decode("/wD+gA=="), Ok(vec![0xff, 0x00, 0xfe, 0x80]));
+        assert_eq!(
+            base64_decode("aGVsbG8-"),
+            Err("illegal base64 data at input byte 7".to_string())
+        );
     }
 }

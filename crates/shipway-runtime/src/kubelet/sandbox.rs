@@ -150,7 +150,7 @@ impl PodWorker {
                     .unwrap_or_default();
                 let optional = src["optional"].as_bool().unwrap_or(false);
                 let data = match self.store.get(&Key::new("", kind, &ns, obj_name)).await {
-                    Ok(Some(o)) => config_data(&o),
+                    Ok(Some(o)) => config_data(&o).map_err(|e| format!("volume {name}: {e}"))?,
                     Ok(None) if optional => BTreeMap::new(),
                     Ok(None) => {
                         return Err(format!("volume {name}: {kind} {ns}/{obj_name} not found"));
@@ -222,10 +222,10 @@ pub(super) struct Sandbox {
 /// Makes the directory of volume `name` under `volumes` and writes its `files` (path in the
 /// volume, contents) with `mode`. Every path goes through `confine`: nothing is created, written
 /// or re-moded outside `volumes/<name>`, whatever the manifest or a container left there.
-pub(super) fn write_volume(
+pub(super) fn write_volume<V: AsRef<[u8]>>(
     volumes: &Path,
     name: &str,
-    files: &[(String, String)],
+    files: &[(String, V)],
     mode: u32,
 ) -> Result<PathBuf, String> {
     // Admission checks this too; a Pod stored before it did must not name a path.
@@ -234,7 +234,7 @@ pub(super) fn write_volume(
     }
     let path = confine::create_dir(volumes, name).map_err(|e| format!("volume {name}: {e}"))?;
     for (rel, value) in files {
-        confine::write_file(&path, rel, value.as_bytes(), mode)
+        confine::write_file(&path, rel, value.as_ref(), mode)
             .map_err(|e| format!("volume {name}: item path {e}"))?;
     }
     Ok(path)
@@ -454,7 +454,7 @@ mod tests {
             "{err}"
         );
         let err =
-            write_volume(&volumes, "v", &[("../../../x".into(), "v".into())], 0o644).unwrap_err();
+            write_volume(&volumes, "v", &[("../../../x".to_string(), "v")], 0o644).unwrap_err();
         assert_eq!(
             err,
             "volume v: item path \"../../../x\" must not climb above its directory with '..'"
