@@ -1,4 +1,5 @@
-//! The pod's status as kubelet reports it, written to the store when the worker's state changes.
+//! The pod's status as kubelet reports it, written to the store when the worker's state changes,
+//! and the events it records.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -117,6 +118,20 @@ impl PodWorker {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
+        }
+    }
+}
+
+impl PodWorker {
+    /// Records an event about the pod, as kubelet's event recorder does (`Started`, `Unhealthy`,
+    /// `Killing`, ...). An event that cannot be written is logged: it must not stop the pod.
+    pub(super) async fn record(&self, reason: &str, message: &str) {
+        if let Err(e) = self
+            .store
+            .record_event(&self.key, ACTOR, reason, message)
+            .await
+        {
+            tracing::warn!(pod = %self.key, reason, error = %e, "cannot record event");
         }
     }
 }
