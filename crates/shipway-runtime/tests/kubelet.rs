@@ -8,7 +8,7 @@ use shipway_model::{Key, Object};
 use shipway_runtime::images::ImageStore;
 use shipway_runtime::kubelet::Kubelet;
 use shipway_runtime::{KubeletConfig, LocalRuntime};
-use shipway_store::{ListQuery, Store};
+use shipway_store::{AuditEvent, EventQuery, ListQuery, Store};
 use tokio_util::sync::CancellationToken;
 
 struct Env {
@@ -55,6 +55,60 @@ impl Env {
             .get(&Key::new("", "Pod", "default", name))
             .await
             .unwrap()
+    }
+
+    /// The kubelet's events about pod `name` (reason, message), oldest first.
+    async fn events(&self, name: &str) -> Vec<(String, String)> {
+        let key = Key::new("", "Pod", "default", name);
+        let events: Vec<AuditEvent> = self
+            .store
+            .events(&EventQuery::for_key(&key, 0))
+            .await
+            .unwrap();
+        events
+            .into_iter()
+            .filter(|e| e.actor == "kubelet")
+            .map(|e| (e.action, e.message))
+            .collect()
+    }
+
+    /// Waits up to `secs` for an event of pod `name` with `reason` whose message contains `text`;
+    /// returns its message.
+    async fn event(&self, secs: u64, name: &str, reason: &str, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let events = self.events(name).await;
+            if let Some((_, m)) = events.iter().find(|(r, m)| r == reason && m.contains(text)) {
+                return m.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for a {reason} event {text:?} of pod {name}; events: {events:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Every version of pod `name` the store has kept, oldest first: a watch from version 0
+    /// replays each change in order.
+    async fn history(&self, name: &str) -> Vec<Object> {
+        use futures_util::StreamExt;
+        let upto = self.pod(name).await.unwrap().resource_version().unwrap();
+        let mut changes = self
+            .store
+            .watch(ListQuery::kind("", "Pod").in_namespace("default"), 0);
+        let mut out = Vec::new();
+        while let Some(change) = changes.next().await {
+            let change = change.unwrap();
+            let version = change.resource_version();
+            if change.object.metadata.name == name {
+                out.push(change.object);
+            }
+            if version >= upto {
+                break;
+            }
+        }
+        out
     }
 
     /// Polls until `f` holds, failing with `what` after `secs`.
@@ -179,6 +233,202 @@ async fn a_secret_value_that_is_not_utf8_in_an_env_var_is_a_config_error_not_an_
             })
         })
         .await;
+    }
+    env.stop().await;
+}
+
+/// The loopback port pod `p` was given for its container port `name`.
+fn host_port(p: &Object, name: &str) -> u16 {
+    let mappings = &p.status().unwrap()["portMappings"];
+    mappings
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == name)
+        .and_then(|m| m["hostPort"].as_u64())
+        .unwrap_or_else(|| panic!("no port {name} in {mappings}")) as u16
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_gates_and_liveness_restarts() {
+    let env = Env::start().await;
+    let flags = tempfile::tempdir().unwrap();
+    let ready = flags.path().join("ready");
+    let alive = flags.path().join("alive");
+    std::fs::write(&alive, "").unwrap();
+    env.apply(pod("probed", json!({"terminationGracePeriodSeconds": 2, "containers": [{
+        "name": "main", "image": "sh:v1", "args": ["exec sleep 600"],
+        "env": [{"name": "READY_FILE", "value": ready.to_str().unwrap()}],
+        // Exec probes get the container's environment.
+        "readinessProbe": {"exec": {"command": ["sh", "-c", "test -f \"$READY_FILE\" || { echo no $READY_FILE; exit 1; }"]}, "periodSeconds": 1},
+        "livenessProbe": {"exec": {"command": ["test", "-f", alive.to_str().unwrap()]}, "periodSeconds": 1, "failureThreshold": 2},
+    }]})))
+    .await;
+    // Evidence that the readiness probe ran and failed its threshold (three times), in kubelet's
+    // words with the command's output; only then is "not ready" worth asserting.
+    let failed = format!("Readiness probe failed: no {}", ready.display());
+    env.until(20, "three readiness failures", || async {
+        env.events("probed")
+            .await
+            .iter()
+            .filter(|(r, m)| r == "Unhealthy" && *m == failed)
+            .count()
+            >= 3
+    })
+    .await;
+    let p = env.pod("probed").await.unwrap();
+    let cs = container_status(&p);
+    assert!(cs["state"].get("running").is_some(), "{cs}");
+    assert_eq!(
+        cs["ready"], false,
+        "not ready while the readiness probe fails: {cs}"
+    );
+    assert!(
+        p.status().unwrap()["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "False"),
+        "{p:?}"
+    );
+    std::fs::write(&ready, "").unwrap();
+    env.until(10, "ready", || async {
+        env.pod("probed")
+            .await
+            .is_some_and(|p| container_status(&p)["ready"] == true)
+    })
+    .await;
+
+    std::fs::remove_file(&alive).unwrap();
+    env.event(
+        20,
+        "probed",
+        "Killing",
+        "Container main failed liveness probe, will be restarted",
+    )
+    .await;
+    let liveness = env
+        .event(5, "probed", "Unhealthy", "Liveness probe failed: ")
+        .await;
+    assert_eq!(
+        liveness,
+        format!(
+            "Liveness probe failed: command \"test -f {}\" exited with exit status: 1",
+            alive.display()
+        )
+    );
+    std::fs::write(&alive, "").unwrap();
+    env.until(20, "a liveness restart", || async {
+        env.pod("probed")
+            .await
+            .is_some_and(|p| container_status(&p)["restartCount"].as_i64().unwrap_or(0) >= 1)
+    })
+    .await;
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_and_tcp_probes_use_the_ports_the_pod_was_given() {
+    let env = Env::start().await;
+    // Each serves HTTP on its first port ($PORT) after two seconds; "admin" is never served.
+    let ports =
+        json!([{"name": "web", "containerPort": 8000}, {"name": "admin", "containerPort": 8001}]);
+    for (name, probe) in [
+        (
+            "http",
+            json!({"httpGet": {"path": "/", "port": "web"}, "periodSeconds": 1}),
+        ),
+        (
+            "tcp",
+            json!({"tcpSocket": {"port": 8000}, "periodSeconds": 1}),
+        ),
+        (
+            "wrong",
+            json!({"tcpSocket": {"port": 8001}, "periodSeconds": 1}),
+        ),
+        (
+            "unnamed",
+            json!({"httpGet": {"path": "/", "port": "metrics"}, "periodSeconds": 1}),
+        ),
+    ] {
+        env.apply(pod(name, json!({"terminationGracePeriodSeconds": 2, "containers": [{"name": "main", "image": "sh:v1",
+            "args": ["sleep 2; exec python3 -m http.server --bind 127.0.0.1 $PORT"],
+            "ports": ports, "readinessProbe": probe}]})))
+        .await;
+    }
+    let mut given = std::collections::HashMap::new();
+    for name in ["http", "tcp", "wrong"] {
+        env.until(20, "port mappings", || async {
+            env.pod(name).await.is_some_and(|p| {
+                p.status()
+                    .is_some_and(|s| s["portMappings"].as_array().is_some_and(|m| m.len() == 2))
+            })
+        })
+        .await;
+        let p = env.pod(name).await.unwrap();
+        given.insert(name, (host_port(&p, "web"), host_port(&p, "admin")));
+    }
+    // Before the app listens, the probes fail on the ports the pod was given.
+    let (web, _) = given["http"];
+    env.event(20, "http", "Unhealthy", &format!(
+        "Readiness probe failed: Get \"http://127.0.0.1:{web}/\": dial tcp 127.0.0.1:{web}: connect: connection refused"
+    ))
+    .await;
+    let (web, _) = given["tcp"];
+    env.event(
+        20,
+        "tcp",
+        "Unhealthy",
+        &format!("Readiness probe failed: dial tcp 127.0.0.1:{web}: connect: connection refused"),
+    )
+    .await;
+    for name in ["http", "tcp"] {
+        env.until(30, &format!("{name} probe to pass"), || async {
+            env.pod(name)
+                .await
+                .is_some_and(|p| container_status(&p)["ready"] == true)
+        })
+        .await;
+    }
+    // The probe on a port nobody serves fails every time, while the pod's web port answers.
+    let (web, admin) = given["wrong"];
+    let refused =
+        format!("Readiness probe failed: dial tcp 127.0.0.1:{admin}: connect: connection refused");
+    env.until(30, "three failures of the wrong port", || async {
+        env.events("wrong")
+            .await
+            .iter()
+            .filter(|(_, m)| *m == refused)
+            .count()
+            >= 3
+    })
+    .await;
+    env.until(10, "the wrong pod's app to listen", || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", web))
+            .await
+            .is_ok()
+    })
+    .await;
+    env.event(
+        20,
+        "unnamed",
+        "Unhealthy",
+        "Readiness probe failed: port \"metrics\" not found in container main",
+    )
+    .await;
+    for name in ["wrong", "unnamed"] {
+        // Every status the pod ever had, not a sample: never ready.
+        let history = env.history(name).await;
+        assert!(history.len() >= 3, "{name}: {history:?}");
+        for p in &history {
+            let cs = container_status(p);
+            assert_ne!(cs["ready"], true, "{name} was ready once: {cs}");
+        }
+        assert!(
+            container_status(history.last().unwrap())["state"]
+                .get("running")
+                .is_some()
+        );
     }
     env.stop().await;
 }
