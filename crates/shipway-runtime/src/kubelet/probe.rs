@@ -339,6 +339,9 @@ impl PodWorker {
                 return;
             }
         }
+        // Nothing left to probe: keep `kill` open, as the worker reads a dropped sender as a
+        // finished probe task (it aborts this task when the container ends).
+        std::future::pending::<()>().await
     }
 }
 
