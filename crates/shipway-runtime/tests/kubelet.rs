@@ -432,3 +432,148 @@ async fn http_and_tcp_probes_use_the_ports_the_pod_was_given() {
     }
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_image_is_err_image_pull_then_image_pull_back_off_until_it_is_imported() {
+    let env = Env::start().await;
+    env.apply(pod(
+        "web",
+        json!({"terminationGracePeriodSeconds": 2, "containers": [{"name": "web", "image": "web:v1", "args": ["exec sleep 600"]}]}),
+    ))
+    .await;
+    let missing = "image \"web:v1\" not found in the local image store; import it with `shipway image import web:v1 DIR --entrypoint CMD`";
+    let waiting = |reason: &'static str, message: String| {
+        let env = &env;
+        async move {
+            env.until(20, reason, || async {
+                env.pod("web").await.is_some_and(|p| {
+                    let w = &container_status(&p)["state"]["waiting"];
+                    w["reason"] == reason && w["message"] == message.as_str()
+                })
+            })
+            .await
+        }
+    };
+    waiting("ErrImagePull", missing.to_string()).await;
+    env.event(
+        5,
+        "web",
+        "Failed",
+        &format!("Failed to pull image \"web:v1\": {missing}"),
+    )
+    .await;
+    env.event(5, "web", "Failed", "Error: ErrImagePull").await;
+    waiting(
+        "ImagePullBackOff",
+        format!("Back-off pulling image \"web:v1\": {missing}"),
+    )
+    .await;
+    env.event(5, "web", "BackOff", "Back-off pulling image \"web:v1\"")
+        .await;
+    env.event(5, "web", "Failed", "Error: ImagePullBackOff")
+        .await;
+    assert_eq!(
+        env.pod("web").await.unwrap().status().unwrap()["reason"],
+        "ImagePullBackOff"
+    );
+
+    // Doing what the message says starts the container.
+    let src = env.data.path().join("web-src");
+    std::fs::create_dir_all(&src).unwrap();
+    ImageStore::new(env.data.path())
+        .import("web:v1", &src, &["/bin/sh".into(), "-c".into()], &[])
+        .unwrap();
+    env.event(30, "web", "Started", "Started container web")
+        .await;
+    let lifecycle: Vec<(String, String)> = env
+        .events("web")
+        .await
+        .into_iter()
+        .filter(|(r, _)| ["Pulled", "Created", "Started"].contains(&r.as_str()))
+        .collect();
+    assert_eq!(
+        lifecycle,
+        [
+            (
+                "Pulled",
+                "Container image \"web:v1\" already present on machine"
+            ),
+            ("Created", "Created container web"),
+            ("Started", "Started container web"),
+        ]
+        .map(|(r, m)| (r.to_string(), m.to_string()))
+    );
+    env.until(10, "running", || async {
+        env.pod("web").await.is_some_and(|p| {
+            container_status(&p)["state"].get("running").is_some()
+                && p.status().unwrap().get("reason").is_none()
+        })
+    })
+    .await;
+    let key = env.pod("web").await.unwrap().key();
+    env.store.delete(&key, "test").await.unwrap();
+    env.event(10, "web", "Killing", "Stopping container web")
+        .await;
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_loop_backs_off_with_kubelets_words_and_events() {
+    let env = Env::start().await;
+    env.apply(pod(
+        "crash",
+        json!({"containers": [{"name": "main", "image": "sh:v1", "args": ["echo dying; exit 3"]}]}),
+    ))
+    .await;
+    let uid = {
+        env.until(10, "the pod", || async { env.pod("crash").await.is_some() })
+            .await;
+        env.pod("crash").await.unwrap().metadata.uid.unwrap()
+    };
+    let pod_ref = format!("crash_default({uid})");
+    env.event(
+        20,
+        "crash",
+        "BackOff",
+        &format!("Back-off restarting failed container main in pod {pod_ref}"),
+    )
+    .await;
+    env.until(20, "CrashLoopBackOff", || async {
+        env.pod("crash").await.is_some_and(|p| {
+            let w = &container_status(&p)["state"]["waiting"];
+            w["reason"] == "CrashLoopBackOff"
+                && w["message"].as_str().is_some_and(|m| {
+                    m.starts_with("back-off ")
+                        && m.ends_with(&format!(" restarting failed container=main pod={pod_ref}"))
+                })
+        })
+    })
+    .await;
+    let started = env
+        .events("crash")
+        .await
+        .iter()
+        .filter(|(r, m)| r == "Started" && m == "Started container main")
+        .count();
+    assert!(started >= 2, "one Started event per run: {started}");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configuration_error_is_a_failed_event() {
+    let env = Env::start().await;
+    env.apply(pod(
+        "nokey",
+        json!({"containers": [{"name": "main", "image": "sh:v1", "args": ["exec sleep 600"],
+            "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "absent"}}}]}]}),
+    ))
+    .await;
+    env.event(
+        20,
+        "nokey",
+        "Failed",
+        "Error: env X: ConfigMap \"settings\" not found",
+    )
+    .await;
+    env.stop().await;
+}

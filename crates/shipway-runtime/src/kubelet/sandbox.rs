@@ -49,6 +49,7 @@ impl PodWorker {
         let mut images = HashMap::new();
         for c in &all {
             let image = c["image"].as_str().unwrap_or_default().to_string();
+            let mut attempts = 0u32;
             loop {
                 match self.images.resolve(&image) {
                     Ok(resolved) => {
@@ -56,16 +57,42 @@ impl PodWorker {
                         break;
                     }
                     Err(e) => {
-                        // Like ErrImagePull: explain, and look again later (the image may be imported).
+                        // Like kubelet: ErrImagePull after the first failed pull, ImagePullBackOff
+                        // while it waits to look again (the image may be imported meanwhile).
+                        attempts += 1;
                         let msg = e.to_string();
+                        let (reason, message) = if attempts == 1 {
+                            self.record(
+                                "Failed",
+                                &format!("Failed to pull image {image:?}: {msg}"),
+                            )
+                            .await;
+                            self.record("Failed", "Error: ErrImagePull").await;
+                            ("ErrImagePull", msg)
+                        } else {
+                            if attempts == 2 {
+                                self.record("Failed", "Error: ImagePullBackOff").await;
+                            }
+                            if attempts == 2 || attempts.is_multiple_of(6) {
+                                self.record(
+                                    "BackOff",
+                                    &format!("Back-off pulling image {image:?}"),
+                                )
+                                .await;
+                            }
+                            (
+                                "ImagePullBackOff",
+                                format!("Back-off pulling image {image:?}: {msg}"),
+                            )
+                        };
                         self.update(|s| {
-                            s.pending_reason = Some(("ErrImagePull".into(), msg.clone()));
+                            s.pending_reason = Some((reason.into(), message.clone()));
                             for (_, st) in s.containers.values_mut().chain(s.init.values_mut()) {
-                                st.state = waiting("ErrImagePull", &msg);
+                                st.state = waiting(reason, &message);
                             }
                         });
                         tokio::select! {
-                            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                            _ = tokio::time::sleep(image_backoff(attempts)) => {}
                             _ = async { stop.wait_for(Option::is_some).await.is_ok() } => return None,
                         }
                     }
@@ -209,6 +236,15 @@ impl PodWorker {
             name,
         ))
     }
+}
+
+/// How long to wait before looking for a missing image again after `attempts` failures: 2 s
+/// doubling to 10 s. Kubelet goes up to 5 min for a registry; a local import should be picked up
+/// within seconds.
+pub(super) fn image_backoff(attempts: u32) -> Duration {
+    Duration::from_secs(2)
+        .saturating_mul(2u32.saturating_pow(attempts.saturating_sub(1)))
+        .min(Duration::from_secs(10))
 }
 
 /// Where a pod's containers run and what they were given.

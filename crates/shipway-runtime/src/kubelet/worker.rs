@@ -267,6 +267,8 @@ impl PodWorker {
         }
         .to_string();
         let mut crashes: u32 = 0;
+        // The last configuration error recorded, so a retry every 2 s is one event, not many.
+        let mut config_error = None;
         loop {
             if stop.borrow().is_some() {
                 return ContainerEnd::Stopped;
@@ -283,6 +285,10 @@ impl PodWorker {
             let (code, ran_for) = match launch {
                 Err(LaunchError::Config(message)) => {
                     // Like kubelet: not a crash; explain and try again, the reference may appear.
+                    if config_error.as_ref() != Some(&message) {
+                        self.record("Failed", &format!("Error: {message}")).await;
+                        config_error = Some(message.clone());
+                    }
                     self.set_container(init, index, |st| {
                         st.state = waiting("CreateContainerConfigError", &message)
                     });
@@ -292,10 +298,24 @@ impl PodWorker {
                     }
                 }
                 Err(LaunchError::Start(message)) => {
+                    self.record("Failed", &format!("Error: {message}")).await;
                     start_error = Some(message);
                     (None, Duration::ZERO)
                 }
                 Ok((mut proc, env)) => {
+                    config_error = None;
+                    self.record(
+                        "Pulled",
+                        &format!(
+                            "Container image {:?} already present on machine",
+                            c["image"].as_str().unwrap_or_default()
+                        ),
+                    )
+                    .await;
+                    self.record("Created", &format!("Created container {name}"))
+                        .await;
+                    self.record("Started", &format!("Started container {name}"))
+                        .await;
                     let _ = crate::private::create_dir_all(&sandbox.dir.join("pids"));
                     let _ = crate::private::write(
                         sandbox.dir.join("pids").join(format!("{name}.pid")),
@@ -323,6 +343,7 @@ impl PodWorker {
                         code = proc.wait() => code,
                         requested = async { stop.wait_for(Option::is_some).await.ok().and_then(|r| *r) } => {
                             let g = requested.unwrap_or(Duration::from_secs(30));
+                            self.record("Killing", &format!("Stopping container {name}")).await;
                             let code = proc.stop(g).await;
                             if let Some(p) = probes { p.abort(); }
                             let _ = std::fs::remove_file(sandbox.dir.join("pids").join(format!("{name}.pid")));
@@ -380,6 +401,19 @@ impl PodWorker {
                 crashes + 1
             };
             let delay = backoff(&self.config, crashes);
+            let pod = format!(
+                "{}_{}({})",
+                self.pod.metadata.name,
+                self.pod.metadata.namespace.as_deref().unwrap_or_default(),
+                self.pod.metadata.uid.as_deref().unwrap_or_default()
+            );
+            if !delay.is_zero() {
+                self.record(
+                    "BackOff",
+                    &format!("Back-off restarting failed container {name} in pod {pod}"),
+                )
+                .await;
+            }
             self.set_container(init, index, |st| {
                 st.ready = false;
                 st.last_state = terminated.clone();
@@ -390,9 +424,8 @@ impl PodWorker {
                     waiting(
                         "CrashLoopBackOff",
                         &format!(
-                            "back-off {} restarting failed container={name} pod={}",
+                            "back-off {} restarting failed container={name} pod={pod}",
                             go_duration(delay),
-                            self.pod.metadata.name
                         ),
                     )
                 };
