@@ -577,3 +577,47 @@ async fn a_configuration_error_is_a_failed_event() {
     .await;
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configmap_and_secret_volumes_follow_their_objects_while_the_pod_runs() {
+    let env = Env::start().await;
+    let cm = |data: Value| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings", "namespace": "default"}, "data": data});
+    let secret = |data: Value| json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds", "namespace": "default"}, "data": data});
+    env.apply(cm(json!({"greeting": "hello", "old": "x"})))
+        .await;
+    env.apply(secret(json!({"token": "djE="}))).await;
+    env.apply(pod("live", json!({"terminationGracePeriodSeconds": 2,
+        "volumes": [{"name": "cfg", "configMap": {"name": "settings"}}, {"name": "sec", "secret": {"secretName": "creds", "items": [{"key": "token", "path": "token"}]}}],
+        "containers": [{"name": "main", "image": "sh:v1", "args": ["exec sleep 600"],
+            "volumeMounts": [{"name": "cfg", "mountPath": "/cfg"}, {"name": "sec", "mountPath": "/sec"}]}],
+    })))
+    .await;
+    env.until(20, "running", || async {
+        env.pod("live")
+            .await
+            .is_some_and(|p| container_status(&p)["state"].get("running").is_some())
+    })
+    .await;
+    let root = Kubelet::container_root(env.data.path(), &env.pod("live").await.unwrap(), "main");
+    let read = |rel: &str| std::fs::read(root.join(rel)).ok();
+    assert_eq!(read("cfg/greeting").as_deref(), Some(&b"hello"[..]));
+    assert_eq!(read("sec/token").as_deref(), Some(&b"v1"[..]));
+
+    env.apply(cm(json!({"greeting": "bonjour"}))).await;
+    env.apply(secret(json!({"token": "djI="}))).await;
+    env.until(10, "the volumes to follow", || async {
+        read("cfg/greeting").as_deref() == Some(&b"bonjour"[..])
+            && read("cfg/old").is_none()
+            && read("sec/token").as_deref() == Some(&b"v2"[..])
+    })
+    .await;
+    // A key that `items` names goes away: the file stays as it was, and the event says why.
+    env.apply(secret(json!({"other": "eA=="}))).await;
+    env.event(10, "live", "FailedMount",
+        "MountVolume.SetUp failed for volume \"sec\" : volume sec: Secret default/creds has no key \"token\"")
+        .await;
+    assert_eq!(read("sec/token").as_deref(), Some(&b"v2"[..]));
+    let cs = container_status(&env.pod("live").await.unwrap());
+    assert_eq!(cs["restartCount"], 0, "config changes do not restart: {cs}");
+    env.stop().await;
+}

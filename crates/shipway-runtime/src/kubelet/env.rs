@@ -162,7 +162,9 @@ impl PodWorker {
         Err("valueFrom needs configMapKeyRef, secretKeyRef or fieldRef".into())
     }
 
-    /// Reads the ConfigMaps and Secrets a container's env and envFrom name, at container start.
+    /// Reads the ConfigMaps and Secrets a container's env and envFrom name from the shared cache,
+    /// at each container start (as in Kubernetes, a running container's environment does not
+    /// change).
     pub(super) async fn load_referenced(&self, c: &Value) -> RefData {
         let ns = self.pod.metadata.namespace.clone().unwrap_or_default();
         let mut wanted = Vec::new();
@@ -190,7 +192,7 @@ impl PodWorker {
         }
         let mut out = RefData::new();
         for (kind, name) in wanted {
-            if let Ok(Some(o)) = self.store.get(&Key::new("", kind, &ns, &name)).await {
+            if let Some(o) = self.cache.get(&Key::new("", kind, &ns, &name)) {
                 out.insert((kind.to_string(), name), config_data(&o));
             }
         }

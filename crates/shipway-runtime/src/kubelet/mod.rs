@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use shipway_controller::Cache;
 use shipway_model::Object;
 use shipway_store::{Store, StoreError};
 use tokio::sync::watch;
@@ -59,6 +60,8 @@ struct WorkerHandle {
 
 pub struct Kubelet {
     store: Store,
+    /// The process's shared view of the store: ConfigMaps and Secrets are read here.
+    cache: Cache,
     config: Arc<KubeletConfig>,
     images: ImageStore,
     workers: Mutex<HashMap<String, WorkerHandle>>,
@@ -67,10 +70,11 @@ pub struct Kubelet {
 }
 
 impl Kubelet {
-    pub fn new(store: Store, config: KubeletConfig) -> Kubelet {
+    pub fn new(store: Store, cache: Cache, config: KubeletConfig) -> Kubelet {
         let images = ImageStore::new(&config.data_dir);
         Kubelet {
             store,
+            cache,
             config: Arc::new(config),
             images,
             workers: Mutex::default(),
@@ -162,6 +166,7 @@ impl Reconciler for Kubelet {
             let (done_tx, done_rx) = watch::channel(false);
             let worker = PodWorker {
                 store: self.store.clone(),
+                cache: self.cache.clone(),
                 config: self.config.clone(),
                 images: self.images.clone(),
                 key: pod.key(),

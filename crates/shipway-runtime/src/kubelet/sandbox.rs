@@ -3,11 +3,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use shipway_controller::Change;
 use shipway_model::Key;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use super::Kubelet;
 use super::env::config_data;
@@ -125,7 +127,7 @@ impl PodWorker {
             }
         }
         self.update(|s| s.port_mappings = mappings.clone());
-        let volumes = match self.prepare_volumes(&dir).await {
+        let volumes = match self.prepare_volumes(&dir) {
             Ok(v) => v,
             Err(msg) => {
                 self.update(|s| {
@@ -141,74 +143,147 @@ impl PodWorker {
             dir,
             images,
             port_mappings: mappings,
-            volumes,
+            volumes: volumes.paths,
+            files: volumes.files,
         })
     }
 
-    pub(super) async fn prepare_volumes(
-        &self,
-        dir: &Path,
-    ) -> Result<HashMap<String, PathBuf>, String> {
-        let mut out = HashMap::new();
-        let ns = self.pod.metadata.namespace.clone().unwrap_or_default();
-        for v in self
-            .spec()
+    /// Writes every volume's directory; returns each volume's path and the files written.
+    fn prepare_volumes(&self, dir: &Path) -> Result<Volumes, String> {
+        let mut out = Volumes::default();
+        for v in self.volumes() {
+            let name = v["name"].as_str().unwrap_or_default().to_string();
+            let files = self.volume_files(v)?;
+            // 0600 for ConfigMaps too: containers run as this user, and others must not read
+            // the data directory.
+            let path = write_volume(&dir.join("volumes"), &name, &files, 0o600)?;
+            out.paths.insert(name.clone(), path);
+            out.files.insert(name, files);
+        }
+        Ok(out)
+    }
+
+    fn volumes(&self) -> impl Iterator<Item = &Value> {
+        self.spec()
             .get("volumes")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
-        {
-            let name = v["name"].as_str().unwrap_or_default().to_string();
-            let source = if let Some(cm) = v.get("configMap") {
-                // 0600 for ConfigMaps too: containers run as this user, and others must not read
-                // the data directory.
-                Some(("ConfigMap", cm, 0o600))
-            } else {
-                v.get("secret").map(|s| ("Secret", s, 0o600))
+    }
+
+    /// The files of volume `v` (path in the volume, contents) from its ConfigMap or Secret as the
+    /// shared cache holds it now; an emptyDir has none.
+    fn volume_files(&self, v: &Value) -> Result<Vec<(String, Vec<u8>)>, String> {
+        let name = v["name"].as_str().unwrap_or_default();
+        let Some((kind, src)) = volume_source(v) else {
+            return Ok(Vec::new());
+        };
+        let ns = self.pod.metadata.namespace.clone().unwrap_or_default();
+        let obj_name = source_name(src);
+        let optional = src["optional"].as_bool().unwrap_or(false);
+        let data = match self.cache.get(&Key::new("", kind, &ns, obj_name)) {
+            Some(o) => config_data(&o).map_err(|e| format!("volume {name}: {e}"))?,
+            None if optional => BTreeMap::new(),
+            None => return Err(format!("volume {name}: {kind} {ns}/{obj_name} not found")),
+        };
+        let items: Vec<(String, String)> = match src["items"].as_array() {
+            Some(items) => items
+                .iter()
+                .filter_map(|i| {
+                    Some((
+                        i["key"].as_str()?.to_string(),
+                        i["path"].as_str()?.to_string(),
+                    ))
+                })
+                .collect(),
+            None => data.keys().map(|k| (k.clone(), k.clone())).collect(),
+        };
+        let mut files = Vec::new();
+        for (key, rel) in items {
+            let Some(value) = data.get(&key) else {
+                return Err(format!(
+                    "volume {name}: {kind} {ns}/{obj_name} has no key {key:?}"
+                ));
             };
-            let mut files = Vec::new();
-            let mut mode = 0o600;
-            if let Some((kind, src, m)) = source {
-                mode = m;
-                let obj_name = src
-                    .get("name")
-                    .or_else(|| src.get("secretName"))
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                let optional = src["optional"].as_bool().unwrap_or(false);
-                let data = match self.store.get(&Key::new("", kind, &ns, obj_name)).await {
-                    Ok(Some(o)) => config_data(&o).map_err(|e| format!("volume {name}: {e}"))?,
-                    Ok(None) if optional => BTreeMap::new(),
-                    Ok(None) => {
-                        return Err(format!("volume {name}: {kind} {ns}/{obj_name} not found"));
+            files.push((rel, value.clone()));
+        }
+        Ok(files)
+    }
+
+    /// Keeps ConfigMap and Secret volumes in step with their objects, as kubelet does (there
+    /// within a sync period, here on the change): changed keys are rewritten, files of keys that
+    /// went away removed. An object that cannot be read (deleted, a key gone that `items` names)
+    /// leaves the files as they were and says why in a `FailedMount` event.
+    pub(super) async fn refresh_volumes(self: Arc<Self>, sandbox: Arc<Sandbox>) {
+        let projected: Vec<&Value> = self
+            .volumes()
+            .filter(|v| volume_source(v).is_some())
+            .collect();
+        if projected.is_empty() {
+            return;
+        }
+        // Subscribed before the first look, so no change falls between.
+        let mut changes = self.cache.subscribe();
+        let ns = self.pod.metadata.namespace.clone().unwrap_or_default();
+        let mut written = sandbox.files.clone();
+        let mut failed: HashMap<String, String> = HashMap::new();
+        let mut dirty: Vec<&Value> = projected.clone();
+        loop {
+            for v in dirty.drain(..) {
+                let name = v["name"].as_str().unwrap_or_default().to_string();
+                let result = self.volume_files(v).and_then(|files| {
+                    if written.get(&name) == Some(&files) {
+                        return Ok(());
                     }
-                    Err(e) => return Err(format!("volume {name}: {e}")),
-                };
-                let items: Vec<(String, String)> = match src["items"].as_array() {
-                    Some(items) => items
-                        .iter()
-                        .filter_map(|i| {
-                            Some((
-                                i["key"].as_str()?.to_string(),
-                                i["path"].as_str()?.to_string(),
-                            ))
-                        })
-                        .collect(),
-                    None => data.keys().map(|k| (k.clone(), k.clone())).collect(),
-                };
-                for (key, rel) in items {
-                    let Some(value) = data.get(&key) else {
-                        return Err(format!(
-                            "volume {name}: {kind} {ns}/{obj_name} has no key {key:?}"
-                        ));
-                    };
-                    files.push((rel, value.clone()));
+                    let path = write_volume(&sandbox.dir.join("volumes"), &name, &files, 0o600)?;
+                    for (rel, _) in written.get(&name).into_iter().flatten() {
+                        // Only names directly in the volume: a nested path could pass through a
+                        // link a container put there.
+                        if !rel.contains('/') && !files.iter().any(|(r, _)| r == rel) {
+                            let _ = std::fs::remove_file(path.join(rel));
+                        }
+                    }
+                    written.insert(name.clone(), files);
+                    Ok(())
+                });
+                match result {
+                    Ok(()) => {
+                        failed.remove(&name);
+                    }
+                    Err(e) if failed.get(&name) != Some(&e) => {
+                        self.record(
+                            "FailedMount",
+                            &format!("MountVolume.SetUp failed for volume {name:?} : {e}"),
+                        )
+                        .await;
+                        failed.insert(name, e);
+                    }
+                    Err(_) => {}
                 }
             }
-            let path = write_volume(&dir.join("volumes"), &name, &files, mode)?;
-            out.insert(name, path);
+            let affects = |o: &shipway_model::Object| {
+                let key = o.key();
+                projected
+                    .iter()
+                    .copied()
+                    .filter(|v| {
+                        volume_source(v).is_some_and(|(kind, src)| {
+                            key.group.is_empty()
+                                && key.kind == kind
+                                && key.namespace == ns
+                                && key.name == source_name(src)
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            };
+            match changes.recv().await {
+                Ok(Change::Applied(o) | Change::Deleted(o)) => dirty = affects(&o),
+                Ok(Change::Resynced) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    dirty = projected.clone()
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
         }
-        Ok(out)
     }
 
     /// The directory a container runs in: the image's files (linked, not copied) with the pod's
@@ -253,6 +328,32 @@ pub(super) struct Sandbox {
     pub(super) images: HashMap<String, crate::images::ResolvedImage>,
     pub(super) port_mappings: Vec<Value>,
     pub(super) volumes: HashMap<String, PathBuf>,
+    /// What was written into each volume (path in the volume, contents).
+    pub(super) files: HashMap<String, Vec<(String, Vec<u8>)>>,
+}
+
+/// The volumes of a pod: each one's directory and the files written into it.
+#[derive(Default)]
+pub(super) struct Volumes {
+    pub(super) paths: HashMap<String, PathBuf>,
+    pub(super) files: HashMap<String, Vec<(String, Vec<u8>)>>,
+}
+
+/// The ConfigMap or Secret a volume projects, if it projects one.
+fn volume_source(v: &Value) -> Option<(&'static str, &Value)> {
+    match (v.get("configMap"), v.get("secret")) {
+        (Some(cm), _) => Some(("ConfigMap", cm)),
+        (_, Some(s)) => Some(("Secret", s)),
+        _ => None,
+    }
+}
+
+/// The object a volume source names (`name` for a ConfigMap, `secretName` for a Secret).
+fn source_name(src: &Value) -> &str {
+    src.get("name")
+        .or_else(|| src.get("secretName"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
 }
 
 /// Makes the directory of volume `name` under `volumes` and writes its `files` (path in the

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use shipway_controller::Cache;
 use shipway_model::{Key, Object};
 use shipway_store::Store;
 use tokio::sync::{Notify, watch};
@@ -45,6 +46,7 @@ pub(super) struct PodState {
 /// Owns one pod's processes.
 pub(super) struct PodWorker {
     pub(super) store: Store,
+    pub(super) cache: Cache,
     pub(super) config: Arc<KubeletConfig>,
     pub(super) images: ImageStore,
     pub(super) key: Key,
@@ -184,6 +186,8 @@ impl PodWorker {
             }
         };
         let sandbox = Arc::new(sandbox);
+        // Aborted with this function, whichever way it returns.
+        let _refresh = AbortOnDrop(tokio::spawn(self.clone().refresh_volumes(sandbox.clone())));
 
         for (i, c) in inits.iter().enumerate() {
             loop {
@@ -530,6 +534,15 @@ pub(super) fn log_tail(path: &Path) -> Option<String> {
     let lines: Vec<&str> = text.trim_end().lines().collect();
     let tail = lines[lines.len().saturating_sub(10)..].join("\n");
     (!tail.is_empty()).then_some(tail)
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Why a container could not start: its configuration (retried without counting a crash) or the
