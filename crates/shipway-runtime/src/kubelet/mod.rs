@@ -4,6 +4,10 @@
 //! The reconciler only starts and stops pod workers; a [`PodWorker`] owns one pod's processes for
 //! their whole life and writes the pod's status. Pods carry a finalizer so the object outlives its
 //! processes: deletion stops them first (grace period, then SIGKILL), then releases the object.
+//!
+//! Newcomers: this file reconciles; `worker.rs` runs a pod's containers, `sandbox.rs` prepares what
+//! they run in, `env.rs` their environment, `probe.rs` their probes (a pure state machine) and
+//! `status.rs` what the pod's status and events say.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
