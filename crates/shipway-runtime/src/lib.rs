@@ -93,8 +93,11 @@ impl LocalRuntime {
             ),
             tokio::spawn(gc::run(store.clone(), cache.clone(), shutdown.clone())),
             tokio::spawn(
-                controller::Controller::new(cache, kubelet::Kubelet::new(store, config))
-                    .run(shutdown),
+                controller::Controller::new(
+                    cache.clone(),
+                    kubelet::Kubelet::new(store, cache, config),
+                )
+                .run(shutdown),
             ),
         ];
         LocalRuntime { tasks }

@@ -350,59 +350,6 @@ async fn a_crashing_container_goes_into_crash_loop_back_off() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readiness_gates_and_liveness_restarts() {
-    let env = Env::start().await;
-    let flags = tempfile::tempdir().unwrap();
-    let ready = flags.path().join("ready");
-    let alive = flags.path().join("alive");
-    std::fs::write(&alive, "").unwrap();
-    let probes = json!({"pod": {"containers": [{
-        "name": "main", "image": "sh:v1", "args": ["exec sleep 600"],
-        "env": [{"name": "READY_FILE", "value": ready.to_str().unwrap()}],
-        // Exec probes get the container's environment.
-        "readinessProbe": {"exec": {"command": ["sh", "-c", "test -f \"$READY_FILE\""]}, "periodSeconds": 1},
-        "livenessProbe": {"exec": {"command": ["test", "-f", alive.to_str().unwrap()]}, "periodSeconds": 1, "failureThreshold": 2},
-    }]}});
-    env.apply(deployment("probed", 1, "", probes)).await;
-    env.until(20, "running", || async {
-        env.pods()
-            .await
-            .first()
-            .is_some_and(|p| container_status(p)["state"].get("running").is_some())
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let rs_ready = || async {
-        let sets = env
-            .store
-            .list(&ListQuery::kind("apps", "ReplicaSet"))
-            .await
-            .unwrap()
-            .items;
-        sets.first().map_or(0, |rs| status_i64(rs, "readyReplicas"))
-    };
-    assert_eq!(
-        rs_ready().await,
-        0,
-        "not ready until the readiness probe passes"
-    );
-    std::fs::write(&ready, "").unwrap();
-    env.until(10, "ready", || async { rs_ready().await == 1 })
-        .await;
-
-    std::fs::remove_file(&alive).unwrap();
-    env.until(20, "a liveness restart", || async {
-        env.pods()
-            .await
-            .first()
-            .is_some_and(|p| container_status(p)["restartCount"].as_i64().unwrap_or(0) >= 1)
-    })
-    .await;
-    std::fs::write(&alive, "").unwrap();
-    env.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn init_containers_run_first_and_the_grace_period_is_honoured() {
     let env = Env::start().await;
     let pod = json!({
@@ -761,35 +708,6 @@ async fn names_like_paths_in_a_stored_pod_are_refused_by_the_kubelet() {
         !escape.exists(),
         "nothing was made outside the pod directory"
     );
-    env.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http_and_tcp_probes_use_the_ports_the_pod_was_given() {
-    let env = Env::start().await;
-    for (name, probe) in [
-        (
-            "http",
-            json!({"httpGet": {"path": "/", "port": "web"}, "periodSeconds": 1}),
-        ),
-        (
-            "tcp",
-            json!({"tcpSocket": {"port": 8000}, "periodSeconds": 1}),
-        ),
-    ] {
-        env.apply(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"}, "spec": {
-            "containers": [{"name": "main", "image": "sh:v1", "args": ["sleep 1; exec python3 -m http.server --bind 127.0.0.1 $PORT"],
-                "ports": [{"name": "web", "containerPort": 8000}], "readinessProbe": probe}],
-        }})).await;
-    }
-    for name in ["http", "tcp"] {
-        env.until(30, &format!("{name} probe to pass"), || async {
-            env.get("", "Pod", name)
-                .await
-                .is_some_and(|p| container_status(&p)["ready"] == true)
-        })
-        .await;
-    }
     env.stop().await;
 }
 
