@@ -2,18 +2,25 @@
 //! continue-on-error, outputs, env precedence, matrix, fail-fast, timeouts, masking, composite
 //! actions, reusable workflows, cancellation, and the built-in actions.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
 use serde_json::json;
-use shipway_pipeline::exec::{Collect, Report, RunConfig, Status, run_workflow};
+use shipway_pipeline::exec::{
+    Collect, Executor, Gate, GateDecision, Report, RunEvent, RunObserver, RunSpec, Status, Stream,
+    run_workflow,
+};
 use shipway_pipeline::load::load;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 struct Run {
     report: Report,
     logs: Vec<String>,
+    events: Vec<RunEvent>,
     /// Every file left under the run directory after the run: (path relative to it, contents).
     files: Vec<(String, String)>,
 }
@@ -79,6 +86,10 @@ struct Opts {
     secrets: Vec<(&'static str, &'static str)>,
     cancel_after: Option<Duration>,
     parallel: Option<usize>,
+    gate: Option<Arc<dyn Gate>>,
+    /// Hears every event as it happens, besides the collector.
+    observer: Option<Arc<dyn RunObserver>>,
+    cancel: Option<CancellationToken>,
 }
 
 async fn run_with(yaml: &str, opts: Opts) -> Run {
@@ -99,33 +110,38 @@ async fn run_with(yaml: &str, opts: Opts) -> Run {
         .collect();
     assert!(blocking.is_empty(), "workflow problems: {blocking:#?}");
     let sink = Arc::new(Collect::default());
-    let cancel = CancellationToken::new();
-    let cfg = RunConfig {
-        repo: repo.clone(),
-        run_dir: root.path().join("run"),
-        cache_dir: root.path().join("cache"),
-        event_name: "push".into(),
-        event: json!({}),
-        sha: String::new(),
-        git_ref: "refs/heads/main".into(),
+    let cancel = opts.cancel.clone().unwrap_or_default();
+    let spec = RunSpec {
         repository: "octo/repo".into(),
         actor: "tester".into(),
         run_id: 7,
-        inputs: IndexMap::new(),
         secrets: opts
             .secrets
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         vars: IndexMap::from([("COLOR".to_string(), "blue".to_string())]),
-        parallel: opts.parallel.unwrap_or(4),
-        only_job: None,
-        allow_unsupported_actions: false,
-        base_env: std::env::vars()
+        ..RunSpec::default()
+    };
+    let exec = Executor::new(
+        repo.clone(),
+        root.path().join("run"),
+        root.path().join("cache"),
+    )
+    .parallel(opts.parallel.unwrap_or(4))
+    .base_env(
+        std::env::vars()
             .filter(|(k, _)| k == "PATH" || k == "HOME")
             .collect(),
-        sink: sink.clone(),
-        cancel: cancel.clone(),
+    )
+    .observer(match opts.observer.clone() {
+        Some(o) => Arc::new(Both(sink.clone(), o)),
+        None => sink.clone(),
+    })
+    .cancel(cancel.clone());
+    let exec = match opts.gate.clone() {
+        Some(g) => exec.gate(g),
+        None => exec,
     };
     if let Some(after) = opts.cancel_after {
         let c = cancel.clone();
@@ -134,18 +150,61 @@ async fn run_with(yaml: &str, opts: Opts) -> Run {
             c.cancel();
         });
     }
-    let report = run_workflow(&bundle, Arc::new(cfg)).await;
-    let logs = sink.0.lock().map(|l| l.clone()).unwrap_or_default();
+    let report = run_workflow(&bundle, spec, exec).await;
+    let logs = sink.lines();
+    let events = sink.events();
     let files = files_under(&root.path().join("run"));
     Run {
         report,
         logs,
+        events,
         files,
     }
 }
 
 async fn run(yaml: &str) -> Run {
     run_with(yaml, Opts::default()).await
+}
+
+/// Two observers in one.
+struct Both(Arc<Collect>, Arc<dyn RunObserver>);
+
+impl RunObserver for Both {
+    fn event(&self, e: &RunEvent) {
+        self.0.event(e);
+        self.1.event(e);
+    }
+}
+
+/// Sends every event to the test as it happens.
+struct Forward(mpsc::UnboundedSender<RunEvent>);
+
+impl RunObserver for Forward {
+    fn event(&self, e: &RunEvent) {
+        let _ = self.0.send(e.clone());
+    }
+}
+
+/// A request to the test's gate: the job, the environment and where the decision goes.
+type GateRequest = (String, String, oneshot::Sender<GateDecision>);
+
+/// A gate the test answers: each request arrives on a channel with the sender of its decision.
+struct TestGate(mpsc::UnboundedSender<GateRequest>);
+
+impl Gate for TestGate {
+    fn admit<'a>(
+        &'a self,
+        job: &'a str,
+        environment: &'a str,
+    ) -> Pin<Box<dyn Future<Output = GateDecision> + Send + 'a>> {
+        Box::pin(async move {
+            let (tx, rx) = oneshot::channel();
+            let _ = self.0.send((job.to_string(), environment.to_string(), tx));
+            rx.await.unwrap_or(GateDecision::Reject {
+                reason: "the test dropped the request".into(),
+            })
+        })
+    }
 }
 
 #[tokio::test]
@@ -1109,4 +1168,240 @@ runs:
     assert!(r.logged("outer said nested"));
     assert!(r.logged("cleanup inside the action"));
     assert!(r.logged("failing was failure/success"));
+}
+
+#[tokio::test]
+async fn events_tell_the_lifecycle_typed_and_lines_masked_with_their_step_and_stream() {
+    let r = run_with(
+        r#"
+on: push
+jobs:
+  j:
+    runs-on: x
+    environment: production
+    outputs:
+      o: ${{ steps.s.outputs.o }}
+    steps:
+      - name: skipped
+        if: false
+        run: echo never
+      - id: s
+        name: talk
+        run: |
+          echo "out ${{ secrets.TOKEN }}"
+          echo "o=1" >> "$GITHUB_OUTPUT"
+      - name: fails
+        run: echo err >&2; exit 3
+        continue-on-error: true
+  later:
+    needs: j
+    if: false
+    runs-on: x
+    steps: [{run: 'true'}]
+"#,
+        Opts {
+            secrets: vec![("TOKEN", "tok-123456")],
+            ..Opts::default()
+        },
+    )
+    .await;
+    let job = |s: &str| s.to_string();
+    let line = |step: Option<usize>, stream: Stream, text: &str| RunEvent::Line {
+        job: job("j"),
+        step,
+        stream,
+        text: text.into(),
+    };
+    // The default gate admits at once: no Waiting.
+    assert_eq!(
+        r.events,
+        [
+            RunEvent::Queued { job: job("j") },
+            RunEvent::JobStarted {
+                job: job("j"),
+                id: job("j"),
+                matrix: None
+            },
+            RunEvent::StepStarted {
+                job: job("j"),
+                step: 1,
+                name: job("talk")
+            },
+            line(Some(1), Stream::Stdout, "out ***"),
+            RunEvent::StepFinished {
+                job: job("j"),
+                step: 1,
+                name: job("talk"),
+                outcome: Status::Success,
+                conclusion: Status::Success
+            },
+            RunEvent::StepStarted {
+                job: job("j"),
+                step: 2,
+                name: job("fails")
+            },
+            line(Some(2), Stream::Stderr, "err"),
+            line(Some(2), Stream::Runner, "error: process exited with code 3"),
+            RunEvent::StepFinished {
+                job: job("j"),
+                step: 2,
+                name: job("fails"),
+                outcome: Status::Failure,
+                conclusion: Status::Success
+            },
+            RunEvent::JobFinished {
+                job: job("j"),
+                id: job("j"),
+                result: Status::Success,
+                outputs: IndexMap::from([(job("o"), job("1"))]),
+            },
+            RunEvent::Line {
+                job: job("later"),
+                step: None,
+                stream: Stream::Runner,
+                text: "skipped: the job's `if` condition is false".into()
+            },
+            RunEvent::JobFinished {
+                job: job("later"),
+                id: job("later"),
+                result: Status::Skipped,
+                outputs: IndexMap::new(),
+            },
+            RunEvent::RunFinished {
+                result: Status::Success
+            },
+        ],
+        "{:#?}",
+        r.events
+    );
+    // The log as `shipway run` prints it, made from those events.
+    assert_eq!(
+        r.logs,
+        [
+            "[j] job started",
+            "[j] ▶ talk",
+            "[j] out ***",
+            "[j] ▶ fails",
+            "[j] err",
+            "[j] error: process exited with code 3",
+            "[j] ✗ fails: failure",
+            "[j] job success",
+            "[later] skipped: the job's `if` condition is false",
+        ]
+    );
+}
+
+const GATED: &str = r#"
+on: push
+jobs:
+  deploy:
+    runs-on: x
+    environment:
+      name: prod-${{ vars.COLOR }}
+    steps: [{run: echo deployed}]
+  other:
+    runs-on: x
+    steps: [{run: echo other-ran}]
+  after:
+    needs: deploy
+    runs-on: x
+    steps: [{run: echo after-ran}]
+"#;
+
+/// Starts [`GATED`] with a gate the test answers and a cancel it holds; returns the run, the
+/// gate's requests and the events as they happen.
+fn gated_run(
+    cancel: CancellationToken,
+) -> (
+    tokio::task::JoinHandle<Run>,
+    mpsc::UnboundedReceiver<GateRequest>,
+    mpsc::UnboundedReceiver<RunEvent>,
+) {
+    let (gate_tx, gate_rx) = mpsc::unbounded_channel();
+    let (event_tx, event_rx) = mpsc::unbounded_channel();
+    let opts = Opts {
+        gate: Some(Arc::new(TestGate(gate_tx))),
+        observer: Some(Arc::new(Forward(event_tx))),
+        cancel: Some(cancel),
+        ..Opts::default()
+    };
+    (
+        tokio::spawn(async move { run_with(GATED, opts).await }),
+        gate_rx,
+        event_rx,
+    )
+}
+
+#[tokio::test]
+async fn a_gated_environment_waits_while_other_jobs_run_and_starts_when_admitted() {
+    let (run, mut requests, mut events) = gated_run(CancellationToken::new());
+    let (job, env, answer) = requests.recv().await.expect("the gate is asked");
+    assert_eq!((job.as_str(), env.as_str()), ("deploy", "prod-blue"));
+    // Evidence, not time: `other` runs to its end while `deploy` waits, and `deploy` does not
+    // start before the answer.
+    let (mut waiting, mut other_done) = (false, false);
+    while !(waiting && other_done) {
+        let e = events.recv().await.expect("an event");
+        match &e {
+            RunEvent::Waiting { job, reason } if job == "deploy" => {
+                assert_eq!(reason, "waiting for approval of environment prod-blue");
+                waiting = true;
+            }
+            RunEvent::JobFinished { job, result, .. } if job == "other" => {
+                assert_eq!(*result, Status::Success);
+                other_done = true;
+            }
+            RunEvent::JobStarted { job, .. } if job == "deploy" => {
+                panic!("deploy started before it was admitted")
+            }
+            _ => {}
+        }
+    }
+    answer.send(GateDecision::Admit).expect("the job waits");
+    let r = run.await.expect("the run");
+    assert_eq!(r.report.result, Status::Success, "{:#?}", r.logs);
+    assert_eq!(r.result("deploy"), "success");
+    assert_eq!(r.result("after"), "success");
+    assert!(r.logged("[deploy] waiting for approval of environment prod-blue"));
+    assert!(r.logged("[deploy] deployed"));
+}
+
+#[tokio::test]
+async fn a_rejected_environment_fails_the_job_as_github_words_it() {
+    let (run, mut requests, _events) = gated_run(CancellationToken::new());
+    let (_, _, answer) = requests.recv().await.expect("the gate is asked");
+    answer
+        .send(GateDecision::Reject {
+            reason: "Rejected by alice: not today.".into(),
+        })
+        .expect("the job waits");
+    let r = run.await.expect("the run");
+    assert_eq!(r.report.result, Status::Failure);
+    assert_eq!(r.result("deploy"), "failure");
+    assert!(r.job("deploy").steps.is_empty());
+    assert_eq!(r.result("after"), "skipped");
+    assert_eq!(r.result("other"), "success");
+    assert!(
+        r.logged(
+            "[deploy] error: environment prod-blue: The deployment was rejected or didn't \
+             satisfy other protection rules. Rejected by alice: not today."
+        ),
+        "{:#?}",
+        r.logs
+    );
+    assert!(!r.logged("deployed"));
+}
+
+#[tokio::test]
+async fn a_cancel_while_waiting_for_approval_cancels_the_job() {
+    let cancel = CancellationToken::new();
+    let (run, mut requests, _events) = gated_run(cancel.clone());
+    let (_, _, answer) = requests.recv().await.expect("the gate is asked");
+    cancel.cancel();
+    let r = run.await.expect("the run");
+    drop(answer);
+    assert_eq!(r.report.result, Status::Cancelled);
+    assert_eq!(r.result("deploy"), "cancelled");
+    assert_eq!(r.result("after"), "skipped");
+    assert!(r.logged("[deploy] cancelled while waiting for approval of environment prod-blue"));
 }
