@@ -185,6 +185,49 @@ impl RunObserver for Forward {
     }
 }
 
+/// Starts a run in its own task, with every event sent to the test as it happens.
+fn spawn_run(
+    yaml: String,
+    opts: Opts,
+) -> (
+    tokio::task::JoinHandle<Run>,
+    mpsc::UnboundedReceiver<RunEvent>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let opts = Opts {
+        observer: Some(Arc::new(Forward(tx))),
+        ..opts
+    };
+    (tokio::spawn(async move { run_with(&yaml, opts).await }), rx)
+}
+
+/// Waits for the first event that `want` accepts (the run's end without one fails the test).
+async fn until(events: &mut mpsc::UnboundedReceiver<RunEvent>, want: impl Fn(&RunEvent) -> bool) {
+    loop {
+        match events.recv().await {
+            Some(e) if want(&e) => return,
+            Some(RunEvent::RunFinished { .. }) | None => panic!("the run ended first"),
+            Some(_) => {}
+        }
+    }
+}
+
+fn finished(e: &RunEvent, name: &str) -> bool {
+    matches!(e, RunEvent::JobFinished { job, .. } if job == name)
+}
+
+/// `until [ -e DIR/NAME ]`: a step that waits for a file the test writes.
+fn wait_for(dir: &std::path::Path, name: &str) -> String {
+    format!(
+        "until [ -e '{}' ]; do sleep 0.01; done",
+        dir.join(name).display()
+    )
+}
+
+fn touch(dir: &std::path::Path, name: &str) {
+    std::fs::write(dir.join(name), "").expect("write a gate file");
+}
+
 /// A request to the test's gate: the job, the environment and where the decision goes.
 type GateRequest = (String, String, oneshot::Sender<GateDecision>);
 
@@ -209,40 +252,48 @@ impl Gate for TestGate {
 
 #[tokio::test]
 async fn dag_runs_each_job_when_its_own_needs_are_done() {
-    // `slow` takes a while; `b` needs only `a` and must finish before `slow` does.
-    let r = run(r#"
+    // `slow` runs until the test sees `b` finish: `b` needs only `a`, so it must not wait for
+    // `slow`. A scheduler that waited would leave `slow` to its timeout (a failure) first.
+    let gates = tempfile::tempdir().expect("tempdir");
+    let yaml = format!(
+        r#"
 on: push
 jobs:
   a:
     runs-on: ubuntu-latest
     outputs:
-      x: ${{ steps.s.outputs.x }}
+      x: ${{{{ steps.s.outputs.x }}}}
     steps:
       - id: s
         run: echo "x=from-a" >> "$GITHUB_OUTPUT"
   slow:
     runs-on: ubuntu-latest
+    timeout-minutes: 1
     steps:
-      - run: sleep 3; date +%s%N > "$RUNNER_TEMP/../../../slow_done"
+      - run: {wait}
   b:
     needs: a
     runs-on: ubuntu-latest
     outputs:
-      got: ${{ steps.r.outputs.got }}
+      got: ${{{{ steps.r.outputs.got }}}}
     steps:
       - id: r
-        run: |
-          test ! -e "$RUNNER_TEMP/../../../slow_done"
-          echo "got=${{ needs.a.outputs.x }} ${{ needs.a.result }}" >> "$GITHUB_OUTPUT"
+        run: echo "got=${{{{ needs.a.outputs.x }}}} ${{{{ needs.a.result }}}}" >> "$GITHUB_OUTPUT"
   c:
     needs: [b, slow]
     runs-on: ubuntu-latest
     steps:
-      - run: test -e "$RUNNER_TEMP/../../../slow_done"
-"#)
-    .await;
+      - run: 'true'
+"#,
+        wait = wait_for(gates.path(), "go")
+    );
+    let (run, mut events) = spawn_run(yaml, Opts::default());
+    until(&mut events, |e| finished(e, "b")).await;
+    touch(gates.path(), "go");
+    let r = run.await.expect("the run");
     assert_eq!(r.report.result, Status::Success, "{:#?}", r.logs);
     assert_eq!(r.output("b", "got"), "from-a success");
+    assert_eq!(r.result("slow"), "success");
     assert_eq!(r.result("c"), "success");
 }
 
@@ -427,6 +478,11 @@ jobs:
 
 #[tokio::test]
 async fn fail_fast_cancels_the_other_instances() {
+    // `fail` fails once `slow` runs; `slow` runs until the test says go. With fail-fast the
+    // failure cancels `slow` (no go is ever written; a missed cancel ends in the job's timeout,
+    // a failure); without it `slow` finishes when the test has seen `fail` end.
+    let gates = tempfile::tempdir().expect("tempdir");
+    let running = gates.path().join("slow-running");
     let yaml = |ff: bool| {
         format!(
             r#"
@@ -434,33 +490,43 @@ on: push
 jobs:
   m:
     runs-on: x
+    timeout-minutes: 1
     strategy:
       fail-fast: {ff}
       matrix:
         n: [fail, slow]
     steps:
-      - run: if [ "${{{{ matrix.n }}}}" = fail ]; then exit 1; else sleep 6; fi
-"#
+      - run: |
+          if [ "${{{{ matrix.n }}}}" = fail ]; then {wait_running}; exit 1; fi
+          touch '{running}'
+          {wait_go}
+"#,
+            wait_running = wait_for(gates.path(), "slow-running"),
+            running = running.display(),
+            wait_go = wait_for(gates.path(), "go"),
         )
     };
-    let started = Instant::now();
     let r = run(&yaml(true)).await;
     let results: Vec<&str> = r.report.jobs.iter().map(|j| j.result.as_str()).collect();
-    assert_eq!(results, ["failure", "cancelled"]);
-    assert!(
-        started.elapsed() < Duration::from_millis(1800),
-        "{:?}",
-        started.elapsed()
-    );
-    let r = run(&yaml(false)).await;
+    assert_eq!(results, ["failure", "cancelled"], "{:#?}", r.logs);
+    std::fs::remove_file(&running).expect("slow ran");
+    let (run, mut events) = spawn_run(yaml(false), Opts::default());
+    until(&mut events, |e| finished(e, "m (fail)")).await;
+    touch(gates.path(), "go");
+    let r = run.await.expect("the run");
     let results: Vec<&str> = r.report.jobs.iter().map(|j| j.result.as_str()).collect();
-    assert_eq!(results, ["failure", "success"]);
+    assert_eq!(results, ["failure", "success"], "{:#?}", r.logs);
 }
 
 #[tokio::test]
 async fn step_timeout_kills_the_process_group() {
-    let started = Instant::now();
-    let r = run(r#"
+    // The child's output goes elsewhere and the shell waits in a builtin, so nothing holds the
+    // step's pipes but the shell: a kill of the shell alone would end the step and leave the
+    // child running; only a kill of the whole group ends it.
+    let gates = tempfile::tempdir().expect("tempdir");
+    let pid_file = gates.path().join("child.pid");
+    let r = run(&format!(
+        r#"
 on: push
 jobs:
   j:
@@ -468,23 +534,39 @@ jobs:
     steps:
       - name: sleepy
         timeout-minutes: 0.01
-        run: (sleep 30; echo child-survived) & sleep 30
+        run: sleep 300 >/dev/null 2>&1 & echo $! > '{}'; wait
       - name: cleanup
         if: always()
         run: echo cleanup-ran
-"#)
+"#,
+        pid_file.display()
+    ))
     .await;
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
     assert_eq!(
         r.steps("j"),
         ["sleepy:failure/failure", "cleanup:success/success"]
     );
     assert!(r.logged("cleanup-ran"));
-    assert!(!r.logged("child-survived"));
+    let pid = std::fs::read_to_string(&pid_file).expect("the child's pid");
+    let stat = format!("/proc/{}/stat", pid.trim());
+    // SIGKILL was sent before the run ended; the process is gone once the kernel has run it
+    // down (no /proc entry, or a zombie waiting for its new parent to reap it).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let alive = std::fs::read_to_string(&stat).is_ok_and(|s| {
+            s.rsplit_once(") ")
+                .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+        });
+        if !alive {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the step's child {} is still running",
+            pid.trim()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await; // the poll interval of /proc
+    }
 }
 
 #[tokio::test]
@@ -998,7 +1080,9 @@ jobs:
     assert!(r.logged("perl ok"));
 }
 
-fn concurrency_workflow(cancel_in_progress: bool) -> String {
+/// `a` holds group g until the test says go; `b` and `c` join g in turn, each when the test
+/// releases the job it needs.
+fn concurrency_workflow(gates: &std::path::Path, cancel_in_progress: bool) -> String {
     format!(
         r#"
 on: push
@@ -1006,10 +1090,11 @@ jobs:
   a:
     runs-on: x
     concurrency: g
-    steps: [{{run: sleep 2.5}}]
+    steps:
+      - run: echo a-holds-g; {a}
   w:
     runs-on: x
-    steps: [{{run: sleep 0.2}}]
+    steps: [{{run: "{w}"}}]
   b:
     needs: w
     runs-on: x
@@ -1017,7 +1102,7 @@ jobs:
     steps: [{{run: 'true'}}]
   w2:
     runs-on: x
-    steps: [{{run: sleep 0.6}}]
+    steps: [{{run: "{w2}"}}]
   c:
     needs: w2
     runs-on: x
@@ -1025,26 +1110,51 @@ jobs:
       group: g
       cancel-in-progress: {cancel_in_progress}
     steps: [{{run: 'true'}}]
-"#
+"#,
+        a = wait_for(gates, "a-go"),
+        w = wait_for(gates, "w-go"),
+        w2 = wait_for(gates, "w2-go"),
     )
 }
 
 #[tokio::test]
 async fn concurrency_groups_keep_one_running_and_one_pending() {
-    let r = run(&concurrency_workflow(false)).await;
-    assert_eq!(
-        (r.result("a"), r.result("b"), r.result("c")),
-        ("success", "cancelled", "success"),
-        "{:#?}",
-        r.logs
-    );
-    let r = run(&concurrency_workflow(true)).await;
-    assert_eq!(
-        (r.result("a"), r.result("b"), r.result("c")),
-        ("cancelled", "cancelled", "success"),
-        "{:#?}",
-        r.logs
-    );
+    for cancel_in_progress in [false, true] {
+        let gates = tempfile::tempdir().expect("tempdir");
+        let (run, mut events) = spawn_run(
+            concurrency_workflow(gates.path(), cancel_in_progress),
+            Opts::default(),
+        );
+        until(
+            &mut events,
+            |e| matches!(e, RunEvent::Line { job, text, .. } if job == "a" && text == "a-holds-g"),
+        )
+        .await;
+        touch(gates.path(), "w-go");
+        // `b` joins g in the same poll that queues it (this test runs on one thread), so once
+        // it is queued it is the pending job.
+        until(
+            &mut events,
+            |e| matches!(e, RunEvent::Queued { job } if job == "b"),
+        )
+        .await;
+        touch(gates.path(), "w2-go");
+        // `c` replaces `b` as the pending job (and with cancel-in-progress cancels `a`).
+        until(&mut events, |e| finished(e, "b")).await;
+        touch(gates.path(), "a-go");
+        let r = run.await.expect("the run");
+        let a = if cancel_in_progress {
+            "cancelled"
+        } else {
+            "success"
+        };
+        assert_eq!(
+            (r.result("a"), r.result("b"), r.result("c")),
+            (a, "cancelled", "success"),
+            "{:#?}",
+            r.logs
+        );
+    }
 }
 
 #[tokio::test]
