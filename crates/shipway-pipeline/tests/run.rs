@@ -13,7 +13,7 @@ use shipway_pipeline::exec::{
     Collect, Executor, Gate, GateDecision, Report, RunEvent, RunObserver, RunSpec, Status, Stream,
     run_workflow,
 };
-use shipway_pipeline::load::load;
+use shipway_pipeline::load::{Bundle, MemFs, load, load_from};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -1514,4 +1514,84 @@ async fn a_cancel_while_waiting_for_approval_cancels_the_job() {
     assert_eq!(r.result("deploy"), "cancelled");
     assert_eq!(r.result("after"), "skipped");
     assert!(r.logged("[deploy] cancelled while waiting for approval of environment prod-blue"));
+}
+
+#[tokio::test]
+async fn a_workflow_and_its_local_actions_load_from_memory() {
+    // Nothing of the repository is on disk: a server run reads these from a git tree.
+    let mut fs = MemFs::new();
+    fs.insert(
+        "repo/.github/workflows/w.yml",
+        r#"
+on: push
+jobs:
+  j:
+    runs-on: x
+    steps:
+      - id: greet
+        uses: ./actions/greet
+        with:
+          who: memory
+      - run: echo "action said ${{ steps.greet.outputs.said }}"
+      - uses: ./actions/missing
+"#,
+    );
+    fs.insert(
+        "repo/actions/greet/action.yml",
+        r#"
+name: greet
+inputs:
+  who: {required: true}
+outputs:
+  said: {value: "${{ steps.s.outputs.said }}"}
+runs:
+  using: composite
+  steps:
+    - id: s
+      shell: bash
+      run: echo "said=hello ${{ inputs.who }}" >> "$GITHUB_OUTPUT"
+"#,
+    );
+    let bundle = load_from(
+        &fs,
+        std::path::Path::new("/repo"),
+        ".github/workflows/w.yml",
+    );
+    let problems: Vec<String> = bundle.problems.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        problems,
+        [
+            ".github/workflows/w.yml:12:9: jobs.j.steps[2].uses: local action './actions/missing' \
+          not found: no action.yml in actions/missing"
+        ]
+    );
+    assert_eq!(bundle.actions.keys().collect::<Vec<_>>(), ["actions/greet"]);
+    let mut w = bundle.workflow.clone().expect("the workflow");
+    // Run it without the missing step: the composite's steps come from memory.
+    w.jobs[0].steps.pop();
+    let bundle = Bundle {
+        workflow: Some(w),
+        ..bundle
+    };
+    let root = tempfile::tempdir().expect("tempdir");
+    let sink = Arc::new(Collect::default());
+    let exec = Executor::new(
+        root.path().join("repo"),
+        root.path().join("run"),
+        root.path().join("cache"),
+    )
+    .base_env(
+        std::env::vars()
+            .filter(|(k, _)| k == "PATH" || k == "HOME")
+            .collect(),
+    )
+    .observer(sink.clone());
+    let report = run_workflow(&bundle, RunSpec::default(), exec).await;
+    assert_eq!(report.result, Status::Success, "{:#?}", sink.lines());
+    assert!(
+        sink.lines()
+            .contains(&"[j] action said hello memory".to_string()),
+        "{:#?}",
+        sink.lines()
+    );
 }
