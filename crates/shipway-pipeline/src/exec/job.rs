@@ -1205,7 +1205,7 @@ impl JobRun {
                 self.log(&format!("error: process exited with code {c}"));
                 Status::Failure
             }
-            Exit::Signal => {
+            Exit::Signal(_) => {
                 self.log("error: process was killed by a signal");
                 Status::Failure
             }
