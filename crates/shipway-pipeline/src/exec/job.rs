@@ -1346,7 +1346,7 @@ fn empty_dir(dir: &Path) {
     }
 }
 
-/// Ends each printed piece of an output line longer than [`process::MAX_LINE_BYTES`].
+/// Ends each printed piece of an output line longer than [`shipway_process::stream::MAX_LINE_BYTES`].
 pub(crate) const CUT: &str = "…";
 
 /// An output line arriving in pieces.

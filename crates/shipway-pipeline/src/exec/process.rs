@@ -1,4 +1,4 @@
 //! A step's command as a process group: the shared supervisor's streamed processes.
 
 pub use shipway_process::Exit;
-pub use shipway_process::stream::{MAX_LINE_BYTES, run};
+pub use shipway_process::stream::run;
