@@ -4,24 +4,15 @@
 //! `cargo bench -p shipway-pipeline` prints one line per measurement with its budget.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use indexmap::IndexMap;
-use shipway_pipeline::exec::{RunConfig, Sink, Status, run_workflow};
+use shipway_pipeline::exec::{Executor, RunSpec, Status, run_workflow};
 use shipway_pipeline::load::load;
 use shipway_pipeline::parse::parse_workflow;
 use shipway_pipeline::plan::plan;
-use tokio_util::sync::CancellationToken;
 
 const STEPS: usize = 200;
 const JOBS: usize = 1000;
-
-struct Quiet;
-
-impl Sink for Quiet {
-    fn line(&self, _job: &str, _text: &str) {}
-}
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -48,29 +39,21 @@ fn bash_baseline(dir: &std::path::Path) -> Duration {
 async fn engine(dir: &std::path::Path, round: usize) -> Duration {
     let repo = dir.join("repo");
     let bundle = load(&repo, ".github/workflows/steps.yml");
-    let cfg = RunConfig {
-        repo: repo.clone(),
-        run_dir: dir.join(format!("run{round}")),
-        cache_dir: dir.join("cache"),
-        event_name: "push".into(),
-        event: serde_json::json!({}),
-        sha: String::new(),
-        git_ref: "refs/heads/main".into(),
+    let spec = RunSpec {
         repository: "bench/bench".into(),
         actor: "bench".into(),
         run_id: 1,
-        inputs: IndexMap::new(),
-        secrets: IndexMap::new(),
-        vars: IndexMap::new(),
-        parallel: 2,
-        only_job: None,
-        allow_unsupported_actions: false,
-        base_env: std::env::vars().collect(),
-        sink: Arc::new(Quiet),
-        cancel: CancellationToken::new(),
+        ..RunSpec::default()
     };
+    let exec = Executor::new(
+        repo.clone(),
+        dir.join(format!("run{round}")),
+        dir.join("cache"),
+    )
+    .parallel(2)
+    .base_env(std::env::vars().collect());
     let start = Instant::now();
-    let report = run_workflow(&bundle, Arc::new(cfg)).await;
+    let report = run_workflow(&bundle, spec, exec).await;
     let took = start.elapsed();
     assert_eq!(report.result, Status::Success);
     took
@@ -153,29 +136,22 @@ fn main() {
     // The same DAG run for real (one `echo` step a job), against one bash per job.
     std::fs::write(repo.join("dag.yml"), &text).expect("write");
     let bundle = load(&dir.path().join("repo"), ".github/workflows/dag.yml");
-    let cfg = RunConfig {
-        repo: dir.path().join("repo"),
-        run_dir: dir.path().join("dagrun"),
-        cache_dir: dir.path().join("cache"),
-        event_name: "push".into(),
-        event: serde_json::json!({}),
+    let spec = RunSpec {
         sha: "0123".into(),
-        git_ref: "refs/heads/main".into(),
         repository: "bench/bench".into(),
         actor: "bench".into(),
         run_id: 2,
-        inputs: IndexMap::new(),
-        secrets: IndexMap::new(),
-        vars: IndexMap::new(),
-        parallel: 2,
-        only_job: None,
-        allow_unsupported_actions: false,
-        base_env: std::env::vars().collect(),
-        sink: Arc::new(Quiet),
-        cancel: CancellationToken::new(),
+        ..RunSpec::default()
     };
+    let exec = Executor::new(
+        dir.path().join("repo"),
+        dir.path().join("dagrun"),
+        dir.path().join("cache"),
+    )
+    .parallel(2)
+    .base_env(std::env::vars().collect());
     let start = Instant::now();
-    let report = rt.block_on(run_workflow(&bundle, Arc::new(cfg)));
+    let report = rt.block_on(run_workflow(&bundle, spec, exec));
     let engine = start.elapsed();
     assert_eq!(report.result, Status::Success);
     assert_eq!(report.jobs.len(), JOBS);

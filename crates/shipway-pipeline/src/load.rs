@@ -1,9 +1,13 @@
 //! Loading a workflow from a repository together with what it refers to: local actions
 //! (`uses: ./path`) and local reusable workflows (`uses: ./.github/workflows/x.yml`), checking
-//! the calls against what they declare.
+//! the calls against what they declare. Every file is read through a [`FileSystem`], so a run
+//! can load its workflow from a git tree as well as from disk.
 
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
+
+pub use shipway_fs::{DiskFs, FileSystem, MemFs};
+use shipway_fs::{is_file, read_to_string};
 
 use crate::parse::{parse_action, parse_workflow};
 use crate::problem::{Problem, Severity};
@@ -64,20 +68,25 @@ fn safe_relative(path: &str) -> bool {
         .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
 }
 
-/// Loads the workflow at `rel` (relative to `root`) and, recursively, its local actions and
-/// reusable workflows. Never fails: everything wrong is in `problems`.
+/// Loads the workflow at `rel` (relative to `root`) from disk and, recursively, its local
+/// actions and reusable workflows. Never fails: everything wrong is in `problems`.
 pub fn load(root: &Path, rel: &str) -> Bundle {
+    load_from(&DiskFs, root, rel)
+}
+
+/// [`load`] through `fs`: `root` is an absolute path in it.
+pub fn load_from(fs: &dyn FileSystem, root: &Path, rel: &str) -> Bundle {
     let mut b = Bundle {
         root: root.to_path_buf(),
         path: rel.to_string(),
         ..Bundle::default()
     };
-    match std::fs::read_to_string(root.join(rel)) {
+    match read_to_string(fs, &root.join(rel)) {
         Ok(text) => {
             let (w, problems) = parse_workflow(rel, &text);
             b.problems.extend(problems);
             if let Some(w) = &w {
-                resolve_workflow(&mut b, w, 0);
+                resolve_workflow(fs, &mut b, w, 0);
             }
             b.workflow = w;
         }
@@ -92,9 +101,16 @@ pub fn load(root: &Path, rel: &str) -> Bundle {
     b
 }
 
-fn resolve_workflow(b: &mut Bundle, w: &Workflow, depth: usize) {
+fn resolve_workflow(fs: &dyn FileSystem, b: &mut Bundle, w: &Workflow, depth: usize) {
     for job in w.jobs.values() {
-        resolve_steps(b, &w.file, &job.steps, &format!("jobs.{}", job.id), depth);
+        resolve_steps(
+            fs,
+            b,
+            &w.file,
+            &job.steps,
+            &format!("jobs.{}", job.id),
+            depth,
+        );
         let Some(call) = &job.uses else { continue };
         let at = |message: String| Problem::new(&w.file, call.pos, Severity::Error, message);
         if depth >= MAX_NESTING {
@@ -112,7 +128,7 @@ fn resolve_workflow(b: &mut Bundle, w: &Workflow, depth: usize) {
             continue;
         }
         if !b.called.contains_key(&call.path) {
-            let text = match std::fs::read_to_string(b.root.join(&call.path)) {
+            let text = match read_to_string(fs, &b.root.join(&call.path)) {
                 Ok(t) => t,
                 Err(_) => {
                     b.problems.push(at(format!(
@@ -126,7 +142,7 @@ fn resolve_workflow(b: &mut Bundle, w: &Workflow, depth: usize) {
             b.problems.extend(problems);
             let Some(called) = called else { continue };
             b.called.insert(call.path.clone(), called.clone());
-            resolve_workflow(b, &called, depth + 1);
+            resolve_workflow(fs, b, &called, depth + 1);
         }
         let Some(called) = b.called.get(&call.path) else {
             continue;
@@ -171,7 +187,14 @@ fn resolve_workflow(b: &mut Bundle, w: &Workflow, depth: usize) {
     }
 }
 
-fn resolve_steps(b: &mut Bundle, file: &str, steps: &[Step], path: &str, depth: usize) {
+fn resolve_steps(
+    fs: &dyn FileSystem,
+    b: &mut Bundle,
+    file: &str,
+    steps: &[Step],
+    path: &str,
+    depth: usize,
+) {
     for step in steps {
         let Action::Uses(Uses::Local(local)) = &step.action else {
             continue;
@@ -197,14 +220,14 @@ fn resolve_steps(b: &mut Bundle, file: &str, steps: &[Step], path: &str, depth: 
         let found = ["action.yml", "action.yaml"]
             .iter()
             .map(|n| (format!("{local}/{n}"), dir.join(n)))
-            .find(|(_, p)| p.is_file());
+            .find(|(_, p)| is_file(fs, p));
         let Some((rel, file_path)) = found else {
             b.problems.push(at(format!(
                 "{uses_path}: local action './{local}' not found: no action.yml in {local}"
             )));
             continue;
         };
-        let text = match std::fs::read_to_string(&file_path) {
+        let text = match read_to_string(fs, &file_path) {
             Ok(t) => t,
             Err(e) => {
                 b.problems
@@ -218,7 +241,7 @@ fn resolve_steps(b: &mut Bundle, file: &str, steps: &[Step], path: &str, depth: 
             Some(action) => {
                 let steps = action.steps.clone();
                 b.actions.insert(local.clone(), action);
-                resolve_steps(b, &rel, &steps, "runs", depth + 1);
+                resolve_steps(fs, b, &rel, &steps, "runs", depth + 1);
             }
             None => {
                 b.unrunnable_actions.insert(local.clone());

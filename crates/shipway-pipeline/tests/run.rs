@@ -2,18 +2,25 @@
 //! continue-on-error, outputs, env precedence, matrix, fail-fast, timeouts, masking, composite
 //! actions, reusable workflows, cancellation, and the built-in actions.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
 use serde_json::json;
-use shipway_pipeline::exec::{Collect, Report, RunConfig, Status, run_workflow};
-use shipway_pipeline::load::load;
+use shipway_pipeline::exec::{
+    Collect, Executor, Gate, GateDecision, Report, RunEvent, RunObserver, RunSpec, Status, Stream,
+    run_workflow,
+};
+use shipway_pipeline::load::{Bundle, MemFs, load, load_from};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 struct Run {
     report: Report,
     logs: Vec<String>,
+    events: Vec<RunEvent>,
     /// Every file left under the run directory after the run: (path relative to it, contents).
     files: Vec<(String, String)>,
 }
@@ -79,6 +86,10 @@ struct Opts {
     secrets: Vec<(&'static str, &'static str)>,
     cancel_after: Option<Duration>,
     parallel: Option<usize>,
+    gate: Option<Arc<dyn Gate>>,
+    /// Hears every event as it happens, besides the collector.
+    observer: Option<Arc<dyn RunObserver>>,
+    cancel: Option<CancellationToken>,
 }
 
 async fn run_with(yaml: &str, opts: Opts) -> Run {
@@ -99,33 +110,38 @@ async fn run_with(yaml: &str, opts: Opts) -> Run {
         .collect();
     assert!(blocking.is_empty(), "workflow problems: {blocking:#?}");
     let sink = Arc::new(Collect::default());
-    let cancel = CancellationToken::new();
-    let cfg = RunConfig {
-        repo: repo.clone(),
-        run_dir: root.path().join("run"),
-        cache_dir: root.path().join("cache"),
-        event_name: "push".into(),
-        event: json!({}),
-        sha: String::new(),
-        git_ref: "refs/heads/main".into(),
+    let cancel = opts.cancel.clone().unwrap_or_default();
+    let spec = RunSpec {
         repository: "octo/repo".into(),
         actor: "tester".into(),
         run_id: 7,
-        inputs: IndexMap::new(),
         secrets: opts
             .secrets
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         vars: IndexMap::from([("COLOR".to_string(), "blue".to_string())]),
-        parallel: opts.parallel.unwrap_or(4),
-        only_job: None,
-        allow_unsupported_actions: false,
-        base_env: std::env::vars()
+        ..RunSpec::default()
+    };
+    let exec = Executor::new(
+        repo.clone(),
+        root.path().join("run"),
+        root.path().join("cache"),
+    )
+    .parallel(opts.parallel.unwrap_or(4))
+    .base_env(
+        std::env::vars()
             .filter(|(k, _)| k == "PATH" || k == "HOME")
             .collect(),
-        sink: sink.clone(),
-        cancel: cancel.clone(),
+    )
+    .observer(match opts.observer.clone() {
+        Some(o) => Arc::new(Both(sink.clone(), o)),
+        None => sink.clone(),
+    })
+    .cancel(cancel.clone());
+    let exec = match opts.gate.clone() {
+        Some(g) => exec.gate(g),
+        None => exec,
     };
     if let Some(after) = opts.cancel_after {
         let c = cancel.clone();
@@ -134,12 +150,14 @@ async fn run_with(yaml: &str, opts: Opts) -> Run {
             c.cancel();
         });
     }
-    let report = run_workflow(&bundle, Arc::new(cfg)).await;
-    let logs = sink.0.lock().map(|l| l.clone()).unwrap_or_default();
+    let report = run_workflow(&bundle, spec, exec).await;
+    let logs = sink.lines();
+    let events = sink.events();
     let files = files_under(&root.path().join("run"));
     Run {
         report,
         logs,
+        events,
         files,
     }
 }
@@ -148,42 +166,134 @@ async fn run(yaml: &str) -> Run {
     run_with(yaml, Opts::default()).await
 }
 
+/// Two observers in one.
+struct Both(Arc<Collect>, Arc<dyn RunObserver>);
+
+impl RunObserver for Both {
+    fn event(&self, e: &RunEvent) {
+        self.0.event(e);
+        self.1.event(e);
+    }
+}
+
+/// Sends every event to the test as it happens.
+struct Forward(mpsc::UnboundedSender<RunEvent>);
+
+impl RunObserver for Forward {
+    fn event(&self, e: &RunEvent) {
+        let _ = self.0.send(e.clone());
+    }
+}
+
+/// Starts a run in its own task, with every event sent to the test as it happens.
+fn spawn_run(
+    yaml: String,
+    opts: Opts,
+) -> (
+    tokio::task::JoinHandle<Run>,
+    mpsc::UnboundedReceiver<RunEvent>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let opts = Opts {
+        observer: Some(Arc::new(Forward(tx))),
+        ..opts
+    };
+    (tokio::spawn(async move { run_with(&yaml, opts).await }), rx)
+}
+
+/// Waits for the first event that `want` accepts (the run's end without one fails the test).
+async fn until(events: &mut mpsc::UnboundedReceiver<RunEvent>, want: impl Fn(&RunEvent) -> bool) {
+    loop {
+        match events.recv().await {
+            Some(e) if want(&e) => return,
+            Some(RunEvent::RunFinished { .. }) | None => panic!("the run ended first"),
+            Some(_) => {}
+        }
+    }
+}
+
+fn finished(e: &RunEvent, name: &str) -> bool {
+    matches!(e, RunEvent::JobFinished { job, .. } if job == name)
+}
+
+/// `until [ -e DIR/NAME ]`: a step that waits for a file the test writes.
+fn wait_for(dir: &std::path::Path, name: &str) -> String {
+    format!(
+        "until [ -e '{}' ]; do sleep 0.01; done",
+        dir.join(name).display()
+    )
+}
+
+fn touch(dir: &std::path::Path, name: &str) {
+    std::fs::write(dir.join(name), "").expect("write a gate file");
+}
+
+/// A request to the test's gate: the job, the environment and where the decision goes.
+type GateRequest = (String, String, oneshot::Sender<GateDecision>);
+
+/// A gate the test answers: each request arrives on a channel with the sender of its decision.
+struct TestGate(mpsc::UnboundedSender<GateRequest>);
+
+impl Gate for TestGate {
+    fn admit<'a>(
+        &'a self,
+        job: &'a str,
+        environment: &'a str,
+    ) -> Pin<Box<dyn Future<Output = GateDecision> + Send + 'a>> {
+        Box::pin(async move {
+            let (tx, rx) = oneshot::channel();
+            let _ = self.0.send((job.to_string(), environment.to_string(), tx));
+            rx.await.unwrap_or(GateDecision::Reject {
+                reason: "the test dropped the request".into(),
+            })
+        })
+    }
+}
+
 #[tokio::test]
 async fn dag_runs_each_job_when_its_own_needs_are_done() {
-    // `slow` takes a while; `b` needs only `a` and must finish before `slow` does.
-    let r = run(r#"
+    // `slow` runs until the test sees `b` finish: `b` needs only `a`, so it must not wait for
+    // `slow`. A scheduler that waited would leave `slow` to its timeout (a failure) first.
+    let gates = tempfile::tempdir().expect("tempdir");
+    let yaml = format!(
+        r#"
 on: push
 jobs:
   a:
     runs-on: ubuntu-latest
     outputs:
-      x: ${{ steps.s.outputs.x }}
+      x: ${{{{ steps.s.outputs.x }}}}
     steps:
       - id: s
         run: echo "x=from-a" >> "$GITHUB_OUTPUT"
   slow:
     runs-on: ubuntu-latest
+    timeout-minutes: 1
     steps:
-      - run: sleep 3; date +%s%N > "$RUNNER_TEMP/../../../slow_done"
+      - run: {wait}
   b:
     needs: a
     runs-on: ubuntu-latest
     outputs:
-      got: ${{ steps.r.outputs.got }}
+      got: ${{{{ steps.r.outputs.got }}}}
     steps:
       - id: r
-        run: |
-          test ! -e "$RUNNER_TEMP/../../../slow_done"
-          echo "got=${{ needs.a.outputs.x }} ${{ needs.a.result }}" >> "$GITHUB_OUTPUT"
+        run: echo "got=${{{{ needs.a.outputs.x }}}} ${{{{ needs.a.result }}}}" >> "$GITHUB_OUTPUT"
   c:
     needs: [b, slow]
     runs-on: ubuntu-latest
     steps:
-      - run: test -e "$RUNNER_TEMP/../../../slow_done"
-"#)
-    .await;
+      - run: 'true'
+"#,
+        wait = wait_for(gates.path(), "go")
+    );
+    let (run, mut events) = spawn_run(yaml, Opts::default());
+    until(&mut events, |e| finished(e, "b")).await;
+    touch(gates.path(), "go");
+    let r = run.await.expect("the run");
     assert_eq!(r.report.result, Status::Success, "{:#?}", r.logs);
     assert_eq!(r.output("b", "got"), "from-a success");
+    assert_eq!(r.result("slow"), "success");
     assert_eq!(r.result("c"), "success");
 }
 
@@ -368,6 +478,11 @@ jobs:
 
 #[tokio::test]
 async fn fail_fast_cancels_the_other_instances() {
+    // `fail` fails once `slow` runs; `slow` runs until the test says go. With fail-fast the
+    // failure cancels `slow` (no go is ever written; a missed cancel ends in the job's timeout,
+    // a failure); without it `slow` finishes when the test has seen `fail` end.
+    let gates = tempfile::tempdir().expect("tempdir");
+    let running = gates.path().join("slow-running");
     let yaml = |ff: bool| {
         format!(
             r#"
@@ -375,33 +490,43 @@ on: push
 jobs:
   m:
     runs-on: x
+    timeout-minutes: 1
     strategy:
       fail-fast: {ff}
       matrix:
         n: [fail, slow]
     steps:
-      - run: if [ "${{{{ matrix.n }}}}" = fail ]; then exit 1; else sleep 6; fi
-"#
+      - run: |
+          if [ "${{{{ matrix.n }}}}" = fail ]; then {wait_running}; exit 1; fi
+          touch '{running}'
+          {wait_go}
+"#,
+            wait_running = wait_for(gates.path(), "slow-running"),
+            running = running.display(),
+            wait_go = wait_for(gates.path(), "go"),
         )
     };
-    let started = Instant::now();
     let r = run(&yaml(true)).await;
     let results: Vec<&str> = r.report.jobs.iter().map(|j| j.result.as_str()).collect();
-    assert_eq!(results, ["failure", "cancelled"]);
-    assert!(
-        started.elapsed() < Duration::from_millis(1800),
-        "{:?}",
-        started.elapsed()
-    );
-    let r = run(&yaml(false)).await;
+    assert_eq!(results, ["failure", "cancelled"], "{:#?}", r.logs);
+    std::fs::remove_file(&running).expect("slow ran");
+    let (run, mut events) = spawn_run(yaml(false), Opts::default());
+    until(&mut events, |e| finished(e, "m (fail)")).await;
+    touch(gates.path(), "go");
+    let r = run.await.expect("the run");
     let results: Vec<&str> = r.report.jobs.iter().map(|j| j.result.as_str()).collect();
-    assert_eq!(results, ["failure", "success"]);
+    assert_eq!(results, ["failure", "success"], "{:#?}", r.logs);
 }
 
 #[tokio::test]
 async fn step_timeout_kills_the_process_group() {
-    let started = Instant::now();
-    let r = run(r#"
+    // The child's output goes elsewhere and the shell waits in a builtin, so nothing holds the
+    // step's pipes but the shell: a kill of the shell alone would end the step and leave the
+    // child running; only a kill of the whole group ends it.
+    let gates = tempfile::tempdir().expect("tempdir");
+    let pid_file = gates.path().join("child.pid");
+    let r = run(&format!(
+        r#"
 on: push
 jobs:
   j:
@@ -409,23 +534,39 @@ jobs:
     steps:
       - name: sleepy
         timeout-minutes: 0.01
-        run: (sleep 30; echo child-survived) & sleep 30
+        run: sleep 300 >/dev/null 2>&1 & echo $! > '{}'; wait
       - name: cleanup
         if: always()
         run: echo cleanup-ran
-"#)
+"#,
+        pid_file.display()
+    ))
     .await;
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
     assert_eq!(
         r.steps("j"),
         ["sleepy:failure/failure", "cleanup:success/success"]
     );
     assert!(r.logged("cleanup-ran"));
-    assert!(!r.logged("child-survived"));
+    let pid = std::fs::read_to_string(&pid_file).expect("the child's pid");
+    let stat = format!("/proc/{}/stat", pid.trim());
+    // SIGKILL was sent before the run ended; the process is gone once the kernel has run it
+    // down (no /proc entry, or a zombie waiting for its new parent to reap it).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let alive = std::fs::read_to_string(&stat).is_ok_and(|s| {
+            s.rsplit_once(") ")
+                .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+        });
+        if !alive {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the step's child {} is still running",
+            pid.trim()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await; // the poll interval of /proc
+    }
 }
 
 #[tokio::test]
@@ -939,7 +1080,9 @@ jobs:
     assert!(r.logged("perl ok"));
 }
 
-fn concurrency_workflow(cancel_in_progress: bool) -> String {
+/// `a` holds group g until the test says go; `b` and `c` join g in turn, each when the test
+/// releases the job it needs.
+fn concurrency_workflow(gates: &std::path::Path, cancel_in_progress: bool) -> String {
     format!(
         r#"
 on: push
@@ -947,10 +1090,11 @@ jobs:
   a:
     runs-on: x
     concurrency: g
-    steps: [{{run: sleep 2.5}}]
+    steps:
+      - run: echo a-holds-g; {a}
   w:
     runs-on: x
-    steps: [{{run: sleep 0.2}}]
+    steps: [{{run: "{w}"}}]
   b:
     needs: w
     runs-on: x
@@ -958,7 +1102,7 @@ jobs:
     steps: [{{run: 'true'}}]
   w2:
     runs-on: x
-    steps: [{{run: sleep 0.6}}]
+    steps: [{{run: "{w2}"}}]
   c:
     needs: w2
     runs-on: x
@@ -966,26 +1110,51 @@ jobs:
       group: g
       cancel-in-progress: {cancel_in_progress}
     steps: [{{run: 'true'}}]
-"#
+"#,
+        a = wait_for(gates, "a-go"),
+        w = wait_for(gates, "w-go"),
+        w2 = wait_for(gates, "w2-go"),
     )
 }
 
 #[tokio::test]
 async fn concurrency_groups_keep_one_running_and_one_pending() {
-    let r = run(&concurrency_workflow(false)).await;
-    assert_eq!(
-        (r.result("a"), r.result("b"), r.result("c")),
-        ("success", "cancelled", "success"),
-        "{:#?}",
-        r.logs
-    );
-    let r = run(&concurrency_workflow(true)).await;
-    assert_eq!(
-        (r.result("a"), r.result("b"), r.result("c")),
-        ("cancelled", "cancelled", "success"),
-        "{:#?}",
-        r.logs
-    );
+    for cancel_in_progress in [false, true] {
+        let gates = tempfile::tempdir().expect("tempdir");
+        let (run, mut events) = spawn_run(
+            concurrency_workflow(gates.path(), cancel_in_progress),
+            Opts::default(),
+        );
+        until(
+            &mut events,
+            |e| matches!(e, RunEvent::Line { job, text, .. } if job == "a" && text == "a-holds-g"),
+        )
+        .await;
+        touch(gates.path(), "w-go");
+        // `b` joins g in the same poll that queues it (this test runs on one thread), so once
+        // it is queued it is the pending job.
+        until(
+            &mut events,
+            |e| matches!(e, RunEvent::Queued { job } if job == "b"),
+        )
+        .await;
+        touch(gates.path(), "w2-go");
+        // `c` replaces `b` as the pending job (and with cancel-in-progress cancels `a`).
+        until(&mut events, |e| finished(e, "b")).await;
+        touch(gates.path(), "a-go");
+        let r = run.await.expect("the run");
+        let a = if cancel_in_progress {
+            "cancelled"
+        } else {
+            "success"
+        };
+        assert_eq!(
+            (r.result("a"), r.result("b"), r.result("c")),
+            (a, "cancelled", "success"),
+            "{:#?}",
+            r.logs
+        );
+    }
 }
 
 #[tokio::test]
@@ -1109,4 +1278,320 @@ runs:
     assert!(r.logged("outer said nested"));
     assert!(r.logged("cleanup inside the action"));
     assert!(r.logged("failing was failure/success"));
+}
+
+#[tokio::test]
+async fn events_tell_the_lifecycle_typed_and_lines_masked_with_their_step_and_stream() {
+    let r = run_with(
+        r#"
+on: push
+jobs:
+  j:
+    runs-on: x
+    environment: production
+    outputs:
+      o: ${{ steps.s.outputs.o }}
+    steps:
+      - name: skipped
+        if: false
+        run: echo never
+      - id: s
+        name: talk
+        run: |
+          echo "out ${{ secrets.TOKEN }}"
+          echo "o=1" >> "$GITHUB_OUTPUT"
+      - name: fails
+        run: echo err >&2; exit 3
+        continue-on-error: true
+  later:
+    needs: j
+    if: false
+    runs-on: x
+    steps: [{run: 'true'}]
+"#,
+        Opts {
+            secrets: vec![("TOKEN", "tok-123456")],
+            ..Opts::default()
+        },
+    )
+    .await;
+    let job = |s: &str| s.to_string();
+    let line = |step: Option<usize>, stream: Stream, text: &str| RunEvent::Line {
+        job: job("j"),
+        step,
+        stream,
+        text: text.into(),
+    };
+    // The default gate admits at once: no Waiting.
+    assert_eq!(
+        r.events,
+        [
+            RunEvent::Queued { job: job("j") },
+            RunEvent::JobStarted {
+                job: job("j"),
+                id: job("j"),
+                matrix: None
+            },
+            RunEvent::StepStarted {
+                job: job("j"),
+                step: 1,
+                name: job("talk")
+            },
+            line(Some(1), Stream::Stdout, "out ***"),
+            RunEvent::StepFinished {
+                job: job("j"),
+                step: 1,
+                name: job("talk"),
+                outcome: Status::Success,
+                conclusion: Status::Success
+            },
+            RunEvent::StepStarted {
+                job: job("j"),
+                step: 2,
+                name: job("fails")
+            },
+            line(Some(2), Stream::Stderr, "err"),
+            line(Some(2), Stream::Runner, "error: process exited with code 3"),
+            RunEvent::StepFinished {
+                job: job("j"),
+                step: 2,
+                name: job("fails"),
+                outcome: Status::Failure,
+                conclusion: Status::Success
+            },
+            RunEvent::JobFinished {
+                job: job("j"),
+                id: job("j"),
+                result: Status::Success,
+                outputs: IndexMap::from([(job("o"), job("1"))]),
+            },
+            RunEvent::Line {
+                job: job("later"),
+                step: None,
+                stream: Stream::Runner,
+                text: "skipped: the job's `if` condition is false".into()
+            },
+            RunEvent::JobFinished {
+                job: job("later"),
+                id: job("later"),
+                result: Status::Skipped,
+                outputs: IndexMap::new(),
+            },
+            RunEvent::RunFinished {
+                result: Status::Success
+            },
+        ],
+        "{:#?}",
+        r.events
+    );
+    // The log as `shipway run` prints it, made from those events.
+    assert_eq!(
+        r.logs,
+        [
+            "[j] job started",
+            "[j] ▶ talk",
+            "[j] out ***",
+            "[j] ▶ fails",
+            "[j] err",
+            "[j] error: process exited with code 3",
+            "[j] ✗ fails: failure",
+            "[j] job success",
+            "[later] skipped: the job's `if` condition is false",
+        ]
+    );
+}
+
+const GATED: &str = r#"
+on: push
+jobs:
+  deploy:
+    runs-on: x
+    environment:
+      name: prod-${{ vars.COLOR }}
+    steps: [{run: echo deployed}]
+  other:
+    runs-on: x
+    steps: [{run: echo other-ran}]
+  after:
+    needs: deploy
+    runs-on: x
+    steps: [{run: echo after-ran}]
+"#;
+
+/// Starts [`GATED`] with a gate the test answers and a cancel it holds; returns the run, the
+/// gate's requests and the events as they happen.
+fn gated_run(
+    cancel: CancellationToken,
+) -> (
+    tokio::task::JoinHandle<Run>,
+    mpsc::UnboundedReceiver<GateRequest>,
+    mpsc::UnboundedReceiver<RunEvent>,
+) {
+    let (gate_tx, gate_rx) = mpsc::unbounded_channel();
+    let (event_tx, event_rx) = mpsc::unbounded_channel();
+    let opts = Opts {
+        gate: Some(Arc::new(TestGate(gate_tx))),
+        observer: Some(Arc::new(Forward(event_tx))),
+        cancel: Some(cancel),
+        ..Opts::default()
+    };
+    (
+        tokio::spawn(async move { run_with(GATED, opts).await }),
+        gate_rx,
+        event_rx,
+    )
+}
+
+#[tokio::test]
+async fn a_gated_environment_waits_while_other_jobs_run_and_starts_when_admitted() {
+    let (run, mut requests, mut events) = gated_run(CancellationToken::new());
+    let (job, env, answer) = requests.recv().await.expect("the gate is asked");
+    assert_eq!((job.as_str(), env.as_str()), ("deploy", "prod-blue"));
+    // Evidence, not time: `other` runs to its end while `deploy` waits, and `deploy` does not
+    // start before the answer.
+    let (mut waiting, mut other_done) = (false, false);
+    while !(waiting && other_done) {
+        let e = events.recv().await.expect("an event");
+        match &e {
+            RunEvent::Waiting { job, reason } if job == "deploy" => {
+                assert_eq!(reason, "waiting for approval of environment prod-blue");
+                waiting = true;
+            }
+            RunEvent::JobFinished { job, result, .. } if job == "other" => {
+                assert_eq!(*result, Status::Success);
+                other_done = true;
+            }
+            RunEvent::JobStarted { job, .. } if job == "deploy" => {
+                panic!("deploy started before it was admitted")
+            }
+            _ => {}
+        }
+    }
+    answer.send(GateDecision::Admit).expect("the job waits");
+    let r = run.await.expect("the run");
+    assert_eq!(r.report.result, Status::Success, "{:#?}", r.logs);
+    assert_eq!(r.result("deploy"), "success");
+    assert_eq!(r.result("after"), "success");
+    assert!(r.logged("[deploy] waiting for approval of environment prod-blue"));
+    assert!(r.logged("[deploy] deployed"));
+}
+
+#[tokio::test]
+async fn a_rejected_environment_fails_the_job_as_github_words_it() {
+    let (run, mut requests, _events) = gated_run(CancellationToken::new());
+    let (_, _, answer) = requests.recv().await.expect("the gate is asked");
+    answer
+        .send(GateDecision::Reject {
+            reason: "Rejected by alice: not today.".into(),
+        })
+        .expect("the job waits");
+    let r = run.await.expect("the run");
+    assert_eq!(r.report.result, Status::Failure);
+    assert_eq!(r.result("deploy"), "failure");
+    assert!(r.job("deploy").steps.is_empty());
+    assert_eq!(r.result("after"), "skipped");
+    assert_eq!(r.result("other"), "success");
+    assert!(
+        r.logged(
+            "[deploy] error: environment prod-blue: The deployment was rejected or didn't \
+             satisfy other protection rules. Rejected by alice: not today."
+        ),
+        "{:#?}",
+        r.logs
+    );
+    assert!(!r.logged("deployed"));
+}
+
+#[tokio::test]
+async fn a_cancel_while_waiting_for_approval_cancels_the_job() {
+    let cancel = CancellationToken::new();
+    let (run, mut requests, _events) = gated_run(cancel.clone());
+    let (_, _, answer) = requests.recv().await.expect("the gate is asked");
+    cancel.cancel();
+    let r = run.await.expect("the run");
+    drop(answer);
+    assert_eq!(r.report.result, Status::Cancelled);
+    assert_eq!(r.result("deploy"), "cancelled");
+    assert_eq!(r.result("after"), "skipped");
+    assert!(r.logged("[deploy] cancelled while waiting for approval of environment prod-blue"));
+}
+
+#[tokio::test]
+async fn a_workflow_and_its_local_actions_load_from_memory() {
+    // Nothing of the repository is on disk: a server run reads these from a git tree.
+    let mut fs = MemFs::new();
+    fs.insert(
+        "repo/.github/workflows/w.yml",
+        r#"
+on: push
+jobs:
+  j:
+    runs-on: x
+    steps:
+      - id: greet
+        uses: ./actions/greet
+        with:
+          who: memory
+      - run: echo "action said ${{ steps.greet.outputs.said }}"
+      - uses: ./actions/missing
+"#,
+    );
+    fs.insert(
+        "repo/actions/greet/action.yml",
+        r#"
+name: greet
+inputs:
+  who: {required: true}
+outputs:
+  said: {value: "${{ steps.s.outputs.said }}"}
+runs:
+  using: composite
+  steps:
+    - id: s
+      shell: bash
+      run: echo "said=hello ${{ inputs.who }}" >> "$GITHUB_OUTPUT"
+"#,
+    );
+    let bundle = load_from(
+        &fs,
+        std::path::Path::new("/repo"),
+        ".github/workflows/w.yml",
+    );
+    let problems: Vec<String> = bundle.problems.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        problems,
+        [
+            ".github/workflows/w.yml:12:9: jobs.j.steps[2].uses: local action './actions/missing' \
+          not found: no action.yml in actions/missing"
+        ]
+    );
+    assert_eq!(bundle.actions.keys().collect::<Vec<_>>(), ["actions/greet"]);
+    let mut w = bundle.workflow.clone().expect("the workflow");
+    // Run it without the missing step: the composite's steps come from memory.
+    w.jobs[0].steps.pop();
+    let bundle = Bundle {
+        workflow: Some(w),
+        ..bundle
+    };
+    let root = tempfile::tempdir().expect("tempdir");
+    let sink = Arc::new(Collect::default());
+    let exec = Executor::new(
+        root.path().join("repo"),
+        root.path().join("run"),
+        root.path().join("cache"),
+    )
+    .base_env(
+        std::env::vars()
+            .filter(|(k, _)| k == "PATH" || k == "HOME")
+            .collect(),
+    )
+    .observer(sink.clone());
+    let report = run_workflow(&bundle, RunSpec::default(), exec).await;
+    assert_eq!(report.result, Status::Success, "{:#?}", sink.lines());
+    assert!(
+        sink.lines()
+            .contains(&"[j] action said hello memory".to_string()),
+        "{:#?}",
+        sink.lines()
+    );
 }

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use clap::Args;
 use indexmap::IndexMap;
 use serde_json::{Value, json};
-use shipway_pipeline::exec::{Report, RunConfig, Sink, Status, check_inputs, run_workflow};
+use shipway_pipeline::exec::{
+    Executor, Report, RunEvent, RunObserver, RunSpec, Status, check_inputs, log_text, run_workflow,
+};
 use shipway_pipeline::load::{Bundle, Options, load};
 use shipway_pipeline::plan::{MatrixPlan, plan};
 use shipway_pipeline::problem::Severity;
@@ -219,13 +221,25 @@ fn push_payload(repo: &Path, sha: &str, branch: &str) -> Value {
     payload
 }
 
-/// Prints job lines live, prefixed by the job, in a stable colour per job on a terminal.
+/// Prints the run's events live as lines prefixed by the job, in a stable colour per job on a
+/// terminal.
 struct Printer {
     color: bool,
+    /// Job instances started, by name (see `log_text`).
+    started: std::sync::Mutex<std::collections::HashMap<String, usize>>,
 }
 
-impl Sink for Printer {
-    fn line(&self, job: &str, text: &str) {
+impl RunObserver for Printer {
+    fn event(&self, e: &RunEvent) {
+        let Some(job) = e.job() else { return };
+        let Some(text) = self
+            .started
+            .lock()
+            .ok()
+            .and_then(|mut s| log_text(e, &mut s))
+        else {
+            return;
+        };
         if self.color {
             const COLORS: [u8; 6] = [36, 33, 35, 32, 34, 31];
             let h = job
@@ -414,8 +428,9 @@ pub async fn run(global: &Global, args: RunArgs) -> Result<(), Failure> {
             }
         });
     }
-    let sink: Arc<dyn Sink> = Arc::new(Printer {
+    let printer: Arc<dyn RunObserver> = Arc::new(Printer {
         color: std::io::stdout().is_terminal(),
+        started: Default::default(),
     });
     let parallel = args
         .parallel
@@ -426,13 +441,7 @@ pub async fn run(global: &Global, args: RunArgs) -> Result<(), Failure> {
     };
     let several = triggered.len() > 1;
     for b in triggered {
-        let cfg = RunConfig {
-            repo: repo.clone(),
-            run_dir: data
-                .join("runs")
-                .join(run_id.to_string())
-                .join(b.path.replace('/', "_")),
-            cache_dir: data.join("cache"),
+        let spec = RunSpec {
             event_name: args.event.clone(),
             event: event.clone(),
             sha: sha.clone(),
@@ -443,14 +452,19 @@ pub async fn run(global: &Global, args: RunArgs) -> Result<(), Failure> {
             inputs: inputs.clone(),
             secrets: secrets.clone(),
             vars: vars.clone(),
-            parallel,
             only_job: args.job.clone(),
-            allow_unsupported_actions: args.allow_unsupported_actions,
-            base_env: std::env::vars().collect(),
-            sink: sink.clone(),
-            cancel: cancel.clone(),
         };
-        let report = run_workflow(b, Arc::new(cfg)).await;
+        let run_dir = data
+            .join("runs")
+            .join(run_id.to_string())
+            .join(b.path.replace('/', "_"));
+        let exec = Executor::new(repo.clone(), run_dir, data.join("cache"))
+            .parallel(parallel)
+            .allow_unsupported_actions(args.allow_unsupported_actions)
+            .base_env(std::env::vars().collect())
+            .observer(printer.clone())
+            .cancel(cancel.clone());
+        let report = run_workflow(b, spec, exec).await;
         for mut j in report.jobs {
             if several {
                 j.id = format!("{}:{}", b.path, j.id);

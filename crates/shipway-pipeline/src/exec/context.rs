@@ -7,7 +7,7 @@ use indexmap::IndexMap;
 use serde_json::Value as Json;
 use shipway_expr::{Host, Map, Value};
 
-use super::{Finished, RunConfig};
+use super::{Finished, RunSpec};
 use crate::workflow::{InputKind, Job, Workflow};
 
 /// The `inputs` context: given values, else declared defaults, typed as declared (booleans and
@@ -89,7 +89,7 @@ pub fn eval_json(v: &Json, host: &dyn Host) -> Result<Json, String> {
 }
 
 /// The parts of the `github` context that do not depend on the job.
-pub fn github_base(cfg: &RunConfig, workflow_name: &str, event_path: &str) -> Map {
+pub fn github_base(cfg: &RunSpec, workflow_name: &str, event_path: &str) -> Map {
     let ref_name = cfg
         .git_ref
         .strip_prefix("refs/heads/")

@@ -16,7 +16,9 @@ use tokio_util::sync::CancellationToken;
 use super::commands::{Line, Masker, parse_line};
 use super::context::{github_base, strings};
 use super::process::{self, Exit};
-use super::{JobReport, RunConfig, Status, StepReport, files};
+use super::{
+    Executor, GateDecision, JobReport, RunEvent, RunSpec, Status, StepReport, Stream, files,
+};
 use crate::load::Bundle;
 use crate::matrix::{Combination, display_name};
 use crate::workflow::{
@@ -28,7 +30,8 @@ const DEFAULT_JOB_TIMEOUT_MINUTES: f64 = 360.0;
 
 /// State shared by every job of a run.
 pub struct Shared {
-    pub cfg: Arc<RunConfig>,
+    pub spec: Arc<RunSpec>,
+    pub exec: Arc<Executor>,
     pub actions: HashMap<String, ActionMeta>,
     pub called: HashMap<String, Workflow>,
     github: Map,
@@ -36,17 +39,18 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(bundle: &Bundle, cfg: Arc<RunConfig>, w: &Workflow) -> Shared {
-        let event_path = cfg.run_dir.join("event.json");
-        let _ = super::private::create_dir_all(&cfg.run_dir);
+    pub fn new(bundle: &Bundle, spec: Arc<RunSpec>, exec: Arc<Executor>, w: &Workflow) -> Shared {
+        let event_path = exec.run_dir.join("event.json");
+        let _ = super::private::create_dir_all(&exec.run_dir);
         let _ = super::private::write(
             &event_path,
-            serde_json::to_vec_pretty(&cfg.event).unwrap_or_default(),
+            serde_json::to_vec_pretty(&spec.event).unwrap_or_default(),
         );
         let name = w.name.clone().unwrap_or_else(|| w.file.clone());
-        let github = github_base(&cfg, &name, &event_path.to_string_lossy());
+        let github = github_base(&spec, &name, &event_path.to_string_lossy());
         Shared {
-            cfg,
+            spec,
+            exec,
             actions: bundle.actions.clone(),
             called: bundle.called.clone(),
             github,
@@ -59,7 +63,7 @@ impl Shared {
         let mut m = Map::new();
         m.insert("github".into(), Value::object(self.github.clone()));
         m.insert("inputs".into(), inputs.clone());
-        m.insert("vars".into(), strings(&self.cfg.vars));
+        m.insert("vars".into(), strings(&self.spec.vars));
         m.insert("needs".into(), needs.clone());
         m
     }
@@ -135,13 +139,32 @@ struct JobRun {
     /// Cache entries to save when the job succeeds: (key, paths).
     cache_saves: Vec<(String, Vec<String>)>,
     summary: String,
+    /// How many steps of this instance have started: the number of the next is one more.
+    steps_started: usize,
+    /// The step whose lines are being emitted.
+    current_step: Option<usize>,
 }
 
 impl Instance {
-    /// Runs the instance; returns its report and whether the job continues on error.
+    /// Runs the instance; returns its report and whether the job continues on error. Every
+    /// path ends with [`RunEvent::JobFinished`].
     pub async fn run(self, semaphore: Arc<Semaphore>) -> (Vec<JobReport>, bool) {
+        let exec = self.shared.exec.clone();
+        let (reports, continue_on_error) = self.run_instance(semaphore).await;
+        if let Some(r) = reports.first() {
+            exec.emit(RunEvent::JobFinished {
+                job: r.name.clone(),
+                id: r.id.clone(),
+                result: r.result,
+                outputs: r.outputs.clone(),
+            });
+        }
+        (reports, continue_on_error)
+    }
+
+    async fn run_instance(self, semaphore: Arc<Semaphore>) -> (Vec<JobReport>, bool) {
         let job = self.w.jobs[&self.job_id].clone();
-        let cfg = self.shared.cfg.clone();
+        let exec = self.shared.exec.clone();
         let full_id = format!("{}{}", self.prefix, self.job_id);
         let mut contexts = self.shared.base_contexts(&self.inputs, &self.needs);
         let matrix_value = self.matrix.as_ref().map_or(Value::object(Map::new()), |m| {
@@ -173,6 +196,20 @@ impl Instance {
             |d: &Option<Dyn>, default: Json| Dyn::value_or(d.as_ref(), &contexts, default);
         let continue_on_error =
             Value::from_json(&dyn_value(&job.continue_on_error, Json::Bool(false))).truthy();
+        exec.emit(RunEvent::Queued { job: label.clone() });
+        let ended = |result: Status| {
+            (
+                vec![JobReport {
+                    id: full_id.clone(),
+                    name: label.clone(),
+                    matrix: self.matrix.clone(),
+                    result,
+                    outputs: IndexMap::new(),
+                    steps: Vec::new(),
+                }],
+                continue_on_error,
+            )
+        };
         if let Some(call) = &job.uses {
             let reports = self
                 .call(&full_id, &label, call, &contexts, semaphore)
@@ -180,6 +217,15 @@ impl Instance {
             return (reports, continue_on_error);
         }
         let cancel = self.cancel.child_token();
+        if let Some(env) = &job.environment {
+            let env = env
+                .template
+                .eval_string(&contexts)
+                .unwrap_or_else(|_| env.raw.clone());
+            if let Some(result) = self.gate(&label, &env, &cancel).await {
+                return ended(result);
+            }
+        }
         // Job concurrency: one running and one pending per group; a newer arrival cancels the
         // pending one, and with cancel-in-progress the running one too.
         let _slot = match &job.concurrency {
@@ -203,21 +249,11 @@ impl Instance {
                 {
                     Some(slot) => Some(slot),
                     None => {
-                        cfg.sink.line(
+                        exec.say(
                             &label,
-                            &format!("cancelled: a newer job took concurrency group '{group}'"),
+                            format!("cancelled: a newer job took concurrency group '{group}'"),
                         );
-                        return (
-                            vec![JobReport {
-                                id: full_id,
-                                name: label,
-                                matrix: self.matrix.clone(),
-                                result: Status::Cancelled,
-                                outputs: IndexMap::new(),
-                                steps: Vec::new(),
-                            }],
-                            continue_on_error,
-                        );
+                        return ended(Status::Cancelled);
                     }
                 }
             }
@@ -238,15 +274,12 @@ impl Instance {
                 }
             })
             .collect();
-        let dir = cfg.run_dir.join("jobs").join(&slug);
+        let dir = exec.run_dir.join("jobs").join(&slug);
         let workspace = dir.join("workspace");
         let temp = dir.join("temp");
         for d in [&workspace, &temp, &dir.join("tool_cache")] {
             if let Err(e) = super::private::create_dir_all(d) {
-                cfg.sink.line(
-                    &label,
-                    &format!("error: cannot create {}: {e}", d.display()),
-                );
+                exec.say(&label, format!("error: cannot create {}: {e}", d.display()));
             }
         }
         let mut masker = Masker::default();
@@ -298,6 +331,8 @@ impl Instance {
             defaults_wd: None,
             cache_saves: Vec::new(),
             summary: String::new(),
+            steps_started: 0,
+            current_step: None,
         };
         // Workflow env, then job env: later ones see earlier ones in `env`.
         for pairs in [&self.w.env, &job.env] {
@@ -312,7 +347,11 @@ impl Instance {
             .iter()
             .find_map(|d| d.working_directory.as_ref())
             .map(|s| run.eval_str(s));
-        cfg.sink.line(&label, "job started");
+        exec.emit(RunEvent::JobStarted {
+            job: label.clone(),
+            id: full_id.clone(),
+            matrix: self.matrix.clone(),
+        });
         // The job timeout cancels the job's token; steps see cancelled() from then on.
         let timer = if timeout_minutes.is_finite() && timeout_minutes > 0.0 {
             let cancel = cancel.clone();
@@ -342,9 +381,9 @@ impl Instance {
         }
         let was_timed_out = timed_out.load(Ordering::SeqCst);
         if was_timed_out {
-            cfg.sink.line(
+            exec.say(
                 &label,
-                &format!("error: the job exceeded its timeout of {timeout_minutes} minutes"),
+                format!("error: the job exceeded its timeout of {timeout_minutes} minutes"),
             );
         }
         let mut result = frame.status;
@@ -355,11 +394,9 @@ impl Instance {
         }
         if result == Status::Success {
             for (key, paths) in std::mem::take(&mut run.cache_saves) {
-                match super::actions::cache_save(&cfg.cache_dir, &run.workspace, &key, &paths) {
-                    Ok(msg) => cfg.sink.line(&label, &msg),
-                    Err(e) => cfg
-                        .sink
-                        .line(&label, &format!("warning: cache not saved: {e}")),
+                match super::actions::cache_save(&exec.cache_dir, &run.workspace, &key, &paths) {
+                    Ok(msg) => exec.say(&label, msg),
+                    Err(e) => exec.say(&label, format!("warning: cache not saved: {e}")),
                 }
             }
         }
@@ -376,15 +413,14 @@ impl Instance {
         for (k, s) in &job.outputs {
             let v = run.eval_str(s);
             if run.masker.mask(&v) != v {
-                cfg.sink.line(
+                exec.say(
                     &label,
-                    &format!("warning: output '{k}' is not set: it may contain a secret"),
+                    format!("warning: output '{k}' is not set: it may contain a secret"),
                 );
                 continue;
             }
             outputs.insert(k.clone(), v);
         }
-        cfg.sink.line(&label, &format!("job {}", result.as_str()));
         (
             vec![JobReport {
                 id: full_id,
@@ -398,6 +434,50 @@ impl Instance {
         )
     }
 
+    /// Asks the run's gate to admit the job to `env`; `None` when admitted, else the job's result.
+    /// [`RunEvent::Waiting`] is emitted only when the gate does not answer at once, so a local
+    /// run (which admits everything) prints nothing.
+    async fn gate(&self, label: &str, env: &str, cancel: &CancellationToken) -> Option<Status> {
+        let exec = &self.shared.exec;
+        let mut decision = exec.gate.admit(label, env);
+        let decision = tokio::select! {
+            biased;
+            d = &mut decision => d,
+            () = std::future::ready(()) => {
+                exec.emit(RunEvent::Waiting {
+                    job: label.to_string(),
+                    reason: format!("waiting for approval of environment {env}"),
+                });
+                tokio::select! {
+                    d = &mut decision => d,
+                    () = cancel.cancelled() => {
+                        exec.say(
+                            label,
+                            format!("cancelled while waiting for approval of environment {env}"),
+                        );
+                        return Some(Status::Cancelled);
+                    }
+                }
+            }
+        };
+        match decision {
+            GateDecision::Admit => None,
+            GateDecision::Reject { reason } => {
+                // GitHub's words for a rejected deployment.
+                let mut text = format!(
+                    "error: environment {env}: The deployment was rejected or didn't satisfy \
+                     other protection rules."
+                );
+                if !reason.is_empty() {
+                    text.push(' ');
+                    text.push_str(&reason);
+                }
+                exec.say(label, text);
+                Some(Status::Failure)
+            }
+        }
+    }
+
     /// A job that calls a local reusable workflow: its jobs run as `caller/job`.
     async fn call(
         &self,
@@ -407,9 +487,9 @@ impl Instance {
         contexts: &Map,
         semaphore: Arc<Semaphore>,
     ) -> Vec<JobReport> {
-        let cfg = &self.shared.cfg;
+        let exec = &self.shared.exec;
         let failed = |why: String| {
-            cfg.sink.line(label, &format!("error: {why}"));
+            exec.say(label, format!("error: {why}"));
             vec![JobReport {
                 id: full_id.to_string(),
                 name: label.to_string(),
@@ -473,7 +553,7 @@ impl Instance {
                     .collect()
             }
         };
-        cfg.sink.line(label, &format!("calling ./{}", call.path));
+        exec.say(label, format!("calling ./{}", call.path));
         let prefix = format!("{full_id}/");
         let (reports, finished) = super::run_jobs(
             Arc::new(called.clone()),
@@ -583,11 +663,14 @@ impl JobRun {
         }
     }
 
+    /// A message of the executor in the current step, masked.
     fn log(&self, text: &str) {
-        self.shared
-            .cfg
-            .sink
-            .line(&self.label, &self.masker.mask(text));
+        self.shared.exec.emit(RunEvent::Line {
+            job: self.label.clone(),
+            step: self.current_step,
+            stream: Stream::Runner,
+            text: self.masker.mask(text),
+        });
     }
 
     fn set_env_context(&mut self, env: &IndexMap<String, String>) {
@@ -677,7 +760,15 @@ impl JobRun {
             };
             let mut outputs = IndexMap::new();
             if run {
-                self.log(&format!("▶ {name}"));
+                self.steps_started += 1;
+                let number = self.steps_started;
+                // A composite's steps are numbered on; its own lines resume after them.
+                let outer = self.current_step.replace(number);
+                self.shared.exec.emit(RunEvent::StepStarted {
+                    job: self.label.clone(),
+                    step: number,
+                    name: report.name.clone(),
+                });
                 let outcome = self.execute(step, frame, &env, &mut outputs).await;
                 report.outcome = outcome;
                 report.conclusion = if outcome == Status::Failure && continue_on_error {
@@ -692,9 +783,14 @@ impl JobRun {
                     }
                     _ => {}
                 }
-                if outcome != Status::Success {
-                    self.log(&format!("✗ {name}: {}", outcome.as_str()));
-                }
+                self.shared.exec.emit(RunEvent::StepFinished {
+                    job: self.label.clone(),
+                    step: number,
+                    name: report.name.clone(),
+                    outcome,
+                    conclusion: report.conclusion,
+                });
+                self.current_step = outer;
             }
             if let Some(id) = &step.id {
                 let mut entry = Map::new();
@@ -753,9 +849,11 @@ impl JobRun {
         with: &IndexMap<String, String>,
         outputs: &mut IndexMap<String, String>,
     ) -> Status {
-        let cfg = self.shared.cfg.clone();
+        let cfg = self.shared.exec.clone();
         let result = match uses {
-            Uses::Checkout => super::actions::checkout(&cfg.repo, &cfg.sha, &self.workspace, with),
+            Uses::Checkout => {
+                super::actions::checkout(&cfg.repo, &self.shared.spec.sha, &self.workspace, with)
+            }
             Uses::Cache | Uses::CacheRestore => {
                 let r =
                     super::actions::cache_restore(&cfg.cache_dir, &self.workspace, with, outputs);
@@ -866,7 +964,7 @@ impl JobRun {
                 .entry(k.clone())
                 .or_insert_with(|| Value::string(v.clone()));
         }
-        let action_dir = self.shared.cfg.repo.join(path);
+        let action_dir = self.shared.exec.repo.join(path);
         let mut inner = Frame {
             steps: Map::new(),
             inputs: Value::object(inputs),
@@ -979,8 +1077,21 @@ impl JobRun {
             (self.cancel.clone(), timeout)
         };
         let proc = process::run(&program, &args, &cwd, &vars, timeout, &cancel, tx);
-        let shared = self.shared.clone();
+        let exec = self.shared.exec.clone();
         let label = self.label.clone();
+        let step_number = self.current_step;
+        let emit = |stderr: bool, text: String| {
+            exec.emit(RunEvent::Line {
+                job: label.clone(),
+                step: step_number,
+                stream: if stderr {
+                    Stream::Stderr
+                } else {
+                    Stream::Stdout
+                },
+                text,
+            });
+        };
         let masker = &mut self.masker;
         let consume = async {
             let mut stopped: Option<String> = None;
@@ -997,10 +1108,10 @@ impl JobRun {
                         let rest = std::mem::take(&mut line.carry);
                         if piece.continues {
                             let (shown, used) = masker.mask_start(&rest);
-                            shared.cfg.sink.line(&label, &format!("{shown}{CUT}"));
+                            emit(piece.stderr, format!("{shown}{CUT}"));
                             line.carry = rest[used..].to_string();
                         } else {
-                            shared.cfg.sink.line(&label, &masker.mask(&rest));
+                            emit(piece.stderr, masker.mask(&rest));
                         }
                     }
                     if piece.continues {
@@ -1021,7 +1132,7 @@ impl JobRun {
                         }
                         _ => {
                             let (shown, used) = masker.mask_start(&text);
-                            shared.cfg.sink.line(&label, &format!("{shown}{CUT}"));
+                            emit(piece.stderr, format!("{shown}{CUT}"));
                             LongLine {
                                 carry: text[used..].to_string(),
                                 mask: false,
@@ -1032,12 +1143,9 @@ impl JobRun {
                     continue;
                 }
                 match parse_line(&text, stopped.as_deref()) {
-                    Line::Text(t) => shared.cfg.sink.line(&label, &masker.mask(&t)),
+                    Line::Text(t) => emit(piece.stderr, masker.mask(&t)),
                     Line::AddMask(v) => masker.add(&v),
-                    Line::Group(t) => shared
-                        .cfg
-                        .sink
-                        .line(&label, &format!("▼ {}", masker.mask(&t))),
+                    Line::Group(t) => emit(piece.stderr, format!("▼ {}", masker.mask(&t))),
                     Line::EndGroup => {}
                     Line::Annotation {
                         level,
@@ -1049,10 +1157,10 @@ impl JobRun {
                         } else {
                             format!(" ({properties})")
                         };
-                        shared
-                            .cfg
-                            .sink
-                            .line(&label, &masker.mask(&format!("{level}{at}: {message}")));
+                        emit(
+                            piece.stderr,
+                            masker.mask(&format!("{level}{at}: {message}")),
+                        );
                     }
                     Line::Debug(_) | Line::Ignored => {}
                     Line::Stop(token) => stopped = Some(token),
@@ -1097,7 +1205,7 @@ impl JobRun {
                 self.log(&format!("error: process exited with code {c}"));
                 Status::Failure
             }
-            Exit::Signal => {
+            Exit::Signal(_) => {
                 self.log("error: process was killed by a signal");
                 Status::Failure
             }
@@ -1125,7 +1233,7 @@ impl JobRun {
         frame: &Frame,
         env: &IndexMap<String, String>,
     ) -> Vec<(String, String)> {
-        let cfg = &self.shared.cfg;
+        let cfg = &self.shared.exec;
         let g = |k: &str| {
             self.contexts
                 .get("github")
@@ -1238,7 +1346,7 @@ fn empty_dir(dir: &Path) {
     }
 }
 
-/// Ends each printed piece of an output line longer than [`process::MAX_LINE_BYTES`].
+/// Ends each printed piece of an output line longer than [`shipway_process::stream::MAX_LINE_BYTES`].
 pub(crate) const CUT: &str = "…";
 
 /// An output line arriving in pieces.

@@ -7,6 +7,7 @@ mod actions;
 mod commands;
 mod concurrency;
 mod context;
+mod event;
 mod files;
 mod job;
 mod private;
@@ -14,7 +15,7 @@ mod process;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use indexmap::IndexMap;
 use serde_json::{Value as Json, json};
@@ -29,6 +30,9 @@ use crate::workflow::{Dyn, Workflow};
 
 pub use commands::{Line, Masker, parse_line};
 pub use context::check_inputs;
+pub use event::{
+    AdmitAll, Collect, Gate, GateDecision, Ignore, RunEvent, RunObserver, Stream, log_text,
+};
 pub use files::parse_key_values;
 
 /// A job's or step's result, as GitHub names them.
@@ -51,31 +55,10 @@ impl Status {
     }
 }
 
-/// Where log lines go. `job` is the job instance's display name.
-pub trait Sink: Send + Sync {
-    fn line(&self, job: &str, text: &str);
-}
-
-/// A sink that keeps every line, for tests.
-#[derive(Default)]
-pub struct Collect(pub Mutex<Vec<String>>);
-
-impl Sink for Collect {
-    fn line(&self, job: &str, text: &str) {
-        if let Ok(mut v) = self.0.lock() {
-            v.push(format!("[{job}] {text}"));
-        }
-    }
-}
-
-/// Everything a run needs besides the workflow.
-pub struct RunConfig {
-    /// The repository (what `actions/checkout` copies and `hashFiles` falls back to).
-    pub repo: PathBuf,
-    /// A directory for this run: job workspaces, temp dirs, artifacts, the event file.
-    pub run_dir: PathBuf,
-    /// The cache store of `actions/cache`, shared between runs.
-    pub cache_dir: PathBuf,
+/// What a run is: the event and the facts GitHub's contexts are built from. `Default` is a
+/// push to `refs/heads/main` with nothing else set.
+#[derive(Clone, Debug)]
+pub struct RunSpec {
     pub event_name: String,
     pub event: Json,
     pub sha: String,
@@ -86,16 +69,109 @@ pub struct RunConfig {
     pub inputs: IndexMap<String, String>,
     pub secrets: IndexMap<String, String>,
     pub vars: IndexMap<String, String>,
-    /// How many job instances run at once.
-    pub parallel: usize,
     /// Run only this job (and the jobs it needs).
     pub only_job: Option<String>,
+}
+
+impl Default for RunSpec {
+    fn default() -> RunSpec {
+        RunSpec {
+            event_name: "push".into(),
+            event: json!({}),
+            sha: String::new(),
+            git_ref: "refs/heads/main".into(),
+            repository: "local/repo".into(),
+            actor: "shipway".into(),
+            run_id: 0,
+            inputs: IndexMap::new(),
+            secrets: IndexMap::new(),
+            vars: IndexMap::new(),
+            only_job: None,
+        }
+    }
+}
+
+/// How this executor runs a workflow: where, how many jobs at once, who hears about it, who
+/// admits environments, and the cancel. [`Executor::new`] takes the directories; the rest has
+/// defaults (one job per core, nothing observed, every environment admitted) set by the
+/// builder methods.
+#[derive(Clone)]
+pub struct Executor {
+    /// The repository (what `actions/checkout` copies and `hashFiles` falls back to).
+    pub repo: PathBuf,
+    /// A directory for this run: job workspaces, temp dirs, artifacts, the event file.
+    pub run_dir: PathBuf,
+    /// The cache store of `actions/cache`, shared between runs.
+    pub cache_dir: PathBuf,
+    /// How many job instances run at once.
+    pub parallel: usize,
     pub allow_unsupported_actions: bool,
     /// The environment processes start from (PATH, HOME, ...), before GitHub's variables.
     pub base_env: Vec<(String, String)>,
-    pub sink: Arc<dyn Sink>,
+    pub observer: Arc<dyn RunObserver>,
+    pub gate: Arc<dyn Gate>,
     /// Cancels the whole run (Ctrl-C): running steps are stopped, `always()` steps still run.
     pub cancel: CancellationToken,
+}
+
+impl Executor {
+    pub fn new(repo: PathBuf, run_dir: PathBuf, cache_dir: PathBuf) -> Executor {
+        Executor {
+            repo,
+            run_dir,
+            cache_dir,
+            parallel: std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+            allow_unsupported_actions: false,
+            base_env: Vec::new(),
+            observer: Arc::new(Ignore),
+            gate: Arc::new(AdmitAll),
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    pub fn parallel(mut self, n: usize) -> Executor {
+        self.parallel = n;
+        self
+    }
+
+    pub fn base_env(mut self, env: Vec<(String, String)>) -> Executor {
+        self.base_env = env;
+        self
+    }
+
+    pub fn allow_unsupported_actions(mut self, allow: bool) -> Executor {
+        self.allow_unsupported_actions = allow;
+        self
+    }
+
+    pub fn observer(mut self, observer: Arc<dyn RunObserver>) -> Executor {
+        self.observer = observer;
+        self
+    }
+
+    pub fn gate(mut self, gate: Arc<dyn Gate>) -> Executor {
+        self.gate = gate;
+        self
+    }
+
+    pub fn cancel(mut self, cancel: CancellationToken) -> Executor {
+        self.cancel = cancel;
+        self
+    }
+
+    pub(crate) fn emit(&self, e: RunEvent) {
+        self.observer.event(&e);
+    }
+
+    /// A message of the executor about `job`, outside any step.
+    pub(crate) fn say(&self, job: &str, text: impl Into<String>) {
+        self.emit(RunEvent::Line {
+            job: job.to_string(),
+            step: None,
+            stream: Stream::Runner,
+            text: text.into(),
+        });
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -152,29 +228,36 @@ pub(crate) struct Finished {
     pub outputs: IndexMap<String, String>,
 }
 
-/// Runs the bundle's workflow. Never fails: problems become failed jobs and log lines.
-pub async fn run_workflow(bundle: &Bundle, cfg: Arc<RunConfig>) -> Report {
+/// Runs the bundle's workflow. Never fails: problems become failed jobs and log lines. Ends
+/// with [`RunEvent::RunFinished`].
+pub async fn run_workflow(bundle: &Bundle, spec: RunSpec, exec: Executor) -> Report {
+    let exec = Arc::new(exec);
     // Shared, not cloned per job: a 1,000-job workflow cloned per job is quadratic.
     let Some(w) = bundle.workflow.clone().map(Arc::new) else {
+        exec.emit(RunEvent::RunFinished {
+            result: Status::Failure,
+        });
         return Report {
             result: Status::Failure,
             jobs: Vec::new(),
         };
     };
-    let inputs = context::resolve_inputs(&w, &cfg.event_name, &cfg.inputs);
-    let shared = Arc::new(job::Shared::new(bundle, cfg.clone(), &w));
-    let semaphore = Arc::new(Semaphore::new(cfg.parallel.max(1)));
+    let spec = Arc::new(spec);
+    let inputs = context::resolve_inputs(&w, &spec.event_name, &spec.inputs);
+    let shared = Arc::new(job::Shared::new(bundle, spec.clone(), exec.clone(), &w));
+    let semaphore = Arc::new(Semaphore::new(exec.parallel.max(1)));
     let (jobs, finished) = run_jobs(
         w.clone(),
         shared,
         inputs,
-        cfg.secrets.clone(),
+        spec.secrets.clone(),
         semaphore,
-        cfg.only_job.clone(),
+        spec.only_job.clone(),
         "",
     )
     .await;
-    let result = overall(&finished, &cfg.cancel);
+    let result = overall(&finished, &exec.cancel);
+    exec.emit(RunEvent::RunFinished { result });
     Report { result, jobs }
 }
 
@@ -278,10 +361,7 @@ pub(crate) fn run_jobs<'a>(
                 }
                 Err(e) => {
                     // A panicking job task is a bug; record it as a failure rather than hang.
-                    shared
-                        .cfg
-                        .sink
-                        .line("shipway", &format!("internal error: {e}"));
+                    shared.exec.say("shipway", format!("internal error: {e}"));
                     break;
                 }
             }
@@ -332,10 +412,16 @@ impl JobTask {
     async fn run(self) -> (String, Finished, Vec<JobReport>) {
         let job = &self.w.jobs[&self.id];
         let full_id = format!("{}{}", self.prefix, self.id);
-        let cfg = &self.shared.cfg;
+        let exec = &self.shared.exec;
         let base_contexts = self.shared.base_contexts(&self.inputs, &self.needs);
         let skipped = |reason: &str| {
-            cfg.sink.line(&full_id, &format!("skipped: {reason}"));
+            exec.say(&full_id, format!("skipped: {reason}"));
+            exec.emit(RunEvent::JobFinished {
+                job: full_id.clone(),
+                id: full_id.clone(),
+                result: Status::Skipped,
+                outputs: IndexMap::new(),
+            });
             (
                 self.id.clone(),
                 Finished {
@@ -355,15 +441,14 @@ impl JobTask {
         let host = JobIfHost {
             contexts: base_contexts.clone(),
             chain: &self.chain,
-            cancelled: cfg.cancel.is_cancelled(),
+            cancelled: exec.cancel.is_cancelled(),
         };
         let run = match &job.condition {
             None => host.status(Function::Success),
             Some(c) => match c.condition.eval(&host) {
                 Ok(b) => b,
                 Err(e) => {
-                    cfg.sink
-                        .line(&full_id, &format!("error: jobs.{}.if: {e}", self.id));
+                    exec.say(&full_id, format!("error: jobs.{}.if: {e}", self.id));
                     false
                 }
             },
@@ -371,7 +456,7 @@ impl JobTask {
         if !run {
             return skipped("the job's `if` condition is false");
         }
-        if cfg.cancel.is_cancelled() {
+        if exec.cancel.is_cancelled() {
             return skipped("the run was cancelled");
         }
         // The matrix, evaluated with github, needs, vars and inputs, then expanded.
@@ -382,9 +467,9 @@ impl JobTask {
                     match context::eval_json(m, &base_contexts).and_then(|m| matrix::expand(&m)) {
                         Ok(cs) => cs.into_iter().map(Some).collect(),
                         Err(e) => {
-                            cfg.sink.line(
+                            exec.say(
                                 &full_id,
-                                &format!("error: jobs.{}.strategy.matrix: {e}", self.id),
+                                format!("error: jobs.{}.strategy.matrix: {e}", self.id),
                             );
                             return self.failed(&full_id);
                         }
@@ -403,7 +488,7 @@ impl JobTask {
             .filter(|n| *n >= 1.0)
             .map_or(combos.len(), |n| n as usize);
         let total = combos.len();
-        let matrix_cancel = cfg.cancel.child_token();
+        let matrix_cancel = exec.cancel.child_token();
         let local = Arc::new(Semaphore::new(max_parallel.max(1)));
         let mut set = JoinSet::new();
         for (index, combo) in combos.into_iter().enumerate() {
@@ -466,6 +551,12 @@ impl JobTask {
     }
 
     fn failed(&self, full_id: &str) -> (String, Finished, Vec<JobReport>) {
+        self.shared.exec.emit(RunEvent::JobFinished {
+            job: full_id.to_string(),
+            id: full_id.to_string(),
+            result: Status::Failure,
+            outputs: IndexMap::new(),
+        });
         (
             self.id.clone(),
             Finished {
