@@ -91,6 +91,9 @@ pub struct ObjectParams {
     dry_run: Option<bool>,
     name: Option<String>,
     limit: Option<usize>,
+    /// A list's `continue` token from the previous page's `metadata.continue`.
+    #[serde(rename = "continue")]
+    continue_token: Option<String>,
 }
 
 impl ObjectParams {
@@ -113,6 +116,8 @@ impl ObjectParams {
             kind: resource.map(|r| r.kind.clone()),
             namespace,
             selector: self.selector()?,
+            limit: self.limit.unwrap_or(0),
+            continue_token: self.continue_token.clone().filter(|t| !t.is_empty()),
         })
     }
 }
@@ -178,15 +183,23 @@ pub async fn list(
     Query(params): Query<ObjectParams>,
 ) -> Result<Json<Value>, ApiError> {
     let resource = Resource::resolve(&state.store, &resource).await?;
-    let list = state
+    let page = state
         .store
-        .list(&params.list_query(Some(&resource))?)
+        .list_page(&params.list_query(Some(&resource))?)
         .await?;
+    // Kubernetes' list metadata: `continue` and `remainingItemCount` only when a page follows.
+    let mut metadata = json!({"resourceVersion": page.list.resource_version.to_string()});
+    if let Some(token) = page.continue_token {
+        metadata["continue"] = json!(token);
+    }
+    if let Some(n) = page.remaining_item_count {
+        metadata["remainingItemCount"] = json!(n);
+    }
     Ok(Json(json!({
         "apiVersion": "v1",
         "kind": "List",
-        "metadata": {"resourceVersion": list.resource_version.to_string()},
-        "items": list.items,
+        "metadata": metadata,
+        "items": page.list.items,
     })))
 }
 
@@ -222,7 +235,7 @@ async fn find(
                 group: None,
                 kind: Some(resource.kind.clone()),
                 namespace: Some(namespace.to_string()).filter(|n| !n.is_empty()),
-                selector: None,
+                ..ListQuery::default()
             };
             let mut found: Vec<Object> = state
                 .store

@@ -69,7 +69,10 @@ impl ApiError {
                 StoreError::AlreadyExists(_) => (StatusCode::CONFLICT, "AlreadyExists"),
                 StoreError::Conflict { .. } => (StatusCode::CONFLICT, "Conflict"),
                 StoreError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid"),
-                StoreError::Expired { .. } => (StatusCode::GONE, "Expired"),
+                StoreError::Expired { .. } | StoreError::ContinueExpired => {
+                    (StatusCode::GONE, "Expired")
+                }
+                StoreError::InvalidContinue(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
                 StoreError::Backend { .. } => (StatusCode::SERVICE_UNAVAILABLE, "StoreUnavailable"),
             },
             ApiError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid"),

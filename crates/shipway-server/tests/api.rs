@@ -857,3 +857,61 @@ async fn the_whole_server_reads_the_change_log_once_per_write() {
     println!("{} change-log reads for {writes} writes", after - before);
     server.stop().await;
 }
+
+/// Lists page as Kubernetes' do: `limit` and `continue`, `metadata.continue` and
+/// `remainingItemCount` while a page follows; the pages together are the whole list, a write
+/// between pages neither repeats nor loses what existed before, and a garbled token is a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_page_with_limit_and_continue() {
+    let s = TestServer::start().await;
+    for i in 0..120 {
+        let (code, body) = s.apply(config_map(&format!("cm-{i:03}"), i)).await;
+        assert_eq!(code, 201, "{body}");
+    }
+    let names = |list: &Value| -> Vec<String> {
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["metadata"]["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (_, whole) = s
+        .call(reqwest::Method::GET, "/api/v1/resources/configmaps", None)
+        .await;
+    assert!(
+        whole["metadata"].get("continue").is_none(),
+        "{}",
+        whole["metadata"]
+    );
+    let mut paged = Vec::new();
+    let mut path = "/api/v1/resources/configmaps?limit=50".to_string();
+    let mut pages = 0;
+    loop {
+        let (code, page) = s.call(reqwest::Method::GET, &path, None).await;
+        assert_eq!(code, 200, "{page}");
+        pages += 1;
+        paged.extend(names(&page));
+        if pages == 1 {
+            assert_eq!(page["metadata"]["remainingItemCount"], 70);
+            // Written between pages: an object before the cursor and one after it.
+            s.apply(config_map("cm-000", 999)).await;
+            s.apply(config_map("cm-119", 999)).await;
+        }
+        match page["metadata"]["continue"].as_str() {
+            Some(token) => path = format!("/api/v1/resources/configmaps?limit=50&continue={token}"),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(paged, names(&whole), "every object once, in order");
+    let (code, body) = s
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/resources/configmaps?limit=50&continue=garbled",
+            None,
+        )
+        .await;
+    assert_eq!(code, 400, "{body}");
+    s.stop().await;
+}

@@ -35,6 +35,9 @@ fn format_status(s: &Status) -> String {
     out
 }
 
+/// Objects per page of a list request.
+pub const CHUNK_SIZE: usize = 500;
+
 pub struct Client {
     server: String,
     token: Option<String>,
@@ -114,18 +117,36 @@ impl Client {
         .await
     }
 
+    /// Every object of a list, read in pages of [`CHUNK_SIZE`] (kubectl's `--chunk-size`
+    /// default), so a large list is never one huge response.
     pub async fn list(
         &self,
         resource: &str,
         query: &[(&str, String)],
     ) -> Result<Vec<Object>, ClientError> {
-        let list = self
-            .json(self.request(Method::GET, &format!("/api/v1/resources/{resource}"), query))
-            .await?;
-        serde_json::from_value(list["items"].clone()).map_err(|e| ClientError::Protocol {
-            server: self.server.clone(),
-            message: format!("bad list: {e}"),
-        })
+        let mut items = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut q = query.to_vec();
+            q.push(("limit", CHUNK_SIZE.to_string()));
+            if let Some(t) = &token {
+                q.push(("continue", t.clone()));
+            }
+            let list = self
+                .json(self.request(Method::GET, &format!("/api/v1/resources/{resource}"), &q))
+                .await?;
+            let page: Vec<Object> = serde_json::from_value(list["items"].clone()).map_err(|e| {
+                ClientError::Protocol {
+                    server: self.server.clone(),
+                    message: format!("bad list: {e}"),
+                }
+            })?;
+            items.extend(page);
+            match list["metadata"]["continue"].as_str() {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => return Ok(items),
+            }
+        }
     }
 
     pub async fn get(

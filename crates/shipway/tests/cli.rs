@@ -1475,3 +1475,20 @@ fn the_readme_examples_work_as_written() {
         "a host port: {hello}"
     );
 }
+
+/// `get` reads a list larger than one page (500, kubectl's chunk size) whole.
+#[test]
+fn get_reads_every_page_of_a_long_list() {
+    let data = tempfile::tempdir().unwrap();
+    let up = Up::start(data.path());
+    let manifests: String = (0..520)
+        .map(|i| format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-{i:03}\n---\n"))
+        .collect();
+    let out = up.cli_with_stdin(data.path(), &["apply", "-f", "-"], &manifests);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = up.cli(data.path(), &["get", "cm", "-o", "name"]);
+    let names: Vec<String> = text(&out.stdout).lines().map(String::from).collect();
+    assert_eq!(names.len(), 520);
+    assert_eq!(names.first().map(String::as_str), Some("configmap/cm-000"));
+    assert_eq!(names.last().map(String::as_str), Some("configmap/cm-519"));
+}
