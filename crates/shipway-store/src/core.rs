@@ -13,7 +13,7 @@ use shipway_model::{Key, Kinds, Object};
 use crate::StoreError;
 use crate::backend::{ChangeRow, NewAudit, Result, RowFilter, Tx};
 use crate::types::{
-    ApplyOutcome, DeleteOutcome, ListQuery, ObjectList, WatchEvent, WatchEventType,
+    ApplyOutcome, DeleteOutcome, ListPage, ListQuery, ObjectList, WatchEvent, WatchEventType,
 };
 
 /// The wall-clock time of one operation, in the two formats the store writes.
@@ -504,9 +504,30 @@ fn row_filter(query: &ListQuery) -> RowFilter<'_> {
     }
 }
 
-pub(crate) fn list(tx: &mut dyn Tx, query: &ListQuery) -> Result<ObjectList> {
+pub(crate) fn list(tx: &mut dyn Tx, query: &ListQuery) -> Result<ListPage> {
     // Both reads run in one snapshot, so the rv is exactly the state the items show.
-    let resource_version = tx.current_rv()?;
+    let current = tx.current_rv()?;
+    let (resource_version, after) = match &query.continue_token {
+        None => (current, None),
+        Some(token) => {
+            let token = ContinueToken::decode(token)?;
+            if token.rv > current {
+                return Err(StoreError::InvalidContinue(format!(
+                    "resourceVersion {} is newer than this store's ({current}): the token comes from another server",
+                    token.rv
+                )));
+            }
+            // As a watch from the list's version would: once the history after it is compacted,
+            // Kubernetes calls the token too old, and clients start a new list.
+            if token.rv < current {
+                let oldest = tx.oldest_change()?.unwrap_or(current + 1);
+                if token.rv + 1 < oldest {
+                    return Err(StoreError::ContinueExpired);
+                }
+            }
+            (token.rv, Some(token.start))
+        }
+    };
     let mut items = Vec::new();
     for data in tx.list(row_filter(query))? {
         let obj = decode(&data)?;
@@ -516,10 +537,70 @@ pub(crate) fn list(tx: &mut dyn Tx, query: &ListQuery) -> Result<ObjectList> {
     }
     // Sorted here, not in SQL: PostgreSQL's text order depends on the database's collation.
     items.sort_by_cached_key(|o| o.key());
-    Ok(ObjectList {
-        items,
-        resource_version,
+    if let Some(after) = &after {
+        let start = items.partition_point(|o| o.key() <= *after);
+        items.drain(..start);
+    }
+    let (mut continue_token, mut remaining_item_count) = (None, None);
+    if query.limit > 0 && items.len() > query.limit {
+        let rest = items.split_off(query.limit);
+        if let Some(last) = items.last() {
+            continue_token = Some(
+                ContinueToken {
+                    rv: resource_version,
+                    start: last.key(),
+                }
+                .encode(),
+            );
+            remaining_item_count = Some(rest.len() as u64);
+        }
+    }
+    Ok(ListPage {
+        list: ObjectList {
+            items,
+            resource_version,
+        },
+        continue_token,
+        remaining_item_count,
     })
+}
+
+/// What a `continue` token holds: the first page's resourceVersion and the last key returned.
+/// Base64url of JSON, as Kubernetes encodes its own, so clients treat it as opaque.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ContinueToken {
+    rv: u64,
+    start: Key,
+}
+
+impl ContinueToken {
+    const VERSION: &'static str = "shipway.dev/v1";
+
+    fn encode(&self) -> String {
+        use base64::Engine as _;
+        let json = serde_json::json!({"v": Self::VERSION, "rv": self.rv, "start": self.start});
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json.to_string())
+    }
+
+    /// Kubernetes' words for a token it cannot read: `continue key is not valid: ...`.
+    fn decode(token: &str) -> Result<ContinueToken> {
+        use base64::Engine as _;
+        let invalid = |why: String| StoreError::InvalidContinue(why);
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token)
+            .map_err(|e| invalid(e.to_string()))?;
+        let value: Value = serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
+        match value.get("v").and_then(Value::as_str) {
+            Some(Self::VERSION) => {}
+            other => {
+                return Err(invalid(format!(
+                    "unrecognized encoded version {}",
+                    other.unwrap_or("(none)")
+                )));
+            }
+        }
+        serde_json::from_value(value).map_err(|e| invalid(e.to_string()))
+    }
 }
 
 /// One read of the change log for a watch.

@@ -26,6 +26,14 @@ pub enum StoreError {
         "resourceVersion {requested} is too old (oldest retained change is {oldest}): list again and watch from the list's resourceVersion"
     )]
     Expired { requested: u64, oldest: u64 },
+    /// A list's `continue` token that this store did not write (garbled, or from another server).
+    #[error("invalid continue token: continue key is not valid: {0}")]
+    InvalidContinue(String),
+    /// A list's `continue` token older than the retained history, worded as Kubernetes words it.
+    #[error(
+        "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter."
+    )]
+    ContinueExpired,
     /// The database failed; `retryable` says whether the same call may succeed later (lost
     /// connection, lock timeout, serialization failure).
     #[error("store backend error{}: {message}", if *.retryable { " (retryable)" } else { "" })]
@@ -59,7 +67,8 @@ impl StoreError {
             StoreError::AlreadyExists(_) => "already_exists",
             StoreError::Conflict { .. } => "conflict",
             StoreError::Invalid { .. } => "invalid",
-            StoreError::Expired { .. } => "expired",
+            StoreError::Expired { .. } | StoreError::ContinueExpired => "expired",
+            StoreError::InvalidContinue(_) => "invalid",
             StoreError::Backend { .. } => "backend_error",
         }
     }

@@ -35,8 +35,8 @@ use crate::sqlite::SqliteBackend;
 
 pub use crate::error::StoreError;
 pub use crate::types::{
-    ApplyOutcome, AuditEvent, DeleteOutcome, EventQuery, ListQuery, ObjectList, StoreOptions,
-    WatchEvent, WatchEventType,
+    ApplyOutcome, AuditEvent, DeleteOutcome, EventQuery, ListPage, ListQuery, ObjectList,
+    StoreOptions, WatchEvent, WatchEventType,
 };
 pub use crate::watch::WatchStream;
 
@@ -332,8 +332,16 @@ impl Store {
     }
 
     /// The objects matching `query`, sorted by (group, kind, namespace, name), and the store's
-    /// resourceVersion in the same snapshot: watch from it to miss nothing.
+    /// resourceVersion in the same snapshot: watch from it to miss nothing. With `query.limit`
+    /// or `query.continue_token` set, one page of them: [`Store::list_page`] says where the next
+    /// one starts.
     pub async fn list(&self, query: &ListQuery) -> Result<ObjectList, StoreError> {
+        Ok(self.list_page(query).await?.list)
+    }
+
+    /// One page of the objects matching `query` (`limit`, `continue_token`), in key order; see
+    /// [`ListPage`] for what a write between pages does.
+    pub async fn list_page(&self, query: &ListQuery) -> Result<ListPage, StoreError> {
         let query = query.clone();
         self.run("list", move |inner| {
             inner.backend.read(|tx| core::list(tx, &query))

@@ -57,6 +57,12 @@ pub struct ListQuery {
     /// `None`: all namespaces. `Some("")` selects cluster-scoped objects.
     pub namespace: Option<String>,
     pub selector: Option<Selector>,
+    /// List only: at most this many items per page; 0 means all (Kubernetes' `limit`). Watch
+    /// ignores it.
+    pub limit: usize,
+    /// List only: the `continue` token of the previous page ([`ListPage::continue_token`]).
+    /// Watch ignores it.
+    pub continue_token: Option<String>,
 }
 
 impl ListQuery {
@@ -90,6 +96,25 @@ impl ListQuery {
             && self.namespace.as_ref().is_none_or(|n| *n == key.namespace)
             && self.selector.as_ref().is_none_or(|s| s.matches(labels))
     }
+}
+
+/// One page of a list, as Kubernetes' `metadata.continue` and `metadata.remainingItemCount` say.
+///
+/// Pages follow key order, not a snapshot: each page is read when it is asked for and starts
+/// after the last key of the page before. So an object that exists from the first page to the
+/// last is returned exactly once, however the list is written to in between (a write cannot move
+/// an object to another place in the order); an object created or deleted meanwhile appears if
+/// its key is still ahead of the cursor. Each page carries the first page's resourceVersion (in
+/// the token), as Kubernetes' pages do; unlike Kubernetes' etcd-backed lists, a later page shows
+/// objects as they are when it is read, because the store keeps no old versions to read at.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ListPage {
+    /// The page's items; `list.resource_version` is the first page's.
+    pub list: ObjectList,
+    /// Where the next page starts; `None` on the last page.
+    pub continue_token: Option<String>,
+    /// How many matching items follow this page (when there is a next page).
+    pub remaining_item_count: Option<u64>,
 }
 
 /// A list result.

@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 use shipway_model::{Key, Selector};
 use shipway_store::{
-    ApplyOutcome, DeleteOutcome, EventQuery, ListQuery, Store, StoreError, StoreOptions,
+    ApplyOutcome, DeleteOutcome, EventQuery, ListPage, ListQuery, Store, StoreError, StoreOptions,
     WatchEvent, WatchEventType, WatchStream,
 };
 
@@ -40,12 +40,16 @@ suite! {
         metrics_count_operations,
         secret_values_are_not_replayed_from_the_change_log,
         events_that_are_not_writes_take_no_resource_version,
+        pages_of_a_list_add_up_to_the_unpaged_list,
+        a_write_between_pages_neither_duplicates_nor_loses_an_object,
+        a_garbled_continue_token_is_refused_in_kubernetes_words,
     ],
     db: [
         watch_from_before_compaction_is_expired,
         writes_compact_the_change_log_automatically,
         reopen_keeps_everything,
         watch_sees_writes_of_another_store_on_the_same_database,
+        a_continue_token_older_than_the_history_has_expired,
     ],
 }
 
@@ -1428,5 +1432,209 @@ async fn events_that_are_not_writes_take_no_resource_version(store: Store) {
             "127.0.0.1:80 is held by Service default/web",
             before
         )
+    );
+}
+
+/// Every page of `query`, `limit` items at a time, with `between` run after each page but the last.
+async fn all_pages(
+    store: &Store,
+    query: ListQuery,
+    limit: usize,
+    mut between: impl AsyncFnMut(usize),
+) -> Vec<ListPage> {
+    let mut pages = Vec::new();
+    let mut query = ListQuery { limit, ..query };
+    loop {
+        let page = store.list_page(&query).await.unwrap();
+        let next = page.continue_token.clone();
+        pages.push(page);
+        match next {
+            Some(token) => {
+                between(pages.len()).await;
+                query.continue_token = Some(token);
+            }
+            None => return pages,
+        }
+    }
+}
+
+/// 1,200 ConfigMaps in three namespaces, and a Secret that a ConfigMap query must not page over.
+async fn many_config_maps(store: &Store) -> Vec<String> {
+    let mut names = Vec::new();
+    for i in 0..1_200 {
+        let ns = ["a", "b", "c"][i % 3];
+        let name = format!("cm-{i:04}");
+        store
+            .create(configmap(ns, &name, "1"), "alice")
+            .await
+            .unwrap();
+        names.push(format!("{ns}/{name}"));
+    }
+    store
+        .create(
+            obj(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": "a"}})),
+            "alice",
+        )
+        .await
+        .unwrap();
+    names.sort();
+    names
+}
+
+fn ns_names(objects: &[shipway_model::Object]) -> Vec<String> {
+    objects
+        .iter()
+        .map(|o| {
+            format!(
+                "{}/{}",
+                o.metadata.namespace.as_deref().unwrap_or_default(),
+                o.metadata.name
+            )
+        })
+        .collect()
+}
+
+async fn pages_of_a_list_add_up_to_the_unpaged_list(store: Store) {
+    many_config_maps(&store).await;
+    let query = ListQuery::kind("", "ConfigMap");
+    let whole = store.list(&query).await.unwrap();
+    assert_eq!(whole.items.len(), 1_200);
+    let pages = all_pages(&store, query, 500, async |_| {}).await;
+    let shape: Vec<_> = pages
+        .iter()
+        .map(|p| (p.list.items.len(), p.remaining_item_count))
+        .collect();
+    assert_eq!(shape, [(500, Some(700)), (500, Some(200)), (200, None)]);
+    assert!(
+        pages
+            .iter()
+            .all(|p| p.list.resource_version == whole.resource_version),
+        "every page carries the first page's resourceVersion"
+    );
+    let paged: Vec<_> = pages.into_iter().flat_map(|p| p.list.items).collect();
+    assert_eq!(paged, whole.items);
+    // A limit at or above the count is one page with no token.
+    let one = store
+        .list_page(&ListQuery {
+            limit: 1_200,
+            ..ListQuery::kind("", "ConfigMap")
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            one.list.items.len(),
+            one.continue_token,
+            one.remaining_item_count
+        ),
+        (1_200, None, None)
+    );
+}
+
+async fn a_write_between_pages_neither_duplicates_nor_loses_an_object(store: Store) {
+    let before = many_config_maps(&store).await;
+    let query = ListQuery::kind("", "ConfigMap");
+    let pages = all_pages(&store, query, 500, async |page| {
+        // Behind and ahead of the cursor (after page 1 it is at b/cm-0499 or so): updates, and
+        // creations at both ends of the key order.
+        for (ns, name) in [("a", "cm-0000"), ("c", "cm-1199")] {
+            let (_, outcome) = store
+                .apply(configmap(ns, name, &format!("page {page}")), "bob")
+                .await
+                .unwrap();
+            assert_eq!(outcome, ApplyOutcome::Configured);
+        }
+        for ns in ["a", "c"] {
+            store
+                .create(configmap(ns, &format!("new-{page}"), "1"), "bob")
+                .await
+                .unwrap();
+        }
+    })
+    .await;
+    let got = ns_names(
+        &pages
+            .into_iter()
+            .flat_map(|p| p.list.items)
+            .collect::<Vec<_>>(),
+    );
+    let unique: BTreeSet<&String> = got.iter().collect();
+    assert_eq!(unique.len(), got.len(), "an object came twice: {got:?}");
+    let missing: Vec<_> = before.iter().filter(|n| !unique.contains(n)).collect();
+    assert!(missing.is_empty(), "lost {missing:?}");
+}
+
+async fn a_garbled_continue_token_is_refused_in_kubernetes_words(store: Store) {
+    store
+        .create(configmap("a", "one", "1"), "alice")
+        .await
+        .unwrap();
+    for (token, why) in [
+        ("!!!", "Invalid symbol 33, offset 0."),
+        ("e30", "unrecognized encoded version (none)"),
+        ("eyJ2Ijoic2hpcHdheS5kZXYvdjEifQ", "missing field `rv`"),
+        (
+            "eyJ2IjoibWV0YS5rOHMuaW8vdjEiLCJydiI6MX0",
+            "unrecognized encoded version meta.k8s.io/v1",
+        ),
+    ] {
+        let err = store
+            .list_page(&ListQuery {
+                continue_token: Some(token.into()),
+                ..ListQuery::kind("", "ConfigMap")
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("invalid continue token: continue key is not valid: {why}"),
+            "{token}"
+        );
+    }
+}
+
+async fn a_continue_token_older_than_the_history_has_expired(db: &TestDb) {
+    let store = db
+        .open_with(StoreOptions {
+            retained_changes: 10,
+            ..StoreOptions::default()
+        })
+        .await;
+    for i in 0..5 {
+        store
+            .create(configmap("p", &format!("c{i}"), "1"), "a")
+            .await
+            .unwrap();
+    }
+    let first = store
+        .list_page(&ListQuery {
+            limit: 2,
+            ..ListQuery::kind("", "ConfigMap")
+        })
+        .await
+        .unwrap();
+    let next = ListQuery {
+        limit: 2,
+        continue_token: first.continue_token.clone(),
+        ..ListQuery::kind("", "ConfigMap")
+    };
+    // Still within the history: the token works.
+    assert_eq!(
+        ns_names(&store.list(&next).await.unwrap().items),
+        ["p/c2", "p/c3"]
+    );
+    for i in 0..20 {
+        store
+            .create(configmap("q", &format!("c{i}"), "1"), "a")
+            .await
+            .unwrap();
+    }
+    store.compact().await.unwrap();
+    let err = store.list(&next).await.unwrap_err();
+    assert_eq!(err, StoreError::ContinueExpired);
+    assert!(
+        err.to_string()
+            .starts_with("The provided continue parameter is too old"),
+        "{err}"
     );
 }
