@@ -16,17 +16,21 @@ pub mod gc;
 pub mod images;
 pub mod job;
 pub mod kubelet;
+mod logs;
 pub mod private;
 pub mod process;
 pub mod replicaset;
 pub mod service;
 pub mod workload;
 
-use std::future::Future;
+use std::path::PathBuf;
 
+use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
 use shipway_controller::{Cache, Clock};
-use shipway_model::{Key, Object};
-use shipway_store::{ApplyOutcome, DeleteOutcome, Store, StoreError};
+use shipway_model::{Actor, Invalid, Key, Object};
+pub use shipway_store::{ApplyOutcome, DeleteOutcome};
+use shipway_store::{Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
 pub use kubelet::KubeletConfig;
@@ -111,31 +115,165 @@ impl LocalRuntime {
     }
 }
 
-/// Where applications run: what GitOps syncs to. The local runtime keeps desired state in the
-/// store, where its controllers pick it up; a Kubernetes runtime applies to a cluster instead.
+/// Why a [`Runtime`] call failed, in the runtime's own terms: a Kubernetes runtime reports the
+/// same kinds from its API server as the local one from its store.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct RuntimeError {
+    pub kind: RuntimeErrorKind,
+    /// Names the object and says what to do, as kubectl words it.
+    pub message: String,
+    /// Every problem, for `Invalid` (`spec.replicas: Invalid value: ...`).
+    pub details: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuntimeErrorKind {
+    /// Refused by admission or by the store's own checks.
+    Invalid,
+    /// The request itself is wrong (an unknown container, a bad continue token).
+    BadRequest,
+    NotFound,
+    AlreadyExists,
+    /// Written meanwhile by someone else: read again and retry.
+    Conflict,
+    /// The history or token asked for is too old.
+    Expired,
+    /// The runtime's backend failed; `retryable` says whether the same call may succeed later.
+    Unavailable {
+        retryable: bool,
+    },
+}
+
+impl RuntimeError {
+    fn new(kind: RuntimeErrorKind, message: String) -> RuntimeError {
+        RuntimeError {
+            kind,
+            message,
+            details: Vec::new(),
+        }
+    }
+
+    pub fn not_found(message: String) -> RuntimeError {
+        RuntimeError::new(RuntimeErrorKind::NotFound, message)
+    }
+
+    pub fn bad_request(message: String) -> RuntimeError {
+        RuntimeError::new(RuntimeErrorKind::BadRequest, message)
+    }
+
+    /// Whether repeating the same call may succeed without changing it.
+    pub fn is_retryable(&self) -> bool {
+        self.kind == RuntimeErrorKind::Unavailable { retryable: true }
+    }
+}
+
+impl From<StoreError> for RuntimeError {
+    fn from(e: StoreError) -> RuntimeError {
+        use RuntimeErrorKind as K;
+        let kind = match &e {
+            StoreError::NotFound(_) => K::NotFound,
+            StoreError::AlreadyExists(_) => K::AlreadyExists,
+            StoreError::Conflict { .. } => K::Conflict,
+            StoreError::Invalid { .. } => K::Invalid,
+            StoreError::InvalidContinue(_) => K::BadRequest,
+            StoreError::Expired { .. } | StoreError::ContinueExpired => K::Expired,
+            StoreError::Backend { retryable, .. } => K::Unavailable {
+                retryable: *retryable,
+            },
+        };
+        RuntimeError::new(kind, e.to_string())
+    }
+}
+
+impl From<Invalid> for RuntimeError {
+    fn from(invalid: Invalid) -> RuntimeError {
+        RuntimeError {
+            kind: RuntimeErrorKind::Invalid,
+            message: invalid.to_string(),
+            details: invalid.problems.iter().map(ToString::to_string).collect(),
+        }
+    }
+}
+
+/// How to apply: who writes (for the audit trail) and whether only to try.
+#[derive(Clone, Debug)]
+pub struct ApplyOptions {
+    pub actor: Actor,
+    /// Admit and compute the outcome, write nothing (Kubernetes' `dryRun=All`).
+    pub dry_run: bool,
+}
+
+impl ApplyOptions {
+    pub fn by(actor: Actor) -> ApplyOptions {
+        ApplyOptions {
+            actor,
+            dry_run: false,
+        }
+    }
+}
+
+/// Which output of a Pod's container to read, as `kubectl logs` asks for it.
+#[derive(Clone, Debug, Default)]
+pub struct LogOptions {
+    /// `None`: the Pod's only container (an error naming the choices if there are several).
+    pub container: Option<String>,
+    /// Keep the stream open for new output until the container instance ends.
+    pub follow: bool,
+    /// Only the last `n` lines of what was written so far.
+    pub tail: Option<usize>,
+    /// The instance before the last restart.
+    pub previous: bool,
+}
+
+/// A container's output in chunks as it is read; ends when there is no more to come.
+pub type LogStream = BoxStream<'static, Result<Vec<u8>, RuntimeError>>;
+
+/// Where applications run: what GitOps syncs to and the API serves from. The local runtime
+/// keeps desired state in the store, where its controllers pick it up; a Kubernetes runtime
+/// applies to a cluster instead. Object-safe, so a server holds an `Arc<dyn Runtime>`.
 pub trait Runtime: Send + Sync {
     fn name(&self) -> &'static str;
-    /// Creates or updates `obj`; says whether anything changed.
+    /// Admits and creates or updates `obj`; says whether anything changed (or would have, with
+    /// `dry_run`).
     fn apply(
         &self,
         obj: Object,
-        actor: &str,
-    ) -> impl Future<Output = Result<(Object, ApplyOutcome), StoreError>> + Send;
-    /// Deletes an object; false when it did not exist. Dependents go with it.
-    fn delete(
-        &self,
-        key: &Key,
-        actor: &str,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+        opts: ApplyOptions,
+    ) -> BoxFuture<'_, Result<(Object, ApplyOutcome), RuntimeError>>;
+    /// Deletes an object (or marks it terminating while finalizers remain); `None` when it did
+    /// not exist. Dependents go with it.
+    fn delete<'a>(
+        &'a self,
+        key: &'a Key,
+        actor: &'a Actor,
+    ) -> BoxFuture<'a, Result<Option<DeleteOutcome>, RuntimeError>>;
     /// The live object, with the status its controllers report.
-    fn observe(&self, key: &Key)
-    -> impl Future<Output = Result<Option<Object>, StoreError>> + Send;
+    fn observe<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Option<Object>, RuntimeError>>;
+    /// A Pod's container output.
+    fn logs<'a>(
+        &'a self,
+        pod: &'a Key,
+        opts: LogOptions,
+    ) -> BoxFuture<'a, Result<LogStream, RuntimeError>>;
 }
 
-/// The local runtime as a [`Runtime`]: objects go to the store the local controllers watch.
+/// The local runtime as a [`Runtime`]: objects go to the store the local controllers watch, and
+/// logs come from the files the kubelet writes under the data directory.
 #[derive(Clone)]
 pub struct StoreRuntime {
-    pub store: Store,
+    store: Store,
+    data_dir: PathBuf,
+}
+
+impl StoreRuntime {
+    /// `data_dir` is the kubelet's (`KubeletConfig::data_dir`).
+    pub fn new(store: Store, data_dir: impl Into<PathBuf>) -> StoreRuntime {
+        StoreRuntime {
+            store,
+            data_dir: data_dir.into(),
+        }
+    }
 }
 
 impl Runtime for StoreRuntime {
@@ -144,30 +282,44 @@ impl Runtime for StoreRuntime {
     }
 
     /// Goes through admission first, so a sync stores only what the API would accept.
-    async fn apply(&self, obj: Object, actor: &str) -> Result<(Object, ApplyOutcome), StoreError> {
-        let obj = admission::admit(&self.store, obj)
-            .await?
-            .map_err(|invalid| StoreError::Invalid {
-                key: invalid.key,
-                message: invalid
-                    .problems
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            })?;
-        self.store.apply(obj, actor).await
+    fn apply(
+        &self,
+        obj: Object,
+        opts: ApplyOptions,
+    ) -> BoxFuture<'_, Result<(Object, ApplyOutcome), RuntimeError>> {
+        Box::pin(async move {
+            let obj = admission::admit(&self.store, obj).await??;
+            Ok(if opts.dry_run {
+                self.store.apply_dry_run(obj).await?
+            } else {
+                self.store.apply(obj, opts.actor.as_str()).await?
+            })
+        })
     }
 
-    async fn delete(&self, key: &Key, actor: &str) -> Result<bool, StoreError> {
-        match self.store.delete(key, actor).await {
-            Ok(DeleteOutcome::Deleted(_) | DeleteOutcome::Terminating(_)) => Ok(true),
-            Err(StoreError::NotFound(_)) => Ok(false),
-            Err(e) => Err(e),
-        }
+    fn delete<'a>(
+        &'a self,
+        key: &'a Key,
+        actor: &'a Actor,
+    ) -> BoxFuture<'a, Result<Option<DeleteOutcome>, RuntimeError>> {
+        Box::pin(async move {
+            match self.store.delete(key, actor.as_str()).await {
+                Ok(outcome) => Ok(Some(outcome)),
+                Err(StoreError::NotFound(_)) => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        })
     }
 
-    async fn observe(&self, key: &Key) -> Result<Option<Object>, StoreError> {
-        self.store.get(key).await
+    fn observe<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Option<Object>, RuntimeError>> {
+        Box::pin(async move { Ok(self.store.get(key).await?) })
+    }
+
+    fn logs<'a>(
+        &'a self,
+        pod: &'a Key,
+        opts: LogOptions,
+    ) -> BoxFuture<'a, Result<LogStream, RuntimeError>> {
+        Box::pin(logs::logs(&self.store, &self.data_dir, pod, opts))
     }
 }

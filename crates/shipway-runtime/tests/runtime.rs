@@ -713,18 +713,31 @@ async fn names_like_paths_in_a_stored_pod_are_refused_by_the_kubelet() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_runtime_trait_applies_observes_and_deletes() {
-    use shipway_runtime::{Runtime, StoreRuntime};
+    use shipway_runtime::{ApplyOptions, Runtime, StoreRuntime};
     let env = Env::start().await;
-    let runtime = StoreRuntime {
-        store: env.store.clone(),
-    };
+    let runtime = StoreRuntime::new(env.store.clone(), env.data.path());
+    let gitops = shipway_model::Actor::component("gitops");
     let obj: Object =
         serde_json::from_value(deployment("api", 1, "exec sleep 600", json!({}))).unwrap();
     let key = obj.key();
-    let (_, outcome) = runtime.apply(obj.clone(), "gitops").await.unwrap();
+    let dry = ApplyOptions {
+        dry_run: true,
+        ..ApplyOptions::by(gitops.clone())
+    };
+    let (_, outcome) = runtime.apply(obj.clone(), dry).await.unwrap();
+    assert_eq!(outcome, shipway_store::ApplyOutcome::Created);
+    assert!(runtime.observe(&key).await.unwrap().is_none(), "dry run");
+    let (_, outcome) = runtime
+        .apply(obj.clone(), ApplyOptions::by(gitops.clone()))
+        .await
+        .unwrap();
     assert_eq!(outcome, shipway_store::ApplyOutcome::Created);
     assert_eq!(
-        runtime.apply(obj, "gitops").await.unwrap().1,
+        runtime
+            .apply(obj, ApplyOptions::by(gitops.clone()))
+            .await
+            .unwrap()
+            .1,
         shipway_store::ApplyOutcome::Unchanged
     );
     env.until(30, "observed ready", || async {
@@ -735,8 +748,8 @@ async fn the_runtime_trait_applies_observes_and_deletes() {
             .is_some_and(|d| status_i64(&d, "readyReplicas") == 1)
     })
     .await;
-    assert!(runtime.delete(&key, "gitops").await.unwrap());
-    assert!(!runtime.delete(&key, "gitops").await.unwrap());
+    assert!(runtime.delete(&key, &gitops).await.unwrap().is_some());
+    assert!(runtime.delete(&key, &gitops).await.unwrap().is_none());
     env.until(30, "its pods to go with it", || async {
         env.pods().await.is_empty()
     })

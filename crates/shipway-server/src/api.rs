@@ -1,4 +1,5 @@
-//! The `/api/v1` routes: apply, get, list, delete, watch and events over the object store.
+//! The `/api/v1` routes: reads (get, list, watch, events) from the store, writes (apply,
+//! delete) and logs through the runtime, and token management.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -13,8 +14,10 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use shipway_model::{Key, Kinds, Object, Selector, load};
-use shipway_store::{ApplyOutcome, DeleteOutcome, EventQuery, ListQuery};
+use shipway_runtime::{ApplyOptions, LogOptions};
+use shipway_store::{DeleteOutcome, EventQuery, ListQuery};
 
+use crate::auth::Role;
 use crate::error::ApiError;
 use crate::{AppState, Caller};
 
@@ -90,8 +93,9 @@ pub struct ObjectParams {
     resource_version: Option<String>,
     dry_run: Option<bool>,
     name: Option<String>,
+    /// Events: how many of the newest. Lists: the page size (Kubernetes' `limit`).
     limit: Option<usize>,
-    /// A list's `continue` token from the previous page's `metadata.continue`.
+    /// Lists: the previous page's `metadata.continue`.
     #[serde(rename = "continue")]
     continue_token: Option<String>,
 }
@@ -116,8 +120,7 @@ impl ObjectParams {
             kind: resource.map(|r| r.kind.clone()),
             namespace,
             selector: self.selector()?,
-            limit: self.limit.unwrap_or(0),
-            continue_token: self.continue_token.clone().filter(|t| !t.is_empty()),
+            ..ListQuery::default()
         })
     }
 }
@@ -146,20 +149,13 @@ pub async fn apply(
     let text = std::str::from_utf8(&body)
         .map_err(|e| ApiError::BadRequest(format!("the request body is not UTF-8: {e}")))?;
     let object = load::load_json_object("request body", text).map_err(ApiError::invalid)?;
-    let object = shipway_runtime::admission::admit(&state.store, object)
-        .await?
-        .map_err(ApiError::from)?;
     let dry_run = params.dry_run.unwrap_or(false);
-    let (object, outcome) = if dry_run {
-        state.store.apply_dry_run(object).await?
-    } else {
-        state.store.apply(object, &caller.name).await?
+    let options = ApplyOptions {
+        actor: caller.actor(),
+        dry_run,
     };
-    let outcome = match outcome {
-        ApplyOutcome::Created => "created",
-        ApplyOutcome::Configured => "configured",
-        ApplyOutcome::Unchanged => "unchanged",
-    };
+    let (object, outcome) = state.runtime.apply(object, options).await?;
+    let outcome = outcome.as_str();
     let code = if outcome == "created" && !dry_run {
         StatusCode::CREATED
     } else {
@@ -183,11 +179,12 @@ pub async fn list(
     Query(params): Query<ObjectParams>,
 ) -> Result<Json<Value>, ApiError> {
     let resource = Resource::resolve(&state.store, &resource).await?;
-    let page = state
-        .store
-        .list_page(&params.list_query(Some(&resource))?)
-        .await?;
-    // Kubernetes' list metadata: `continue` and `remainingItemCount` only when a page follows.
+    let query = ListQuery {
+        limit: params.limit.unwrap_or(0),
+        continue_token: params.continue_token.clone().filter(|t| !t.is_empty()),
+        ..params.list_query(Some(&resource))?
+    };
+    let page = state.store.list_page(&query).await?;
     let mut metadata = json!({"resourceVersion": page.list.resource_version.to_string()});
     if let Some(token) = page.continue_token {
         metadata["continue"] = json!(token);
@@ -284,9 +281,10 @@ pub async fn delete(
     let resource = Resource::resolve(&state.store, &resource).await?;
     let namespace = resource.namespace(params.namespace.as_deref());
     let key = find(&state, &resource, &namespace, &name).await?.key();
-    let (object, outcome) = match state.store.delete(&key, &caller.name).await? {
-        DeleteOutcome::Deleted(o) => (o, "deleted"),
-        DeleteOutcome::Terminating(o) => (o, "terminating"),
+    let (object, outcome) = match state.runtime.delete(&key, &caller.actor()).await? {
+        Some(DeleteOutcome::Deleted(o)) => (o, "deleted"),
+        Some(DeleteOutcome::Terminating(o)) => (o, "terminating"),
+        None => return Err(ApiError::NotFound(format!("{key} not found"))),
     };
     Ok(Json(json!({"object": object, "outcome": outcome})))
 }
@@ -372,9 +370,8 @@ pub struct LogParams {
     previous: Option<bool>,
 }
 
-/// A container's output, as `kubectl logs`: the current instance or the previous one, the last
-/// `tail` lines, and with `follow` new output as it is written, until the container restarts or
-/// the pod goes away.
+/// A container's output, as `kubectl logs`, from the runtime: the current instance or the
+/// previous one, the last `tail` lines, and with `follow` new output as it is written.
 pub async fn logs(
     State(state): State<Arc<AppState>>,
     _caller: Caller,
@@ -382,161 +379,83 @@ pub async fn logs(
     Query(params): Query<LogParams>,
 ) -> Result<Response, ApiError> {
     let key = Key::new("", "Pod", &namespace, &pod_name);
-    let pod = state.store.get(&key).await?.ok_or_else(|| {
-        ApiError::NotFound(format!(
-            "{key} not found; `shipway get pods -n {namespace}` lists what exists"
-        ))
-    })?;
-    let spec = pod.spec().cloned().unwrap_or(Value::Null);
-    let names = |field: &str| -> Vec<String> {
-        spec[field]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|c| c["name"].as_str().map(String::from))
-            .collect()
+    let follow = params.follow.unwrap_or(false);
+    let options = LogOptions {
+        container: params.container,
+        follow,
+        tail: params.tail,
+        previous: params.previous.unwrap_or(false),
     };
-    let (containers, inits) = (names("containers"), names("initContainers"));
-    let container = match params.container {
-        Some(c) if containers.contains(&c) || inits.contains(&c) => c,
-        Some(c) => {
-            return Err(ApiError::BadRequest(format!(
-                "container {c:?} is not valid for pod {pod_name}: choose one of [{}]",
-                containers
-                    .iter()
-                    .chain(&inits)
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            )));
+    let mut stream = state.runtime.logs(&key, options).await?;
+    if !follow {
+        let mut text = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            text.extend(chunk?);
         }
-        None if containers.len() == 1 => containers[0].clone(),
-        None => {
-            return Err(ApiError::BadRequest(format!(
-                "a container name must be specified for pod {pod_name}: choose one of [{}]",
-                containers.join(" ")
-            )));
-        }
-    };
-    let restarts = container_status(&pod, &container)
-        .and_then(|c| c["restartCount"].as_i64())
-        .unwrap_or(0);
-    let instance = if params.previous.unwrap_or(false) {
-        if restarts == 0 {
-            return Err(ApiError::BadRequest(format!(
-                "previous terminated container {container:?} in pod {pod_name:?} not found"
-            )));
-        }
-        restarts - 1
-    } else {
-        restarts
-    };
-    let path =
-        shipway_runtime::kubelet::Kubelet::log_path(&state.data_dir, &pod, &container, instance);
-    let text = tokio::fs::read(&path).await.unwrap_or_default();
-    let start = match params.tail {
-        Some(n) => tail_start(&text, n),
-        None => 0,
-    };
-    let initial = Bytes::copy_from_slice(&text[start..]);
-    if !params.follow.unwrap_or(false) || params.previous.unwrap_or(false) {
-        return Ok((
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            initial,
-        )
-            .into_response());
+        return Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response());
     }
-    let offset = text.len() as u64;
-    // State: (bytes sent so far, polls since the last status check, whether the instance ended).
-    let follow =
-        futures_util::stream::unfold((offset, 0u32, false), move |(offset, ticks, ended)| {
-            let (path, state, key, uid, container) = (
-                path.clone(),
-                state.clone(),
-                key.clone(),
-                pod.metadata.uid.clone(),
-                container.clone(),
-            );
-            async move {
-                if state.shutdown.is_cancelled() {
-                    return None;
-                }
-                let len = tokio::fs::metadata(&path)
-                    .await
-                    .map(|m| m.len())
-                    .unwrap_or(offset);
-                if len > offset {
-                    use tokio::io::{AsyncReadExt, AsyncSeekExt};
-                    let mut f = tokio::fs::File::open(&path).await.ok()?;
-                    f.seek(std::io::SeekFrom::Start(offset)).await.ok()?;
-                    let mut buf = Vec::new();
-                    f.take(len - offset).read_to_end(&mut buf).await.ok()?;
-                    return Some((Ok::<_, Infallible>(Bytes::from(buf)), (len, 0, ended)));
-                }
-                if ended {
-                    // The last read after the end was seen found nothing more: done.
-                    return None;
-                }
-                // Every second: the pod gone or replaced, or this container instance ended (restarted
-                // or terminated for good), ends the stream after one more read, as `kubectl logs -f`.
-                if ticks % 5 == 4 {
-                    let over = match state.store.get(&key).await {
-                        Ok(Some(p)) => {
-                            p.metadata.uid != uid || instance_ended(&p, &container, instance)
-                        }
-                        _ => true,
-                    };
-                    if over {
-                        return Some((Ok(Bytes::new()), (offset, 0, true)));
-                    }
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                Some((Ok(Bytes::new()), (offset, ticks + 1, false)))
-            }
-        });
-    let body = futures_util::stream::once(async move { Ok::<_, Infallible>(initial) })
-        .chain(follow)
-        .filter(|chunk| std::future::ready(chunk.as_ref().is_ok_and(|b| !b.is_empty())));
+    // A read error ends the stream: the client has the output so far, as with a closed file.
+    let body = stream
+        .take_while(|chunk| std::future::ready(chunk.is_ok()))
+        .filter_map(|chunk| {
+            std::future::ready(chunk.ok().map(|b| Ok::<_, Infallible>(Bytes::from(b))))
+        })
+        .take_until(state.shutdown.clone().cancelled_owned());
     Ok(Response::builder()
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
         .body(Body::from_stream(body))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
 }
 
-/// The status of a container (or init container) of `pod`, by name.
-fn container_status<'a>(pod: &'a Object, container: &str) -> Option<&'a Value> {
-    let status = pod.status()?;
-    ["containerStatuses", "initContainerStatuses"]
-        .iter()
-        .filter_map(|f| status[*f].as_array())
-        .flatten()
-        .find(|c| c["name"] == container)
+/// `GET /api/v1/tokens`: every token's name and role, never a secret.
+pub async fn list_tokens(State(state): State<Arc<AppState>>, _caller: Caller) -> Json<Value> {
+    let items: Vec<Value> = state
+        .tokens
+        .list()
+        .into_iter()
+        .map(|(name, role)| json!({"name": name, "role": role}))
+        .collect();
+    Json(json!({"kind": "TokenList", "items": items}))
 }
 
-/// Whether instance `instance` of `container` has stopped writing: it was restarted, or it
-/// terminated and will not run again.
-fn instance_ended(pod: &Object, container: &str, instance: i64) -> bool {
-    match container_status(pod, container) {
-        Some(c) => {
-            c["restartCount"].as_i64().unwrap_or(0) != instance
-                || c["state"].get("terminated").is_some()
-        }
-        None => false,
-    }
+#[derive(Debug, Deserialize)]
+pub struct NewToken {
+    name: String,
+    role: String,
 }
 
-/// Where the last `n` lines of `text` start.
-fn tail_start(text: &[u8], n: usize) -> usize {
-    if n == 0 {
-        return text.len();
-    }
-    let body = text.strip_suffix(b"\n").unwrap_or(text);
-    body.iter()
-        .enumerate()
-        .rev()
-        .filter(|(_, b)| **b == b'\n')
-        .nth(n - 1)
-        .map_or(0, |(i, _)| i + 1)
+/// `POST /api/v1/tokens` `{"name", "role"}`: issues a token and returns its secret, once.
+pub async fn create_token(
+    State(state): State<Arc<AppState>>,
+    _caller: Caller,
+    body: Result<Json<NewToken>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(new) = body.map_err(|e| {
+        ApiError::BadRequest(format!(
+            "a token is {{\"name\": NAME, \"role\": \"viewer\"|\"deployer\"|\"admin\"}}: {}",
+            e.body_text()
+        ))
+    })?;
+    let role = Role::parse(&new.role).map_err(|why| ApiError::Invalid {
+        message: format!("tokens {:?} is invalid: role: {why}", new.name),
+        details: vec![format!("role: {why}")],
+    })?;
+    let token = state.tokens.create(&new.name, role)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"name": new.name, "role": role, "token": token})),
+    )
+        .into_response())
+}
+
+/// `DELETE /api/v1/tokens/{name}`: revokes a token at once.
+pub async fn delete_token(
+    State(state): State<Arc<AppState>>,
+    _caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    state.tokens.delete(&name)?;
+    Ok(Json(json!({"name": name, "outcome": "deleted"})))
 }
 
 pub async fn version(_caller: Caller) -> Json<Value> {

@@ -1,9 +1,12 @@
-//! Bearer tokens: issued into files only their owner can read, stored as SHA-256 hashes.
+//! Bearer tokens and their roles: issued into files only their owner can read (the admin token)
+//! or handed out once by the API (`shipway token create`), stored as SHA-256 hashes.
 
+use std::fmt;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -30,7 +33,58 @@ pub enum AuthError {
     Corrupt { path: PathBuf, message: String },
 }
 
-/// Who a token belongs to. Roles other than admin come with multi-user support.
+/// What a token may do; each role may do everything the one before may.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Read-only: get, list, watch, events, logs, version, metrics.
+    Viewer,
+    /// A viewer that may also apply and delete objects.
+    Deployer,
+    /// Everything, token management included.
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Viewer, Role::Deployer, Role::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Deployer => "deployer",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// A role by name; the error is Kubernetes' wording for a value outside an enum.
+    pub fn parse(value: &str) -> Result<Role, String> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == value)
+            .ok_or_else(|| {
+                format!(
+                    "Unsupported value: {value:?}: supported values: \"viewer\", \"deployer\", \"admin\""
+                )
+            })
+    }
+
+    /// What a refused caller of this role may do, for the 403 message.
+    pub fn scope(self) -> &'static str {
+        match self {
+            Role::Viewer => "may only read",
+            Role::Deployer => "may read, apply and delete objects, not manage tokens",
+            Role::Admin => "may do everything",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who a token belongs to, as `tokens.json` holds it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TokenRecord {
     pub name: String,
@@ -40,10 +94,30 @@ pub struct TokenRecord {
     pub sha256: String,
 }
 
-/// The tokens the server accepts.
+/// Why a token could not be created or deleted.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("tokens {0:?} already exists: delete it first to issue a new one")]
+    AlreadyExists(String),
+    #[error("tokens {0:?} not found; `shipway token list` lists what exists")]
+    NotFound(String),
+    #[error("tokens {name:?} is invalid: {field}: {message}")]
+    Invalid {
+        name: String,
+        field: &'static str,
+        message: String,
+    },
+    #[error(transparent)]
+    Store(#[from] AuthError),
+}
+
+/// The tokens the server accepts, shared by every request; created and deleted tokens are
+/// written to `tokens.json` before they take effect.
 #[derive(Clone, Debug, Default)]
 pub struct Tokens {
-    records: Vec<TokenRecord>,
+    records: Arc<RwLock<Vec<(TokenRecord, Role)>>>,
+    /// `tokens.json`; `None` keeps changes in memory.
+    path: Option<PathBuf>,
 }
 
 /// What `ensure_admin_token` did, so `shipway up` can tell the user.
@@ -83,6 +157,12 @@ impl Tokens {
                     });
                 }
             }
+            if let Err(why) = Role::parse(&r.role) {
+                return Err(AuthError::Corrupt {
+                    path: list_path,
+                    message: format!("[{i}].role: {why}"),
+                });
+            }
         }
         let token_path = data_dir.join(ADMIN_TOKEN_FILE);
         let admin_present = records.iter().any(|r| r.name == "admin");
@@ -105,19 +185,107 @@ impl Tokens {
             write_private(&token_path, format!("{token}\n").as_bytes())?;
             AdminToken::Created(token_path)
         };
-        Ok((Tokens { records }, outcome))
+        let records = records
+            .into_iter()
+            .filter_map(|r| Role::parse(&r.role).ok().map(|role| (r, role)))
+            .collect();
+        let tokens = Tokens {
+            records: Arc::new(RwLock::new(records)),
+            path: Some(list_path),
+        };
+        Ok((tokens, outcome))
     }
 
-    /// The record of a presented token, compared in constant time against every stored hash.
-    pub fn verify(&self, presented: &str) -> Option<&TokenRecord> {
+    /// The name and role of a presented token, compared in constant time against every stored
+    /// hash.
+    pub fn verify(&self, presented: &str) -> Option<(String, Role)> {
         let digest = hash(presented.trim());
         let mut found = None;
-        for r in &self.records {
+        for (r, role) in self.read().iter() {
             if bool::from(r.sha256.as_bytes().ct_eq(digest.as_bytes())) {
-                found = Some(r);
+                found = Some((r.name.clone(), *role));
             }
         }
         found
+    }
+
+    /// Every token's name and role, by name; never the secrets.
+    pub fn list(&self) -> Vec<(String, Role)> {
+        let mut all: Vec<_> = self
+            .read()
+            .iter()
+            .map(|(r, role)| (r.name.clone(), *role))
+            .collect();
+        all.sort();
+        all
+    }
+
+    /// Issues a new token; the only time its secret is seen.
+    pub fn create(&self, name: &str, role: Role) -> Result<String, TokenError> {
+        check_word(name).map_err(|why| TokenError::Invalid {
+            name: name.to_string(),
+            field: "metadata.name",
+            message: format!("Invalid value: {name:?}: {why}"),
+        })?;
+        let mut records = self.write();
+        if records.iter().any(|(r, _)| r.name == name) {
+            return Err(TokenError::AlreadyExists(name.to_string()));
+        }
+        let token = new_token();
+        let mut next = records.clone();
+        next.push((
+            TokenRecord {
+                name: name.to_string(),
+                role: role.as_str().to_string(),
+                sha256: hash(&token),
+            },
+            role,
+        ));
+        self.persist(&next)?;
+        *records = next;
+        Ok(token)
+    }
+
+    /// Revokes a token. The admin token is rotated by removing its file instead, so the data
+    /// directory always holds one that works.
+    pub fn delete(&self, name: &str) -> Result<(), TokenError> {
+        if name == "admin" {
+            return Err(TokenError::Invalid {
+                name: name.to_string(),
+                field: "metadata.name",
+                message: format!(
+                    "Forbidden: the admin token cannot be deleted; remove {ADMIN_TOKEN_FILE} from the data directory and restart to rotate it"
+                ),
+            });
+        }
+        let mut records = self.write();
+        if !records.iter().any(|(r, _)| r.name == name) {
+            return Err(TokenError::NotFound(name.to_string()));
+        }
+        let next: Vec<_> = records
+            .iter()
+            .filter(|(r, _)| r.name != name)
+            .cloned()
+            .collect();
+        self.persist(&next)?;
+        *records = next;
+        Ok(())
+    }
+
+    fn persist(&self, records: &[(TokenRecord, Role)]) -> Result<(), AuthError> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let plain: Vec<&TokenRecord> = records.iter().map(|(r, _)| r).collect();
+        write_private(path, &serde_json::to_vec_pretty(&plain).unwrap_or_default())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<(TokenRecord, Role)>> {
+        self.records.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Vec<(TokenRecord, Role)>> {
+        self.records.write().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -186,8 +354,8 @@ mod tests {
         assert_eq!(mode, 0o600);
         let token = fs::read_to_string(&path).unwrap();
         assert_eq!(
-            tokens.verify(&token).map(|r| r.role.as_str()),
-            Some("admin")
+            tokens.verify(&token).map(|(_, role)| role),
+            Some(Role::Admin)
         );
         assert!(tokens.verify("shipway_wrong").is_none());
         // Only the hash is stored.
@@ -223,5 +391,45 @@ mod tests {
             "{e}"
         );
         assert!(!e.contains('\u{1b}'), "{e}");
+
+        fs::write(
+            &list,
+            text.replace("\"role\": \"admin\"", "\"role\": \"root\""),
+        )
+        .unwrap();
+        let e = Tokens::load_or_init(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains(r#"[0].role: Unsupported value: "root": supported values: "viewer", "deployer", "admin""#),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn created_tokens_work_at_once_survive_a_restart_and_deleted_ones_stop_working() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tokens, _) = Tokens::load_or_init(dir.path()).unwrap();
+        let ci = tokens.create("ci", Role::Deployer).unwrap();
+        assert_eq!(tokens.verify(&ci), Some(("ci".into(), Role::Deployer)));
+        assert!(matches!(
+            tokens.create("ci", Role::Viewer),
+            Err(TokenError::AlreadyExists(_))
+        ));
+        let list = fs::read_to_string(dir.path().join(TOKENS_FILE)).unwrap();
+        assert!(!list.contains(&ci), "only the hash is stored");
+
+        let (again, _) = Tokens::load_or_init(dir.path()).unwrap();
+        assert_eq!(
+            again.list(),
+            [("admin".into(), Role::Admin), ("ci".into(), Role::Deployer)]
+        );
+        again.delete("ci").unwrap();
+        assert_eq!(again.verify(&ci), None);
+        assert!(matches!(again.delete("ci"), Err(TokenError::NotFound(_))));
+        assert!(matches!(
+            again.delete("admin"),
+            Err(TokenError::Invalid { .. })
+        ));
+        let (third, _) = Tokens::load_or_init(dir.path()).unwrap();
+        assert_eq!(third.verify(&ci), None, "the deletion was written");
     }
 }

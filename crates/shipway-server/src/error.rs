@@ -5,7 +5,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use shipway_model::LoadError;
+use shipway_runtime::{RuntimeError, RuntimeErrorKind};
 use shipway_store::StoreError;
+
+use crate::auth::{Role, TokenError};
 
 /// The body of every error response, shaped like Kubernetes' `Status` so tools that know it can read it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -28,6 +31,10 @@ pub struct Status {
 pub enum ApiError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Token(#[from] TokenError),
     #[error("{message}")]
     Invalid {
         message: String,
@@ -41,6 +48,19 @@ pub enum ApiError {
         "missing or invalid bearer token: send `Authorization: Bearer <token>` (the admin token is in the data directory's admin.token)"
     )]
     Unauthorized,
+    /// A valid token whose role lacks the verb, worded as Kubernetes' RBAC refusals.
+    #[error(
+        "tokens {caller:?} cannot {verb} resource {resource:?}{}: role {role} {}",
+        namespace.as_ref().map(|ns| format!(" in namespace {ns:?}")).unwrap_or_default(),
+        role.scope()
+    )]
+    Forbidden {
+        caller: String,
+        verb: &'static str,
+        resource: String,
+        namespace: Option<String>,
+        role: Role,
+    },
 }
 
 impl From<shipway_model::Invalid> for ApiError {
@@ -75,6 +95,25 @@ impl ApiError {
                 StoreError::InvalidContinue(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
                 StoreError::Backend { .. } => (StatusCode::SERVICE_UNAVAILABLE, "StoreUnavailable"),
             },
+            ApiError::Runtime(e) => match e.kind {
+                RuntimeErrorKind::Invalid => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid"),
+                RuntimeErrorKind::BadRequest => (StatusCode::BAD_REQUEST, "BadRequest"),
+                RuntimeErrorKind::NotFound => (StatusCode::NOT_FOUND, "NotFound"),
+                RuntimeErrorKind::AlreadyExists => (StatusCode::CONFLICT, "AlreadyExists"),
+                RuntimeErrorKind::Conflict => (StatusCode::CONFLICT, "Conflict"),
+                RuntimeErrorKind::Expired => (StatusCode::GONE, "Expired"),
+                // The local runtime's backend is the store; the reason stays the one users know.
+                RuntimeErrorKind::Unavailable { .. } => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "StoreUnavailable")
+                }
+            },
+            ApiError::Token(e) => match e {
+                TokenError::AlreadyExists(_) => (StatusCode::CONFLICT, "AlreadyExists"),
+                TokenError::NotFound(_) => (StatusCode::NOT_FOUND, "NotFound"),
+                TokenError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid"),
+                TokenError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "StoreUnavailable"),
+            },
+            ApiError::Forbidden { .. } => (StatusCode::FORBIDDEN, "Forbidden"),
             ApiError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "NotFound"),
@@ -92,10 +131,12 @@ impl ApiError {
             message: self.to_string(),
             details: match self {
                 ApiError::Invalid { details, .. } => details.clone(),
+                ApiError::Runtime(e) => e.details.clone(),
                 _ => Vec::new(),
             },
             retryable: match self {
                 ApiError::Store(e) => e.is_retryable(),
+                ApiError::Runtime(e) => e.is_retryable(),
                 _ => false,
             },
         }

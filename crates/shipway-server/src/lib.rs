@@ -1,8 +1,10 @@
 //! Shipway's HTTP API server: the one place that speaks HTTP to users.
 //!
-//! Newcomers: start with [`Server::start`] (data directory lock, tokens, store, listener) and
-//! [`router`] (every route and which need a token); handlers live in `api`, and `error` is the one
-//! place errors become HTTP statuses.
+//! Newcomers: start with [`ApiServer::bind`] (what the server is given: a `Store` for reads, a
+//! `Runtime` for writes and logs, the tokens, and other components' metrics) and [`routes`] (the
+//! one route table: every route with the role it needs); handlers live in `api`, roles and
+//! tokens in `auth`, and `error` is the one place errors become HTTP statuses. The platform
+//! around it (store, runtime, proxy) is composed by `shipway-app`.
 //!
 //! *API Boundary*: routes under `/api/v1` take and return JSON objects shaped like Kubernetes'
 //! (objects, `List`, `Status` errors, NDJSON watch events). The CLI is a client of exactly this.
@@ -13,65 +15,35 @@ pub mod error;
 pub mod listener;
 pub mod metrics;
 
-use std::fs::File;
-use std::io::{Read, Seek, Write};
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Request, State};
+use axum::extract::{
+    DefaultBodyLimit, FromRequestParts, MatchedPath, Query, RawPathParams, Request, State,
+};
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{MethodFilter, MethodRouter, on};
+use shipway_model::{Key, Kinds};
+use shipway_runtime::Runtime;
 use shipway_store::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use auth::{ADMIN_TOKEN_FILE, AdminToken, Tokens};
+pub use auth::{ADMIN_TOKEN_FILE, AdminToken, Role, Tokens};
 pub use error::{ApiError, Status};
 pub use listener::ListenerConfig;
-/// `Config::proxy`'s type, so callers need not depend on the proxy crate to fill it in.
-pub use shipway_proxy::ProxyConfig;
 
 /// The default address: loopback only, so nothing is exposed until the operator says so.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
-/// The SQLite database file inside the data directory.
-pub const SQLITE_FILE: &str = "shipway.db";
-const LOCK_FILE: &str = "shipway.lock";
-
-#[derive(Clone, Debug)]
-pub struct Config {
-    pub listen: SocketAddr,
-    pub data_dir: PathBuf,
-    /// `postgres://...`; None is the embedded SQLite database in the data directory.
-    pub database: Option<String>,
-    /// Timeouts, workers and access log of the built-in proxy.
-    pub proxy: shipway_proxy::ProxyConfig,
-    /// Timeouts and connection limit of the API listener.
-    pub listener: ListenerConfig,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("cannot use data directory {path}: {source}")]
-    DataDir {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(
-        "another `shipway up`{pid} is already using the data directory {path}; stop it, or start this one with a different --data"
-    )]
-    AlreadyRunning { path: PathBuf, pid: String },
-    #[error(transparent)]
-    Auth(#[from] auth::AuthError),
-    #[error("cannot open the store: {0}")]
-    Store(#[from] shipway_store::StoreError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -80,25 +52,34 @@ pub enum ServerError {
     },
 }
 
+/// Another component's Prometheus text, appended to `/metrics` (the proxy's series): the server
+/// renders what it is handed and knows nothing of the component.
+pub trait MetricsSource: Send + Sync {
+    fn render(&self, out: &mut String);
+}
+
 /// What every handler shares.
 pub struct AppState {
+    /// Reads: get, list, watch, events.
     pub store: Store,
+    /// Writes (through admission) and logs.
+    pub runtime: Arc<dyn Runtime>,
     pub tokens: Tokens,
     pub metrics: metrics::HttpMetrics,
-    /// Cancelled on shutdown, so endless watch streams end, controllers stop and graceful shutdown
-    /// can finish.
+    /// Cancelled on shutdown, so endless watch and log streams end and graceful shutdown can
+    /// finish.
     pub shutdown: CancellationToken,
-    pub data_dir: PathBuf,
-    /// Requests through the built-in proxy; rendered at `/metrics` and queried by analysis.
-    pub proxy_metrics: Arc<shipway_proxy::ProxyMetrics>,
+    /// Rendered at `/metrics` after the server's and the store's own series.
+    pub metrics_sources: Vec<Arc<dyn MetricsSource>>,
 }
 
 /// The authenticated caller of a request. Taking it as a handler argument is what makes a route
-/// require a token: it rejects with 401 otherwise. [`authenticate`] finds it before routing.
+/// require a token: it rejects with 401 otherwise. [`authenticate`] finds it before routing and
+/// [`authorize`] checks its role against the route's.
 #[derive(Clone, Debug)]
 pub struct Caller {
     pub name: String,
-    pub role: String,
+    pub role: Role,
 }
 
 impl Caller {
@@ -110,11 +91,13 @@ impl Caller {
         if !scheme.eq_ignore_ascii_case("bearer") {
             return None;
         }
-        let record = tokens.verify(token.trim())?;
-        Some(Caller {
-            name: record.name.clone(),
-            role: record.role.clone(),
-        })
+        let (name, role) = tokens.verify(token.trim())?;
+        Some(Caller { name, role })
+    }
+
+    /// The writer of this caller's requests, for the audit trail.
+    pub fn actor(&self) -> shipway_model::Actor {
+        shipway_model::Actor::user(self.name.clone())
     }
 }
 
@@ -132,168 +115,42 @@ impl FromRequestParts<Arc<AppState>> for Caller {
     }
 }
 
-/// Holds an exclusive lock on the data directory for the life of the server.
-struct DataDirLock {
-    _file: File,
-}
-
-impl DataDirLock {
-    fn acquire(dir: &Path) -> Result<DataDirLock, ServerError> {
-        let path = dir.join(LOCK_FILE);
-        let io = |source| ServerError::DataDir {
-            path: dir.to_path_buf(),
-            source,
-        };
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let mut pid = String::new();
-                let _ = file.read_to_string(&mut pid);
-                let pid = pid.trim();
-                return Err(ServerError::AlreadyRunning {
-                    path: dir.to_path_buf(),
-                    pid: if pid.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" (pid {pid})")
-                    },
-                });
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
-        }
-        // The pid is for the message a second instance prints; the lock itself is what excludes it,
-        // and the kernel releases it when this process dies, even by SIGKILL.
-        file.set_len(0).map_err(io)?;
-        file.rewind().map_err(io)?;
-        write!(file, "{}", std::process::id()).map_err(io)?;
-        Ok(DataDirLock { _file: file })
-    }
-}
-
-/// Creates the data directory 0700, or makes an existing one 0700 if others may read, write or
-/// enter it, saying so: it holds Secret values, tokens and logs. Files inside are created 0600
-/// by whoever writes them.
-fn private_data_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-        tracing::warn!(
-            "data directory {} was mode {mode:04o}, readable or writable by other users; changed it to 0700",
-            dir.display()
-        );
-    }
-    Ok(())
-}
-
-/// A started server: the data directory is locked, the store open and the port bound.
-pub struct Server {
+/// A bound API server, not yet serving.
+pub struct ApiServer {
     listener: TcpListener,
     state: Arc<AppState>,
-    runtime: shipway_runtime::LocalRuntime,
-    /// The proxy's discovery task and listener manager.
-    proxy: [tokio::task::JoinHandle<()>; 2],
-    /// The shared cache's watch of the store.
-    reflector: tokio::task::JoinHandle<()>,
-    admin_token: AdminToken,
     limits: ListenerConfig,
-    _lock: DataDirLock,
 }
 
-impl Server {
-    pub async fn start(config: Config) -> Result<Server, ServerError> {
-        let dir = &config.data_dir;
-        private_data_dir(dir).map_err(|source| ServerError::DataDir {
-            path: dir.clone(),
-            source,
-        })?;
-        // Lock before anything else touches the directory, so a second instance changes nothing.
-        let lock = DataDirLock::acquire(dir)?;
-        let (tokens, admin_token) = Tokens::load_or_init(dir)?;
-        let store = match &config.database {
-            // One server per database: its controllers and kubelet would otherwise run every
-            // Pod twice.
-            Some(url) => {
-                let options = shipway_store::StoreOptions {
-                    exclusive: true,
-                    ..Default::default()
-                };
-                Store::open_with(url, options).await?
-            }
-            None => Store::open_sqlite(&dir.join(SQLITE_FILE)).await?,
-        };
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| ServerError::Listen {
-                    addr: config.listen,
-                    source,
-                })?;
-        let shutdown = CancellationToken::new();
-        // The process's one watch of the store, shared by every controller.
-        let (cache, reflector) =
-            shipway_controller::Reflector::spawn(store.clone(), shutdown.clone());
-        let runtime = shipway_runtime::LocalRuntime::start(
-            store.clone(),
-            cache.clone(),
-            shipway_runtime::KubeletConfig::new(dir),
-            shutdown.clone(),
-        );
-        // Discovery turns Services, Endpoints, Pods and TrafficPolicies into routing tables (and
-        // drops the metrics of Services that are gone); the proxy serves each table it is handed.
-        let proxy_metrics = shipway_proxy::ProxyMetrics::new();
-        // Discovery binds each Service address in the sockets the proxy serves from, so a Service
-        // whose address is taken (by another Service, the API or another process) says so.
-        let sockets = shipway_proxy::Listeners::default();
-        let api = listener.local_addr().unwrap_or(config.listen);
-        let options = shipway_proxy::discovery::Options {
-            listeners: Some(sockets.clone()),
-            reserved: vec![(api, "the API listener (shipway up --listen)".into())],
-            allow_public: config.proxy.allow_public,
-        };
-        let (tables, discovery) = shipway_proxy::discovery::spawn_with(
-            store.clone(),
-            cache,
-            Some(proxy_metrics.clone()),
-            options,
-            shutdown.clone(),
-        );
-        let proxy = shipway_proxy::Proxy::start_with(
-            tables,
-            proxy_metrics.clone(),
-            config.proxy.clone(),
-            sockets,
-            shutdown.clone(),
-        );
+impl ApiServer {
+    /// Binds `listen`. The server reads through `store`, writes and reads logs through
+    /// `runtime`, accepts `tokens`, and appends `metrics_sources` to `/metrics`.
+    pub async fn bind(
+        listen: SocketAddr,
+        limits: ListenerConfig,
+        store: Store,
+        runtime: Arc<dyn Runtime>,
+        tokens: Tokens,
+        metrics_sources: Vec<Arc<dyn MetricsSource>>,
+    ) -> Result<ApiServer, ServerError> {
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|source| ServerError::Listen {
+                addr: listen,
+                source,
+            })?;
         let state = Arc::new(AppState {
             store,
+            runtime,
             tokens,
             metrics: metrics::HttpMetrics::default(),
-            shutdown,
-            data_dir: dir.clone(),
-            proxy_metrics,
+            shutdown: CancellationToken::new(),
+            metrics_sources,
         });
-        Ok(Server {
+        Ok(ApiServer {
             listener,
             state,
-            runtime,
-            proxy: [discovery, proxy],
-            reflector,
-            admin_token,
-            limits: config.listener.clone(),
-            _lock: lock,
+            limits,
         })
     }
 
@@ -303,63 +160,166 @@ impl Server {
             .expect("a bound listener has an address")
     }
 
-    pub fn admin_token(&self) -> &AdminToken {
-        &self.admin_token
-    }
-
-    pub fn store(&self) -> &Store {
-        &self.state.store
-    }
-
-    /// The proxy's metrics: success rate and latency percentiles per Service and backend.
-    pub fn proxy_metrics(&self) -> &Arc<shipway_proxy::ProxyMetrics> {
-        &self.state.proxy_metrics
-    }
-
-    /// Serves until `shutdown` completes, then stops accepting, ends watch streams, waits for
-    /// in-flight requests, and stops the controllers (and with them the pods' processes) and the
-    /// proxy (its listeners finish their in-flight requests first).
-    pub async fn serve(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
-        let cancel = self.state.shutdown.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = shutdown => cancel.cancel(),
-                _ = cancel.cancelled() => {}
-            }
-        });
+    /// Serves until `shutdown` is cancelled, then stops accepting, ends watch and log streams
+    /// and waits for in-flight requests.
+    pub async fn serve(self, shutdown: CancellationToken) {
+        let ours = self.state.shutdown.clone();
         let app = router(self.state.clone());
+        let stop = tokio::spawn(async move {
+            shutdown.cancelled().await;
+            ours.cancel();
+        });
         listener::serve(self.listener, app, self.limits, self.state.shutdown.clone()).await;
-        self.state.shutdown.cancel();
-        self.runtime.join().await;
-        for task in self.proxy {
-            let _ = task.await;
-        }
-        let _ = self.reflector.await;
-        Ok(())
+        stop.abort();
     }
 }
 
-/// Every route. Only `GET`/`HEAD` of `/healthz` and `/readyz` answer without a token.
+/// One route: what it answers and the least role that may call it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub method: Method,
+    pub path: &'static str,
+    /// `None`: open to anyone (the health probes). Otherwise a token whose role is at least this.
+    pub role: Option<Role>,
+    /// The verb a refusal names, as Kubernetes' RBAC words it (`get`, `list`, `delete`...).
+    pub verb: &'static str,
+}
+
+/// The one route table: [`router`] is built from it and tests iterate [`routes`], so a route
+/// cannot be served without a role or be missed by the tests.
+fn table() -> Vec<(Route, MethodRouter<Arc<AppState>>)> {
+    use Role::{Admin, Deployer, Viewer};
+    let route = |method: Method, path, role, verb| Route {
+        method,
+        path,
+        role,
+        verb,
+    };
+    let (get, post, delete) = (Method::GET, Method::POST, Method::DELETE);
+    vec![
+        (
+            route(get.clone(), "/healthz", None, "get"),
+            on(MethodFilter::GET, healthz),
+        ),
+        (
+            route(get.clone(), "/readyz", None, "get"),
+            on(MethodFilter::GET, readyz),
+        ),
+        (
+            route(get.clone(), "/metrics", Some(Viewer), "get"),
+            on(MethodFilter::GET, metrics_handler),
+        ),
+        (
+            route(get.clone(), "/api/v1/version", Some(Viewer), "get"),
+            on(MethodFilter::GET, api::version),
+        ),
+        (
+            route(post.clone(), "/api/v1/apply", Some(Deployer), "apply"),
+            on(MethodFilter::POST, api::apply),
+        ),
+        (
+            route(
+                get.clone(),
+                "/api/v1/resources/{resource}",
+                Some(Viewer),
+                "list",
+            ),
+            on(MethodFilter::GET, api::list),
+        ),
+        (
+            route(
+                get.clone(),
+                "/api/v1/resources/{resource}/{name}",
+                Some(Viewer),
+                "get",
+            ),
+            on(MethodFilter::GET, api::get),
+        ),
+        (
+            route(
+                delete.clone(),
+                "/api/v1/resources/{resource}/{name}",
+                Some(Deployer),
+                "delete",
+            ),
+            on(MethodFilter::DELETE, api::delete),
+        ),
+        (
+            route(get.clone(), "/api/v1/watch", Some(Viewer), "watch"),
+            on(MethodFilter::GET, api::watch),
+        ),
+        (
+            route(
+                get.clone(),
+                "/api/v1/watch/{resource}",
+                Some(Viewer),
+                "watch",
+            ),
+            on(MethodFilter::GET, api::watch),
+        ),
+        (
+            route(get.clone(), "/api/v1/events", Some(Viewer), "list"),
+            on(MethodFilter::GET, api::events),
+        ),
+        (
+            route(
+                get.clone(),
+                "/api/v1/events/{resource}",
+                Some(Viewer),
+                "list",
+            ),
+            on(MethodFilter::GET, api::events),
+        ),
+        (
+            route(
+                get.clone(),
+                "/api/v1/logs/{namespace}/{pod}",
+                Some(Viewer),
+                "get",
+            ),
+            on(MethodFilter::GET, api::logs),
+        ),
+        (
+            route(get.clone(), "/api/v1/tokens", Some(Admin), "list"),
+            on(MethodFilter::GET, api::list_tokens),
+        ),
+        (
+            route(post.clone(), "/api/v1/tokens", Some(Admin), "create"),
+            on(MethodFilter::POST, api::create_token),
+        ),
+        (
+            route(
+                delete.clone(),
+                "/api/v1/tokens/{name}",
+                Some(Admin),
+                "delete",
+            ),
+            on(MethodFilter::DELETE, api::delete_token),
+        ),
+    ]
+}
+
+/// Every route the server answers, with the role each needs.
+pub fn routes() -> Vec<Route> {
+    table().into_iter().map(|(route, _)| route).collect()
+}
+
+/// Every route of [`routes`], each behind its role check. Only `GET`/`HEAD` of the open routes
+/// answer without a token.
 pub fn router(state: Arc<AppState>) -> Router {
-    let routes = Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_handler))
-        .route("/api/v1/version", get(api::version))
-        .route("/api/v1/apply", axum::routing::post(api::apply))
-        .route("/api/v1/resources/{resource}", get(api::list))
-        .route(
-            "/api/v1/resources/{resource}/{name}",
-            get(api::get).delete(api::delete),
-        )
-        .route("/api/v1/watch", get(api::watch))
-        .route("/api/v1/watch/{resource}", get(api::watch))
-        .route("/api/v1/events", get(api::events))
-        .route("/api/v1/events/{resource}", get(api::events))
-        .route("/api/v1/logs/{namespace}/{pod}", get(api::logs))
+    let mut routes = Router::new();
+    for (route, handler) in table() {
+        let handler = match route.role {
+            Some(_) => handler.route_layer(middleware::from_fn_with_state(
+                (state.clone(), route.clone()),
+                authorize,
+            )),
+            None => handler,
+        };
+        // Routes of one path with different methods merge into one method router.
+        routes = routes.route(route.path, handler);
+    }
+    let routes = routes
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(
             shipway_model::load::MAX_DOCUMENT_BYTES,
@@ -377,7 +337,12 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 /// Paths anyone may `GET`: liveness and readiness probes carry no token.
-const OPEN_PATHS: [&str; 2] = ["/healthz", "/readyz"];
+fn open_paths() -> impl Iterator<Item = &'static str> {
+    routes()
+        .into_iter()
+        .filter(|r| r.role.is_none())
+        .map(|r| r.path)
+}
 
 /// Refuses every request without a valid token, before routing, with one and the same 401:
 /// an anonymous caller learns neither which paths exist nor which methods they allow.
@@ -387,7 +352,7 @@ async fn authenticate(
     next: Next,
 ) -> Response {
     let open = matches!(*request.method(), Method::GET | Method::HEAD)
-        && OPEN_PATHS.contains(&request.uri().path());
+        && open_paths().any(|p| p == request.uri().path());
     if !open {
         let start = Instant::now();
         match Caller::of(request.headers(), &state.tokens) {
@@ -409,20 +374,100 @@ async fn authenticate(
     next.run(request).await
 }
 
-/// The routes `router` serves, for tests that must cover each one.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("GET", "/metrics"),
-    ("GET", "/api/v1/version"),
-    ("POST", "/api/v1/apply"),
-    ("GET", "/api/v1/resources/{resource}"),
-    ("GET", "/api/v1/resources/{resource}/{name}"),
-    ("DELETE", "/api/v1/resources/{resource}/{name}"),
-    ("GET", "/api/v1/watch"),
-    ("GET", "/api/v1/watch/{resource}"),
-    ("GET", "/api/v1/events"),
-    ("GET", "/api/v1/events/{resource}"),
-    ("GET", "/api/v1/logs/{namespace}/{pod}"),
-];
+/// Refuses (403) a caller whose role is below the route's, naming what was refused as
+/// Kubernetes' RBAC does, and records the refusal of a write in the audit trail.
+async fn authorize(
+    State((state, route)): State<(Arc<AppState>, Route)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(needed) = route.role else {
+        return next.run(request).await;
+    };
+    let Some(caller) = request.extensions().get::<Caller>().cloned() else {
+        return ApiError::Unauthorized.into_response();
+    };
+    if caller.role >= needed {
+        return next.run(request).await;
+    }
+    let (mut parts, body) = request.into_parts();
+    let params: HashMap<String, String> = RawPathParams::from_request_parts(&mut parts, &())
+        .await
+        .map(|p| {
+            p.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let query: HashMap<String, String> = Query::try_from_uri(&parts.uri)
+        .map(|Query(q)| q)
+        .unwrap_or_default();
+    // What was refused: the object named by the path, or for apply by the body.
+    let (kind, namespace, name) = if route.path == "/api/v1/apply" {
+        let bytes = axum::body::to_bytes(body, shipway_model::load::MAX_DOCUMENT_BYTES)
+            .await
+            .unwrap_or_default();
+        let object: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        let text = |v: &serde_json::Value| v.as_str().map(String::from);
+        (
+            text(&object["kind"]),
+            text(&object["metadata"]["namespace"]).or_else(|| query.get("namespace").cloned()),
+            text(&object["metadata"]["name"]),
+        )
+    } else if route.path.starts_with("/api/v1/tokens") {
+        (
+            Some("tokens".to_string()),
+            None,
+            params.get("name").cloned(),
+        )
+    } else {
+        (
+            params.get("resource").cloned(),
+            params
+                .get("namespace")
+                .or_else(|| query.get("namespace"))
+                .cloned(),
+            params.get("name").cloned(),
+        )
+    };
+    let info = kind.as_deref().and_then(Kinds::resolve);
+    let resource = match (&info, &kind) {
+        (Some(k), _) => k.plural.to_string(),
+        (None, Some(k)) => k.to_ascii_lowercase(),
+        (None, None) => "resources".to_string(),
+    };
+    let namespace = match &info {
+        Some(k) if !k.namespaced => None,
+        _ if resource == "tokens" => None,
+        _ => Some(
+            namespace
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| "default".into()),
+        ),
+    };
+    let error = ApiError::Forbidden {
+        caller: caller.name.clone(),
+        verb: route.verb,
+        resource,
+        namespace: namespace.clone(),
+        role: caller.role,
+    };
+    // A refused write goes in the audit trail of the object it would have written.
+    if let (Some(k), Some(name)) = (&info, &name)
+        && route.role == Some(Role::Deployer)
+    {
+        let key = Key::new(k.group, k.kind, namespace.as_deref().unwrap_or(""), name);
+        let _ = state
+            .store
+            .record_event(&key, &caller.name, "Forbidden", &error.to_string())
+            .await;
+    }
+    error.into_response()
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     match state.store.current_resource_version().await {
@@ -439,7 +484,9 @@ async fn metrics_handler(State(state): State<Arc<AppState>>, _caller: Caller) ->
     let mut out = String::new();
     state.metrics.render(&mut out);
     out.push_str(&state.store.metrics_text());
-    state.proxy_metrics.render(&mut out);
+    for source in &state.metrics_sources {
+        source.render(&mut out);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 

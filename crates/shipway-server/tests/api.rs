@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use shipway_server::{ADMIN_TOKEN_FILE, Config, ListenerConfig, ROUTES, Server};
+use shipway_app::{Config, Platform, ServiceError};
+use shipway_server::{ADMIN_TOKEN_FILE, ListenerConfig, Role, routes};
 
 struct TestServer {
     addr: SocketAddr,
@@ -12,7 +13,7 @@ struct TestServer {
     http: reqwest::Client,
     _dir: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    task: Option<tokio::task::JoinHandle<Result<(), ServiceError>>>,
 }
 
 impl TestServer {
@@ -22,7 +23,7 @@ impl TestServer {
 
     async fn start_with(listener: ListenerConfig) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
-        let server = Server::start(Config {
+        let server = Platform::start(Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.path().to_path_buf(),
             database: None,
@@ -37,7 +38,7 @@ impl TestServer {
             .trim()
             .to_string();
         let (stop, stopped) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(server.serve(async {
+        let task = tokio::spawn(server.run(async {
             let _ = stopped.await;
         }));
         TestServer {
@@ -94,6 +95,15 @@ impl TestServer {
     }
 }
 
+/// A route's path with its parameters filled in.
+fn concrete(template: &str) -> String {
+    template
+        .replace("{resource}", "deployments")
+        .replace("{name}", "web")
+        .replace("{namespace}", "default")
+        .replace("{pod}", "web")
+}
+
 /// A ConfigMap: no controller acts on it, so every change a test sees is its own.
 fn config_map(name: &str, value: i64) -> Value {
     json!({
@@ -108,11 +118,9 @@ fn config_map(name: &str, value: i64) -> Value {
 async fn every_route_but_health_needs_a_token() {
     let s = TestServer::start().await;
     let anonymous = reqwest::Client::new();
-    for (method, route) in ROUTES {
-        let path = route
-            .replace("{resource}", "deployments")
-            .replace("{name}", "web");
-        let method: reqwest::Method = method.parse().unwrap();
+    for route in routes().into_iter().filter(|r| r.role.is_some()) {
+        let path = concrete(route.path);
+        let method: reqwest::Method = route.method.as_str().parse().unwrap();
         for auth in [
             None,
             Some("Bearer shipway_not_a_token"),
@@ -160,8 +168,8 @@ async fn anonymous_callers_get_one_and_the_same_401_for_everything() {
         ("POST", "/healthz"),
         ("DELETE", "/readyz"),
     ];
-    for (_, route) in ROUTES {
-        cases.push(("PATCH", route));
+    for route in routes() {
+        cases.push(("PATCH", route.path));
     }
     for (method, path) in cases {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
@@ -592,22 +600,18 @@ async fn a_runtime_write_is_refused_by_admission_exactly_as_the_api_refuses_it()
     let store = shipway_store::Store::open_sqlite(&dir.path().join("shipway.db"))
         .await
         .unwrap();
-    let runtime = shipway_runtime::StoreRuntime {
-        store: store.clone(),
-    };
+    let runtime = shipway_runtime::StoreRuntime::new(store.clone(), dir.path());
     let refused = runtime
         .apply(
             serde_json::from_value(policy).unwrap(),
-            "controller:rollout",
+            shipway_runtime::ApplyOptions::by(shipway_model::Actor::component(
+                "controller:rollout",
+            )),
         )
         .await
         .expect_err("refused by admission");
-    match refused {
-        shipway_store::StoreError::Invalid { message, .. } => {
-            assert_eq!(message.split("; ").collect::<Vec<_>>(), api_problems)
-        }
-        other => panic!("expected Invalid, got {other:?}"),
-    }
+    assert_eq!(refused.kind, shipway_runtime::RuntimeErrorKind::Invalid);
+    assert_eq!(refused.details, api_problems);
     assert!(
         store
             .list(&shipway_store::ListQuery::kind(
@@ -858,60 +862,261 @@ async fn the_whole_server_reads_the_change_log_once_per_write() {
     server.stop().await;
 }
 
-/// Lists page as Kubernetes' do: `limit` and `continue`, `metadata.continue` and
-/// `remainingItemCount` while a page follows; the pages together are the whole list, a write
-/// between pages neither repeats nor loses what existed before, and a garbled token is a 400.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lists_page_with_limit_and_continue() {
-    let s = TestServer::start().await;
-    for i in 0..120 {
-        let (code, body) = s.apply(config_map(&format!("cm-{i:03}"), i)).await;
+impl TestServer {
+    /// A new token of `role`, issued through the admin-only API.
+    async fn token(&self, name: &str, role: &str) -> String {
+        let (code, body) = self
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/tokens",
+                Some(json!({"name": name, "role": role})),
+            )
+            .await;
         assert_eq!(code, 201, "{body}");
+        body["token"].as_str().unwrap().to_string()
     }
-    let names = |list: &Value| -> Vec<String> {
-        list["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|o| o["metadata"]["name"].as_str().unwrap().to_string())
-            .collect()
-    };
-    let (_, whole) = s
-        .call(reqwest::Method::GET, "/api/v1/resources/configmaps", None)
-        .await;
-    assert!(
-        whole["metadata"].get("continue").is_none(),
-        "{}",
-        whole["metadata"]
+
+    /// The status of `method path` sent with `token` (the body is not read: watches stream).
+    async fn status_as(
+        &self,
+        token: &str,
+        method: &reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Option<Value>) {
+        let mut req = self
+            .http
+            .request(method.clone(), self.url(path))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let code = resp.status().as_u16();
+        let status = if code == 403 {
+            resp.json().await.ok()
+        } else {
+            None
+        };
+        (code, status)
+    }
+}
+
+/// Each role against each route of the route table: allowed exactly when the role is at least
+/// the route's (a 403 otherwise, with reason Forbidden), and never a 401 for a valid token.
+#[tokio::test]
+async fn each_role_may_call_exactly_the_routes_its_role_allows() {
+    let s = TestServer::start().await;
+    let tokens = [
+        (Role::Viewer, s.token("view", "viewer").await),
+        (Role::Deployer, s.token("deploy", "deployer").await),
+        (Role::Admin, s.token.clone()),
+    ];
+    let mut table = Vec::new();
+    for route in routes().into_iter().filter(|r| r.role.is_some()) {
+        let method: reqwest::Method = route.method.as_str().parse().unwrap();
+        for (role, token) in &tokens {
+            let body = match route.path {
+                "/api/v1/apply" => Some(config_map(&format!("by-{role}"), 1)),
+                "/api/v1/tokens" => Some(json!({"name": format!("new-{role}"), "role": "viewer"})),
+                _ => None,
+            };
+            let (code, status) = s
+                .status_as(token, &method, &concrete(route.path), body)
+                .await;
+            let allowed = *role >= route.role.unwrap();
+            table.push(format!(
+                "{role:<8} {method:<6} {:<40} {}",
+                route.path,
+                if allowed { "allowed" } else { "forbidden" }
+            ));
+            if allowed {
+                assert!(
+                    code != 403 && code != 401,
+                    "{role} {method} {}: {code}",
+                    route.path
+                );
+            } else {
+                assert_eq!(code, 403, "{role} {method} {}", route.path);
+                assert_eq!(status.unwrap()["reason"], "Forbidden");
+            }
+        }
+    }
+    // The classes, spelled out once: reads for everyone, writes from deployer, tokens for admin.
+    let forbidden: Vec<&String> = table.iter().filter(|l| l.ends_with("forbidden")).collect();
+    let forbidden: Vec<String> = forbidden
+        .iter()
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(
+        forbidden,
+        [
+            "viewer POST /api/v1/apply",
+            "viewer DELETE /api/v1/resources/{resource}/{name}",
+            "viewer GET /api/v1/tokens",
+            "deployer GET /api/v1/tokens",
+            "viewer POST /api/v1/tokens",
+            "deployer POST /api/v1/tokens",
+            "viewer DELETE /api/v1/tokens/{name}",
+            "deployer DELETE /api/v1/tokens/{name}",
+        ],
+        "{table:#?}"
     );
-    let mut paged = Vec::new();
-    let mut path = "/api/v1/resources/configmaps?limit=50".to_string();
-    let mut pages = 0;
-    loop {
-        let (code, page) = s.call(reqwest::Method::GET, &path, None).await;
-        assert_eq!(code, 200, "{page}");
-        pages += 1;
-        paged.extend(names(&page));
-        if pages == 1 {
-            assert_eq!(page["metadata"]["remainingItemCount"], 70);
-            // Written between pages: an object before the cursor and one after it.
-            s.apply(config_map("cm-000", 999)).await;
-            s.apply(config_map("cm-119", 999)).await;
-        }
-        match page["metadata"]["continue"].as_str() {
-            Some(token) => path = format!("/api/v1/resources/configmaps?limit=50&continue={token}"),
-            None => break,
-        }
-    }
-    assert_eq!(pages, 3);
-    assert_eq!(paged, names(&whole), "every object once, in order");
-    let (code, body) = s
+    s.stop().await;
+}
+
+/// A bad token is a 401; a good token without the role is a 403 that says who could not do what
+/// where and why, in Kubernetes' words, and the refused write is in the object's events.
+#[tokio::test]
+async fn a_refusal_is_a_403_naming_the_token_verb_resource_and_namespace_and_is_audited() {
+    let s = TestServer::start().await;
+    let ci = s.token("ci", "viewer").await;
+    let delete = reqwest::Method::DELETE;
+    let path = "/api/v1/resources/deployments/web?namespace=default";
+    assert_eq!(
+        s.status_as("shipway_nope", &delete, path, None).await.0,
+        401
+    );
+    let (code, status) = s.status_as(&ci, &delete, path, None).await;
+    assert_eq!(code, 403);
+    assert_eq!(
+        status.unwrap()["message"],
+        r#"tokens "ci" cannot delete resource "deployments" in namespace "default": role viewer may only read"#
+    );
+    let (code, status) = s
+        .status_as(
+            &ci,
+            &reqwest::Method::POST,
+            "/api/v1/apply",
+            Some(config_map("cm", 1)),
+        )
+        .await;
+    assert_eq!(code, 403);
+    assert_eq!(
+        status.unwrap()["message"],
+        r#"tokens "ci" cannot apply resource "configmaps" in namespace "default": role viewer may only read"#
+    );
+    let deployer = s.token("cd", "deployer").await;
+    let (_, status) = s
+        .status_as(&deployer, &reqwest::Method::GET, "/api/v1/tokens", None)
+        .await;
+    assert_eq!(
+        status.unwrap()["message"],
+        r#"tokens "cd" cannot list resource "tokens": role deployer may read, apply and delete objects, not manage tokens"#
+    );
+    let (code, events) = s
         .call(
             reqwest::Method::GET,
-            "/api/v1/resources/configmaps?limit=50&continue=garbled",
+            "/api/v1/events/deployments?namespace=default&name=web",
             None,
         )
         .await;
-    assert_eq!(code, 400, "{body}");
+    assert_eq!(code, 200);
+    let refused: Vec<(&str, &str)> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["actor"].as_str().unwrap(), e["action"].as_str().unwrap()))
+        .collect();
+    assert_eq!(refused, [("ci", "Forbidden")]);
+    s.stop().await;
+}
+
+/// Tokens issued through the API work at once, are listed without secrets, and stop working
+/// the moment they are deleted.
+#[tokio::test]
+async fn tokens_are_created_listed_and_revoked_by_an_admin() {
+    let s = TestServer::start().await;
+    let ci = s.token("ci", "deployer").await;
+    let get = reqwest::Method::GET;
+    assert_eq!(s.status_as(&ci, &get, "/api/v1/version", None).await.0, 200);
+    let (code, list) = s.call(get.clone(), "/api/v1/tokens", None).await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        list["items"],
+        json!([{"name": "admin", "role": "admin"}, {"name": "ci", "role": "deployer"}])
+    );
+    assert!(!list.to_string().contains(&ci));
+    let (code, again) = s
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/tokens",
+            Some(json!({"name": "ci", "role": "viewer"})),
+        )
+        .await;
+    assert_eq!(
+        (code, again["reason"].as_str()),
+        (409, Some("AlreadyExists")),
+        "{again}"
+    );
+    let (code, bad) = s
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/tokens",
+            Some(json!({"name": "x", "role": "root"})),
+        )
+        .await;
+    assert_eq!(code, 422, "{bad}");
+    assert_eq!(
+        bad["message"],
+        r#"tokens "x" is invalid: role: Unsupported value: "root": supported values: "viewer", "deployer", "admin""#
+    );
+    let (code, _) = s
+        .call(reqwest::Method::DELETE, "/api/v1/tokens/ci", None)
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(s.status_as(&ci, &get, "/api/v1/version", None).await.0, 401);
+    let (code, _) = s
+        .call(reqwest::Method::DELETE, "/api/v1/tokens/admin", None)
+        .await;
+    assert_eq!(
+        code, 422,
+        "the admin token is rotated through its file, not deleted"
+    );
+    s.stop().await;
+}
+
+/// `?limit=&continue=` as Kubernetes: `metadata.continue` and `remainingItemCount` until the last
+/// page, whose items complete the unpaged list; a garbled token is a 400 in Kubernetes' words.
+#[tokio::test]
+async fn lists_page_with_limit_and_continue() {
+    let s = TestServer::start().await;
+    for i in 0..5 {
+        s.apply(config_map(&format!("cm-{i}"), i)).await;
+    }
+    let get = reqwest::Method::GET;
+    let (_, whole) = s
+        .call(get.clone(), "/api/v1/resources/configmaps", None)
+        .await;
+    let mut items = Vec::new();
+    let mut shape = Vec::new();
+    let mut path = "/api/v1/resources/configmaps?limit=2".to_string();
+    loop {
+        let (code, page) = s.call(get.clone(), &path, None).await;
+        assert_eq!(code, 200, "{page}");
+        items.extend(page["items"].as_array().unwrap().clone());
+        shape.push(page["metadata"]["remainingItemCount"].as_u64());
+        match page["metadata"]["continue"].as_str() {
+            Some(token) => path = format!("/api/v1/resources/configmaps?limit=2&continue={token}"),
+            None => break,
+        }
+    }
+    assert_eq!(shape, [Some(3), Some(1), None]);
+    assert_eq!(Value::Array(items), whole["items"]);
+    let (code, bad) = s
+        .call(
+            get,
+            "/api/v1/resources/configmaps?limit=2&continue=garbage!",
+            None,
+        )
+        .await;
+    assert_eq!(code, 400);
+    assert!(
+        bad["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("invalid continue token: continue key is not valid: "),
+        "{bad}"
+    );
     s.stop().await;
 }

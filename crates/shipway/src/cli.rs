@@ -170,15 +170,15 @@ pub struct ProxyArgs {
     pub proxy_access_log: bool,
     /// Time a client has to send a whole request head before its connection is closed.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true,
-        default_value_t = FlagDuration(shipway_server::ProxyConfig::default().header_read_timeout))]
+        default_value_t = FlagDuration(shipway_app::ProxyConfig::default().header_read_timeout))]
     pub proxy_header_timeout: FlagDuration,
     /// Time to an upstream's response head before the proxy answers 504.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true,
-        default_value_t = FlagDuration(shipway_server::ProxyConfig::default().upstream_timeout))]
+        default_value_t = FlagDuration(shipway_app::ProxyConfig::default().upstream_timeout))]
     pub proxy_upstream_timeout: FlagDuration,
     /// Time to connect to an upstream before trying another endpoint.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true,
-        default_value_t = FlagDuration(shipway_server::ProxyConfig::default().connect_timeout))]
+        default_value_t = FlagDuration(shipway_app::ProxyConfig::default().connect_timeout))]
     pub proxy_connect_timeout: FlagDuration,
     /// Let Services listen on non-loopback addresses (`shipway.dev/listen: 0.0.0.0:80`); without
     /// it such a Service gets no listener and a ListenerReady condition saying why.
@@ -186,7 +186,7 @@ pub struct ProxyArgs {
     pub proxy_allow_public: bool,
     /// Proxy worker threads; 0 is one per core.
     #[arg(long, value_name = "N", value_parser = parse_workers,
-        default_value_t = shipway_server::ProxyConfig::default().workers)]
+        default_value_t = shipway_app::ProxyConfig::default().workers)]
     pub proxy_workers: usize,
 }
 

@@ -4,8 +4,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
+use shipway_app::{Config, Platform, ProxyConfig};
 use shipway_model::{Kinds, Object, load};
-use shipway_server::{AdminToken, Config, ProxyConfig, Server};
+use shipway_server::AdminToken;
 
 use crate::Failure;
 use crate::cli::{
@@ -114,7 +115,7 @@ async fn up(global: &Global, args: UpArgs) -> Result<(), Failure> {
         .init();
     raise_open_files_limit();
     let data = data_dir(global)?;
-    let server = Server::start(Config {
+    let platform = Platform::start(Config {
         listen: args.listen,
         data_dir: data.clone(),
         database: args.database.clone(),
@@ -123,21 +124,23 @@ async fn up(global: &Global, args: UpArgs) -> Result<(), Failure> {
     })
     .await
     .map_err(|e| Failure::Failed(e.to_string()))?;
-    let token_note = match server.admin_token() {
+    let token_note = match platform.admin_token() {
         AdminToken::Created(path) => format!("admin token written to {} (new)", path.display()),
         AdminToken::Existing(path) => format!("admin token in {}", path.display()),
     };
     eprintln!(
         "Shipway {} listening on http://{}\n  data: {}\n  store: {}\n  {token_note}",
         env!("CARGO_PKG_VERSION"),
-        server.local_addr(),
+        platform.local_addr(),
         data.display(),
-        server.store().backend_name(),
+        platform.store().backend_name(),
     );
-    server
-        .serve(shutdown_signal())
+    // Store, cache, runtime, proxy and API until SIGINT/SIGTERM, or until one of them fails,
+    // which stops the others and makes `shipway up` exit 1 with its error.
+    platform
+        .run(shutdown_signal())
         .await
-        .map_err(|e| Failure::Failed(format!("server failed: {e}")))?;
+        .map_err(|e| Failure::Failed(format!("shipway up stopped: {e}")))?;
     eprintln!("Shipway stopped");
     Ok(())
 }

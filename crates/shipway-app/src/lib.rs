@@ -1,0 +1,289 @@
+//! The platform `shipway up` runs: the store, then a list of services under one supervisor.
+//!
+//! Newcomers: start with [`Platform::start`], which locks the data directory, loads the tokens,
+//! opens the store and builds the services in dependency order (the shared cache's watch of the
+//! store, the local runtime's controllers, the proxy's discovery and listeners, the API server);
+//! [`Platform::run`] supervises them ([`service::supervise`]). GitOps, rollouts and CI join the
+//! list as more [`Service`]s; nothing in `shipway-server` starts them.
+
+pub mod datadir;
+pub mod service;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use shipway_controller::{Cache, Reflector};
+use shipway_proxy::{Listeners, ProxyMetrics};
+use shipway_server::{AdminToken, ApiServer, ListenerConfig, MetricsSource, Tokens};
+use shipway_store::Store;
+use tokio_util::sync::CancellationToken;
+
+pub use service::{Service, ServiceError, supervise};
+/// `Config::proxy`'s type, so callers need not depend on the proxy crate to fill it in.
+pub use shipway_proxy::ProxyConfig;
+
+/// The SQLite database file inside the data directory.
+pub const SQLITE_FILE: &str = "shipway.db";
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// `postgres://...`; None is the embedded SQLite database in the data directory.
+    pub database: Option<String>,
+    /// Timeouts, workers and access log of the built-in proxy.
+    pub proxy: ProxyConfig,
+    /// Timeouts and connection limit of the API listener.
+    pub listener: ListenerConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    DataDir(#[from] datadir::DataDirError),
+    #[error(transparent)]
+    Auth(#[from] shipway_server::auth::AuthError),
+    #[error("cannot open the store: {0}")]
+    Store(#[from] shipway_store::StoreError),
+    #[error(transparent)]
+    Listen(#[from] shipway_server::ServerError),
+}
+
+/// A started platform: the data directory is locked, the store open, the API port bound and
+/// the services built; [`Platform::run`] runs them.
+pub struct Platform {
+    services: Vec<Box<dyn Service>>,
+    shutdown: CancellationToken,
+    store: Store,
+    local_addr: SocketAddr,
+    admin_token: AdminToken,
+    proxy_metrics: Arc<ProxyMetrics>,
+    lock: datadir::DataDirLock,
+}
+
+impl Platform {
+    pub async fn start(config: Config) -> Result<Platform, StartError> {
+        let dir = &config.data_dir;
+        datadir::private_data_dir(dir)?;
+        // Lock before anything else touches the directory, so a second instance changes nothing.
+        let lock = datadir::DataDirLock::acquire(dir)?;
+        let (tokens, admin_token) = Tokens::load_or_init(dir)?;
+        let store = match &config.database {
+            // One server per database: its controllers and kubelet would otherwise run every
+            // Pod twice.
+            Some(url) => {
+                let options = shipway_store::StoreOptions {
+                    exclusive: true,
+                    ..Default::default()
+                };
+                Store::open_with(url, options).await?
+            }
+            None => Store::open_sqlite(&dir.join(SQLITE_FILE)).await?,
+        };
+        let shutdown = CancellationToken::new();
+        // The process's one watch of the store, shared by every controller. Its task starts
+        // here: the cache must exist before the services that read it are built.
+        let (cache, reflector) = Reflector::spawn(store.clone(), shutdown.clone());
+        let runtime = Arc::new(shipway_runtime::StoreRuntime::new(store.clone(), dir));
+        let proxy_metrics = ProxyMetrics::new();
+        let metrics: Arc<dyn MetricsSource> = Arc::new(ProxyMetricsSource(proxy_metrics.clone()));
+        let api = ApiServer::bind(
+            config.listen,
+            config.listener.clone(),
+            store.clone(),
+            runtime,
+            tokens,
+            vec![metrics],
+        )
+        .await?;
+        let local_addr = api.local_addr();
+        let services: Vec<Box<dyn Service>> = vec![
+            Box::new(CacheService { task: reflector }),
+            Box::new(RuntimeService {
+                store: store.clone(),
+                cache: cache.clone(),
+                config: shipway_runtime::KubeletConfig::new(dir),
+            }),
+            Box::new(ProxyService {
+                store: store.clone(),
+                cache,
+                metrics: proxy_metrics.clone(),
+                config: config.proxy.clone(),
+                api: local_addr,
+            }),
+            Box::new(ApiService { server: api }),
+        ];
+        Ok(Platform {
+            services,
+            shutdown,
+            store,
+            local_addr,
+            admin_token,
+            proxy_metrics,
+            lock,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn admin_token(&self) -> &AdminToken {
+        &self.admin_token
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The proxy's metrics: success rate and latency percentiles per Service and backend.
+    pub fn proxy_metrics(&self) -> &Arc<ProxyMetrics> {
+        &self.proxy_metrics
+    }
+
+    /// Runs every service until `stop` completes or one fails; either way the others are
+    /// stopped (the API finishes in-flight requests, the runtime stops the pods' processes,
+    /// the proxy's listeners finish theirs) before this returns. The data directory stays
+    /// locked until then.
+    pub async fn run(
+        self,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServiceError> {
+        let shutdown = self.shutdown.clone();
+        let trigger = tokio::spawn(async move {
+            tokio::select! {
+                _ = stop => shutdown.cancel(),
+                _ = shutdown.cancelled() => {}
+            }
+        });
+        let result = supervise(self.services, self.shutdown).await;
+        trigger.abort();
+        drop(self.lock);
+        result
+    }
+}
+
+/// The proxy's series on the API's `/metrics`.
+struct ProxyMetricsSource(Arc<ProxyMetrics>);
+
+impl MetricsSource for ProxyMetricsSource {
+    fn render(&self, out: &mut String) {
+        self.0.render(out);
+    }
+}
+
+/// The shared cache's watch of the store (`shipway_controller::Reflector`).
+struct CacheService {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Service for CacheService {
+    fn name(&self) -> &'static str {
+        "cache"
+    }
+
+    fn run(self: Box<Self>, _: CancellationToken) -> BoxFuture<'static, Result<(), ServiceError>> {
+        Box::pin(async move {
+            self.task
+                .await
+                .map_err(|e| ServiceError::from_join("cache", e))
+        })
+    }
+}
+
+/// The local runtime's controllers and kubelet.
+struct RuntimeService {
+    store: Store,
+    cache: Cache,
+    config: shipway_runtime::KubeletConfig,
+}
+
+impl Service for RuntimeService {
+    fn name(&self) -> &'static str {
+        "runtime"
+    }
+
+    fn run(
+        self: Box<Self>,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'static, Result<(), ServiceError>> {
+        Box::pin(async move {
+            shipway_runtime::LocalRuntime::start(self.store, self.cache, self.config, shutdown)
+                .join()
+                .await;
+            Ok(())
+        })
+    }
+}
+
+/// The proxy: discovery turns Services, Endpoints, Pods and TrafficPolicies into routing tables
+/// (binding each Service address in the sockets the proxy serves from, so a Service whose
+/// address is taken says so), and the proxy serves each table it is handed.
+struct ProxyService {
+    store: Store,
+    cache: Cache,
+    metrics: Arc<ProxyMetrics>,
+    config: ProxyConfig,
+    /// The API listener's address, which no Service may take.
+    api: SocketAddr,
+}
+
+impl Service for ProxyService {
+    fn name(&self) -> &'static str {
+        "proxy"
+    }
+
+    fn run(
+        self: Box<Self>,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'static, Result<(), ServiceError>> {
+        Box::pin(async move {
+            let sockets = Listeners::default();
+            let options = shipway_proxy::discovery::Options {
+                listeners: Some(sockets.clone()),
+                reserved: vec![(self.api, "the API listener (shipway up --listen)".into())],
+                allow_public: self.config.allow_public,
+            };
+            let (tables, discovery) = shipway_proxy::discovery::spawn_with(
+                self.store,
+                self.cache,
+                Some(self.metrics.clone()),
+                options,
+                shutdown.clone(),
+            );
+            let proxy = shipway_proxy::Proxy::start_with(
+                tables,
+                self.metrics,
+                self.config,
+                sockets,
+                shutdown,
+            );
+            let (discovery, proxy) = tokio::join!(discovery, proxy);
+            discovery.map_err(|e| ServiceError::from_join("proxy", e))?;
+            proxy.map_err(|e| ServiceError::from_join("proxy", e))
+        })
+    }
+}
+
+/// The HTTP API.
+struct ApiService {
+    server: ApiServer,
+}
+
+impl Service for ApiService {
+    fn name(&self) -> &'static str {
+        "api"
+    }
+
+    fn run(
+        self: Box<Self>,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'static, Result<(), ServiceError>> {
+        Box::pin(async move {
+            self.server.serve(shutdown).await;
+            Ok(())
+        })
+    }
+}
