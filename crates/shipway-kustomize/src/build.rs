@@ -1061,7 +1061,7 @@ impl<'a> Builder<'a> {
             for i in selected {
                 let r = &mut ra.res[i];
                 r.store_previous_id();
-                jsonpatch::apply(&mut r.obj, &ops).map_err(berr)?;
+                apply_json_patch(&mut r.obj, &ops).map_err(berr)?;
             }
             return Ok(());
         }
@@ -1330,6 +1330,39 @@ fn apply_smp_to(
 }
 
 /// Parses a JSON patch: JSON text starting with `[`, or YAML holding a list.
+/// Applies a JSON patch the way kustomize's resources see it: every object carries an
+/// annotations map while it is patched (kustomize's own bookkeeping annotations), so `add`
+/// under `/metadata/annotations/` works on an object without one; afterwards the map is read
+/// back as strings (numbers and booleans as their text, anything else empty) and dropped when
+/// empty. Labels get no such help: kustomize refuses `add` under missing labels.
+fn apply_json_patch(obj: &mut Value, ops: &Value) -> Result<(), String> {
+    let added = match obj.get_mut("metadata") {
+        Some(Value::Object(meta)) if !meta.contains_key("annotations") => {
+            meta.insert("annotations".into(), Value::Object(Default::default()));
+            true
+        }
+        _ => false,
+    };
+    let result = jsonpatch::apply(obj, ops);
+    if let Some(Value::Object(meta)) = obj.get_mut("metadata")
+        && let Some(Value::Object(annotations)) = meta.get_mut("annotations")
+    {
+        for v in annotations.values_mut() {
+            let text = match v {
+                Value::String(_) => continue,
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                _ => String::new(),
+            };
+            *v = Value::String(text);
+        }
+        if annotations.is_empty() && added {
+            meta.remove("annotations");
+        }
+    }
+    result
+}
+
 fn parse_json_patch(text: &str) -> Option<Value> {
     let t = text.trim_start();
     if t.starts_with('[') {

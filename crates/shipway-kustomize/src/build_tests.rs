@@ -344,3 +344,65 @@ fn a_plain_directory_refuses_links_out_of_it_and_does_not_loop() {
         .to_string();
     assert!(e.contains("elsewhere' is not in or below '"), "{e}");
 }
+
+const JSON_PATCHED_CM: &str =
+    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\ndata:\n  a: \"1\"\n";
+
+fn json_patched(ops: &str) -> Result<String, Error> {
+    let k = format!(
+        "resources:\n- cm.yaml\npatches:\n- target:\n    kind: ConfigMap\n  patch: |\n{ops}"
+    );
+    render(
+        &[
+            ("/k/kustomization.yaml", &k),
+            ("/k/cm.yaml", JSON_PATCHED_CM),
+        ],
+        "/k",
+    )
+}
+
+#[test]
+fn json_patch_replace_of_a_missing_member_adds_it() {
+    let out = json_patched("    - op: replace\n      path: /data/missing\n      value: x\n");
+    assert_eq!(
+        out.unwrap(),
+        "apiVersion: v1\ndata:\n  a: \"1\"\n  missing: x\nkind: ConfigMap\nmetadata:\n  name: c\n"
+    );
+    let e = json_patched("    - op: replace\n      path: /spec/x\n      value: x\n").unwrap_err();
+    assert!(
+        e.to_string().contains(
+            "replace operation does not apply: doc is missing path: /spec/x: missing value"
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn json_patch_add_under_missing_annotations_creates_them_as_strings() {
+    let out = json_patched(
+        "    - op: add\n      path: /metadata/annotations/n\n      value: 5\n    - op: add\n      path: /metadata/annotations/m\n      value: [1]\n",
+    );
+    assert_eq!(
+        out.unwrap(),
+        "apiVersion: v1\ndata:\n  a: \"1\"\nkind: ConfigMap\nmetadata:\n  annotations:\n    m: \"\"\n    \"n\": \"5\"\n  name: c\n"
+    );
+    // Labels get no such help in kustomize either.
+    let e = json_patched("    - op: add\n      path: /metadata/labels/l\n      value: v\n")
+        .unwrap_err();
+    assert!(
+        e.to_string().contains(
+            "add operation does not apply: doc is missing path: \"/metadata/labels/l\": missing value"
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn json_patch_touching_metadata_leaves_no_empty_annotations() {
+    let out =
+        json_patched("    - op: add\n      path: /metadata/labels\n      value: {x: \"1\"}\n");
+    assert_eq!(
+        out.unwrap(),
+        "apiVersion: v1\ndata:\n  a: \"1\"\nkind: ConfigMap\nmetadata:\n  labels:\n    x: \"1\"\n  name: c\n"
+    );
+}

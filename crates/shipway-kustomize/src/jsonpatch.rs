@@ -26,10 +26,7 @@ pub fn apply(doc: &mut Value, ops: &Value) -> Result<(), String> {
             }
             "replace" => {
                 let v = op.get("value").cloned().ok_or("replace without value")?;
-                let target = pointer_mut(doc, path).ok_or_else(|| {
-                    format!("replace operation does not apply: doc is missing path: {path}")
-                })?;
-                *target = v;
+                replace(doc, path, v)?;
             }
             "move" => {
                 let from = op
@@ -83,8 +80,9 @@ fn pointer_mut<'a>(doc: &'a mut Value, path: &str) -> Option<&'a mut Value> {
 
 fn add(doc: &mut Value, path: &str, v: Value) -> Result<(), String> {
     let (parent, last) = split(path)?;
-    let target = pointer_mut(doc, &parent)
-        .ok_or_else(|| format!("add operation does not apply: doc is missing path: {path}"))?;
+    let missing =
+        || format!("add operation does not apply: doc is missing path: {path:?}: missing value");
+    let target = pointer_mut(doc, &parent).ok_or_else(missing)?;
     match target {
         Value::Object(m) => {
             m.insert(last, v);
@@ -106,9 +104,26 @@ fn add(doc: &mut Value, path: &str, v: Value) -> Result<(), String> {
             a.insert(i, v);
             Ok(())
         }
-        _ => Err(format!(
-            "add operation does not apply: doc is missing path: {path}"
-        )),
+        _ => Err(missing()),
+    }
+}
+
+/// Kustomize's `replace` is lenient: a missing member of an existing object is added, as `add`
+/// would; only a missing parent (or array element) is refused.
+fn replace(doc: &mut Value, path: &str, v: Value) -> Result<(), String> {
+    let missing =
+        || format!("replace operation does not apply: doc is missing path: {path}: missing value");
+    if let Some(target) = pointer_mut(doc, path) {
+        *target = v;
+        return Ok(());
+    }
+    let (parent, last) = split(path)?;
+    match pointer_mut(doc, &parent) {
+        Some(Value::Object(m)) => {
+            m.insert(last, v);
+            Ok(())
+        }
+        _ => Err(missing()),
     }
 }
 

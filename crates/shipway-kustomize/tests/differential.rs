@@ -396,6 +396,71 @@ const SCENARIOS: &[(&str, &[(&str, &str)])] = &[
             ),
         ],
     ),
+    (
+        "json6902-replace-missing-member",
+        &[
+            (
+                "top/cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\ndata:\n  a: \"1\"\n",
+            ),
+            (
+                "top/kustomization.yaml",
+                "resources:\n- cm.yaml\npatches:\n- target:\n    kind: ConfigMap\n  patch: |\n    - op: replace\n      path: /data/missing\n      value: x\n",
+            ),
+        ],
+    ),
+    (
+        "json6902-replace-missing-parent",
+        &[
+            (
+                "top/cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\ndata:\n  a: \"1\"\n",
+            ),
+            (
+                "top/kustomization.yaml",
+                "resources:\n- cm.yaml\npatches:\n- target:\n    kind: ConfigMap\n  patch: |\n    - op: replace\n      path: /spec/x\n      value: x\n",
+            ),
+        ],
+    ),
+    (
+        "json6902-add-under-missing-annotations",
+        &[
+            (
+                "top/cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\ndata:\n  a: \"1\"\n",
+            ),
+            (
+                "top/kustomization.yaml",
+                "resources:\n- cm.yaml\npatches:\n- target:\n    kind: ConfigMap\n  patch: |\n    - op: add\n      path: /metadata/annotations/n\n      value: 5\n    - op: add\n      path: /metadata/annotations/m\n      value: [1]\n",
+            ),
+        ],
+    ),
+    (
+        "json6902-add-under-missing-labels",
+        &[
+            (
+                "top/cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\ndata:\n  a: \"1\"\n",
+            ),
+            (
+                "top/kustomization.yaml",
+                "resources:\n- cm.yaml\npatches:\n- target:\n    kind: ConfigMap\n  patch: |\n    - op: add\n      path: /metadata/labels/l\n      value: v\n",
+            ),
+        ],
+    ),
+    (
+        "json6902-add-labels-no-empty-annotations",
+        &[
+            (
+                "top/cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\ndata:\n  a: \"1\"\n",
+            ),
+            (
+                "top/kustomization.yaml",
+                "resources:\n- cm.yaml\npatches:\n- target:\n    kind: ConfigMap\n  patch: |\n    - op: add\n      path: /metadata/labels\n      value: {x: \"1\"}\n",
+            ),
+        ],
+    ),
 ];
 
 #[test]
