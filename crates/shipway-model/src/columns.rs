@@ -196,12 +196,7 @@ struct Cells<'a> {
 
 impl<'a> Cells<'a> {
     fn get(&self, path: &str) -> Option<&'a Value> {
-        let mut parts = path.split('.');
-        let mut v = self.o.body.get(parts.next()?)?;
-        for part in parts {
-            v = v.get(part)?;
-        }
-        Some(v)
+        self.o.field(path)
     }
 
     fn int(&self, path: &str) -> i64 {

@@ -137,12 +137,7 @@ struct View<'a>(&'a Object);
 
 impl<'a> View<'a> {
     fn get(&self, path: &str) -> Option<&'a Value> {
-        let mut parts = path.split('.');
-        let mut v = self.0.body.get(parts.next()?)?;
-        for part in parts {
-            v = v.get(part)?;
-        }
-        Some(v)
+        self.0.field(path)
     }
 
     fn str(&self, path: &str) -> &'a str {

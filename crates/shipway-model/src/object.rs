@@ -93,6 +93,16 @@ impl Object {
         self.body.get("status")
     }
 
+    /// A field of the body by dotted path (`status.loadBalancer.ingress`), if present.
+    pub fn field(&self, path: &str) -> Option<&Value> {
+        let mut parts = path.split('.');
+        let mut v = self.body.get(parts.next()?)?;
+        for part in parts {
+            v = v.get(part)?;
+        }
+        Some(v)
+    }
+
     /// The parts of the body a controller acts on: everything but `status`. A change here bumps
     /// `metadata.generation`, as the Kubernetes API server does for custom resources.
     pub fn desired_state_eq(&self, other: &Object) -> bool {

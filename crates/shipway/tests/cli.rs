@@ -117,6 +117,20 @@ impl Drop for Up {
     }
 }
 
+/// Imports `shell:v1` into the data directory: an empty image whose process is `/bin/sh -c`, so
+/// each pod's `args` is its script.
+fn import_shell_image(data: &Path) {
+    let app = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["image", "import", "shell:v1"])
+        .arg(app.path())
+        .args(["--entrypoint", "/bin/sh", "-c"])
+        .env("SHIPWAY_DATA", data)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -720,15 +734,7 @@ fn pods_run_as_processes_and_none_is_orphaned_by_sigkill() {
 #[test]
 fn logs_follow_a_container_to_its_end_and_show_the_previous_instance() {
     let data = tempfile::tempdir().unwrap();
-    let app = tempfile::tempdir().unwrap();
-    let out = Command::new(BIN)
-        .args(["image", "import", "shell:v1"])
-        .arg(app.path())
-        .args(["--entrypoint", "/bin/sh", "-c"])
-        .env("SHIPWAY_DATA", data.path())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    import_shell_image(data.path());
     let up = Up::start(data.path());
     let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: ticker\nspec:\n  containers:\n  - name: main\n    image: shell:v1\n    args: [\"for i in 1 2 3; do echo tick $i; sleep 0.3; done; exit 1\"]\n";
     let out = up.cli_with_stdin(data.path(), &["apply", "-f", "-"], pod);
@@ -1305,15 +1311,7 @@ fn several_types_all_label_columns_and_api_resources() {
 #[test]
 fn logs_of_a_workload_find_its_pods_and_say_which() {
     let data = tempfile::tempdir().unwrap();
-    let app = tempfile::tempdir().unwrap();
-    let out = Command::new(BIN)
-        .args(["image", "import", "shell:v1"])
-        .arg(app.path())
-        .args(["--entrypoint", "/bin/sh", "-c"])
-        .env("SHIPWAY_DATA", data.path())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    import_shell_image(data.path());
     let up = Up::start(data.path());
     let manifests = "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: once\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: main\n        image: shell:v1\n        args: [\"echo job output\"]\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers:\n      - name: main\n        image: shell:v1\n        args: [\"echo serving; sleep 60\"]\n";
     let out = up.cli_with_stdin(data.path(), &["apply", "-f", "-"], manifests);
