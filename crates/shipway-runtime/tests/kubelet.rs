@@ -1,55 +1,19 @@
 //! The kubelet with real processes over a real SQLite store: what reaches a container (bytes of
 //! Secrets and ConfigMaps), what its probes record, and the states and events kubectl would show.
 
+mod common;
+
+use common::Env;
+
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use shipway_model::{Key, Object};
 use shipway_runtime::images::ImageStore;
 use shipway_runtime::kubelet::Kubelet;
-use shipway_runtime::{KubeletConfig, LocalRuntime};
-use shipway_store::{AuditEvent, EventQuery, ListQuery, Store};
-use tokio_util::sync::CancellationToken;
-
-struct Env {
-    store: Store,
-    data: tempfile::TempDir,
-    shutdown: CancellationToken,
-    runtime: Option<LocalRuntime>,
-}
+use shipway_store::{AuditEvent, EventQuery, ListQuery};
 
 impl Env {
-    async fn start() -> Env {
-        let data = tempfile::tempdir().unwrap();
-        let store = Store::open_sqlite(&data.path().join("shipway.db"))
-            .await
-            .unwrap();
-        // An image whose default process is the shell: each test says what to run.
-        let app = data.path().join("app-src");
-        std::fs::create_dir_all(&app).unwrap();
-        std::fs::write(app.join("README"), "test image\n").unwrap();
-        ImageStore::new(data.path())
-            .import("sh:v1", &app, &["/bin/sh".into(), "-c".into()], &[])
-            .unwrap();
-        let mut config = KubeletConfig::new(data.path());
-        config.backoff_base = Duration::from_millis(300);
-        config.backoff_max = Duration::from_secs(2);
-        let shutdown = CancellationToken::new();
-        let (cache, _feed) = shipway_controller::Reflector::spawn(store.clone(), shutdown.clone());
-        let runtime = LocalRuntime::start(store.clone(), cache, config, shutdown.clone());
-        Env {
-            store,
-            data,
-            shutdown,
-            runtime: Some(runtime),
-        }
-    }
-
-    async fn apply(&self, v: Value) -> Object {
-        let obj: Object = serde_json::from_value(v).unwrap();
-        self.store.apply(obj, "test").await.unwrap().0
-    }
-
     async fn pod(&self, name: &str) -> Option<Object> {
         self.store
             .get(&Key::new("", "Pod", "default", name))
@@ -109,42 +73,6 @@ impl Env {
             }
         }
         out
-    }
-
-    /// Polls until `f` holds, failing with `what` after `secs`.
-    async fn until<F, Fut>(&self, secs: u64, what: &str, mut f: F)
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = bool>,
-    {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while !f().await {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn stop(mut self) {
-        // Delete every pod so no process outlives the test, then stop the controllers.
-        let pods = self.store.list(&ListQuery::kind("", "Pod")).await.unwrap();
-        for p in pods.items {
-            let _ = self.store.delete(&p.key(), "test").await;
-        }
-        let store = self.store.clone();
-        self.until(30, "pods to be gone", || {
-            let store = store.clone();
-            async move {
-                store
-                    .list(&ListQuery::kind("", "Pod"))
-                    .await
-                    .unwrap()
-                    .items
-                    .is_empty()
-            }
-        })
-        .await;
-        self.shutdown.cancel();
-        self.runtime.take().unwrap().join().await;
     }
 }
 
