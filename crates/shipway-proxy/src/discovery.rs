@@ -633,6 +633,10 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shipway_testkit::eventually;
+
+    /// A bound for a broken build, not a measure.
+    const WAIT: Duration = Duration::from_secs(10);
 
     fn obj(v: Value) -> Object {
         serde_json::from_value(v).unwrap()
@@ -903,18 +907,6 @@ mod tests {
         assert_eq!(s.mirror, Some((1, 5)));
     }
 
-    /// Polls `f` every 20 ms for up to ten seconds.
-    async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !f() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "never happened: {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
     #[tokio::test]
     async fn a_deleted_service_loses_its_metric_series_and_the_others_keep_theirs() {
         let dir = tempfile::tempdir().unwrap();
@@ -932,7 +924,10 @@ mod tests {
         let metrics = ProxyMetrics::new();
         let stop = CancellationToken::new();
         let (tables, task) = spawn(store.clone(), Some(metrics.clone()), stop.clone());
-        eventually("both services routed", || tables.borrow().routes.len() == 2).await;
+        eventually(WAIT, "both services routed", || async {
+            tables.borrow().routes.len() == 2
+        })
+        .await;
         let ok = Duration::from_millis(1);
         for (service, backend) in [
             ("default/web", "stable"),
@@ -954,7 +949,10 @@ mod tests {
             )
             .await
             .unwrap();
-        eventually("api's series dropped", || requests("api", None) == 0).await;
+        eventually(WAIT, "api's series dropped", || async {
+            requests("api", None) == 0
+        })
+        .await;
         assert_eq!(tables.borrow().routes.len(), 1);
         // web still has a route: both its backends keep their series.
         assert_eq!(requests("web", Some("stable")), 1);
@@ -1015,35 +1013,33 @@ mod tests {
         );
         assert_eq!(address, None);
         assert!(tables.borrow().routes.is_empty());
-        let events = store
-            .events(&shipway_store::EventQuery {
-                name: Some("web".into()),
-                ..Default::default()
+        // The event is recorded after the status that says so: wait for it too.
+        let bind_failed_event = || async {
+            let events = store
+                .events(&shipway_store::EventQuery {
+                    name: Some("web".into()),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            events.iter().any(|e| {
+                e.actor == ACTOR
+                    && e.action == "BindFailed"
+                    && e.message.starts_with(&format!("cannot listen on {addr}"))
             })
-            .await
-            .unwrap();
-        assert!(
-            events.iter().any(|e| e.actor == ACTOR
-                && e.action == "BindFailed"
-                && e.message.starts_with(&format!("cannot listen on {addr}"))),
-            "{events:?}"
-        );
+        };
+        eventually(WAIT, "a BindFailed event", bind_failed_event).await;
 
         // Freed, it is taken on the next retry, without any change to the Service.
         drop(other);
-        eventually("the address served", || {
+        eventually(WAIT, "the address served", || async {
             tables.borrow().routes.contains_key(&addr)
         })
         .await;
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while condition().await.0["status"] != "True" {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{:?}",
-                condition().await
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(WAIT, "ListenerReady True", || async {
+            condition().await.0["status"] == "True"
+        })
+        .await;
         assert_eq!(condition().await.1, Some(json!(addr.to_string())));
         // Held by this server now: nobody else can bind it.
         assert!(std::net::TcpListener::bind(addr).is_err());
