@@ -91,6 +91,35 @@ pub enum Command {
     /// List the resource types the server knows: built-in kinds and those its
     /// CustomResourceDefinitions define.
     ApiResources(ApiResourcesArgs),
+    /// Manage the API's tokens (admin only): issue one for a role, list them, revoke one.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Issue a token for a role and print its secret, once, alone on stdout (so
+    /// `TOKEN=$(shipway token create ci --role deployer)` keeps it).
+    Create {
+        /// The token's name: who writes with it, as the audit trail shows it.
+        name: String,
+        /// viewer (reads), deployer (also applies and deletes objects) or admin (also manages
+        /// tokens).
+        #[arg(long, default_value = "viewer")]
+        role: String,
+    },
+    /// List the tokens by name and role; never their secrets.
+    #[command(alias = "ls")]
+    List {
+        #[arg(short, long, value_enum)]
+        output: Option<OutputFormat>,
+    },
+    /// Revoke tokens at once: requests that present them are refused from now on.
+    #[command(alias = "rm")]
+    Delete {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

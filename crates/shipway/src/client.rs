@@ -195,6 +195,43 @@ impl Client {
         Ok(value["items"].as_array().cloned().unwrap_or_default())
     }
 
+    /// Every token's name and role (`GET /api/v1/tokens`; admin only).
+    pub async fn tokens(&self) -> Result<Vec<Value>, ClientError> {
+        let value = self
+            .json(self.request(Method::GET, "/api/v1/tokens", &[]))
+            .await?;
+        Ok(value["items"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// Issues a token for `role`; the answer holds its secret, shown this once.
+    pub async fn create_token(&self, name: &str, role: &str) -> Result<Value, ClientError> {
+        self.json(
+            self.request(Method::POST, "/api/v1/tokens", &[])
+                .json(&serde_json::json!({"name": name, "role": role})),
+        )
+        .await
+    }
+
+    pub async fn delete_token(&self, name: &str) -> Result<Value, ClientError> {
+        // The name is one path segment whatever it holds: a name with `/` or `?` is then not
+        // found, rather than another route.
+        let mut url =
+            reqwest::Url::parse(&format!("{}/api/v1/tokens", self.server)).map_err(|e| {
+                ClientError::Unreachable {
+                    server: self.server.clone(),
+                    message: e.to_string(),
+                }
+            })?;
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.push(name);
+        }
+        let mut req = self.http.request(Method::DELETE, url);
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        self.json(req).await
+    }
+
     pub async fn version(&self) -> Result<String, ClientError> {
         let value = self
             .json(self.request(Method::GET, "/api/v1/version", &[]))

@@ -11,7 +11,7 @@ use shipway_server::AdminToken;
 use crate::Failure;
 use crate::cli::{
     ApiResourcesArgs, ApplyArgs, Cli, Command, DeleteArgs, DescribeArgs, EventsArgs, GetArgs,
-    Global, OutputFormat, ProxyArgs, UpArgs,
+    Global, OutputFormat, ProxyArgs, TokenCommand, UpArgs,
 };
 use crate::client::{Client, ClientError};
 use crate::output;
@@ -31,6 +31,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Image(cmd) => crate::image::run(&data_dir(global)?, cmd),
         Command::Logs(args) => logs(&client(global)?, args).await,
         Command::ApiResources(args) => api_resources(&client(global)?, args).await,
+        Command::Token(cmd) => token(&client(global)?, cmd).await,
     }
 }
 
@@ -385,6 +386,51 @@ fn namespace_query(namespace: Option<&str>, all: bool) -> Vec<(&'static str, Str
 }
 
 /// `api-resources`: the built-in kinds, then those of the stored CRDs, as kubectl prints them.
+async fn token(client: &Client, command: TokenCommand) -> Result<(), Failure> {
+    match command {
+        TokenCommand::Create { name, role } => {
+            let issued = client.create_token(&name, &role).await?;
+            let secret = issued["token"].as_str().unwrap_or_default();
+            outln!("{secret}");
+            eprintln!(
+                "token {name:?} ({}) created: this is the only time its secret is shown",
+                issued["role"].as_str().unwrap_or(&role)
+            );
+        }
+        TokenCommand::List { output: format } => {
+            let items = client.tokens().await?;
+            match format {
+                Some(OutputFormat::Json) => outln!(
+                    "{}",
+                    serde_json::to_string_pretty(&items).unwrap_or_default()
+                ),
+                Some(OutputFormat::Yaml) => out!("{}", output::to_yaml(&Value::Array(items))),
+                Some(OutputFormat::Name) => items
+                    .iter()
+                    .for_each(|t| outln!("{}", t["name"].as_str().unwrap_or_default())),
+                _ => {
+                    let mut rows = vec![vec!["NAME".to_string(), "ROLE".to_string()]];
+                    for t in &items {
+                        rows.push(
+                            ["name", "role"]
+                                .map(|f| t[f].as_str().unwrap_or_default().to_string())
+                                .to_vec(),
+                        );
+                    }
+                    out!("{}", output::align(&rows));
+                }
+            }
+        }
+        TokenCommand::Delete { names } => {
+            for name in names {
+                client.delete_token(&name).await?;
+                outln!("token {name:?} deleted");
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn api_resources(client: &Client, args: ApiResourcesArgs) -> Result<(), Failure> {
     struct Row {
         name: String,

@@ -1490,3 +1490,119 @@ fn get_reads_every_page_of_a_long_list() {
     assert_eq!(names.first().map(String::as_str), Some("configmap/cm-000"));
     assert_eq!(names.last().map(String::as_str), Some("configmap/cm-519"));
 }
+
+/// `shipway token`: an admin issues tokens per role, each role may do what it names and no
+/// more, and a revoked token is refused at once.
+#[test]
+fn tokens_are_issued_per_role_listed_without_secrets_and_revoked() {
+    let data = tempfile::tempdir().unwrap();
+    let up = Up::start(data.path());
+    let as_token = |token: &str, args: &[&str]| {
+        let mut all = vec!["--token", token];
+        all.extend_from_slice(args);
+        up.cli(data.path(), &all)
+    };
+    let manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {a: b}\n";
+
+    let out = up.cli(
+        data.path(),
+        &["token", "create", "ci", "--role", "deployer"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let ci = text(&out.stdout).trim().to_string();
+    assert!(
+        ci.starts_with("shipway_") && !ci.contains(char::is_whitespace),
+        "stdout is the secret alone: {ci:?}"
+    );
+    assert!(
+        text(&out.stderr).contains("only time"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = up.cli(data.path(), &["token", "create", "reader"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let reader = text(&out.stdout).trim().to_string();
+
+    let out = up.cli(data.path(), &["token", "list"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let list = text(&out.stdout);
+    let rows: Vec<Vec<&str>> = list
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    for row in [
+        ["NAME", "ROLE"],
+        ["admin", "admin"],
+        ["ci", "deployer"],
+        ["reader", "viewer"],
+    ] {
+        assert!(rows.contains(&row.to_vec()), "{list}");
+    }
+    assert!(!list.contains(&ci) && !list.contains(&reader), "{list}");
+
+    // The deployer applies; the viewer reads but may not write; neither manages tokens.
+    let out = up.cli_with_stdin(data.path(), &["--token", &ci, "apply", "-f", "-"], manifest);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = as_token(&reader, &["get", "configmap", "settings"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = up.cli_with_stdin(
+        data.path(),
+        &["--token", &reader, "apply", "-f", "-"],
+        manifest,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("Forbidden"),
+        "{}",
+        text(&out.stderr)
+    );
+    for token in [&ci, &reader] {
+        let out = as_token(token, &["token", "list"]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            text(&out.stderr).contains("Forbidden"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+
+    // Refusals say why: a second token of one name, an unknown role, the admin token.
+    let out = up.cli(data.path(), &["token", "create", "ci"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("already exists"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Invalid input exits 2, as an invalid manifest does.
+    let out = up.cli(data.path(), &["token", "create", "x", "--role", "root"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("role"), "{}", text(&out.stderr));
+    let out = up.cli(data.path(), &["token", "delete", "admin"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("cannot be deleted"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = up.cli(data.path(), &["token", "delete", "a/b"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("not found"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = up.cli(data.path(), &["token", "delete", "ci"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "token \"ci\" deleted");
+    let out = as_token(&ci, &["get", "configmap", "settings"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("Unauthorized"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = as_token(&reader, &["get", "configmap", "settings"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
