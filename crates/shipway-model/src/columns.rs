@@ -122,6 +122,17 @@ pub fn columns(group: &str, kind: &str) -> Vec<Column> {
                 c.int("status.availableReplicas").to_string()
             }),
         ],
+        ("shipway.dev", "TrafficPolicy") => vec![
+            col("READY", |c| {
+                c.list("status.conditions")
+                    .iter()
+                    .find(|x| x["type"] == "BackendsReady")
+                    .and_then(|x| x["status"].as_str())
+                    .unwrap_or("Unknown")
+                    .to_string()
+            }),
+            col("BACKENDS", traffic_backends),
+        ],
         _ => vec![],
     });
     cols.push(col("AGE", |c| {
@@ -375,6 +386,32 @@ fn service_ports(c: &Cells<'_>) -> String {
 }
 
 /// kubectl's ENDPOINTS: `ip:port` pairs, the first three and `+ N more...`.
+/// A TrafficPolicy's backends with their weights and, once the proxy has written its status,
+/// their ready endpoints: `stable 80% (2 ready), canary 20% (0 ready)`.
+fn traffic_backends(c: &Cells<'_>) -> String {
+    let ready = c.list("status.backends");
+    let cells: Vec<String> = c
+        .list("spec.backends")
+        .iter()
+        .map(|b| {
+            let name = b["name"].as_str().unwrap_or_default();
+            let weight = b["weight"].as_i64().unwrap_or(0);
+            match ready.iter().find(|r| r["name"] == name) {
+                Some(r) => format!(
+                    "{name} {weight}% ({} ready)",
+                    r["readyEndpoints"].as_i64().unwrap_or(0)
+                ),
+                None => format!("{name} {weight}%"),
+            }
+        })
+        .collect();
+    if cells.is_empty() {
+        "<none>".into()
+    } else {
+        cells.join(", ")
+    }
+}
+
 fn endpoints(c: &Cells<'_>) -> String {
     const MAX: usize = 3;
     let mut shown = Vec::new();
@@ -565,6 +602,26 @@ mod tests {
         assert_eq!(cells(&done)[1..4], ["Complete", "3/3", "42s"]);
         let failed = job(json!({"conditions": [{"type": "Failed", "status": "True"}]}));
         assert_eq!(cells(&failed)[1..4], ["Failed", "0/3", ""]);
+    }
+
+    #[test]
+    fn traffic_policies_show_weights_ready_endpoints_and_their_condition() {
+        let mut p = obj(
+            json!({"apiVersion": "shipway.dev/v1alpha1", "kind": "TrafficPolicy",
+            "metadata": {"name": "web"},
+            "spec": {"backends": [{"name": "stable", "weight": 80}, {"name": "canary", "weight": 20}]}}),
+        );
+        assert_eq!(cells(&p)[1..3], ["Unknown", "stable 80%, canary 20%"]);
+        p.body.insert(
+            "status".into(),
+            json!({"backends": [{"name": "stable", "weight": 80, "readyEndpoints": 2},
+                {"name": "canary", "weight": 20, "readyEndpoints": 0}],
+                "conditions": [{"type": "BackendsReady", "status": "False"}]}),
+        );
+        assert_eq!(
+            cells(&p)[1..3],
+            ["False", "stable 80% (2 ready), canary 20% (0 ready)"]
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Discovery: reads Services, Endpoints, Pods and TrafficPolicies from the shared cache, builds the
 //! routing table and publishes it through a `watch` channel; gives each Service port a listen
-//! address and writes it to the Service's status. It also drops the metric series of Services the
-//! newest table no longer routes.
+//! address and writes it to the Service's status, and writes each TrafficPolicy's status (ready
+//! endpoints per backend, a warning when one that takes traffic selects none). It also drops the
+//! metric series of Services the newest table no longer routes.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use shipway_controller::{Cache, Change, GroupKind, Reflector};
+use shipway_controller::{Cache, Change, Clock, GroupKind, Reflector};
 use shipway_model::Object;
 use shipway_store::Store;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
@@ -453,6 +454,193 @@ pub fn build_with(
     (specs, statuses)
 }
 
+/// The condition of a TrafficPolicy's status: whether every backend that takes traffic (a weight
+/// above 0, a route's or the mirror's target) selects a ready endpoint of its Service now.
+pub const BACKENDS_READY: &str = "BackendsReady";
+
+/// A TrafficPolicy whose status is to be written, and the warning to record as an event when its
+/// condition turned `False`.
+pub struct PolicyStatus {
+    pub policy: Object,
+    pub status: Value,
+    pub warning: Option<(String, String)>,
+}
+
+/// The status of each TrafficPolicy that differs from the stored one: per backend its weight and
+/// how many ready endpoints of the Service its selector picks, and [`BACKENDS_READY`] saying, when
+/// a backend that takes traffic picks none, where that traffic goes instead. A stale
+/// `pod-template-hash` in a selector otherwise sends every request to the other backend without a
+/// word. `now` stamps a condition that changes.
+pub fn policy_statuses(snapshot: &Snapshot, now: &str) -> Vec<PolicyStatus> {
+    let labels: HashMap<(&str, &str), &BTreeMap<String, String>> = snapshot
+        .pods
+        .iter()
+        .map(|p| ((ns(p), p.metadata.name.as_str()), &p.metadata.labels))
+        .collect();
+    let mut out = Vec::new();
+    for p in &snapshot.policies {
+        let (namespace, name) = (ns(p), p.metadata.name.as_str());
+        let same = |o: &&Object| ns(o) == namespace && o.metadata.name == name;
+        let service = snapshot.services.iter().find(same).is_some();
+        let ready = ready_pods(snapshot.endpoints.iter().find(same));
+        let mut backends = Vec::new();
+        let verdict = match TrafficPolicy::from_spec(p.spec().unwrap_or(&Value::Null)) {
+            // Admission refuses such a policy; one stored before a rule existed is ignored.
+            Err(e) => Err((
+                "InvalidPolicy",
+                format!(
+                    "{e}; the proxy routes Service {name} round robin over its ready endpoints"
+                ),
+            )),
+            Ok(policy) => {
+                let counts: Vec<usize> = policy
+                    .backends
+                    .iter()
+                    .map(|b| {
+                        ready
+                            .iter()
+                            .filter(|pod| {
+                                labels
+                                    .get(&(namespace, pod.as_str()))
+                                    .is_some_and(|l| b.selector.matches(l))
+                            })
+                            .count()
+                    })
+                    .collect();
+                for (b, n) in policy.backends.iter().zip(&counts) {
+                    backends.push(json!({"name": b.name, "weight": b.weight, "readyEndpoints": n}));
+                }
+                backends_verdict(&policy, &counts, name, service)
+            }
+        };
+        let condition = match &verdict {
+            Ok(message) => json!({"type": BACKENDS_READY, "status": "True",
+                "reason": "EndpointsSelected", "message": message}),
+            Err((reason, message)) => json!({"type": BACKENDS_READY, "status": "False",
+                "reason": reason, "message": message}),
+        };
+        let mut status = p.status().cloned().unwrap_or_else(|| json!({}));
+        let Some(obj) = status.as_object_mut() else {
+            continue;
+        };
+        let mut conditions: Vec<Value> = obj
+            .get("conditions")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let previous = conditions.iter().position(|c| c["type"] == BACKENDS_READY);
+        let unchanged = previous.is_some_and(|i| {
+            let c = &conditions[i];
+            ["status", "reason", "message"]
+                .iter()
+                .all(|f| c[f] == condition[f])
+        });
+        if !unchanged {
+            let mut condition = condition;
+            // The transition time moves only when the status does, as Kubernetes' conditions.
+            condition["lastTransitionTime"] = match previous {
+                Some(i) if conditions[i]["status"] == condition["status"] => {
+                    conditions[i]["lastTransitionTime"].clone()
+                }
+                _ => json!(now),
+            };
+            match previous {
+                Some(i) => conditions[i] = condition,
+                None => conditions.push(condition),
+            }
+        }
+        obj.insert("observedGeneration".into(), json!(p.metadata.generation));
+        obj.insert("backends".into(), Value::Array(backends));
+        obj.insert("conditions".into(), Value::Array(conditions));
+        if p.status() == Some(&status) {
+            continue;
+        }
+        let warning = match verdict {
+            Err((reason, message)) if !unchanged => Some((reason.to_string(), message)),
+            _ => None,
+        };
+        out.push(PolicyStatus {
+            policy: p.clone(),
+            status,
+            warning,
+        });
+    }
+    out
+}
+
+/// Whether every backend of `policy` that takes traffic selects a ready endpoint (`counts`, in
+/// the order of its backends), in words that say what the proxy does instead when one does not.
+fn backends_verdict(
+    policy: &TrafficPolicy,
+    counts: &[usize],
+    service: &str,
+    service_exists: bool,
+) -> Result<String, (&'static str, String)> {
+    if !service_exists {
+        return Err((
+            "ServiceNotFound",
+            format!("Service {service} does not exist: this policy routes nothing until it does"),
+        ));
+    }
+    if counts.iter().all(|n| *n == 0) {
+        return Err((
+            "NoReadyEndpoints",
+            format!(
+                "no backend selects a ready endpoint of Service {service}: its requests get 503"
+            ),
+        ));
+    }
+    let mut problems = Vec::new();
+    for (b, n) in policy.backends.iter().zip(counts) {
+        if *n > 0 {
+            continue;
+        }
+        let quoted = format!("backend {:?}", b.name);
+        if b.weight > 0 {
+            problems.push(format!(
+                "{quoted} (weight {}) selects no ready endpoint: its share goes to the other backends",
+                b.weight
+            ));
+        }
+        for (i, r) in policy.routes.iter().enumerate() {
+            if r.backend != b.name {
+                continue;
+            }
+            let route = match r.name.as_str() {
+                "" => format!("routes[{i}]"),
+                named => format!("route {named:?}"),
+            };
+            problems.push(format!(
+                "{quoted} selects no ready endpoint: requests of {route} get 503"
+            ));
+        }
+        if policy.mirror.as_ref().is_some_and(|(m, _)| *m == b.name) {
+            problems.push(format!(
+                "{quoted} selects no ready endpoint: mirrored copies are dropped"
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok("every backend that takes traffic selects a ready endpoint".into())
+    } else {
+        Err(("BackendWithoutEndpoints", problems.join("; ")))
+    }
+}
+
+/// The pods with a ready address in `endpoints`, whatever the port.
+fn ready_pods(endpoints: Option<&Object>) -> std::collections::BTreeSet<String> {
+    endpoints
+        .and_then(|e| e.body.get("subsets"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.get("addresses").and_then(Value::as_array))
+        .flatten()
+        .filter_map(|a| a.pointer("/targetRef/name").and_then(Value::as_str))
+        .map(str::to_string)
+        .collect()
+}
+
 /// The objects routing depends on, from the shared cache.
 fn snapshot(cache: &Cache) -> Snapshot {
     let of = |kind: &GroupKind| -> Vec<Object> {
@@ -499,6 +687,7 @@ async fn refresh(
     last: &mut Vec<RouteSpec>,
     metrics: Option<&ProxyMetrics>,
     options: &Options,
+    clock: &Clock,
 ) -> bool {
     let snap = snapshot(cache);
     let mut bind_failed = false;
@@ -536,6 +725,27 @@ async fn refresh(
                 }
             }
             Err(e) => tracing::debug!("proxy discovery: status not written: {e}"),
+        }
+    }
+    for PolicyStatus {
+        mut policy,
+        status,
+        warning,
+    } in policy_statuses(&snap, &clock.timestamp())
+    {
+        policy.body.insert("status".into(), status);
+        let key = policy.key();
+        match store.update_status(policy, ACTOR).await {
+            Ok(_) => {
+                if let Some((reason, message)) = warning {
+                    tracing::warn!("proxy: TrafficPolicy {key}: {reason}: {message}");
+                    if let Err(e) = store.record_event(&key, ACTOR, &reason, &message).await {
+                        tracing::debug!("proxy discovery: event not recorded: {e}");
+                    }
+                }
+            }
+            // As for Services: a conflict brings the policy's change event, and us, back.
+            Err(e) => tracing::debug!("proxy discovery: policy status not written: {e}"),
         }
     }
     if specs != *last {
@@ -601,12 +811,13 @@ async fn run(
     let metrics = metrics.as_deref();
     let options = &options;
     let mut last = Vec::new();
+    let clock = Clock::new();
     let mut changes = cache.subscribe();
     tokio::select! {
         _ = cache.ready() => {}
         _ = shutdown.cancelled() => return,
     }
-    let mut retry = refresh(&store, &cache, &tx, &mut last, metrics, options).await;
+    let mut retry = refresh(&store, &cache, &tx, &mut last, metrics, options, &clock).await;
     loop {
         let rebuild = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -626,7 +837,7 @@ async fn run(
             changes.try_recv(),
             Err(TryRecvError::Empty | TryRecvError::Closed)
         ) {}
-        retry = refresh(&store, &cache, &tx, &mut last, metrics, options).await;
+        retry = refresh(&store, &cache, &tx, &mut last, metrics, options, &clock).await;
     }
 }
 
@@ -905,6 +1116,160 @@ mod tests {
             )]
         );
         assert_eq!(s.mirror, Some((1, 5)));
+    }
+
+    fn canary_policy(canary_hash: &str) -> Value {
+        json!({
+            "backends": [
+                {"name": "stable", "selector": {"matchLabels": {"pod-template-hash": "aaa"}}, "weight": 80},
+                {"name": "canary", "selector": {"matchLabels": {"pod-template-hash": canary_hash}}, "weight": 20},
+            ],
+        })
+    }
+
+    /// The one status of `snap`'s policy, as written back, with the statuses it had.
+    fn written(snap: &mut Snapshot, now: &str) -> Option<PolicyStatus> {
+        let mut out = policy_statuses(snap, now);
+        assert!(out.len() <= 1);
+        let s = out.pop()?;
+        snap.policies[0]
+            .body
+            .insert("status".into(), s.status.clone());
+        Some(s)
+    }
+
+    #[test]
+    fn a_policy_status_counts_ready_endpoints_per_backend() {
+        let mut snap = snapshot(Some(canary_policy("bbb")));
+        let s = written(&mut snap, "t1").expect("a first status");
+        assert_eq!(
+            s.status["backends"],
+            json!([{"name": "stable", "weight": 80, "readyEndpoints": 2},
+                {"name": "canary", "weight": 20, "readyEndpoints": 1}])
+        );
+        assert_eq!(
+            s.status["conditions"],
+            json!([{"type": BACKENDS_READY, "status": "True", "reason": "EndpointsSelected",
+                "message": "every backend that takes traffic selects a ready endpoint",
+                "lastTransitionTime": "t1"}])
+        );
+        assert!(s.warning.is_none());
+        // Unchanged, nothing is written: the write would wake discovery again.
+        assert!(written(&mut snap, "t2").is_none());
+    }
+
+    #[test]
+    fn a_stale_selector_is_a_warning_that_says_where_the_traffic_goes() {
+        let mut snap = snapshot(Some(canary_policy("aaa")));
+        written(&mut snap, "t1").unwrap();
+        // The rollout moved on: the canary's hash names no pod.
+        snap.policies[0].body["spec"] = canary_policy("ccc");
+        let s = written(&mut snap, "t2").unwrap();
+        assert_eq!(s.status["backends"][1]["readyEndpoints"], 0);
+        let c = &s.status["conditions"][0];
+        assert_eq!(c["status"], "False");
+        assert_eq!(c["reason"], "BackendWithoutEndpoints");
+        let message = "backend \"canary\" (weight 20) selects no ready endpoint: its share goes to the other backends";
+        assert_eq!(c["message"], message);
+        assert_eq!(c["lastTransitionTime"], "t2");
+        assert_eq!(
+            s.warning,
+            Some(("BackendWithoutEndpoints".to_string(), message.to_string()))
+        );
+        // Said once: the next refresh writes nothing and warns no more.
+        assert!(written(&mut snap, "t3").is_none());
+
+        snap.policies[0].body["spec"] = canary_policy("bbb");
+        let s = written(&mut snap, "t4").unwrap();
+        assert_eq!(s.status["conditions"][0]["status"], "True");
+        assert_eq!(s.status["conditions"][0]["lastTransitionTime"], "t4");
+        assert!(s.warning.is_none());
+    }
+
+    #[test]
+    fn routes_mirrors_and_missing_services_are_named() {
+        // A 0-weight backend without endpoints is no problem until a route or the mirror needs it.
+        let policy = |with_route: bool| {
+            let mut p = json!({"backends": [
+                {"name": "stable", "selector": {"matchLabels": {"pod-template-hash": "aaa"}}, "weight": 100},
+                {"name": "preview", "selector": {"matchLabels": {"pod-template-hash": "zzz"}}, "weight": 0},
+            ]});
+            if with_route {
+                p["routes"] = json!([{"name": "qa", "match": {"headers": [{"name": "x-qa", "exact": "1"}]}, "backend": "preview"}]);
+                p["mirror"] = json!({"backend": "preview", "percent": 10});
+            }
+            p
+        };
+        let mut snap = snapshot(Some(policy(false)));
+        let s = written(&mut snap, "t1").unwrap();
+        assert_eq!(s.status["conditions"][0]["status"], "True");
+        snap.policies[0].body["spec"] = policy(true);
+        let s = written(&mut snap, "t2").unwrap();
+        assert_eq!(
+            s.status["conditions"][0]["message"],
+            "backend \"preview\" selects no ready endpoint: requests of route \"qa\" get 503; backend \"preview\" selects no ready endpoint: mirrored copies are dropped"
+        );
+
+        let mut snap = snapshot(Some(canary_policy("bbb")));
+        snap.endpoints.clear();
+        let s = written(&mut snap, "t1").unwrap();
+        assert_eq!(s.status["conditions"][0]["reason"], "NoReadyEndpoints");
+        assert_eq!(
+            s.status["conditions"][0]["message"],
+            "no backend selects a ready endpoint of Service web: its requests get 503"
+        );
+        snap.services.clear();
+        let s = written(&mut snap, "t2").unwrap();
+        assert_eq!(s.status["conditions"][0]["reason"], "ServiceNotFound");
+        assert_eq!(s.status["conditions"][0]["lastTransitionTime"], "t1");
+    }
+
+    #[tokio::test]
+    async fn discovery_writes_policy_status_and_warns_in_the_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("shipway.db"))
+            .await
+            .unwrap();
+        let snap = snapshot(Some(canary_policy("ccc")));
+        for o in snap
+            .services
+            .into_iter()
+            .chain(snap.endpoints)
+            .chain(snap.pods)
+            .chain(snap.policies)
+        {
+            store.apply(o, "test").await.unwrap();
+        }
+        let stop = CancellationToken::new();
+        let (_tables, task) = spawn(store.clone(), None, stop.clone());
+        let key = shipway_model::Key::new(policy::GROUP, policy::KIND, "default", "web");
+        let condition = || async {
+            let p = store.get(&key).await.unwrap().unwrap();
+            p.status().map(|s| s["conditions"][0].clone())
+        };
+        eventually(WAIT, "the policy's condition", || async {
+            condition().await.is_some()
+        })
+        .await;
+        assert_eq!(
+            condition().await.unwrap()["reason"],
+            "BackendWithoutEndpoints"
+        );
+        eventually(WAIT, "a BackendWithoutEndpoints event", || async {
+            let events = store
+                .events(&shipway_store::EventQuery {
+                    name: Some("web".into()),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            events
+                .iter()
+                .any(|e| e.actor == ACTOR && e.action == "BackendWithoutEndpoints")
+        })
+        .await;
+        stop.cancel();
+        task.await.unwrap();
     }
 
     #[tokio::test]

@@ -719,6 +719,35 @@ fn traffic_policy_text(policy: Option<&Object>) -> String {
         out.push_str(line);
         out.push('\n');
     }
+    // What the proxy found when it last looked (its status), and its warning if any.
+    let status = policy.and_then(|p| p.body.get("status"));
+    let ready: Vec<String> = status
+        .and_then(|s| s["backends"].as_array())
+        .into_iter()
+        .flatten()
+        .map(|b| {
+            format!(
+                "{} {}",
+                b["name"].as_str().unwrap_or_default(),
+                b["readyEndpoints"].as_i64().unwrap_or(0)
+            )
+        })
+        .collect();
+    if !ready.is_empty() {
+        out.push_str(&format!("  Ready endpoints:  {}\n", ready.join(", ")));
+    }
+    let warning = status
+        .and_then(|s| s["conditions"].as_array())
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "BackendsReady" && c["status"] == "False");
+    if let Some(c) = warning {
+        out.push_str(&format!(
+            "  Warning:  {}: {}\n",
+            c["reason"].as_str().unwrap_or_default(),
+            c["message"].as_str().unwrap_or_default()
+        ));
+    }
     out
 }
 

@@ -809,6 +809,26 @@ fn describe_svc_shows_its_traffic_policy() {
         "{described}"
     );
     assert!(described.contains("    weight: 20\n"), "{described}");
+    // The proxy's status: no pod is ready, so neither backend selects one.
+    let mut described = String::new();
+    wait_for(10, "the policy's status in describe", || {
+        described = text(&up.cli(data.path(), &["describe", "svc", "web"]).stdout);
+        described.contains("  Ready endpoints:  stable 0, canary 0\n")
+    });
+    assert!(
+        described.contains("  Warning:  NoReadyEndpoints: no backend selects a ready endpoint of Service web: its requests get 503\n"),
+        "{described}"
+    );
+    let out = up.cli(data.path(), &["get", "trafficpolicies"]);
+    let rows: Vec<String> = text(&out.stdout)
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(rows[0], "NAME READY BACKENDS AGE", "{rows:?}");
+    assert!(
+        rows[1].starts_with("web False stable 80% (0 ready), canary 20% (0 ready) "),
+        "{rows:?}"
+    );
 }
 
 /// `shipway up --database postgres://...` keeps its state in PostgreSQL: a fresh data directory
