@@ -7,8 +7,12 @@ use std::time::{Duration, Instant};
 
 use shipway_proxy::ProxyConfig;
 use shipway_proxy::table::{MatchSpec, RuleSpec};
+use shipway_testkit::eventually;
 use testutil::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A bound for a broken build, not a measure.
+const WAIT: Duration = Duration::from_secs(30);
 
 fn share(counts: &std::collections::HashMap<String, usize>, name: &str, total: usize) -> f64 {
     *counts.get(name).unwrap_or(&0) as f64 * 100.0 / total as f64
@@ -130,14 +134,28 @@ async fn a_mirror_gets_its_share_and_its_failures_never_reach_the_client() {
         took < Duration::from_secs(5),
         "mirroring slowed the main path: {took:?}"
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while shadow.hits.load(std::sync::atomic::Ordering::Relaxed) < 300 && Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(WAIT, "300 mirrored requests at the shadow", || async {
+        shadow.hits.load(std::sync::atomic::Ordering::Relaxed) >= 300
+    })
+    .await;
     assert_eq!(shadow.hits.load(std::sync::atomic::Ordering::Relaxed), 300);
-    // The mirror's results are kept apart from real traffic.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The mirror's results are kept apart from real traffic, each recorded when its (slow)
+    // answer is in.
+    let mirrored = || {
+        p.metrics
+            .query(
+                "default",
+                "web",
+                Some("shadow:mirror"),
+                Duration::from_secs(60),
+            )
+            .requests
+    };
+    eventually(WAIT, "300 mirror answers recorded", || async {
+        mirrored() >= 300
+    })
+    .await;
+    assert_eq!(mirrored(), 300);
     let mirror = p.metrics.query(
         "default",
         "web",
@@ -195,8 +213,8 @@ async fn all_endpoints_gone_is_a_503_that_says_why() {
     .await;
     let c = client();
     assert_eq!(get(&c, &p.url("/"), &[]).await, (200, "v1".into()));
+    // No wait: every request head read after the swap is routed by the new table.
     p.set(route(listen, vec![backend("default", 100, &[])]));
-    tokio::time::sleep(Duration::from_millis(50)).await;
     let (status, body) = get(&c, &p.url("/"), &[]).await;
     assert_eq!(status, 503);
     assert_eq!(
@@ -225,7 +243,6 @@ async fn a_refused_connect_is_retried_on_another_endpoint() {
     // With every endpoint dead the client learns which one and why.
     let listen = p.listen;
     p.set(route(listen, vec![backend("default", 100, &[dead_addr()])]));
-    tokio::time::sleep(Duration::from_millis(50)).await;
     let (status, body) = get(&client(), &p.url("/"), &[]).await;
     assert_eq!(status, 502);
     assert!(
@@ -467,7 +484,11 @@ async fn no_request_fails_while_a_deployment_rolls_its_pods() {
             seen
         }));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The rollout starts under load: once v1 has answered some of it.
+    eventually(WAIT, "load answered by v1", || async {
+        v1.load(Ordering::Relaxed) >= 100
+    })
+    .await;
     apply(deployment("v2")).await;
     // Rolled: two pods left, both answering v2.
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -491,7 +512,12 @@ async fn no_request_fails_while_a_deployment_rolls_its_pods() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Keep the load on the new pods for a while before stopping it.
+    let at_rolled = v2.load(Ordering::Relaxed);
+    eventually(WAIT, "load answered by v2", || async {
+        v2.load(Ordering::Relaxed) >= at_rolled + 100
+    })
+    .await;
     done.store(true, Ordering::Relaxed);
     let mut errors = Vec::new();
     for t in load {

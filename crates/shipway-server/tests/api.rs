@@ -552,11 +552,15 @@ async fn a_service_gets_a_proxy_listener_and_its_traffic_is_in_the_metrics() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(answer, "hello\n");
-    let text = s.metrics().await;
-    assert!(
-        text.contains(r#"shipway_proxy_requests_total{service="default/web",backend="default",code_class="2xx"} 1"#),
-        "{text}"
-    );
+    // The request is counted as its exchange ends, which may be just after the client has read
+    // the answer.
+    let counted = r#"shipway_proxy_requests_total{service="default/web",backend="default",code_class="2xx"} 1"#;
+    shipway_testkit::eventually(
+        std::time::Duration::from_secs(10),
+        "the request in the metrics",
+        || async { s.metrics().await.contains(counted) },
+    )
+    .await;
     // Policies are validated at apply.
     let (code, body) = s
         .apply(json!({"apiVersion": "shipway.dev/v1alpha1", "kind": "TrafficPolicy", "metadata": {"name": "web"},
