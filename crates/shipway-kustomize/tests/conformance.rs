@@ -18,14 +18,16 @@ fn corpus() -> PathBuf {
         .unwrap_or_else(|| manifest.join("../../../shared/corpus/kustomize"))
 }
 
-fn build_value(case: &Path) -> String {
-    let text = std::fs::read_to_string(case.join("case.json")).unwrap_or_default();
-    // The one field needed: "build": "<path>".
-    text.split("\"build\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').nth(1))
-        .unwrap_or(".")
-        .to_string()
+/// The directory a case builds: `fs/` joined with case.json's `build`.
+fn build_dir(case: &Path) -> Result<PathBuf, String> {
+    let path = case.join("case.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let build = value["build"]
+        .as_str()
+        .ok_or_else(|| format!("{}: no \"build\" string", path.display()))?;
+    Ok(case.join("fs").join(build))
 }
 
 fn first_difference(got: &str, want: &str) -> String {
@@ -44,7 +46,7 @@ fn first_difference(got: &str, want: &str) -> String {
 fn main() -> ExitCode {
     let root = corpus().join("cases");
     let Ok(entries) = std::fs::read_dir(&root) else {
-        println!("corpus not found at {}: skipped", root.display());
+        println!("SKIPPED: corpus not found at {}", root.display());
         return ExitCode::SUCCESS;
     };
     let mut cases: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
@@ -70,13 +72,26 @@ fn main() -> ExitCode {
         if filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
             continue;
         }
-        let dir = case.join("fs").join(build_value(case));
         let mut problem = None;
+        let dir = build_dir(case).unwrap_or_else(|e| {
+            problem = Some(e);
+            PathBuf::new()
+        });
         for (reorder, expected) in [
             (Reorder::Legacy, "expected-legacy.yaml"),
             (Reorder::None, "expected-fifo.yaml"),
         ] {
-            let want = std::fs::read_to_string(case.join(expected)).unwrap_or_default();
+            if problem.is_some() {
+                break;
+            }
+            // A missing file is a broken case, not an empty expectation (one case's is empty).
+            let want = match std::fs::read_to_string(case.join(expected)) {
+                Ok(want) => want,
+                Err(e) => {
+                    problem = Some(format!("{expected}: {e}"));
+                    break;
+                }
+            };
             let opts = Options {
                 reorder,
                 ..Options::default()
