@@ -681,6 +681,30 @@ async fn unknown_kinds_are_refused_until_a_crd_defines_them() {
         assert_eq!(code, 200, "{name}: {list}");
         assert_eq!(list["items"][0]["metadata"]["name"], "w", "{name}");
     }
+    // A cluster-scoped custom kind is stored and read without a namespace.
+    let (code, status) = server
+        .apply(json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "fleets.example.com"},
+            "spec": {"group": "example.com", "scope": "Cluster",
+                     "names": {"kind": "Fleet", "plural": "fleets"},
+                     "versions": [{"name": "v1", "served": true, "storage": true,
+                                   "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]},
+        }))
+        .await;
+    assert_eq!(code, 201, "{status}");
+    let (code, status) = server
+        .apply(
+            json!({"apiVersion": "example.com/v1", "kind": "Fleet", "metadata": {"name": "all"}}),
+        )
+        .await;
+    assert_eq!(code, 201, "{status}");
+    let (code, fleet) = server
+        .call(reqwest::Method::GET, "/api/v1/resources/fleets/all", None)
+        .await;
+    assert_eq!(code, 200, "{fleet}");
+    assert_eq!(fleet["metadata"]["name"], "all", "{fleet}");
+    assert_eq!(fleet["metadata"].get("namespace"), None, "{fleet}");
     let (code, status) = server
         .apply(json!({
             "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",

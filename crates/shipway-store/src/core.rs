@@ -52,7 +52,7 @@ pub(crate) struct Ctx<'a> {
 /// Checks names, labels, annotations and finalizers, and settles the namespace (defaulted to
 /// `default` for namespaced kinds, cleared for cluster-scoped ones); returns the key the object is
 /// stored under. Every problem is reported at once.
-fn normalize(obj: &mut Object) -> Result<Key> {
+fn normalize(tx: &mut dyn Tx, obj: &mut Object) -> Result<Key> {
     let mut problems: Vec<String> = Vec::new();
     if obj.api_version.is_empty() {
         problems.push("apiVersion is required".into());
@@ -60,7 +60,7 @@ fn normalize(obj: &mut Object) -> Result<Key> {
     if obj.kind.is_empty() {
         problems.push("kind is required".into());
     }
-    if Kinds::is_namespaced(obj.group(), &obj.kind) {
+    if namespaced(tx, obj.group(), &obj.kind)? {
         let ns = match obj.metadata.namespace.take() {
             Some(ns) if !ns.is_empty() => ns,
             _ => "default".to_string(),
@@ -109,15 +109,42 @@ fn normalize(obj: &mut Object) -> Result<Key> {
 }
 
 /// The same namespace rule for a key given by a caller.
-pub(crate) fn normalize_key(key: &Key) -> Key {
+pub(crate) fn normalize_key(tx: &mut dyn Tx, key: &Key) -> Result<Key> {
     let mut key = key.clone();
-    if !Kinds::is_namespaced(&key.group, &key.kind) {
+    if !namespaced(tx, &key.group, &key.kind)? {
         key.namespace.clear();
     } else if key.namespace.is_empty() {
         key.namespace = "default".to_string();
     }
-    key
+    Ok(key)
 }
+
+/// Whether objects of a kind live in a namespace: the built-in table says for the kinds it
+/// knows; a custom kind has the scope of the stored CustomResourceDefinition that defines it, as
+/// the Kubernetes API server keys custom resources (read in the same transaction, so a CRD and
+/// its first object can be written back to back). A kind nothing defines counts as namespaced.
+fn namespaced(tx: &mut dyn Tx, group: &str, kind: &str) -> Result<bool> {
+    if group.is_empty() || Kinds::get(group, kind).is_some() {
+        return Ok(Kinds::is_namespaced(group, kind));
+    }
+    let crds = tx.list(RowFilter {
+        group: Some(CRD_GROUP),
+        kind: Some(CRD_KIND),
+        namespace: None,
+    })?;
+    for data in crds {
+        if let Ok(custom) = shipway_model::crd::custom_kind(&decode(&data)?)
+            && custom.group == group
+            && custom.kind == kind
+        {
+            return Ok(custom.namespaced);
+        }
+    }
+    Ok(true)
+}
+
+const CRD_GROUP: &str = "apiextensions.k8s.io";
+const CRD_KIND: &str = "CustomResourceDefinition";
 
 fn decode(data: &str) -> Result<Object> {
     serde_json::from_str(data).map_err(|e| {
@@ -214,22 +241,24 @@ pub(crate) fn record_event(
     ctx: &Ctx<'_>,
 ) -> Result<()> {
     let rv = tx.current_rv()?;
+    let key = normalize_key(tx, key)?;
     tx.append_audit(&NewAudit {
         time: &ctx.now.millis,
         actor: ctx.actor,
         action,
-        key: &normalize_key(key),
+        key: &key,
         rv,
         message,
     })
 }
 
 pub(crate) fn get(tx: &mut dyn Tx, key: &Key) -> Result<Option<Object>> {
-    load(tx, &normalize_key(key))
+    let key = normalize_key(tx, key)?;
+    load(tx, &key)
 }
 
 pub(crate) fn create(tx: &mut dyn Tx, mut obj: Object, ctx: &Ctx<'_>) -> Result<Object> {
-    let key = normalize(&mut obj)?;
+    let key = normalize(tx, &mut obj)?;
     create_normalized(tx, obj, key, ctx)
 }
 
@@ -407,7 +436,7 @@ fn existing(tx: &mut dyn Tx, key: Key) -> Result<Object> {
 }
 
 pub(crate) fn update(tx: &mut dyn Tx, mut obj: Object, ctx: &Ctx<'_>) -> Result<Object> {
-    let key = normalize(&mut obj)?;
+    let key = normalize(tx, &mut obj)?;
     let current = existing(tx, key)?;
     check_rv(&obj, &current)?;
     let new = replace_desired(&current, obj)?;
@@ -415,7 +444,7 @@ pub(crate) fn update(tx: &mut dyn Tx, mut obj: Object, ctx: &Ctx<'_>) -> Result<
 }
 
 pub(crate) fn update_status(tx: &mut dyn Tx, mut obj: Object, ctx: &Ctx<'_>) -> Result<Object> {
-    let key = normalize(&mut obj)?;
+    let key = normalize(tx, &mut obj)?;
     let current = existing(tx, key)?;
     check_rv(&obj, &current)?;
     let mut new = current.clone();
@@ -443,7 +472,7 @@ pub(crate) fn apply(
     mut obj: Object,
     ctx: &Ctx<'_>,
 ) -> Result<(Object, ApplyOutcome)> {
-    let key = normalize(&mut obj)?;
+    let key = normalize(tx, &mut obj)?;
     let Some(current) = load(tx, &key)? else {
         return Ok((create_normalized(tx, obj, key, ctx)?, ApplyOutcome::Created));
     };
@@ -459,7 +488,8 @@ pub(crate) fn apply(
 }
 
 pub(crate) fn delete(tx: &mut dyn Tx, key: &Key, ctx: &Ctx<'_>) -> Result<DeleteOutcome> {
-    let current = existing(tx, normalize_key(key))?;
+    let key = normalize_key(tx, key)?;
+    let current = existing(tx, key)?;
     if current.metadata.deletion_timestamp.is_some() {
         return Ok(DeleteOutcome::Terminating(current));
     }

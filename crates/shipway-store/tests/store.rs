@@ -43,6 +43,7 @@ suite! {
         pages_of_a_list_add_up_to_the_unpaged_list,
         a_write_between_pages_neither_duplicates_nor_loses_an_object,
         a_garbled_continue_token_is_refused_in_kubernetes_words,
+        custom_kinds_take_the_scope_of_their_crd,
     ],
     db: [
         watch_from_before_compaction_is_expired,
@@ -213,6 +214,80 @@ async fn create_ignores_server_fields_and_defaults_namespace(store: Store) {
     let ns = store.create(ns, "alice").await.unwrap();
     assert_eq!(ns.metadata.namespace, None);
     assert_eq!(ns.key(), Key::new("", "Namespace", "", "team-a"));
+}
+
+/// A custom kind is keyed by its CustomResourceDefinition's scope, as Kubernetes keys it: a
+/// cluster-scoped one loses the namespace a client sent and is found under any, a namespaced
+/// one is defaulted to `default`.
+async fn custom_kinds_take_the_scope_of_their_crd(store: Store) {
+    let crd = |kind: &str, plural: &str, scope: &str| {
+        obj(
+            json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": format!("{plural}.example.com")},
+            "spec": {"group": "example.com", "scope": scope,
+                "names": {"kind": kind, "plural": plural},
+                "versions": [{"name": "v1", "served": true, "storage": true}]}}),
+        )
+    };
+    store
+        .create(crd("Fleet", "fleets", "Cluster"), "alice")
+        .await
+        .unwrap();
+    store
+        .create(crd("Widget", "widgets", "Namespaced"), "alice")
+        .await
+        .unwrap();
+    let fleet = store
+        .create(
+            obj(json!({"apiVersion": "example.com/v1", "kind": "Fleet",
+                "metadata": {"name": "all", "namespace": "x"}})),
+            "alice",
+        )
+        .await
+        .unwrap();
+    assert_eq!(fleet.metadata.namespace, None);
+    let cluster_key = Key::new("example.com", "Fleet", "", "all");
+    assert_eq!(fleet.key(), cluster_key);
+    for namespace in ["", "default", "x"] {
+        let key = Key::new("example.com", "Fleet", namespace, "all");
+        assert!(store.get(&key).await.unwrap().is_some(), "{key:?}");
+    }
+    let widget = store
+        .create(
+            obj(json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}})),
+            "alice",
+        )
+        .await
+        .unwrap();
+    assert_eq!(widget.metadata.namespace.as_deref(), Some("default"));
+    // Writes by key follow the scope too.
+    store
+        .record_event(
+            &Key::new("example.com", "Fleet", "default", "all"),
+            "bob",
+            "Checked",
+            "ok",
+        )
+        .await
+        .unwrap();
+    let events = store
+        .events(&EventQuery {
+            name: Some("all".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.action == "Checked" && e.key.namespace.is_empty()),
+        "{events:?}"
+    );
+    store
+        .delete(&Key::new("example.com", "Fleet", "default", "all"), "alice")
+        .await
+        .unwrap();
+    assert!(store.get(&cluster_key).await.unwrap().is_none());
 }
 
 async fn create_twice_is_already_exists(store: Store) {
