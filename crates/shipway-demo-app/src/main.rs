@@ -12,7 +12,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use rand::Rng;
+use rand::RngExt;
 use serde::Deserialize;
 
 struct Settings {

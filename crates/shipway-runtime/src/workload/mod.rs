@@ -128,7 +128,7 @@ pub fn is_controlled_by(child: &Object, owner: &Object) -> bool {
 }
 
 pub fn random_suffix(len: usize) -> String {
-    use rand::Rng;
+    use rand::RngExt;
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::rng();
     (0..len)
