@@ -1595,3 +1595,48 @@ runs:
         sink.lines()
     );
 }
+
+#[tokio::test]
+async fn set_output_and_save_state_warn_and_unsecure_commands_need_the_opt_in() {
+    let r = run(r#"
+on: push
+jobs:
+  allowed:
+    runs-on: x
+    env:
+      ACTIONS_ALLOW_UNSECURE_COMMANDS: "true"
+    outputs:
+      zoo: ${{ steps.s.outputs.zoo }}
+    steps:
+      - id: s
+        run: |
+          echo "::set-output name=zoo::zar"
+          echo "::save-state name=st::1"
+          echo "::set-env name=FOO::bar"
+          echo "::add-path::/zip"
+      - run: |
+          echo "foo=$FOO"
+          case ":$PATH:" in *:/zip:*) echo "has zip";; esac
+  refused:
+    runs-on: x
+    steps:
+      - run: echo "::set-env name=FOO::bar"
+      - if: always()
+        run: echo "after foo=$FOO."
+"#)
+    .await;
+    assert_eq!(r.result("allowed"), "success", "{:#?}", r.logs);
+    assert_eq!(r.output("allowed", "zoo"), "zar");
+    assert!(r.logged("foo=bar"), "{:#?}", r.logs);
+    assert!(r.logged("has zip"), "{:#?}", r.logs);
+    assert!(r.logged("The `set-output` command is deprecated and will be disabled soon."));
+    assert!(r.logged("The `save-state` command is deprecated and will be disabled soon."));
+    assert_eq!(r.result("refused"), "failure");
+    assert!(r.logged("Unable to process command '::set-env name=FOO::bar' successfully."));
+    assert!(r.logged(
+        "The `set-env` command is disabled. Please upgrade to using Environment Files or opt into \
+         unsecure command execution by setting the `ACTIONS_ALLOW_UNSECURE_COMMANDS` environment \
+         variable to `true`."
+    ));
+    assert!(r.logged("after foo=."), "{:#?}", r.logs);
+}

@@ -13,7 +13,7 @@ use shipway_expr::{Function, Host, Map, Template, Value};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::commands::{Line, Masker, parse_line};
+use super::commands::{FileCommand, Line, Masker, parse_line};
 use super::context::{github_base, strings};
 use super::process::{self, Exit};
 use super::{
@@ -1093,6 +1093,7 @@ impl JobRun {
             });
         };
         let masker = &mut self.masker;
+        let mut file_commands: Vec<(String, FileCommand)> = Vec::new();
         let consume = async {
             let mut stopped: Option<String> = None;
             // Per stream (stdout, stderr): the line being received in pieces, if any.
@@ -1162,6 +1163,7 @@ impl JobRun {
                             masker.mask(&format!("{level}{at}: {message}")),
                         );
                     }
+                    Line::File(c) => file_commands.push((text, c)),
                     Line::Debug(_) | Line::Ignored => {}
                     Line::Stop(token) => stopped = Some(token),
                     Line::Resume => stopped = None,
@@ -1176,6 +1178,7 @@ impl JobRun {
                 Exit::NotStarted
             }
         };
+        let commands_ok = self.file_commands(file_commands, env, outputs);
         // Files are read even after a failure: outputs written before the error count.
         let read = |f: &Path| std::fs::read_to_string(f).unwrap_or_default();
         match files::parse_key_values(&read(&out_file)) {
@@ -1200,7 +1203,8 @@ impl JobRun {
         self.summary
             .push_str(&self.masker.mask(&read(&summary_file)));
         match exit {
-            Exit::Code(0) => Status::Success,
+            Exit::Code(0) if commands_ok => Status::Success,
+            Exit::Code(0) => Status::Failure,
             Exit::Code(c) => {
                 self.log(&format!("error: process exited with code {c}"));
                 Status::Failure
@@ -1224,6 +1228,56 @@ impl JobRun {
             }
             Exit::NotStarted => Status::Failure,
         }
+    }
+
+    /// Applies the old workflow commands a step printed, in order, as GitHub does: `set-output`
+    /// and `save-state` with a deprecation warning; `set-env` and `add-path` only when
+    /// `ACTIONS_ALLOW_UNSECURE_COMMANDS` is `true` in the step's env (or the runner's), else
+    /// refused with GitHub's error, which fails the step (returns false).
+    fn file_commands(
+        &mut self,
+        commands: Vec<(String, FileCommand)>,
+        env: &IndexMap<String, String>,
+        outputs: &mut IndexMap<String, String>,
+    ) -> bool {
+        let key = "ACTIONS_ALLOW_UNSECURE_COMMANDS";
+        let allowed = env
+            .get(key)
+            .cloned()
+            .or_else(|| {
+                let base = &self.shared.exec.base_env;
+                base.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+            })
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let mut ok = true;
+        let mut warned = Vec::new();
+        for (line, c) in commands {
+            if c.is_unsecure() && !allowed {
+                self.log(&format!(
+                    "error: Unable to process command '{}' successfully.",
+                    line.trim()
+                ));
+                self.log(&format!("error: {}", c.message()));
+                ok = false;
+                continue;
+            }
+            if !c.is_unsecure() && !warned.contains(&c.command()) {
+                warned.push(c.command());
+                self.log(&format!("warning: {}", c.message()));
+            }
+            match c {
+                FileCommand::SetOutput { name, value } => {
+                    outputs.insert(name, value);
+                }
+                // State is for an action's post step; a `run:` step has none to pass it to.
+                FileCommand::SaveState { .. } => {}
+                FileCommand::SetEnv { name, value } => {
+                    self.env.insert(name, value);
+                }
+                FileCommand::AddPath(p) => self.path_prepend.insert(0, p),
+            }
+        }
+        ok
     }
 
     /// The environment of a step's process: the host's, GitHub's variables, then `env`.

@@ -28,7 +28,7 @@ use crate::load::Bundle;
 use crate::matrix::{self, Combination};
 use crate::workflow::{Dyn, Workflow};
 
-pub use commands::{Line, Masker, parse_line};
+pub use commands::{FileCommand, Line, Masker, parse_line};
 pub use context::check_inputs;
 pub use event::{
     AdmitAll, Collect, Gate, GateDecision, Ignore, RunEvent, RunObserver, Stream, log_text,
