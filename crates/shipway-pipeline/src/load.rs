@@ -219,12 +219,11 @@ fn resolve_steps(
         let dir = b.root.join(local);
         let found = ["action.yml", "action.yaml"]
             .iter()
-            .map(|n| (format!("{local}/{n}"), dir.join(n)))
+            .map(|n| (join_rel(local, n), dir.join(n)))
             .find(|(_, p)| is_file(fs, p));
+        // A missing action is not an error here: an earlier step may write it, a skipped step
+        // never needs it, and GitHub fails the step that runs it (`read_action`).
         let Some((rel, file_path)) = found else {
-            b.problems.push(at(format!(
-                "{uses_path}: local action './{local}' not found: no action.yml in {local}"
-            )));
             continue;
         };
         let text = match read_to_string(fs, &file_path) {
@@ -247,5 +246,85 @@ fn resolve_steps(
                 b.unrunnable_actions.insert(local.clone());
             }
         }
+    }
+}
+
+/// Why a local action cannot run when its step starts.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ActionError {
+    /// Nothing there: GitHub's message, naming the directory.
+    Missing(String),
+    /// The file is refused: errors with their positions.
+    Invalid(Vec<Problem>),
+    /// A kind of action Shipway does not run (node, docker): the problems saying so.
+    Unsupported(Vec<Problem>),
+}
+
+/// Reads the local action `./local` from `workspace` as GitHub does when the step runs: from the
+/// workspace as the job's earlier steps left it, `action.yml`, then `action.yaml`, then a
+/// `Dockerfile` (unsupported).
+pub fn read_action(
+    fs: &dyn FileSystem,
+    workspace: &Path,
+    local: &str,
+) -> Result<ActionMeta, ActionError> {
+    let dir = workspace.join(local);
+    let at = |message: String| {
+        Problem::new(
+            &format!("{local}/Dockerfile"),
+            Pos { line: 1, column: 1 },
+            Severity::Unsupported,
+            message,
+        )
+    };
+    let found = ["action.yml", "action.yaml"]
+        .iter()
+        .map(|n| (join_rel(local, n), dir.join(n)))
+        .find(|(_, p)| is_file(fs, p));
+    let Some((rel, file_path)) = found else {
+        if is_file(fs, &dir.join("Dockerfile")) {
+            return Err(ActionError::Unsupported(vec![at(format!(
+                "runs.using: './{local}' is a Docker action (a Dockerfile); Shipway runs composite actions only"
+            ))]));
+        }
+        return Err(ActionError::Missing(format!(
+            "Can't find 'action.yml', 'action.yaml' or 'Dockerfile' under '{}'. Did you forget to run actions/checkout before running your local action?",
+            dir.display()
+        )));
+    };
+    let text = read_to_string(fs, &file_path).map_err(|e| {
+        ActionError::Invalid(vec![Problem::new(
+            &rel,
+            Pos { line: 1, column: 1 },
+            Severity::Error,
+            format!("cannot read the action: {e}"),
+        )])
+    })?;
+    let (action, problems) = parse_action(&rel, &text);
+    let errors: Vec<Problem> = problems
+        .iter()
+        .filter(|p| p.severity == Severity::Error)
+        .cloned()
+        .collect();
+    if !errors.is_empty() {
+        return Err(ActionError::Invalid(errors));
+    }
+    let unsupported: Vec<Problem> = problems
+        .into_iter()
+        .filter(|p| p.severity == Severity::Unsupported)
+        .collect();
+    match action {
+        Some(a) if unsupported.is_empty() => Ok(a),
+        _ => Err(ActionError::Unsupported(unsupported)),
+    }
+}
+
+/// `local/name`, or `name` for the repository root (`./`).
+fn join_rel(local: &str, name: &str) -> String {
+    let local = local.trim_end_matches('/');
+    if local.is_empty() || local == "." {
+        name.to_string()
+    } else {
+        format!("{local}/{name}")
     }
 }

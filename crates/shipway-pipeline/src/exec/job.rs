@@ -19,7 +19,7 @@ use super::process::{self, Exit};
 use super::{
     Executor, GateDecision, JobReport, RunEvent, RunSpec, Status, StepReport, Stream, files,
 };
-use crate::load::Bundle;
+use crate::load::{ActionError, Bundle, DiskFs};
 use crate::matrix::{Combination, display_name};
 use crate::workflow::{
     Action, ActionMeta, CallSecrets, Dyn, InputKind, Pairs, Step, Str, Uses, Workflow,
@@ -32,7 +32,6 @@ const DEFAULT_JOB_TIMEOUT_MINUTES: f64 = 360.0;
 pub struct Shared {
     pub spec: Arc<RunSpec>,
     pub exec: Arc<Executor>,
-    pub actions: HashMap<String, ActionMeta>,
     pub called: HashMap<String, Workflow>,
     github: Map,
     concurrency: super::concurrency::Groups,
@@ -51,7 +50,6 @@ impl Shared {
         Shared {
             spec,
             exec,
-            actions: bundle.actions.clone(),
             called: bundle.called.clone(),
             github,
             concurrency: super::concurrency::Groups::default(),
@@ -118,7 +116,12 @@ struct Frame {
     inputs: Value,
     status: Status,
     action_path: Option<PathBuf>,
+    /// How many composite actions this frame is inside.
+    depth: usize,
 }
+
+/// How deep composite actions may nest (GitHub allows ten levels).
+const MAX_ACTION_NESTING: usize = 10;
 
 /// A job instance's mutable state while its steps run.
 struct JobRun {
@@ -370,6 +373,7 @@ impl Instance {
             inputs: self.inputs.clone(),
             status: Status::Success,
             action_path: None,
+            depth: 0,
         };
         let mut reports = Vec::new();
         for step in &job.steps {
@@ -888,15 +892,37 @@ impl JobRun {
                 outputs,
             ),
             Uses::Local(path) => {
-                let Some(action) = self.shared.actions.get(path).cloned() else {
-                    if cfg.allow_unsupported_actions {
-                        self.log(&format!(
-                            "warning: skipping ./{path}: its kind of action is not supported"
-                        ));
-                        return Status::Skipped;
-                    }
-                    self.log(&format!("error: local action ./{path} could not be loaded"));
+                if frame.depth >= MAX_ACTION_NESTING {
+                    self.log(&format!(
+                        "error: ./{path}: local actions nest more than {MAX_ACTION_NESTING} levels"
+                    ));
                     return Status::Failure;
+                }
+                // Read now, from the workspace as the earlier steps left it, as GitHub does.
+                let action = match crate::load::read_action(&DiskFs, &self.workspace, path) {
+                    Ok(a) => a,
+                    Err(ActionError::Missing(m)) => {
+                        self.log(&format!("error: {m}"));
+                        return Status::Failure;
+                    }
+                    Err(ActionError::Invalid(problems)) => {
+                        for p in problems {
+                            self.log(&format!("error: {p}"));
+                        }
+                        return Status::Failure;
+                    }
+                    Err(ActionError::Unsupported(problems)) => {
+                        if cfg.allow_unsupported_actions {
+                            self.log(&format!(
+                                "warning: skipping ./{path}: its kind of action is not supported"
+                            ));
+                            return Status::Skipped;
+                        }
+                        for p in problems {
+                            self.log(&format!("error: {p}"));
+                        }
+                        return Status::Failure;
+                    }
                 };
                 return self
                     .composite(path, &action, frame, env, with, outputs)
@@ -964,12 +990,13 @@ impl JobRun {
                 .entry(k.clone())
                 .or_insert_with(|| Value::string(v.clone()));
         }
-        let action_dir = self.shared.exec.repo.join(path);
+        let action_dir = self.workspace.join(path);
         let mut inner = Frame {
             steps: Map::new(),
             inputs: Value::object(inputs),
             status: Status::Success,
             action_path: Some(action_dir),
+            depth: frame.depth + 1,
         };
         // A composite's steps see the job's status as it was when the action started.
         if frame.status != Status::Success {
@@ -978,7 +1005,17 @@ impl JobRun {
         let saved = (
             self.contexts.get("steps").cloned(),
             self.contexts.get("inputs").cloned(),
+            self.contexts.get("github").cloned(),
         );
+        // `github.action_path` is the action's directory while its steps run.
+        if let Some(Value::Object(g)) = &saved.2 {
+            let mut g = g.as_ref().clone();
+            g.insert(
+                "action_path".into(),
+                Value::string(self.workspace.join(path).to_string_lossy()),
+            );
+            self.contexts.insert("github".into(), Value::object(g));
+        }
         for step in &action.steps {
             self.step(step, &mut inner, env).await;
         }
@@ -993,6 +1030,9 @@ impl JobRun {
         }
         if let Some(i) = saved.1 {
             self.contexts.insert("inputs".into(), i);
+        }
+        if let Some(g) = saved.2 {
+            self.contexts.insert("github".into(), g);
         }
         match inner.status {
             Status::Failure => Status::Failure,
