@@ -64,28 +64,63 @@ pub fn needs_context(job: &Job, finished: &HashMap<String, Finished>) -> Value {
     Value::object(map)
 }
 
-/// Evaluates every `${{ }}` inside a JSON value. A string that is one whole expression takes
-/// the expression's value and type (`${{ fromJSON(...) }}` becomes an array or object).
-pub fn eval_json(v: &Json, host: &dyn Host) -> Result<Json, String> {
+/// Evaluates a matrix as GitHub does: every `${{ }}` inside it, a string that is one whole
+/// expression taking the expression's value and type (`${{ fromJSON(...) }}` becomes an array or
+/// object); besides, an item of a sequence
+/// that is one expression yielding a sequence is spliced into it, a `${{ insert }}` key merges
+/// the mapping its value yields, and any other key holding an expression is evaluated.
+pub fn eval_matrix(v: &Json, host: &dyn Host) -> Result<Json, String> {
+    let eval = |s: &str| -> Result<Json, String> {
+        let t = shipway_expr::Template::parse(s, &shipway_expr::Scope::ANY)
+            .map_err(|e| e.to_string())?;
+        Ok(t.eval(host).map_err(|e| e.to_string())?.to_json())
+    };
     Ok(match v {
-        Json::String(s) if shipway_expr::has_expression(s) => {
-            let t = shipway_expr::Template::parse(s, &shipway_expr::Scope::ANY)
-                .map_err(|e| e.to_string())?;
-            t.eval(host).map_err(|e| e.to_string())?.to_json()
+        Json::String(s) if shipway_expr::has_expression(s) => eval(s)?,
+        Json::Array(items) => {
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
+                match (item, eval_matrix(item, host)?) {
+                    (Json::String(s), Json::Array(spliced)) if is_one_expression(s) => {
+                        out.extend(spliced);
+                    }
+                    (_, value) => out.push(value),
+                }
+            }
+            Json::Array(out)
         }
-        Json::Array(items) => Json::Array(
-            items
-                .iter()
-                .map(|i| eval_json(i, host))
-                .collect::<Result<_, _>>()?,
-        ),
-        Json::Object(map) => Json::Object(
-            map.iter()
-                .map(|(k, i)| Ok((k.clone(), eval_json(i, host)?)))
-                .collect::<Result<_, String>>()?,
-        ),
+        Json::Object(map) => {
+            let mut out = serde_json::Map::new();
+            for (k, item) in map {
+                let value = eval_matrix(item, host)?;
+                if crate::matrix::is_insert(k) {
+                    let Json::Object(merged) = value else {
+                        return Err(format!(
+                            "'{k}' must yield a mapping to merge, found {}",
+                            crate::matrix::short(&value)
+                        ));
+                    };
+                    out.extend(merged);
+                } else if shipway_expr::has_expression(k) {
+                    let key = match eval(k)? {
+                        Json::String(s) => s,
+                        other => shipway_expr::Value::from_json(&other).to_display(),
+                    };
+                    out.insert(key, value);
+                } else {
+                    out.insert(k.clone(), value);
+                }
+            }
+            Json::Object(out)
+        }
         other => other.clone(),
     })
+}
+
+/// `${{ ... }}` and nothing else around it.
+fn is_one_expression(s: &str) -> bool {
+    let t = s.trim();
+    t.starts_with("${{") && t.ends_with("}}") && t[3..].find("${{").is_none()
 }
 
 /// The parts of the `github` context that do not depend on the job.
@@ -198,4 +233,48 @@ pub fn check_inputs(w: &Workflow, event: &str, given: &IndexMap<String, String>)
         }
     }
     problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn matrix_items_splice_insert_merges_and_keys_are_evaluated() {
+        let mut host = Map::new();
+        host.insert(
+            "needs".into(),
+            Value::from_json(&json!({"p": {"outputs": {"k": "helix"}}})),
+        );
+        let matrix = json!({
+            "a": [
+                {"env": {
+                    "key1": "${{ 'val' }}1",
+                    "${{ insert }}": {"key2": "val2"},
+                    "${{insert}}": "${{ fromJSON('{\"key3\":\"val3\"}') }}"
+                }},
+                "${{ fromJSON('[\"b\", \"c\"]') }}",
+                "${{ 'd' }}",
+                ["kept", "whole"]
+            ],
+            "${{ needs.p.outputs.k }}": ["h"]
+        });
+        assert_eq!(
+            eval_matrix(&matrix, &host),
+            Ok(json!({
+                "a": [
+                    {"env": {"key1": "val1", "key2": "val2", "key3": "val3"}},
+                    "b", "c", "d",
+                    ["kept", "whole"]
+                ],
+                "helix": ["h"]
+            }))
+        );
+        let bad = json!({"a": [{"${{ insert }}": "${{ 'text' }}"}]});
+        assert_eq!(
+            eval_matrix(&bad, &host),
+            Err("'${{ insert }}' must yield a mapping to merge, found a string".to_string())
+        );
+    }
 }

@@ -464,7 +464,7 @@ impl JobTask {
             match job.strategy.as_ref().and_then(|s| s.matrix.as_ref()) {
                 None => vec![None],
                 Some(m) => {
-                    match context::eval_json(m, &base_contexts).and_then(|m| matrix::expand(&m)) {
+                    match context::eval_matrix(m, &base_contexts).and_then(|m| matrix::expand(&m)) {
                         Ok(cs) => cs.into_iter().map(Some).collect(),
                         Err(e) => {
                             exec.say(
