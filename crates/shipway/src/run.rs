@@ -13,7 +13,8 @@ use clap::Args;
 use indexmap::IndexMap;
 use serde_json::{Value, json};
 use shipway_pipeline::exec::{
-    Executor, Report, RunEvent, RunObserver, RunSpec, Status, check_inputs, log_text, run_workflow,
+    Executor, Report, RunEvent, RunObserver, RunSpec, Status, check_inputs, dispatch_inputs,
+    event_ref, log_text, run_workflow,
 };
 use shipway_pipeline::load::{Bundle, Options, load};
 use shipway_pipeline::plan::{MatrixPlan, plan};
@@ -322,16 +323,16 @@ pub async fn run(global: &Global, args: RunArgs) -> Result<(), Failure> {
     } else {
         event
     };
-    let git_ref = match event.get("ref").and_then(Value::as_str) {
-        Some(r) if r.starts_with("refs/") => r.to_string(),
-        Some(r) => format!("refs/heads/{r}"),
-        None => format!("refs/heads/{branch}"),
-    };
+    let git_ref = event_ref(&args.event, &event, &branch);
     let filter_ref = if args.event.starts_with("pull_request") {
+        // Pull request filters match the base branch.
         event
             .pointer("/pull_request/base/ref")
             .and_then(Value::as_str)
-            .map_or_else(|| git_ref.clone(), |b| format!("refs/heads/{b}"))
+            .map_or_else(
+                || format!("refs/heads/{branch}"),
+                |b| format!("refs/heads/{b}"),
+            )
     } else {
         git_ref.clone()
     };
@@ -371,7 +372,20 @@ pub async fn run(global: &Global, args: RunArgs) -> Result<(), Failure> {
         )));
     }
 
-    let inputs = pairs(&args.inputs, "input")?;
+    // A dispatch's inputs also come from the payload's `inputs`; the flags win. They reach
+    // `github.event.inputs` as strings and `inputs` typed as each workflow declares them.
+    let mut inputs = pairs(&args.inputs, "input")?;
+    let mut event = event;
+    if args.event == "workflow_dispatch" {
+        inputs = dispatch_inputs(&event, &inputs);
+        if let Value::Object(payload) = &mut event {
+            let strings = inputs
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect();
+            payload.insert("inputs".into(), Value::Object(strings));
+        }
+    }
     let mut input_problems = Vec::new();
     for b in &triggered {
         if let Some(w) = &b.workflow {

@@ -346,3 +346,83 @@ fn a_closed_stdout_does_not_stop_or_crash_a_run() {
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(finished.exists(), "the second step ran");
 }
+
+#[test]
+fn dispatch_inputs_from_the_payload_and_flags_reach_both_contexts() {
+    let dir = repo(
+        r#"
+on:
+  workflow_dispatch:
+    inputs:
+      required: {required: true}
+      flag: {type: boolean}
+      n: {type: number}
+      with_default: {default: dflt}
+jobs:
+  a:
+    runs-on: x
+    steps:
+      - run: |
+          echo "inputs ${{ inputs.required }} ${{ inputs.flag == true }} ${{ inputs.n == 4 }} ${{ inputs.with_default }}"
+          echo "event ${{ github.event.inputs.required }} ${{ github.event.inputs.flag == 'true' }} ${{ github.event.inputs.n == '4' }}"
+"#,
+    );
+    let payload = dir.path().join("event.json");
+    std::fs::write(
+        &payload,
+        r#"{"inputs": {"required": "from-payload", "flag": "true", "n": "3"}}"#,
+    )
+    .expect("write");
+    let o = shipway(
+        dir.path(),
+        &[
+            "--event",
+            "workflow_dispatch",
+            "-e",
+            &payload.to_string_lossy(),
+            "--input",
+            "n=4",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("[a] inputs from-payload true true dflt"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        text(&o).contains("[a] event from-payload true true"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn pull_request_runs_on_the_merge_ref_with_head_and_base_refs() {
+    let dir = repo(
+        r#"
+on: pull_request
+jobs:
+  a:
+    runs-on: x
+    steps:
+      - run: echo "refs ${{ github.ref }} $GITHUB_REF_NAME ${{ github.head_ref }} $GITHUB_BASE_REF"
+"#,
+    );
+    let payload = dir.path().join("event.json");
+    std::fs::write(
+        &payload,
+        r#"{"number": 12, "pull_request": {"head": {"ref": "feature"}, "base": {"ref": "main"}}}"#,
+    )
+    .expect("write");
+    let o = shipway(
+        dir.path(),
+        &["--event", "pull_request", "-e", &payload.to_string_lossy()],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("[a] refs refs/pull/12/merge 12/merge feature main"),
+        "{}",
+        text(&o)
+    );
+}

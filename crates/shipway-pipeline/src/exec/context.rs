@@ -46,6 +46,54 @@ pub fn resolve_inputs(w: &Workflow, event: &str, given: &IndexMap<String, String
     Value::object(map)
 }
 
+/// The inputs of a `workflow_dispatch` run: the payload's `inputs` (as strings, the way the
+/// dispatch API takes them), then `given`, which win.
+pub fn dispatch_inputs(
+    payload: &Json,
+    given: &IndexMap<String, String>,
+) -> IndexMap<String, String> {
+    let mut out = IndexMap::new();
+    if let Some(Json::Object(inputs)) = payload.get("inputs") {
+        for (k, v) in inputs {
+            let v = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+            out.insert(k.clone(), v);
+        }
+    }
+    out.extend(given.iter().map(|(k, v)| (k.clone(), v.clone())));
+    out
+}
+
+/// Whether GitHub runs the event on the pull request's merge ref (`refs/pull/N/merge`).
+fn on_merge_ref(event_name: &str) -> bool {
+    matches!(
+        event_name,
+        "pull_request" | "pull_request_review" | "pull_request_review_comment"
+    )
+}
+
+/// `github.ref` as GitHub sets it for the event: `refs/pull/N/merge` for pull request events (N
+/// from the payload's `number` or `pull_request.number`, else 1), else the payload's `ref`, else
+/// the branch.
+pub fn event_ref(event_name: &str, payload: &Json, branch: &str) -> String {
+    if on_merge_ref(event_name) {
+        let n = payload
+            .get("number")
+            .and_then(Json::as_u64)
+            .or_else(|| {
+                payload
+                    .pointer("/pull_request/number")
+                    .and_then(Json::as_u64)
+            })
+            .unwrap_or(1);
+        return format!("refs/pull/{n}/merge");
+    }
+    match payload.get("ref").and_then(Json::as_str) {
+        Some(r) if r.starts_with("refs/") => r.to_string(),
+        Some(r) if !r.is_empty() => format!("refs/heads/{r}"),
+        _ => format!("refs/heads/{branch}"),
+    }
+}
+
 /// `needs.<id>.result` and `needs.<id>.outputs` for the jobs `job` lists.
 pub fn needs_context(job: &Job, finished: &HashMap<String, Finished>) -> Value {
     let mut map = Map::new();
@@ -125,10 +173,12 @@ fn is_one_expression(s: &str) -> bool {
 
 /// The parts of the `github` context that do not depend on the job.
 pub fn github_base(cfg: &RunSpec, workflow_name: &str, event_path: &str) -> Map {
+    // `1/merge` for a pull request's merge ref, as GitHub names it.
     let ref_name = cfg
         .git_ref
         .strip_prefix("refs/heads/")
         .or_else(|| cfg.git_ref.strip_prefix("refs/tags/"))
+        .or_else(|| cfg.git_ref.strip_prefix("refs/pull/"))
         .unwrap_or(&cfg.git_ref)
         .to_string();
     let ref_type = if cfg.git_ref.starts_with("refs/tags/") {
@@ -141,7 +191,11 @@ pub fn github_base(cfg: &RunSpec, workflow_name: &str, event_path: &str) -> Map 
         .split_once('/')
         .map_or(cfg.repository.as_str(), |(o, _)| o)
         .to_string();
+    // Set for pull_request and pull_request_target only, from the payload.
     let pr = |k: &str| {
+        if !cfg.event_name.starts_with("pull_request") {
+            return String::new();
+        }
         cfg.event
             .pointer(&format!("/pull_request/{k}/ref"))
             .and_then(Json::as_str)
@@ -239,6 +293,66 @@ pub fn check_inputs(w: &Workflow, event: &str, given: &IndexMap<String, String>)
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn pull_request_events_run_on_the_merge_ref() {
+        let pr = json!({"number": 42, "pull_request": {"number": 7}});
+        assert_eq!(event_ref("pull_request", &pr, "main"), "refs/pull/42/merge");
+        let nested = json!({"pull_request": {"number": 7}});
+        assert_eq!(
+            event_ref("pull_request", &nested, "main"),
+            "refs/pull/7/merge"
+        );
+        assert_eq!(
+            event_ref("pull_request", &json!({}), "main"),
+            "refs/pull/1/merge"
+        );
+        // pull_request_target runs on the base branch.
+        assert_eq!(
+            event_ref("pull_request_target", &pr, "main"),
+            "refs/heads/main"
+        );
+        assert_eq!(
+            event_ref("push", &json!({"ref": "refs/tags/v1"}), "main"),
+            "refs/tags/v1"
+        );
+        let spec = RunSpec {
+            event_name: "pull_request".into(),
+            event: json!({"pull_request": {"head": {"ref": "feature"}, "base": {"ref": "main"}}}),
+            git_ref: "refs/pull/1/merge".into(),
+            ..RunSpec::default()
+        };
+        let g = github_base(&spec, "w", "/e.json");
+        let field = |k: &str| g.get(k).map(Value::to_display).unwrap_or_default();
+        assert_eq!(field("head_ref"), "feature");
+        assert_eq!(field("base_ref"), "main");
+        assert_eq!(field("ref_name"), "1/merge");
+        let push = RunSpec {
+            event_name: "push".into(),
+            ..spec
+        };
+        assert_eq!(
+            github_base(&push, "w", "/e.json")
+                .get("head_ref")
+                .map(Value::to_display),
+            Some(String::new())
+        );
+    }
+
+    #[test]
+    fn dispatch_inputs_come_from_the_payload_and_the_flags_win() {
+        let payload = json!({"inputs": {"required": "from payload", "boolean": true, "n": 3}});
+        let given = IndexMap::from([("n".to_string(), "4".to_string())]);
+        let inputs = dispatch_inputs(&payload, &given);
+        assert_eq!(
+            inputs.into_iter().collect::<Vec<_>>(),
+            [
+                ("required".to_string(), "from payload".to_string()),
+                ("boolean".to_string(), "true".to_string()),
+                ("n".to_string(), "4".to_string()),
+            ]
+        );
+    }
 
     #[test]
     fn matrix_items_splice_insert_merges_and_keys_are_evaluated() {

@@ -29,7 +29,7 @@ use crate::matrix::{self, Combination};
 use crate::workflow::{Dyn, Workflow};
 
 pub use commands::{FileCommand, Line, Masker, parse_line};
-pub use context::check_inputs;
+pub use context::{check_inputs, dispatch_inputs, event_ref};
 pub use event::{
     AdmitAll, Collect, Gate, GateDecision, Ignore, RunEvent, RunObserver, Stream, log_text,
 };
