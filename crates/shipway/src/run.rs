@@ -13,8 +13,8 @@ use clap::Args;
 use indexmap::IndexMap;
 use serde_json::{Value, json};
 use shipway_pipeline::exec::{
-    Executor, Report, RunEvent, RunObserver, RunSpec, Status, check_inputs, dispatch_inputs,
-    event_ref, log_text, run_workflow,
+    Executor, Report, RunEvent, RunObserver, RunSpec, Source, Status, check_inputs,
+    dispatch_inputs, event_ref, log_text, run_workflow,
 };
 use shipway_pipeline::load::{Bundle, Options, load};
 use shipway_pipeline::plan::{MatrixPlan, plan};
@@ -72,6 +72,65 @@ pub struct RunArgs {
     /// Skip actions Shipway cannot run (with a warning) instead of refusing the workflow.
     #[arg(long)]
     pub allow_unsupported_actions: bool,
+    /// Run this commit: workflows and checked-out files from its tree [default: the working
+    /// tree, uncommitted changes included].
+    #[arg(long = "ref", value_name = "REV")]
+    pub git_ref: Option<String>,
+}
+
+/// A commit's files, written to a temporary directory for the run and removed after it.
+struct Tree {
+    dir: PathBuf,
+    index: PathBuf,
+}
+
+impl Drop for Tree {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_file(&self.index);
+    }
+}
+
+/// The files of commit `sha` of `repo`, read through a temporary index so the repository's own
+/// index and working tree are left alone.
+fn commit_tree(repo: &Path, rev: &str, sha: &str) -> Result<Tree, Failure> {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let base = std::env::temp_dir().join(format!("shipway-ref-{}-{stamp}", std::process::id()));
+    let tree = Tree {
+        dir: base.clone(),
+        index: base.with_extension("index"),
+    };
+    let mut prefix = tree.dir.to_string_lossy().to_string();
+    prefix.push('/');
+    for args in [
+        vec!["read-tree".to_string(), sha.to_string()],
+        vec![
+            "checkout-index".into(),
+            "--all".into(),
+            "--force".into(),
+            format!("--prefix={prefix}"),
+        ],
+    ] {
+        let out = Process::new("git")
+            .arg("-C")
+            .arg(repo)
+            .args(&args)
+            .env("GIT_INDEX_FILE", &tree.index)
+            .output()
+            .map_err(|e| Failure::Failed(format!("--ref {rev}: cannot run git: {e}")))?;
+        if !out.status.success() {
+            return Err(Failure::Failed(format!(
+                "--ref {rev}: git {}: {}",
+                args[0],
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+    }
+    std::fs::create_dir_all(&tree.dir)
+        .map_err(|e| Failure::Failed(format!("--ref {rev}: {}: {e}", tree.dir.display())))?;
+    Ok(tree)
 }
 
 fn pairs(items: &[String], what: &str) -> Result<IndexMap<String, String>, Failure> {
@@ -197,8 +256,8 @@ fn relative(repo: &Path, file: &Path) -> Result<String, Failure> {
 /// (`ref`, `before`, `after`, `head_commit`), so `github.event.head_commit.message` works
 /// without `-e`.
 fn push_payload(repo: &Path, sha: &str, branch: &str) -> Value {
-    let field = |format: &str| git(repo, &["log", "-1", &format!("--format={format}")]);
-    let before = git(repo, &["rev-parse", "HEAD~1"])
+    let field = |format: &str| git(repo, &["log", "-1", &format!("--format={format}"), sha]);
+    let before = git(repo, &["rev-parse", &format!("{sha}~1")])
         .unwrap_or_else(|| "0000000000000000000000000000000000000000".into());
     let mut payload = json!({
         "ref": format!("refs/heads/{branch}"),
@@ -262,11 +321,43 @@ pub async fn run(global: &Global, args: RunArgs) -> Result<(), Failure> {
     let options = Options {
         allow_unsupported_actions: args.allow_unsupported_actions,
     };
-    let files = workflow_files(&repo, args.workflows.as_deref())?;
+    // Workflow files and checked-out files come from one tree: the working tree (as act runs),
+    // or the commit `--ref` names.
+    let (sha, commit, source) = match &args.git_ref {
+        None => (
+            git(&repo, &["rev-parse", "HEAD"]).unwrap_or_default(),
+            None,
+            Source::WorkingTree,
+        ),
+        Some(rev) => {
+            let sha = git(
+                &repo,
+                &["rev-parse", "--verify", "--quiet", &format!("{rev}^{{commit}}")],
+            )
+            .ok_or_else(|| {
+                Failure::Usage(format!(
+                    "--ref {rev}: not a commit of {}; give a branch, tag or commit (git rev-parse {rev})",
+                    repo.display()
+                ))
+            })?;
+            let tree = commit_tree(&repo, rev, &sha)?;
+            (sha, Some(tree), Source::Commit)
+        }
+    };
+    let tree_dir = commit.as_ref().map_or(repo.clone(), |t| t.dir.clone());
+    // -W names a path of the repository; with --ref, the same path in the commit's tree.
+    let given = match args.workflows.as_deref() {
+        Some(p) if p.is_absolute() && commit.is_some() => {
+            let p = p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+            Some(p.strip_prefix(&repo).map(Path::to_path_buf).unwrap_or(p))
+        }
+        other => other.map(Path::to_path_buf),
+    };
+    let files = workflow_files(&tree_dir, given.as_deref())?;
     let mut bundles = Vec::new();
     let mut blocking = Vec::new();
     for f in &files {
-        let b = load(&repo, f);
+        let b = load(&tree_dir, f);
         // Skipped actions are summarised per file (one line, with counts), not per step.
         let mut skipped: IndexMap<String, usize> = IndexMap::new();
         for p in &b.problems {
@@ -316,7 +407,6 @@ pub async fn run(global: &Global, args: RunArgs) -> Result<(), Failure> {
         }
         None => json!({}),
     };
-    let sha = git(&repo, &["rev-parse", "HEAD"]).unwrap_or_default();
     let branch = git(&repo, &["symbolic-ref", "--short", "HEAD"]).unwrap_or_else(|| "main".into());
     let event = if args.event_path.is_none() && args.event == "push" {
         push_payload(&repo, &sha, &branch)
@@ -336,7 +426,7 @@ pub async fn run(global: &Global, args: RunArgs) -> Result<(), Failure> {
     } else {
         git_ref.clone()
     };
-    let changed_files = git(&repo, &["diff", "--name-only", "HEAD~1", "HEAD"])
+    let changed_files = git(&repo, &["diff", "--name-only", &format!("{sha}~1"), &sha])
         .map(|s| s.lines().map(str::to_string).collect::<Vec<_>>());
     let facts = EventFacts {
         name: args.event.clone(),
@@ -454,6 +544,13 @@ pub async fn run(global: &Global, args: RunArgs) -> Result<(), Failure> {
         jobs: Vec::new(),
     };
     let several = triggered.len() > 1;
+    match &args.git_ref {
+        None => outln!(
+            "workflows and checked-out files from the working tree of {} (uncommitted changes included; --ref REV runs a commit)",
+            repo.display()
+        ),
+        Some(rev) => outln!("workflows and checked-out files from commit {sha} ({rev})"),
+    }
     for b in triggered {
         let spec = RunSpec {
             event_name: args.event.clone(),
@@ -475,6 +572,7 @@ pub async fn run(global: &Global, args: RunArgs) -> Result<(), Failure> {
         let exec = Executor::new(repo.clone(), run_dir, data.join("cache"))
             .parallel(parallel)
             .allow_unsupported_actions(args.allow_unsupported_actions)
+            .source(source)
             .base_env(std::env::vars().collect())
             .observer(printer.clone())
             .cancel(cancel.clone());

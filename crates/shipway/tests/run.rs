@@ -426,3 +426,89 @@ jobs:
         text(&o)
     );
 }
+
+fn git(dir: &Path, args: &[&str]) {
+    let o = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+        .args(["-c", "commit.gpgsign=false"])
+        .args(args)
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_INDEX_FILE")
+        .env_remove("GIT_WORK_TREE")
+        .output()
+        .expect("git");
+    assert!(o.status.success(), "git {args:?}: {}", text(&o));
+}
+
+/// A repository with two commits of `.github/workflows/ci.yml` and `data.txt`.
+fn two_commits() -> tempfile::TempDir {
+    let workflow = |word: &str| {
+        format!(
+            "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - uses: actions/checkout@v4\n      - run: echo \"workflow {word} data $(cat data.txt)\"\n"
+        )
+    };
+    let dir = repo(&workflow("one"));
+    std::fs::write(dir.path().join(".gitignore"), ".data/\n").expect("write");
+    std::fs::write(dir.path().join("data.txt"), "first").expect("write");
+    git(dir.path(), &["init", "-q"]);
+    git(dir.path(), &["add", "-A"]);
+    git(dir.path(), &["commit", "-qm", "one"]);
+    std::fs::write(dir.path().join(".github/workflows/ci.yml"), workflow("two")).expect("write");
+    std::fs::write(dir.path().join("data.txt"), "second").expect("write");
+    git(dir.path(), &["commit", "-qam", "two"]);
+    // Uncommitted changes on top.
+    std::fs::write(
+        dir.path().join(".github/workflows/ci.yml"),
+        workflow("three"),
+    )
+    .expect("write");
+    std::fs::write(dir.path().join("data.txt"), "third").expect("write");
+    dir
+}
+
+#[test]
+fn the_working_tree_is_run_by_default_and_ref_runs_a_commit() {
+    let dir = two_commits();
+    let o = shipway(dir.path(), &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("[a] workflow three data third"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        text(&o).contains("from the working tree of")
+            && text(&o).contains("uncommitted changes included"),
+        "{}",
+        text(&o)
+    );
+
+    let o = shipway(dir.path(), &["--ref", "HEAD~1"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("[a] workflow one data first"),
+        "{}",
+        text(&o)
+    );
+    assert!(text(&o).contains("from commit "), "{}", text(&o));
+
+    let o = shipway(
+        dir.path(),
+        &["--ref", "HEAD", "-W", ".github/workflows/ci.yml"],
+    );
+    assert!(
+        text(&o).contains("[a] workflow two data second"),
+        "{}",
+        text(&o)
+    );
+
+    let o = shipway(dir.path(), &["--ref", "no-such-branch"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("--ref no-such-branch: not a commit of"),
+        "{}",
+        text(&o)
+    );
+}

@@ -55,6 +55,17 @@ fn inside(root: &Path, rel: &str) -> Result<PathBuf, String> {
 }
 
 fn copy_tree(from: &Path, to: &Path, skip_git: bool) -> std::io::Result<u64> {
+    copy_tree_avoiding(from, to, skip_git, None)
+}
+
+/// [`copy_tree`], leaving out every directory that holds `avoid` (a checkout's destination when
+/// the run's data directory is inside the repository), so a copy never copies itself.
+fn copy_tree_avoiding(
+    from: &Path,
+    to: &Path,
+    skip_git: bool,
+    avoid: Option<&Path>,
+) -> std::io::Result<u64> {
     let meta = std::fs::symlink_metadata(from)?;
     if meta.is_file() {
         if let Some(parent) = to.parent() {
@@ -78,7 +89,11 @@ fn copy_tree(from: &Path, to: &Path, skip_git: bool) -> std::io::Result<u64> {
         if skip_git && entry.file_name() == ".git" {
             continue;
         }
-        n += copy_tree(&entry.path(), &to.join(entry.file_name()), skip_git)?;
+        let path = entry.path();
+        if avoid.is_some_and(|a| a.starts_with(&path)) {
+            continue;
+        }
+        n += copy_tree_avoiding(&path, &to.join(entry.file_name()), skip_git, avoid)?;
     }
     Ok(n)
 }
@@ -228,6 +243,7 @@ fn walk(root: &Path) -> Vec<String> {
 pub fn checkout(
     repo: &Path,
     sha: &str,
+    source: super::Source,
     workspace: &Path,
     with: &IndexMap<String, String>,
 ) -> Result<String, String> {
@@ -255,6 +271,18 @@ pub fn checkout(
             r.map_err(|e| format!("cleaning {}: {e}", p.display()))?;
         }
     }
+    if source == super::Source::WorkingTree {
+        let avoid = workspace
+            .canonicalize()
+            .unwrap_or_else(|_| workspace.to_path_buf());
+        let repo = repo.canonicalize().unwrap_or_else(|_| repo.to_path_buf());
+        let n = copy_tree_avoiding(&repo, &target, false, Some(&avoid))
+            .map_err(|e| format!("copying the working tree: {e}"))?;
+        return Ok(format!(
+            "copied the working tree ({n} files, uncommitted changes included) into {}",
+            target.display()
+        ));
+    }
     if repo.join(".git").exists() && !sha.is_empty() {
         let git = |args: &[&str]| -> Result<(), String> {
             let out = Command::new("git")
@@ -277,7 +305,12 @@ pub fn checkout(
         git(&["-C", &t, "checkout", "--quiet", "--detach", sha])?;
         return Ok(format!("checked out {sha} into {t}"));
     }
-    let n = copy_tree(repo, &target, true).map_err(|e| format!("copying the repository: {e}"))?;
+    let avoid = workspace
+        .canonicalize()
+        .unwrap_or_else(|_| workspace.to_path_buf());
+    let repo = repo.canonicalize().unwrap_or_else(|_| repo.to_path_buf());
+    let n = copy_tree_avoiding(&repo, &target, true, Some(&avoid))
+        .map_err(|e| format!("copying the repository: {e}"))?;
     Ok(format!(
         "copied {n} files into {} (the repository has no commit to check out)",
         target.display()

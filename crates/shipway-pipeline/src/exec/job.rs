@@ -855,9 +855,13 @@ impl JobRun {
     ) -> Status {
         let cfg = self.shared.exec.clone();
         let result = match uses {
-            Uses::Checkout => {
-                super::actions::checkout(&cfg.repo, &self.shared.spec.sha, &self.workspace, with)
-            }
+            Uses::Checkout => super::actions::checkout(
+                &cfg.repo,
+                &self.shared.spec.sha,
+                cfg.source,
+                &self.workspace,
+                with,
+            ),
             Uses::Cache | Uses::CacheRestore => {
                 let r =
                     super::actions::cache_restore(&cfg.cache_dir, &self.workspace, with, outputs);

@@ -112,6 +112,20 @@ pub struct Executor {
     pub gate: Arc<dyn Gate>,
     /// Cancels the whole run (Ctrl-C): running steps are stopped, `always()` steps still run.
     pub cancel: CancellationToken,
+    /// What `actions/checkout` puts in a workspace.
+    pub source: Source,
+}
+
+/// What `actions/checkout` checks out of [`Executor::repo`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Source {
+    /// The commit [`RunSpec::sha`], cloned (a copy of the files when the repository has no
+    /// commit), as on GitHub.
+    #[default]
+    Commit,
+    /// The files as they are on disk, uncommitted changes and `.git` included, as act does: the
+    /// tree the workflow files were read from.
+    WorkingTree,
 }
 
 impl Executor {
@@ -126,7 +140,13 @@ impl Executor {
             observer: Arc::new(Ignore),
             gate: Arc::new(AdmitAll),
             cancel: CancellationToken::new(),
+            source: Source::default(),
         }
+    }
+
+    pub fn source(mut self, source: Source) -> Executor {
+        self.source = source;
+        self
     }
 
     pub fn parallel(mut self, n: usize) -> Executor {
