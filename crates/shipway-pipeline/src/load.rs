@@ -254,6 +254,8 @@ fn resolve_steps(
 pub enum ActionError {
     /// Nothing there: GitHub's message, naming the directory.
     Missing(String),
+    /// The path leaves the workspace.
+    Outside(String),
     /// The file is refused: errors with their positions.
     Invalid(Vec<Problem>),
     /// A kind of action Shipway does not run (node, docker): the problems saying so.
@@ -268,6 +270,11 @@ pub fn read_action(
     workspace: &Path,
     local: &str,
 ) -> Result<ActionMeta, ActionError> {
+    if !safe_relative(local) {
+        return Err(ActionError::Outside(format!(
+            "'./{local}' leaves the repository; a local action's path must stay inside it"
+        )));
+    }
     let dir = workspace.join(local);
     let at = |message: String| {
         Problem::new(
@@ -326,5 +333,51 @@ fn join_rel(local: &str, name: &str) -> String {
         name.to_string()
     } else {
         format!("{local}/{name}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_action_finds_yaml_refuses_escapes_and_says_what_github_says() {
+        let mut fs = MemFs::new();
+        fs.insert(
+            "ws/a/action.yaml",
+            "runs:\n  using: composite\n  steps:\n    - run: echo hi\n      shell: bash\n",
+        );
+        fs.insert("ws/d/Dockerfile", "FROM scratch\n");
+        fs.insert("ws/bad/action.yml", "runs: [\n");
+        let ws = Path::new("/ws");
+        assert_eq!(
+            read_action(&fs, ws, "a").map(|a| a.file),
+            Ok("a/action.yaml".to_string())
+        );
+        assert_eq!(
+            read_action(&fs, ws, "gone"),
+            Err(ActionError::Missing(
+                "Can't find 'action.yml', 'action.yaml' or 'Dockerfile' under '/ws/gone'. Did you \
+                 forget to run actions/checkout before running your local action?"
+                    .to_string()
+            ))
+        );
+        assert!(matches!(
+            read_action(&fs, ws, "../etc"),
+            Err(ActionError::Outside(m)) if m.contains("leaves the repository")
+        ));
+        assert!(matches!(
+            read_action(&fs, ws, "d"),
+            Err(ActionError::Unsupported(_))
+        ));
+        match read_action(&fs, ws, "bad") {
+            Err(ActionError::Invalid(problems)) => {
+                assert!(
+                    problems[0].to_string().starts_with("bad/action.yml:"),
+                    "{problems:?}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

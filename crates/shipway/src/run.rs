@@ -402,8 +402,33 @@ pub async fn run(global: &Global, args: RunArgs) -> Result<(), Failure> {
         Some(p) => {
             let text = std::fs::read_to_string(p)
                 .map_err(|e| Failure::Usage(format!("-e {}: {e}", p.display())))?;
-            serde_json::from_str(&text)
-                .map_err(|e| Failure::Usage(format!("-e {}: not JSON: {e}", p.display())))?
+            let payload: Value = serde_json::from_str(&text).map_err(|e| {
+                // serde's message ends with its own "at line L column C"; say it as file:line:col.
+                let message = e.to_string();
+                let message = message
+                    .rsplit_once(" at line ")
+                    .map_or(message.as_str(), |(m, _)| m);
+                Failure::Usage(format!(
+                    "{}:{}:{}: the event payload (-e) is not JSON: {message}; give the webhook payload as a JSON object",
+                    p.display(),
+                    e.line(),
+                    e.column()
+                ))
+            })?;
+            if !payload.is_object() {
+                return Err(Failure::Usage(format!(
+                    "{}:1:1: the event payload (-e) must be a JSON object (a webhook payload), found {}",
+                    p.display(),
+                    match payload {
+                        Value::Array(_) => "an array",
+                        Value::String(_) => "a string",
+                        Value::Number(_) => "a number",
+                        Value::Bool(_) => "a boolean",
+                        _ => "null",
+                    }
+                )));
+            }
+            payload
         }
         None => json!({}),
     };

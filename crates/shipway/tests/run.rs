@@ -512,3 +512,30 @@ fn the_working_tree_is_run_by_default_and_ref_runs_a_commit() {
         text(&o)
     );
 }
+
+#[test]
+fn a_bad_event_payload_is_refused_with_its_position() {
+    let dir = repo("on: push\njobs:\n  a:\n    runs-on: x\n    steps: [{run: 'true'}]\n");
+    let payload = dir.path().join("event.json");
+    std::fs::write(&payload, "{\n  \"ref\": \"main\",\n  oops\n}\n").expect("write");
+    let o = shipway(dir.path(), &["-e", &payload.to_string_lossy()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!(
+            "{}:3:3: the event payload (-e) is not JSON: key must be a string; give the webhook payload as a JSON object",
+            payload.display()
+        )),
+        "{}",
+        text(&o)
+    );
+    std::fs::write(&payload, "[1]").expect("write");
+    let o = shipway(dir.path(), &["-e", &payload.to_string_lossy()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains(
+            ":1:1: the event payload (-e) must be a JSON object (a webhook payload), found an array"
+        ),
+        "{}",
+        text(&o)
+    );
+}

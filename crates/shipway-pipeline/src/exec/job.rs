@@ -905,7 +905,7 @@ impl JobRun {
                 // Read now, from the workspace as the earlier steps left it, as GitHub does.
                 let action = match crate::load::read_action(&DiskFs, &self.workspace, path) {
                     Ok(a) => a,
-                    Err(ActionError::Missing(m)) => {
+                    Err(ActionError::Missing(m) | ActionError::Outside(m)) => {
                         self.log(&format!("error: {m}"));
                         return Status::Failure;
                     }
