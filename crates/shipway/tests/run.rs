@@ -446,11 +446,11 @@ fn git(dir: &Path, args: &[&str]) {
 fn two_commits() -> tempfile::TempDir {
     let workflow = |word: &str| {
         format!(
-            "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - uses: actions/checkout@v4\n      - run: echo \"workflow {word} data $(cat data.txt)\"\n"
+            "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - uses: actions/checkout@v4\n      - run: echo \"workflow {word} data $(cat data.txt) extra $(cat new.txt 2>/dev/null) $(test -e ignored.txt && echo ignored-copied)\"\n"
         )
     };
     let dir = repo(&workflow("one"));
-    std::fs::write(dir.path().join(".gitignore"), ".data/\n").expect("write");
+    std::fs::write(dir.path().join(".gitignore"), ".data/\nignored.txt\n").expect("write");
     std::fs::write(dir.path().join("data.txt"), "first").expect("write");
     git(dir.path(), &["init", "-q"]);
     git(dir.path(), &["add", "-A"]);
@@ -465,6 +465,8 @@ fn two_commits() -> tempfile::TempDir {
     )
     .expect("write");
     std::fs::write(dir.path().join("data.txt"), "third").expect("write");
+    std::fs::write(dir.path().join("new.txt"), "new").expect("write");
+    std::fs::write(dir.path().join("ignored.txt"), "ignored").expect("write");
     dir
 }
 
@@ -474,7 +476,7 @@ fn the_working_tree_is_run_by_default_and_ref_runs_a_commit() {
     let o = shipway(dir.path(), &[]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(
-        text(&o).contains("[a] workflow three data third"),
+        text(&o).contains("[a] workflow three data third extra new \n"),
         "{}",
         text(&o)
     );
@@ -488,7 +490,7 @@ fn the_working_tree_is_run_by_default_and_ref_runs_a_commit() {
     let o = shipway(dir.path(), &["--ref", "HEAD~1"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(
-        text(&o).contains("[a] workflow one data first"),
+        text(&o).contains("[a] workflow one data first extra  \n"),
         "{}",
         text(&o)
     );

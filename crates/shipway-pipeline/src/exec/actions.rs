@@ -98,6 +98,45 @@ fn copy_tree_avoiding(
     Ok(n)
 }
 
+/// The working tree as act copies it: in a git repository the files git does not ignore
+/// (tracked and untracked, as on disk) and `.git`; else everything. Nothing under `avoid`.
+fn copy_working_tree(repo: &Path, to: &Path, avoid: &Path) -> std::io::Result<u64> {
+    if !repo.join(".git").exists() {
+        return copy_tree_avoiding(repo, to, false, Some(avoid));
+    }
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args([
+            "ls-files",
+            "-z",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+        ])
+        .output()?;
+    if !out.status.success() {
+        return Err(std::io::Error::other(format!(
+            "git ls-files: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let mut n = copy_tree_avoiding(&repo.join(".git"), &to.join(".git"), false, Some(avoid))?;
+    let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut seen = std::collections::HashSet::new();
+    for rel in listed.split('\0').filter(|r| !r.is_empty()) {
+        let from = repo.join(rel);
+        // A tracked file deleted on disk is not in the working tree; one listed twice (a
+        // conflict's stages) is copied once.
+        if !seen.insert(rel) || std::fs::symlink_metadata(&from).is_err() || from.starts_with(avoid)
+        {
+            continue;
+        }
+        n += copy_tree_avoiding(&from, &to.join(rel), false, Some(avoid))?;
+    }
+    Ok(n)
+}
+
 /// upload-artifact's copy: a link is replaced by what it points to, as GitHub's upload follows
 /// links (its artifacts hold no links), so the store never holds a link a download could write
 /// through. A directory link back to one of its own ancestors is skipped instead of looping.
@@ -276,7 +315,7 @@ pub fn checkout(
             .canonicalize()
             .unwrap_or_else(|_| workspace.to_path_buf());
         let repo = repo.canonicalize().unwrap_or_else(|_| repo.to_path_buf());
-        let n = copy_tree_avoiding(&repo, &target, false, Some(&avoid))
+        let n = copy_working_tree(&repo, &target, &avoid)
             .map_err(|e| format!("copying the working tree: {e}"))?;
         return Ok(format!(
             "copied the working tree ({n} files, uncommitted changes included) into {}",

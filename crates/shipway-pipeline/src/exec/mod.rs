@@ -123,8 +123,8 @@ pub enum Source {
     /// commit), as on GitHub.
     #[default]
     Commit,
-    /// The files as they are on disk, uncommitted changes and `.git` included, as act does: the
-    /// tree the workflow files were read from.
+    /// The files as they are on disk, uncommitted changes and `.git` included and what git
+    /// ignores left out, as act does: the tree the workflow files were read from.
     WorkingTree,
 }
 
