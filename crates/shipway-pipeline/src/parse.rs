@@ -908,6 +908,7 @@ impl Reader<'_> {
         for (name, spec) in map {
             let p = child_path(path, name);
             let mut input = Input {
+                pos: self.key_pos(&p),
                 description: None,
                 required: false,
                 default: None,

@@ -504,8 +504,11 @@ pub async fn run(global: &Global, args: RunArgs) -> Result<(), Failure> {
     let mut input_problems = Vec::new();
     for b in &triggered {
         if let Some(w) = &b.workflow {
-            for p in check_inputs(w, &args.event, &inputs) {
-                input_problems.push(format!("{}: {p}", b.path));
+            for (pos, p) in check_inputs(w, &args.event, &inputs) {
+                input_problems.push(match pos {
+                    Some(at) => format!("{}:{}:{}: {p}", b.path, at.line, at.column),
+                    None => format!("{}: {p}", b.path),
+                });
             }
         }
     }

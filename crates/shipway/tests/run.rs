@@ -179,7 +179,9 @@ fn dispatch_inputs_are_checked_against_their_declaration() {
     let o = shipway(dir.path(), &["--event", "workflow_dispatch"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
-        text(&o).contains("input 'level' is required"),
+        text(&o).contains(
+            ".github/workflows/ci.yml:4:7: input 'level' is required: give it with --input level=VALUE"
+        ),
         "{}",
         text(&o)
     );
@@ -198,7 +200,10 @@ fn dispatch_inputs_are_checked_against_their_declaration() {
     );
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let t = text(&o);
-    assert!(t.contains("'mid' is not one of: low, high"), "{t}");
+    assert!(
+        t.contains("ci.yml:4:7: input 'level': 'mid' is not one of: low, high"),
+        "{t}"
+    );
     assert!(t.contains("expected true or false, got 'yes'"), "{t}");
     assert!(t.contains("input 'x' is not declared"), "{t}");
     let o = shipway(

@@ -8,7 +8,7 @@ use serde_json::Value as Json;
 use shipway_expr::{Host, Map, Value};
 
 use super::{Finished, RunSpec};
-use crate::workflow::{InputKind, Job, Workflow};
+use crate::workflow::{InputKind, Job, Pos, Workflow};
 
 /// The `inputs` context: given values, else declared defaults, typed as declared (booleans and
 /// numbers are not strings in `inputs`).
@@ -242,30 +242,34 @@ pub fn strings(map: &IndexMap<String, String>) -> Value {
 
 /// Checks inputs given for a `workflow_dispatch` run against the declared ones: required
 /// inputs without a default must be given, choices must be one of the options, booleans and
-/// numbers must read as such. Undeclared inputs are refused, as GitHub refuses them.
-pub fn check_inputs(w: &Workflow, event: &str, given: &IndexMap<String, String>) -> Vec<String> {
+/// numbers must read as such. Undeclared inputs are refused, as GitHub refuses them. Each
+/// problem comes with the position of the input's declaration, when it has one.
+pub fn check_inputs(
+    w: &Workflow,
+    event: &str,
+    given: &IndexMap<String, String>,
+) -> Vec<(Option<Pos>, String)> {
     let Some(e) = w.on.events.get(event) else {
         return Vec::new();
     };
     let mut problems = Vec::new();
     for (name, input) in &e.inputs {
+        let mut problem = |m: String| problems.push((Some(input.pos), m));
         match given.get(name) {
-            None if input.required && input.default.is_none() => {
-                problems.push(format!("input '{name}' is required (--input {name}=VALUE)"));
-            }
+            None if input.required && input.default.is_none() => problem(format!(
+                "input '{name}' is required: give it with --input {name}=VALUE (or in the -e payload's inputs)"
+            )),
             None => {}
             Some(v) => match input.kind {
-                InputKind::Choice if !input.options.iter().any(|o| o == v) => {
-                    problems.push(format!(
-                        "input '{name}': '{v}' is not one of: {}",
-                        input.options.join(", ")
-                    ))
-                }
+                InputKind::Choice if !input.options.iter().any(|o| o == v) => problem(format!(
+                    "input '{name}': '{v}' is not one of: {}",
+                    input.options.join(", ")
+                )),
                 InputKind::Boolean if v != "true" && v != "false" => {
-                    problems.push(format!("input '{name}': expected true or false, got '{v}'"));
+                    problem(format!("input '{name}': expected true or false, got '{v}'"));
                 }
                 InputKind::Number if shipway_expr::parse_number(v.trim()).is_none() => {
-                    problems.push(format!("input '{name}': expected a number, got '{v}'"));
+                    problem(format!("input '{name}': expected a number, got '{v}'"));
                 }
                 _ => {}
             },
@@ -273,16 +277,19 @@ pub fn check_inputs(w: &Workflow, event: &str, given: &IndexMap<String, String>)
     }
     for name in given.keys() {
         if !e.inputs.contains_key(name) {
-            problems.push(format!(
-                "input '{name}' is not declared by on.{event}.inputs{}",
-                if e.inputs.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        " (declared: {})",
-                        e.inputs.keys().cloned().collect::<Vec<_>>().join(", ")
-                    )
-                }
+            let declared = if e.inputs.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (declared: {})",
+                    e.inputs.keys().cloned().collect::<Vec<_>>().join(", ")
+                )
+            };
+            problems.push((
+                None,
+                format!(
+                    "input '{name}' is not declared by on.{event}.inputs{declared}: declare it or leave it out"
+                ),
             ));
         }
     }
