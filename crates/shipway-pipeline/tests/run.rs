@@ -1684,3 +1684,29 @@ jobs:
     ));
     assert!(r.logged("after foo=."), "{:#?}", r.logs);
 }
+
+#[tokio::test]
+async fn a_matrix_that_evaluates_wrong_fails_its_job_naming_where_it_is() {
+    let r = run(r#"
+on: push
+jobs:
+  m:
+    runs-on: x
+    strategy:
+      matrix:
+        a:
+          - ${{ insert }}: ${{ 'not a mapping' }}
+    steps:
+      - run: echo never
+"#)
+    .await;
+    assert_eq!(r.result("m"), "failure", "{:#?}", r.logs);
+    assert!(
+        r.logged(
+            "error: .github/workflows/w.yml:8:9: jobs.m.strategy.matrix: '${{ insert }}' must \
+             yield a mapping to merge, found a string"
+        ),
+        "{:#?}",
+        r.logs
+    );
+}

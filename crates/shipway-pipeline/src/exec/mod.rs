@@ -487,9 +487,17 @@ impl JobTask {
                     match context::eval_matrix(m, &base_contexts).and_then(|m| matrix::expand(&m)) {
                         Ok(cs) => cs.into_iter().map(Some).collect(),
                         Err(e) => {
+                            let at = job
+                                .strategy
+                                .as_ref()
+                                .map(|s| s.matrix_pos)
+                                .unwrap_or_default();
                             exec.say(
                                 &full_id,
-                                format!("error: jobs.{}.strategy.matrix: {e}", self.id),
+                                format!(
+                                    "error: {}:{}:{}: jobs.{}.strategy.matrix: {e}",
+                                    self.w.file, at.line, at.column, self.id
+                                ),
                             );
                             return self.failed(&full_id);
                         }
