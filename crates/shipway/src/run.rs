@@ -102,6 +102,10 @@ fn commit_tree(repo: &Path, rev: &str, sha: &str) -> Result<Tree, Failure> {
         dir: base.clone(),
         index: base.with_extension("index"),
     };
+    // Private, as the data directory is: the repository's files may be too.
+    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+        .create(&tree.dir)
+        .map_err(|e| Failure::Failed(format!("--ref {rev}: {}: {e}", tree.dir.display())))?;
     let mut prefix = tree.dir.to_string_lossy().to_string();
     prefix.push('/');
     for args in [
@@ -128,8 +132,6 @@ fn commit_tree(repo: &Path, rev: &str, sha: &str) -> Result<Tree, Failure> {
             )));
         }
     }
-    std::fs::create_dir_all(&tree.dir)
-        .map_err(|e| Failure::Failed(format!("--ref {rev}: {}: {e}", tree.dir.display())))?;
     Ok(tree)
 }
 
