@@ -93,14 +93,17 @@ fn parse(args: &[String]) -> Result<Flags> {
     Ok(flags)
 }
 
-/// The shared test corpora (kustomize cases, workflow files): read-only data beside the project.
+/// The shared test corpora (kustomize cases, workflow files, act's runner cases): read-only data beside the project.
 fn corpus(require: bool) -> Result<Option<PathBuf>> {
     let candidates = [
         std::env::var_os("SHIPWAY_CORPUS").map(PathBuf::from),
         Some(root().join("../shared/corpus")),
     ];
     for dir in candidates.into_iter().flatten() {
-        if dir.join("kustomize").is_dir() && dir.join("workflows").is_dir() {
+        if ["kustomize", "workflows", "act"]
+            .iter()
+            .all(|c| dir.join(c).is_dir())
+        {
             let dir = dir.canonicalize().unwrap_or(dir);
             eprintln!("xtask: conformance corpora from {}", dir.display());
             return Ok(Some(dir));
@@ -108,7 +111,7 @@ fn corpus(require: bool) -> Result<Option<PathBuf>> {
     }
     if require {
         bail!(
-            "--require-corpus: no corpus found; set SHIPWAY_CORPUS to the folder holding kustomize/ and workflows/"
+            "--require-corpus: no corpus found; set SHIPWAY_CORPUS to the folder holding kustomize/, workflows/ and act/"
         );
     }
     eprintln!(

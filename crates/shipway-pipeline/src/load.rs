@@ -219,12 +219,11 @@ fn resolve_steps(
         let dir = b.root.join(local);
         let found = ["action.yml", "action.yaml"]
             .iter()
-            .map(|n| (format!("{local}/{n}"), dir.join(n)))
+            .map(|n| (join_rel(local, n), dir.join(n)))
             .find(|(_, p)| is_file(fs, p));
+        // A missing action is not an error here: an earlier step may write it, a skipped step
+        // never needs it, and GitHub fails the step that runs it (`read_action`).
         let Some((rel, file_path)) = found else {
-            b.problems.push(at(format!(
-                "{uses_path}: local action './{local}' not found: no action.yml in {local}"
-            )));
             continue;
         };
         let text = match read_to_string(fs, &file_path) {
@@ -246,6 +245,139 @@ fn resolve_steps(
             None => {
                 b.unrunnable_actions.insert(local.clone());
             }
+        }
+    }
+}
+
+/// Why a local action cannot run when its step starts.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ActionError {
+    /// Nothing there: GitHub's message, naming the directory.
+    Missing(String),
+    /// The path leaves the workspace.
+    Outside(String),
+    /// The file is refused: errors with their positions.
+    Invalid(Vec<Problem>),
+    /// A kind of action Shipway does not run (node, docker): the problems saying so.
+    Unsupported(Vec<Problem>),
+}
+
+/// Reads the local action `./local` from `workspace` as GitHub does when the step runs: from the
+/// workspace as the job's earlier steps left it, `action.yml`, then `action.yaml`, then a
+/// `Dockerfile` (unsupported).
+pub fn read_action(
+    fs: &dyn FileSystem,
+    workspace: &Path,
+    local: &str,
+) -> Result<ActionMeta, ActionError> {
+    if !safe_relative(local) {
+        return Err(ActionError::Outside(format!(
+            "'./{local}' leaves the repository; a local action's path must stay inside it"
+        )));
+    }
+    let dir = workspace.join(local);
+    let at = |message: String| {
+        Problem::new(
+            &format!("{local}/Dockerfile"),
+            Pos { line: 1, column: 1 },
+            Severity::Unsupported,
+            message,
+        )
+    };
+    let found = ["action.yml", "action.yaml"]
+        .iter()
+        .map(|n| (join_rel(local, n), dir.join(n)))
+        .find(|(_, p)| is_file(fs, p));
+    let Some((rel, file_path)) = found else {
+        if is_file(fs, &dir.join("Dockerfile")) {
+            return Err(ActionError::Unsupported(vec![at(format!(
+                "runs.using: './{local}' is a Docker action (a Dockerfile); Shipway runs composite actions only"
+            ))]));
+        }
+        return Err(ActionError::Missing(format!(
+            "Can't find 'action.yml', 'action.yaml' or 'Dockerfile' under '{}'. Did you forget to run actions/checkout before running your local action?",
+            dir.display()
+        )));
+    };
+    let text = read_to_string(fs, &file_path).map_err(|e| {
+        ActionError::Invalid(vec![Problem::new(
+            &rel,
+            Pos { line: 1, column: 1 },
+            Severity::Error,
+            format!("cannot read the action: {e}"),
+        )])
+    })?;
+    let (action, problems) = parse_action(&rel, &text);
+    let errors: Vec<Problem> = problems
+        .iter()
+        .filter(|p| p.severity == Severity::Error)
+        .cloned()
+        .collect();
+    if !errors.is_empty() {
+        return Err(ActionError::Invalid(errors));
+    }
+    let unsupported: Vec<Problem> = problems
+        .into_iter()
+        .filter(|p| p.severity == Severity::Unsupported)
+        .collect();
+    match action {
+        Some(a) if unsupported.is_empty() => Ok(a),
+        _ => Err(ActionError::Unsupported(unsupported)),
+    }
+}
+
+/// `local/name`, or `name` for the repository root (`./`).
+fn join_rel(local: &str, name: &str) -> String {
+    let local = local.trim_end_matches('/');
+    if local.is_empty() || local == "." {
+        name.to_string()
+    } else {
+        format!("{local}/{name}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_action_finds_yaml_refuses_escapes_and_says_what_github_says() {
+        let mut fs = MemFs::new();
+        fs.insert(
+            "ws/a/action.yaml",
+            "runs:\n  using: composite\n  steps:\n    - run: echo hi\n      shell: bash\n",
+        );
+        fs.insert("ws/d/Dockerfile", "FROM scratch\n");
+        fs.insert("ws/bad/action.yml", "runs: [\n");
+        let ws = Path::new("/ws");
+        assert_eq!(
+            read_action(&fs, ws, "a").map(|a| a.file),
+            Ok("a/action.yaml".to_string())
+        );
+        assert_eq!(
+            read_action(&fs, ws, "gone"),
+            Err(ActionError::Missing(
+                "Can't find 'action.yml', 'action.yaml' or 'Dockerfile' under '/ws/gone'. Did you \
+                 forget to run actions/checkout before running your local action?"
+                    .to_string()
+            ))
+        );
+        assert!(matches!(
+            read_action(&fs, ws, "../etc"),
+            Err(ActionError::Outside(m)) if m.contains("leaves the repository")
+        ));
+        assert!(matches!(
+            read_action(&fs, ws, "d"),
+            Err(ActionError::Unsupported(_))
+        ));
+        match read_action(&fs, ws, "bad") {
+            Err(ActionError::Invalid(problems)) => {
+                assert!(
+                    problems[0].to_string().starts_with("bad/action.yml:"),
+                    "{problems:?}"
+                );
+            }
+            other => panic!("{other:?}"),
         }
     }
 }

@@ -152,12 +152,22 @@ pub(crate) fn short(v: &Json) -> &'static str {
     }
 }
 
-/// Whether any string inside `v` holds `${{ }}`.
+/// A `${{ insert }}` key (any spacing).
+pub(crate) fn is_insert(key: &str) -> bool {
+    key.trim()
+        .strip_prefix("${{")
+        .and_then(|k| k.strip_suffix("}}"))
+        .is_some_and(|k| k.trim() == "insert")
+}
+
+/// Whether any string inside `v`, mapping keys included, holds `${{ }}`.
 pub(crate) fn has_expression(v: &Json) -> bool {
     match v {
         Json::String(s) => shipway_expr::has_expression(s),
         Json::Array(items) => items.iter().any(has_expression),
-        Json::Object(map) => map.values().any(has_expression),
+        Json::Object(map) => map
+            .iter()
+            .any(|(k, v)| shipway_expr::has_expression(k) || has_expression(v)),
         _ => false,
     }
 }

@@ -493,7 +493,12 @@ impl Reader<'_> {
             }
             Json::Object(map) => {
                 for (k, item) in map {
-                    self.check_strings(&child_path(path, k), item, scope);
+                    let at = child_path(path, k);
+                    // A key may be an expression too (evaluated in a matrix), or `${{ insert }}`.
+                    if shipway_expr::has_expression(k) && !crate::matrix::is_insert(k) {
+                        self.template(&at, k, scope);
+                    }
+                    self.check_strings(&at, item, scope);
                 }
             }
             _ => {}
@@ -903,6 +908,7 @@ impl Reader<'_> {
         for (name, spec) in map {
             let p = child_path(path, name);
             let mut input = Input {
+                pos: self.key_pos(&p),
                 description: None,
                 required: false,
                 default: None,

@@ -103,6 +103,8 @@ pub struct Event {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Input {
+    /// Where its name is written.
+    pub pos: Pos,
     pub description: Option<String>,
     pub required: bool,
     pub default: Option<Json>,

@@ -13,7 +13,7 @@ use shipway_pipeline::exec::{
     Collect, Executor, Gate, GateDecision, Report, RunEvent, RunObserver, RunSpec, Status, Stream,
     run_workflow,
 };
-use shipway_pipeline::load::{Bundle, MemFs, load, load_from};
+use shipway_pipeline::load::{MemFs, load, load_from};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -1222,6 +1222,7 @@ jobs:
   j:
     runs-on: x
     steps:
+      - uses: actions/checkout@v4
       - id: outer
         uses: ./actions/outer
         with:
@@ -1557,22 +1558,12 @@ runs:
         std::path::Path::new("/repo"),
         ".github/workflows/w.yml",
     );
+    // A missing action is no problem when loading: GitHub looks for it when its step runs.
     let problems: Vec<String> = bundle.problems.iter().map(ToString::to_string).collect();
-    assert_eq!(
-        problems,
-        [
-            ".github/workflows/w.yml:12:9: jobs.j.steps[2].uses: local action './actions/missing' \
-          not found: no action.yml in actions/missing"
-        ]
-    );
+    assert_eq!(problems, Vec::<String>::new());
     assert_eq!(bundle.actions.keys().collect::<Vec<_>>(), ["actions/greet"]);
-    let mut w = bundle.workflow.clone().expect("the workflow");
-    // Run it without the missing step: the composite's steps come from memory.
-    w.jobs[0].steps.pop();
-    let bundle = Bundle {
-        workflow: Some(w),
-        ..bundle
-    };
+    // Run, the action is read from the workspace, where nothing checked it out: the step
+    // fails as on GitHub.
     let root = tempfile::tempdir().expect("tempdir");
     let sink = Arc::new(Collect::default());
     let exec = Executor::new(
@@ -1587,11 +1578,135 @@ runs:
     )
     .observer(sink.clone());
     let report = run_workflow(&bundle, RunSpec::default(), exec).await;
-    assert_eq!(report.result, Status::Success, "{:#?}", sink.lines());
+    assert_eq!(report.result, Status::Failure, "{:#?}", sink.lines());
     assert!(
-        sink.lines()
-            .contains(&"[j] action said hello memory".to_string()),
+        sink.lines().iter().any(|l| l.contains(
+            "/workspace/actions/greet'. Did you forget to run actions/checkout before running your local action?"
+        )),
         "{:#?}",
         sink.lines()
+    );
+}
+
+#[tokio::test]
+async fn local_actions_are_read_from_the_workspace_when_their_step_runs() {
+    let r = run(r#"
+on: push
+jobs:
+  written:
+    runs-on: x
+    steps:
+      - run: |
+          mkdir -p made
+          printf '%s\n' 'runs:' '  using: composite' '  steps:' \
+            '    - shell: bash' \
+            '      run: echo "made ran in $''{{ github.action_path }} $GITHUB_ACTION_PATH"' > made/action.yml
+      - uses: ./made
+      - if: false
+        uses: ./never/there
+      - run: echo "after the action github.action_path=[${{ github.action_path }}]"
+  missing:
+    runs-on: x
+    steps:
+      - uses: ./not/there
+      - if: always()
+        run: echo "missing failed first"
+"#)
+    .await;
+    assert_eq!(r.result("written"), "success", "{:#?}", r.logs);
+    assert!(
+        r.logs.iter().any(|l| l.contains("made ran in /")
+            && l.contains("/workspace/made /")
+            && l.ends_with("/workspace/made")),
+        "{:#?}",
+        r.logs
+    );
+    assert!(
+        r.logged("after the action github.action_path=[]"),
+        "{:#?}",
+        r.logs
+    );
+    assert_eq!(r.result("missing"), "failure");
+    assert_eq!(
+        r.steps("missing"),
+        [
+            "Run ./not/there:failure/failure",
+            "Run echo \"missing failed first\":success/success"
+        ]
+    );
+    assert!(r.logged("Can't find 'action.yml', 'action.yaml' or 'Dockerfile' under '"));
+    assert!(r.logged(
+        "/workspace/not/there'. Did you forget to run actions/checkout before running your local action?"
+    ));
+}
+
+#[tokio::test]
+async fn set_output_and_save_state_warn_and_unsecure_commands_need_the_opt_in() {
+    let r = run(r#"
+on: push
+jobs:
+  allowed:
+    runs-on: x
+    env:
+      ACTIONS_ALLOW_UNSECURE_COMMANDS: "true"
+    outputs:
+      zoo: ${{ steps.s.outputs.zoo }}
+    steps:
+      - id: s
+        run: |
+          echo "::set-output name=zoo::zar"
+          echo "::save-state name=st::1"
+          echo "::set-env name=FOO::bar"
+          echo "::add-path::/zip"
+      - run: |
+          echo "foo=$FOO"
+          case ":$PATH:" in *:/zip:*) echo "has zip";; esac
+  refused:
+    runs-on: x
+    steps:
+      - run: echo "::set-env name=FOO::bar"
+      - if: always()
+        run: echo "after foo=$FOO."
+"#)
+    .await;
+    assert_eq!(r.result("allowed"), "success", "{:#?}", r.logs);
+    assert_eq!(r.output("allowed", "zoo"), "zar");
+    assert!(r.logged("foo=bar"), "{:#?}", r.logs);
+    assert!(r.logged("has zip"), "{:#?}", r.logs);
+    assert!(r.logged("The `set-output` command is deprecated and will be disabled soon."));
+    assert!(r.logged("The `save-state` command is deprecated and will be disabled soon."));
+    assert_eq!(r.result("refused"), "failure");
+    assert!(r.logged("Unable to process command '::set-env name=FOO::bar' successfully."));
+    assert!(r.logged(
+        "The `set-env` command is disabled. Please upgrade to using Environment Files or opt into \
+         unsecure command execution by setting the `ACTIONS_ALLOW_UNSECURE_COMMANDS` environment \
+         variable to `true`."
+    ));
+    assert!(r.logged("after foo=."), "{:#?}", r.logs);
+}
+
+#[tokio::test]
+async fn a_matrix_that_evaluates_wrong_fails_its_job_naming_where_it_is() {
+    let r = run(r#"
+on: push
+jobs:
+  m:
+    runs-on: x
+    strategy:
+      matrix:
+        a:
+          - ${{ insert }}: ${{ 'not a mapping' }}
+    steps:
+      - run: echo never
+"#)
+    .await;
+    assert_eq!(r.result("m"), "failure", "{:#?}", r.logs);
+    assert!(
+        r.logged(
+            "error: .github/workflows/w.yml:8:9: jobs.m.strategy.matrix: '${{ insert }}' must \
+             yield a mapping to merge, found a string"
+        ),
+        "{:#?}",
+        r.logs
     );
 }

@@ -13,7 +13,8 @@ use clap::Args;
 use indexmap::IndexMap;
 use serde_json::{Value, json};
 use shipway_pipeline::exec::{
-    Executor, Report, RunEvent, RunObserver, RunSpec, Status, check_inputs, log_text, run_workflow,
+    Executor, Report, RunEvent, RunObserver, RunSpec, Source, Status, check_inputs,
+    dispatch_inputs, event_ref, log_text, run_workflow,
 };
 use shipway_pipeline::load::{Bundle, Options, load};
 use shipway_pipeline::plan::{MatrixPlan, plan};
@@ -71,6 +72,67 @@ pub struct RunArgs {
     /// Skip actions Shipway cannot run (with a warning) instead of refusing the workflow.
     #[arg(long)]
     pub allow_unsupported_actions: bool,
+    /// Run this commit: workflows and checked-out files from its tree [default: the working
+    /// tree, uncommitted changes included].
+    #[arg(long = "ref", value_name = "REV")]
+    pub git_ref: Option<String>,
+}
+
+/// A commit's files, written to a temporary directory for the run and removed after it.
+struct Tree {
+    dir: PathBuf,
+    index: PathBuf,
+}
+
+impl Drop for Tree {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_file(&self.index);
+    }
+}
+
+/// The files of commit `sha` of `repo`, read through a temporary index so the repository's own
+/// index and working tree are left alone.
+fn commit_tree(repo: &Path, rev: &str, sha: &str) -> Result<Tree, Failure> {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let base = std::env::temp_dir().join(format!("shipway-ref-{}-{stamp}", std::process::id()));
+    let tree = Tree {
+        dir: base.clone(),
+        index: base.with_extension("index"),
+    };
+    // Private, as the data directory is: the repository's files may be too.
+    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+        .create(&tree.dir)
+        .map_err(|e| Failure::Failed(format!("--ref {rev}: {}: {e}", tree.dir.display())))?;
+    let mut prefix = tree.dir.to_string_lossy().to_string();
+    prefix.push('/');
+    for args in [
+        vec!["read-tree".to_string(), sha.to_string()],
+        vec![
+            "checkout-index".into(),
+            "--all".into(),
+            "--force".into(),
+            format!("--prefix={prefix}"),
+        ],
+    ] {
+        let out = Process::new("git")
+            .arg("-C")
+            .arg(repo)
+            .args(&args)
+            .env("GIT_INDEX_FILE", &tree.index)
+            .output()
+            .map_err(|e| Failure::Failed(format!("--ref {rev}: cannot run git: {e}")))?;
+        if !out.status.success() {
+            return Err(Failure::Failed(format!(
+                "--ref {rev}: git {}: {}",
+                args[0],
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+    }
+    Ok(tree)
 }
 
 fn pairs(items: &[String], what: &str) -> Result<IndexMap<String, String>, Failure> {
@@ -196,8 +258,8 @@ fn relative(repo: &Path, file: &Path) -> Result<String, Failure> {
 /// (`ref`, `before`, `after`, `head_commit`), so `github.event.head_commit.message` works
 /// without `-e`.
 fn push_payload(repo: &Path, sha: &str, branch: &str) -> Value {
-    let field = |format: &str| git(repo, &["log", "-1", &format!("--format={format}")]);
-    let before = git(repo, &["rev-parse", "HEAD~1"])
+    let field = |format: &str| git(repo, &["log", "-1", &format!("--format={format}"), sha]);
+    let before = git(repo, &["rev-parse", &format!("{sha}~1")])
         .unwrap_or_else(|| "0000000000000000000000000000000000000000".into());
     let mut payload = json!({
         "ref": format!("refs/heads/{branch}"),
@@ -261,11 +323,43 @@ pub async fn run(global: &Global, args: RunArgs) -> Result<(), Failure> {
     let options = Options {
         allow_unsupported_actions: args.allow_unsupported_actions,
     };
-    let files = workflow_files(&repo, args.workflows.as_deref())?;
+    // Workflow files and checked-out files come from one tree: the working tree (as act runs),
+    // or the commit `--ref` names.
+    let (sha, commit, source) = match &args.git_ref {
+        None => (
+            git(&repo, &["rev-parse", "HEAD"]).unwrap_or_default(),
+            None,
+            Source::WorkingTree,
+        ),
+        Some(rev) => {
+            let sha = git(
+                &repo,
+                &["rev-parse", "--verify", "--quiet", &format!("{rev}^{{commit}}")],
+            )
+            .ok_or_else(|| {
+                Failure::Usage(format!(
+                    "--ref {rev}: not a commit of {}; give a branch, tag or commit (git rev-parse {rev})",
+                    repo.display()
+                ))
+            })?;
+            let tree = commit_tree(&repo, rev, &sha)?;
+            (sha, Some(tree), Source::Commit)
+        }
+    };
+    let tree_dir = commit.as_ref().map_or(repo.clone(), |t| t.dir.clone());
+    // -W names a path of the repository; with --ref, the same path in the commit's tree.
+    let given = match args.workflows.as_deref() {
+        Some(p) if p.is_absolute() && commit.is_some() => {
+            let p = p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+            Some(p.strip_prefix(&repo).map(Path::to_path_buf).unwrap_or(p))
+        }
+        other => other.map(Path::to_path_buf),
+    };
+    let files = workflow_files(&tree_dir, given.as_deref())?;
     let mut bundles = Vec::new();
     let mut blocking = Vec::new();
     for f in &files {
-        let b = load(&repo, f);
+        let b = load(&tree_dir, f);
         // Skipped actions are summarised per file (one line, with counts), not per step.
         let mut skipped: IndexMap<String, usize> = IndexMap::new();
         for p in &b.problems {
@@ -310,32 +404,56 @@ pub async fn run(global: &Global, args: RunArgs) -> Result<(), Failure> {
         Some(p) => {
             let text = std::fs::read_to_string(p)
                 .map_err(|e| Failure::Usage(format!("-e {}: {e}", p.display())))?;
-            serde_json::from_str(&text)
-                .map_err(|e| Failure::Usage(format!("-e {}: not JSON: {e}", p.display())))?
+            let payload: Value = serde_json::from_str(&text).map_err(|e| {
+                // serde's message ends with its own "at line L column C"; say it as file:line:col.
+                let message = e.to_string();
+                let message = message
+                    .rsplit_once(" at line ")
+                    .map_or(message.as_str(), |(m, _)| m);
+                Failure::Usage(format!(
+                    "{}:{}:{}: the event payload (-e) is not JSON: {message}; give the webhook payload as a JSON object",
+                    p.display(),
+                    e.line(),
+                    e.column()
+                ))
+            })?;
+            if !payload.is_object() {
+                return Err(Failure::Usage(format!(
+                    "{}:1:1: the event payload (-e) must be a JSON object (a webhook payload), found {}",
+                    p.display(),
+                    match payload {
+                        Value::Array(_) => "an array",
+                        Value::String(_) => "a string",
+                        Value::Number(_) => "a number",
+                        Value::Bool(_) => "a boolean",
+                        _ => "null",
+                    }
+                )));
+            }
+            payload
         }
         None => json!({}),
     };
-    let sha = git(&repo, &["rev-parse", "HEAD"]).unwrap_or_default();
     let branch = git(&repo, &["symbolic-ref", "--short", "HEAD"]).unwrap_or_else(|| "main".into());
     let event = if args.event_path.is_none() && args.event == "push" {
         push_payload(&repo, &sha, &branch)
     } else {
         event
     };
-    let git_ref = match event.get("ref").and_then(Value::as_str) {
-        Some(r) if r.starts_with("refs/") => r.to_string(),
-        Some(r) => format!("refs/heads/{r}"),
-        None => format!("refs/heads/{branch}"),
-    };
+    let git_ref = event_ref(&args.event, &event, &branch);
     let filter_ref = if args.event.starts_with("pull_request") {
+        // Pull request filters match the base branch.
         event
             .pointer("/pull_request/base/ref")
             .and_then(Value::as_str)
-            .map_or_else(|| git_ref.clone(), |b| format!("refs/heads/{b}"))
+            .map_or_else(
+                || format!("refs/heads/{branch}"),
+                |b| format!("refs/heads/{b}"),
+            )
     } else {
         git_ref.clone()
     };
-    let changed_files = git(&repo, &["diff", "--name-only", "HEAD~1", "HEAD"])
+    let changed_files = git(&repo, &["diff", "--name-only", &format!("{sha}~1"), &sha])
         .map(|s| s.lines().map(str::to_string).collect::<Vec<_>>());
     let facts = EventFacts {
         name: args.event.clone(),
@@ -371,12 +489,28 @@ pub async fn run(global: &Global, args: RunArgs) -> Result<(), Failure> {
         )));
     }
 
-    let inputs = pairs(&args.inputs, "input")?;
+    // A dispatch's inputs also come from the payload's `inputs`; the flags win. They reach
+    // `github.event.inputs` as strings and `inputs` typed as each workflow declares them.
+    let mut inputs = pairs(&args.inputs, "input")?;
+    let mut event = event;
+    if args.event == "workflow_dispatch" {
+        inputs = dispatch_inputs(&event, &inputs);
+        if let Value::Object(payload) = &mut event {
+            let strings = inputs
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect();
+            payload.insert("inputs".into(), Value::Object(strings));
+        }
+    }
     let mut input_problems = Vec::new();
     for b in &triggered {
         if let Some(w) = &b.workflow {
-            for p in check_inputs(w, &args.event, &inputs) {
-                input_problems.push(format!("{}: {p}", b.path));
+            for (pos, p) in check_inputs(w, &args.event, &inputs) {
+                input_problems.push(match pos {
+                    Some(at) => format!("{}:{}:{}: {p}", b.path, at.line, at.column),
+                    None => format!("{}: {p}", b.path),
+                });
             }
         }
     }
@@ -440,6 +574,13 @@ pub async fn run(global: &Global, args: RunArgs) -> Result<(), Failure> {
         jobs: Vec::new(),
     };
     let several = triggered.len() > 1;
+    match &args.git_ref {
+        None => outln!(
+            "workflows and checked-out files from the working tree of {} (uncommitted changes included; --ref REV runs a commit)",
+            repo.display()
+        ),
+        Some(rev) => outln!("workflows and checked-out files from commit {sha} ({rev})"),
+    }
     for b in triggered {
         let spec = RunSpec {
             event_name: args.event.clone(),
@@ -461,6 +602,7 @@ pub async fn run(global: &Global, args: RunArgs) -> Result<(), Failure> {
         let exec = Executor::new(repo.clone(), run_dir, data.join("cache"))
             .parallel(parallel)
             .allow_unsupported_actions(args.allow_unsupported_actions)
+            .source(source)
             .base_env(std::env::vars().collect())
             .observer(printer.clone())
             .cancel(cancel.clone());

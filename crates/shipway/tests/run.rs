@@ -179,7 +179,9 @@ fn dispatch_inputs_are_checked_against_their_declaration() {
     let o = shipway(dir.path(), &["--event", "workflow_dispatch"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
-        text(&o).contains("input 'level' is required"),
+        text(&o).contains(
+            ".github/workflows/ci.yml:4:7: input 'level' is required: give it with --input level=VALUE"
+        ),
         "{}",
         text(&o)
     );
@@ -198,7 +200,10 @@ fn dispatch_inputs_are_checked_against_their_declaration() {
     );
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let t = text(&o);
-    assert!(t.contains("'mid' is not one of: low, high"), "{t}");
+    assert!(
+        t.contains("ci.yml:4:7: input 'level': 'mid' is not one of: low, high"),
+        "{t}"
+    );
     assert!(t.contains("expected true or false, got 'yes'"), "{t}");
     assert!(t.contains("input 'x' is not declared"), "{t}");
     let o = shipway(
@@ -345,4 +350,199 @@ fn a_closed_stdout_does_not_stop_or_crash_a_run() {
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(finished.exists(), "the second step ran");
+}
+
+#[test]
+fn dispatch_inputs_from_the_payload_and_flags_reach_both_contexts() {
+    let dir = repo(
+        r#"
+on:
+  workflow_dispatch:
+    inputs:
+      required: {required: true}
+      flag: {type: boolean}
+      n: {type: number}
+      with_default: {default: dflt}
+jobs:
+  a:
+    runs-on: x
+    steps:
+      - run: |
+          echo "inputs ${{ inputs.required }} ${{ inputs.flag == true }} ${{ inputs.n == 4 }} ${{ inputs.with_default }}"
+          echo "event ${{ github.event.inputs.required }} ${{ github.event.inputs.flag == 'true' }} ${{ github.event.inputs.n == '4' }}"
+"#,
+    );
+    let payload = dir.path().join("event.json");
+    std::fs::write(
+        &payload,
+        r#"{"inputs": {"required": "from-payload", "flag": "true", "n": "3"}}"#,
+    )
+    .expect("write");
+    let o = shipway(
+        dir.path(),
+        &[
+            "--event",
+            "workflow_dispatch",
+            "-e",
+            &payload.to_string_lossy(),
+            "--input",
+            "n=4",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("[a] inputs from-payload true true dflt"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        text(&o).contains("[a] event from-payload true true"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn pull_request_runs_on_the_merge_ref_with_head_and_base_refs() {
+    let dir = repo(
+        r#"
+on: pull_request
+jobs:
+  a:
+    runs-on: x
+    steps:
+      - run: echo "refs ${{ github.ref }} $GITHUB_REF_NAME ${{ github.head_ref }} $GITHUB_BASE_REF"
+"#,
+    );
+    let payload = dir.path().join("event.json");
+    std::fs::write(
+        &payload,
+        r#"{"number": 12, "pull_request": {"head": {"ref": "feature"}, "base": {"ref": "main"}}}"#,
+    )
+    .expect("write");
+    let o = shipway(
+        dir.path(),
+        &["--event", "pull_request", "-e", &payload.to_string_lossy()],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("[a] refs refs/pull/12/merge 12/merge feature main"),
+        "{}",
+        text(&o)
+    );
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let o = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+        .args(["-c", "commit.gpgsign=false"])
+        .args(args)
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_INDEX_FILE")
+        .env_remove("GIT_WORK_TREE")
+        .output()
+        .expect("git");
+    assert!(o.status.success(), "git {args:?}: {}", text(&o));
+}
+
+/// A repository with two commits of `.github/workflows/ci.yml` and `data.txt`.
+fn two_commits() -> tempfile::TempDir {
+    let workflow = |word: &str| {
+        format!(
+            "on: push\njobs:\n  a:\n    runs-on: x\n    steps:\n      - uses: actions/checkout@v4\n      - run: echo \"workflow {word} data $(cat data.txt) extra $(cat new.txt 2>/dev/null) $(test -e ignored.txt && echo ignored-copied)\"\n"
+        )
+    };
+    let dir = repo(&workflow("one"));
+    std::fs::write(dir.path().join(".gitignore"), ".data/\nignored.txt\n").expect("write");
+    std::fs::write(dir.path().join("data.txt"), "first").expect("write");
+    git(dir.path(), &["init", "-q"]);
+    git(dir.path(), &["add", "-A"]);
+    git(dir.path(), &["commit", "-qm", "one"]);
+    std::fs::write(dir.path().join(".github/workflows/ci.yml"), workflow("two")).expect("write");
+    std::fs::write(dir.path().join("data.txt"), "second").expect("write");
+    git(dir.path(), &["commit", "-qam", "two"]);
+    // Uncommitted changes on top.
+    std::fs::write(
+        dir.path().join(".github/workflows/ci.yml"),
+        workflow("three"),
+    )
+    .expect("write");
+    std::fs::write(dir.path().join("data.txt"), "third").expect("write");
+    std::fs::write(dir.path().join("new.txt"), "new").expect("write");
+    std::fs::write(dir.path().join("ignored.txt"), "ignored").expect("write");
+    dir
+}
+
+#[test]
+fn the_working_tree_is_run_by_default_and_ref_runs_a_commit() {
+    let dir = two_commits();
+    let o = shipway(dir.path(), &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("[a] workflow three data third extra new \n"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        text(&o).contains("from the working tree of")
+            && text(&o).contains("uncommitted changes included"),
+        "{}",
+        text(&o)
+    );
+
+    let o = shipway(dir.path(), &["--ref", "HEAD~1"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("[a] workflow one data first extra  \n"),
+        "{}",
+        text(&o)
+    );
+    assert!(text(&o).contains("from commit "), "{}", text(&o));
+
+    let o = shipway(
+        dir.path(),
+        &["--ref", "HEAD", "-W", ".github/workflows/ci.yml"],
+    );
+    assert!(
+        text(&o).contains("[a] workflow two data second"),
+        "{}",
+        text(&o)
+    );
+
+    let o = shipway(dir.path(), &["--ref", "no-such-branch"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("--ref no-such-branch: not a commit of"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn a_bad_event_payload_is_refused_with_its_position() {
+    let dir = repo("on: push\njobs:\n  a:\n    runs-on: x\n    steps: [{run: 'true'}]\n");
+    let payload = dir.path().join("event.json");
+    std::fs::write(&payload, "{\n  \"ref\": \"main\",\n  oops\n}\n").expect("write");
+    let o = shipway(dir.path(), &["-e", &payload.to_string_lossy()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!(
+            "{}:3:3: the event payload (-e) is not JSON: key must be a string; give the webhook payload as a JSON object",
+            payload.display()
+        )),
+        "{}",
+        text(&o)
+    );
+    std::fs::write(&payload, "[1]").expect("write");
+    let o = shipway(dir.path(), &["-e", &payload.to_string_lossy()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains(
+            ":1:1: the event payload (-e) must be a JSON object (a webhook payload), found an array"
+        ),
+        "{}",
+        text(&o)
+    );
 }

@@ -55,6 +55,17 @@ fn inside(root: &Path, rel: &str) -> Result<PathBuf, String> {
 }
 
 fn copy_tree(from: &Path, to: &Path, skip_git: bool) -> std::io::Result<u64> {
+    copy_tree_avoiding(from, to, skip_git, None)
+}
+
+/// [`copy_tree`], leaving out every directory that holds `avoid` (a checkout's destination when
+/// the run's data directory is inside the repository), so a copy never copies itself.
+fn copy_tree_avoiding(
+    from: &Path,
+    to: &Path,
+    skip_git: bool,
+    avoid: Option<&Path>,
+) -> std::io::Result<u64> {
     let meta = std::fs::symlink_metadata(from)?;
     if meta.is_file() {
         if let Some(parent) = to.parent() {
@@ -78,7 +89,50 @@ fn copy_tree(from: &Path, to: &Path, skip_git: bool) -> std::io::Result<u64> {
         if skip_git && entry.file_name() == ".git" {
             continue;
         }
-        n += copy_tree(&entry.path(), &to.join(entry.file_name()), skip_git)?;
+        let path = entry.path();
+        if avoid.is_some_and(|a| a.starts_with(&path)) {
+            continue;
+        }
+        n += copy_tree_avoiding(&path, &to.join(entry.file_name()), skip_git, avoid)?;
+    }
+    Ok(n)
+}
+
+/// The working tree as act copies it: in a git repository the files git does not ignore
+/// (tracked and untracked, as on disk) and `.git`; else everything. Nothing under `avoid`.
+fn copy_working_tree(repo: &Path, to: &Path, avoid: &Path) -> std::io::Result<u64> {
+    if !repo.join(".git").exists() {
+        return copy_tree_avoiding(repo, to, false, Some(avoid));
+    }
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args([
+            "ls-files",
+            "-z",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+        ])
+        .output()?;
+    if !out.status.success() {
+        return Err(std::io::Error::other(format!(
+            "git ls-files: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let mut n = copy_tree_avoiding(&repo.join(".git"), &to.join(".git"), false, Some(avoid))?;
+    let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut seen = std::collections::HashSet::new();
+    for rel in listed.split('\0').filter(|r| !r.is_empty()) {
+        let from = repo.join(rel);
+        // A tracked file deleted on disk is not in the working tree; one listed twice (a
+        // conflict's stages) is copied once.
+        if !seen.insert(rel) || std::fs::symlink_metadata(&from).is_err() || from.starts_with(avoid)
+        {
+            continue;
+        }
+        n += copy_tree_avoiding(&from, &to.join(rel), false, Some(avoid))?;
     }
     Ok(n)
 }
@@ -228,6 +282,7 @@ fn walk(root: &Path) -> Vec<String> {
 pub fn checkout(
     repo: &Path,
     sha: &str,
+    source: super::Source,
     workspace: &Path,
     with: &IndexMap<String, String>,
 ) -> Result<String, String> {
@@ -255,6 +310,18 @@ pub fn checkout(
             r.map_err(|e| format!("cleaning {}: {e}", p.display()))?;
         }
     }
+    if source == super::Source::WorkingTree {
+        let avoid = workspace
+            .canonicalize()
+            .unwrap_or_else(|_| workspace.to_path_buf());
+        let repo = repo.canonicalize().unwrap_or_else(|_| repo.to_path_buf());
+        let n = copy_working_tree(&repo, &target, &avoid)
+            .map_err(|e| format!("copying the working tree: {e}"))?;
+        return Ok(format!(
+            "copied the working tree ({n} files, uncommitted changes included) into {}",
+            target.display()
+        ));
+    }
     if repo.join(".git").exists() && !sha.is_empty() {
         let git = |args: &[&str]| -> Result<(), String> {
             let out = Command::new("git")
@@ -277,7 +344,12 @@ pub fn checkout(
         git(&["-C", &t, "checkout", "--quiet", "--detach", sha])?;
         return Ok(format!("checked out {sha} into {t}"));
     }
-    let n = copy_tree(repo, &target, true).map_err(|e| format!("copying the repository: {e}"))?;
+    let avoid = workspace
+        .canonicalize()
+        .unwrap_or_else(|_| workspace.to_path_buf());
+    let repo = repo.canonicalize().unwrap_or_else(|_| repo.to_path_buf());
+    let n = copy_tree_avoiding(&repo, &target, true, Some(&avoid))
+        .map_err(|e| format!("copying the repository: {e}"))?;
     Ok(format!(
         "copied {n} files into {} (the repository has no commit to check out)",
         target.display()

@@ -81,8 +81,67 @@ pub enum Line {
     /// `::stop-commands::TOKEN`: commands are ignored until `::TOKEN::`.
     Stop(String),
     Resume,
-    /// A command we accept and ignore (`::save-state::`, deprecated `::set-output::` ...).
+    /// A command that changes what the step leaves behind, applied when it ends: see
+    /// [`FileCommand`].
+    File(FileCommand),
+    /// A command we accept and ignore (`::echo::`, `::add-matcher::` ...).
     Ignored,
+}
+
+/// The old workflow commands that did what the environment files do now. `set-output` and
+/// `save-state` are deprecated (a warning); `set-env` and `add-path` are disabled unless
+/// `ACTIONS_ALLOW_UNSECURE_COMMANDS` is `true`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FileCommand {
+    SetOutput { name: String, value: String },
+    SaveState { name: String, value: String },
+    SetEnv { name: String, value: String },
+    AddPath(String),
+}
+
+impl FileCommand {
+    /// The command's name as written (`set-output`).
+    pub fn command(&self) -> &'static str {
+        match self {
+            FileCommand::SetOutput { .. } => "set-output",
+            FileCommand::SaveState { .. } => "save-state",
+            FileCommand::SetEnv { .. } => "set-env",
+            FileCommand::AddPath(_) => "add-path",
+        }
+    }
+
+    /// Disabled unless the step allows unsecure commands.
+    pub fn is_unsecure(&self) -> bool {
+        matches!(self, FileCommand::SetEnv { .. } | FileCommand::AddPath(_))
+    }
+
+    /// GitHub's warning for a deprecated command, or its refusal of a disabled one.
+    pub fn message(&self) -> String {
+        let command = self.command();
+        if self.is_unsecure() {
+            format!(
+                "The `{command}` command is disabled. Please upgrade to using Environment Files or \
+                 opt into unsecure command execution by setting the \
+                 `ACTIONS_ALLOW_UNSECURE_COMMANDS` environment variable to `true`. For more \
+                 information see: \
+                 https://github.blog/changelog/2020-10-01-github-actions-deprecating-set-env-and-add-path-commands/"
+            )
+        } else {
+            format!(
+                "The `{command}` command is deprecated and will be disabled soon. Please upgrade \
+                 to using Environment Files. For more information see: \
+                 https://github.blog/changelog/2022-10-11-github-actions-deprecating-save-state-and-set-output-commands/"
+            )
+        }
+    }
+}
+
+/// The `name` property of `name=a,other=b`, unescaped.
+fn name_property(properties: &str) -> Option<String> {
+    properties.split(',').find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        (k.trim() == "name").then(|| unescape_property(v))
+    })
 }
 
 /// Parses one line; `stopped` holds the resume token while commands are stopped.
@@ -118,8 +177,17 @@ pub fn parse_line(line: &str, stopped: Option<&str>) -> Line {
         },
         "debug" => Line::Debug(value),
         "stop-commands" => Line::Stop(value),
-        "save-state" | "set-output" | "echo" | "add-matcher" | "remove-matcher" | "add-path"
-        | "set-env" => Line::Ignored,
+        "set-output" | "save-state" | "set-env" => match name_property(&properties) {
+            Some(name) if !name.is_empty() => Line::File(match command {
+                "set-output" => FileCommand::SetOutput { name, value },
+                "save-state" => FileCommand::SaveState { name, value },
+                _ => FileCommand::SetEnv { name, value },
+            }),
+            // GitHub refuses these without a name; nothing to apply.
+            _ => Line::Ignored,
+        },
+        "add-path" => Line::File(FileCommand::AddPath(value)),
+        "echo" | "add-matcher" | "remove-matcher" => Line::Ignored,
         _ => Line::Text(line.to_string()),
     }
 }
@@ -129,6 +197,11 @@ fn unescape(s: &str) -> String {
     s.replace("%0D", "\r")
         .replace("%0A", "\n")
         .replace("%25", "%")
+}
+
+/// Property values also escape `:` and `,`.
+fn unescape_property(s: &str) -> String {
+    unescape(&s.replace("%3A", ":").replace("%2C", ","))
 }
 
 #[cfg(test)]
@@ -191,5 +264,40 @@ mod tests {
             Line::Text("::add-mask::x".into())
         );
         assert_eq!(parse_line("::tok::", Some("tok")), Line::Resume);
+    }
+
+    #[test]
+    fn file_commands_carry_their_name_and_value() {
+        assert_eq!(
+            parse_line("::set-output name=zoo::zar", None),
+            Line::File(FileCommand::SetOutput {
+                name: "zoo".into(),
+                value: "zar".into()
+            })
+        );
+        assert_eq!(
+            parse_line("::save-state name=a%2Cb::1%0A2", None),
+            Line::File(FileCommand::SaveState {
+                name: "a,b".into(),
+                value: "1\n2".into()
+            })
+        );
+        assert_eq!(
+            parse_line("::set-env name=foo::bar", None),
+            Line::File(FileCommand::SetEnv {
+                name: "foo".into(),
+                value: "bar".into()
+            })
+        );
+        assert_eq!(
+            parse_line("::add-path::/zip", None),
+            Line::File(FileCommand::AddPath("/zip".into()))
+        );
+        assert_eq!(parse_line("::set-output::no name", None), Line::Ignored);
+        assert!(
+            FileCommand::AddPath("/x".into())
+                .message()
+                .starts_with("The `add-path` command is disabled.")
+        );
     }
 }

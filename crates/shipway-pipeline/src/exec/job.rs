@@ -13,13 +13,13 @@ use shipway_expr::{Function, Host, Map, Template, Value};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::commands::{Line, Masker, parse_line};
+use super::commands::{FileCommand, Line, Masker, parse_line};
 use super::context::{github_base, strings};
 use super::process::{self, Exit};
 use super::{
     Executor, GateDecision, JobReport, RunEvent, RunSpec, Status, StepReport, Stream, files,
 };
-use crate::load::Bundle;
+use crate::load::{ActionError, Bundle, DiskFs};
 use crate::matrix::{Combination, display_name};
 use crate::workflow::{
     Action, ActionMeta, CallSecrets, Dyn, InputKind, Pairs, Step, Str, Uses, Workflow,
@@ -32,7 +32,6 @@ const DEFAULT_JOB_TIMEOUT_MINUTES: f64 = 360.0;
 pub struct Shared {
     pub spec: Arc<RunSpec>,
     pub exec: Arc<Executor>,
-    pub actions: HashMap<String, ActionMeta>,
     pub called: HashMap<String, Workflow>,
     github: Map,
     concurrency: super::concurrency::Groups,
@@ -51,7 +50,6 @@ impl Shared {
         Shared {
             spec,
             exec,
-            actions: bundle.actions.clone(),
             called: bundle.called.clone(),
             github,
             concurrency: super::concurrency::Groups::default(),
@@ -118,7 +116,12 @@ struct Frame {
     inputs: Value,
     status: Status,
     action_path: Option<PathBuf>,
+    /// How many composite actions this frame is inside.
+    depth: usize,
 }
+
+/// How deep composite actions may nest (GitHub allows ten levels).
+const MAX_ACTION_NESTING: usize = 10;
 
 /// A job instance's mutable state while its steps run.
 struct JobRun {
@@ -370,6 +373,7 @@ impl Instance {
             inputs: self.inputs.clone(),
             status: Status::Success,
             action_path: None,
+            depth: 0,
         };
         let mut reports = Vec::new();
         for step in &job.steps {
@@ -851,9 +855,13 @@ impl JobRun {
     ) -> Status {
         let cfg = self.shared.exec.clone();
         let result = match uses {
-            Uses::Checkout => {
-                super::actions::checkout(&cfg.repo, &self.shared.spec.sha, &self.workspace, with)
-            }
+            Uses::Checkout => super::actions::checkout(
+                &cfg.repo,
+                &self.shared.spec.sha,
+                cfg.source,
+                &self.workspace,
+                with,
+            ),
             Uses::Cache | Uses::CacheRestore => {
                 let r =
                     super::actions::cache_restore(&cfg.cache_dir, &self.workspace, with, outputs);
@@ -888,15 +896,37 @@ impl JobRun {
                 outputs,
             ),
             Uses::Local(path) => {
-                let Some(action) = self.shared.actions.get(path).cloned() else {
-                    if cfg.allow_unsupported_actions {
-                        self.log(&format!(
-                            "warning: skipping ./{path}: its kind of action is not supported"
-                        ));
-                        return Status::Skipped;
-                    }
-                    self.log(&format!("error: local action ./{path} could not be loaded"));
+                if frame.depth >= MAX_ACTION_NESTING {
+                    self.log(&format!(
+                        "error: ./{path}: local actions nest more than {MAX_ACTION_NESTING} levels"
+                    ));
                     return Status::Failure;
+                }
+                // Read now, from the workspace as the earlier steps left it, as GitHub does.
+                let action = match crate::load::read_action(&DiskFs, &self.workspace, path) {
+                    Ok(a) => a,
+                    Err(ActionError::Missing(m) | ActionError::Outside(m)) => {
+                        self.log(&format!("error: {m}"));
+                        return Status::Failure;
+                    }
+                    Err(ActionError::Invalid(problems)) => {
+                        for p in problems {
+                            self.log(&format!("error: {p}"));
+                        }
+                        return Status::Failure;
+                    }
+                    Err(ActionError::Unsupported(problems)) => {
+                        if cfg.allow_unsupported_actions {
+                            self.log(&format!(
+                                "warning: skipping ./{path}: its kind of action is not supported"
+                            ));
+                            return Status::Skipped;
+                        }
+                        for p in problems {
+                            self.log(&format!("error: {p}"));
+                        }
+                        return Status::Failure;
+                    }
                 };
                 return self
                     .composite(path, &action, frame, env, with, outputs)
@@ -964,12 +994,13 @@ impl JobRun {
                 .entry(k.clone())
                 .or_insert_with(|| Value::string(v.clone()));
         }
-        let action_dir = self.shared.exec.repo.join(path);
+        let action_dir = self.workspace.join(path);
         let mut inner = Frame {
             steps: Map::new(),
             inputs: Value::object(inputs),
             status: Status::Success,
             action_path: Some(action_dir),
+            depth: frame.depth + 1,
         };
         // A composite's steps see the job's status as it was when the action started.
         if frame.status != Status::Success {
@@ -978,7 +1009,17 @@ impl JobRun {
         let saved = (
             self.contexts.get("steps").cloned(),
             self.contexts.get("inputs").cloned(),
+            self.contexts.get("github").cloned(),
         );
+        // `github.action_path` is the action's directory while its steps run.
+        if let Some(Value::Object(g)) = &saved.2 {
+            let mut g = g.as_ref().clone();
+            g.insert(
+                "action_path".into(),
+                Value::string(self.workspace.join(path).to_string_lossy()),
+            );
+            self.contexts.insert("github".into(), Value::object(g));
+        }
         for step in &action.steps {
             self.step(step, &mut inner, env).await;
         }
@@ -993,6 +1034,9 @@ impl JobRun {
         }
         if let Some(i) = saved.1 {
             self.contexts.insert("inputs".into(), i);
+        }
+        if let Some(g) = saved.2 {
+            self.contexts.insert("github".into(), g);
         }
         match inner.status {
             Status::Failure => Status::Failure,
@@ -1093,6 +1137,7 @@ impl JobRun {
             });
         };
         let masker = &mut self.masker;
+        let mut file_commands: Vec<(String, FileCommand)> = Vec::new();
         let consume = async {
             let mut stopped: Option<String> = None;
             // Per stream (stdout, stderr): the line being received in pieces, if any.
@@ -1162,6 +1207,7 @@ impl JobRun {
                             masker.mask(&format!("{level}{at}: {message}")),
                         );
                     }
+                    Line::File(c) => file_commands.push((text, c)),
                     Line::Debug(_) | Line::Ignored => {}
                     Line::Stop(token) => stopped = Some(token),
                     Line::Resume => stopped = None,
@@ -1176,6 +1222,7 @@ impl JobRun {
                 Exit::NotStarted
             }
         };
+        let commands_ok = self.file_commands(file_commands, env, outputs);
         // Files are read even after a failure: outputs written before the error count.
         let read = |f: &Path| std::fs::read_to_string(f).unwrap_or_default();
         match files::parse_key_values(&read(&out_file)) {
@@ -1200,7 +1247,8 @@ impl JobRun {
         self.summary
             .push_str(&self.masker.mask(&read(&summary_file)));
         match exit {
-            Exit::Code(0) => Status::Success,
+            Exit::Code(0) if commands_ok => Status::Success,
+            Exit::Code(0) => Status::Failure,
             Exit::Code(c) => {
                 self.log(&format!("error: process exited with code {c}"));
                 Status::Failure
@@ -1224,6 +1272,56 @@ impl JobRun {
             }
             Exit::NotStarted => Status::Failure,
         }
+    }
+
+    /// Applies the old workflow commands a step printed, in order, as GitHub does: `set-output`
+    /// and `save-state` with a deprecation warning; `set-env` and `add-path` only when
+    /// `ACTIONS_ALLOW_UNSECURE_COMMANDS` is `true` in the step's env (or the runner's), else
+    /// refused with GitHub's error, which fails the step (returns false).
+    fn file_commands(
+        &mut self,
+        commands: Vec<(String, FileCommand)>,
+        env: &IndexMap<String, String>,
+        outputs: &mut IndexMap<String, String>,
+    ) -> bool {
+        let key = "ACTIONS_ALLOW_UNSECURE_COMMANDS";
+        let allowed = env
+            .get(key)
+            .cloned()
+            .or_else(|| {
+                let base = &self.shared.exec.base_env;
+                base.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+            })
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let mut ok = true;
+        let mut warned = Vec::new();
+        for (line, c) in commands {
+            if c.is_unsecure() && !allowed {
+                self.log(&format!(
+                    "error: Unable to process command '{}' successfully.",
+                    line.trim()
+                ));
+                self.log(&format!("error: {}", c.message()));
+                ok = false;
+                continue;
+            }
+            if !c.is_unsecure() && !warned.contains(&c.command()) {
+                warned.push(c.command());
+                self.log(&format!("warning: {}", c.message()));
+            }
+            match c {
+                FileCommand::SetOutput { name, value } => {
+                    outputs.insert(name, value);
+                }
+                // State is for an action's post step; a `run:` step has none to pass it to.
+                FileCommand::SaveState { .. } => {}
+                FileCommand::SetEnv { name, value } => {
+                    self.env.insert(name, value);
+                }
+                FileCommand::AddPath(p) => self.path_prepend.insert(0, p),
+            }
+        }
+        ok
     }
 
     /// The environment of a step's process: the host's, GitHub's variables, then `env`.

@@ -28,8 +28,8 @@ use crate::load::Bundle;
 use crate::matrix::{self, Combination};
 use crate::workflow::{Dyn, Workflow};
 
-pub use commands::{Line, Masker, parse_line};
-pub use context::check_inputs;
+pub use commands::{FileCommand, Line, Masker, parse_line};
+pub use context::{check_inputs, dispatch_inputs, event_ref};
 pub use event::{
     AdmitAll, Collect, Gate, GateDecision, Ignore, RunEvent, RunObserver, Stream, log_text,
 };
@@ -112,6 +112,20 @@ pub struct Executor {
     pub gate: Arc<dyn Gate>,
     /// Cancels the whole run (Ctrl-C): running steps are stopped, `always()` steps still run.
     pub cancel: CancellationToken,
+    /// What `actions/checkout` puts in a workspace.
+    pub source: Source,
+}
+
+/// What `actions/checkout` checks out of [`Executor::repo`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Source {
+    /// The commit [`RunSpec::sha`], cloned (a copy of the files when the repository has no
+    /// commit), as on GitHub.
+    #[default]
+    Commit,
+    /// The files as they are on disk, uncommitted changes and `.git` included and what git
+    /// ignores left out, as act does: the tree the workflow files were read from.
+    WorkingTree,
 }
 
 impl Executor {
@@ -126,7 +140,13 @@ impl Executor {
             observer: Arc::new(Ignore),
             gate: Arc::new(AdmitAll),
             cancel: CancellationToken::new(),
+            source: Source::default(),
         }
+    }
+
+    pub fn source(mut self, source: Source) -> Executor {
+        self.source = source;
+        self
     }
 
     pub fn parallel(mut self, n: usize) -> Executor {
@@ -464,12 +484,20 @@ impl JobTask {
             match job.strategy.as_ref().and_then(|s| s.matrix.as_ref()) {
                 None => vec![None],
                 Some(m) => {
-                    match context::eval_json(m, &base_contexts).and_then(|m| matrix::expand(&m)) {
+                    match context::eval_matrix(m, &base_contexts).and_then(|m| matrix::expand(&m)) {
                         Ok(cs) => cs.into_iter().map(Some).collect(),
                         Err(e) => {
+                            let at = job
+                                .strategy
+                                .as_ref()
+                                .map(|s| s.matrix_pos)
+                                .unwrap_or_default();
                             exec.say(
                                 &full_id,
-                                format!("error: jobs.{}.strategy.matrix: {e}", self.id),
+                                format!(
+                                    "error: {}:{}:{}: jobs.{}.strategy.matrix: {e}",
+                                    self.w.file, at.line, at.column, self.id
+                                ),
                             );
                             return self.failed(&full_id);
                         }
