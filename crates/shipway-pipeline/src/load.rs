@@ -131,10 +131,13 @@ fn resolve_workflow(fs: &dyn FileSystem, b: &mut Bundle, w: &Workflow, depth: us
             let text = match read_to_string(fs, &b.root.join(&call.path)) {
                 Ok(t) => t,
                 Err(_) => {
-                    b.problems.push(at(format!(
-                        "jobs.{}.uses: reusable workflow './{}' not found in the repository",
-                        job.id, call.path
-                    )));
+                    b.problems.push(
+                        at(format!(
+                            "jobs.{}.uses: reusable workflow './{}' not found in the repository",
+                            job.id, call.path
+                        ))
+                        .about_missing(&call.path),
+                    );
                     continue;
                 }
             };
@@ -339,6 +342,26 @@ fn join_rel(local: &str, name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_reusable_workflow_is_an_error_that_names_the_file() {
+        let mut fs = MemFs::new();
+        fs.insert(
+            "repo/.github/workflows/ci.yml",
+            "on: push\njobs:\n  call:\n    uses: ./.github/workflows/gone.yml\n",
+        );
+        let b = load_from(&fs, Path::new("/repo"), ".github/workflows/ci.yml");
+        assert_eq!(b.problems.len(), 1, "{:?}", b.problems);
+        let p = &b.problems[0];
+        assert_eq!(
+            p.to_string(),
+            ".github/workflows/ci.yml:4:11: jobs.call.uses: reusable workflow './.github/workflows/gone.yml' not found in the repository"
+        );
+        assert_eq!(
+            p.missing_file.as_deref(),
+            Some(".github/workflows/gone.yml")
+        );
+    }
 
     #[test]
     fn read_action_finds_yaml_refuses_escapes_and_says_what_github_says() {

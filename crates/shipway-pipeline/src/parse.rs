@@ -180,6 +180,7 @@ fn yaml_problems(errors: Vec<shipway_model::load::LoadError>) -> Vec<Problem> {
             column: e.column,
             message: e.message,
             severity: Severity::Error,
+            missing_file: None,
         })
         .collect()
 }

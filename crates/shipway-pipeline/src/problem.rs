@@ -22,6 +22,10 @@ pub struct Problem {
     pub column: usize,
     pub message: String,
     pub severity: Severity,
+    /// The repository file this problem is about when the problem is that the file is not there
+    /// (a reusable workflow a job calls), relative to the repository root: a check can tell "the
+    /// file is refused" from "a file it names is missing" without reading the message.
+    pub missing_file: Option<String>,
 }
 
 impl Problem {
@@ -32,7 +36,14 @@ impl Problem {
             column: pos.column,
             message: message.into(),
             severity,
+            missing_file: None,
         }
+    }
+
+    /// The same problem, saying that `path` (relative to the repository) does not exist.
+    pub fn about_missing(mut self, path: &str) -> Problem {
+        self.missing_file = Some(path.to_string());
+        self
     }
 }
 
