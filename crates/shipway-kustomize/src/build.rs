@@ -888,8 +888,9 @@ impl<'a> Builder<'a> {
             }
             mark(&mut ra.res, bo("ImageTagTransformer"));
         }
-        for rep in &k.replacements {
-            crate::replacements::apply(&mut ra.res, rep, &t.ldr).map_err(berr)?;
+        for (i, rep) in k.replacements.iter().enumerate() {
+            crate::replacements::apply(&mut ra.res, rep, &t.ldr)
+                .map_err(|e| place(t, &format!("replacements[{i}]"), berr(e)))?;
         }
         if !k.replacements.is_empty() {
             mark(&mut ra.res, bo("ReplacementTransformer"));
@@ -1344,21 +1345,14 @@ fn apply_json_patch(obj: &mut Value, ops: &Value) -> Result<(), String> {
         _ => false,
     };
     let result = jsonpatch::apply(obj, ops);
-    if let Some(Value::Object(meta)) = obj.get_mut("metadata")
-        && let Some(Value::Object(annotations)) = meta.get_mut("annotations")
+    crate::resource::annotations_as_strings(obj);
+    if added
+        && let Some(Value::Object(meta)) = obj.get_mut("metadata")
+        && meta
+            .get("annotations")
+            .is_some_and(|a| a.as_object().is_some_and(|a| a.is_empty()))
     {
-        for v in annotations.values_mut() {
-            let text = match v {
-                Value::String(_) => continue,
-                Value::Number(n) => n.to_string(),
-                Value::Bool(b) => b.to_string(),
-                _ => String::new(),
-            };
-            *v = Value::String(text);
-        }
-        if annotations.is_empty() && added {
-            meta.remove("annotations");
-        }
+        meta.remove("annotations");
     }
     result
 }

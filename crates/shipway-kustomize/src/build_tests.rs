@@ -406,3 +406,85 @@ fn json_patch_touching_metadata_leaves_no_empty_annotations() {
         "apiVersion: v1\ndata:\n  a: \"1\"\nkind: ConfigMap\nmetadata:\n  labels:\n    x: \"1\"\n  name: c\n"
     );
 }
+
+const REPLACED: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: src\n  labels:\n    acme.io/cluster: east\ndata:\n  port: 8080\n  sport: \"8080\"\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 1\n  template:\n    spec:\n      containers:\n      - name: web\n        image: nginx:1.0\n        env:\n        - name: PORT\n          value: x\n";
+
+fn replaced(reps: &str) -> Result<String, Error> {
+    let k = format!("resources:\n- r.yaml\nreplacements:\n{reps}");
+    render(
+        &[("/k/kustomization.yaml", &k), ("/k/r.yaml", REPLACED)],
+        "/k",
+    )
+}
+
+fn deployment_of(out: &str) -> &str {
+    out.split("---\n").nth(1).unwrap_or_default()
+}
+
+#[test]
+fn replacement_field_paths_name_keys_with_dots_in_brackets() {
+    let out = replaced(
+        "- source:\n    kind: ConfigMap\n    fieldPath: metadata.labels.[acme.io/cluster]\n  targets:\n  - select: {kind: Deployment}\n    fieldPaths:\n    - metadata.labels.[acme.io/cluster]\n    - spec.template.spec.containers.[name=web].env.[name=ZONE].value\n    options: {create: true}\n",
+    )
+    .unwrap();
+    assert_eq!(
+        deployment_of(&out),
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  labels:\n    acme.io/cluster: east\n  name: web\nspec:\n  replicas: 1\n  template:\n    spec:\n      containers:\n      - env:\n        - name: PORT\n          value: x\n        - name: ZONE\n          value: east\n        image: nginx:1.0\n        name: web\n"
+    );
+    // A bracketed part with neither `=` nor a dot is refused, as kustomize refuses it.
+    let e = replaced(
+        "- source:\n    kind: ConfigMap\n  targets:\n  - select: {kind: Deployment}\n    fieldPaths:\n    - spec.[template].x\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("/k/kustomization.yaml:")
+            && e.contains("list path element must contain fieldName=fieldValue"),
+        "{e}"
+    );
+}
+
+#[test]
+fn replacement_targets_keep_their_type_and_created_fields_read_the_text() {
+    // A number into a string keeps the string; a quoted "8080" into an integer is the number;
+    // into a field just created it reads as YAML reads `8080`; annotations stay strings.
+    let out = replaced(
+        "- source: {kind: ConfigMap, fieldPath: data.port}\n  targets:\n  - select: {kind: Deployment}\n    fieldPaths:\n    - spec.template.spec.containers.[name=web].env.[name=PORT].value\n- source: {kind: ConfigMap, fieldPath: data.sport}\n  targets:\n  - select: {kind: Deployment}\n    fieldPaths: [spec.replicas, spec.made, metadata.annotations.port]\n    options: {create: true}\n",
+    )
+    .unwrap();
+    assert_eq!(
+        deployment_of(&out),
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  annotations:\n    port: \"8080\"\n  name: web\nspec:\n  made: 8080\n  replicas: 8080\n  template:\n    spec:\n      containers:\n      - env:\n        - name: PORT\n          value: \"8080\"\n        image: nginx:1.0\n        name: web\n"
+    );
+    let e = replaced(
+        "- source: {kind: ConfigMap, fieldPath: metadata.name}\n  targets:\n  - select: {kind: Deployment}\n    fieldPaths: [spec.replicas]\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("field spec.replicas: the field holds an integer") && e.contains("\"src\""),
+        "{e}"
+    );
+}
+
+#[test]
+fn replacement_creates_list_elements_and_refuses_indexes_past_the_end() {
+    let out = replaced(
+        "- source: {kind: ConfigMap, fieldPath: data.sport}\n  targets:\n  - select: {kind: Deployment}\n    fieldPaths:\n    - spec.template.spec.containers.[name=side].image\n    - spec.template.spec.containers.[name=web].args.0\n    options: {create: true}\n",
+    )
+    .unwrap();
+    assert!(
+        out.contains("      - args:\n        - 8080\n")
+            && out.contains("      - image: 8080\n        name: side\n"),
+        "{out}"
+    );
+    let e = replaced(
+        "- source: {kind: ConfigMap, fieldPath: data.sport}\n  targets:\n  - select: {kind: Deployment}\n    fieldPaths: [spec.template.spec.containers.3.image]\n    options: {create: true}\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("index 3 specified but only 1 elements found"),
+        "{e}"
+    );
+}

@@ -406,6 +406,26 @@ fn same_ending(a: &[String], b: &[String]) -> bool {
 }
 
 /// A scalar as the string kyaml would read from its node.
+/// Reads `metadata.annotations` back as kustomize's string map: numbers and booleans as their
+/// text, anything else (null, maps, lists) empty.
+pub(crate) fn annotations_as_strings(obj: &mut Value) {
+    let Some(Value::Object(annotations)) = obj
+        .get_mut("metadata")
+        .and_then(|m| m.get_mut("annotations"))
+    else {
+        return;
+    };
+    for v in annotations.values_mut() {
+        let text = match v {
+            Value::String(_) => continue,
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            _ => String::new(),
+        };
+        *v = Value::String(text);
+    }
+}
+
 pub fn scalar_string(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),

@@ -461,6 +461,45 @@ const SCENARIOS: &[(&str, &[(&str, &str)])] = &[
             ),
         ],
     ),
+    (
+        "replacements-dotted-keys-delimiter",
+        &[
+            (
+                "top/r.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: src\n  labels:\n    acme.io/cluster: east\ndata:\n  port: 8080\n  replicas: \"3\"\n  image: nginx:1.25\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  labels:\n    acme.io/cluster: west\nspec:\n  replicas: 1\n  template:\n    metadata:\n      labels:\n        app: web\n    spec:\n      containers:\n      - name: web\n        image: nginx:1.0\n        env:\n        - name: PORT\n          value: \"1\"\n      - name: side\n        image: busybox\n",
+            ),
+            (
+                "top/kustomization.yaml",
+                "resources:\n- r.yaml\nreplacements:\n- source:\n    kind: ConfigMap\n    name: src\n    fieldPath: metadata.labels.[acme.io/cluster]\n  targets:\n  - select:\n      kind: Deployment\n    fieldPaths:\n    - metadata.labels.[acme.io/cluster]\n    - spec.template.metadata.labels.[acme.io/cluster]\n    - spec.template.metadata.annotations.[x.y/z]\n    options:\n      create: true\n- source:\n    kind: ConfigMap\n    name: src\n    fieldPath: data.port\n  targets:\n  - select:\n      kind: Deployment\n    fieldPaths:\n    - spec.template.spec.containers.[name=web].env.[name=PORT].value\n    - metadata.annotations.[port.acme.io/n]\n    options:\n      create: true\n- source:\n    kind: ConfigMap\n    name: src\n    fieldPath: data.image\n    options:\n      delimiter: ':'\n      index: 1\n  targets:\n  - select:\n      kind: Deployment\n    fieldPaths:\n    - spec.template.spec.containers.[name=web].image\n    options:\n      delimiter: ':'\n      index: 1\n",
+            ),
+        ],
+    ),
+    (
+        "replacements-number-and-string-types",
+        &[
+            (
+                "top/r.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: src\n  labels:\n    acme.io/cluster: east\n    n: \"42\"\n  annotations:\n    a.b/c: \"7\"\ndata:\n  port: 8080\n  sport: \"8080\"\n  yes: \"yes\"\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  labels:\n    acme.io/cluster: west\nspec:\n  replicas: 1\n  template:\n    spec:\n      containers:\n      - name: web\n        image: nginx:1.0\n        ports:\n        - containerPort: 80\n",
+            ),
+            (
+                "top/kustomization.yaml",
+                "resources:\n- r.yaml\nreplacements:\n- source: {kind: ConfigMap, name: src, fieldPath: data.sport}\n  targets:\n  - select: {kind: Deployment}\n    fieldPaths:\n    - spec.replicas\n    - spec.template.spec.containers.[name=web].ports.0.containerPort\n    - metadata.annotations.made\n    - spec.made\n    options: {create: true}\n- source: {kind: ConfigMap, name: src, fieldPath: data.port}\n  targets:\n  - select: {kind: Deployment}\n    fieldPaths:\n    - metadata.labels.[acme.io/port]\n    - metadata.labels.plain\n    options: {create: true}\n- source: {kind: ConfigMap, name: src, fieldPath: metadata.labels.n}\n  targets:\n  - select: {kind: Deployment}\n    fieldPaths: [spec.made2]\n    options: {create: true}\n- source: {kind: ConfigMap, name: src, fieldPath: data.yes}\n  targets:\n  - select: {kind: Deployment}\n    fieldPaths: [spec.made3]\n    options: {create: true}\n- source:\n    kind: ConfigMap\n    name: src\n    fieldPath: metadata.labels.[acme.io/cluster]\n  targets:\n  - select: {kind: Deployment}\n    fieldPaths: [spec.made4]\n    options: {create: true}\n",
+            ),
+        ],
+    ),
+    (
+        "replacements-create-elements-and-keys",
+        &[
+            (
+                "top/r.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: src\ndata:\n  v: x1\n  m:\n    a: 1\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  template:\n    spec:\n      containers:\n      - name: web\n        image: nginx:1.0\n        args: [a, b]\n      - name: side\n        image: busybox\n",
+            ),
+            (
+                "top/kustomization.yaml",
+                "resources:\n- r.yaml\nreplacements:\n- source:\n    kind: ConfigMap\n    name: src\n    fieldPath: data.v\n  targets:\n  - select:\n      kind: Deployment\n    fieldPaths:\n    - spec.template.spec.containers.[name=new].image\n    - spec.template.spec.containers.[name=web].args.[=b]\n    - spec.template.spec.containers.0.args.2\n    - spec.template.spec.containers.[name=web].env.[name=X].value\n    - spec.newlist.[name=a].x\n    - metadata.annotations.[x.y].z\n    - spec.template.spec.containers.*.newf\n    options: {create: true}\n- source:\n    kind: ConfigMap\n    name: src\n    fieldPath: data.m\n  targets:\n  - select:\n      kind: Deployment\n    fieldPaths:\n    - spec.template.spec.containers.[name=side].image\n",
+            ),
+        ],
+    ),
 ];
 
 #[test]
