@@ -484,6 +484,16 @@ impl<'a> Builder<'a> {
             .any(|m| m == "transformerAnnotations");
         let managed_by = t.kust.build_metadata.iter().any(|m| m == "managedByLabel");
         for r in &mut acc.res {
+            // Kustomize keeps its own bookkeeping in every resource's annotations and removes
+            // the map when that leaves it empty: an empty or null `annotations` never comes
+            // out (an empty `labels` does).
+            if let Some(Value::Object(meta)) = r.obj.get_mut("metadata")
+                && meta
+                    .get("annotations")
+                    .is_some_and(|a| a.is_null() || a.as_object().is_some_and(|a| a.is_empty()))
+            {
+                meta.remove("annotations");
+            }
             if managed_by {
                 let mut labels = r.string_map("labels");
                 labels.retain(|(k, _)| k != "app.kubernetes.io/managed-by");
@@ -1058,11 +1068,20 @@ impl<'a> Builder<'a> {
                     "must specify a target for JSON patch {source}"
                 )));
             };
+            if ops.as_array().is_some_and(Vec::is_empty) {
+                return Err(berr(format!(
+                    "the JSON patch {source} has no operations; remove the entry or add some"
+                )));
+            }
             let selected = select(&ra.res, target).map_err(berr)?;
             for i in selected {
                 let r = &mut ra.res[i];
-                r.store_previous_id();
-                apply_json_patch(&mut r.obj, &ops).map_err(berr)?;
+                // `patches` records the id first (a patch may rename); `patchesJson6902` does
+                // not, so a rename there leaves references alone, as in kustomize.
+                if !json_only {
+                    r.store_previous_id();
+                }
+                apply_json_patch(r, &ops).map_err(berr)?;
             }
             return Ok(());
         }
@@ -1331,23 +1350,27 @@ fn apply_smp_to(
 }
 
 /// Parses a JSON patch: JSON text starting with `[`, or YAML holding a list.
-/// Applies a JSON patch the way kustomize's resources see it: every object carries an
-/// annotations map while it is patched (kustomize's own bookkeeping annotations), so `add`
-/// under `/metadata/annotations/` works on an object without one; afterwards the map is read
-/// back as strings (numbers and booleans as their text, anything else empty) and dropped when
-/// empty. Labels get no such help: kustomize refuses `add` under missing labels.
-fn apply_json_patch(obj: &mut Value, ops: &Value) -> Result<(), String> {
-    let added = match obj.get_mut("metadata") {
-        Some(Value::Object(meta)) if !meta.contains_key("annotations") => {
-            meta.insert("annotations".into(), Value::Object(Default::default()));
-            true
-        }
-        _ => false,
-    };
-    let result = jsonpatch::apply(obj, ops);
-    crate::resource::annotations_as_strings(obj);
-    if added
-        && let Some(Value::Object(meta)) = obj.get_mut("metadata")
+/// Applies a JSON patch the way kustomize's resources see it. Kustomize keeps its bookkeeping
+/// (earlier ids, prefixes and suffixes, generator options) in annotations, so a resource that
+/// has any carries an annotations map while it is patched: `add` under
+/// `/metadata/annotations/` works on it even when the file had none, and is refused on one
+/// without bookkeeping. Afterwards the map is read back as strings (numbers and booleans as
+/// their text, anything else empty) and dropped when empty. Labels get no such help.
+fn apply_json_patch(r: &mut Resource, ops: &Value) -> Result<(), String> {
+    let bookkeeping = !r.prev.is_empty()
+        || !r.prefixes.is_empty()
+        || !r.suffixes.is_empty()
+        || r.generated.is_some()
+        || r.needs_hash;
+    if bookkeeping
+        && let Some(Value::Object(meta)) = r.obj.get_mut("metadata")
+        && !meta.get("annotations").is_some_and(Value::is_object)
+    {
+        meta.insert("annotations".into(), Value::Object(Default::default()));
+    }
+    let result = jsonpatch::apply(&mut r.obj, ops);
+    crate::resource::annotations_as_strings(&mut r.obj);
+    if let Some(Value::Object(meta)) = r.obj.get_mut("metadata")
         && meta
             .get("annotations")
             .is_some_and(|a| a.as_object().is_some_and(|a| a.is_empty()))

@@ -488,3 +488,46 @@ fn replacement_creates_list_elements_and_refuses_indexes_past_the_end() {
         "{e}"
     );
 }
+
+#[test]
+fn empty_annotations_never_come_out_but_empty_labels_do() {
+    let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n  annotations:\n    x: \"1\"\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: e\n  annotations: {}\n  labels: {}\n";
+    let k = "resources:\n- cm.yaml\npatchesJson6902:\n- target:\n    version: v1\n    kind: ConfigMap\n    name: c\n  path: p.yaml\n";
+    let p = "- op: remove\n  path: /metadata/annotations/x\n";
+    let out = render(
+        &[
+            ("/k/kustomization.yaml", k),
+            ("/k/cm.yaml", cm),
+            ("/k/p.yaml", p),
+        ],
+        "/k",
+    )
+    .unwrap();
+    assert_eq!(
+        out,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  labels: {}\n  name: e\n"
+    );
+}
+
+#[test]
+fn patches_json6902_without_bookkeeping_has_no_annotations_to_add_under() {
+    let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n";
+    let p = "- op: add\n  path: /metadata/annotations/n\n  value: 5\n";
+    let k = "resources:\n- cm.yaml\npatchesJson6902:\n- target:\n    version: v1\n    kind: ConfigMap\n    name: c\n  path: p.yaml\n";
+    let files = |k: &'static str| {
+        [
+            ("/k/kustomization.yaml", k),
+            ("/k/cm.yaml", cm),
+            ("/k/p.yaml", p),
+        ]
+    };
+    let e = render(&files(k), "/k").unwrap_err().to_string();
+    assert!(e.contains("doc is missing path"), "{e}");
+    // After a prefix kustomize keeps the earlier name in annotations, so the add works.
+    let k2 = "namePrefix: p-\nresources:\n- cm.yaml\npatchesJson6902:\n- target:\n    version: v1\n    kind: ConfigMap\n    name: c\n  path: p.yaml\n";
+    let out = render(&files(k2), "/k").unwrap();
+    assert!(
+        out.contains("  annotations:\n    \"n\": \"5\"\n  name: p-c\n"),
+        "{out}"
+    );
+}

@@ -500,6 +500,104 @@ const SCENARIOS: &[(&str, &[(&str, &str)])] = &[
             ),
         ],
     ),
+    (
+        "json6902-file-empties-annotations",
+        &[
+            (
+                "top/cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n  annotations:\n    x: \"1\"\n  labels:\n    l: v\ndata:\n  a: \"1\"\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: e\n  annotations: {}\n  labels: {}\n",
+            ),
+            (
+                "top/p.yaml",
+                "- op: remove\n  path: /metadata/annotations/x\n- op: remove\n  path: /metadata/labels/l\n",
+            ),
+            (
+                "top/kustomization.yaml",
+                "resources:\n- cm.yaml\npatchesJson6902:\n- target:\n    version: v1\n    kind: ConfigMap\n    name: c\n  path: p.yaml\n",
+            ),
+        ],
+    ),
+    (
+        "patches-file-moves-the-last-annotation",
+        &[
+            (
+                "top/cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n  annotations:\n    x: \"1\"\n  labels:\n    l: v\ndata:\n  a: \"1\"\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: e\n  annotations: {}\n  labels: {}\n",
+            ),
+            (
+                "top/p.yaml",
+                "- op: move\n  from: /metadata/annotations/x\n  path: /metadata/labels\n",
+            ),
+            (
+                "top/kustomization.yaml",
+                "resources:\n- cm.yaml\npatches:\n- target:\n    kind: ConfigMap\n    name: c\n  path: p.yaml\n",
+            ),
+        ],
+    ),
+    (
+        "json6902-file-add-under-missing-annotations",
+        &[
+            (
+                "top/cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n",
+            ),
+            (
+                "top/p.yaml",
+                "- op: add\n  path: /metadata/annotations/n\n  value: x\n",
+            ),
+            (
+                "top/kustomization.yaml",
+                "resources:\n- cm.yaml\npatchesJson6902:\n- target:\n    version: v1\n    kind: ConfigMap\n    name: c\n  path: p.yaml\n",
+            ),
+        ],
+    ),
+    (
+        "json6902-file-add-under-annotations-after-prefix",
+        &[
+            (
+                "top/cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n",
+            ),
+            (
+                "top/p.yaml",
+                "- op: add\n  path: /metadata/annotations/n\n  value: 5\n",
+            ),
+            (
+                "top/kustomization.yaml",
+                "namePrefix: p-\nresources:\n- cm.yaml\npatchesJson6902:\n- target:\n    version: v1\n    kind: ConfigMap\n    name: c\n  path: p.yaml\n",
+            ),
+        ],
+    ),
+    (
+        "json6902-file-rename-leaves-references",
+        &[
+            (
+                "top/r.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: x\n    envFrom:\n    - configMapRef:\n        name: c\n",
+            ),
+            (
+                "top/p.yaml",
+                "- op: replace\n  path: /metadata/name\n  value: d\n",
+            ),
+            (
+                "top/kustomization.yaml",
+                "resources:\n- r.yaml\npatchesJson6902:\n- target:\n    version: v1\n    kind: ConfigMap\n    name: c\n  path: p.yaml\n",
+            ),
+        ],
+    ),
+    (
+        "json6902-empty-operations",
+        &[
+            (
+                "top/cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n  annotations:\n    x: \"1\"\n  labels:\n    l: v\ndata:\n  a: \"1\"\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: e\n  annotations: {}\n  labels: {}\n",
+            ),
+            (
+                "top/kustomization.yaml",
+                "resources:\n- cm.yaml\npatches:\n- target:\n    kind: ConfigMap\n  patch: \"[]\"\n",
+            ),
+        ],
+    ),
 ];
 
 #[test]
