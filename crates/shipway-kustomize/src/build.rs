@@ -903,6 +903,9 @@ impl<'a> Builder<'a> {
                 .map_err(|e| place(t, &format!("replacements[{i}]"), berr(e)))?;
         }
         if !k.replacements.is_empty() {
+            crate::replacements::check(&ra.res).map_err(|e| place(t, "replacements", berr(e)))?;
+        }
+        if !k.replacements.is_empty() {
             mark(&mut ra.res, bo("ReplacementTransformer"));
         }
         for cfg in self.plugin_configs(t, &k.transformers)? {
@@ -1015,6 +1018,7 @@ impl<'a> Builder<'a> {
                 {
                     crate::replacements::apply(&mut ra.res, rep, &t.ldr).map_err(berr)?;
                 }
+                crate::replacements::check(&ra.res).map_err(berr)?;
             }
             other => return Err(unsupported_plugin("transformers", other)),
         }
@@ -1368,16 +1372,34 @@ fn apply_json_patch(r: &mut Resource, ops: &Value) -> Result<(), String> {
     {
         meta.insert("annotations".into(), Value::Object(Default::default()));
     }
-    let result = jsonpatch::apply(&mut r.obj, ops);
-    crate::resource::annotations_as_strings(&mut r.obj);
-    if let Some(Value::Object(meta)) = r.obj.get_mut("metadata")
-        && meta
-            .get("annotations")
-            .is_some_and(|a| a.as_object().is_some_and(|a| a.is_empty()))
-    {
-        meta.remove("annotations");
+    jsonpatch::apply(&mut r.obj, ops)?;
+    if r.name().is_empty() {
+        return Err(format!(
+            "the JSON patch leaves {} {} without metadata.name; kustomize needs a name on \
+             every resource",
+            r.kind(),
+            r.prev.last().map_or("", |p| p.1.as_str())
+        ));
     }
-    result
+    crate::resource::annotations_as_strings(&mut r.obj, "null");
+    // What is left is read back as a string map: a scalar reads as none, a list cannot be read.
+    if let Some(Value::Object(meta)) = r.obj.get_mut("metadata") {
+        match meta.get("annotations") {
+            Some(Value::Array(_)) => {
+                return Err(format!(
+                    "the JSON patch leaves metadata.annotations of {} a list; annotations must \
+                     be a map of strings",
+                    r.cur_id().id_string()
+                ));
+            }
+            Some(Value::Object(a)) if !a.is_empty() => {}
+            Some(_) => {
+                meta.remove("annotations");
+            }
+            None => {}
+        }
+    }
+    Ok(())
 }
 
 fn parse_json_patch(text: &str) -> Option<Value> {

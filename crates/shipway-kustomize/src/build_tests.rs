@@ -531,3 +531,49 @@ fn patches_json6902_without_bookkeeping_has_no_annotations_to_add_under() {
         "{out}"
     );
 }
+
+#[test]
+fn json_patch_copy_and_test_read_a_missing_member_as_null() {
+    let out = json_patched(
+        "    - op: copy\n      from: /data/missing\n      path: /data/c\n    - op: test\n      path: /data/gone\n      value: null\n",
+    );
+    assert_eq!(
+        out.unwrap(),
+        "apiVersion: v1\ndata:\n  a: \"1\"\n  c: null\nkind: ConfigMap\nmetadata:\n  name: c\n"
+    );
+    let e = json_patched("    - op: copy\n      from: /spec/x/y\n      path: /data/c\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("copy operation does not apply: doc is missing from path: /spec/x/y"),
+        "{e}"
+    );
+}
+
+#[test]
+fn json_patch_leaving_annotations_a_scalar_drops_them_and_a_list_is_refused() {
+    let out = json_patched("    - op: add\n      path: /metadata/annotations\n      value: east\n");
+    assert_eq!(
+        out.unwrap(),
+        "apiVersion: v1\ndata:\n  a: \"1\"\nkind: ConfigMap\nmetadata:\n  name: c\n"
+    );
+    let e = json_patched("    - op: add\n      path: /metadata/annotations\n      value: [a]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("annotations must be a map of strings"), "{e}");
+    let e = json_patched("    - op: remove\n      path: /metadata/name\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("without metadata.name"), "{e}");
+}
+
+#[test]
+fn a_replacement_may_fix_a_mismatch_an_earlier_one_left() {
+    // "src" does not read as an integer, but the second replacement writes 3 before kustomize
+    // reads the object back; only a mismatch left at the end is refused.
+    let out = replaced(
+        "- source: {kind: ConfigMap, fieldPath: metadata.name}\n  targets:\n  - select: {kind: Deployment}\n    fieldPaths: [spec.replicas]\n- source: {kind: ConfigMap, fieldPath: data.sport}\n  targets:\n  - select: {kind: Deployment}\n    fieldPaths: [spec.replicas]\n",
+    )
+    .unwrap();
+    assert!(out.contains("  replicas: 8080\n"), "{out}");
+}

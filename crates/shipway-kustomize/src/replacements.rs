@@ -353,6 +353,9 @@ fn apply_one(res: &mut [Resource], rep: &Value) -> Result<(), String> {
                 sel.id_string()
             )
         })?;
+    if let Some((_, text)) = untag(&value) {
+        value = Value::String(text.to_string());
+    }
     let (_, delim, index) = options(source);
     if !delim.is_empty() {
         if value.is_object() || value.is_array() {
@@ -429,7 +432,7 @@ fn apply_one(res: &mut [Resource], rep: &Value) -> Result<(), String> {
             }
             // Annotations are a string map to kustomize: whatever was copied into them is
             // read back as text. Labels keep what was written.
-            crate::resource::annotations_as_strings(&mut r.obj);
+            crate::resource::annotations_as_strings(&mut r.obj, "");
         }
     }
     Ok(())
@@ -462,7 +465,10 @@ fn set_value(
         String::new()
     };
     if !delim.is_empty() {
-        let old = crate::resource::scalar_string(node);
+        let old = match untag(node) {
+            Some((_, text)) => text.to_string(),
+            None => crate::resource::scalar_string(node),
+        };
         let mut parts: Vec<String> = old.split(delim).map(str::to_string).collect();
         if index < 0 {
             parts.insert(0, text);
@@ -473,48 +479,98 @@ fn set_value(
         }
         text = parts.join(delim);
     }
-    let read = || {
-        crate::v3scalars::resolve_plain(&text).ok_or_else(|| {
-            format!("{text:?} reads as an infinite or NaN number, which JSON cannot hold")
-        })
-    };
-    let refuse = |kind: &str, got: &Value| {
-        let got = match got {
-            Value::Null => "null",
-            Value::Bool(_) => "a boolean",
-            Value::Number(n) if n.is_f64() => "a float",
-            Value::Number(_) => "an integer",
-            Value::String(_) => "a string",
-            _ => "a collection",
-        };
-        format!(
-            "the field holds {kind} and keeps that type, but {text:?} reads as {got}; copy a              value of that type, or quote the target's value in the resource to make it a string"
-        )
+    let tag = match untag(node) {
+        Some((tag, _)) => tag.to_string(),
+        None => tag_of(node).to_string(),
     };
     let new = if created {
-        read()?
+        crate::v3scalars::resolve_plain(&text).ok_or_else(|| {
+            format!("{text:?} reads as an infinite or NaN number, which JSON cannot hold")
+        })?
     } else {
-        match node {
-            Value::String(_) => Value::String(text.clone()),
-            Value::Number(n) => {
-                let float = n.is_f64();
-                match read()? {
-                    Value::Number(m) if float || !m.is_f64() => Value::Number(m),
-                    other => {
-                        return Err(refuse(if float { "a float" } else { "an integer" }, &other));
-                    }
-                }
-            }
-            Value::Bool(_) => match read()? {
-                b @ Value::Bool(_) => b,
-                other => return Err(refuse("a boolean", &other)),
-            },
-            _ => match read()? {
-                Value::Null => Value::Null,
-                other => return Err(refuse("null", &other)),
-            },
+        match (tag.as_str(), crate::v3scalars::resolve_plain(&text)) {
+            ("str", _) => Value::String(text),
+            ("int", Some(Value::Number(n))) if !n.is_f64() => Value::Number(n),
+            ("float", Some(Value::Number(n))) => Value::Number(n),
+            ("bool", Some(b @ Value::Bool(_))) => b,
+            ("null", Some(Value::Null)) => Value::Null,
+            // Kustomize finds out only when it next reads the object, so a later replacement
+            // may still write a text that fits; [`check`] refuses what is left.
+            _ => Value::String(format!("\0{tag}\0{text}")),
         }
     };
     *node = new;
+    Ok(())
+}
+
+/// The type a scalar keeps, in YAML's words.
+fn tag_of(v: &Value) -> &'static str {
+    match v {
+        Value::String(_) => "str",
+        Value::Number(n) if n.is_f64() => "float",
+        Value::Number(_) => "int",
+        Value::Bool(_) => "bool",
+        _ => "null",
+    }
+}
+
+/// A scalar written with a text its type cannot read, while replacements run: `"\0int\0abc"`.
+fn untag(v: &Value) -> Option<(&str, &str)> {
+    v.as_str()?.strip_prefix('\0')?.split_once('\0')
+}
+
+/// After a kustomization's replacements: refuses any field left holding a text its type cannot
+/// read (`"abc"` written into `replicas: 1`), naming the resource and the field.
+pub fn check(res: &[Resource]) -> Result<(), String> {
+    fn walk(v: &Value, path: &mut Vec<String>) -> Option<String> {
+        match v {
+            Value::Object(m) => m.iter().find_map(|(k, c)| {
+                path.push(if k.contains('.') {
+                    format!("[{k}]")
+                } else {
+                    k.clone()
+                });
+                let hit = walk(c, path);
+                path.pop();
+                hit
+            }),
+            Value::Array(a) => a.iter().enumerate().find_map(|(i, c)| {
+                path.push(i.to_string());
+                let hit = walk(c, path);
+                path.pop();
+                hit
+            }),
+            _ => {
+                let (tag, text) = untag(v)?;
+                let got = crate::v3scalars::resolve_plain(text).as_ref().map_or(
+                    "an infinite or NaN float",
+                    |v| match tag_of(v) {
+                        "str" => "a string",
+                        "float" => "a float",
+                        "int" => "an integer",
+                        "bool" => "a boolean",
+                        _ => "null",
+                    },
+                );
+                let kind = match tag {
+                    "float" => "a float",
+                    "int" => "an integer",
+                    "bool" => "a boolean",
+                    _ => "null",
+                };
+                Some(format!(
+                    "field {}: the field holds {kind} and keeps that type, but {text:?} reads \
+                     as {got}; copy a value of that type, or quote the target's value in the \
+                     resource to make it a string",
+                    path.join(".")
+                ))
+            }
+        }
+    }
+    for r in res {
+        if let Some(e) = walk(&r.obj, &mut Vec::new()) {
+            return Err(format!("replacement target {} {e}", r.cur_id().id_string()));
+        }
+    }
     Ok(())
 }

@@ -407,8 +407,9 @@ fn same_ending(a: &[String], b: &[String]) -> bool {
 
 /// A scalar as the string kyaml would read from its node.
 /// Reads `metadata.annotations` back as kustomize's string map: numbers and booleans as their
-/// text, anything else (null, maps, lists) empty.
-pub(crate) fn annotations_as_strings(obj: &mut Value) {
+/// text, null as `null_text` (what kustomize's node held: `null` after a JSON patch, empty after
+/// a replacement), maps and lists empty.
+pub(crate) fn annotations_as_strings(obj: &mut Value, null_text: &str) {
     let Some(Value::Object(annotations)) = obj
         .get_mut("metadata")
         .and_then(|m| m.get_mut("annotations"))
@@ -420,6 +421,7 @@ pub(crate) fn annotations_as_strings(obj: &mut Value) {
             Value::String(_) => continue,
             Value::Number(n) => n.to_string(),
             Value::Bool(b) => b.to_string(),
+            Value::Null => null_text.to_string(),
             _ => String::new(),
         };
         *v = Value::String(text);

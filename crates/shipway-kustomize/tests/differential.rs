@@ -598,6 +598,32 @@ const SCENARIOS: &[(&str, &[(&str, &str)])] = &[
             ),
         ],
     ),
+    (
+        "json6902-copy-test-missing-members",
+        &[
+            (
+                "top/cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\ndata:\n  a: \"1\"\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: d\n  annotations:\n    x: \"1\"\n",
+            ),
+            (
+                "top/kustomization.yaml",
+                "resources:\n- cm.yaml\npatches:\n- target:\n    name: c\n  patch: |\n    - op: copy\n      from: /data/missing\n      path: /data/c\n    - op: test\n      path: /data/gone\n      value: null\n- target:\n    name: d\n  patch: |\n    - op: replace\n      path: /metadata/annotations\n      value: east\n",
+            ),
+        ],
+    ),
+    (
+        "replacements-later-fixes-a-mismatch",
+        &[
+            (
+                "top/r.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: src\ndata:\n  n: \"3\"\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: s\nspec:\n  ports:\n  - port: 80\n",
+            ),
+            (
+                "top/kustomization.yaml",
+                "resources:\n- r.yaml\nreplacements:\n- source: {kind: ConfigMap, name: src}\n  targets:\n  - select: {kind: Service}\n    fieldPaths: [spec.ports.0.port]\n- source: {kind: ConfigMap, name: src, fieldPath: data.n}\n  targets:\n  - select: {kind: Service}\n    fieldPaths: [spec.ports.0.port]\n",
+            ),
+        ],
+    ),
 ];
 
 #[test]
