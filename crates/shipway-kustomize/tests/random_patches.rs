@@ -29,6 +29,12 @@ const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
         "copy, move or test of the whole /metadata/annotations map shows kustomize's internal \
          bookkeeping annotations (previousNames, ...), which Shipway keeps outside the object",
     ),
+    (
+        "labels-as-a-list",
+        "a JSON patch may leave metadata.labels a list; kubectl then panics (index out of \
+         range) when a later step reads the labels, Shipway reads them as none, so patch values \
+         written to the whole labels or annotations map are maps",
+    ),
 ];
 
 fn kubectl_available() -> bool {
@@ -208,9 +214,14 @@ fn json_op(rng: &mut Rng, kind: Option<&str>) -> Value {
         Some(k) if rng.chance(65) => rng.pick(kind_pointers(k)),
         _ => rng.pick(META_POINTERS),
     };
+    let mut value = value(rng);
+    if matches!(path, "/metadata/labels" | "/metadata/annotations") && value.is_array() {
+        // "labels-as-a-list".
+        value = json!({"k": "v"});
+    }
     match rng.below(7) {
-        0 | 1 => json!({"op": "add", "path": path, "value": value(rng)}),
-        2 => json!({"op": "replace", "path": path, "value": value(rng)}),
+        0 | 1 => json!({"op": "add", "path": path, "value": value}),
+        2 => json!({"op": "replace", "path": path, "value": value}),
         3 => json!({"op": "remove", "path": path}),
         4 => json!({"op": "move", "from": rng.pick(from_pointers(kind)), "path": path}),
         5 => json!({"op": "copy", "from": rng.pick(from_pointers(kind)), "path": path}),
@@ -221,7 +232,7 @@ fn json_op(rng: &mut Rng, kind: Option<&str>) -> Value {
             } else {
                 path
             };
-            json!({"op": "test", "path": path, "value": value(rng)})
+            json!({"op": "test", "path": path, "value": value})
         }
     }
 }
