@@ -891,11 +891,16 @@ impl<'a> Builder<'a> {
             transform::replicas(&mut ra.res, rep, &tc.replicas).map_err(berr)?;
             mark(&mut ra.res, bo("ReplicaCountTransformer"));
         }
-        for img in &k.images {
-            let img = transform::Image::from_value(img);
+        // Each resource takes the entries in order (what running them one by one over all
+        // resources does), skipping those that match none of its images.
+        let imgs: Vec<transform::Image> =
+            k.images.iter().map(transform::Image::from_value).collect();
+        if !imgs.is_empty() {
             for r in &mut ra.res {
-                transform::image(r, &img, &tc.images).map_err(berr)?;
+                transform::images(r, &imgs, &tc.images).map_err(berr)?;
             }
+        }
+        for _ in &imgs {
             mark(&mut ra.res, bo("ImageTagTransformer"));
         }
         for (i, rep) in k.replacements.iter().enumerate() {
