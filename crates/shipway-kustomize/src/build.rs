@@ -887,9 +887,13 @@ impl<'a> Builder<'a> {
                 .map_err(|e| place(t, &format!("patchesJson6902[{i}]"), e))?;
             mark(&mut ra.res, bo("PatchJson6902Transformer"));
         }
-        for rep in &k.replicas {
-            transform::replicas(&mut ra.res, rep, &tc.replicas).map_err(berr)?;
-            mark(&mut ra.res, bo("ReplicaCountTransformer"));
+        if !k.replicas.is_empty() {
+            // Replicas entries name resources; index the names (current and earlier) once.
+            let by_name = transform::names_index(&ra.res);
+            for rep in &k.replicas {
+                transform::replicas(&mut ra.res, rep, &tc.replicas, &by_name).map_err(berr)?;
+                mark(&mut ra.res, bo("ReplicaCountTransformer"));
+            }
         }
         // Each resource takes the entries in order (what running them one by one over all
         // resources does), skipping those that match none of its images.
@@ -982,8 +986,14 @@ impl<'a> Builder<'a> {
             }
             "ReplicaCountTransformer" => {
                 let fs = specs("fieldSpecs")?;
-                transform::replicas(&mut ra.res, o.get("replica").unwrap_or(&Value::Null), &fs)
-                    .map_err(berr)?;
+                let by_name = transform::names_index(&ra.res);
+                transform::replicas(
+                    &mut ra.res,
+                    o.get("replica").unwrap_or(&Value::Null),
+                    &fs,
+                    &by_name,
+                )
+                .map_err(berr)?;
             }
             "PatchTransformer" => {
                 self.apply_patch_entry(t, ra, o, false)?;
@@ -1458,17 +1468,22 @@ pub(crate) fn select(res: &[Resource], target: &Value) -> Result<Vec<usize>, Str
     let m = |r: &Option<regex::Regex>, v: &str| r.as_ref().is_none_or(|r| r.is_match(v));
     let mut out = Vec::new();
     for (i, r) in res.iter().enumerate() {
-        let cur = r.cur_id();
-        let org = r.org_id();
-        if !m(&namespace, org.effective_namespace()) && !m(&namespace, cur.effective_namespace()) {
-            continue;
-        }
-        if !m(&name, &org.name) && !m(&name, &cur.name) {
-            continue;
-        }
+        // The kind first: it rules out most resources without building their ids.
         let gvk = r.gvk();
         if !m(&group, &gvk.group) || !m(&version, &gvk.version) || !m(&kind, &gvk.kind) {
             continue;
+        }
+        if name.is_some() || namespace.is_some() {
+            let cur = r.cur_id();
+            let org = r.org_id();
+            if !m(&namespace, org.effective_namespace())
+                && !m(&namespace, cur.effective_namespace())
+            {
+                continue;
+            }
+            if !m(&name, &org.name) && !m(&name, &cur.name) {
+                continue;
+            }
         }
         if let Some(sel) = &labels {
             let map: std::collections::BTreeMap<String, String> =

@@ -270,10 +270,17 @@ impl Resource {
 
     /// The id the resource was first read or generated with.
     pub fn org_id(&self) -> ResId {
-        self.prev_ids()
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| self.cur_id())
+        match self.prev.first() {
+            Some((ns, name, kind)) => ResId {
+                gvk: Gvk {
+                    kind: kind.clone(),
+                    ..self.gvk()
+                },
+                name: name.clone(),
+                namespace: ns.clone(),
+            },
+            None => self.cur_id(),
+        }
     }
 
     /// Ids this resource has had, current included, for matching references and vars.

@@ -349,20 +349,35 @@ pub fn images(res: &mut Resource, imgs: &[Image], specs: &[FieldSpec]) -> Result
 }
 
 /// `replicas:` entries: sets the count on resources of that name (current or earlier).
+/// For each name a resource has or had, the resources (indices, ascending) with it.
+pub fn names_index(res: &[Resource]) -> std::collections::HashMap<String, Vec<usize>> {
+    let mut by_name: std::collections::HashMap<String, Vec<usize>> = Default::default();
+    for (i, r) in res.iter().enumerate() {
+        let names = std::iter::once(r.name()).chain(r.prev.iter().map(|p| p.1.as_str()));
+        for n in names {
+            let list = by_name.entry(n.to_string()).or_default();
+            if list.last() != Some(&i) {
+                list.push(i);
+            }
+        }
+    }
+    by_name
+}
+
+/// `by_name` is [`names_index`] of `resources`.
 pub fn replicas(
     resources: &mut [Resource],
     entry: &Value,
     specs: &[FieldSpec],
+    by_name: &std::collections::HashMap<String, Vec<usize>>,
 ) -> Result<(), String> {
     let name = entry.get("name").and_then(Value::as_str).unwrap_or("");
     let count = entry.get("count").cloned().unwrap_or(Value::Null);
     let mut found = false;
+    let named = by_name.get(name).map_or(&[][..], Vec::as_slice);
     for fs in specs {
-        for r in resources.iter_mut() {
-            // The name check first: it rules out almost every resource without building ids.
-            if r.name() != name && !r.prev.iter().any(|p| p.1 == name) {
-                continue;
-            }
+        for &i in named {
+            let r = &mut resources[i];
             let hit = r
                 .all_ids()
                 .iter()
