@@ -577,3 +577,15 @@ fn a_replacement_may_fix_a_mismatch_an_earlier_one_left() {
     .unwrap();
     assert!(out.contains("  replicas: 8080\n"), "{out}");
 }
+
+#[test]
+fn a_replacement_into_an_annotation_writes_the_text() {
+    // Into a field with no type "null" would read as null; an annotation keeps the text.
+    let r = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: src\n  labels:\n    v: \"null\"\n";
+    let k = "resources:\n- r.yaml\nreplacements:\n- source: {kind: ConfigMap, fieldPath: metadata.labels.v}\n  targets:\n  - select: {kind: ConfigMap}\n    fieldPaths: [metadata.annotations.copied, data.made]\n    options: {create: true}\n";
+    let out = render(&[("/k/kustomization.yaml", k), ("/k/r.yaml", r)], "/k").unwrap();
+    assert_eq!(
+        out,
+        "apiVersion: v1\ndata:\n  made: null\nkind: ConfigMap\nmetadata:\n  annotations:\n    copied: \"null\"\n  labels:\n    v: \"null\"\n  name: src\n"
+    );
+}

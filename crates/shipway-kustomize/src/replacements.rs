@@ -419,14 +419,18 @@ fn apply_one(res: &mut [Resource], rep: &Value) -> Result<(), String> {
                 } else {
                     "unable to find field"
                 };
-                if let Err(why) = targets(&mut r.obj, &split_path(fp), create, false, &mut found) {
+                let parts = split_path(fp);
+                // An annotation is a string map entry: it takes the text as written.
+                let annotation = matches!(parts.as_slice(),
+                    [Part::Key(m), Part::Key(a), Part::Key(_)] if m == "metadata" && a == "annotations");
+                if let Err(why) = targets(&mut r.obj, &parts, create, false, &mut found) {
                     return Err(format!("{what} {fp:?} in replacement target: {why}"));
                 }
                 if found.is_empty() {
                     return Err(format!("{what} {fp:?} in replacement target"));
                 }
                 for slot in found {
-                    set_value(slot.node, slot.created, &value, &delim, index)
+                    set_value(slot.node, slot.created, annotation, &value, &delim, index)
                         .map_err(|e| format!("replacement target {id} field {fp}: {e}"))?;
                 }
             }
@@ -441,10 +445,12 @@ fn apply_one(res: &mut [Resource], rep: &Value) -> Result<(), String> {
 /// Writes `value` into a target node as kustomize does. A scalar target keeps its type and
 /// takes the value's text, which must read as that type (`"8080"` into `replicas: 1` is the
 /// number 8080, `"abc"` into it is refused); a scalar just created takes the text read as a plain
-/// YAML scalar (so `"8080"` becomes a number); a map or list target is replaced by the value.
+/// YAML scalar (so `"8080"` becomes a number), or as it is when `as_text` (an annotation); a map
+/// or list target is replaced by the value.
 fn set_value(
     node: &mut Value,
     created: bool,
+    as_text: bool,
     value: &Value,
     delim: &str,
     index: i64,
@@ -478,6 +484,10 @@ fn set_value(
             parts.push(text);
         }
         text = parts.join(delim);
+    }
+    if as_text {
+        *node = Value::String(text);
+        return Ok(());
     }
     let tag = match untag(node) {
         Some((tag, _)) => tag.to_string(),

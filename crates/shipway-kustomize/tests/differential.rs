@@ -624,6 +624,19 @@ const SCENARIOS: &[(&str, &[(&str, &str)])] = &[
             ),
         ],
     ),
+    (
+        "replacements-annotation-takes-the-text",
+        &[
+            (
+                "top/r.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: src\n  labels:\n    v: \"null\"\n",
+            ),
+            (
+                "top/kustomization.yaml",
+                "resources:\n- r.yaml\nreplacements:\n- source: {kind: ConfigMap, fieldPath: metadata.labels.v}\n  targets:\n  - select: {kind: ConfigMap}\n    fieldPaths: [metadata.annotations.copied, data.made]\n    options: {create: true}\n",
+            ),
+        ],
+    ),
 ];
 
 #[test]
