@@ -427,7 +427,12 @@ fn apply_one(res: &mut [Resource], rep: &Value) -> Result<(), String> {
                     return Err(format!("{what} {fp:?} in replacement target: {why}"));
                 }
                 if found.is_empty() {
-                    return Err(format!("{what} {fp:?} in replacement target"));
+                    let hint = if create {
+                        ""
+                    } else {
+                        "; set `options: {create: true}` on the target to create it"
+                    };
+                    return Err(format!("{what} {fp:?} in replacement target {id}{hint}"));
                 }
                 for slot in found {
                     set_value(slot.node, slot.created, annotation, &value, &delim, index)

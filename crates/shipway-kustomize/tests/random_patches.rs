@@ -6,10 +6,9 @@
 //!
 //! `SHIPWAY_RANDOM_SEED=N` replays one run (the seed is printed first), `SHIPWAY_RANDOM_TREES=N`
 //! sets how many trees a run renders (default 60, about 10 s), `SHIPWAY_RANDOM_VERBOSE` prints why
-//! each refused tree was refused. A failure prints the seed, the
-//! tree's index and every file of the tree. Constructs where Shipway is known to differ are in
-//! [`KNOWN_DIFFERENCES`] with the reason; the generator does not make them, and nothing else is
-//! left out.
+//! each refused tree was refused. A failure prints the seed, the tree's index and every file of
+//! the tree. Constructs where Shipway is known to differ are in [`KNOWN_DIFFERENCES`] with the
+//! reason; the generator does not make them, and nothing else is left out.
 
 use std::fmt::Write as _;
 use std::path::Path;
