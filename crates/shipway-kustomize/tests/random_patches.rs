@@ -30,6 +30,13 @@ const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
          bookkeeping annotations (previousNames, ...), which Shipway keeps outside the object",
     ),
     (
+        "list-elements-without-merge-key",
+        "a strategic merge patch applied to a resource whose merge-keyed list (env by name, \
+         ports by containerPort) holds an element without the key keeps, in kustomize, only the \
+         elements without the key (found by seed 417); Shipway keeps them all, so elements \
+         added to such lists carry their key",
+    ),
+    (
         "labels-as-a-list",
         "a JSON patch may leave metadata.labels a list; kubectl then panics (index out of \
          range) when a later step reads the labels, Shipway reads them as none, so patch values \
@@ -214,6 +221,16 @@ fn json_op(rng: &mut Rng, kind: Option<&str>) -> Value {
         Some(k) if rng.chance(65) => rng.pick(kind_pointers(k)),
         _ => rng.pick(META_POINTERS),
     };
+    // Elements of merge-keyed lists carry their key: "list-elements-without-merge-key".
+    let keyed = match path {
+        "/spec/template/spec/containers/0/env/-" => Some(json!({"name": "ADDED", "value": "x"})),
+        "/spec/template/spec/containers/1" => Some(json!({"name": "extra", "image": "busybox"})),
+        "/spec/ports/1" => Some(json!({"port": 81})),
+        _ => None,
+    };
+    if let Some(element) = keyed {
+        return json!({"op": "add", "path": path, "value": element});
+    }
     let mut value = value(rng);
     if matches!(path, "/metadata/labels" | "/metadata/annotations") && value.is_array() {
         // "labels-as-a-list".
