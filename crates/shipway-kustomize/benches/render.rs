@@ -1,6 +1,8 @@
 //! `kubectl kustomize` against Shipway's renderer, side by side in one run: whole processes on
 //! (a) the conformance corpus and (b) a generated tree of 1,000 resources in 3 overlay levels with
-//! patches and generators; then the in-process time of a typical base + overlay.
+//! patches and generators, (c) a patch-heavy tree of 1,000 resources (JSON 6902 patches targeted
+//! by name regex and label selector, replicas, images, generators); then the in-process time of
+//! a typical base + overlay.
 //!
 //! Shipway's side runs as a process too: this benchmark re-executes itself with `--render DIR`,
 //! which renders and prints exactly as `shipway render` does (process start, read, build, write).
@@ -25,6 +27,17 @@ fn main() {
                 eprintln!("{e}");
                 std::process::exit(1);
             }
+        }
+        return;
+    }
+    // `--patch-heavy DIR`: only write the patch-heavy tree there (to time or profile by hand).
+    if let Some(i) = args.iter().position(|a| a == "--patch-heavy") {
+        let Some(dir) = args.get(i + 1) else {
+            std::process::exit(2);
+        };
+        if let Err(e) = generate_patch_heavy_tree(Path::new(dir), 250) {
+            eprintln!("cannot write the patch-heavy tree: {e}");
+            std::process::exit(1);
         }
         return;
     }
@@ -118,7 +131,29 @@ fn main() {
         let _ = std::fs::remove_dir_all(&tree);
     }
 
-    // (c) A typical base + overlay, in process, from memory.
+    // (c) The patch-heavy tree: 1,000 resources, JSON patches by name regex and label selector.
+    let heavy = std::env::temp_dir().join(format!("shipway-bench-heavy-{}", std::process::id()));
+    if let Err(e) = generate_patch_heavy_tree(&heavy, 250) {
+        eprintln!("cannot write the patch-heavy tree: {e}");
+        return;
+    }
+    let top = vec![heavy.join("production")];
+    let ship = best_of(5, || time_all(&me, &top, true));
+    let kube = kubectl.then(|| best_of(5, || time_all(Path::new("kubectl"), &top, false)));
+    row("1,000 resources, patch-heavy (process)", kube, ship);
+    let in_process = best_of(5, || {
+        let t = Instant::now();
+        let _ = build(&DiskFs, &top[0], &Options::default());
+        t.elapsed()
+    });
+    row(
+        "1,000 resources, patch-heavy (in process)",
+        None,
+        in_process,
+    );
+    let _ = std::fs::remove_dir_all(&heavy);
+
+    // (d) A typical base + overlay, in process, from memory.
     let fs = typical();
     let dir = Path::new("/app/overlay");
     if let Err(e) = build(&fs, dir, &Options::default()) {
@@ -181,6 +216,60 @@ fn time_all(program: &Path, dirs: &[PathBuf], shipway: bool) -> Duration {
         let _ = cmd.stdout(Stdio::null()).stderr(Stdio::null()).status();
     }
     t.elapsed()
+}
+
+/// The patch-heavy shape: a base of `apps` × (Deployment, Service, ConfigMap, ServiceAccount);
+/// `overlay` adds labels, a namePrefix, images and a configMapGenerator; `production` adds
+/// replicas, generators, a secretGenerator and JSON 6902 patches targeted by name regex and by
+/// label selector.
+fn generate_patch_heavy_tree(root: &Path, apps: usize) -> std::io::Result<()> {
+    let base = root.join("base");
+    let overlay = root.join("overlay");
+    let prod = root.join("production");
+    for d in [&base, &overlay, &prod] {
+        std::fs::create_dir_all(d)?;
+    }
+    let mut k = String::from("resources:\n");
+    for i in 0..apps {
+        let name = format!("app{i}");
+        let team = i % 10;
+        let text = format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  labels:\n    app: {name}\n    team: team{team}\nspec:\n  replicas: 1\n  selector:\n    matchLabels:\n      app: {name}\n  template:\n    metadata:\n      labels:\n        app: {name}\n    spec:\n      serviceAccountName: {name}\n      containers:\n      - name: main\n        image: example/{name}:1.0\n        envFrom:\n        - configMapRef:\n            name: {name}-config\n        ports:\n        - containerPort: 8080\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  labels:\n    app: {name}\n    team: team{team}\nspec:\n  selector:\n    app: {name}\n  ports:\n  - port: 80\n    targetPort: 8080\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}-config\n  labels:\n    app: {name}\ndata:\n  INDEX: \"{i}\"\n  MODE: base\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: {name}\n  labels:\n    app: {name}\n"
+        );
+        std::fs::write(base.join(format!("{name}.yaml")), text)?;
+        k.push_str(&format!("- {name}.yaml\n"));
+    }
+    std::fs::write(base.join("kustomization.yaml"), k)?;
+    let mut k = String::from(
+        "resources:\n- ../base\nnamePrefix: stage-\nlabels:\n- pairs:\n    env: staging\n    owner: platform\n  includeSelectors: false\nimages:\n",
+    );
+    for i in (0..apps).step_by(5) {
+        k.push_str(&format!("- name: example/app{i}\n  newTag: \"2.{i}\"\n"));
+    }
+    k.push_str("configMapGenerator:\n- name: shared\n  literals:\n  - REGION=eu\n  - TIER=web\n");
+    std::fs::write(overlay.join("kustomization.yaml"), k)?;
+    std::fs::write(
+        prod.join("replicas.yaml"),
+        "- op: replace\n  path: /spec/replicas\n  value: 3\n- op: add\n  path: /metadata/annotations/rollout\n  value: canary\n",
+    )?;
+    std::fs::write(
+        prod.join("team.yaml"),
+        "- op: add\n  path: /metadata/labels/oncall\n  value: pager\n",
+    )?;
+    let mut k = String::from("resources:\n- ../overlay\nreplicas:\n");
+    for i in (0..apps).step_by(3) {
+        k.push_str(&format!("- name: stage-app{i}\n  count: 2\n"));
+    }
+    k.push_str(
+        "configMapGenerator:\n- name: shared\n  behavior: merge\n  literals:\n  - REGION=us\n- name: prod-flags\n  literals:\n  - FEATURE_X=on\nsecretGenerator:\n- name: prod-db\n  literals:\n  - password=s3cret\npatches:\n",
+    );
+    for t in 0..10 {
+        k.push_str(&format!(
+            "- target:\n    kind: Deployment\n    name: stage-app{t}.*\n  path: replicas.yaml\n- target:\n    labelSelector: team=team{t}\n  path: team.yaml\n"
+        ));
+    }
+    std::fs::write(prod.join("kustomization.yaml"), k)?;
+    Ok(())
 }
 
 /// Writes base (resources + generators), mid (prefix, labels, patches) and prod (namespace,

@@ -484,6 +484,16 @@ impl<'a> Builder<'a> {
             .any(|m| m == "transformerAnnotations");
         let managed_by = t.kust.build_metadata.iter().any(|m| m == "managedByLabel");
         for r in &mut acc.res {
+            // Kustomize keeps its own bookkeeping in every resource's annotations and removes
+            // the map when that leaves it empty: an empty or null `annotations` never comes
+            // out (an empty `labels` does).
+            if let Some(Value::Object(meta)) = r.obj.get_mut("metadata")
+                && meta
+                    .get("annotations")
+                    .is_some_and(|a| a.is_null() || a.as_object().is_some_and(|a| a.is_empty()))
+            {
+                meta.remove("annotations");
+            }
             if managed_by {
                 let mut labels = r.string_map("labels");
                 labels.retain(|(k, _)| k != "app.kubernetes.io/managed-by");
@@ -877,19 +887,32 @@ impl<'a> Builder<'a> {
                 .map_err(|e| place(t, &format!("patchesJson6902[{i}]"), e))?;
             mark(&mut ra.res, bo("PatchJson6902Transformer"));
         }
-        for rep in &k.replicas {
-            transform::replicas(&mut ra.res, rep, &tc.replicas).map_err(berr)?;
-            mark(&mut ra.res, bo("ReplicaCountTransformer"));
-        }
-        for img in &k.images {
-            let img = transform::Image::from_value(img);
-            for r in &mut ra.res {
-                transform::image(r, &img, &tc.images).map_err(berr)?;
+        if !k.replicas.is_empty() {
+            // Replicas entries name resources; index the names (current and earlier) once.
+            let by_name = transform::names_index(&ra.res);
+            for rep in &k.replicas {
+                transform::replicas(&mut ra.res, rep, &tc.replicas, &by_name).map_err(berr)?;
+                mark(&mut ra.res, bo("ReplicaCountTransformer"));
             }
+        }
+        // Each resource takes the entries in order (what running them one by one over all
+        // resources does), skipping those that match none of its images.
+        let imgs: Vec<transform::Image> =
+            k.images.iter().map(transform::Image::from_value).collect();
+        if !imgs.is_empty() {
+            for r in &mut ra.res {
+                transform::images(r, &imgs, &tc.images).map_err(berr)?;
+            }
+        }
+        for _ in &imgs {
             mark(&mut ra.res, bo("ImageTagTransformer"));
         }
-        for rep in &k.replacements {
-            crate::replacements::apply(&mut ra.res, rep, &t.ldr).map_err(berr)?;
+        for (i, rep) in k.replacements.iter().enumerate() {
+            crate::replacements::apply(&mut ra.res, rep, &t.ldr)
+                .map_err(|e| place(t, &format!("replacements[{i}]"), berr(e)))?;
+        }
+        if !k.replacements.is_empty() {
+            crate::replacements::check(&ra.res).map_err(|e| place(t, "replacements", berr(e)))?;
         }
         if !k.replacements.is_empty() {
             mark(&mut ra.res, bo("ReplacementTransformer"));
@@ -963,8 +986,14 @@ impl<'a> Builder<'a> {
             }
             "ReplicaCountTransformer" => {
                 let fs = specs("fieldSpecs")?;
-                transform::replicas(&mut ra.res, o.get("replica").unwrap_or(&Value::Null), &fs)
-                    .map_err(berr)?;
+                let by_name = transform::names_index(&ra.res);
+                transform::replicas(
+                    &mut ra.res,
+                    o.get("replica").unwrap_or(&Value::Null),
+                    &fs,
+                    &by_name,
+                )
+                .map_err(berr)?;
             }
             "PatchTransformer" => {
                 self.apply_patch_entry(t, ra, o, false)?;
@@ -1004,6 +1033,7 @@ impl<'a> Builder<'a> {
                 {
                     crate::replacements::apply(&mut ra.res, rep, &t.ldr).map_err(berr)?;
                 }
+                crate::replacements::check(&ra.res).map_err(berr)?;
             }
             other => return Err(unsupported_plugin("transformers", other)),
         }
@@ -1057,11 +1087,20 @@ impl<'a> Builder<'a> {
                     "must specify a target for JSON patch {source}"
                 )));
             };
+            if ops.as_array().is_some_and(Vec::is_empty) {
+                return Err(berr(format!(
+                    "the JSON patch {source} has no operations; remove the entry or add some"
+                )));
+            }
             let selected = select(&ra.res, target).map_err(berr)?;
             for i in selected {
                 let r = &mut ra.res[i];
-                r.store_previous_id();
-                apply_json_patch(&mut r.obj, &ops).map_err(berr)?;
+                // `patches` records the id first (a patch may rename); `patchesJson6902` does
+                // not, so a rename there leaves references alone, as in kustomize.
+                if !json_only {
+                    r.store_previous_id();
+                }
+                apply_json_patch(r, &ops).map_err(berr)?;
             }
             return Ok(());
         }
@@ -1330,37 +1369,52 @@ fn apply_smp_to(
 }
 
 /// Parses a JSON patch: JSON text starting with `[`, or YAML holding a list.
-/// Applies a JSON patch the way kustomize's resources see it: every object carries an
-/// annotations map while it is patched (kustomize's own bookkeeping annotations), so `add`
-/// under `/metadata/annotations/` works on an object without one; afterwards the map is read
-/// back as strings (numbers and booleans as their text, anything else empty) and dropped when
-/// empty. Labels get no such help: kustomize refuses `add` under missing labels.
-fn apply_json_patch(obj: &mut Value, ops: &Value) -> Result<(), String> {
-    let added = match obj.get_mut("metadata") {
-        Some(Value::Object(meta)) if !meta.contains_key("annotations") => {
-            meta.insert("annotations".into(), Value::Object(Default::default()));
-            true
-        }
-        _ => false,
-    };
-    let result = jsonpatch::apply(obj, ops);
-    if let Some(Value::Object(meta)) = obj.get_mut("metadata")
-        && let Some(Value::Object(annotations)) = meta.get_mut("annotations")
+/// Applies a JSON patch the way kustomize's resources see it. Kustomize keeps its bookkeeping
+/// (earlier ids, prefixes and suffixes, generator options) in annotations, so a resource that
+/// has any carries an annotations map while it is patched: `add` under
+/// `/metadata/annotations/` works on it even when the file had none, and is refused on one
+/// without bookkeeping. Afterwards the map is read back as strings (numbers and booleans as
+/// their text, anything else empty) and dropped when empty. Labels get no such help.
+fn apply_json_patch(r: &mut Resource, ops: &Value) -> Result<(), String> {
+    let bookkeeping = !r.prev.is_empty()
+        || !r.prefixes.is_empty()
+        || !r.suffixes.is_empty()
+        || r.generated.is_some()
+        || r.needs_hash;
+    if bookkeeping
+        && let Some(Value::Object(meta)) = r.obj.get_mut("metadata")
+        && !meta.get("annotations").is_some_and(Value::is_object)
     {
-        for v in annotations.values_mut() {
-            let text = match v {
-                Value::String(_) => continue,
-                Value::Number(n) => n.to_string(),
-                Value::Bool(b) => b.to_string(),
-                _ => String::new(),
-            };
-            *v = Value::String(text);
-        }
-        if annotations.is_empty() && added {
-            meta.remove("annotations");
+        meta.insert("annotations".into(), Value::Object(Default::default()));
+    }
+    jsonpatch::apply(&mut r.obj, ops)?;
+    if r.name().is_empty() {
+        return Err(format!(
+            "the JSON patch leaves {} {} without metadata.name; kustomize needs a name on \
+             every resource",
+            r.kind(),
+            r.prev.last().map_or("", |p| p.1.as_str())
+        ));
+    }
+    crate::resource::annotations_as_strings(&mut r.obj, "null");
+    // What is left is read back as a string map: a scalar reads as none, a list cannot be read.
+    if let Some(Value::Object(meta)) = r.obj.get_mut("metadata") {
+        match meta.get("annotations") {
+            Some(Value::Array(_)) => {
+                return Err(format!(
+                    "the JSON patch leaves metadata.annotations of {} a list; annotations must \
+                     be a map of strings",
+                    r.cur_id().id_string()
+                ));
+            }
+            Some(Value::Object(a)) if !a.is_empty() => {}
+            Some(_) => {
+                meta.remove("annotations");
+            }
+            None => {}
         }
     }
-    result
+    Ok(())
 }
 
 fn parse_json_patch(text: &str) -> Option<Value> {
@@ -1414,17 +1468,22 @@ pub(crate) fn select(res: &[Resource], target: &Value) -> Result<Vec<usize>, Str
     let m = |r: &Option<regex::Regex>, v: &str| r.as_ref().is_none_or(|r| r.is_match(v));
     let mut out = Vec::new();
     for (i, r) in res.iter().enumerate() {
-        let cur = r.cur_id();
-        let org = r.org_id();
-        if !m(&namespace, org.effective_namespace()) && !m(&namespace, cur.effective_namespace()) {
-            continue;
-        }
-        if !m(&name, &org.name) && !m(&name, &cur.name) {
-            continue;
-        }
+        // The kind first: it rules out most resources without building their ids.
         let gvk = r.gvk();
         if !m(&group, &gvk.group) || !m(&version, &gvk.version) || !m(&kind, &gvk.kind) {
             continue;
+        }
+        if name.is_some() || namespace.is_some() {
+            let cur = r.cur_id();
+            let org = r.org_id();
+            if !m(&namespace, org.effective_namespace())
+                && !m(&namespace, cur.effective_namespace())
+            {
+                continue;
+            }
+            if !m(&name, &org.name) && !m(&name, &cur.name) {
+                continue;
+            }
         }
         if let Some(sel) = &labels {
             let map: std::collections::BTreeMap<String, String> =

@@ -406,3 +406,186 @@ fn json_patch_touching_metadata_leaves_no_empty_annotations() {
         "apiVersion: v1\ndata:\n  a: \"1\"\nkind: ConfigMap\nmetadata:\n  labels:\n    x: \"1\"\n  name: c\n"
     );
 }
+
+const REPLACED: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: src\n  labels:\n    acme.io/cluster: east\ndata:\n  port: 8080\n  sport: \"8080\"\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 1\n  template:\n    spec:\n      containers:\n      - name: web\n        image: nginx:1.0\n        env:\n        - name: PORT\n          value: x\n";
+
+fn replaced(reps: &str) -> Result<String, Error> {
+    let k = format!("resources:\n- r.yaml\nreplacements:\n{reps}");
+    render(
+        &[("/k/kustomization.yaml", &k), ("/k/r.yaml", REPLACED)],
+        "/k",
+    )
+}
+
+fn deployment_of(out: &str) -> &str {
+    out.split("---\n").nth(1).unwrap_or_default()
+}
+
+#[test]
+fn replacement_field_paths_name_keys_with_dots_in_brackets() {
+    let out = replaced(
+        "- source:\n    kind: ConfigMap\n    fieldPath: metadata.labels.[acme.io/cluster]\n  targets:\n  - select: {kind: Deployment}\n    fieldPaths:\n    - metadata.labels.[acme.io/cluster]\n    - spec.template.spec.containers.[name=web].env.[name=ZONE].value\n    options: {create: true}\n",
+    )
+    .unwrap();
+    assert_eq!(
+        deployment_of(&out),
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  labels:\n    acme.io/cluster: east\n  name: web\nspec:\n  replicas: 1\n  template:\n    spec:\n      containers:\n      - env:\n        - name: PORT\n          value: x\n        - name: ZONE\n          value: east\n        image: nginx:1.0\n        name: web\n"
+    );
+    // A bracketed part with neither `=` nor a dot is refused, as kustomize refuses it.
+    let e = replaced(
+        "- source:\n    kind: ConfigMap\n  targets:\n  - select: {kind: Deployment}\n    fieldPaths:\n    - spec.[template].x\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("/k/kustomization.yaml:")
+            && e.contains("list path element must contain fieldName=fieldValue"),
+        "{e}"
+    );
+}
+
+#[test]
+fn replacement_targets_keep_their_type_and_created_fields_read_the_text() {
+    // A number into a string keeps the string; a quoted "8080" into an integer is the number;
+    // into a field just created it reads as YAML reads `8080`; annotations stay strings.
+    let out = replaced(
+        "- source: {kind: ConfigMap, fieldPath: data.port}\n  targets:\n  - select: {kind: Deployment}\n    fieldPaths:\n    - spec.template.spec.containers.[name=web].env.[name=PORT].value\n- source: {kind: ConfigMap, fieldPath: data.sport}\n  targets:\n  - select: {kind: Deployment}\n    fieldPaths: [spec.replicas, spec.made, metadata.annotations.port]\n    options: {create: true}\n",
+    )
+    .unwrap();
+    assert_eq!(
+        deployment_of(&out),
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  annotations:\n    port: \"8080\"\n  name: web\nspec:\n  made: 8080\n  replicas: 8080\n  template:\n    spec:\n      containers:\n      - env:\n        - name: PORT\n          value: \"8080\"\n        image: nginx:1.0\n        name: web\n"
+    );
+    let e = replaced(
+        "- source: {kind: ConfigMap, fieldPath: metadata.name}\n  targets:\n  - select: {kind: Deployment}\n    fieldPaths: [spec.replicas]\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("field spec.replicas: the field holds an integer") && e.contains("\"src\""),
+        "{e}"
+    );
+}
+
+#[test]
+fn replacement_creates_list_elements_and_refuses_indexes_past_the_end() {
+    let out = replaced(
+        "- source: {kind: ConfigMap, fieldPath: data.sport}\n  targets:\n  - select: {kind: Deployment}\n    fieldPaths:\n    - spec.template.spec.containers.[name=side].image\n    - spec.template.spec.containers.[name=web].args.0\n    options: {create: true}\n",
+    )
+    .unwrap();
+    assert!(
+        out.contains("      - args:\n        - 8080\n")
+            && out.contains("      - image: 8080\n        name: side\n"),
+        "{out}"
+    );
+    let e = replaced(
+        "- source: {kind: ConfigMap, fieldPath: data.sport}\n  targets:\n  - select: {kind: Deployment}\n    fieldPaths: [spec.template.spec.containers.3.image]\n    options: {create: true}\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("index 3 specified but only 1 elements found"),
+        "{e}"
+    );
+}
+
+#[test]
+fn empty_annotations_never_come_out_but_empty_labels_do() {
+    let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n  annotations:\n    x: \"1\"\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: e\n  annotations: {}\n  labels: {}\n";
+    let k = "resources:\n- cm.yaml\npatchesJson6902:\n- target:\n    version: v1\n    kind: ConfigMap\n    name: c\n  path: p.yaml\n";
+    let p = "- op: remove\n  path: /metadata/annotations/x\n";
+    let out = render(
+        &[
+            ("/k/kustomization.yaml", k),
+            ("/k/cm.yaml", cm),
+            ("/k/p.yaml", p),
+        ],
+        "/k",
+    )
+    .unwrap();
+    assert_eq!(
+        out,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  labels: {}\n  name: e\n"
+    );
+}
+
+#[test]
+fn patches_json6902_without_bookkeeping_has_no_annotations_to_add_under() {
+    let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n";
+    let p = "- op: add\n  path: /metadata/annotations/n\n  value: 5\n";
+    let k = "resources:\n- cm.yaml\npatchesJson6902:\n- target:\n    version: v1\n    kind: ConfigMap\n    name: c\n  path: p.yaml\n";
+    let files = |k: &'static str| {
+        [
+            ("/k/kustomization.yaml", k),
+            ("/k/cm.yaml", cm),
+            ("/k/p.yaml", p),
+        ]
+    };
+    let e = render(&files(k), "/k").unwrap_err().to_string();
+    assert!(e.contains("doc is missing path"), "{e}");
+    // After a prefix kustomize keeps the earlier name in annotations, so the add works.
+    let k2 = "namePrefix: p-\nresources:\n- cm.yaml\npatchesJson6902:\n- target:\n    version: v1\n    kind: ConfigMap\n    name: c\n  path: p.yaml\n";
+    let out = render(&files(k2), "/k").unwrap();
+    assert!(
+        out.contains("  annotations:\n    \"n\": \"5\"\n  name: p-c\n"),
+        "{out}"
+    );
+}
+
+#[test]
+fn json_patch_copy_and_test_read_a_missing_member_as_null() {
+    let out = json_patched(
+        "    - op: copy\n      from: /data/missing\n      path: /data/c\n    - op: test\n      path: /data/gone\n      value: null\n",
+    );
+    assert_eq!(
+        out.unwrap(),
+        "apiVersion: v1\ndata:\n  a: \"1\"\n  c: null\nkind: ConfigMap\nmetadata:\n  name: c\n"
+    );
+    let e = json_patched("    - op: copy\n      from: /spec/x/y\n      path: /data/c\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("copy operation does not apply: doc is missing from path: /spec/x/y"),
+        "{e}"
+    );
+}
+
+#[test]
+fn json_patch_leaving_annotations_a_scalar_drops_them_and_a_list_is_refused() {
+    let out = json_patched("    - op: add\n      path: /metadata/annotations\n      value: east\n");
+    assert_eq!(
+        out.unwrap(),
+        "apiVersion: v1\ndata:\n  a: \"1\"\nkind: ConfigMap\nmetadata:\n  name: c\n"
+    );
+    let e = json_patched("    - op: add\n      path: /metadata/annotations\n      value: [a]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("annotations must be a map of strings"), "{e}");
+    let e = json_patched("    - op: remove\n      path: /metadata/name\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("without metadata.name"), "{e}");
+}
+
+#[test]
+fn a_replacement_may_fix_a_mismatch_an_earlier_one_left() {
+    // "src" does not read as an integer, but the second replacement writes 3 before kustomize
+    // reads the object back; only a mismatch left at the end is refused.
+    let out = replaced(
+        "- source: {kind: ConfigMap, fieldPath: metadata.name}\n  targets:\n  - select: {kind: Deployment}\n    fieldPaths: [spec.replicas]\n- source: {kind: ConfigMap, fieldPath: data.sport}\n  targets:\n  - select: {kind: Deployment}\n    fieldPaths: [spec.replicas]\n",
+    )
+    .unwrap();
+    assert!(out.contains("  replicas: 8080\n"), "{out}");
+}
+
+#[test]
+fn a_replacement_into_an_annotation_writes_the_text() {
+    // Into a field with no type "null" would read as null; an annotation keeps the text.
+    let r = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: src\n  labels:\n    v: \"null\"\n";
+    let k = "resources:\n- r.yaml\nreplacements:\n- source: {kind: ConfigMap, fieldPath: metadata.labels.v}\n  targets:\n  - select: {kind: ConfigMap}\n    fieldPaths: [metadata.annotations.copied, data.made]\n    options: {create: true}\n";
+    let out = render(&[("/k/kustomization.yaml", k), ("/k/r.yaml", r)], "/k").unwrap();
+    assert_eq!(
+        out,
+        "apiVersion: v1\ndata:\n  made: null\nkind: ConfigMap\nmetadata:\n  annotations:\n    copied: \"null\"\n  labels:\n    v: \"null\"\n  name: src\n"
+    );
+}

@@ -41,15 +41,17 @@ pub fn apply(doc: &mut Value, ops: &Value) -> Result<(), String> {
                     .get("from")
                     .and_then(Value::as_str)
                     .ok_or("copy without from")?;
-                let v = doc
-                    .pointer(&unescape_for_lookup(from))
-                    .cloned()
-                    .ok_or_else(|| format!("copy from missing path {from}"))?;
+                let v = lenient_get(doc, from).ok_or_else(|| {
+                    format!(
+                        "copy operation does not apply: doc is missing from path: {from}: \
+                         missing value"
+                    )
+                })?;
                 add(doc, path, v)?;
             }
             "test" => {
                 let v = op.get("value").cloned().unwrap_or(Value::Null);
-                if doc.pointer(&unescape_for_lookup(path)) != Some(&v) {
+                if lenient_get(doc, path).as_ref() != Some(&v) {
                     return Err(format!("testing value {path} failed"));
                 }
             }
@@ -59,8 +61,17 @@ pub fn apply(doc: &mut Value, ops: &Value) -> Result<(), String> {
     Ok(())
 }
 
-fn unescape_for_lookup(p: &str) -> String {
-    p.to_string()
+/// The value at `path` as kustomize's patch library reads it for `copy` and `test`: a missing
+/// member of an existing object is null; `None` when the parent itself is missing.
+fn lenient_get(doc: &Value, path: &str) -> Option<Value> {
+    if let Some(v) = doc.pointer(path) {
+        return Some(v.clone());
+    }
+    let (parent, _) = path.rsplit_once('/')?;
+    match doc.pointer(parent) {
+        Some(Value::Object(_)) => Some(Value::Null),
+        _ => None,
+    }
 }
 
 fn split(path: &str) -> Result<(String, String), String> {

@@ -270,10 +270,17 @@ impl Resource {
 
     /// The id the resource was first read or generated with.
     pub fn org_id(&self) -> ResId {
-        self.prev_ids()
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| self.cur_id())
+        match self.prev.first() {
+            Some((ns, name, kind)) => ResId {
+                gvk: Gvk {
+                    kind: kind.clone(),
+                    ..self.gvk()
+                },
+                name: name.clone(),
+                namespace: ns.clone(),
+            },
+            None => self.cur_id(),
+        }
     }
 
     /// Ids this resource has had, current included, for matching references and vars.
@@ -406,6 +413,28 @@ fn same_ending(a: &[String], b: &[String]) -> bool {
 }
 
 /// A scalar as the string kyaml would read from its node.
+/// Reads `metadata.annotations` back as kustomize's string map: numbers and booleans as their
+/// text, null as `null_text` (what kustomize's node held: `null` after a JSON patch, empty after
+/// a replacement), maps and lists empty.
+pub(crate) fn annotations_as_strings(obj: &mut Value, null_text: &str) {
+    let Some(Value::Object(annotations)) = obj
+        .get_mut("metadata")
+        .and_then(|m| m.get_mut("annotations"))
+    else {
+        return;
+    };
+    for v in annotations.values_mut() {
+        let text = match v {
+            Value::String(_) => continue,
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            Value::Null => null_text.to_string(),
+            _ => String::new(),
+        };
+        *v = Value::String(text);
+    }
+}
+
 pub fn scalar_string(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),

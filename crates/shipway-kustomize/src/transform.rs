@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::config::{Create, FieldSpec, spec_matches, split_path, walk};
+use crate::config::{Create, FieldSpec, split_path, walk};
 use crate::resource::{Gvk, Resource};
 
 /// Runs `set` on every field `specs` select in `res`.
@@ -13,8 +13,10 @@ pub fn apply_specs(
     last: Create,
     set: &mut dyn FnMut(&mut Value) -> Result<(), String>,
 ) -> Result<(), String> {
+    // The resource's group, version and kind once, not once per spec.
+    let gvk = res.gvk();
     for fs in specs {
-        if !spec_matches(fs, &res.obj) {
+        if !gvk.is_selected(&fs.gvk) {
             continue;
         }
         let path = split_path(&fs.path);
@@ -296,17 +298,86 @@ pub fn image(res: &mut Resource, img: &Image, specs: &[FieldSpec]) -> Result<(),
     })
 }
 
+/// Every image an [`Image`] could rewrite in `res`: the containers' and the specs' strings.
+fn image_strings(res: &mut Resource, specs: &[FieldSpec]) -> Result<Vec<String>, String> {
+    fn find(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                for (k, child) in m {
+                    find(child, out);
+                    if (k == "containers" || k == "initContainers")
+                        && let Value::Array(items) = child
+                    {
+                        out.extend(
+                            items
+                                .iter()
+                                .filter_map(|i| i.get("image").and_then(Value::as_str))
+                                .map(str::to_string),
+                        );
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|i| find(i, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    find(&res.obj, &mut out);
+    apply_specs(res, specs, Create::Nothing, &mut |node| {
+        if let Value::String(s) = node {
+            out.push(s.clone());
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// `images:` entries, in order, on one resource: as [`image`] once per entry, but an entry that
+/// matches none of the resource's images is passed over without walking the resource again.
+pub fn images(res: &mut Resource, imgs: &[Image], specs: &[FieldSpec]) -> Result<(), String> {
+    if res.kind() == "CustomResourceDefinition" {
+        return Ok(());
+    }
+    let mut current = image_strings(res, specs)?;
+    for img in imgs {
+        if current.iter().any(|s| img.matches(s)) {
+            image(res, img, specs)?;
+            current = image_strings(res, specs)?;
+        }
+    }
+    Ok(())
+}
+
 /// `replicas:` entries: sets the count on resources of that name (current or earlier).
+/// For each name a resource has or had, the resources (indices, ascending) with it.
+pub fn names_index(res: &[Resource]) -> std::collections::HashMap<String, Vec<usize>> {
+    let mut by_name: std::collections::HashMap<String, Vec<usize>> = Default::default();
+    for (i, r) in res.iter().enumerate() {
+        let names = std::iter::once(r.name()).chain(r.prev.iter().map(|p| p.1.as_str()));
+        for n in names {
+            let list = by_name.entry(n.to_string()).or_default();
+            if list.last() != Some(&i) {
+                list.push(i);
+            }
+        }
+    }
+    by_name
+}
+
+/// `by_name` is [`names_index`] of `resources`.
 pub fn replicas(
     resources: &mut [Resource],
     entry: &Value,
     specs: &[FieldSpec],
+    by_name: &std::collections::HashMap<String, Vec<usize>>,
 ) -> Result<(), String> {
     let name = entry.get("name").and_then(Value::as_str).unwrap_or("");
     let count = entry.get("count").cloned().unwrap_or(Value::Null);
     let mut found = false;
+    let named = by_name.get(name).map_or(&[][..], Vec::as_slice);
     for fs in specs {
-        for r in resources.iter_mut() {
+        for &i in named {
+            let r = &mut resources[i];
             let hit = r
                 .all_ids()
                 .iter()

@@ -75,6 +75,31 @@ fn differs(old: &Value, new: &Value) -> bool {
     }
 }
 
+/// go-yaml v3's reading of a plain scalar's text, as kustomize reads a value copied into a
+/// field that has no type yet: null, a boolean, a number or a string. `None` for the infinite
+/// and NaN floats, which kustomize cannot turn into JSON.
+pub(crate) fn resolve_plain(text: &str) -> Option<Value> {
+    Some(match text {
+        "" | "~" | "null" | "Null" | "NULL" => Value::Null,
+        "true" | "True" | "TRUE" => Value::Bool(true),
+        "false" | "False" | "FALSE" => Value::Bool(false),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" | "-.inf" | "-.Inf" | "-.INF"
+        | ".nan" | ".NaN" | ".NAN" => return None,
+        _ => {
+            let number = if text.starts_with('.') {
+                is_yaml_float(text)
+                    .then(|| text.parse::<f64>().ok())
+                    .flatten()
+                    .and_then(Number::from_f64)
+                    .map(Value::Number)
+            } else {
+                v3_number(text)
+            };
+            number.unwrap_or_else(|| Value::String(text.to_string()))
+        }
+    })
+}
+
 /// go-yaml v3's reading of a plain scalar that starts with a digit or a sign, if it is a number.
 fn v3_number(token: &str) -> Option<Value> {
     let first = token.chars().next()?;

@@ -461,6 +461,182 @@ const SCENARIOS: &[(&str, &[(&str, &str)])] = &[
             ),
         ],
     ),
+    (
+        "replacements-dotted-keys-delimiter",
+        &[
+            (
+                "top/r.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: src\n  labels:\n    acme.io/cluster: east\ndata:\n  port: 8080\n  replicas: \"3\"\n  image: nginx:1.25\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  labels:\n    acme.io/cluster: west\nspec:\n  replicas: 1\n  template:\n    metadata:\n      labels:\n        app: web\n    spec:\n      containers:\n      - name: web\n        image: nginx:1.0\n        env:\n        - name: PORT\n          value: \"1\"\n      - name: side\n        image: busybox\n",
+            ),
+            (
+                "top/kustomization.yaml",
+                "resources:\n- r.yaml\nreplacements:\n- source:\n    kind: ConfigMap\n    name: src\n    fieldPath: metadata.labels.[acme.io/cluster]\n  targets:\n  - select:\n      kind: Deployment\n    fieldPaths:\n    - metadata.labels.[acme.io/cluster]\n    - spec.template.metadata.labels.[acme.io/cluster]\n    - spec.template.metadata.annotations.[x.y/z]\n    options:\n      create: true\n- source:\n    kind: ConfigMap\n    name: src\n    fieldPath: data.port\n  targets:\n  - select:\n      kind: Deployment\n    fieldPaths:\n    - spec.template.spec.containers.[name=web].env.[name=PORT].value\n    - metadata.annotations.[port.acme.io/n]\n    options:\n      create: true\n- source:\n    kind: ConfigMap\n    name: src\n    fieldPath: data.image\n    options:\n      delimiter: ':'\n      index: 1\n  targets:\n  - select:\n      kind: Deployment\n    fieldPaths:\n    - spec.template.spec.containers.[name=web].image\n    options:\n      delimiter: ':'\n      index: 1\n",
+            ),
+        ],
+    ),
+    (
+        "replacements-number-and-string-types",
+        &[
+            (
+                "top/r.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: src\n  labels:\n    acme.io/cluster: east\n    n: \"42\"\n  annotations:\n    a.b/c: \"7\"\ndata:\n  port: 8080\n  sport: \"8080\"\n  yes: \"yes\"\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  labels:\n    acme.io/cluster: west\nspec:\n  replicas: 1\n  template:\n    spec:\n      containers:\n      - name: web\n        image: nginx:1.0\n        ports:\n        - containerPort: 80\n",
+            ),
+            (
+                "top/kustomization.yaml",
+                "resources:\n- r.yaml\nreplacements:\n- source: {kind: ConfigMap, name: src, fieldPath: data.sport}\n  targets:\n  - select: {kind: Deployment}\n    fieldPaths:\n    - spec.replicas\n    - spec.template.spec.containers.[name=web].ports.0.containerPort\n    - metadata.annotations.made\n    - spec.made\n    options: {create: true}\n- source: {kind: ConfigMap, name: src, fieldPath: data.port}\n  targets:\n  - select: {kind: Deployment}\n    fieldPaths:\n    - metadata.labels.[acme.io/port]\n    - metadata.labels.plain\n    options: {create: true}\n- source: {kind: ConfigMap, name: src, fieldPath: metadata.labels.n}\n  targets:\n  - select: {kind: Deployment}\n    fieldPaths: [spec.made2]\n    options: {create: true}\n- source: {kind: ConfigMap, name: src, fieldPath: data.yes}\n  targets:\n  - select: {kind: Deployment}\n    fieldPaths: [spec.made3]\n    options: {create: true}\n- source:\n    kind: ConfigMap\n    name: src\n    fieldPath: metadata.labels.[acme.io/cluster]\n  targets:\n  - select: {kind: Deployment}\n    fieldPaths: [spec.made4]\n    options: {create: true}\n",
+            ),
+        ],
+    ),
+    (
+        "replacements-create-elements-and-keys",
+        &[
+            (
+                "top/r.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: src\ndata:\n  v: x1\n  m:\n    a: 1\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  template:\n    spec:\n      containers:\n      - name: web\n        image: nginx:1.0\n        args: [a, b]\n      - name: side\n        image: busybox\n",
+            ),
+            (
+                "top/kustomization.yaml",
+                "resources:\n- r.yaml\nreplacements:\n- source:\n    kind: ConfigMap\n    name: src\n    fieldPath: data.v\n  targets:\n  - select:\n      kind: Deployment\n    fieldPaths:\n    - spec.template.spec.containers.[name=new].image\n    - spec.template.spec.containers.[name=web].args.[=b]\n    - spec.template.spec.containers.0.args.2\n    - spec.template.spec.containers.[name=web].env.[name=X].value\n    - spec.newlist.[name=a].x\n    - metadata.annotations.[x.y].z\n    - spec.template.spec.containers.*.newf\n    options: {create: true}\n- source:\n    kind: ConfigMap\n    name: src\n    fieldPath: data.m\n  targets:\n  - select:\n      kind: Deployment\n    fieldPaths:\n    - spec.template.spec.containers.[name=side].image\n",
+            ),
+        ],
+    ),
+    (
+        "json6902-file-empties-annotations",
+        &[
+            (
+                "top/cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n  annotations:\n    x: \"1\"\n  labels:\n    l: v\ndata:\n  a: \"1\"\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: e\n  annotations: {}\n  labels: {}\n",
+            ),
+            (
+                "top/p.yaml",
+                "- op: remove\n  path: /metadata/annotations/x\n- op: remove\n  path: /metadata/labels/l\n",
+            ),
+            (
+                "top/kustomization.yaml",
+                "resources:\n- cm.yaml\npatchesJson6902:\n- target:\n    version: v1\n    kind: ConfigMap\n    name: c\n  path: p.yaml\n",
+            ),
+        ],
+    ),
+    (
+        "patches-file-moves-the-last-annotation",
+        &[
+            (
+                "top/cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n  annotations:\n    x: \"1\"\n  labels:\n    l: v\ndata:\n  a: \"1\"\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: e\n  annotations: {}\n  labels: {}\n",
+            ),
+            (
+                "top/p.yaml",
+                "- op: move\n  from: /metadata/annotations/x\n  path: /metadata/labels\n",
+            ),
+            (
+                "top/kustomization.yaml",
+                "resources:\n- cm.yaml\npatches:\n- target:\n    kind: ConfigMap\n    name: c\n  path: p.yaml\n",
+            ),
+        ],
+    ),
+    (
+        "json6902-file-add-under-missing-annotations",
+        &[
+            (
+                "top/cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n",
+            ),
+            (
+                "top/p.yaml",
+                "- op: add\n  path: /metadata/annotations/n\n  value: x\n",
+            ),
+            (
+                "top/kustomization.yaml",
+                "resources:\n- cm.yaml\npatchesJson6902:\n- target:\n    version: v1\n    kind: ConfigMap\n    name: c\n  path: p.yaml\n",
+            ),
+        ],
+    ),
+    (
+        "json6902-file-add-under-annotations-after-prefix",
+        &[
+            (
+                "top/cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n",
+            ),
+            (
+                "top/p.yaml",
+                "- op: add\n  path: /metadata/annotations/n\n  value: 5\n",
+            ),
+            (
+                "top/kustomization.yaml",
+                "namePrefix: p-\nresources:\n- cm.yaml\npatchesJson6902:\n- target:\n    version: v1\n    kind: ConfigMap\n    name: c\n  path: p.yaml\n",
+            ),
+        ],
+    ),
+    (
+        "json6902-file-rename-leaves-references",
+        &[
+            (
+                "top/r.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: x\n    envFrom:\n    - configMapRef:\n        name: c\n",
+            ),
+            (
+                "top/p.yaml",
+                "- op: replace\n  path: /metadata/name\n  value: d\n",
+            ),
+            (
+                "top/kustomization.yaml",
+                "resources:\n- r.yaml\npatchesJson6902:\n- target:\n    version: v1\n    kind: ConfigMap\n    name: c\n  path: p.yaml\n",
+            ),
+        ],
+    ),
+    (
+        "json6902-empty-operations",
+        &[
+            (
+                "top/cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n  annotations:\n    x: \"1\"\n  labels:\n    l: v\ndata:\n  a: \"1\"\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: e\n  annotations: {}\n  labels: {}\n",
+            ),
+            (
+                "top/kustomization.yaml",
+                "resources:\n- cm.yaml\npatches:\n- target:\n    kind: ConfigMap\n  patch: \"[]\"\n",
+            ),
+        ],
+    ),
+    (
+        "json6902-copy-test-missing-members",
+        &[
+            (
+                "top/cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\ndata:\n  a: \"1\"\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: d\n  annotations:\n    x: \"1\"\n",
+            ),
+            (
+                "top/kustomization.yaml",
+                "resources:\n- cm.yaml\npatches:\n- target:\n    name: c\n  patch: |\n    - op: copy\n      from: /data/missing\n      path: /data/c\n    - op: test\n      path: /data/gone\n      value: null\n- target:\n    name: d\n  patch: |\n    - op: replace\n      path: /metadata/annotations\n      value: east\n",
+            ),
+        ],
+    ),
+    (
+        "replacements-later-fixes-a-mismatch",
+        &[
+            (
+                "top/r.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: src\ndata:\n  n: \"3\"\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: s\nspec:\n  ports:\n  - port: 80\n",
+            ),
+            (
+                "top/kustomization.yaml",
+                "resources:\n- r.yaml\nreplacements:\n- source: {kind: ConfigMap, name: src}\n  targets:\n  - select: {kind: Service}\n    fieldPaths: [spec.ports.0.port]\n- source: {kind: ConfigMap, name: src, fieldPath: data.n}\n  targets:\n  - select: {kind: Service}\n    fieldPaths: [spec.ports.0.port]\n",
+            ),
+        ],
+    ),
+    (
+        "replacements-annotation-takes-the-text",
+        &[
+            (
+                "top/r.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: src\n  labels:\n    v: \"null\"\n",
+            ),
+            (
+                "top/kustomization.yaml",
+                "resources:\n- r.yaml\nreplacements:\n- source: {kind: ConfigMap, fieldPath: metadata.labels.v}\n  targets:\n  - select: {kind: ConfigMap}\n    fieldPaths: [metadata.annotations.copied, data.made]\n    options: {create: true}\n",
+            ),
+        ],
+    ),
 ];
 
 #[test]
