@@ -100,15 +100,20 @@ impl FileSystem for MemFs {
     }
 }
 
-/// Removes `.` and resolves `..` lexically.
+/// Removes `.` and resolves `..` lexically. A `..` that climbs above the start of a relative
+/// path is kept (`../base` stays `../base`, not `base`); above the root it is the root.
 pub fn normalize(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for c in path.components() {
         match c {
             Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
+            Component::ParentDir => match out.components().next_back() {
+                Some(Component::Normal(_)) => {
+                    out.pop();
+                }
+                Some(Component::RootDir | Component::Prefix(_)) => {}
+                Some(Component::ParentDir | Component::CurDir) | None => out.push(".."),
+            },
             other => out.push(other.as_os_str()),
         }
     }
@@ -133,6 +138,20 @@ pub fn is_file(fs: &dyn FileSystem, path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn normalize_keeps_what_climbs_above_a_relative_start() {
+        for (given, want) in [
+            ("a/./b/../c", "a/c"),
+            ("../base", "../base"),
+            ("a/../../b", "../b"),
+            ("./../../x", "../../x"),
+            ("/a/../../b", "/b"),
+            ("a/..", ""),
+        ] {
+            assert_eq!(normalize(Path::new(given)), PathBuf::from(want), "{given}");
+        }
+    }
 
     #[test]
     fn mem_fs_implies_directories_and_lists_them_sorted() {
