@@ -192,6 +192,22 @@ fn new_node(next: Option<&Part>) -> Value {
     }
 }
 
+/// A path part that needs an `expected` node (kustomize's kind names) where `v` is another: an
+/// error when the path is to be created, else nothing to target.
+fn wrong_kind(expected: &str, v: &Value, create: bool) -> Result<(), String> {
+    if !create {
+        return Ok(());
+    }
+    let found = match v {
+        Value::Object(_) => "MappingNode",
+        Value::Array(_) => "SequenceNode",
+        _ => "ScalarNode",
+    };
+    Err(format!(
+        "wrong node kind: expected {expected} but got {found}"
+    ))
+}
+
 /// Every node at `path` (`*` and `[k=v]` may match several), creating missing fields, list
 /// elements and an element at index `len` when `create` is set. The error says why a path
 /// cannot be followed, in kustomize's words where it has some.
@@ -206,25 +222,13 @@ fn targets<'a>(
         out.push(Slot { node: v, created });
         return Ok(());
     };
-    let kind = |v: &Value| match v {
-        Value::Object(_) => "MappingNode",
-        Value::Array(_) => "SequenceNode",
-        _ => "ScalarNode",
-    };
     match first {
         Part::Bad(_) => {
             Err("list path element must contain fieldName=fieldValue for element to match".into())
         }
         Part::Match(k, want) => {
             let Value::Array(items) = v else {
-                return if create {
-                    Err(format!(
-                        "wrong node kind: expected SequenceNode but got {}",
-                        kind(v)
-                    ))
-                } else {
-                    Ok(())
-                };
+                return wrong_kind("SequenceNode", v, create);
             };
             let hits: Vec<usize> = (0..items.len())
                 .filter(|&i| element_matches(&items[i], k, want))
@@ -261,14 +265,7 @@ fn targets<'a>(
         },
         Part::Index(i) => {
             let Value::Array(items) = v else {
-                return if create {
-                    Err(format!(
-                        "wrong node kind: expected SequenceNode but got {}",
-                        kind(v)
-                    ))
-                } else {
-                    Ok(())
-                };
+                return wrong_kind("SequenceNode", v, create);
             };
             if *i == items.len() && create {
                 items.push(new_node(rest.first()));
@@ -285,14 +282,7 @@ fn targets<'a>(
                 *v = Value::Object(Map::new());
             }
             let Value::Object(m) = v else {
-                return if create {
-                    Err(format!(
-                        "wrong node kind: expected MappingNode but got {}",
-                        kind(v)
-                    ))
-                } else {
-                    Ok(())
-                };
+                return wrong_kind("MappingNode", v, create);
             };
             let mut fresh = false;
             if !m.contains_key(k.as_str()) {

@@ -1118,6 +1118,20 @@ mod tests {
         assert_eq!(s.mirror, Some((1, 5)));
     }
 
+    /// Whether discovery recorded an event `action` on `web` whose message starts with `prefix`.
+    async fn proxy_event(store: &Store, action: &str, prefix: &str) -> bool {
+        let query = shipway_store::EventQuery {
+            name: Some("web".into()),
+            ..Default::default()
+        };
+        store
+            .events(&query)
+            .await
+            .unwrap()
+            .iter()
+            .any(|e| e.actor == ACTOR && e.action == action && e.message.starts_with(prefix))
+    }
+
     fn canary_policy(canary_hash: &str) -> Value {
         json!({
             "backends": [
@@ -1255,17 +1269,8 @@ mod tests {
             condition().await.unwrap()["reason"],
             "BackendWithoutEndpoints"
         );
-        eventually(WAIT, "a BackendWithoutEndpoints event", || async {
-            let events = store
-                .events(&shipway_store::EventQuery {
-                    name: Some("web".into()),
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
-            events
-                .iter()
-                .any(|e| e.actor == ACTOR && e.action == "BackendWithoutEndpoints")
+        eventually(WAIT, "a BackendWithoutEndpoints event", || {
+            proxy_event(&store, "BackendWithoutEndpoints", "backend \"canary\"")
         })
         .await;
         stop.cancel();
@@ -1379,21 +1384,11 @@ mod tests {
         assert_eq!(address, None);
         assert!(tables.borrow().routes.is_empty());
         // The event is recorded after the status that says so: wait for it too.
-        let bind_failed_event = || async {
-            let events = store
-                .events(&shipway_store::EventQuery {
-                    name: Some("web".into()),
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
-            events.iter().any(|e| {
-                e.actor == ACTOR
-                    && e.action == "BindFailed"
-                    && e.message.starts_with(&format!("cannot listen on {addr}"))
-            })
-        };
-        eventually(WAIT, "a BindFailed event", bind_failed_event).await;
+        let listen = format!("cannot listen on {addr}");
+        eventually(WAIT, "a BindFailed event", || {
+            proxy_event(&store, "BindFailed", &listen)
+        })
+        .await;
 
         // Freed, it is taken on the next retry, without any change to the Service.
         drop(other);
