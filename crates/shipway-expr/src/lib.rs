@@ -1,4 +1,5 @@
-//! GitHub Actions expressions: the `${{ }}` language with GitHub's types, coercions and functions.
+//! Expression languages: GitHub Actions' `${{ }}` with GitHub's types, coercions and functions,
+//! and (in [`exprlang`]) Argo Rollouts' metric conditions.
 //!
 //! Newcomers: start with [`parse`] (text to [`Expr`], errors with the exact column) and
 //! [`Expr::eval`] (against a [`Host`] that supplies contexts and status). [`Template`] handles
@@ -6,6 +7,7 @@
 //! [`Value`] holds the coercion rules (truthiness, numbers, strings, loose equality).
 
 mod eval;
+pub mod exprlang;
 mod lexer;
 mod parser;
 mod template;
