@@ -19,10 +19,10 @@ pub mod traffic;
 
 pub use application::{
     AppProjectSpec, ApplicationCondition, ApplicationDestination, ApplicationSource,
-    ApplicationSpec, ApplicationStatus, DirectorySource, GroupKind, HealthStatus, KustomizeSource,
-    Operation, OperationInitiator, OperationState, ResourceIgnoreDifferences, ResourceResult,
-    ResourceStatus, RevisionHistory, SyncOperation, SyncOperationResult, SyncPolicy,
-    SyncPolicyAutomated, SyncStatus,
+    ApplicationSpec, ApplicationStatus, DirectorySource, GroupKind, HealthStatus, IN_CLUSTER_NAME,
+    IN_CLUSTER_SERVER, KustomizeReplica, KustomizeSource, Operation, OperationInitiator,
+    OperationState, ResourceIgnoreDifferences, ResourceResult, ResourceStatus, RevisionHistory,
+    SyncOperation, SyncOperationResult, SyncPolicy, SyncPolicyAutomated, SyncStatus,
 };
 pub use apps::{
     DeploymentSpec, DeploymentStatus, DeploymentStrategy, LabelSelector, LabelSelectorRequirement,
