@@ -544,3 +544,356 @@ fn namespaces_first(p: &mut Vec<Pending>) {
 pub fn prunable(app: &str, obj: &Object) -> bool {
     is_tracked_by(app, obj) && !is_hook(obj)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tracking::with_tracking_id;
+    use serde_json::json;
+
+    fn obj(kind: &str, name: &str, annotations: &[(&str, &str)]) -> Object {
+        let (api, spec) = match kind {
+            "Deployment" => (
+                "apps/v1",
+                json!({"selector": {"matchLabels": {"a": name}},
+                "template": {"metadata": {"labels": {"a": name}},
+                    "spec": {"containers": [{"name": "c", "image": "i"}]}}}),
+            ),
+            "Job" => (
+                "batch/v1",
+                json!({"template": {"spec": {"restartPolicy": "Never",
+                "containers": [{"name": "c", "image": "i"}]}}}),
+            ),
+            "Service" => ("v1", json!({"ports": [{"port": 80}]})),
+            _ => ("v1", json!(null)),
+        };
+        let namespace = if kind == "Namespace" {
+            None
+        } else {
+            Some("default")
+        };
+        let mut v = json!({"apiVersion": api, "kind": kind,
+            "metadata": {"name": name, "namespace": namespace,
+                "annotations": annotations.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>()}});
+        if !spec.is_null() {
+            v["spec"] = spec;
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    /// `o` as a sync of app `app` stored it.
+    fn live(o: &Object) -> Object {
+        with_tracking_id("app", shipway_model::admit(o.clone(), &[]).unwrap())
+    }
+
+    fn opts() -> SyncOptions {
+        SyncOptions {
+            app: "app".into(),
+            revision: "abc".into(),
+            ..SyncOptions::default()
+        }
+    }
+
+    fn order(p: &Plan) -> Vec<String> {
+        p.tasks()
+            .map(|(ph, w, t)| {
+                let a = match t.action {
+                    Action::Apply => "apply",
+                    Action::Prune => "prune",
+                    Action::Hook { .. } => "hook",
+                };
+                format!("{} {w} {a} {} {}", ph.as_str(), t.key.kind, t.key.name)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn kinds_in_gitops_engines_order_then_names_and_unknown_kinds_last() {
+        let desired = [
+            obj("Deployment", "b", &[]),
+            obj("Widget", "a", &[]),
+            obj("Service", "z", &[]),
+            obj("ConfigMap", "c", &[]),
+            obj("Deployment", "a", &[]),
+            obj("Namespace", "n", &[]),
+        ];
+        let mut desired = desired.to_vec();
+        desired[1].api_version = "example.com/v1".into();
+        let p = plan(&desired, &[], &opts()).unwrap();
+        assert_eq!(
+            order(&p),
+            [
+                "Sync 0 apply Namespace n",
+                "Sync 0 apply ConfigMap c",
+                "Sync 0 apply Service z",
+                "Sync 0 apply Deployment a",
+                "Sync 0 apply Deployment b",
+                "Sync 0 apply Widget a",
+            ]
+        );
+    }
+
+    #[test]
+    fn phases_and_waves_hooks_and_skip() {
+        let desired = [
+            obj("Job", "post", &[(HOOK_ANNOTATION, "PostSync")]),
+            obj(
+                "Job",
+                "pre",
+                &[(HOOK_ANNOTATION, "PreSync"), (SYNC_WAVE_ANNOTATION, "5")],
+            ),
+            obj("Job", "fail", &[(HOOK_ANNOTATION, "SyncFail")]),
+            obj("Job", "both", &[(HOOK_ANNOTATION, "PreSync,PostSync")]),
+            obj("Job", "skipped", &[(HOOK_ANNOTATION, "Skip")]),
+            obj("Service", "late", &[(SYNC_WAVE_ANNOTATION, "1")]),
+            obj("Service", "early", &[(SYNC_WAVE_ANNOTATION, "-1")]),
+            obj("Job", "sync-hook", &[(HOOK_ANNOTATION, "Sync")]),
+            obj("Service", "mid", &[]),
+        ];
+        let p = plan(&desired, &[], &opts()).unwrap();
+        assert_eq!(
+            order(&p),
+            [
+                "PreSync 0 hook Job both",
+                "PreSync 5 hook Job pre",
+                "Sync -1 apply Service early",
+                "Sync 0 apply Service mid",
+                "Sync 0 hook Job sync-hook",
+                "Sync 1 apply Service late",
+                "PostSync 0 hook Job both",
+                "PostSync 0 hook Job post",
+                "SyncFail 0 hook Job fail",
+            ]
+        );
+        let (_, _, t) = p.tasks().next().unwrap();
+        assert_eq!(
+            t.action,
+            Action::Hook {
+                delete_policies: vec![DeletePolicy::BeforeHookCreation]
+            }
+        );
+    }
+
+    #[test]
+    fn delete_policies_argo_and_helm() {
+        let o = obj(
+            "Job",
+            "j",
+            &[(
+                HOOK_DELETE_POLICY_ANNOTATION,
+                "HookSucceeded,HookFailed,Bogus",
+            )],
+        );
+        assert_eq!(
+            delete_policies(&o),
+            [DeletePolicy::HookSucceeded, DeletePolicy::HookFailed]
+        );
+        let o = obj("Job", "j", &[(HELM_DELETE_POLICY, "before-hook-creation")]);
+        assert_eq!(delete_policies(&o), [DeletePolicy::BeforeHookCreation]);
+        // Argo's hook annotation wins over Helm's.
+        let o = obj(
+            "Job",
+            "j",
+            &[(HOOK_ANNOTATION, "PostSync"), (HELM_HOOK, "pre-install")],
+        );
+        assert_eq!(hook_types(&o), [Some(Phase::PostSync)]);
+    }
+
+    #[test]
+    fn a_bad_wave_names_the_object() {
+        let e = plan(
+            &[obj("Service", "s", &[(SYNC_WAVE_ANNOTATION, "two")])],
+            &[],
+            &opts(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Service/default/s: annotation argocd.argoproj.io/sync-wave: \"two\" is not an integer"
+        );
+    }
+
+    #[test]
+    fn prunes_need_prune_on_and_honour_prune_false() {
+        let keep = obj("Service", "keep", &[]);
+        let gone = live(&obj("Service", "gone", &[]));
+        let no_prune = live(&obj(
+            "Service",
+            "precious",
+            &[(SYNC_OPTIONS_ANNOTATION, "Prune=false")],
+        ));
+        let mut untracked = live(&obj("Service", "someone-elses", &[]));
+        untracked.metadata.annotations.clear();
+        let live_set = [live(&keep), gone, no_prune, untracked];
+
+        let p = plan(std::slice::from_ref(&keep), &live_set, &opts()).unwrap();
+        assert_eq!(order(&p), ["Sync 0 apply Service keep"]);
+        let skipped: Vec<(&str, &str)> = p
+            .skipped
+            .iter()
+            .map(|s| (s.key.name.as_str(), s.message))
+            .collect();
+        assert_eq!(
+            skipped,
+            [
+                ("gone", "ignored (requires pruning)"),
+                ("precious", "ignored (requires pruning)")
+            ]
+        );
+
+        let mut o = opts();
+        o.prune = true;
+        let p = plan(std::slice::from_ref(&keep), &live_set, &o).unwrap();
+        assert_eq!(
+            order(&p),
+            ["Sync 0 prune Service gone", "Sync 0 apply Service keep"]
+        );
+        let skipped: Vec<(&str, &str)> = p
+            .skipped
+            .iter()
+            .map(|s| (s.key.name.as_str(), s.message))
+            .collect();
+        assert_eq!(skipped, [("precious", "ignored (no prune)")]);
+    }
+
+    #[test]
+    fn prunes_run_in_reverse_wave_order_and_prune_last_after_the_last_wave() {
+        let w =
+            |name: &str, wave: &str| live(&obj("Service", name, &[(SYNC_WAVE_ANNOTATION, wave)]));
+        let desired = [obj("Service", "app", &[(SYNC_WAVE_ANNOTATION, "3")])];
+        let live_set = [w("p-1", "-1"), w("p0", "0"), w("p2", "2")];
+        let mut o = opts();
+        o.prune = true;
+        let p = plan(&desired, &live_set, &o).unwrap();
+        assert_eq!(
+            order(&p),
+            [
+                "Sync -1 prune Service p2",
+                "Sync 0 prune Service p0",
+                "Sync 2 prune Service p-1",
+                "Sync 3 apply Service app"
+            ]
+        );
+        o.prune_last = true;
+        let p = plan(&desired, &live_set, &o).unwrap();
+        assert_eq!(
+            order(&p),
+            [
+                "Sync 3 apply Service app",
+                "Sync 4 prune Service p-1",
+                "Sync 4 prune Service p0",
+                "Sync 4 prune Service p2"
+            ]
+        );
+        // The per-resource option does the same for one resource.
+        o.prune_last = false;
+        let last = live(&obj(
+            "Service",
+            "last",
+            &[(SYNC_OPTIONS_ANNOTATION, "PruneLast=true")],
+        ));
+        let p = plan(&desired, &[last], &o).unwrap();
+        assert_eq!(
+            order(&p),
+            ["Sync 3 apply Service app", "Sync 4 prune Service last"]
+        );
+    }
+
+    #[test]
+    fn apply_out_of_sync_only_skips_synced_resources() {
+        let same = obj("Service", "same", &[]);
+        let changed = obj("Service", "changed", &[]);
+        let mut old = live(&changed);
+        old.body["spec"]["ports"][0]["port"] = json!(8080);
+        let mut o = opts();
+        o.apply_out_of_sync_only = true;
+        let p = plan(&[same.clone(), changed], &[live(&same), old], &o).unwrap();
+        assert_eq!(order(&p), ["Sync 0 apply Service changed"]);
+        o.apply_out_of_sync_only = false;
+        let p = plan(std::slice::from_ref(&same), &[live(&same)], &o).unwrap();
+        assert_eq!(order(&p), ["Sync 0 apply Service same"]);
+        assert!(!p.tasks().next().unwrap().2.out_of_sync);
+    }
+
+    #[test]
+    fn an_automated_sync_refuses_to_prune_everything_unless_allow_empty() {
+        let live_set = [
+            live(&obj("Service", "a", &[])),
+            live(&obj("Service", "b", &[])),
+        ];
+        let mut o = opts();
+        o.automated = true;
+        o.prune = true;
+        let e = plan(&[], &live_set, &o).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Skipping sync attempt to abc: auto-sync will wipe out all resources"
+        );
+        assert_eq!(e.condition_type(), "SyncError");
+        o.allow_empty = true;
+        assert_eq!(plan(&[], &live_set, &o).unwrap().tasks().count(), 2);
+        // A manual sync is not guarded.
+        o.allow_empty = false;
+        o.automated = false;
+        assert_eq!(plan(&[], &live_set, &o).unwrap().tasks().count(), 2);
+    }
+
+    #[test]
+    fn live_hooks_are_never_pruned() {
+        let hook = live(&obj("Job", "migrate", &[(HOOK_ANNOTATION, "PreSync")]));
+        let mut o = opts();
+        o.prune = true;
+        let p = plan(&[], &[hook], &o).unwrap();
+        assert_eq!(p.tasks().count(), 0);
+        assert!(p.skipped.is_empty());
+    }
+
+    #[test]
+    fn create_namespace_adds_the_namespace_first_and_namespaces_precede_their_contents() {
+        let mut o = opts();
+        o.create_namespace = true;
+        o.namespace = "default".into();
+        let desired = [
+            obj(
+                "Job",
+                "pre",
+                &[(HOOK_ANNOTATION, "PreSync"), (SYNC_WAVE_ANNOTATION, "-2")],
+            ),
+            obj("Service", "s", &[]),
+        ];
+        let p = plan(&desired, &[], &o).unwrap();
+        assert_eq!(
+            order(&p),
+            [
+                "PreSync -2 apply Namespace default",
+                "PreSync -2 hook Job pre",
+                "Sync 0 apply Service s"
+            ]
+        );
+        // Not when the namespace is live already.
+        let ns = live(&obj("Namespace", "default", &[]));
+        let p = plan(&desired, &[ns], &o).unwrap();
+        assert_eq!(order(&p)[0], "PreSync -2 hook Job pre");
+        // A desired Namespace in a later wave moves ahead of the first object in it.
+        let desired = [
+            obj("Namespace", "default", &[(SYNC_WAVE_ANNOTATION, "5")]),
+            obj("Service", "s", &[(SYNC_WAVE_ANNOTATION, "1")]),
+        ];
+        let p = plan(&desired, &[], &opts()).unwrap();
+        assert_eq!(
+            order(&p),
+            ["Sync 1 apply Namespace default", "Sync 1 apply Service s"]
+        );
+    }
+
+    #[test]
+    fn sync_options_list() {
+        let mut o = opts();
+        o.apply_list(&[
+            "PruneLast=true".into(),
+            "CreateNamespace=true".into(),
+            "Validate=false".into(),
+        ]);
+        assert!(o.prune_last && o.create_namespace && !o.apply_out_of_sync_only);
+    }
+}
