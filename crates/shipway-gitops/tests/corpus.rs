@@ -223,9 +223,9 @@ fn kustomize_overrides() -> ApplicationSource {
         "repoURL": "x", "path": "kustomize-guestbook",
         "kustomize": {
             "namePrefix": "prod-", "nameSuffix": "-v2", "namespace": "shop",
-            "images": ["gcr.io/heptio-images/ks-guestbook-demo:0.2", "other=registry.local:5000/other@sha256:abc"],
+            "images": ["gcr.io/google-samples/gb-frontend:v6", "other=registry.local:5000/other@sha256:abc"],
             "commonLabels": {"team": "web"}, "commonAnnotations": {"owner": "ops"},
-            "replicas": [{"name": "kustomize-guestbook-ui", "count": 3}],
+            "replicas": [{"name": "guestbook-ui", "count": 3}],
             "patches": [{"target": {"kind": "Service"}, "patch": "- op: add\n  path: /spec/sessionAffinity\n  value: ClientIP"}],
         },
     }))
@@ -239,18 +239,19 @@ fn kustomize_overrides_apply_as_kustomize_edit_does() {
         .into_iter()
         .map(|r| r.object)
         .collect();
+    // `kustomize edit set nameprefix` replaces the kustomization's own `kustomize-` prefix.
     assert_eq!(
         keys(&objs),
         [
-            "Service/shop/prod-kustomize-guestbook-ui-v2",
-            "Deployment.apps/shop/prod-kustomize-guestbook-ui-v2"
+            "Service/shop/prod-guestbook-ui-v2",
+            "Deployment.apps/shop/prod-guestbook-ui-v2"
         ]
     );
     let d = &objs[1];
     assert_eq!(d.field("spec.replicas"), Some(&json!(3)));
     assert_eq!(
         d.field("spec.template.spec.containers").unwrap()[0]["image"],
-        json!("gcr.io/heptio-images/ks-guestbook-demo:0.2")
+        json!("gcr.io/google-samples/gb-frontend:v6")
     );
     assert_eq!(
         d.metadata.labels.get("team").map(String::as_str),
