@@ -275,7 +275,7 @@ mod tests {
     #[test]
     fn server_metadata_status_and_defaults_are_not_differences() {
         let d = deployment("web:1", 2);
-        let r = diff("app", &[d.clone()], &[stored(&d)], &[], &[]);
+        let r = diff("app", std::slice::from_ref(&d), &[stored(&d)], &[], &[]);
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].status, SyncStatus::Synced, "{}", r[0].diff);
         assert_eq!(r[0].diff, "");
@@ -285,7 +285,7 @@ mod tests {
     fn a_secrets_string_data_matches_its_stored_data() {
         let s = obj(json!({"apiVersion": "v1", "kind": "Secret",
             "metadata": {"name": "s", "namespace": "default"}, "stringData": {"a": "b"}}));
-        let r = diff("app", &[s.clone()], &[stored(&s)], &[], &[]);
+        let r = diff("app", std::slice::from_ref(&s), &[stored(&s)], &[], &[]);
         assert_eq!(r[0].status, SyncStatus::Synced, "{}", r[0].diff);
     }
 
@@ -376,8 +376,8 @@ mod tests {
             let got = diff(
                 "app",
                 &[deployment("web:1", 2)],
-                &[live.clone()],
-                &[r.clone()],
+                std::slice::from_ref(&live),
+                std::slice::from_ref(&r),
                 &[],
             );
             assert_eq!(got[0].status, want, "{r:?}\n{}", got[0].diff);
@@ -400,7 +400,13 @@ mod tests {
     fn a_desired_object_admission_refuses_is_out_of_sync_and_says_why() {
         let bad = obj(json!({"apiVersion": "v1", "kind": "Nonsense",
             "metadata": {"name": "x", "namespace": "default"}}));
-        let r = diff("app", &[bad.clone()], &[bad], &[], &[]);
+        let r = diff(
+            "app",
+            std::slice::from_ref(&bad),
+            std::slice::from_ref(&bad),
+            &[],
+            &[],
+        );
         assert_eq!(r[0].status, SyncStatus::OutOfSync);
         assert!(
             r[0].invalid

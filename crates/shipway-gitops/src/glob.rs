@@ -69,10 +69,10 @@ fn wild(p: &[char], t: &[char]) -> bool {
         Some('*') => (0..=t.len()).any(|k| wild(&p[1..], &t[k..])),
         Some('?') => !t.is_empty() && wild(&p[1..], &t[1..]),
         Some('[') => match class(p) {
-            Some((set_len, negated, ranges)) => {
+            Some(class) => {
                 let Some(&c) = t.first() else { return false };
-                let inside = ranges.iter().any(|(a, b)| *a <= c && c <= *b);
-                inside != negated && wild(&p[set_len..], &t[1..])
+                let inside = class.ranges.iter().any(|(a, b)| *a <= c && c <= *b);
+                inside != class.negated && wild(&p[class.len..], &t[1..])
             }
             None => t.first() == Some(&'[') && wild(&p[1..], &t[1..]),
         },
@@ -81,8 +81,15 @@ fn wild(p: &[char], t: &[char]) -> bool {
     }
 }
 
-/// A `[...]` class at the start of `p`: its length, whether negated, its ranges.
-fn class(p: &[char]) -> Option<(usize, bool, Vec<(char, char)>)> {
+/// A `[...]` class: its length in the pattern, whether negated, its ranges.
+struct Class {
+    len: usize,
+    negated: bool,
+    ranges: Vec<(char, char)>,
+}
+
+/// The `[...]` class at the start of `p`, if it is closed.
+fn class(p: &[char]) -> Option<Class> {
     let mut i = 1;
     let negated = matches!(p.get(1), Some('!') | Some('^'));
     if negated {
@@ -99,7 +106,11 @@ fn class(p: &[char]) -> Option<(usize, bool, Vec<(char, char)>)> {
             i += 1;
         }
     }
-    (i < p.len()).then_some((i + 1, negated, ranges))
+    (i < p.len()).then_some(Class {
+        len: i + 1,
+        negated,
+        ranges,
+    })
 }
 
 #[cfg(test)]

@@ -150,7 +150,7 @@ pub enum PlanError {
     /// An annotation the plan reads is malformed; names the object.
     #[error("{key}: annotation {annotation}: {value:?} is not an integer")]
     BadWave {
-        key: Key,
+        key: Box<Key>,
         annotation: &'static str,
         value: String,
     },
@@ -303,7 +303,7 @@ pub fn wave(obj: &Object) -> Result<i64, PlanError> {
     for annotation in [SYNC_WAVE_ANNOTATION, HELM_HOOK_WEIGHT] {
         if let Some(v) = obj.metadata.annotations.get(annotation) {
             return v.trim().parse().map_err(|_| PlanError::BadWave {
-                key: obj.key(),
+                key: Box::new(obj.key()),
                 annotation,
                 value: v.clone(),
             });
