@@ -10,8 +10,9 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use shipway_model::Object;
 use shipway_model::types::{
-    DeploymentSpec, DeploymentStatus, Endpoints, JobSpec, JobStatus, PodSpec, PodStatus,
-    PodTemplateSpec, ReplicaSetSpec, ReplicaSetStatus, ServiceSpec, TrafficPolicySpec,
+    AppProjectSpec, ApplicationSpec, ApplicationStatus, DeploymentSpec, DeploymentStatus,
+    Endpoints, JobSpec, JobStatus, Operation, PodSpec, PodStatus, PodTemplateSpec, ReplicaSetSpec,
+    ReplicaSetStatus, ServiceSpec, TrafficPolicySpec,
 };
 
 fn corpus() -> Option<PathBuf> {
@@ -111,6 +112,12 @@ fn check(obj: &Object) -> Vec<(&'static str, Result<(), String>)> {
         ("shipway.dev", "TrafficPolicy") => {
             one("spec", round_trip::<TrafficPolicySpec>, field("spec"))
         }
+        ("argoproj.io", "Application") => {
+            one("spec", round_trip::<ApplicationSpec>, field("spec"));
+            one("status", round_trip::<ApplicationStatus>, field("status"));
+            one("operation", round_trip::<Operation>, field("operation"));
+        }
+        ("argoproj.io", "AppProject") => one("spec", round_trip::<AppProjectSpec>, field("spec")),
         ("argoproj.io", "Rollout") => one(
             "spec.template",
             round_trip::<PodTemplateSpec>,
@@ -206,4 +213,41 @@ proptest::proptest! {
         }
         proptest::prop_assert_eq!(round_trip::<DeploymentSpec>(&spec), Ok(()));
     }
+}
+
+/// Every Application and AppProject of Argo CD's docs and example apps reads and writes back
+/// unchanged (spec, status, operation), and there are some to read.
+#[test]
+fn applications_and_projects_round_trip() {
+    let Some(root) = corpus() else {
+        println!("SKIPPED: no corpus (set SHIPWAY_CORPUS)");
+        return;
+    };
+    let mut files = Vec::new();
+    yaml_files(&root.join("applications"), &mut files);
+    yaml_files(&root.join("example-apps"), &mut files);
+    let (mut apps, mut projects, mut failures) = (0, 0, Vec::new());
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let Ok(docs) = shipway_model::load_str(&file.display().to_string(), &text) else {
+            continue;
+        };
+        for doc in docs {
+            match (doc.object.group(), doc.object.kind.as_str()) {
+                ("argoproj.io", "Application") => apps += 1,
+                ("argoproj.io", "AppProject") => projects += 1,
+                _ => continue,
+            }
+            for (field, result) in check(&doc.object) {
+                if let Err(e) = result {
+                    failures.push(format!("{} {field}: {e}", file.display()));
+                }
+            }
+        }
+    }
+    assert!(
+        apps >= 1 && projects >= 1,
+        "{apps} Applications, {projects} AppProjects"
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }

@@ -1,5 +1,5 @@
 //! Typed views of the kinds Shipway acts on (Pods, Deployments, ReplicaSets, Jobs, Services,
-//! Endpoints, TrafficPolicies), so controllers read `spec.replicas` as a field instead of a JSON
+//! Endpoints, TrafficPolicies, Argo CD's Applications and AppProjects), so controllers read `spec.replicas` as a field instead of a JSON
 //! path. Every struct keeps the fields it does not name in `rest`, so an object read and written
 //! back through a view loses nothing: a field Shipway does not know (or a newer Kubernetes adds)
 //! round-trips unchanged.
@@ -8,6 +8,7 @@
 //! status back. Optional fields are `Option`s and lists are empty when absent, as Kubernetes
 //! treats a missing list and an empty one alike.
 
+pub mod application;
 pub mod apps;
 pub mod batch;
 pub mod condition;
@@ -16,6 +17,13 @@ pub mod int_or_string;
 pub mod pod;
 pub mod traffic;
 
+pub use application::{
+    AppProjectSpec, ApplicationCondition, ApplicationDestination, ApplicationSource,
+    ApplicationSpec, ApplicationStatus, DirectorySource, GroupKind, HealthStatus, IN_CLUSTER_NAME,
+    IN_CLUSTER_SERVER, KustomizeReplica, KustomizeSource, Operation, OperationInitiator,
+    OperationState, ResourceIgnoreDifferences, ResourceResult, ResourceStatus, RevisionHistory,
+    SyncOperation, SyncOperationResult, SyncPolicy, SyncPolicyAutomated, SyncStatus,
+};
 pub use apps::{
     DeploymentSpec, DeploymentStatus, DeploymentStrategy, LabelSelector, LabelSelectorRequirement,
     PodTemplateSpec, ReplicaSetSpec, ReplicaSetStatus, RollingUpdateDeployment, TemplateMeta,
