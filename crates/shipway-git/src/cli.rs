@@ -266,7 +266,11 @@ impl Repo {
         for (path, _) in changes {
             check_path(self, path)?;
         }
-        for _ in 0..COMMIT_ATTEMPTS {
+        for attempt in 0..COMMIT_ATTEMPTS {
+            if attempt > 0 {
+                // Writers that collided retry at different moments rather than in lockstep.
+                std::thread::sleep(jitter(attempt));
+            }
             let old = self.branch_tip(branch)?;
             let new = self.commit_on(old.as_deref(), changes, author, message)?;
             if Some(&new) == old.as_ref() {
@@ -377,7 +381,9 @@ impl Repo {
         auth.apply(&mut c);
         c.args(["push", "--porcelain", "--", remote])
             .arg(format!("refs/heads/{branch}:refs/heads/{branch}"));
-        let out = c.output().map_err(|e| self.io_err("cannot run git push", e))?;
+        let out = c
+            .output()
+            .map_err(|e| self.io_err("cannot run git push", e))?;
         if out.status.success() {
             return Ok(());
         }
@@ -414,7 +420,9 @@ impl Repo {
             let sha = self.commit(branch, changes, author, message)?;
             match self.push(remote, branch, creds) {
                 Ok(()) => return Ok(sha),
-                Err(Error::Git { command, message, .. }) if command.contains("rejected") => {
+                Err(Error::Git {
+                    command, message, ..
+                }) if command.contains("rejected") => {
                     last = Some(message);
                 }
                 Err(e) => return Err(e),
@@ -467,6 +475,15 @@ impl Repo {
     }
 }
 
+/// Up to `5 ms × attempt`, varied by the clock and the thread, so colliding writers spread out.
+fn jitter(attempt: u32) -> std::time::Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(attempt);
+    let spread = 5_000 * u64::from(attempt);
+    std::time::Duration::from_micros(h.finish() % spread.max(1))
+}
+
 /// A path a commit may write: relative, inside the repository, never into `.git`.
 fn check_path(repo: &Repo, path: &str) -> Result<(), Error> {
     let bad = |reason| Error::BadPath {
@@ -480,9 +497,7 @@ fn check_path(repo: &Repo, path: &str) -> Result<(), Error> {
     for part in path.split('/') {
         match part {
             "" | "." | ".." => {
-                return Err(bad(
-                    "expected a path without empty, '.' or '..' components",
-                ));
+                return Err(bad("expected a path without empty, '.' or '..' components"));
             }
             p if p.eq_ignore_ascii_case(".git") => return Err(bad("a path may not enter .git")),
             p if p.contains(['\n', '\t', '\0']) => {
@@ -560,7 +575,9 @@ pub fn fetch(url: &str, cache: &Path, creds: Option<&Credentials>) -> Result<Rep
             c.arg("--git-dir")
                 .arg(&cache_dir)
                 .args(["symbolic-ref", "HEAD", &head]);
-            let out = c.output().map_err(|e| io("cannot run git symbolic-ref", e))?;
+            let out = c
+                .output()
+                .map_err(|e| io("cannot run git symbolic-ref", e))?;
             if !out.status.success() {
                 return Err(fail("symbolic-ref", stderr_of(&out)));
             }

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-use shipway_model::types::repository::{GROUP, KIND, RepositorySpec, RepositoryStatus};
-use shipway_model::types::Condition;
 use shipway_model::Object;
+use shipway_model::types::Condition;
+use shipway_model::types::repository::{GROUP, KIND, RepositorySpec, RepositoryStatus};
 use shipway_store::{ListQuery, Store, StoreError};
 use tokio::sync::watch;
 
@@ -130,6 +130,7 @@ impl Hosted {
                     .ok()
                     .and_then(|d| Repo::open(d).ok())
                     .and_then(|r| r.heads().ok())
+                    .map(|h| h.into_iter().collect())
                     .unwrap_or_default();
                 watch::channel(heads).0
             })

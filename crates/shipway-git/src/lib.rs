@@ -184,7 +184,8 @@ impl Repo {
                 });
             }
         }
-        let is_hex = rev.len() >= 4 && rev.len() <= 40 && rev.bytes().all(|b| b.is_ascii_hexdigit());
+        let is_hex =
+            rev.len() >= 4 && rev.len() <= 40 && rev.bytes().all(|b| b.is_ascii_hexdigit());
         if is_hex {
             // rev_parse finds an abbreviated sha and says when it is ambiguous.
             let id = match repo.rev_parse_single(rev) {
@@ -216,7 +217,9 @@ impl Repo {
             rev: rev.to_string(),
         })?;
         let commit = object.peel_to_commit().map_err(|_| {
-            self.read_err(format_args!("revision {rev:?} ({id}) does not name a commit"))
+            self.read_err(format_args!(
+                "revision {rev:?} ({id}) does not name a commit"
+            ))
         })?;
         Ok(commit.id.to_string())
     }
