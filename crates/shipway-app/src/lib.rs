@@ -2,9 +2,10 @@
 //!
 //! Newcomers: start with [`Platform::start`], which locks the data directory, loads the tokens,
 //! opens the store and builds the services in dependency order (the shared cache's watch of the
-//! store, the local runtime's controllers, the proxy's discovery and listeners, the API server);
-//! [`Platform::run`] supervises them ([`service::supervise`]). GitOps, rollouts and CI join the
-//! list as more [`Service`]s; nothing in `shipway-server` starts them.
+//! store, the local runtime's controllers, the proxy's discovery and listeners, the hosted git
+//! repositories' controller, the API server); [`Platform::run`] supervises them
+//! ([`service::supervise`]). GitOps, rollouts and CI join the list as more [`Service`]s;
+//! nothing in `shipway-server` starts them.
 
 pub mod datadir;
 pub mod service;
@@ -26,6 +27,8 @@ pub use shipway_proxy::ProxyConfig;
 
 /// The SQLite database file inside the data directory.
 pub const SQLITE_FILE: &str = "shipway.db";
+/// The hosted repositories' directory inside the data directory (`git/NAME.git`).
+pub const GIT_DIR: &str = "git";
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -60,6 +63,7 @@ pub struct Platform {
     local_addr: SocketAddr,
     admin_token: AdminToken,
     proxy_metrics: Arc<ProxyMetrics>,
+    hosted: Arc<shipway_git::hosted::Hosted>,
     lock: datadir::DataDirLock,
 }
 
@@ -99,6 +103,12 @@ impl Platform {
         )
         .await?;
         let local_addr = api.local_addr();
+        let hosted = shipway_git::hosted::Hosted::new(
+            dir.join(GIT_DIR),
+            format!("http://{local_addr}/git"),
+            store.clone(),
+        );
+        let api = api.with_hosted(hosted.clone());
         let services: Vec<Box<dyn Service>> = vec![
             Box::new(CacheService { task: reflector }),
             Box::new(RuntimeService {
@@ -108,10 +118,14 @@ impl Platform {
             }),
             Box::new(ProxyService {
                 store: store.clone(),
-                cache,
+                cache: cache.clone(),
                 metrics: proxy_metrics.clone(),
                 config: config.proxy.clone(),
                 api: local_addr,
+            }),
+            Box::new(GitService {
+                cache: cache.clone(),
+                hosted: hosted.clone(),
             }),
             Box::new(ApiService { server: api }),
         ];
@@ -122,6 +136,7 @@ impl Platform {
             local_addr,
             admin_token,
             proxy_metrics,
+            hosted,
             lock,
         })
     }
@@ -136,6 +151,11 @@ impl Platform {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The hosted git repositories (`subscribe` to hear of pushes).
+    pub fn hosted(&self) -> &Arc<shipway_git::hosted::Hosted> {
+        &self.hosted
     }
 
     /// The proxy's metrics: success rate and latency percentiles per Service and backend.
@@ -263,6 +283,51 @@ impl Service for ProxyService {
             let (discovery, proxy) = tokio::join!(discovery, proxy);
             discovery.map_err(|e| ServiceError::from_join("proxy", e))?;
             proxy.map_err(|e| ServiceError::from_join("proxy", e))
+        })
+    }
+}
+
+/// Hosted repositories: a bare repository and a status (clone URL, heads) for each hosted
+/// `Repository` object, on the shared cache.
+struct GitService {
+    cache: Cache,
+    hosted: Arc<shipway_git::hosted::Hosted>,
+}
+
+impl Service for GitService {
+    fn name(&self) -> &'static str {
+        "git"
+    }
+
+    fn run(
+        self: Box<Self>,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'static, Result<(), ServiceError>> {
+        use shipway_controller::{Action, Controller, GroupKind, exponential_backoff};
+        use std::time::Duration;
+        let kind = GroupKind::new(
+            shipway_model::types::repository::GROUP,
+            shipway_model::types::repository::KIND,
+        );
+        Box::pin(async move {
+            Controller::new(kind, self.cache)
+                .run(
+                    |obj, hosted: Arc<shipway_git::hosted::Hosted>| async move {
+                        hosted.reconcile(&obj).await.map(|()| Action::AwaitChange)
+                    },
+                    |obj, e: &shipway_git::hosted::HostedError, failures, _| {
+                        tracing::warn!(repository = %obj.key(), error = %e, "hosted repository");
+                        Action::Requeue(exponential_backoff(
+                            failures,
+                            Duration::from_millis(500),
+                            Duration::from_secs(60),
+                        ))
+                    },
+                    self.hosted,
+                    shutdown,
+                )
+                .await;
+            Ok(())
         })
     }
 }

@@ -83,6 +83,7 @@ const BUILTIN: &[KindInfo] = &[
     kind!("argoproj.io", "v1alpha1", "AnalysisRun", "analysisruns", ["ar"], true),
     kind!("argoproj.io", "v1alpha1", "Experiment", "experiments", ["exp"], true),
     kind!("shipway.dev", "v1alpha1", "TrafficPolicy", "trafficpolicies", ["tp"], true),
+    kind!("shipway.dev", "v1alpha1", "Repository", "repositories", ["repo", "repos"], true),
 ];
 
 /// Lookup over the built-in kinds table.

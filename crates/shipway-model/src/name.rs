@@ -86,12 +86,14 @@ pub fn validate_path_segment_name(name: &str) -> Result<(), String> {
 }
 
 /// Checks `name` with the rule the Kubernetes API server uses for this kind: a DNS-1035 label for
-/// Services, a DNS-1123 label for Namespaces, a path segment for RBAC kinds, and a DNS-1123
+/// Services, a DNS-1123 label for Namespaces and Repositories, a path segment for RBAC kinds, and a DNS-1123
 /// subdomain for everything else (custom resources included).
 pub fn validate_name_for_kind(group: &str, kind: &str, name: &str) -> Result<(), String> {
     match (group, kind) {
         ("", "Namespace") => validate_namespace(name),
         ("", "Service") => validate_dns1035_label(name),
+        // A Repository's name is a path segment of its URL (`/git/NAME.git`) and a directory.
+        ("shipway.dev", "Repository") => validate_dns1123_label(name),
         (
             "rbac.authorization.k8s.io",
             "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding",

@@ -273,9 +273,71 @@ pub fn validate_object(obj: &Object) -> Vec<FieldError> {
             }
         }
         ("shipway.dev", "TrafficPolicy") => c.errors.extend(traffic_policy_spec(spec)),
+        ("shipway.dev", "Repository") => {
+            if let Some(spec) = c.object(spec, "spec", true) {
+                repository(&mut c, spec);
+            }
+        }
         _ => {}
     }
     c.errors
+}
+
+/// A Repository: hosted (`hosted: true`) or external (`url`), never both; a fetchable URL;
+/// Secret references by name; a readable poll interval.
+fn repository(c: &mut Checker, spec: &serde_json::Map<String, Value>) {
+    let hosted = match spec.get("hosted") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(v) => {
+            c.err(
+                "spec.hosted",
+                format!("expected a boolean, found {}", type_name(v)),
+            );
+            false
+        }
+    };
+    let url = c.string(spec.get("url"), "spec.url", false);
+    match (hosted, url) {
+        (true, Some(_)) => c.err(
+            "spec.url",
+            "Forbidden: a hosted repository has no url (Shipway serves it); set hosted or url, not both",
+        ),
+        (false, None) => c.err(
+            "spec",
+            "Required value: set hosted: true (served by Shipway) or url (an external repository)",
+        ),
+        (false, Some(u)) if !crate::types::repository::is_clone_url(u) => c.err(
+            "spec.url",
+            format!(
+                "Invalid value: {u:?}: expected an https://, http://, ssh://, file:// or git@host:path URL"
+            ),
+        ),
+        _ => {}
+    }
+    for field in ["secretRef", "webhookSecretRef"] {
+        let path = format!("spec.{field}");
+        if let Some(r) = c.object(spec.get(field), &path, false)
+            && let Some(name) = c.string(r.get("name"), &format!("{path}.name"), true)
+            && let Err(e) = crate::name::validate_object_name(name)
+        {
+            c.err(&format!("{path}.name"), format!("Invalid value: {name:?}: {e}"));
+        }
+    }
+    if hosted && spec.get("secretRef").is_some_and(|v| !v.is_null()) {
+        c.err(
+            "spec.secretRef",
+            "Forbidden: a hosted repository is reached with Shipway tokens, not a Secret",
+        );
+    }
+    if let Some(p) = c.string(spec.get("pollInterval"), "spec.pollInterval", false)
+        && crate::types::repository::parse_duration(p).is_none()
+    {
+        c.err(
+            "spec.pollInterval",
+            format!("Invalid value: {p:?}: expected a duration such as 180s, 5m or 1h30m"),
+        );
+    }
 }
 
 /// The problems of a TrafficPolicy's `spec`; [`crate::types::TrafficPolicySpec::validated`] reads
@@ -813,6 +875,46 @@ mod tests {
 
     fn deployment(spec: Value) -> Value {
         json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}, "spec": spec})
+    }
+
+    #[test]
+    fn repositories_are_hosted_or_external() {
+        let repo = |spec: Value| {
+            check(
+                json!({"apiVersion": "shipway.dev/v1alpha1", "kind": "Repository", "metadata": {"name": "apps"}, "spec": spec}),
+            )
+        };
+        assert_eq!(repo(json!({"hosted": true})), Vec::<String>::new());
+        assert_eq!(
+            repo(json!({"url": "git@github.com:argoproj/argocd-example-apps.git", "secretRef": {"name": "creds"}, "pollInterval": "5m", "webhookSecretRef": {"name": "hook"}})),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            repo(json!({})),
+            ["spec: Required value: set hosted: true (served by Shipway) or url (an external repository)"]
+        );
+        assert_eq!(
+            repo(json!({"hosted": true, "url": "https://x/y.git", "secretRef": {"name": "s"}})),
+            [
+                "spec.url: Forbidden: a hosted repository has no url (Shipway serves it); set hosted or url, not both",
+                "spec.secretRef: Forbidden: a hosted repository is reached with Shipway tokens, not a Secret",
+            ]
+        );
+        let bad = repo(
+            json!({"hosted": "yes", "url": "ftp://x", "secretRef": {"name": "Bad_Name"}, "pollInterval": "soon"}),
+        );
+        assert_eq!(bad.len(), 4, "{bad:?}");
+        assert_eq!(bad[0], "spec.hosted: expected a boolean, found a string");
+        assert_eq!(
+            bad[1],
+            "spec.url: Invalid value: \"ftp://x\": expected an https://, http://, ssh://, file:// or git@host:path URL"
+        );
+        assert!(bad[2].starts_with("spec.secretRef.name: Invalid value: \"Bad_Name\": "), "{}", bad[2]);
+        assert_eq!(
+            bad[3],
+            "spec.pollInterval: Invalid value: \"soon\": expected a duration such as 180s, 5m or 1h30m"
+        );
+        assert!(crate::name::validate_name_for_kind("shipway.dev", "Repository", "a.b").is_err());
     }
 
     #[test]

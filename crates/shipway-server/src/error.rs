@@ -44,6 +44,9 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    /// A failure of the server's own machinery (git http-backend would not start, say).
+    #[error("{0}")]
+    Internal(String),
     #[error(
         "missing or invalid bearer token: send `Authorization: Bearer <token>` (the admin token is in the data directory's admin.token)"
     )]
@@ -117,6 +120,7 @@ impl ApiError {
             ApiError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "NotFound"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "Unauthorized"),
         }
     }

@@ -12,6 +12,7 @@
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod git;
 pub mod listener;
 pub mod metrics;
 
@@ -71,6 +72,10 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Rendered at `/metrics` after the server's and the store's own series.
     pub metrics_sources: Vec<Arc<dyn MetricsSource>>,
+    /// The hosted repositories served at `/git/NAME.git` (none: every such path is a 404).
+    pub hosted: Option<Arc<shipway_git::hosted::Hosted>>,
+    /// git's own CGI, `$(git --exec-path)/git-http-backend`.
+    pub git_backend: std::path::PathBuf,
 }
 
 /// The authenticated caller of a request. Taking it as a handler argument is what makes a route
@@ -83,15 +88,25 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// The caller a request's `Authorization` field names, if its token is valid. The scheme is
-    /// case-insensitive (RFC 7235 §2.1): `Bearer`, `bearer` and `BEARER` are one.
+    /// The caller a request's `Authorization` field names, if its token is valid: `Bearer
+    /// TOKEN`, or HTTP Basic with the token as the password (the user name is ignored), which
+    /// is what the git CLI sends. The scheme is case-insensitive (RFC 7235 §2.1).
     fn of(headers: &axum::http::HeaderMap, tokens: &Tokens) -> Option<Caller> {
         let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
         let (scheme, token) = value.trim_start().split_once(' ')?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
+        let token = if scheme.eq_ignore_ascii_case("bearer") {
+            token.trim().to_string()
+        } else if scheme.eq_ignore_ascii_case("basic") {
+            use base64::Engine as _;
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(token.trim())
+                .ok()?;
+            let decoded = String::from_utf8(decoded).ok()?;
+            decoded.split_once(':')?.1.to_string()
+        } else {
             return None;
-        }
-        let (name, role) = tokens.verify(token.trim())?;
+        };
+        let (name, role) = tokens.verify(&token)?;
         Some(Caller { name, role })
     }
 
@@ -146,12 +161,22 @@ impl ApiServer {
             metrics: metrics::HttpMetrics::default(),
             shutdown: CancellationToken::new(),
             metrics_sources,
+            hosted: None,
+            git_backend: git_backend(),
         });
         Ok(ApiServer {
             listener,
             state,
             limits,
         })
+    }
+
+    /// Serves `hosted`'s repositories at `/git/NAME.git`. Before [`ApiServer::serve`] only.
+    pub fn with_hosted(mut self, hosted: Arc<shipway_git::hosted::Hosted>) -> ApiServer {
+        if let Some(state) = Arc::get_mut(&mut self.state) {
+            state.hosted = Some(hosted);
+        }
+        self
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -171,6 +196,20 @@ impl ApiServer {
         });
         listener::serve(self.listener, app, self.limits, self.state.shutdown.clone()).await;
         stop.abort();
+    }
+}
+
+/// `$(git --exec-path)/git-http-backend`, or `git-http-backend` on the PATH when git cannot say.
+fn git_backend() -> std::path::PathBuf {
+    let exec = std::process::Command::new("git")
+        .arg("--exec-path")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    match exec {
+        Some(dir) if !dir.is_empty() => std::path::Path::new(&dir).join("git-http-backend"),
+        _ => "git-http-backend".into(),
     }
 }
 
@@ -296,6 +335,16 @@ fn table() -> Vec<(Route, MethodRouter<Arc<AppState>>)> {
             ),
             on(MethodFilter::DELETE, api::delete_token),
         ),
+        // Hosted git: viewers fetch; pushing (receive-pack) needs a deployer, checked by the
+        // handler since the service is named in the path or the query.
+        (
+            route(get.clone(), "/git/{repo}/{*rest}", Some(Viewer), "get"),
+            on(MethodFilter::GET, git::serve),
+        ),
+        (
+            route(post.clone(), "/git/{repo}/{*rest}", Some(Viewer), "get"),
+            on(MethodFilter::POST, git::serve).layer(DefaultBodyLimit::disable()),
+        ),
     ]
 }
 
@@ -360,7 +409,14 @@ async fn authenticate(
                 request.extensions_mut().insert(caller);
             }
             None => {
-                let response = ApiError::Unauthorized.into_response();
+                let mut response = ApiError::Unauthorized.into_response();
+                // The git CLI answers a Basic challenge with the credentials it is given.
+                if request.uri().path().starts_with("/git/") {
+                    response.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        axum::http::HeaderValue::from_static("Basic realm=\"shipway\""),
+                    );
+                }
                 state.metrics.observe(
                     request.method(),
                     metrics::UNMATCHED,

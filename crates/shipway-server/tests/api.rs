@@ -102,6 +102,8 @@ fn concrete(template: &str) -> String {
         .replace("{name}", "web")
         .replace("{namespace}", "default")
         .replace("{pod}", "web")
+        .replace("{repo}", "apps.git")
+        .replace("{*rest}", "info/refs")
 }
 
 /// A ConfigMap: no controller acts on it, so every change a test sees is its own.

@@ -1,5 +1,6 @@
 //! Typed views of the kinds Shipway acts on (Pods, Deployments, ReplicaSets, Jobs, Services,
-//! Endpoints, TrafficPolicies, Argo CD's Applications and AppProjects), so controllers read `spec.replicas` as a field instead of a JSON
+//! Endpoints, TrafficPolicies, Repositories, Argo CD's Applications and AppProjects), so
+//! controllers read `spec.replicas` as a field instead of a JSON
 //! path. Every struct keeps the fields it does not name in `rest`, so an object read and written
 //! back through a view loses nothing: a field Shipway does not know (or a newer Kubernetes adds)
 //! round-trips unchanged.
@@ -15,6 +16,7 @@ pub mod condition;
 pub mod core;
 pub mod int_or_string;
 pub mod pod;
+pub mod repository;
 pub mod traffic;
 
 pub use application::{
@@ -40,6 +42,7 @@ pub use pod::{
     ContainerStateWaiting, ContainerStatus, EnvVar, PORT_MAPPINGS, PodSpec, PodStatus, PortMapping,
     Probe, Volume, VolumeMount,
 };
+pub use repository::{RepositorySpec, RepositoryStatus};
 pub use traffic::TrafficPolicySpec;
 
 use serde::Serialize;

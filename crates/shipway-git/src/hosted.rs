@@ -1,0 +1,278 @@
+//! Hosted repositories: bare repositories under `<data-dir>/git/NAME.git` that Shipway serves
+//! itself (the HTTP glue is in `shipway-server`). [`Hosted`] creates them for hosted
+//! `Repository` objects, says which exist, and after each push wakes the subscribers of that
+//! repository, writes the Repository's `status.heads` and records a `Pushed` event per ref.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use shipway_model::Object;
+use shipway_model::types::Condition;
+use shipway_model::types::repository::{GROUP, KIND, RepositorySpec, RepositoryStatus};
+use shipway_store::{ListQuery, Store, StoreError};
+use tokio::sync::watch;
+
+use crate::{Error, Repo};
+
+/// Each branch (short name) and its commit sha.
+pub type Heads = BTreeMap<String, String>;
+
+/// The writer named in the audit trail for what this module writes.
+pub const ACTOR: &str = "shipway-git";
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostedError {
+    #[error("repository name {name:?} refused: {reason}")]
+    BadName { name: String, reason: String },
+    #[error(transparent)]
+    Git(#[from] Error),
+    #[error("hosted repository {name}: {source}")]
+    Store {
+        name: String,
+        #[source]
+        source: StoreError,
+    },
+}
+
+/// The hosted repositories of one data directory.
+pub struct Hosted {
+    root: PathBuf,
+    /// `http://ADDR/git`: a repository's clone URL is this plus `/NAME.git`.
+    base_url: String,
+    store: Store,
+    subscribers: Mutex<HashMap<String, watch::Sender<Heads>>>,
+}
+
+impl std::fmt::Debug for Hosted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hosted").field("root", &self.root).finish()
+    }
+}
+
+impl Hosted {
+    /// Hosted repositories under `root` (`<data-dir>/git`), cloned from `base_url`
+    /// (`http://127.0.0.1:7070/git`).
+    pub fn new(root: impl Into<PathBuf>, base_url: impl Into<String>, store: Store) -> Arc<Hosted> {
+        Arc::new(Hosted {
+            root: root.into(),
+            base_url: base_url.into().trim_end_matches('/').to_string(),
+            store,
+            subscribers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The directory bare repositories live in (git http-backend's `GIT_PROJECT_ROOT`).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The clone URL of repository `name`.
+    pub fn clone_url(&self, name: &str) -> String {
+        format!("{}/{name}.git", self.base_url)
+    }
+
+    /// The bare repository's directory; `name` must be a DNS-1123 label, so it is one path
+    /// segment and never `..`.
+    pub fn dir(&self, name: &str) -> Result<PathBuf, HostedError> {
+        shipway_model::name::validate_dns1123_label(name).map_err(|reason| {
+            HostedError::BadName {
+                name: name.to_string(),
+                reason,
+            }
+        })?;
+        Ok(self.root.join(format!("{name}.git")))
+    }
+
+    /// The hosted Repository objects named `name` (any namespace) whose bare repository
+    /// exists: what the server serves. Empty when there is none (404).
+    pub async fn lookup(&self, name: &str) -> Result<Vec<Object>, HostedError> {
+        let dir = self.dir(name)?;
+        if !dir.join("HEAD").is_file() {
+            return Ok(Vec::new());
+        }
+        let list = self
+            .store
+            .list(&ListQuery::kind(GROUP, KIND))
+            .await
+            .map_err(|source| HostedError::Store {
+                name: name.to_string(),
+                source,
+            })?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter(|o| o.metadata.name == name)
+            .filter(|o| o.spec_as::<RepositorySpec>().is_ok_and(|s| s.is_hosted()))
+            .collect())
+    }
+
+    /// Creates the bare repository `name` (initial branch `main`) unless it exists.
+    pub fn ensure(&self, name: &str) -> Result<Repo, HostedError> {
+        ensure_bare(&self.root, name)
+    }
+
+    /// A receiver that changes whenever a push to `name` lands, holding its heads.
+    pub fn subscribe(&self, name: &str) -> watch::Receiver<Heads> {
+        self.sender(name).subscribe()
+    }
+
+    fn sender(&self, name: &str) -> watch::Sender<Heads> {
+        let mut subs = self
+            .subscribers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        subs.entry(name.to_string())
+            .or_insert_with(|| {
+                let heads = self
+                    .dir(name)
+                    .ok()
+                    .and_then(|d| Repo::open(d).ok())
+                    .and_then(|r| r.heads().ok())
+                    .map(|h| h.into_iter().collect())
+                    .unwrap_or_default();
+                watch::channel(heads).0
+            })
+            .clone()
+    }
+
+    async fn heads(&self, name: &str) -> Result<Heads, HostedError> {
+        let dir = self.dir(name)?;
+        let heads = tokio::task::spawn_blocking(move || Repo::open(dir)?.heads())
+            .await
+            .map_err(|e| Error::Read {
+                repo: name.to_string(),
+                message: format!("reading heads: {e}"),
+            })??;
+        Ok(heads.into_iter().collect())
+    }
+
+    /// After a push by `by` (a token's name) landed in `name`: wakes the subscribers, writes
+    /// the heads into the Repository's status and records a `Pushed` event per changed ref.
+    pub async fn pushed(&self, name: &str, by: &str) -> Result<(), HostedError> {
+        let heads = self.heads(name).await?;
+        let sender = self.sender(name);
+        let before = sender.send_replace(heads.clone());
+        for object in self.lookup(name).await? {
+            let key = object.key();
+            for (branch, sha) in &heads {
+                if before.get(branch) != Some(sha) {
+                    let message = format!("refs/heads/{branch} updated to {sha} by {by}");
+                    self.event(name, &key, by, &message).await?;
+                }
+            }
+            for branch in before.keys().filter(|b| !heads.contains_key(*b)) {
+                let message = format!("refs/heads/{branch} deleted by {by}");
+                self.event(name, &key, by, &message).await?;
+            }
+            self.write_status(name, object, &heads).await?;
+        }
+        Ok(())
+    }
+
+    async fn event(
+        &self,
+        name: &str,
+        key: &shipway_model::Key,
+        by: &str,
+        message: &str,
+    ) -> Result<(), HostedError> {
+        self.store
+            .record_event(key, by, "Pushed", message)
+            .await
+            .map_err(|source| HostedError::Store {
+                name: name.to_string(),
+                source,
+            })
+    }
+
+    /// What a hosted Repository object needs: its bare repository, and a status with its clone
+    /// URL and heads. Written only when it changes, since the write wakes the caller again.
+    pub async fn reconcile(&self, object: &Object) -> Result<(), HostedError> {
+        let spec: RepositorySpec = object.spec_as().unwrap_or_default();
+        if !spec.is_hosted() {
+            return Ok(());
+        }
+        let name = object.metadata.name.clone();
+        let (root, n) = (self.root.clone(), name.clone());
+        tokio::task::spawn_blocking(move || ensure_bare(&root, &n))
+            .await
+            .map_err(|e| Error::Read {
+                repo: name.clone(),
+                message: format!("creating it: {e}"),
+            })??;
+        let heads = self.heads(&name).await?;
+        self.write_status(&name, object.clone(), &heads).await
+    }
+
+    async fn write_status(
+        &self,
+        name: &str,
+        mut object: Object,
+        heads: &Heads,
+    ) -> Result<(), HostedError> {
+        let old: RepositoryStatus = object.status_as().unwrap_or_default();
+        let ready = Condition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            reason: Some("Hosted".into()),
+            message: Some(format!("served at {}", self.clone_url(name))),
+            ..Condition::default()
+        };
+        let mut status = old.clone();
+        status.url = Some(self.clone_url(name));
+        status.heads = heads.clone();
+        status.conditions.retain(|c| c.type_ != "Ready");
+        status.conditions.push(ready);
+        if status == old {
+            return Ok(());
+        }
+        object.set_status(&status);
+        // Unconditional: the status is this module's alone, and a push must land in it.
+        object.metadata.resource_version = None;
+        self.store
+            .update_status(object, ACTOR)
+            .await
+            .map_err(|source| HostedError::Store {
+                name: name.to_string(),
+                source,
+            })?;
+        Ok(())
+    }
+}
+
+/// Creates `<root>/NAME.git` unless it exists, and opens it.
+fn ensure_bare(root: &Path, name: &str) -> Result<Repo, HostedError> {
+    shipway_model::name::validate_dns1123_label(name).map_err(|reason| HostedError::BadName {
+        name: name.to_string(),
+        reason,
+    })?;
+    let dir = root.join(format!("{name}.git"));
+    if !dir.join("HEAD").is_file() {
+        std::fs::create_dir_all(root).map_err(|source| Error::Io {
+            repo: dir.display().to_string(),
+            message: "cannot create the hosted repositories' directory".into(),
+            source,
+        })?;
+        let out = Command::new("git")
+            .args(["init", "--quiet", "--bare", "--initial-branch=main"])
+            .arg(&dir)
+            .env_remove("GIT_DIR")
+            .output()
+            .map_err(|source| Error::Io {
+                repo: dir.display().to_string(),
+                message: "cannot run git init".into(),
+                source,
+            })?;
+        if !out.status.success() {
+            return Err(Error::Git {
+                repo: dir.display().to_string(),
+                command: "init --bare".into(),
+                message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            }
+            .into());
+        }
+    }
+    Ok(Repo::open(&dir)?)
+}

@@ -1,0 +1,287 @@
+//! Hosted git over HTTP with the real git CLI: clone and push through `/git/NAME.git` with
+//! tokens, the refusals, and what a push wakes.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use shipway_app::{Config, Platform, ServiceError};
+use shipway_server::ADMIN_TOKEN_FILE;
+use shipway_testkit::eventually;
+
+struct Server {
+    addr: std::net::SocketAddr,
+    token: String,
+    http: reqwest::Client,
+    hosted: std::sync::Arc<shipway_git::hosted::Hosted>,
+    dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), ServiceError>>>,
+}
+
+impl Server {
+    async fn start() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let platform = Platform::start(Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.path().join("data"),
+            database: None,
+            proxy: Default::default(),
+            listener: Default::default(),
+        })
+        .await
+        .unwrap();
+        let addr = platform.local_addr();
+        let hosted = platform.hosted().clone();
+        let token = std::fs::read_to_string(dir.path().join("data").join(ADMIN_TOKEN_FILE))
+            .unwrap()
+            .trim()
+            .to_string();
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(platform.run(async {
+            let _ = stopped.await;
+        }));
+        Server {
+            addr,
+            token,
+            http: reqwest::Client::new(),
+            hosted,
+            dir,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, self.url(path))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let code = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            code,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn token(&self, name: &str, role: &str) -> String {
+        let (code, body) = self
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/tokens",
+                Some(json!({"name": name, "role": role})),
+            )
+            .await;
+        assert_eq!(code, 201, "{body}");
+        body["token"].as_str().unwrap().to_string()
+    }
+
+    async fn repository(&self) -> Value {
+        self.call(
+            reqwest::Method::GET,
+            "/api/v1/resources/repositories/apps?namespace=default",
+            None,
+        )
+        .await
+        .1
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap().unwrap();
+    }
+}
+
+/// git with a private HOME, and the token handed over by an askpass script reading the
+/// environment, so it is in no URL and no .git/config.
+fn git(dir: &Path, token: Option<&str>, args: &[&str]) -> Output {
+    let askpass = dir.join("../askpass.sh");
+    if !askpass.exists() {
+        std::fs::write(&askpass, "#!/bin/sh\nprintf '%s\\n' \"$TEST_TOKEN\"\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    let mut c = Command::new("git");
+    c.current_dir(dir)
+        .args(args)
+        .env("HOME", dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_AUTHOR_NAME", "Dev")
+        .env("GIT_AUTHOR_EMAIL", "dev@example.com")
+        .env("GIT_COMMITTER_NAME", "Dev")
+        .env("GIT_COMMITTER_EMAIL", "dev@example.com")
+        .env_remove("GIT_ASKPASS");
+    if let Some(t) = token {
+        c.env("GIT_ASKPASS", &askpass).env("TEST_TOKEN", t);
+    }
+    c.output().unwrap()
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_and_clone_through_the_hosted_url_with_tokens() {
+    let s = Server::start().await;
+    let ci = s.token("ci", "deployer").await;
+    let reader = s.token("reader", "viewer").await;
+    let (code, body) = s
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/apply",
+            Some(
+                json!({"apiVersion": "shipway.dev/v1alpha1", "kind": "Repository",
+                        "metadata": {"name": "apps"}, "spec": {"hosted": true}}),
+            ),
+        )
+        .await;
+    assert!(code == 200 || code == 201, "{code} {body}");
+    let url = s.url("/git/apps.git");
+    eventually(
+        Duration::from_secs(10),
+        "the Repository's clone URL in its status",
+        || async { s.repository().await["status"]["url"] == json!(url) },
+    )
+    .await;
+    assert!(s.dir.path().join("data/git/apps.git/HEAD").is_file());
+
+    // Anonymous: 401 with a Basic challenge, so git asks for credentials.
+    let anon = s
+        .http
+        .get(s.url("/git/apps.git/info/refs?service=git-receive-pack"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anon.status().as_u16(), 401);
+    assert_eq!(
+        anon.headers()["www-authenticate"],
+        "Basic realm=\"shipway\""
+    );
+
+    let work = s.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    ok(git(&work, None, &["init", "--quiet", "-b", "main"]));
+    std::fs::write(
+        work.join("config.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n",
+    )
+    .unwrap();
+    ok(git(&work, None, &["add", "-A"]));
+    ok(git(&work, None, &["commit", "--quiet", "-m", "first"]));
+    let sha = ok(git(&work, None, &["rev-parse", "HEAD"]));
+    ok(git(&work, None, &["remote", "add", "origin", &url]));
+
+    let no_token = git(&work, None, &["push", "origin", "main"]);
+    assert!(!no_token.status.success());
+    let viewer_push = git(&work, Some(&reader), &["push", "origin", "main"]);
+    assert!(!viewer_push.status.success());
+    assert!(
+        String::from_utf8_lossy(&viewer_push.stderr).contains("403"),
+        "{}",
+        String::from_utf8_lossy(&viewer_push.stderr)
+    );
+
+    let mut pushes = s.hosted.subscribe("apps");
+    ok(git(
+        &work,
+        Some(&ci),
+        &["push", "--quiet", "origin", "main"],
+    ));
+    tokio::time::timeout(Duration::from_secs(10), pushes.changed())
+        .await
+        .expect("the subscriber wakes after a push")
+        .unwrap();
+    assert_eq!(pushes.borrow().get("main"), Some(&sha));
+    eventually(
+        Duration::from_secs(10),
+        "status.heads.main at the pushed sha",
+        || async { s.repository().await["status"]["heads"]["main"] == json!(sha) },
+    )
+    .await;
+    let (_, events) = s
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/events/repositories?namespace=default&name=apps",
+            None,
+        )
+        .await;
+    let pushed: Vec<&Value> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "Pushed")
+        .collect();
+    assert_eq!(pushed.len(), 1, "{events}");
+    assert_eq!(
+        pushed[0]["message"],
+        json!(format!("refs/heads/main updated to {sha} by ci"))
+    );
+    assert_eq!(pushed[0]["actor"], "ci");
+    let config = std::fs::read_to_string(work.join(".git/config")).unwrap();
+    assert!(!config.contains(&ci), "the token stays out of .git/config");
+
+    // A viewer clones; the library's fetch (askpass with the token as password) reads it too.
+    let clones = s.dir.path().join("clones");
+    std::fs::create_dir_all(&clones).unwrap();
+    ok(git(
+        &clones,
+        Some(&reader),
+        &["clone", "--quiet", &url, "apps"],
+    ));
+    assert!(clones.join("apps/config.yaml").is_file());
+    let creds = shipway_git::Credentials {
+        username: Some("anyone".into()),
+        password: Some(reader.clone()),
+        ssh_private_key: None,
+    };
+    let cache = s.dir.path().join("cache/apps.git");
+    let url2 = url.clone();
+    let fetched =
+        tokio::task::spawn_blocking(move || shipway_git::fetch(&url2, &cache, Some(&creds)))
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(fetched.resolve("HEAD").unwrap().sha, sha);
+
+    // Not found: unknown repositories and names that are not DNS labels.
+    for path in [
+        "/git/nope.git/info/refs",
+        "/git/Bad_Name.git/info/refs",
+        "/git/apps/info/refs",
+    ] {
+        let resp = s
+            .http
+            .get(s.url(path))
+            .bearer_auth(&reader)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 404, "{path}");
+    }
+    let resp = s
+        .http
+        .get(s.url("/git/apps.git/info/refs?service=git-receive-pack"))
+        .bearer_auth(&reader)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    s.stop().await;
+}
