@@ -113,11 +113,10 @@ pub fn check(app: &ApplicationSpec, project: Option<Project<'_>>) -> Vec<Applica
     for (i, r) in app.ignore_differences.iter().enumerate() {
         let at = format!("spec.ignoreDifferences[{i}]");
         unimplemented(&mut out, &at, &r.rest, &[]);
-        if !r.jq_path_expressions.is_empty() {
-            warn(
-                &mut out,
-                format!("{at}.jqPathExpressions is not implemented by Shipway and is ignored"),
-            );
+        for (j, e) in r.jq_path_expressions.iter().enumerate() {
+            if let Err(why) = crate::jq::check(e) {
+                err(&mut out, format!("{at}.jqPathExpressions[{j}]: {why}"));
+            }
         }
         if !r.managed_fields_managers.is_empty() {
             warn(
