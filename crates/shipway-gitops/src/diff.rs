@@ -115,6 +115,12 @@ fn compare(
                 for p in &r.json_pointers {
                     remove_pointer(&mut v, p);
                 }
+                for e in &r.jq_path_expressions {
+                    // A malformed expression is reported by `spec::check`; it deletes nothing.
+                    if let Ok(out) = crate::jq::delete(&v, e) {
+                        v = out;
+                    }
+                }
             }
             v
         })
@@ -370,6 +376,22 @@ mod tests {
                 rule(
                     json!({"group": "apps", "kind": "Deployment", "jsonPointers": ["/spec/template"]}),
                 ),
+                SyncStatus::OutOfSync,
+            ),
+            (
+                rule(
+                    json!({"group": "apps", "kind": "Deployment", "jqPathExpressions": [".spec.replicas"]}),
+                ),
+                SyncStatus::Synced,
+            ),
+            (
+                rule(
+                    json!({"group": "apps", "kind": "Deployment", "jqPathExpressions": [".spec.template"]}),
+                ),
+                SyncStatus::OutOfSync,
+            ),
+            (
+                rule(json!({"group": "apps", "kind": "Deployment", "jqPathExpressions": [".[[["]})),
                 SyncStatus::OutOfSync,
             ),
         ] {

@@ -9,6 +9,7 @@
 pub mod diff;
 pub mod glob;
 pub mod health;
+pub mod jq;
 pub mod plan;
 pub mod render;
 pub mod spec;

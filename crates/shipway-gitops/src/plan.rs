@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use shipway_model::crd::CustomKind;
+use shipway_model::types::SyncOperationResource;
 use shipway_model::{Key, Object};
 
 use crate::diff::{self, SyncStatus};
@@ -128,6 +129,22 @@ pub struct SyncOptions {
     pub allow_empty: bool,
     /// The kinds of the stored CRDs, for admission.
     pub custom: Vec<CustomKind>,
+    /// A selective sync (`operation.sync.resources`, `argocd app sync --resource`): only these
+    /// resources are applied or pruned, and no hook runs, as in Argo CD. Empty: everything.
+    pub only: Vec<SyncOperationResource>,
+}
+
+/// Whether `key` is one of `only` (group, kind and name equal; a namespace when given).
+fn selected(only: &[SyncOperationResource], key: &Key) -> bool {
+    only.is_empty()
+        || only.iter().any(|r| {
+            r.group.as_deref().unwrap_or("") == key.group
+                && r.kind == key.kind
+                && r.name == key.name
+                && r.namespace
+                    .as_deref()
+                    .is_none_or(|n| n.is_empty() || n == key.namespace)
+        })
 }
 
 impl SyncOptions {
@@ -469,6 +486,12 @@ pub fn plan(desired: &[Object], live: &[Object], opts: &SyncOptions) -> Result<P
         }
     }
 
+    if !opts.only.is_empty() {
+        pending.retain(|p| {
+            !matches!(p.task.action, Action::Hook { .. }) && selected(&opts.only, &p.task.key)
+        });
+        skipped.retain(|s| selected(&opts.only, &s.key));
+    }
     sort(&mut pending);
     namespaces_first(&mut pending);
 
@@ -884,6 +907,35 @@ mod tests {
             order(&p),
             ["Sync 1 apply Namespace default", "Sync 1 apply Service s"]
         );
+    }
+
+    #[test]
+    fn a_selective_sync_touches_only_its_resources_and_runs_no_hooks() {
+        let desired = [
+            obj("Job", "pre", &[(HOOK_ANNOTATION, "PreSync")]),
+            obj("Service", "a", &[]),
+            obj("Service", "b", &[]),
+        ];
+        let gone = live(&obj("Service", "gone", &[]));
+        let mut o = opts();
+        o.prune = true;
+        o.only = vec![
+            serde_json::from_value(json!({"kind": "Service", "name": "b"})).unwrap(),
+            serde_json::from_value(
+                json!({"kind": "Service", "name": "gone", "namespace": "default"}),
+            )
+            .unwrap(),
+        ];
+        let p = plan(&desired, &[gone], &o).unwrap();
+        assert_eq!(
+            order(&p),
+            ["Sync 0 prune Service gone", "Sync 0 apply Service b"]
+        );
+        o.only = vec![
+            serde_json::from_value(json!({"kind": "Service", "name": "a", "namespace": "other"}))
+                .unwrap(),
+        ];
+        assert_eq!(plan(&desired, &[], &o).unwrap().tasks().count(), 0);
     }
 
     #[test]

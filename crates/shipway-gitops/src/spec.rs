@@ -113,11 +113,10 @@ pub fn check(app: &ApplicationSpec, project: Option<Project<'_>>) -> Vec<Applica
     for (i, r) in app.ignore_differences.iter().enumerate() {
         let at = format!("spec.ignoreDifferences[{i}]");
         unimplemented(&mut out, &at, &r.rest, &[]);
-        if !r.jq_path_expressions.is_empty() {
-            warn(
-                &mut out,
-                format!("{at}.jqPathExpressions is not implemented by Shipway and is ignored"),
-            );
+        for (j, e) in r.jq_path_expressions.iter().enumerate() {
+            if let Err(why) = crate::jq::check(e) {
+                err(&mut out, format!("{at}.jqPathExpressions[{j}]: {why}"));
+            }
         }
         if !r.managed_fields_managers.is_empty() {
             warn(
@@ -339,5 +338,100 @@ pub fn resource_permitted(
             "resource {group}:{kind} is not permitted in project {}",
             p.name
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn errors(v: serde_json::Value) -> Vec<String> {
+        let app: ApplicationSpec = serde_json::from_value(v).unwrap();
+        check(&app, None)
+            .into_iter()
+            .filter(|c| c.is_error())
+            .map(|c| c.message)
+            .collect()
+    }
+
+    #[test]
+    fn destinations_sources_and_jq_table() {
+        let src = json!({"repoURL": "file:///r", "path": "."});
+        for (v, want) in [
+            (
+                json!({"source": src, "destination": {"server": "https://kubernetes.default.svc", "namespace": "a"}}),
+                vec![],
+            ),
+            (
+                json!({"source": src, "destination": {"name": "in-cluster"}}),
+                vec![],
+            ),
+            (
+                json!({"source": src}),
+                vec!["Destination server missing from app spec"],
+            ),
+            (
+                json!({"source": src, "destination": {"namespace": "a"}}),
+                vec!["Destination server missing from app spec"],
+            ),
+            (
+                json!({"source": src, "destination": {"server": "https://k8s.example.com"}}),
+                vec![
+                    "unable to find destination server: there are no clusters with this URL: https://k8s.example.com",
+                ],
+            ),
+            (
+                json!({"source": src, "destination": {"name": "prod"}}),
+                vec![
+                    "unable to find destination server: there are no clusters with this name: prod",
+                ],
+            ),
+            (
+                json!({"source": src, "destination": {"name": "in-cluster", "server": "https://kubernetes.default.svc"}}),
+                vec![
+                    "application destination can't have both name and server defined: in-cluster https://kubernetes.default.svc",
+                ],
+            ),
+            (
+                json!({"destination": {"name": "in-cluster"}}),
+                vec!["spec.source or spec.sources must be specified"],
+            ),
+            (
+                json!({"sources": [src, {"repoURL": "r", "chart": "redis"}], "destination": {"name": "in-cluster"}}),
+                vec!["Helm is not supported: spec.sources[1].chart"],
+            ),
+            (
+                json!({"source": src, "destination": {"name": "in-cluster"},
+                    "ignoreDifferences": [{"kind": "ConfigMap", "jqPathExpressions": [".data", ".[[["]}]}),
+                vec![
+                    "spec.ignoreDifferences[0].jqPathExpressions[1]: \".[[[\" is not a jq expression",
+                ],
+            ),
+        ] {
+            assert_eq!(errors(v.clone()), want, "{v}");
+        }
+    }
+
+    #[test]
+    fn source_repos_globs_and_negation() {
+        let p: AppProjectSpec = serde_json::from_value(json!({
+            "sourceRepos": ["https://github.com/argoproj/*", "!https://github.com/argoproj/secret*"],
+            "destinations": [{"server": "*", "namespace": "team-*"}, {"server": "*", "namespace": "!team-admin"}],
+        }))
+        .unwrap();
+        assert!(repo_permitted(
+            &p,
+            "https://github.com/argoproj/argocd-example-apps.git"
+        ));
+        assert!(repo_permitted(&p, "HTTPS://github.com/argoproj/Guestbook/"));
+        assert!(!repo_permitted(
+            &p,
+            "https://github.com/argoproj/secret-things"
+        ));
+        assert!(!repo_permitted(&p, "https://gitlab.com/argoproj/x"));
+        assert!(destination_permitted(&p, "team-web"));
+        assert!(!destination_permitted(&p, "team-admin"));
+        assert!(!destination_permitted(&p, "default"));
     }
 }

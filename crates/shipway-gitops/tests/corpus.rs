@@ -89,6 +89,51 @@ fn sock_shop_renders() {
     );
 }
 
+/// The whole pipeline on sock-shop: once stored as a sync stores it, every resource is
+/// `Synced` and the plan (prune on) has nothing to prune; times are printed, not asserted.
+#[test]
+fn sock_shop_once_synced_is_synced() {
+    let root = corpus_or_skip!().join("example-apps");
+    let t0 = std::time::Instant::now();
+    let objs = render_path(&root, "sock-shop", "sock-shop").unwrap();
+    let rendered = t0.elapsed();
+    let live: Vec<Object> = objs
+        .iter()
+        .map(|o| {
+            let mut l = shipway_model::admit(o.clone(), &[]).unwrap();
+            l = shipway_gitops::tracking::with_tracking_id("app", l);
+            l.metadata.resource_version = Some("7".into());
+            l.metadata.uid = Some(format!("uid-{}", l.metadata.name));
+            l.body
+                .insert("status".into(), json!({"observedGeneration": 1}));
+            l
+        })
+        .collect();
+    let t1 = std::time::Instant::now();
+    let d = shipway_gitops::diff("app", &objs, &live, &[], &[]);
+    let diffed = t1.elapsed();
+    let out_of_sync: Vec<&str> = d
+        .iter()
+        .filter(|r| r.status != shipway_gitops::SyncStatus::Synced)
+        .map(|r| r.diff.as_str())
+        .collect();
+    assert!(out_of_sync.is_empty(), "{}", out_of_sync.join("\n"));
+    let mut o = opts();
+    o.prune = true;
+    let t2 = std::time::Instant::now();
+    let p = plan(&objs, &live, &o).unwrap();
+    let planned = t2.elapsed();
+    assert_eq!(p.tasks().count(), objs.len());
+    assert!(
+        p.tasks()
+            .all(|(_, _, t)| t.action == Action::Apply && !t.out_of_sync)
+    );
+    println!(
+        "sock-shop: {} objects; render {rendered:?}, diff {diffed:?}, plan {planned:?}",
+        objs.len()
+    );
+}
+
 #[test]
 fn helm_jsonnet_and_bad_paths_are_refused_by_name() {
     let root = corpus_or_skip!().join("example-apps");
@@ -406,6 +451,10 @@ fn the_docs_application_lists_what_shipway_refuses_and_does_not_implement() {
                     // `sources` is given too, so `source` is ignored, as Argo does...
                     assert!(!errors.iter().any(|e| e == want), "{want} in {errors:?}");
                 }
+                assert!(
+                    !errors.iter().any(|e| e.contains("jqPathExpressions")),
+                    "{errors:?}"
+                );
                 let warnings = messages(&c, "UnsupportedFieldWarning");
                 for want in [
                     "spec.source is ignored: spec.sources is given (as Argo CD does)",
@@ -415,7 +464,7 @@ fn the_docs_application_lists_what_shipway_refuses_and_does_not_implement() {
                     "spec.syncPolicy.managedNamespaceMetadata is not implemented by Shipway and is ignored",
                     "spec.syncPolicy.syncOptions: Validate=false is not implemented by Shipway and is ignored",
                     "spec.syncPolicy.syncOptions: Replace=true is not implemented by Shipway and is ignored",
-                    "spec.ignoreDifferences[1].jqPathExpressions is not implemented by Shipway and is ignored",
+                    "spec.ignoreDifferences[2].managedFieldsManagers is not implemented by Shipway (it has no managed fields) and is ignored",
                 ] {
                     assert!(
                         warnings.iter().any(|w| w == want),

@@ -24,7 +24,8 @@ pub use application::{
     ApplicationSpec, ApplicationStatus, DirectorySource, GroupKind, HealthStatus, IN_CLUSTER_NAME,
     IN_CLUSTER_SERVER, KustomizeReplica, KustomizeSource, Operation, OperationInitiator,
     OperationState, ResourceIgnoreDifferences, ResourceResult, ResourceStatus, RevisionHistory,
-    SyncOperation, SyncOperationResult, SyncPolicy, SyncPolicyAutomated, SyncStatus,
+    SyncOperation, SyncOperationResource, SyncOperationResult, SyncPolicy, SyncPolicyAutomated,
+    SyncStatus,
 };
 pub use apps::{
     DeploymentSpec, DeploymentStatus, DeploymentStrategy, LabelSelector, LabelSelectorRequirement,
