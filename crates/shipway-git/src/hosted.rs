@@ -32,7 +32,7 @@ pub enum HostedError {
     Store {
         name: String,
         #[source]
-        source: StoreError,
+        source: Box<StoreError>,
     },
 }
 
@@ -98,7 +98,7 @@ impl Hosted {
             .await
             .map_err(|source| HostedError::Store {
                 name: name.to_string(),
-                source,
+                source: Box::new(source),
             })?;
         Ok(list
             .items
@@ -183,7 +183,7 @@ impl Hosted {
             .await
             .map_err(|source| HostedError::Store {
                 name: name.to_string(),
-                source,
+                source: Box::new(source),
             })
     }
 
@@ -236,7 +236,7 @@ impl Hosted {
             .await
             .map_err(|source| HostedError::Store {
                 name: name.to_string(),
-                source,
+                source: Box::new(source),
             })?;
         Ok(())
     }
