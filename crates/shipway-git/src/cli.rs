@@ -389,7 +389,11 @@ impl Repo {
         }
         let message = auth.scrub(&stderr_of(&out));
         let stdout = String::from_utf8_lossy(&out.stdout);
-        let rejected = stdout.contains("[rejected]") || message.contains("non-fast-forward");
+        // The remote moved: before our push was sent (rejected, not a fast-forward) or while it
+        // was applied (the remote's ref lock saw another value than it advertised).
+        let rejected = stdout.contains("[rejected]")
+            || message.contains("non-fast-forward")
+            || message.contains("cannot lock ref");
         Err(Error::Git {
             repo: self.name(),
             command: if rejected {

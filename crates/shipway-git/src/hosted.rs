@@ -32,7 +32,7 @@ pub enum HostedError {
     Store {
         name: String,
         #[source]
-        source: StoreError,
+        source: Box<StoreError>,
     },
 }
 
@@ -85,27 +85,36 @@ impl Hosted {
         Ok(self.root.join(format!("{name}.git")))
     }
 
-    /// The hosted Repository objects named `name` (any namespace) whose bare repository
-    /// exists: what the server serves. Empty when there is none (404).
-    pub async fn lookup(&self, name: &str) -> Result<Vec<Object>, HostedError> {
+    /// The hosted Repository object that owns `name`, if its bare repository exists: what the
+    /// server serves (`None`: 404). The URL has no namespace, so of hosted Repositories of one
+    /// name in several namespaces the oldest owns it and the others are told so in their status.
+    pub async fn owner(&self, name: &str) -> Result<Option<Object>, HostedError> {
         let dir = self.dir(name)?;
         if !dir.join("HEAD").is_file() {
-            return Ok(Vec::new());
+            return Ok(None);
         }
+        self.claimant(name).await
+    }
+
+    /// The oldest hosted Repository named `name` (then by namespace), whatever is on disk.
+    async fn claimant(&self, name: &str) -> Result<Option<Object>, HostedError> {
         let list = self
             .store
             .list(&ListQuery::kind(GROUP, KIND))
             .await
             .map_err(|source| HostedError::Store {
                 name: name.to_string(),
-                source,
+                source: Box::new(source),
             })?;
         Ok(list
             .items
             .into_iter()
             .filter(|o| o.metadata.name == name)
             .filter(|o| o.spec_as::<RepositorySpec>().is_ok_and(|s| s.is_hosted()))
-            .collect())
+            .min_by(|a, b| {
+                (&a.metadata.creation_timestamp, &a.metadata.namespace)
+                    .cmp(&(&b.metadata.creation_timestamp, &b.metadata.namespace))
+            }))
     }
 
     /// Creates the bare repository `name` (initial branch `main`) unless it exists.
@@ -154,7 +163,7 @@ impl Hosted {
         let heads = self.heads(name).await?;
         let sender = self.sender(name);
         let before = sender.send_replace(heads.clone());
-        for object in self.lookup(name).await? {
+        if let Some(object) = self.owner(name).await? {
             let key = object.key();
             for (branch, sha) in &heads {
                 if before.get(branch) != Some(sha) {
@@ -183,7 +192,7 @@ impl Hosted {
             .await
             .map_err(|source| HostedError::Store {
                 name: name.to_string(),
-                source,
+                source: Box::new(source),
             })
     }
 
@@ -195,6 +204,26 @@ impl Hosted {
             return Ok(());
         }
         let name = object.metadata.name.clone();
+        if let Some(owner) = self.claimant(&name).await?
+            && owner.key() != object.key()
+        {
+            let taken = Condition {
+                type_: "Ready".into(),
+                status: "False".into(),
+                reason: Some("NameTaken".into()),
+                message: Some(format!(
+                    "{} is served for {}/{name}, the older hosted Repository of this name; hosted names are unique across namespaces",
+                    self.clone_url(&name),
+                    owner.metadata.namespace.as_deref().unwrap_or("default")
+                )),
+                ..Condition::default()
+            };
+            let status = RepositoryStatus {
+                conditions: vec![taken],
+                ..RepositoryStatus::default()
+            };
+            return self.put_status(&name, object.clone(), status).await;
+        }
         let (root, n) = (self.root.clone(), name.clone());
         tokio::task::spawn_blocking(move || ensure_bare(&root, &n))
             .await
@@ -209,7 +238,7 @@ impl Hosted {
     async fn write_status(
         &self,
         name: &str,
-        mut object: Object,
+        object: Object,
         heads: &Heads,
     ) -> Result<(), HostedError> {
         let old: RepositoryStatus = object.status_as().unwrap_or_default();
@@ -220,11 +249,22 @@ impl Hosted {
             message: Some(format!("served at {}", self.clone_url(name))),
             ..Condition::default()
         };
-        let mut status = old.clone();
+        let mut status = old;
         status.url = Some(self.clone_url(name));
         status.heads = heads.clone();
         status.conditions.retain(|c| c.type_ != "Ready");
         status.conditions.push(ready);
+        self.put_status(name, object, status).await
+    }
+
+    /// Writes `status` unless the object already has it (the write would wake its reconcile).
+    async fn put_status(
+        &self,
+        name: &str,
+        mut object: Object,
+        status: RepositoryStatus,
+    ) -> Result<(), HostedError> {
+        let old: RepositoryStatus = object.status_as().unwrap_or_default();
         if status == old {
             return Ok(());
         }
@@ -236,7 +276,7 @@ impl Hosted {
             .await
             .map_err(|source| HostedError::Store {
                 name: name.to_string(),
-                source,
+                source: Box::new(source),
             })?;
         Ok(())
     }

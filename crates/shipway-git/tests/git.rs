@@ -432,3 +432,73 @@ fn credentials_never_appear_in_errors() {
     .unwrap_err();
     assert!(err.to_string().contains("may not start with '-'"), "{err}");
 }
+
+/// A push refused because the remote moved is committed again on the remote's new tip and
+/// pushed: both commits land. The remote moves once, from a hook of the local repository: after
+/// the fetch (`reference-transaction`: a plain non-fast-forward rejection) or after the
+/// remote's refs were advertised (`pre-push`: the remote's ref lock refuses it).
+#[test]
+fn a_refused_push_is_committed_again_on_the_remotes_new_tip() {
+    for (hook, guard) in [
+        (
+            "reference-transaction",
+            "[ \"$1\" = committed ] || exit 0\n",
+        ),
+        ("pre-push", ""),
+    ] {
+        race_then_push(hook, guard);
+    }
+}
+
+fn race_then_push(hook_name: &str, guard: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let upstream = tmp.path().join("up");
+    work_repo(&upstream, &[("a.txt", "a")]);
+    let remote = tmp.path().join("remote.git");
+    git(
+        tmp.path(),
+        &[
+            "clone",
+            "--quiet",
+            "--bare",
+            upstream.to_str().unwrap(),
+            "remote.git",
+        ],
+    );
+    let remote_url = format!("file://{}", remote.display());
+    let cache = tmp.path().join("cache.git");
+    let mine = fetch(&remote_url, &cache, None).unwrap();
+    let marker = tmp.path().join("raced");
+    let hook = cache.join("hooks").join(hook_name);
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\n{guard}[ -e '{m}' ] && exit 0\ntouch '{m}'\ncd '{r}' || exit 1\nexport GIT_DIR='{r}' GIT_AUTHOR_NAME=o GIT_AUTHOR_EMAIL=o@x GIT_COMMITTER_NAME=o GIT_COMMITTER_EMAIL=o@x\nc=$(git commit-tree -p main -m racer main^{{tree}}) && git update-ref refs/heads/main \"$c\"\n",
+            m = marker.display(),
+            r = remote.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let pushed = mine
+        .commit_and_push(
+            &remote_url,
+            "main",
+            &[("mine.txt", Some(b"m"))],
+            &me(),
+            "mine",
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{hook_name}: {e}"));
+    assert!(marker.exists(), "{hook_name}: the hook raced the push");
+    let theirs = Repo::open(&remote).unwrap();
+    assert_eq!(theirs.resolve("main").unwrap().sha, pushed, "{hook_name}");
+    let log = git(&remote, &["log", "--format=%s", "main"]);
+    assert_eq!(
+        log.lines().collect::<Vec<_>>(),
+        ["mine", "racer", "first"],
+        "{hook_name}"
+    );
+}

@@ -321,7 +321,10 @@ fn repository(c: &mut Checker, spec: &serde_json::Map<String, Value>) {
             && let Some(name) = c.string(r.get("name"), &format!("{path}.name"), true)
             && let Err(e) = crate::name::validate_object_name(name)
         {
-            c.err(&format!("{path}.name"), format!("Invalid value: {name:?}: {e}"));
+            c.err(
+                &format!("{path}.name"),
+                format!("Invalid value: {name:?}: {e}"),
+            );
         }
     }
     if hosted && spec.get("secretRef").is_some_and(|v| !v.is_null()) {
@@ -886,12 +889,16 @@ mod tests {
         };
         assert_eq!(repo(json!({"hosted": true})), Vec::<String>::new());
         assert_eq!(
-            repo(json!({"url": "git@github.com:argoproj/argocd-example-apps.git", "secretRef": {"name": "creds"}, "pollInterval": "5m", "webhookSecretRef": {"name": "hook"}})),
+            repo(
+                json!({"url": "git@github.com:argoproj/argocd-example-apps.git", "secretRef": {"name": "creds"}, "pollInterval": "5m", "webhookSecretRef": {"name": "hook"}})
+            ),
             Vec::<String>::new()
         );
         assert_eq!(
             repo(json!({})),
-            ["spec: Required value: set hosted: true (served by Shipway) or url (an external repository)"]
+            [
+                "spec: Required value: set hosted: true (served by Shipway) or url (an external repository)"
+            ]
         );
         assert_eq!(
             repo(json!({"hosted": true, "url": "https://x/y.git", "secretRef": {"name": "s"}})),
@@ -909,7 +916,11 @@ mod tests {
             bad[1],
             "spec.url: Invalid value: \"ftp://x\": expected an https://, http://, ssh://, file:// or git@host:path URL"
         );
-        assert!(bad[2].starts_with("spec.secretRef.name: Invalid value: \"Bad_Name\": "), "{}", bad[2]);
+        assert!(
+            bad[2].starts_with("spec.secretRef.name: Invalid value: \"Bad_Name\": "),
+            "{}",
+            bad[2]
+        );
         assert_eq!(
             bad[3],
             "spec.pollInterval: Invalid value: \"soon\": expected a duration such as 180s, 5m or 1h30m"

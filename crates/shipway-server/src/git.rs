@@ -41,9 +41,9 @@ pub(crate) async fn serve(
     if let Err(e) = hosted.dir(name) {
         return ApiError::NotFound(e.to_string()).into_response();
     }
-    match hosted.lookup(name).await {
-        Ok(found) if !found.is_empty() => {}
-        Ok(_) => {
+    match hosted.owner(name).await {
+        Ok(Some(_)) => {}
+        Ok(None) => {
             return ApiError::NotFound(format!("no hosted repository {name:?}")).into_response();
         }
         Err(e) => return ApiError::Internal(e.to_string()).into_response(),

@@ -283,5 +283,33 @@ async fn push_and_clone_through_the_hosted_url_with_tokens() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 403);
+
+    // The URL has no namespace: a second hosted "apps" elsewhere is told the name is taken.
+    s.call(
+        reqwest::Method::POST,
+        "/api/v1/apply",
+        Some(
+            json!({"apiVersion": "shipway.dev/v1alpha1", "kind": "Repository",
+                    "metadata": {"name": "apps", "namespace": "other"}, "spec": {"hosted": true}}),
+        ),
+    )
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "NameTaken on the younger repository",
+        || async {
+            let (_, other) = s
+                .call(
+                    reqwest::Method::GET,
+                    "/api/v1/resources/repositories/apps?namespace=other",
+                    None,
+                )
+                .await;
+            other["status"]["conditions"][0]["reason"] == "NameTaken"
+                && other["status"]["url"].is_null()
+        },
+    )
+    .await;
+    assert_eq!(s.repository().await["status"]["heads"]["main"], json!(sha));
     s.stop().await;
 }

@@ -94,6 +94,58 @@ pub enum Command {
     /// Manage the API's tokens (admin only): issue one for a role, list them, revoke one.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Manage git repositories: hosted ones Shipway serves at /git/NAME.git, and external ones
+    /// it fetches.
+    #[command(subcommand)]
+    Repo(RepoCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RepoCommand {
+    /// Create a hosted repository and print its clone URL (push to it with a deployer token
+    /// as the password).
+    Create {
+        /// A DNS-1123 label: the repository is served at /git/NAME.git.
+        name: String,
+        #[arg(short, long)]
+        namespace: Option<String>,
+    },
+    /// Register an external repository to fetch: https://, http://, ssh://, file:// or
+    /// git@host:path.
+    Add {
+        name: String,
+        #[arg(long)]
+        url: String,
+        /// A Secret with username/password or sshPrivateKey for the repository.
+        #[arg(long)]
+        secret: Option<String>,
+        #[arg(short, long)]
+        namespace: Option<String>,
+    },
+    /// List repositories with their kind and clone URL.
+    #[command(alias = "ls")]
+    List {
+        #[arg(short, long, value_enum)]
+        output: Option<OutputFormat>,
+        #[arg(short, long)]
+        namespace: Option<String>,
+    },
+    /// Show a repository (YAML unless -o json).
+    Get {
+        name: String,
+        #[arg(short, long, value_enum)]
+        output: Option<OutputFormat>,
+        #[arg(short, long)]
+        namespace: Option<String>,
+    },
+    /// Delete a repository object. A hosted repository's git data stays in the data
+    /// directory (git/NAME.git) and is served again if the repository is created again.
+    #[command(alias = "rm")]
+    Delete {
+        name: String,
+        #[arg(short, long)]
+        namespace: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

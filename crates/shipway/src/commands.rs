@@ -11,7 +11,7 @@ use shipway_server::AdminToken;
 use crate::Failure;
 use crate::cli::{
     ApiResourcesArgs, ApplyArgs, Cli, Command, DeleteArgs, DescribeArgs, EventsArgs, GetArgs,
-    Global, OutputFormat, ProxyArgs, TokenCommand, UpArgs,
+    Global, OutputFormat, ProxyArgs, RepoCommand, TokenCommand, UpArgs,
 };
 use crate::client::{Client, ClientError};
 use crate::output;
@@ -32,6 +32,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Logs(args) => logs(&client(global)?, args).await,
         Command::ApiResources(args) => api_resources(&client(global)?, args).await,
         Command::Token(cmd) => token(&client(global)?, cmd).await,
+        Command::Repo(cmd) => repo(&client(global)?, cmd).await,
     }
 }
 
@@ -426,6 +427,129 @@ async fn token(client: &Client, command: TokenCommand) -> Result<(), Failure> {
                 client.delete_token(&name).await?;
                 outln!("token {name:?} deleted");
             }
+        }
+    }
+    Ok(())
+}
+
+/// `repo`: Repository objects through the object API.
+async fn repo(client: &Client, command: RepoCommand) -> Result<(), Failure> {
+    let ns_query = |ns: &Option<String>| -> Vec<(&'static str, String)> {
+        vec![("namespace", ns.clone().unwrap_or_else(|| "default".into()))]
+    };
+    let object = |name: &str, ns: &Option<String>, spec: Value| -> Result<Object, Failure> {
+        let mut metadata = serde_json::json!({"name": name});
+        if let Some(ns) = ns {
+            metadata["namespace"] = Value::String(ns.clone());
+        }
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "shipway.dev/v1alpha1",
+            "kind": "Repository",
+            "metadata": metadata,
+            "spec": spec,
+        }))
+        .map_err(|e| Failure::Usage(format!("repository {name:?}: {e}")))
+    };
+    match command {
+        RepoCommand::Create { name, namespace } => {
+            let obj = object(&name, &namespace, serde_json::json!({"hosted": true}))?;
+            client.apply(&obj, false).await?;
+            // The server makes the bare repository a moment later; wait for it, so a push
+            // right after this command finds it.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            let mut url = None;
+            while url.is_none() && std::time::Instant::now() < deadline {
+                let got = client
+                    .get("repositories", &name, &ns_query(&namespace))
+                    .await?;
+                let status: shipway_model::types::RepositoryStatus =
+                    got.status_as().unwrap_or_default();
+                url = status.url;
+                if url.is_none() {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+            let Some(url) = url else {
+                return Err(Failure::Failed(format!(
+                    "repository {name:?} created, but the server has not made it ready within 10s: see `shipway describe repository {name}`"
+                )));
+            };
+            outln!("{url}");
+            eprintln!("repository {name:?} created: push with a deployer token as the password");
+        }
+        RepoCommand::Add {
+            name,
+            url,
+            secret,
+            namespace,
+        } => {
+            let mut spec = serde_json::json!({"url": url});
+            if let Some(secret) = secret {
+                spec["secretRef"] = serde_json::json!({"name": secret});
+            }
+            client
+                .apply(&object(&name, &namespace, spec)?, false)
+                .await?;
+            outln!("repository {name:?} added");
+        }
+        RepoCommand::List {
+            output: format,
+            namespace,
+        } => {
+            let items = client.list("repositories", &ns_query(&namespace)).await?;
+            match format {
+                Some(OutputFormat::Json) => outln!(
+                    "{}",
+                    serde_json::to_string_pretty(&items).unwrap_or_default()
+                ),
+                Some(OutputFormat::Yaml) => out!(
+                    "{}",
+                    output::to_yaml(&serde_json::to_value(&items).unwrap_or_default())
+                ),
+                Some(OutputFormat::Name) => items
+                    .iter()
+                    .for_each(|o| outln!("repository/{}", o.metadata.name)),
+                _ => {
+                    let mut rows = vec![["NAME", "TYPE", "URL"].map(String::from).to_vec()];
+                    for o in &items {
+                        let spec: shipway_model::types::RepositorySpec =
+                            o.spec_as().unwrap_or_default();
+                        let status: shipway_model::types::RepositoryStatus =
+                            o.status_as().unwrap_or_default();
+                        let (kind, url) = if spec.is_hosted() {
+                            ("hosted", status.url.unwrap_or_default())
+                        } else {
+                            ("external", spec.url.unwrap_or_default())
+                        };
+                        rows.push(vec![o.metadata.name.clone(), kind.into(), url]);
+                    }
+                    out!("{}", output::align(&rows));
+                }
+            }
+        }
+        RepoCommand::Get {
+            name,
+            output: format,
+            namespace,
+        } => {
+            let obj = client
+                .get("repositories", &name, &ns_query(&namespace))
+                .await?;
+            let value = serde_json::to_value(&obj).unwrap_or_default();
+            match format {
+                Some(OutputFormat::Json) => outln!(
+                    "{}",
+                    serde_json::to_string_pretty(&value).unwrap_or_default()
+                ),
+                Some(OutputFormat::Name) => outln!("repository/{}", obj.metadata.name),
+                _ => out!("{}", output::to_yaml(&value)),
+            }
+        }
+        RepoCommand::Delete { name, namespace } => {
+            client
+                .delete("repositories", &name, &ns_query(&namespace))
+                .await?;
+            outln!("repository {name:?} deleted");
         }
     }
     Ok(())

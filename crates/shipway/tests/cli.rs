@@ -1626,3 +1626,73 @@ fn tokens_are_issued_per_role_listed_without_secrets_and_revoked() {
     let out = as_token(&reader, &["get", "configmap", "settings"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
+
+/// `shipway repo`: a hosted repository is created with its clone URL printed, an external one
+/// is added with its Secret, both are listed and shown, a bad URL is refused, and delete removes
+/// the object.
+#[test]
+fn repo_create_add_list_get_delete() {
+    let data = tempfile::tempdir().unwrap();
+    let up = Up::start(data.path());
+    let out = up.cli(data.path(), &["repo", "create", "apps"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let url = format!("{}/git/apps.git", up.server);
+    assert_eq!(text(&out.stdout), format!("{url}\n"));
+    let out = up.cli(
+        data.path(),
+        &[
+            "repo",
+            "add",
+            "upstream",
+            "--url",
+            "https://github.com/argoproj/argocd-example-apps.git",
+            "--secret",
+            "creds",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = up.cli(data.path(), &["repo", "add", "bad", "--url", "ftp://x"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("spec.url"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // The hosted repository's status says its URL once its bare repository exists.
+    wait_for(10, "the hosted repository's status", || {
+        let out = up.cli(data.path(), &["repo", "get", "apps", "-o", "json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["status"]["url"] == serde_json::json!(url)
+    });
+    assert!(data.path().join("git/apps.git/HEAD").is_file());
+    let out = up.cli(data.path(), &["repo", "list"]);
+    let list = text(&out.stdout);
+    let rows: Vec<Vec<&str>> = list
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            vec!["NAME", "TYPE", "URL"],
+            vec!["apps", "hosted", url.as_str()],
+            vec![
+                "upstream",
+                "external",
+                "https://github.com/argoproj/argocd-example-apps.git"
+            ],
+        ],
+        "{list}"
+    );
+    let out = up.cli(data.path(), &["repo", "get", "upstream"]);
+    assert!(
+        text(&out.stdout).contains("secretRef:\n    name: creds"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = up.cli(data.path(), &["repo", "delete", "upstream"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = up.cli(data.path(), &["repo", "get", "upstream"]);
+    assert_eq!(out.status.code(), Some(1));
+}

@@ -89,7 +89,9 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         return None;
     }
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits == 0 {
             return None;
         }
@@ -165,7 +167,13 @@ pub fn from_argocd_secret(secret: &Object) -> Option<Result<ExternalRepository, 
     if !secret.group().is_empty() || secret.kind != "Secret" {
         return None;
     }
-    if secret.metadata.labels.get(ARGOCD_SECRET_TYPE).map(String::as_str) != Some("repository") {
+    if secret
+        .metadata
+        .labels
+        .get(ARGOCD_SECRET_TYPE)
+        .map(String::as_str)
+        != Some("repository")
+    {
         return None;
     }
     Some(read_argocd_secret(secret))
@@ -236,7 +244,16 @@ mod tests {
         ] {
             assert!(is_clone_url(good), "{good}");
         }
-        for bad in ["", "ftp://x", "/tmp/repo", "-u", "https://", "git@:x", "https://a b", "host:path"] {
+        for bad in [
+            "",
+            "ftp://x",
+            "/tmp/repo",
+            "-u",
+            "https://",
+            "git@:x",
+            "https://a b",
+            "host:path",
+        ] {
             assert!(!is_clone_url(bad), "{bad}");
         }
     }
@@ -264,6 +281,9 @@ mod tests {
         let mut no_url = secret.clone();
         no_url.body.remove("stringData");
         let err = from_argocd_secret(&no_url).unwrap().unwrap_err();
-        assert!(err.contains("Secret argocd/private-repo") && err.contains("url"), "{err}");
+        assert!(
+            err.contains("Secret argocd/private-repo") && err.contains("url"),
+            "{err}"
+        );
     }
 }
