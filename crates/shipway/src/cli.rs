@@ -98,6 +98,173 @@ pub enum Command {
     /// it fetches.
     #[command(subcommand)]
     Repo(RepoCommand),
+    /// Argo CD Applications, with `argocd app`'s verbs: create, list, get, sync, history,
+    /// rollback, wait, refresh, delete.
+    #[command(subcommand)]
+    App(AppCommand),
+}
+
+/// Where an Application lives: Argo CD keeps them in its own namespace, `argocd`.
+#[derive(Debug, Args)]
+pub struct AppTarget {
+    /// The Application's name.
+    pub name: String,
+    /// The Application's namespace.
+    #[arg(short = 'N', long, default_value = "argocd")]
+    pub app_namespace: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AppCommand {
+    /// Create an Application from flags, or from a file with -f.
+    Create(AppCreateArgs),
+    /// List Applications with their sync and health status.
+    #[command(alias = "ls")]
+    List {
+        #[arg(short, long, value_enum)]
+        output: Option<OutputFormat>,
+        /// The Applications' namespace.
+        #[arg(short = 'N', long, default_value = "argocd")]
+        app_namespace: String,
+    },
+    /// Show an Application: source, sync and health, the operation, and its resources.
+    Get {
+        #[command(flatten)]
+        app: AppTarget,
+        #[arg(short, long, value_enum)]
+        output: Option<OutputFormat>,
+        /// Ask for a fresh comparison with git first, and show its result.
+        #[arg(long)]
+        refresh: bool,
+    },
+    /// Sync an Application to its target revision (or --revision), and wait for the result.
+    Sync {
+        #[command(flatten)]
+        app: AppTarget,
+        /// Delete the resources git no longer has.
+        #[arg(long)]
+        prune: bool,
+        /// Plan and report without applying anything.
+        #[arg(long)]
+        dry_run: bool,
+        /// Sync to this branch, tag or commit instead of the target revision.
+        #[arg(long)]
+        revision: Option<String>,
+        /// Only these resources, as GROUP:KIND:NAME (an empty group for core kinds, e.g.
+        /// :Service:web); repeatable.
+        #[arg(long, value_name = "GROUP:KIND:NAME")]
+        resource: Vec<String>,
+        /// Return once the sync is requested, without waiting for it.
+        #[arg(long = "async")]
+        no_wait: bool,
+        /// Give up waiting after this long (the sync goes on) [default: wait until it ends].
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        timeout: Option<FlagDuration>,
+    },
+    /// List the Application's deployments: ID, date, revision.
+    History {
+        #[command(flatten)]
+        app: AppTarget,
+        #[arg(short, long, value_enum)]
+        output: Option<OutputFormat>,
+    },
+    /// Sync back to the revision of a history ID (automated sync must be off).
+    Rollback {
+        #[command(flatten)]
+        app: AppTarget,
+        /// The history ID (`shipway app history NAME`); the previous deployment when left out.
+        id: Option<i64>,
+        /// Give up waiting after this long [default: wait until it ends].
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        timeout: Option<FlagDuration>,
+    },
+    /// Wait until the Application is synced and healthy (or what the flags name), its
+    /// operation finished. Exits 1 on timeout.
+    Wait {
+        #[command(flatten)]
+        app: AppTarget,
+        /// Wait for sync status Synced.
+        #[arg(long)]
+        sync: bool,
+        /// Wait for health Healthy.
+        #[arg(long)]
+        health: bool,
+        /// Wait for the running operation to end.
+        #[arg(long)]
+        operation: bool,
+        /// Wait for health Degraded.
+        #[arg(long)]
+        degraded: bool,
+        /// Wait for health Suspended.
+        #[arg(long)]
+        suspended: bool,
+        /// Give up after this long [default: wait forever, as argocd app wait].
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        timeout: Option<FlagDuration>,
+    },
+    /// Ask for a fresh comparison with git now, instead of at the next poll.
+    Refresh {
+        #[command(flatten)]
+        app: AppTarget,
+    },
+    /// Delete an Application; with --cascade (the default) its resources go with it.
+    #[command(alias = "rm")]
+    Delete {
+        #[command(flatten)]
+        app: AppTarget,
+        /// Delete the Application's resources too (through Argo CD's resources finalizer);
+        /// --cascade=false leaves them running.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+        cascade: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AppCreateArgs {
+    /// The Application's name (with -f, taken from the file).
+    pub name: Option<String>,
+    /// An Application manifest (`-` for stdin) instead of the flags.
+    #[arg(short, long, value_name = "FILE", conflicts_with_all = ["repo", "path"])]
+    pub file: Option<PathBuf>,
+    /// The git repository: a hosted one's URL (http://HOST/git/NAME.git), https://, ssh:// or
+    /// file://.
+    #[arg(long, required_unless_present = "file")]
+    pub repo: Option<String>,
+    /// The directory in the repository holding the manifests or kustomization.
+    #[arg(long, required_unless_present = "file")]
+    pub path: Option<String>,
+    /// Branch, tag or commit to follow.
+    #[arg(long, default_value = "HEAD")]
+    pub revision: String,
+    /// Where the resources go.
+    #[arg(long, default_value = "default")]
+    pub dest_namespace: String,
+    /// The cluster: the local runtime is https://kubernetes.default.svc.
+    #[arg(long, default_value = "https://kubernetes.default.svc")]
+    pub dest_server: String,
+    #[arg(long, default_value = "default")]
+    pub project: String,
+    /// `automated` syncs every new revision by itself; `none` waits for `shipway app sync`.
+    #[arg(long, value_parser = ["automated", "none", "manual"])]
+    pub sync_policy: Option<String>,
+    /// With automated sync, undo changes made outside git.
+    #[arg(long)]
+    pub self_heal: bool,
+    /// With automated sync, delete resources git no longer has.
+    #[arg(long)]
+    pub auto_prune: bool,
+    /// With automated sync and prune, allow an empty render to delete everything.
+    #[arg(long)]
+    pub allow_empty: bool,
+    /// A sync option such as CreateNamespace=true; repeatable.
+    #[arg(long, value_name = "OPTION")]
+    pub sync_option: Vec<String>,
+    /// Replace an existing Application of the same name instead of refusing.
+    #[arg(long)]
+    pub upsert: bool,
+    /// The Application's namespace.
+    #[arg(short = 'N', long, default_value = "argocd")]
+    pub app_namespace: String,
 }
 
 #[derive(Debug, Subcommand)]

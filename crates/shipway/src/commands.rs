@@ -33,6 +33,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::ApiResources(args) => api_resources(&client(global)?, args).await,
         Command::Token(cmd) => token(&client(global)?, cmd).await,
         Command::Repo(cmd) => repo(&client(global)?, cmd).await,
+        Command::App(cmd) => crate::app::run(&client(global)?, cmd).await,
     }
 }
 
@@ -192,7 +193,7 @@ async fn shutdown_signal() {
 }
 
 /// Reads every object from the given paths, gathering every error before giving up.
-fn read_objects(paths: &[String]) -> Result<Vec<Object>, Failure> {
+pub(crate) fn read_objects(paths: &[String]) -> Result<Vec<Object>, Failure> {
     let mut sources: Vec<(String, String)> = Vec::new();
     let mut errors: Vec<String> = Vec::new();
     for path in paths {

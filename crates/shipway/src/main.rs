@@ -5,6 +5,7 @@
 
 #[macro_use]
 mod out;
+mod app;
 mod cli;
 mod client;
 mod commands;

@@ -1696,3 +1696,176 @@ fn repo_create_add_list_get_delete() {
     let out = up.cli(data.path(), &["repo", "get", "upstream"]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// `shipway app`'s verbs as objects: create from flags (and refusing a different spec without
+/// --upsert), list, a sync request as the `operation` field `argocd app sync` writes (one at a
+/// time), refresh as Argo's annotation, rollback refused under auto-sync, delete with and
+/// without the resources finalizer.
+#[test]
+fn app_verbs_write_what_argocd_writes() {
+    let data = tempfile::tempdir().unwrap();
+    let up = Up::start(data.path());
+    let app_json = |name: &str| -> serde_json::Value {
+        let out = up.cli(data.path(), &["app", "get", name, "-o", "json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let create = [
+        "app",
+        "create",
+        "guestbook",
+        "--repo",
+        "http://127.0.0.1:7070/git/apps.git",
+        "--path",
+        "guestbook",
+        "--dest-namespace",
+        "web",
+    ];
+    let out = up.cli(data.path(), &create);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "application 'guestbook' created\n");
+    let v = app_json("guestbook");
+    assert_eq!(v["metadata"]["namespace"], "argocd");
+    assert_eq!(
+        v["spec"],
+        serde_json::json!({
+            "project": "default",
+            "source": {"repoURL": "http://127.0.0.1:7070/git/apps.git", "path": "guestbook", "targetRevision": "HEAD"},
+            "destination": {"server": "https://kubernetes.default.svc", "namespace": "web"},
+        })
+    );
+    // The same again is fine; another spec needs --upsert.
+    assert_eq!(up.cli(data.path(), &create).status.code(), Some(0));
+    let mut changed = create.to_vec();
+    changed.extend(["--sync-policy", "automated", "--self-heal"]);
+    let out = up.cli(data.path(), &changed);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("use upsert flag to force update"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = up.cli(
+        data.path(),
+        &[
+            "app",
+            "create",
+            "x",
+            "--repo",
+            "r",
+            "--path",
+            "p",
+            "--self-heal",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+
+    let out = up.cli(data.path(), &["app", "list"]);
+    let rows: Vec<Vec<String>> = text(&out.stdout)
+        .lines()
+        .map(|l| l.split_whitespace().map(String::from).collect())
+        .collect();
+    assert_eq!(
+        rows[0][..6],
+        [
+            "NAME",
+            "CLUSTER",
+            "NAMESPACE",
+            "PROJECT",
+            "STATUS",
+            "HEALTH"
+        ]
+    );
+    assert_eq!(rows[1][0], "argocd/guestbook");
+    assert_eq!(rows[1][6], "Manual");
+
+    // A sync request is the operation field, with who asked; a second one waits its turn.
+    let out = up.cli(
+        data.path(),
+        &[
+            "app",
+            "sync",
+            "guestbook",
+            "--prune",
+            "--revision",
+            "main",
+            "--resource",
+            "apps:Deployment:guestbook-ui",
+            "--async",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        app_json("guestbook")["operation"],
+        serde_json::json!({
+            "sync": {"revision": "main", "prune": true, "resources": [{"group": "apps", "kind": "Deployment", "name": "guestbook-ui"}]},
+            "initiatedBy": {"username": "shipway-cli"},
+        })
+    );
+    let out = up.cli(data.path(), &["app", "sync", "guestbook", "--async"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("another operation is already in progress"));
+    let out = up.cli(
+        data.path(),
+        &["app", "sync", "guestbook", "--resource", "Deployment/web"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+
+    let out = up.cli(data.path(), &["app", "refresh", "guestbook"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        app_json("guestbook")["metadata"]["annotations"]["argocd.argoproj.io/refresh"],
+        "normal"
+    );
+
+    let mut auto = create.to_vec();
+    auto[2] = "auto";
+    auto.extend(["--sync-policy", "automated"]);
+    assert_eq!(up.cli(data.path(), &auto).status.code(), Some(0));
+    let out = up.cli(data.path(), &["app", "rollback", "auto", "0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("rollback cannot be initiated when auto-sync is enabled"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = up.cli(data.path(), &["app", "history", "auto"]);
+    let header: Vec<String> = text(&out.stdout)
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    assert_eq!(header, ["ID", "DATE", "REVISION"]);
+
+    let out = up.cli(data.path(), &["app", "get", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("application \"nope\" not found in namespace \"argocd\""));
+
+    // Without cascade the Application goes at once; with it, Argo's resources finalizer is set
+    // before the delete, so the GitOps controller deletes the resources first (until it has,
+    // the Application is Terminating with the finalizer; after, it is gone).
+    let out = up.cli(data.path(), &["app", "delete", "auto", "--cascade=false"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = up.cli(data.path(), &["app", "get", "auto"]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = up.cli(data.path(), &["app", "delete", "guestbook"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("its resources go with it"));
+    let out = up.cli(
+        data.path(),
+        &["get", "app", "guestbook", "-n", "argocd", "-o", "json"],
+    );
+    if out.status.code() == Some(0) {
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(v["metadata"]["deletionTimestamp"].is_string(), "{v}");
+        assert_eq!(
+            v["metadata"]["finalizers"],
+            serde_json::json!(["resources-finalizer.argocd.argoproj.io"])
+        );
+    } else {
+        assert!(
+            text(&out.stderr).contains("not found"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+}
