@@ -10,6 +10,7 @@
 mod cli;
 pub mod hosted;
 mod tree;
+pub mod webhook;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -51,6 +51,9 @@ pub enum ApiError {
         "missing or invalid bearer token: send `Authorization: Bearer <token>` (the admin token is in the data directory's admin.token)"
     )]
     Unauthorized,
+    /// A webhook delivery whose signature does not verify (it carries no token).
+    #[error("{0}")]
+    WebhookRefused(String),
     /// A valid token whose role lacks the verb, worded as Kubernetes' RBAC refusals.
     #[error(
         "tokens {caller:?} cannot {verb} resource {resource:?}{}: role {role} {}",
@@ -121,7 +124,9 @@ impl ApiError {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "NotFound"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "Unauthorized"),
+            ApiError::Unauthorized | ApiError::WebhookRefused(_) => {
+                (StatusCode::UNAUTHORIZED, "Unauthorized")
+            }
         }
     }
 

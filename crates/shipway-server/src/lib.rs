@@ -15,6 +15,7 @@ pub mod error;
 pub mod git;
 pub mod listener;
 pub mod metrics;
+mod webhook;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -335,6 +336,12 @@ fn table() -> Vec<(Route, MethodRouter<Arc<AppState>>)> {
             ),
             on(MethodFilter::DELETE, api::delete_token),
         ),
+        // Push notifications from git hosts: no token, the signature is the credential
+        // (checked by the handler against the matching Repository's webhook secret).
+        (
+            route(post.clone(), "/api/v1/webhooks/git", None, "create"),
+            on(MethodFilter::POST, webhook::git),
+        ),
         // Hosted git: viewers fetch; pushing (receive-pack) needs a deployer, checked by the
         // handler since the service is named in the path or the query.
         (
@@ -353,8 +360,8 @@ pub fn routes() -> Vec<Route> {
     table().into_iter().map(|(route, _)| route).collect()
 }
 
-/// Every route of [`routes`], each behind its role check. Only `GET`/`HEAD` of the open routes
-/// answer without a token.
+/// Every route of [`routes`], each behind its role check. Only the open routes (see
+/// [`is_open`]) answer without a token.
 pub fn router(state: Arc<AppState>) -> Router {
     let mut routes = Router::new();
     for (route, handler) in table() {
@@ -385,12 +392,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(middleware::from_fn_with_state(state, authenticate))
 }
 
-/// Paths anyone may `GET`: liveness and readiness probes carry no token.
-fn open_paths() -> impl Iterator<Item = &'static str> {
-    routes()
-        .into_iter()
-        .filter(|r| r.role.is_none())
-        .map(|r| r.path)
+/// Whether a request may go without a token: liveness and readiness probes (`GET`, and
+/// `HEAD` with them), and webhook deliveries (`POST`, authenticated by their signature).
+fn is_open(method: &Method, path: &str) -> bool {
+    routes().into_iter().any(|r| {
+        r.role.is_none()
+            && r.path == path
+            && (r.method == *method || (r.method == Method::GET && *method == Method::HEAD))
+    })
 }
 
 /// Refuses every request without a valid token, before routing, with one and the same 401:
@@ -400,8 +409,7 @@ async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let open = matches!(*request.method(), Method::GET | Method::HEAD)
-        && open_paths().any(|p| p == request.uri().path());
+    let open = is_open(request.method(), request.uri().path());
     if !open {
         let start = Instant::now();
         match Caller::of(request.headers(), &state.tokens) {

@@ -1150,3 +1150,145 @@ async fn lists_page_with_limit_and_continue() {
     );
     s.stop().await;
 }
+
+/// `POST /api/v1/webhooks/git` carries no token: GitHub's HMAC and GitLab's token are checked
+/// against the webhook secret of the Repository the payload names, and anything else is one
+/// 401 that says what to set up.
+#[tokio::test]
+async fn git_webhooks_are_verified_by_their_signature() {
+    use hmac::{KeyInit, Mac};
+    let s = TestServer::start().await;
+    for obj in [
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hook"}, "stringData": {"secret": "s3cret"}}),
+        json!({"apiVersion": "shipway.dev/v1alpha1", "kind": "Repository", "metadata": {"name": "upstream"},
+               "spec": {"url": "https://github.com/acme/site.git", "webhookSecretRef": {"name": "hook"}}}),
+        json!({"apiVersion": "shipway.dev/v1alpha1", "kind": "Repository", "metadata": {"name": "open"},
+               "spec": {"url": "https://github.com/acme/open.git"}}),
+    ] {
+        let (code, body) = s
+            .call(reqwest::Method::POST, "/api/v1/apply", Some(obj))
+            .await;
+        assert_eq!(code, 201, "{body}");
+    }
+    let payload = |repo: &str, after: &str| {
+        json!({"ref": "refs/heads/main", "after": after,
+               "repository": {"html_url": format!("https://github.com/{repo}"), "clone_url": format!("https://github.com/{repo}.git")}})
+        .to_string()
+    };
+    let sign = |secret: &[u8], body: &str| {
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
+        mac.update(body.as_bytes());
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    };
+    let anonymous = reqwest::Client::new();
+    let deliver = |headers: Vec<(&'static str, String)>, body: String| {
+        let mut req = anonymous
+            .post(s.url("/api/v1/webhooks/git"))
+            .header("content-type", "application/json")
+            .body(body);
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            let code = resp.status().as_u16();
+            (code, resp.json::<Value>().await.unwrap_or_default())
+        }
+    };
+    let body = payload("acme/site", "1111111111111111111111111111111111111111");
+    let (code, got) = deliver(
+        vec![
+            ("X-GitHub-Event", "push".into()),
+            ("X-Hub-Signature-256", sign(b"s3cret", &body)),
+        ],
+        body.clone(),
+    )
+    .await;
+    assert_eq!(code, 200, "{got}");
+    assert_eq!(got["repositories"], json!(["default/upstream"]));
+    let (_, repo) = s
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/resources/repositories/upstream",
+            None,
+        )
+        .await;
+    assert_eq!(
+        repo["status"]["lastWebhook"],
+        json!({"provider": "GitHub", "event": "push", "ref": "refs/heads/main", "revision": "1111111111111111111111111111111111111111"})
+    );
+    let (_, events) = s
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/events?for=repository/upstream",
+            None,
+        )
+        .await;
+    assert!(events.to_string().contains("WebhookReceived"), "{events}");
+
+    // GitLab sends its token as is.
+    let body = payload("acme/site", "2222222222222222222222222222222222222222");
+    let (code, got) = deliver(
+        vec![
+            ("X-Gitlab-Event", "Push Hook".into()),
+            ("X-Gitlab-Token", "s3cret".into()),
+        ],
+        body,
+    )
+    .await;
+    assert_eq!(code, 200, "{got}");
+
+    // Refused alike: a wrong secret, a body changed after signing, no signature, a repository
+    // without a webhook secret, a repository Shipway does not know.
+    let body = payload("acme/site", "3333333333333333333333333333333333333333");
+    let good = sign(b"s3cret", &body);
+    for (headers, body) in [
+        (
+            vec![("X-Hub-Signature-256", sign(b"guess", &body))],
+            body.clone(),
+        ),
+        (
+            vec![("X-Hub-Signature-256", good.clone())],
+            body.replace("3333", "4444"),
+        ),
+        (vec![("X-Gitlab-Token", "s3cre".into())], body.clone()),
+        (vec![], body.clone()),
+        (
+            vec![(
+                "X-Hub-Signature-256",
+                sign(b"s3cret", &payload("acme/open", "5")),
+            )],
+            payload("acme/open", "5"),
+        ),
+        (
+            vec![(
+                "X-Hub-Signature-256",
+                sign(b"s3cret", &payload("acme/other", "6")),
+            )],
+            payload("acme/other", "6"),
+        ),
+    ] {
+        let (code, got) = deliver(headers.clone(), body).await;
+        assert_eq!(code, 401, "{headers:?}: {got}");
+        assert_eq!(got["reason"], "Unauthorized");
+    }
+    let (_, repo) = s
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/resources/repositories/upstream",
+            None,
+        )
+        .await;
+    assert_eq!(
+        repo["status"]["lastWebhook"]["revision"],
+        "2222222222222222222222222222222222222222"
+    );
+    // The route takes no other method without a token.
+    let resp = anonymous
+        .get(s.url("/api/v1/webhooks/git"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    s.stop().await;
+}
