@@ -362,12 +362,11 @@ impl ApplicationController {
         let name = spec.project.clone().unwrap_or_else(|| "default".into());
         let ns = app.metadata.namespace.as_deref().unwrap_or_default();
         let key = APP_PROJECT.key(ns, &name);
-        match self.cache.get(&key) {
-            Some(p) => Some((name, p.spec_as().unwrap_or_default())),
-            // Argo's built-in default project allows everything.
-            None if name == "default" => Some((name, AppProjectSpec::default())),
-            None => None,
-        }
+        // None: `spec::check` allows everything for a missing `default` (Argo's built-in
+        // one) and refuses any other missing project.
+        self.cache
+            .get(&key)
+            .map(|p| (name, p.spec_as().unwrap_or_default()))
     }
 
     /// When to look at the repository again without being told.
