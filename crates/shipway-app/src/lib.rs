@@ -91,6 +91,7 @@ impl Platform {
         // here: the cache must exist before the services that read it are built.
         let (cache, reflector) = Reflector::spawn(store.clone(), shutdown.clone());
         let runtime = Arc::new(shipway_runtime::StoreRuntime::new(store.clone(), dir));
+        let gitops_runtime: Arc<dyn shipway_runtime::Runtime> = runtime.clone();
         let proxy_metrics = ProxyMetrics::new();
         let metrics: Arc<dyn MetricsSource> = Arc::new(ProxyMetricsSource(proxy_metrics.clone()));
         let api = ApiServer::bind(
@@ -126,6 +127,15 @@ impl Platform {
             Box::new(GitService {
                 cache: cache.clone(),
                 hosted: hosted.clone(),
+            }),
+            Box::new(GitOpsService {
+                controller: shipway_gitops::controller::ApplicationController::new(
+                    store.clone(),
+                    cache.clone(),
+                    gitops_runtime,
+                    dir.clone(),
+                    Some(hosted.clone()),
+                ),
             }),
             Box::new(ApiService { server: api }),
         ];
@@ -333,6 +343,27 @@ impl Service for GitService {
 }
 
 /// The HTTP API.
+/// The Application controller (`shipway-gitops`), writing as `shipway-gitops`.
+struct GitOpsService {
+    controller: shipway_gitops::controller::ApplicationController,
+}
+
+impl Service for GitOpsService {
+    fn name(&self) -> &'static str {
+        "gitops"
+    }
+
+    fn run(
+        self: Box<Self>,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'static, Result<(), ServiceError>> {
+        Box::pin(async move {
+            self.controller.run(shutdown).await;
+            Ok(())
+        })
+    }
+}
+
 struct ApiService {
     server: ApiServer,
 }

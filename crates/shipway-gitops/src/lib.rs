@@ -3,9 +3,13 @@
 //! (a source's tree to objects), [`diff::diff`] (normalised desired against live, per resource),
 //! [`plan::plan`] (phases, waves and tasks for one executor) and [`health::app_health`].
 //!
-//! No IO but through a `shipway_fs::FileSystem`, no store, no HTTP: the controller feeds these
-//! functions what it read and writes what they return.
+//! Those are pure: no IO but through a `shipway_fs::FileSystem`, no store, no HTTP. The
+//! [`controller`] (with its sync executor, `sync`) is the one part that reads the cache and git,
+//! writes through the runtime and the store, and feeds those functions what it read.
+//!
+//! Newcomers: start with [`controller::ApplicationController::reconcile`].
 
+pub mod controller;
 pub mod diff;
 pub mod glob;
 pub mod health;
@@ -13,6 +17,7 @@ pub mod jq;
 pub mod plan;
 pub mod render;
 pub mod spec;
+mod sync;
 pub mod tracking;
 
 pub use diff::{ResourceDiff, SyncStatus, diff};

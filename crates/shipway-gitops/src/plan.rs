@@ -114,8 +114,11 @@ impl Plan {
 #[derive(Clone, Debug, Default)]
 pub struct SyncOptions {
     pub app: String,
-    /// The revision synced to, for messages.
+    /// The revision synced to, for messages and hook names.
     pub revision: String,
+    /// When the operation started (Unix seconds): part of the name of a hook named by
+    /// `generateName` alone.
+    pub started_at: i64,
     pub prune: bool,
     /// `PruneLast=true`: every prune after the last wave.
     pub prune_last: bool,
@@ -334,6 +337,25 @@ pub fn has_sync_option(obj: &Object, option: &str) -> bool {
     csv(obj, SYNC_OPTIONS_ANNOTATION).contains(&option)
 }
 
+/// A hook named by `generateName` alone gets gitops-engine's name for it: generateName, the
+/// revision's first 7 characters, the phase and the operation's start, lowercased
+/// (`upgrade-sql-schema` + `9e7a1c2-presync-1764747000`). One hook in two phases is two objects.
+pub fn named_hook(hook: &Object, phase: Phase, opts: &SyncOptions) -> Object {
+    let mut obj = hook.clone();
+    if obj.metadata.name.is_empty()
+        && let Some(generate) = obj.metadata.generate_name.take()
+    {
+        let revision = if opts.revision.len() >= 8 {
+            opts.revision.get(..7).unwrap_or(&opts.revision)
+        } else {
+            &opts.revision
+        };
+        let postfix = format!("{revision}-{}-{}", phase.as_str(), opts.started_at).to_lowercase();
+        obj.metadata.name = format!("{generate}{postfix}");
+    }
+    obj
+}
+
 /// A task before grouping.
 struct Pending {
     phase: Phase,
@@ -383,6 +405,7 @@ pub fn plan(desired: &[Object], live: &[Object], opts: &SyncOptions) -> Result<P
         let mut phases: Vec<Phase> = hook_types(h).into_iter().flatten().collect();
         phases.dedup();
         for phase in phases {
+            let object = named_hook(h, phase, opts);
             pending.push(Pending {
                 phase,
                 wave: w,
@@ -390,8 +413,8 @@ pub fn plan(desired: &[Object], live: &[Object], opts: &SyncOptions) -> Result<P
                     action: Action::Hook {
                         delete_policies: delete_policies(h),
                     },
-                    key: h.key(),
-                    object: h.clone(),
+                    key: object.key(),
+                    object,
                     out_of_sync: true,
                 },
             });

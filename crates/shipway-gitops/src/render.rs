@@ -31,6 +31,10 @@ pub enum RenderError {
     /// Argo's words (`guestbook: app path does not exist`).
     #[error("{0}")]
     Path(String),
+    /// An object named only by `metadata.generateName` that is not a hook: only hooks get a
+    /// name when they are synced.
+    #[error("{0}")]
+    GenerateName(String),
     /// The kustomization or a manifest is wrong; kustomize's error, with its file and line.
     #[error(transparent)]
     Kustomize(#[from] shipway_kustomize::Error),
@@ -346,7 +350,38 @@ fn render_directory(
             "Jsonnet is not supported: {file}"
         )));
     }
-    Ok(shipway_kustomize::render_dir(&filtered, dir, recurse)?)
+    // Argo's examples name hooks by `generateName` alone; the sync names them (see
+    // `plan::SyncOptions::started_at`). Anything else needs a name up front, as with kubectl.
+    let objects = shipway_kustomize::render_dir_with(
+        &filtered,
+        dir,
+        &shipway_kustomize::DirOptions {
+            recurse,
+            generate_name: true,
+        },
+    )?;
+    if let Some(r) = objects
+        .iter()
+        .find(|r| r.object.metadata.name.is_empty() && !crate::plan::is_hook(&r.object))
+    {
+        let at = r
+            .source
+            .as_ref()
+            .map(|s| format!("{s}: "))
+            .unwrap_or_default();
+        let generate = r
+            .object
+            .metadata
+            .generate_name
+            .as_deref()
+            .unwrap_or_default();
+        return Err(RenderError::GenerateName(format!(
+            "{at}{} with metadata.generateName {generate:?} is not a hook: only hooks \
+             (argocd.argoproj.io/hook) may go without metadata.name; set metadata.name",
+            r.object.kind
+        )));
+    }
+    Ok(objects)
 }
 
 /// The first `.jsonnet` file a directory source would read (Argo evaluates those).

@@ -159,29 +159,46 @@ fn helm_jsonnet_and_bad_paths_are_refused_by_name() {
 }
 
 #[test]
-fn hooks_named_by_generate_name_are_refused_with_the_file_and_line() {
+fn hooks_named_by_generate_name_render_without_a_name() {
     let root = corpus_or_skip!().join("example-apps");
-    let e = render_path(&root, "sync-waves", "default")
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("sync-waves/manifests.yaml:2:1: missing metadata.name in Job object"),
-        "{e}"
+    let objs = render_path(&root, "sync-waves", "default").unwrap();
+    let hook = &objs[0];
+    assert_eq!(hook.kind, "Job");
+    assert_eq!(hook.metadata.name, "");
+    assert_eq!(
+        hook.metadata.generate_name.as_deref(),
+        Some("upgrade-sql-schema")
     );
 }
 
-/// A copy of a corpus tree with `generateName` turned into `name` (Shipway needs names up
-/// front), so its plan can be checked.
-fn named_copy(from: &Path) -> tempfile::TempDir {
+#[test]
+fn a_non_hook_named_by_generate_name_is_refused_with_the_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let p = e.unwrap().path();
-        let text = std::fs::read_to_string(&p)
-            .unwrap()
-            .replace("generateName:", "name:");
-        std::fs::write(dir.path().join(p.file_name().unwrap()), text).unwrap();
-    }
-    dir
+    std::fs::write(
+        dir.path().join("cm.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: fine\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  generateName: cm-\n",
+    )
+    .unwrap();
+    let e = render_path(dir.path(), ".", "default").unwrap_err();
+    assert_eq!(e.condition_type(), "ComparisonError");
+    let e = e.to_string();
+    assert!(
+        e.contains("cm.yaml:6: ConfigMap with metadata.generateName \"cm-\" is not a hook"),
+        "{e}"
+    );
+    // A kustomization still needs names, as kustomize does.
+    std::fs::write(
+        dir.path().join("kustomization.yaml"),
+        "resources: [cm.yaml]\n",
+    )
+    .unwrap();
+    let e = render_path(dir.path(), ".", "default")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("missing metadata.name in ConfigMap object"),
+        "{e}"
+    );
 }
 
 fn order(p: &shipway_gitops::Plan) -> Vec<String> {
@@ -193,7 +210,8 @@ fn order(p: &shipway_gitops::Plan) -> Vec<String> {
 fn opts() -> SyncOptions {
     SyncOptions {
         app: "app".into(),
-        revision: "abc123".into(),
+        revision: "9e7a1c2f3b4d5e6f708192a3b4c5d6e7f8091a2b".into(),
+        started_at: 1764747000,
         ..SyncOptions::default()
     }
 }
@@ -201,13 +219,13 @@ fn opts() -> SyncOptions {
 #[test]
 fn sync_waves_plan_in_argos_order() {
     let root = corpus_or_skip!().join("example-apps");
-    let copy = named_copy(&root.join("sync-waves"));
-    let objs = render_path(copy.path(), ".", "default").unwrap();
+    let objs = render_path(&root, "sync-waves", "default").unwrap();
     let p = plan(&objs, &[], &opts()).unwrap();
     assert_eq!(
         order(&p),
         [
-            "PreSync 0 Job upgrade-sql-schema",
+            // gitops-engine's name: generateName + sha[..7] + phase + start (Unix seconds).
+            "PreSync 0 Job upgrade-sql-schema9e7a1c2-presync-1764747000",
             "Sync 0 Service backend",
             "Sync 0 ReplicaSet backend",
             "Sync 1 Job maint-page-up",
@@ -248,13 +266,12 @@ fn pre_post_sync_plan_runs_the_hooks_around_the_sync() {
 #[test]
 fn helm_hooks_map_to_argo_phases_and_weights_to_waves() {
     let root = corpus_or_skip!().join("example-apps");
-    let copy = named_copy(&root.join("helm-hooks"));
-    let objs = render_path(copy.path(), ".", "default").unwrap();
+    let objs = render_path(&root, "helm-hooks", "default").unwrap();
     let p = plan(&objs, &[], &opts()).unwrap();
     assert_eq!(
         order(&p),
         [
-            "PreSync -2 Job upgrade-sql-schema",
+            "PreSync -2 Job upgrade-sql-schema9e7a1c2-presync-1764747000",
             "PreSync -1 Job maint-page-up",
             "Sync 0 ReplicaSet frontend",
             "Sync 2 Service frontend",

@@ -271,6 +271,16 @@ impl Loader for Ldr<'_> {
 
 /// Parses YAML/JSON text into resources, expanding `*List` kinds, skipping empty documents.
 pub(crate) fn resources_from_text(file: &str, text: &str) -> Result<Vec<Resource>, Error> {
+    resources_from_text_with(file, text, false)
+}
+
+/// [`resources_from_text`]; with `generate_name`, an object with `metadata.generateName` and no
+/// name is accepted (its name left empty for whoever creates it to fill in).
+pub(crate) fn resources_from_text_with(
+    file: &str,
+    text: &str,
+    generate_name: bool,
+) -> Result<Vec<Resource>, Error> {
     let mut docs = parse_documents(file, text).map_err(Error::Load)?;
     for d in &mut docs {
         crate::v3scalars::fix(d, text);
@@ -307,8 +317,12 @@ pub(crate) fn resources_from_text(file: &str, text: &str) -> Result<Vec<Resource
                     .get("metadata")
                     .and_then(|md| md.get("name"))
                     .is_some_and(|n| !crate::resource::scalar_string(n).is_empty());
+                let generated = generate_name
+                    && m.get("metadata")
+                        .and_then(|md| md.get("generateName"))
+                        .is_some_and(|n| !crate::resource::scalar_string(n).is_empty());
                 // Kustomize requires a name on everything but lists.
-                if !named && !kind.ends_with("List") {
+                if !named && !generated && !kind.ends_with("List") {
                     return Err(at(
                         doc,
                         file,
@@ -316,6 +330,12 @@ pub(crate) fn resources_from_text(file: &str, text: &str) -> Result<Vec<Resource
                     ));
                 }
                 let mut v = v;
+                if !named
+                    && generated
+                    && let Some(Value::Object(md)) = v.get_mut("metadata")
+                {
+                    md.insert("name".into(), Value::String(String::new()));
+                }
                 stringify_metadata_maps(&mut v);
                 let mut r = Resource::new(v);
                 r.source = Some(crate::Source {

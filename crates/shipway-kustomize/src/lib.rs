@@ -141,7 +141,7 @@ pub fn build(fs: &dyn FileSystem, dir: &Path, opts: &Options) -> Result<String, 
 /// directory is not descended into, as Argo CD's walk does not, so a link cycle cannot loop.
 pub fn build_dir(fs: &dyn FileSystem, dir: &Path, recurse: bool) -> Result<String, Error> {
     let mut out = String::new();
-    for (i, r) in dir_resources(fs, dir, recurse)?.iter().enumerate() {
+    for (i, r) in dir_resources(fs, dir, recurse, false)?.iter().enumerate() {
         if i > 0 {
             out.push_str("---\n");
         }
@@ -152,7 +152,33 @@ pub fn build_dir(fs: &dyn FileSystem, dir: &Path, recurse: bool) -> Result<Strin
 
 /// The objects of a plain directory, as [`build_dir`] prints them, each with its file and line.
 pub fn render_dir(fs: &dyn FileSystem, dir: &Path, recurse: bool) -> Result<Vec<Rendered>, Error> {
-    dir_resources(fs, dir, recurse)?
+    render_dir_with(
+        fs,
+        dir,
+        &DirOptions {
+            recurse,
+            generate_name: false,
+        },
+    )
+}
+
+/// How [`render_dir_with`] reads a directory.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DirOptions {
+    /// Descend into subdirectories (Argo's `directory.recurse`).
+    pub recurse: bool,
+    /// Accept objects named only by `metadata.generateName` (their `name` is left empty): Argo CD
+    /// names such hooks itself when it syncs them. Off for everything `kubectl apply`-like.
+    pub generate_name: bool,
+}
+
+/// [`render_dir`] with [`DirOptions`].
+pub fn render_dir_with(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    opts: &DirOptions,
+) -> Result<Vec<Rendered>, Error> {
+    dir_resources(fs, dir, opts.recurse, opts.generate_name)?
         .into_iter()
         .map(rendered)
         .collect()
@@ -162,6 +188,7 @@ fn dir_resources(
     fs: &dyn FileSystem,
     dir: &Path,
     recurse: bool,
+    generate_name: bool,
 ) -> Result<Vec<resource::Resource>, Error> {
     let ldr = build::Ldr {
         fs,
@@ -170,7 +197,7 @@ fn dir_resources(
         root_real: std::cell::OnceCell::new(),
     };
     let mut out = Vec::new();
-    collect_dir(&ldr, Path::new(""), recurse, &mut out)?;
+    collect_dir(&ldr, Path::new(""), recurse, generate_name, &mut out)?;
     Ok(out)
 }
 
@@ -178,6 +205,7 @@ fn collect_dir(
     ldr: &build::Ldr<'_>,
     rel: &Path,
     recurse: bool,
+    generate_name: bool,
     out: &mut Vec<resource::Resource>,
 ) -> Result<(), Error> {
     let dir = ldr.root.join(rel);
@@ -204,7 +232,7 @@ fn collect_dir(
             // A link to a directory inside the root is not followed (its files are reached by
             // their own path, or not at all), which also ends link cycles.
             if !ldr.is_link(&p) {
-                collect_dir(ldr, &rel, recurse, out)?;
+                collect_dir(ldr, &rel, recurse, generate_name, out)?;
             }
             continue;
         }
@@ -214,7 +242,11 @@ fn collect_dir(
             .map_err(|e| Error::Build(format!("{}: {e}", p.display())))?;
         let text = String::from_utf8(bytes)
             .map_err(|_| Error::Build(format!("{}: not UTF-8", p.display())))?;
-        out.extend(build::resources_from_text(&p.display().to_string(), &text)?);
+        out.extend(build::resources_from_text_with(
+            &p.display().to_string(),
+            &text,
+            generate_name,
+        )?);
     }
     Ok(())
 }

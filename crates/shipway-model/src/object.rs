@@ -26,6 +26,9 @@ pub struct Object {
 #[serde(rename_all = "camelCase")]
 pub struct ObjectMeta {
     pub name: String,
+    /// Only on Argo CD hooks read from git, which the sync names; the loader refuses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generate_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

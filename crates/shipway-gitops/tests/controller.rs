@@ -1,0 +1,422 @@
+//! The Application controller with real parts: a store, the local runtime running pods as
+//! processes, and Argo's guestbook committed to a real git repository (file://) with the git
+//! CLI.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use shipway_gitops::controller::ApplicationController;
+use shipway_model::{Key, Object};
+use shipway_runtime::images::ImageStore;
+use shipway_runtime::{KubeletConfig, LocalRuntime, StoreRuntime};
+use shipway_store::{ListQuery, Store};
+use tokio_util::sync::CancellationToken;
+
+const IMAGE: &str = "gcr.io/google-samples/gb-frontend:v5";
+
+fn corpus() -> Option<std::path::PathBuf> {
+    if let Some(root) = std::env::var_os("SHIPWAY_CORPUS") {
+        return Some(std::path::PathBuf::from(root).join("argo"));
+    }
+    let beside = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/argo");
+    beside.is_dir().then_some(beside)
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@e",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+struct Env {
+    store: Store,
+    data: tempfile::TempDir,
+    repo: std::path::PathBuf,
+    shutdown: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Env {
+    /// A store, the runtime and the controller, and a git repository holding `tree` at
+    /// `guestbook/`.
+    async fn start(tree: &Path) -> Env {
+        let data = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&data.path().join("shipway.db"))
+            .await
+            .unwrap();
+        // The guestbook's image, as a process that stays up.
+        let src = data.path().join("image-src");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("README"), "guestbook stand-in\n").unwrap();
+        for image in [
+            IMAGE,
+            "gcr.io/google-samples/gb-frontend:v6",
+            "alpine:latest",
+        ] {
+            ImageStore::new(data.path())
+                .import(
+                    image,
+                    &src,
+                    &["/bin/sh".into(), "-c".into(), "exec sleep 600".into()],
+                    &[],
+                )
+                .unwrap();
+        }
+        let repo = data.path().join("repo");
+        std::fs::create_dir_all(repo.join("guestbook")).unwrap();
+        for e in std::fs::read_dir(tree).unwrap() {
+            let p = e.unwrap().path();
+            std::fs::copy(&p, repo.join("guestbook").join(p.file_name().unwrap())).unwrap();
+        }
+        git(&repo, &["init", "-q"]);
+        git(&repo, &["add", "."]);
+        git(&repo, &["commit", "-qm", "guestbook"]);
+
+        let shutdown = CancellationToken::new();
+        let (cache, feed) = shipway_controller::Reflector::spawn(store.clone(), shutdown.clone());
+        let runtime = LocalRuntime::start(
+            store.clone(),
+            cache.clone(),
+            KubeletConfig::new(data.path()),
+            shutdown.clone(),
+        );
+        let controller = ApplicationController::new(
+            store.clone(),
+            cache,
+            Arc::new(StoreRuntime::new(store.clone(), data.path())),
+            data.path(),
+            None,
+        );
+        let tasks = vec![
+            feed,
+            tokio::spawn(controller.run(shutdown.clone())),
+            tokio::spawn(runtime.join()),
+        ];
+        Env {
+            store,
+            data,
+            repo,
+            shutdown,
+            tasks,
+        }
+    }
+
+    fn head(&self) -> String {
+        git(&self.repo, &["rev-parse", "HEAD"])
+    }
+
+    async fn application(&self, name: &str, sync_policy: Value) -> Key {
+        let app: Object = serde_json::from_value(json!({
+            "apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+            "metadata": {"name": name, "namespace": "argocd"},
+            "spec": {
+                "project": "default",
+                "source": {"repoURL": format!("file://{}", self.repo.display()), "path": "guestbook", "targetRevision": "HEAD"},
+                "destination": {"server": "https://kubernetes.default.svc", "namespace": "default"},
+                "syncPolicy": sync_policy,
+            },
+        }))
+        .unwrap();
+        let key = app.key();
+        self.store.apply(app, "test").await.unwrap();
+        key
+    }
+
+    async fn status(&self, key: &Key) -> Value {
+        let app = self.store.get(key).await.unwrap().unwrap();
+        app.body.get("status").cloned().unwrap_or(Value::Null)
+    }
+
+    async fn until_status(
+        &self,
+        key: &Key,
+        secs: u64,
+        what: &str,
+        f: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let s = self.status(key).await;
+            if f(&s) {
+                return s;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("timed out waiting for {what}; status: {s:#}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn stop(self) {
+        for kind in [
+            ("apps", "Deployment"),
+            ("apps", "ReplicaSet"),
+            ("batch", "Job"),
+            ("", "Pod"),
+        ] {
+            for o in self
+                .store
+                .list(&ListQuery::kind(kind.0, kind.1))
+                .await
+                .unwrap()
+                .items
+            {
+                let _ = self.store.delete(&o.key(), "test").await;
+            }
+        }
+        let store = self.store.clone();
+        shipway_testkit::eventually(Duration::from_secs(30), "pods to be gone", || {
+            let store = store.clone();
+            async move {
+                store
+                    .list(&ListQuery::kind("", "Pod"))
+                    .await
+                    .unwrap()
+                    .items
+                    .is_empty()
+            }
+        })
+        .await;
+        self.shutdown.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        drop(self.data);
+    }
+}
+
+macro_rules! corpus_or_skip {
+    () => {
+        match corpus() {
+            Some(c) => c,
+            None => {
+                println!("SKIPPED: no corpus (set SHIPWAY_CORPUS)");
+                return;
+            }
+        }
+    };
+}
+
+fn resources(status: &Value) -> Vec<String> {
+    status["resources"]
+        .as_array()
+        .map(|rs| {
+            rs.iter()
+                .map(|r| {
+                    format!(
+                        "{} {} {} {}",
+                        r["kind"].as_str().unwrap_or_default(),
+                        r["name"].as_str().unwrap_or_default(),
+                        r["status"].as_str().unwrap_or_default(),
+                        r["health"]["status"].as_str().unwrap_or_default()
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guestbook_without_a_sync_policy_is_out_of_sync_and_missing() {
+    let corpus = corpus_or_skip!();
+    let env = Env::start(&corpus.join("example-apps/guestbook")).await;
+    let key = env.application("guestbook", Value::Null).await;
+    let s = env
+        .until_status(&key, 20, "a comparison", |s| {
+            s["sync"]["status"] == "OutOfSync"
+        })
+        .await;
+    assert_eq!(s["sync"]["revision"], env.head());
+    assert_eq!(s["health"]["status"], "Missing", "{s:#}");
+    assert_eq!(
+        resources(&s),
+        [
+            "Deployment guestbook-ui OutOfSync Missing",
+            "Service guestbook-ui OutOfSync Missing"
+        ]
+    );
+    assert_eq!(s["summary"]["images"], json!([IMAGE]));
+    assert_eq!(
+        s["sync"]["comparedTo"]["destination"]["namespace"],
+        "default"
+    );
+    assert!(s["reconciledAt"].is_string());
+    // Nothing applied without a sync.
+    assert!(
+        env.store
+            .get(&Key::new("apps", "Deployment", "default", "guestbook-ui"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guestbook_automated_syncs_heals_and_follows_new_commits() {
+    let corpus = corpus_or_skip!();
+    let env = Env::start(&corpus.join("example-apps/guestbook")).await;
+    let key = env
+        .application(
+            "guestbook",
+            json!({"automated": {"selfHeal": true, "prune": true}}),
+        )
+        .await;
+    let first = env.head();
+    let s = env
+        .until_status(&key, 60, "Synced and Healthy", |s| {
+            s["sync"]["status"] == "Synced" && s["health"]["status"] == "Healthy"
+        })
+        .await;
+    let op = &s["operationState"];
+    assert_eq!(op["phase"], "Succeeded", "{s:#}");
+    assert_eq!(op["message"], "successfully synced (all tasks run)");
+    assert_eq!(op["syncResult"]["revision"], first);
+    let results: Vec<String> = op["syncResult"]["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {}",
+                r["kind"].as_str().unwrap(),
+                r["status"].as_str().unwrap(),
+                r["message"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        results,
+        [
+            "Service Synced service/guestbook-ui created",
+            "Deployment Synced deployment/guestbook-ui created"
+        ]
+    );
+    assert_eq!(s["history"][0]["revision"], first);
+    assert_eq!(s["history"][0]["id"], 0);
+    // Its pod runs as a process.
+    let pods = env
+        .store
+        .list(&ListQuery::kind("", "Pod"))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(pods.len(), 1);
+    assert_eq!(pods[0].body["status"]["phase"], "Running");
+    let events = env
+        .store
+        .events(&shipway_store::EventQuery::default())
+        .await
+        .unwrap();
+    assert!(
+        events.iter().any(|e| e.message.contains(&format!(
+            "sync initiated by automated sync policy to {first}: Succeeded"
+        ))),
+        "{events:?}"
+    );
+
+    // Drift: a deleted Service comes back (selfHeal).
+    let svc = Key::new("", "Service", "default", "guestbook-ui");
+    env.store.delete(&svc, "someone").await.unwrap();
+    let store = env.store.clone();
+    shipway_testkit::eventually(Duration::from_secs(30), "the Service healed", || {
+        let store = store.clone();
+        let svc = svc.clone();
+        async move { store.get(&svc).await.unwrap().is_some() }
+    })
+    .await;
+
+    // A new commit changing the image tag: synced at the new revision.
+    let file = env.repo.join("guestbook/guestbook-ui-deployment.yaml");
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("gb-frontend:v5", "gb-frontend:v6");
+    std::fs::write(&file, text).unwrap();
+    git(&env.repo, &["commit", "-qam", "v6"]);
+    let second = env.head();
+    let s = env
+        .until_status(&key, 60, "Synced at the new revision", |s| {
+            s["sync"]["status"] == "Synced"
+                && s["sync"]["revision"] == second.as_str()
+                && s["operationState"]["phase"] == "Succeeded"
+                && s["operationState"]["syncResult"]["revision"] == second.as_str()
+        })
+        .await;
+    assert_eq!(
+        s["summary"]["images"],
+        json!(["gcr.io/google-samples/gb-frontend:v6"])
+    );
+    let d = env
+        .store
+        .get(&Key::new("apps", "Deployment", "default", "guestbook-ui"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        d.body["spec"]["template"]["spec"]["containers"][0]["image"],
+        "gcr.io/google-samples/gb-frontend:v6"
+    );
+
+    // A file removed: pruned (prune on).
+    git(&env.repo, &["rm", "-q", "guestbook/guestbook-ui-svc.yaml"]);
+    git(&env.repo, &["commit", "-qm", "no service"]);
+    shipway_testkit::eventually(Duration::from_secs(30), "the Service pruned", || {
+        let store = env.store.clone();
+        let svc = svc.clone();
+        async move { store.get(&svc).await.unwrap().is_none() }
+    })
+    .await;
+    let s = env
+        .until_status(&key, 30, "the prune recorded", |s| {
+            s["operationState"]["syncResult"]["resources"]
+                .as_array()
+                .is_some_and(|rs| rs.iter().any(|r| r["status"] == "Pruned"))
+        })
+        .await;
+    assert!(s["history"].as_array().unwrap().len() >= 3, "{s:#}");
+
+    // A render error: ComparisonError, Unknown, nothing pruned.
+    std::fs::write(env.repo.join("guestbook/broken.yaml"), "kind: [").unwrap();
+    git(&env.repo, &["add", "."]);
+    git(&env.repo, &["commit", "-qm", "broken"]);
+    let s = env
+        .until_status(&key, 30, "a ComparisonError", |s| {
+            s["sync"]["status"] == "Unknown"
+        })
+        .await;
+    let cond = &s["conditions"][0];
+    assert_eq!(cond["type"], "ComparisonError", "{s:#}");
+    assert!(
+        cond["message"].as_str().unwrap().contains("broken.yaml"),
+        "{s:#}"
+    );
+    assert!(
+        env.store
+            .get(&Key::new("apps", "Deployment", "default", "guestbook-ui"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    env.stop().await;
+}
