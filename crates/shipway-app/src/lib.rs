@@ -3,9 +3,9 @@
 //! Newcomers: start with [`Platform::start`], which locks the data directory, loads the tokens,
 //! opens the store and builds the services in dependency order (the shared cache's watch of the
 //! store, the local runtime's controllers, the proxy's discovery and listeners, the hosted git
-//! repositories' controller, the API server); [`Platform::run`] supervises them
-//! ([`service::supervise`]). GitOps, rollouts and CI join the list as more [`Service`]s;
-//! nothing in `shipway-server` starts them.
+//! repositories' controller, Argo Rollouts' AnalysisRun controller, the API server);
+//! [`Platform::run`] supervises them ([`service::supervise`]). GitOps, rollouts and CI join the
+//! list as more [`Service`]s; nothing in `shipway-server` starts them.
 
 pub mod datadir;
 pub mod service;
@@ -136,6 +136,11 @@ impl Platform {
                     dir.clone(),
                     Some(hosted.clone()),
                 ),
+            }),
+            Box::new(AnalysisService {
+                store: store.clone(),
+                cache: cache.clone(),
+                metrics: proxy_metrics.clone(),
             }),
             Box::new(ApiService { server: api }),
         ];
@@ -293,6 +298,35 @@ impl Service for ProxyService {
             let (discovery, proxy) = tokio::join!(discovery, proxy);
             discovery.map_err(|e| ServiceError::from_join("proxy", e))?;
             proxy.map_err(|e| ServiceError::from_join("proxy", e))
+        })
+    }
+}
+
+/// Argo Rollouts' AnalysisRuns, measured with the proxy's own counters in process.
+struct AnalysisService {
+    store: Store,
+    cache: Cache,
+    metrics: Arc<ProxyMetrics>,
+}
+
+impl Service for AnalysisService {
+    fn name(&self) -> &'static str {
+        "analysis"
+    }
+
+    fn run(
+        self: Box<Self>,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'static, Result<(), ServiceError>> {
+        Box::pin(async move {
+            use shipway_rollout::analysis::{controller::AnalysisController, provider::Providers};
+            let clock = shipway_controller::Clock::new();
+            let providers = Providers::new(clock, Some(self.metrics))
+                .with_jobs(self.store.clone(), self.cache.clone());
+            AnalysisController::new(self.store, self.cache, clock, providers)
+                .run(shutdown)
+                .await;
+            Ok(())
         })
     }
 }

@@ -1,5 +1,5 @@
 //! The typed views lose nothing: every Pod, Deployment, ReplicaSet, Job, Service, Endpoints and
-//! TrafficPolicy in the Argo corpus (`shared/corpus/argo`), and every pod template of its
+//! TrafficPolicy, AnalysisTemplate and AnalysisRun in the Argo corpus (`shared/corpus/argo`), and every pod template of its
 //! Rollouts, reads into its view and writes back to the same JSON; and fields no view names, put
 //! anywhere in a Deployment, come back as they went in.
 
@@ -10,9 +10,10 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use shipway_model::Object;
 use shipway_model::types::{
-    AppProjectSpec, ApplicationSpec, ApplicationStatus, DeploymentSpec, DeploymentStatus,
-    Endpoints, JobSpec, JobStatus, Operation, PodSpec, PodStatus, PodTemplateSpec, ReplicaSetSpec,
-    ReplicaSetStatus, ServiceSpec, TrafficPolicySpec,
+    AnalysisRunSpec, AnalysisRunStatus, AnalysisTemplateSpec, AppProjectSpec, ApplicationSpec,
+    ApplicationStatus, DeploymentSpec, DeploymentStatus, Endpoints, JobSpec, JobStatus, Operation,
+    PodSpec, PodStatus, PodTemplateSpec, ReplicaSetSpec, ReplicaSetStatus, ServiceSpec,
+    TrafficPolicySpec,
 };
 
 fn corpus() -> Option<PathBuf> {
@@ -116,6 +117,13 @@ fn check(obj: &Object) -> Vec<(&'static str, Result<(), String>)> {
             one("spec", round_trip::<ApplicationSpec>, field("spec"));
             one("status", round_trip::<ApplicationStatus>, field("status"));
             one("operation", round_trip::<Operation>, field("operation"));
+        }
+        ("argoproj.io", "AnalysisTemplate" | "ClusterAnalysisTemplate") => {
+            one("spec", round_trip::<AnalysisTemplateSpec>, field("spec"))
+        }
+        ("argoproj.io", "AnalysisRun") => {
+            one("spec", round_trip::<AnalysisRunSpec>, field("spec"));
+            one("status", round_trip::<AnalysisRunStatus>, field("status"));
         }
         ("argoproj.io", "AppProject") => one("spec", round_trip::<AppProjectSpec>, field("spec")),
         ("argoproj.io", "Rollout") => one(

@@ -1,5 +1,5 @@
 //! Typed views of the kinds Shipway acts on (Pods, Deployments, ReplicaSets, Jobs, Services,
-//! Endpoints, TrafficPolicies, Repositories, Argo CD's Applications and AppProjects), so
+//! Endpoints, TrafficPolicies, Repositories, Argo CD's Applications and AppProjects, Argo Rollouts' analysis kinds), so
 //! controllers read `spec.replicas` as a field instead of a JSON
 //! path. Every struct keeps the fields it does not name in `rest`, so an object read and written
 //! back through a view loses nothing: a field Shipway does not know (or a newer Kubernetes adds)
@@ -9,6 +9,7 @@
 //! status back. Optional fields are `Option`s and lists are empty when absent, as Kubernetes
 //! treats a missing list and an empty one alike.
 
+pub mod analysis;
 pub mod application;
 pub mod apps;
 pub mod batch;
@@ -19,6 +20,11 @@ pub mod pod;
 pub mod repository;
 pub mod traffic;
 
+pub use analysis::{
+    AnalysisRunSpec, AnalysisRunStatus, AnalysisTemplateSpec, Argument, FieldRef, Header,
+    JobMetric, Measurement, MeasurementRetention, Metric, MetricProvider, MetricResult, MetricRule,
+    PrometheusMetric, RunSummary, SecretKeyRef, ShipwayMetric, ValueFrom, WebMetric,
+};
 pub use application::{
     AppProjectSpec, ApplicationCondition, ApplicationDestination, ApplicationSource,
     ApplicationSpec, ApplicationStatus, DirectorySource, GroupKind, HealthStatus, IN_CLUSTER_NAME,
