@@ -18,7 +18,7 @@ use shipway_controller::{Action, Cache, Clock, Controller, GroupKind, exponentia
 use shipway_git::hosted::Hosted;
 use shipway_model::types::{
     AppProjectSpec, ApplicationCondition, ApplicationSource, ApplicationSpec, ApplicationStatus,
-    HealthStatus, ResourceStatus, SyncStatus, application::ComparedTo,
+    HealthStatus, Operation, ResourceStatus, SyncStatus, application::ComparedTo,
 };
 use shipway_model::{Actor, Object};
 use shipway_runtime::Runtime;
@@ -338,9 +338,32 @@ impl ApplicationController {
             .as_deref()
             .and_then(|t| self.clock.since(t))
             .is_none_or(|age| age >= requeue.unwrap_or(DEFAULT_POLL));
+        // Argo CD removes `operation` once it has run it, so whoever asked sees the result in
+        // `status.operationState` and the next request, even an identical one, is a new
+        // operation. It goes before the final state is written: a crash in between leaves the
+        // operation Running in status, which the next reconcile finishes, never a finished
+        // operation still requested (which would run twice).
+        let finished = status
+            .operation_state
+            .as_ref()
+            .filter(|op| op.phase != "Running")
+            .and_then(|op| op.operation.as_ref());
+        let mut app = std::borrow::Cow::Borrowed(app);
+        if let Some(done) = finished
+            && requested_operation(&app).as_ref() == Some(done)
+        {
+            let mut cleared = app.as_ref().clone();
+            cleared.body.remove("operation");
+            match self.store.update(cleared, ACTOR.as_str()).await {
+                Ok(updated) => app = std::borrow::Cow::Owned(updated),
+                // Someone wrote in between: run this step again on what they wrote.
+                Err(StoreError::Conflict { .. }) => return Ok(Action::Requeue(Duration::ZERO)),
+                Err(e) => return Err(e.into()),
+            }
+        }
         if status != old || refresh_due {
             status.reconciled_at = Some(self.clock.timestamp());
-            self.write_status(app, |s| *s = status).await?;
+            self.write_status(&app, |s| *s = status).await?;
         }
         Ok(requeue.map_or(Action::AwaitChange, Action::Requeue))
     }
@@ -616,4 +639,12 @@ fn images(objects: &[Object]) -> Vec<String> {
         walk(&Value::Object(o.body.clone()), &mut out);
     }
     out.into_iter().collect()
+}
+
+/// The app's `operation`, what `argocd app sync` writes; `None` when absent or unreadable.
+pub(crate) fn requested_operation(app: &Object) -> Option<Operation> {
+    app.body
+        .get("operation")
+        .filter(|v| !v.is_null())
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
 }

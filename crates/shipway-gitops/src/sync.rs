@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use shipway_model::health::HealthStatus as Health;
 use shipway_model::types::{
-    ApplicationSpec, ApplicationStatus, Operation, OperationInitiator, OperationState,
-    ResourceResult, RevisionHistory, SyncOperation, SyncOperationResult,
+    ApplicationSource, ApplicationSpec, ApplicationStatus, Operation, OperationInitiator,
+    OperationState, ResourceResult, RevisionHistory, SyncOperation, SyncOperationResult,
 };
 use shipway_model::{Key, Object};
 use shipway_runtime::ApplyOptions;
@@ -57,17 +57,42 @@ pub(crate) async fn step(
             .and_then(|o| o.rest.get(SELF_HEAL_COUNT))
             .and_then(serde_json::Value::as_u64)
             .unwrap_or(0);
+        // `argocd app sync --revision R` and rollbacks name their own revision (and a
+        // rollback its source): resolve it once, at the start, so every step syncs one commit.
+        let revision = match op
+            .sync
+            .as_ref()
+            .and_then(|s| s.revision.as_deref())
+            .filter(|r| !r.is_empty() && *r != compared.revision)
+        {
+            None => Ok(compared.revision.clone()),
+            Some(r) => match operation_source(spec, op.sync.as_ref()) {
+                Some(mut source) => {
+                    source.target_revision = Some(r.to_string());
+                    ctl.compare(&source, &namespace(spec))
+                        .await
+                        .map(|c| c.revision)
+                        .map_err(|(_, m)| m)
+                }
+                None => Err("the application has no source to sync".to_string()),
+            },
+        };
         let mut state = OperationState {
             operation: Some(op),
             phase: "Running".into(),
             message: Some("waiting to start".into()),
             started_at: Some(ctl.clock.timestamp()),
             sync_result: Some(SyncOperationResult {
-                revision: compared.revision.clone(),
+                revision: revision.clone().unwrap_or_default(),
                 ..SyncOperationResult::default()
             }),
             ..OperationState::default()
         };
+        if let Err(message) = revision {
+            finish(ctl, app, spec, &mut state, "Error", message).await;
+            status.operation_state = Some(state);
+            return Ok(None);
+        }
         if self_heal {
             state
                 .rest
@@ -91,11 +116,12 @@ fn due(
     if let Some(v) = app.body.get("operation") {
         let op: Operation = serde_json::from_value(v.clone())
             .map_err(|e| ControllerError::Other(format!("{}: operation: {e}", app.key())))?;
-        // Started once: the operation is kept until the next request replaces it, and the
-        // state's copy says it ran.
+        // The controller removes `operation` when it finishes one (before writing the final
+        // state), so a request still present is new unless it is the one running.
         let started = status
             .operation_state
             .as_ref()
+            .filter(|s| s.phase == "Running")
             .and_then(|s| s.operation.as_ref())
             == Some(&op);
         if !started {
@@ -247,10 +273,7 @@ async fn advance(
     let desired = if revision == compared.revision {
         compared.desired.clone()
     } else {
-        let mut source = spec
-            .source
-            .clone()
-            .or_else(|| spec.sources.first().cloned());
+        let mut source = operation_source(spec, Some(&sync));
         if let Some(s) = source.as_mut() {
             s.target_revision = Some(revision.clone());
         }
@@ -607,4 +630,16 @@ fn record_history(
     let limit = spec.revision_history_limit.unwrap_or(10).max(0) as usize;
     let excess = status.history.len().saturating_sub(limit);
     status.history.drain(..excess);
+}
+
+/// The source an operation syncs: its own (`argocd app rollback` sends the history entry's),
+/// else the app's.
+fn operation_source(
+    spec: &ApplicationSpec,
+    sync: Option<&SyncOperation>,
+) -> Option<ApplicationSource> {
+    sync.and_then(|s| s.rest.get("source"))
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .or_else(|| spec.source.clone())
+        .or_else(|| spec.sources.first().cloned())
 }

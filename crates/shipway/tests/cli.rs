@@ -1869,3 +1869,190 @@ fn app_verbs_write_what_argocd_writes() {
         );
     }
 }
+
+/// The GitOps loop as a user drives it: push the guestbook to a hosted repository, create the
+/// Application, `app sync` (waits, prints the result), a new commit synced, `app history`, and
+/// `app rollback` to the first deployment restoring its image.
+#[test]
+fn app_sync_history_and_rollback_through_a_hosted_repository() {
+    let data = tempfile::tempdir().unwrap();
+    let up = Up::start(data.path());
+    let src = tempfile::tempdir().unwrap();
+    for tag in ["v5", "v6"] {
+        let image = format!("gcr.io/google-samples/gb-frontend:{tag}");
+        let out = up.cli(
+            data.path(),
+            &[
+                "image",
+                "import",
+                &image,
+                src.path().to_str().unwrap(),
+                "--entrypoint",
+                "/bin/sh",
+                "-c",
+                "exec sleep 600",
+            ],
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    }
+    let out = up.cli(data.path(), &["repo", "create", "apps"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let url = text(&out.stdout).trim().to_string();
+    let out = up.cli(
+        data.path(),
+        &["token", "create", "pusher", "--role", "deployer"],
+    );
+    let token = text(&out.stdout).trim().to_string();
+
+    let work = tempfile::tempdir().unwrap();
+    let guestbook = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/corpus/argo/example-apps/guestbook");
+    let guestbook = std::env::var("SHIPWAY_CORPUS")
+        .map(|c| Path::new(&c).join("argo/example-apps/guestbook"))
+        .unwrap_or(guestbook);
+    std::fs::create_dir(work.path().join("guestbook")).unwrap();
+    for f in ["guestbook-ui-deployment.yaml", "guestbook-ui-svc.yaml"] {
+        std::fs::copy(guestbook.join(f), work.path().join("guestbook").join(f)).unwrap();
+    }
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(["-c", "user.name=dev", "-c", "user.email=dev@example.com"])
+            .args([
+                "-c",
+                "credential.helper=!f() { echo username=shipway; echo \"password=$TOKEN\"; }; f",
+            ])
+            .args(args)
+            .current_dir(work.path())
+            .env("TOKEN", &token)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
+        text(&out.stdout).trim().to_string()
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "."]);
+    git(&["commit", "-qm", "guestbook v5"]);
+    git(&["push", "-q", &url, "main"]);
+    let first = git(&["rev-parse", "HEAD"]);
+
+    let out = up.cli(
+        data.path(),
+        &[
+            "app",
+            "create",
+            "guestbook",
+            "--repo",
+            &url,
+            "--path",
+            "guestbook",
+            "--dest-namespace",
+            "default",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let image = || {
+        let out = up.cli(
+            data.path(),
+            &["get", "deploy", "guestbook-ui", "-o", "json"],
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["spec"]["template"]["spec"]["containers"][0]["image"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let sync = |args: &[&str]| {
+        let mut all = vec!["app", "sync", "guestbook", "--timeout", "90s"];
+        all.extend(args);
+        let out = up.cli(data.path(), &all);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}\n{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    };
+    let printed = sync(&[]);
+    assert!(
+        printed.contains("Phase:              Succeeded"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("successfully synced (all tasks run)"),
+        "{printed}"
+    );
+    assert_eq!(image(), "gcr.io/google-samples/gb-frontend:v5");
+    let out = up.cli(
+        data.path(),
+        &["app", "wait", "guestbook", "--timeout", "90s"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("Health Status:      Healthy"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let path = work.path().join("guestbook/guestbook-ui-deployment.yaml");
+    let manifest = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, manifest.replace("gb-frontend:v5", "gb-frontend:v6")).unwrap();
+    git(&["commit", "-qam", "guestbook v6"]);
+    git(&["push", "-q", &url, "main"]);
+    let second = git(&["rev-parse", "HEAD"]);
+    // The push reaches the controller at once; the sync is the user's, at the new head.
+    let printed = sync(&[]);
+    assert!(
+        printed.contains(&format!("Sync Revision:      {second}")),
+        "{printed}"
+    );
+    assert_eq!(image(), "gcr.io/google-samples/gb-frontend:v6");
+
+    let out = up.cli(data.path(), &["app", "history", "guestbook"]);
+    let history = text(&out.stdout);
+    let rows: Vec<Vec<&str>> = history
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "{history}");
+    assert!(
+        history.contains(&first[..7]) && history.contains(&second[..7]),
+        "{history}"
+    );
+    let first_id = rows
+        .iter()
+        .find(|r| r.last().is_some_and(|rev| rev.contains(&first[..7])))
+        .map(|r| r[0].to_string())
+        .unwrap();
+
+    let out = up.cli(
+        data.path(),
+        &[
+            "app",
+            "rollback",
+            "guestbook",
+            &first_id,
+            "--timeout",
+            "90s",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert_eq!(image(), "gcr.io/google-samples/gb-frontend:v5");
+    // Git still says v6: after a rollback the app is OutOfSync, as in Argo CD.
+    let out = up.cli(data.path(), &["app", "get", "guestbook", "--refresh"]);
+    assert!(
+        text(&out.stdout).contains("Sync Status:        OutOfSync"),
+        "{}",
+        text(&out.stdout)
+    );
+}
