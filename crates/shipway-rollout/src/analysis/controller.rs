@@ -216,9 +216,10 @@ impl JobProvider {
                     phase: Phase::Successful,
                     message: String::new(),
                 },
+                // As Argo's: the phase alone (the Job's own status says why).
                 Some(_) => Reading::Decided {
                     phase: Phase::Failed,
-                    message: finished.and_then(|c| c.message.clone()).unwrap_or_default(),
+                    message: String::new(),
                 },
                 None => Reading::Running {
                     metadata: Map::new(),
@@ -234,14 +235,13 @@ impl JobProvider {
         // One Job per measurement: numbered after the run's Jobs so far.
         let n = self.cache.owned_by(&uid).len() + 1;
         let name = job_name(&run.metadata.name, &metric.name, n);
-        let mut meta: ObjectMeta = job_metric
-            .metadata
-            .clone()
-            .map(serde_json::from_value)
-            .transpose()
-            .map_err(|e| format!("job metadata: {e}"))?
-            .unwrap_or_default();
-        meta.name = name.clone();
+        // The template's metadata has labels and annotations but no name: the name is ours.
+        let mut given = job_metric.metadata.clone().unwrap_or_else(|| json!({}));
+        if let Some(m) = given.as_object_mut() {
+            m.insert("name".into(), Value::String(name.clone()));
+        }
+        let mut meta: ObjectMeta = serde_json::from_value(given)
+            .map_err(|e| format!("metric \"{}\": job metadata: {e}", metric.name))?;
         meta.namespace = Some(namespace.to_string());
         meta.labels.insert(RUN_UID_LABEL.into(), uid.clone());
         meta.annotations.insert(
