@@ -210,3 +210,89 @@ async fn an_argument_without_a_value_is_the_runs_error() {
     );
     assert_eq!(e.hits.load(Ordering::SeqCst), 0);
 }
+
+/// On paused time (the controller's Clock and its requeues follow tokio's clock): the `shipway`
+/// provider every 10 s reads the proxy's counters three times and passes; a backend with too
+/// little traffic makes the run Inconclusive, never Successful.
+#[tokio::test(start_paused = true)]
+async fn the_shipway_provider_on_paused_time_passes_and_too_little_traffic_is_inconclusive() {
+    let wall = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(&dir.path().join("shipway.db"))
+        .await
+        .unwrap();
+    let shutdown = CancellationToken::new();
+    let (cache, _feed) = Reflector::spawn(store.clone(), shutdown.clone());
+    let proxy = shipway_proxy::metrics::ProxyMetrics::new();
+    for _ in 0..50 {
+        proxy.record("default/web", "canary", 200, Duration::from_millis(5));
+    }
+    for _ in 0..3 {
+        proxy.record("default/web", "stable", 200, Duration::from_millis(5));
+    }
+    let clock = Clock::new();
+    let controller = AnalysisController::new(
+        store.clone(),
+        cache,
+        clock,
+        Providers::new(clock, Some(proxy)),
+    );
+    tokio::spawn(controller.run(shutdown.clone()));
+    let spec = |backend: &str| {
+        json!({"metrics": [{"name": "success", "count": 3, "interval": "10s",
+            "successCondition": "result >= 0.95",
+            "provider": {"shipway": {"service": "web", "backend": backend, "metric": "success-rate"}}}]})
+    };
+    store
+        .create(analysis_run("canary", spec("canary")), "test")
+        .await
+        .unwrap();
+    store
+        .create(analysis_run("quiet", spec("stable")), "test")
+        .await
+        .unwrap();
+    let s = until(&store, "canary", Duration::from_secs(20), |s| {
+        s.phase == "Successful"
+    })
+    .await;
+    let finished: Vec<time::OffsetDateTime> = s.metric_results[0]
+        .measurements
+        .iter()
+        .map(|m| {
+            time::OffsetDateTime::parse(
+                m.finished_at.as_deref().unwrap(),
+                &time::format_description::well_known::Rfc3339,
+            )
+            .unwrap()
+        })
+        .collect();
+    assert_eq!(finished.len(), 3);
+    for pair in finished.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            (10..=11).contains(&gap.whole_seconds()),
+            "measurements {gap} apart, not the 10 s interval"
+        );
+    }
+    assert!(
+        s.metric_results[0]
+            .measurements
+            .iter()
+            .all(|m| m.value == "1")
+    );
+    let s = until(&store, "quiet", Duration::from_secs(20), |s| {
+        !s.phase.is_empty() && s.phase != "Running"
+    })
+    .await;
+    assert_eq!(s.phase, "Inconclusive");
+    assert_eq!(
+        s.message,
+        "Metric \"success\" assessed Inconclusive due to inconclusive (1) > inconclusiveLimit (0): \"Error Message: 3 requests to backend \"stable\" of service \"web\" in the last 30s, fewer than minRequests (20)\""
+    );
+    assert!(
+        wall.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        wall.elapsed()
+    );
+    shutdown.cancel();
+}
