@@ -151,6 +151,32 @@ async fn a_failing_condition_ends_failed_with_argos_message() {
     );
     // Failing ends the run at once: no further measurement.
     assert_eq!(s.metric_results[0].measurements.len(), 1);
+    let events: Vec<(String, String)> = e
+        .store
+        .events(&shipway_store::EventQuery {
+            kind: Some("AnalysisRun".into()),
+            name: Some("bad".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|ev| ev.actor == "controller:analysis" && !ev.action.starts_with("update"))
+        .map(|ev| (ev.action, ev.message))
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            (
+                "MetricFailed".to_string(),
+                "Metric 'rate' Completed. Result: Failed".to_string()
+            ),
+            (
+                "AnalysisRunFailed".to_string(),
+                "Analysis Completed. Result: Failed".to_string()
+            ),
+        ]
+    );
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(e.hits.load(Ordering::SeqCst), 1);
 }

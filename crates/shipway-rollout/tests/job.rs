@@ -104,6 +104,42 @@ async fn a_job_metric_passes_on_exit_0_and_fails_on_exit_1() {
     );
     assert_eq!(job.metadata.labels["purpose"], "smoke");
 
+    // Terminating a run whose Job is still running deletes the Job and ends the run.
+    store.create(run("long", "sleep 60"), "test").await.unwrap();
+    let long_job = Key::new("batch", "Job", "default", "long-smoke-1");
+    let start = Instant::now();
+    while store.get(&long_job).await.unwrap().is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no Job for the long run"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut long = store
+        .get(&Key::new("argoproj.io", "AnalysisRun", "default", "long"))
+        .await
+        .unwrap()
+        .unwrap();
+    long.body["spec"]["terminate"] = json!(true);
+    store.update(long, "test").await.unwrap();
+    let s = until_done(&store, "long").await;
+    assert_eq!(
+        (s.phase.as_str(), s.message.as_str()),
+        ("Successful", "Run Terminated")
+    );
+    assert_eq!(
+        s.metric_results[0].measurements[0].message,
+        "Metric Terminated"
+    );
+    let start = Instant::now();
+    while store.get(&long_job).await.unwrap().is_some() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the long run's Job outlived it"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     for j in store
         .list(&ListQuery::kind("batch", "Job"))
         .await
