@@ -3,11 +3,13 @@
 //! measurement into its metric's counters), [`assess`] (each metric's phase and the run's, with
 //! Argo's messages), [`retain`] (measurementRetention) and [`next_due`] (when to look again);
 //! [`step`] is all of them after a round of measurements. [`args`] resolves `{{args.NAME}}`,
-//! [`provider`] takes measurements and [`controller`] writes the result to the store.
+//! [`provider`] takes measurements, [`controller`] writes the result to the store, and
+//! [`template`] builds a run's spec from AnalysisTemplates.
 
 pub mod args;
 pub mod controller;
 pub mod provider;
+pub mod template;
 
 use std::collections::HashMap;
 use std::time::Duration;
