@@ -123,8 +123,9 @@ async fn three_measurements_a_second_apart_end_successful() {
     assert_eq!((r.count, r.successful, r.measurements.len()), (3, 3, 3));
     assert!(r.measurements.iter().all(|m| m.value == "0.99"));
     assert_eq!(e.hits.load(Ordering::SeqCst), 3);
-    // Two intervals of 1 s between three measurements (timestamps are whole seconds).
-    assert!(took >= Duration::from_secs(1), "{took:?}");
+    // Two intervals of at least 1 s between three measurements, though timestamps are whole
+    // seconds.
+    assert!(took >= Duration::from_secs(2), "{took:?}");
     let summary = s.run_summary.unwrap();
     assert_eq!((summary.count, summary.successful), (1, 1));
     assert!(s.started_at.is_some() && s.completed_at.is_some());
@@ -296,7 +297,7 @@ async fn the_shipway_provider_on_paused_time_passes_and_too_little_traffic_is_in
     for pair in finished.windows(2) {
         let gap = pair[1] - pair[0];
         assert!(
-            (10..=11).contains(&gap.whole_seconds()),
+            gap >= time::Duration::seconds(10) && gap < time::Duration::milliseconds(10_500),
             "measurements {gap} apart, not the 10 s interval"
         );
     }

@@ -467,7 +467,7 @@ impl Providers {
         terminating: bool,
         secrets: &[String],
     ) -> Measurement {
-        let started = self.clock.timestamp();
+        let started = super::precise_timestamp(self.clock.now());
         let mut m = match (task.resume, previous) {
             (true, Some(p)) => p.clone(),
             _ => Measurement {
@@ -519,7 +519,7 @@ impl Providers {
         for s in secrets.iter().filter(|s| !s.is_empty()) {
             m.message = m.message.replace(s.as_str(), "*****");
         }
-        m.finished_at = Some(self.clock.timestamp());
+        m.finished_at = Some(super::precise_timestamp(self.clock.now()));
         m
     }
 
