@@ -123,8 +123,9 @@ async fn three_measurements_a_second_apart_end_successful() {
     assert_eq!((r.count, r.successful, r.measurements.len()), (3, 3, 3));
     assert!(r.measurements.iter().all(|m| m.value == "0.99"));
     assert_eq!(e.hits.load(Ordering::SeqCst), 3);
-    // Two intervals of 1 s between three measurements (timestamps are whole seconds).
-    assert!(took >= Duration::from_secs(1), "{took:?}");
+    // Two intervals of at least 1 s between three measurements, though timestamps are whole
+    // seconds.
+    assert!(took >= Duration::from_secs(2), "{took:?}");
     let summary = s.run_summary.unwrap();
     assert_eq!((summary.count, summary.successful), (1, 1));
     assert!(s.started_at.is_some() && s.completed_at.is_some());
@@ -151,6 +152,32 @@ async fn a_failing_condition_ends_failed_with_argos_message() {
     );
     // Failing ends the run at once: no further measurement.
     assert_eq!(s.metric_results[0].measurements.len(), 1);
+    let events: Vec<(String, String)> = e
+        .store
+        .events(&shipway_store::EventQuery {
+            kind: Some("AnalysisRun".into()),
+            name: Some("bad".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|ev| ev.actor == "controller:analysis" && !ev.action.starts_with("update"))
+        .map(|ev| (ev.action, ev.message))
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            (
+                "MetricFailed".to_string(),
+                "Metric 'rate' Completed. Result: Failed".to_string()
+            ),
+            (
+                "AnalysisRunFailed".to_string(),
+                "Analysis Completed. Result: Failed".to_string()
+            ),
+        ]
+    );
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(e.hits.load(Ordering::SeqCst), 1);
 }
@@ -209,4 +236,90 @@ async fn an_argument_without_a_value_is_the_runs_error() {
         "Unable to resolve metric arguments: argument \"host\" was not supplied"
     );
     assert_eq!(e.hits.load(Ordering::SeqCst), 0);
+}
+
+/// On paused time (the controller's Clock and its requeues follow tokio's clock): the `shipway`
+/// provider every 10 s reads the proxy's counters three times and passes; a backend with too
+/// little traffic makes the run Inconclusive, never Successful.
+#[tokio::test(start_paused = true)]
+async fn the_shipway_provider_on_paused_time_passes_and_too_little_traffic_is_inconclusive() {
+    let wall = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(&dir.path().join("shipway.db"))
+        .await
+        .unwrap();
+    let shutdown = CancellationToken::new();
+    let (cache, _feed) = Reflector::spawn(store.clone(), shutdown.clone());
+    let proxy = shipway_proxy::metrics::ProxyMetrics::new();
+    for _ in 0..50 {
+        proxy.record("default/web", "canary", 200, Duration::from_millis(5));
+    }
+    for _ in 0..3 {
+        proxy.record("default/web", "stable", 200, Duration::from_millis(5));
+    }
+    let clock = Clock::new();
+    let controller = AnalysisController::new(
+        store.clone(),
+        cache,
+        clock,
+        Providers::new(clock, Some(proxy)),
+    );
+    tokio::spawn(controller.run(shutdown.clone()));
+    let spec = |backend: &str| {
+        json!({"metrics": [{"name": "success", "count": 3, "interval": "10s",
+            "successCondition": "result >= 0.95",
+            "provider": {"shipway": {"service": "web", "backend": backend, "metric": "success-rate"}}}]})
+    };
+    store
+        .create(analysis_run("canary", spec("canary")), "test")
+        .await
+        .unwrap();
+    store
+        .create(analysis_run("quiet", spec("stable")), "test")
+        .await
+        .unwrap();
+    let s = until(&store, "canary", Duration::from_secs(20), |s| {
+        s.phase == "Successful"
+    })
+    .await;
+    let finished: Vec<time::OffsetDateTime> = s.metric_results[0]
+        .measurements
+        .iter()
+        .map(|m| {
+            time::OffsetDateTime::parse(
+                m.finished_at.as_deref().unwrap(),
+                &time::format_description::well_known::Rfc3339,
+            )
+            .unwrap()
+        })
+        .collect();
+    assert_eq!(finished.len(), 3);
+    for pair in finished.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= time::Duration::seconds(10) && gap < time::Duration::milliseconds(10_500),
+            "measurements {gap} apart, not the 10 s interval"
+        );
+    }
+    assert!(
+        s.metric_results[0]
+            .measurements
+            .iter()
+            .all(|m| m.value == "1")
+    );
+    let s = until(&store, "quiet", Duration::from_secs(20), |s| {
+        !s.phase.is_empty() && s.phase != "Running"
+    })
+    .await;
+    assert_eq!(s.phase, "Inconclusive");
+    assert_eq!(
+        s.message,
+        "Metric \"success\" assessed Inconclusive due to inconclusive (1) > inconclusiveLimit (0): \"Error Message: 3 requests to backend \"stable\" of service \"web\" in the last 30s, fewer than minRequests (20)\""
+    );
+    assert!(
+        wall.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        wall.elapsed()
+    );
+    shutdown.cancel();
 }

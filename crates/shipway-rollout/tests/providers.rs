@@ -40,7 +40,7 @@ async fn measure(p: &Providers, m: Value) -> Measurement {
         index: 0,
         resume: false,
     };
-    p.measure(&metric(m), &run(), task, None, &["s3cr3t".into()])
+    p.measure(&metric(m), &run(), task, None, false, &["s3cr3t".into()])
         .await
 }
 

@@ -131,7 +131,7 @@ impl AnalysisController {
             async move {
                 let m = self
                     .providers
-                    .measure(metric, run, *task, previous, secrets)
+                    .measure(metric, run, *task, previous, terminating, secrets)
                     .await;
                 (*task, m)
             }
@@ -147,8 +147,20 @@ impl AnalysisController {
             measurements,
         );
         self.write(run, &decision.status).await?;
+        // Argo's events: each metric as it completes, then the run.
+        for r in &decision.status.metric_results {
+            let before = status.metric_results.iter().find(|o| o.name == r.name);
+            let done = Phase::parse(&r.phase).filter(|p| p.completed());
+            if let Some(p) = done
+                && before.is_none_or(|b| b.phase != r.phase)
+            {
+                let message = format!("Metric '{}' Completed. Result: {}", r.name, p.as_str());
+                self.event(run, &format!("Metric{}", p.as_str()), &message)
+                    .await;
+            }
+        }
         if decision.completed_now {
-            tracing::info!(run = %run.key(), phase = decision.phase.as_str(), message = %decision.status.message, "Analysis Completed");
+            self.completed(run, decision.phase).await;
         }
         Ok(decision
             .requeue
@@ -171,7 +183,25 @@ impl AnalysisController {
             .completed_at
             .get_or_insert_with(|| self.clock.timestamp());
         self.write(run, &status).await?;
+        self.completed(run, Phase::Error).await;
         Ok(Action::AwaitChange)
+    }
+
+    async fn completed(&self, run: &Object, phase: Phase) {
+        let message = format!("Analysis Completed. Result: {}", phase.as_str());
+        tracing::info!(run = %run.key(), "{message}");
+        self.event(run, &format!("AnalysisRun{}", phase.as_str()), &message)
+            .await;
+    }
+
+    async fn event(&self, run: &Object, reason: &str, message: &str) {
+        if let Err(e) = self
+            .store
+            .record_event(&run.key(), ACTOR, reason, message)
+            .await
+        {
+            tracing::warn!(object = %run.key(), reason, error = %e, "cannot record an event");
+        }
     }
 
     async fn write(&self, run: &Object, status: &AnalysisRunStatus) -> Result<(), StoreError> {
@@ -216,9 +246,10 @@ impl JobProvider {
                     phase: Phase::Successful,
                     message: String::new(),
                 },
+                // As Argo's: the phase alone (the Job's own status says why).
                 Some(_) => Reading::Decided {
                     phase: Phase::Failed,
-                    message: finished.and_then(|c| c.message.clone()).unwrap_or_default(),
+                    message: String::new(),
                 },
                 None => Reading::Running {
                     metadata: Map::new(),
@@ -234,14 +265,13 @@ impl JobProvider {
         // One Job per measurement: numbered after the run's Jobs so far.
         let n = self.cache.owned_by(&uid).len() + 1;
         let name = job_name(&run.metadata.name, &metric.name, n);
-        let mut meta: ObjectMeta = job_metric
-            .metadata
-            .clone()
-            .map(serde_json::from_value)
-            .transpose()
-            .map_err(|e| format!("job metadata: {e}"))?
-            .unwrap_or_default();
-        meta.name = name.clone();
+        // The template's metadata has labels and annotations but no name: the name is ours.
+        let mut given = job_metric.metadata.clone().unwrap_or_else(|| json!({}));
+        if let Some(m) = given.as_object_mut() {
+            m.insert("name".into(), Value::String(name.clone()));
+        }
+        let mut meta: ObjectMeta = serde_json::from_value(given)
+            .map_err(|e| format!("metric \"{}\": job metadata: {e}", metric.name))?;
         meta.namespace = Some(namespace.to_string());
         meta.labels.insert(RUN_UID_LABEL.into(), uid.clone());
         meta.annotations.insert(
@@ -290,6 +320,22 @@ impl JobProvider {
         let mut metadata = Map::new();
         metadata.insert(JOB_NAME.into(), Value::String(name));
         Ok(Reading::Running { metadata })
+    }
+}
+
+impl JobProvider {
+    /// Deletes the Job of an in-flight measurement (the run was told to stop).
+    pub(crate) async fn terminate(&self, run: &Object, current: &Measurement) {
+        let Some(name) = current.metadata.get(JOB_NAME).and_then(Value::as_str) else {
+            return;
+        };
+        let namespace = run.metadata.namespace.as_deref().unwrap_or_default();
+        let key = GroupKind::from_static("batch", "Job").key(namespace, name);
+        if let Err(e) = self.store.delete(&key, ACTOR).await
+            && !matches!(e, StoreError::NotFound(_))
+        {
+            tracing::warn!(job = %key, error = %e, "cannot delete a terminated measurement's Job");
+        }
     }
 }
 

@@ -3,11 +3,13 @@
 //! measurement into its metric's counters), [`assess`] (each metric's phase and the run's, with
 //! Argo's messages), [`retain`] (measurementRetention) and [`next_due`] (when to look again);
 //! [`step`] is all of them after a round of measurements. [`args`] resolves `{{args.NAME}}`,
-//! [`provider`] takes measurements and [`controller`] writes the result to the store.
+//! [`provider`] takes measurements, [`controller`] writes the result to the store, and
+//! [`template`] builds a run's spec from AnalysisTemplates.
 
 pub mod args;
 pub mod controller;
 pub mod provider;
+pub mod template;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -650,6 +652,19 @@ pub fn next_due(metrics: &[Metric], status: &AnalysisRunStatus) -> Option<Offset
     next
 }
 
+/// RFC 3339 with milliseconds (`2026-12-03T08:00:00.250Z`), for the times intervals count
+/// from (a measurement's, the run's start): whole seconds would make a `1s` interval anything
+/// from 0 to 1 s. Go's `metav1.Time` reads the fraction.
+pub fn precise_timestamp(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    let ms = t.millisecond();
+    let whole = shipway_controller::clock::format_timestamp(t);
+    match whole.strip_suffix('Z') {
+        Some(base) if ms > 0 => format!("{base}.{ms:03}Z"),
+        _ => whole,
+    }
+}
+
 /// What a pass over a run decided.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Decision {
@@ -673,7 +688,7 @@ pub fn step(
     now: OffsetDateTime,
     measurements: Vec<(Task, Measurement)>,
 ) -> Decision {
-    let timestamp = shipway_controller::clock::format_timestamp(now);
+    let timestamp = precise_timestamp(now);
     let mut status = status.clone();
     for (task, m) in measurements {
         let name = &metrics[task.index].name;
@@ -693,7 +708,9 @@ pub fn step(
         status.message = message;
         if phase.completed() {
             completed_now = true;
-            status.completed_at.get_or_insert(timestamp);
+            status
+                .completed_at
+                .get_or_insert(shipway_controller::clock::format_timestamp(now));
         }
     }
     retain(&mut status, limits);

@@ -455,16 +455,19 @@ impl Providers {
 
     /// One measurement of `metric` (arguments resolved) for `run`: the reading judged by the
     /// metric's conditions; an error is an Error measurement with its message, `secrets`
-    /// redacted from it.
+    /// redacted from it. `previous` is the in-flight measurement a resumed task continues; when
+    /// the run is `terminating` that one is stopped instead (its Job deleted), as Argo's
+    /// `Terminate`: Successful, "Metric Terminated".
     pub async fn measure(
         &self,
         metric: &Metric,
         run: &Object,
         task: Task,
         previous: Option<&Measurement>,
+        terminating: bool,
         secrets: &[String],
     ) -> Measurement {
-        let started = self.clock.timestamp();
+        let started = super::precise_timestamp(self.clock.now());
         let mut m = match (task.resume, previous) {
             (true, Some(p)) => p.clone(),
             _ => Measurement {
@@ -472,7 +475,17 @@ impl Providers {
                 ..Measurement::default()
             },
         };
-        let reading = self.read(metric, run, m.clone()).await;
+        let reading = if task.resume && terminating {
+            if let Some(job) = &self.job {
+                job.terminate(run, &m).await;
+            }
+            Ok(Reading::Decided {
+                phase: Phase::Successful,
+                message: "Metric Terminated".into(),
+            })
+        } else {
+            self.read(metric, run, m.clone()).await
+        };
         match reading {
             Ok(Reading::Value { result, text }) => {
                 m.value = text;
@@ -506,7 +519,7 @@ impl Providers {
         for s in secrets.iter().filter(|s| !s.is_empty()) {
             m.message = m.message.replace(s.as_str(), "*****");
         }
-        m.finished_at = Some(self.clock.timestamp());
+        m.finished_at = Some(super::precise_timestamp(self.clock.now()));
         m
     }
 
