@@ -221,7 +221,7 @@ impl ApplicationController {
                         s.sync = Some(unknown_sync(None));
                     })
                     .await
-                    .map(|()| Action::AwaitChange);
+                    .map(|_| Action::AwaitChange);
             }
         };
         let mut status: ApplicationStatus = app.status_as().unwrap_or_default();
@@ -338,9 +338,23 @@ impl ApplicationController {
             .as_deref()
             .and_then(|t| self.clock.since(t))
             .is_none_or(|age| age >= requeue.unwrap_or(DEFAULT_POLL));
+        // `argocd app sync` writes `operation`; once its state is stored it is cleared, as
+        // Argo does, so the same request made again runs again.
+        let started = app.body.get("operation").is_some_and(|v| {
+            serde_json::from_value::<shipway_model::types::Operation>(v.clone()).ok()
+                == status
+                    .operation_state
+                    .as_ref()
+                    .and_then(|o| o.operation.clone())
+        });
+        let mut current = app.clone();
         if status != old || refresh_due {
             status.reconciled_at = Some(self.clock.timestamp());
-            self.write_status(app, |s| *s = status).await?;
+            current = self.write_status(app, |s| *s = status).await?;
+        }
+        if started {
+            current.body.remove("operation");
+            self.store.update(current, ACTOR.as_str()).await?;
         }
         Ok(requeue.map_or(Action::AwaitChange, Action::Requeue))
     }
@@ -349,13 +363,12 @@ impl ApplicationController {
         &self,
         app: &Object,
         f: impl FnOnce(&mut ApplicationStatus),
-    ) -> Result<(), ControllerError> {
+    ) -> Result<Object, ControllerError> {
         let mut status: ApplicationStatus = app.status_as().unwrap_or_default();
         f(&mut status);
         let mut updated = app.clone();
         updated.set_status(&status);
-        self.store.update_status(updated, ACTOR.as_str()).await?;
-        Ok(())
+        Ok(self.store.update_status(updated, ACTOR.as_str()).await?)
     }
 
     fn project(&self, app: &Object, spec: &ApplicationSpec) -> Option<(String, AppProjectSpec)> {

@@ -58,12 +58,18 @@ pub(crate) async fn step(
             .and_then(serde_json::Value::as_u64)
             .unwrap_or(0);
         let mut state = OperationState {
-            operation: Some(op),
+            operation: Some(op.clone()),
             phase: "Running".into(),
             message: Some("waiting to start".into()),
             started_at: Some(ctl.clock.timestamp()),
             sync_result: Some(SyncOperationResult {
-                revision: compared.revision.clone(),
+                // The operation's own revision (a rollback, `--revision`), else the compared one.
+                revision: op
+                    .sync
+                    .as_ref()
+                    .and_then(|s| s.revision.clone())
+                    .filter(|r| !r.is_empty())
+                    .unwrap_or_else(|| compared.revision.clone()),
                 ..SyncOperationResult::default()
             }),
             ..OperationState::default()
@@ -91,18 +97,10 @@ fn due(
     if let Some(v) = app.body.get("operation") {
         let op: Operation = serde_json::from_value(v.clone())
             .map_err(|e| ControllerError::Other(format!("{}: operation: {e}", app.key())))?;
-        // Started once: the operation is kept until the next request replaces it, and the
-        // state's copy says it ran.
-        let started = status
-            .operation_state
-            .as_ref()
-            .and_then(|s| s.operation.as_ref())
-            == Some(&op);
-        if !started {
-            return Ok(Some(op));
-        }
+        // A present `operation` is a new request: the reconcile that stores its state clears
+        // it (see `ApplicationController::reconcile`).
+        return Ok(Some(op));
     }
-    let _ = ctl;
     let Some(auto) = spec
         .sync_policy
         .as_ref()
@@ -237,7 +235,7 @@ async fn advance(
     };
     let op = state.operation.clone().unwrap_or_default();
     let sync = op.sync.clone().unwrap_or_default();
-    let revision = state
+    let mut revision = state
         .sync_result
         .as_ref()
         .map(|r| r.revision.clone())
@@ -257,7 +255,11 @@ async fn advance(
         let ns = namespace(spec);
         match source {
             Some(s) => match ctl.compare(&s, &ns).await {
-                Ok(c) => c.desired,
+                Ok(c) => {
+                    // A branch, tag or short sha asked for is recorded as the commit it names.
+                    revision = c.revision;
+                    c.desired
+                }
                 Err((_, m)) => {
                     finish(ctl, app, spec, &mut state, "Error", m).await;
                     status.operation_state = Some(state);

@@ -647,3 +647,103 @@ fn time_unix(t: &str) -> i64 {
         .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
+
+/// `operation` as `argocd app sync` writes it, on a tree whose PreSync hook fails: the
+/// operation fails, nothing of the Sync phase is applied, the SyncFail hook runs, the event
+/// names who asked, and `operation` is cleared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_presync_hook_fails_the_sync_and_runs_the_syncfail_hook() {
+    let tree = tempfile::tempdir().unwrap();
+    let job = |name: &str, hook: &str, script: &str| {
+        format!(
+            "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {name}\n  annotations:\n    argocd.argoproj.io/hook: {hook}\nspec:\n  backoffLimit: 0\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: main\n        image: alpine:latest\n        command: [\"sh\", \"-c\", \"{script}\"]\n"
+        )
+    };
+    std::fs::write(
+        tree.path().join("pre.yaml"),
+        job("migrate", "PreSync", "exit 3"),
+    )
+    .unwrap();
+    std::fs::write(
+        tree.path().join("fail.yaml"),
+        job("cleanup", "SyncFail", "true"),
+    )
+    .unwrap();
+    std::fs::write(
+        tree.path().join("cm.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  a: b\n",
+    )
+    .unwrap();
+    let env = Env::start(tree.path()).await;
+    let key = env.application("hooks", Value::Null).await;
+    env.until_status(&key, 20, "OutOfSync", |s| {
+        s["sync"]["status"] == "OutOfSync"
+    })
+    .await;
+    let mut app = env.store.get(&key).await.unwrap().unwrap();
+    app.body.insert(
+        "operation".into(),
+        json!({"sync": {"prune": false}, "initiatedBy": {"username": "alice"}}),
+    );
+    env.store.update(app, "alice").await.unwrap();
+    let s = env
+        .until_status(&key, 60, "the sync to fail", |s| {
+            s["operationState"]["phase"] == "Failed"
+        })
+        .await;
+    let op = &s["operationState"];
+    assert!(
+        op["message"]
+            .as_str()
+            .unwrap()
+            .contains("Job default/migrate"),
+        "{s:#}"
+    );
+    let results: Vec<String> = op["syncResult"]["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {}",
+                r["syncPhase"].as_str().unwrap(),
+                r["name"].as_str().unwrap(),
+                r["hookPhase"].as_str().unwrap_or("-")
+            )
+        })
+        .collect();
+    assert_eq!(
+        results,
+        ["PreSync migrate Failed", "SyncFail cleanup Running"],
+        "{s:#}"
+    );
+    assert!(
+        env.store
+            .get(&Key::new("", "ConfigMap", "default", "settings"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        env.store
+            .get(&Key::new("batch", "Job", "default", "cleanup"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let app = env.store.get(&key).await.unwrap().unwrap();
+    assert!(app.body.get("operation").is_none(), "operation not cleared");
+    let events = env
+        .store
+        .events(&shipway_store::EventQuery::default())
+        .await
+        .unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.message.starts_with("sync initiated by alice to ")
+                && e.message.contains(": Failed: ")),
+        "{events:?}"
+    );
+    env.stop().await;
+}
