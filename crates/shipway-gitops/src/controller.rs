@@ -18,7 +18,7 @@ use shipway_controller::{Action, Cache, Clock, Controller, GroupKind, exponentia
 use shipway_git::hosted::Hosted;
 use shipway_model::types::{
     AppProjectSpec, ApplicationCondition, ApplicationSource, ApplicationSpec, ApplicationStatus,
-    HealthStatus, Operation, ResourceStatus, SyncStatus, application::ComparedTo,
+    HealthStatus, ResourceStatus, SyncStatus, application::ComparedTo,
 };
 use shipway_model::{Actor, Object};
 use shipway_runtime::Runtime;
@@ -221,7 +221,7 @@ impl ApplicationController {
                         s.sync = Some(unknown_sync(None));
                     })
                     .await
-                    .map(|()| Action::AwaitChange);
+                    .map(|_| Action::AwaitChange);
             }
         };
         let mut status: ApplicationStatus = app.status_as().unwrap_or_default();
@@ -338,32 +338,23 @@ impl ApplicationController {
             .as_deref()
             .and_then(|t| self.clock.since(t))
             .is_none_or(|age| age >= requeue.unwrap_or(DEFAULT_POLL));
-        // Argo CD removes `operation` once it has run it, so whoever asked sees the result in
-        // `status.operationState` and the next request, even an identical one, is a new
-        // operation. It goes before the final state is written: a crash in between leaves the
-        // operation Running in status, which the next reconcile finishes, never a finished
-        // operation still requested (which would run twice).
-        let finished = status
-            .operation_state
-            .as_ref()
-            .filter(|op| op.phase != "Running")
-            .and_then(|op| op.operation.as_ref());
-        let mut app = std::borrow::Cow::Borrowed(app);
-        if let Some(done) = finished
-            && requested_operation(&app).as_ref() == Some(done)
-        {
-            let mut cleared = app.as_ref().clone();
-            cleared.body.remove("operation");
-            match self.store.update(cleared, ACTOR.as_str()).await {
-                Ok(updated) => app = std::borrow::Cow::Owned(updated),
-                // Someone wrote in between: run this step again on what they wrote.
-                Err(StoreError::Conflict { .. }) => return Ok(Action::Requeue(Duration::ZERO)),
-                Err(e) => return Err(e.into()),
-            }
-        }
+        // `argocd app sync` writes `operation`; once its state is stored it is cleared, as
+        // Argo does, so the same request made again runs again.
+        let started = app.body.get("operation").is_some_and(|v| {
+            serde_json::from_value::<shipway_model::types::Operation>(v.clone()).ok()
+                == status
+                    .operation_state
+                    .as_ref()
+                    .and_then(|o| o.operation.clone())
+        });
+        let mut current = app.clone();
         if status != old || refresh_due {
             status.reconciled_at = Some(self.clock.timestamp());
-            self.write_status(&app, |s| *s = status).await?;
+            current = self.write_status(app, |s| *s = status).await?;
+        }
+        if started {
+            current.body.remove("operation");
+            self.store.update(current, ACTOR.as_str()).await?;
         }
         Ok(requeue.map_or(Action::AwaitChange, Action::Requeue))
     }
@@ -372,13 +363,12 @@ impl ApplicationController {
         &self,
         app: &Object,
         f: impl FnOnce(&mut ApplicationStatus),
-    ) -> Result<(), ControllerError> {
+    ) -> Result<Object, ControllerError> {
         let mut status: ApplicationStatus = app.status_as().unwrap_or_default();
         f(&mut status);
         let mut updated = app.clone();
         updated.set_status(&status);
-        self.store.update_status(updated, ACTOR.as_str()).await?;
-        Ok(())
+        Ok(self.store.update_status(updated, ACTOR.as_str()).await?)
     }
 
     fn project(&self, app: &Object, spec: &ApplicationSpec) -> Option<(String, AppProjectSpec)> {
@@ -639,12 +629,4 @@ fn images(objects: &[Object]) -> Vec<String> {
         walk(&Value::Object(o.body.clone()), &mut out);
     }
     out.into_iter().collect()
-}
-
-/// The app's `operation`, what `argocd app sync` writes; `None` when absent or unreadable.
-pub(crate) fn requested_operation(app: &Object) -> Option<Operation> {
-    app.body
-        .get("operation")
-        .filter(|v| !v.is_null())
-        .and_then(|v| serde_json::from_value(v.clone()).ok())
 }

@@ -57,42 +57,23 @@ pub(crate) async fn step(
             .and_then(|o| o.rest.get(SELF_HEAL_COUNT))
             .and_then(serde_json::Value::as_u64)
             .unwrap_or(0);
-        // `argocd app sync --revision R` and rollbacks name their own revision (and a
-        // rollback its source): resolve it once, at the start, so every step syncs one commit.
-        let revision = match op
-            .sync
-            .as_ref()
-            .and_then(|s| s.revision.as_deref())
-            .filter(|r| !r.is_empty() && *r != compared.revision)
-        {
-            None => Ok(compared.revision.clone()),
-            Some(r) => match operation_source(spec, op.sync.as_ref()) {
-                Some(mut source) => {
-                    source.target_revision = Some(r.to_string());
-                    ctl.compare(&source, &namespace(spec))
-                        .await
-                        .map(|c| c.revision)
-                        .map_err(|(_, m)| m)
-                }
-                None => Err("the application has no source to sync".to_string()),
-            },
-        };
         let mut state = OperationState {
-            operation: Some(op),
+            operation: Some(op.clone()),
             phase: "Running".into(),
             message: Some("waiting to start".into()),
             started_at: Some(ctl.clock.timestamp()),
             sync_result: Some(SyncOperationResult {
-                revision: revision.clone().unwrap_or_default(),
+                // The operation's own revision (a rollback, `--revision`), else the compared one.
+                revision: op
+                    .sync
+                    .as_ref()
+                    .and_then(|s| s.revision.clone())
+                    .filter(|r| !r.is_empty())
+                    .unwrap_or_else(|| compared.revision.clone()),
                 ..SyncOperationResult::default()
             }),
             ..OperationState::default()
         };
-        if let Err(message) = revision {
-            finish(ctl, app, spec, &mut state, "Error", message).await;
-            status.operation_state = Some(state);
-            return Ok(None);
-        }
         if self_heal {
             state
                 .rest
@@ -116,19 +97,10 @@ fn due(
     if let Some(v) = app.body.get("operation") {
         let op: Operation = serde_json::from_value(v.clone())
             .map_err(|e| ControllerError::Other(format!("{}: operation: {e}", app.key())))?;
-        // The controller removes `operation` when it finishes one (before writing the final
-        // state), so a request still present is new unless it is the one running.
-        let started = status
-            .operation_state
-            .as_ref()
-            .filter(|s| s.phase == "Running")
-            .and_then(|s| s.operation.as_ref())
-            == Some(&op);
-        if !started {
-            return Ok(Some(op));
-        }
+        // A present `operation` is a new request: the reconcile that stores its state clears
+        // it (see `ApplicationController::reconcile`).
+        return Ok(Some(op));
     }
-    let _ = ctl;
     let Some(auto) = spec
         .sync_policy
         .as_ref()
@@ -263,7 +235,7 @@ async fn advance(
     };
     let op = state.operation.clone().unwrap_or_default();
     let sync = op.sync.clone().unwrap_or_default();
-    let revision = state
+    let mut revision = state
         .sync_result
         .as_ref()
         .map(|r| r.revision.clone())
@@ -273,14 +245,18 @@ async fn advance(
     let desired = if revision == compared.revision {
         compared.desired.clone()
     } else {
-        let mut source = operation_source(spec, Some(&sync));
+        let mut source = operation_source(spec, &sync);
         if let Some(s) = source.as_mut() {
             s.target_revision = Some(revision.clone());
         }
         let ns = namespace(spec);
         match source {
             Some(s) => match ctl.compare(&s, &ns).await {
-                Ok(c) => c.desired,
+                Ok(c) => {
+                    // A branch, tag or short sha asked for is recorded as the commit it names.
+                    revision = c.revision;
+                    c.desired
+                }
                 Err((_, m)) => {
                     finish(ctl, app, spec, &mut state, "Error", m).await;
                     status.operation_state = Some(state);
@@ -634,11 +610,9 @@ fn record_history(
 
 /// The source an operation syncs: its own (`argocd app rollback` sends the history entry's),
 /// else the app's.
-fn operation_source(
-    spec: &ApplicationSpec,
-    sync: Option<&SyncOperation>,
-) -> Option<ApplicationSource> {
-    sync.and_then(|s| s.rest.get("source"))
+fn operation_source(spec: &ApplicationSpec, sync: &SyncOperation) -> Option<ApplicationSource> {
+    sync.rest
+        .get("source")
         .and_then(|v| serde_json::from_value(v.clone()).ok())
         .or_else(|| spec.source.clone())
         .or_else(|| spec.sources.first().cloned())

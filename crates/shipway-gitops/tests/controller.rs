@@ -49,11 +49,30 @@ fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+fn start_controller(
+    store: &Store,
+    cache: &shipway_controller::Cache,
+    data: &Path,
+) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let controller = ApplicationController::new(
+        store.clone(),
+        cache.clone(),
+        Arc::new(StoreRuntime::new(store.clone(), data)),
+        data,
+        None,
+    );
+    let token = CancellationToken::new();
+    (token.clone(), tokio::spawn(controller.run(token)))
+}
+
 struct Env {
     store: Store,
     data: tempfile::TempDir,
     repo: std::path::PathBuf,
+    cache: shipway_controller::Cache,
     shutdown: CancellationToken,
+    /// The controller's own token, so a test can stop it and start another (a restart).
+    controller: (CancellationToken, tokio::task::JoinHandle<()>),
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -73,6 +92,7 @@ impl Env {
             IMAGE,
             "gcr.io/google-samples/gb-frontend:v6",
             "alpine:latest",
+            "nginx:latest",
         ] {
             ImageStore::new(data.path())
                 .import(
@@ -101,25 +121,28 @@ impl Env {
             KubeletConfig::new(data.path()),
             shutdown.clone(),
         );
-        let controller = ApplicationController::new(
-            store.clone(),
-            cache,
-            Arc::new(StoreRuntime::new(store.clone(), data.path())),
-            data.path(),
-            None,
-        );
-        let tasks = vec![
-            feed,
-            tokio::spawn(controller.run(shutdown.clone())),
-            tokio::spawn(runtime.join()),
-        ];
+        let controller = start_controller(&store, &cache, data.path());
+        let tasks = vec![feed, tokio::spawn(runtime.join())];
         Env {
             store,
             data,
             repo,
+            cache,
             shutdown,
+            controller,
             tasks,
         }
+    }
+
+    /// Stops the controller and starts a new one on the same store, as a restarted
+    /// `shipway up` would.
+    async fn restart_controller(&mut self) {
+        let (token, task) = std::mem::replace(
+            &mut self.controller,
+            start_controller(&self.store, &self.cache, self.data.path()),
+        );
+        token.cancel();
+        task.await.unwrap();
     }
 
     fn head(&self) -> String {
@@ -127,12 +150,16 @@ impl Env {
     }
 
     async fn application(&self, name: &str, sync_policy: Value) -> Key {
+        self.application_at(name, "guestbook", sync_policy).await
+    }
+
+    async fn application_at(&self, name: &str, path: &str, sync_policy: Value) -> Key {
         let app: Object = serde_json::from_value(json!({
             "apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
             "metadata": {"name": name, "namespace": "argocd"},
             "spec": {
                 "project": "default",
-                "source": {"repoURL": format!("file://{}", self.repo.display()), "path": "guestbook", "targetRevision": "HEAD"},
+                "source": {"repoURL": format!("file://{}", self.repo.display()), "path": path, "targetRevision": "HEAD"},
                 "destination": {"server": "https://kubernetes.default.svc", "namespace": "default"},
                 "syncPolicy": sync_policy,
             },
@@ -162,7 +189,16 @@ impl Env {
                 return s;
             }
             if tokio::time::Instant::now() > deadline {
-                panic!("timed out waiting for {what}; status: {s:#}");
+                let pods: Vec<String> = self
+                    .store
+                    .list(&ListQuery::kind("", "Pod"))
+                    .await
+                    .unwrap()
+                    .items
+                    .iter()
+                    .map(|p| format!("{} {}", p.metadata.name, p.body["status"]))
+                    .collect();
+                panic!("timed out waiting for {what}; status: {s:#}; pods: {pods:#?}");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -198,6 +234,8 @@ impl Env {
             }
         })
         .await;
+        self.controller.0.cancel();
+        let _ = self.controller.1.await;
         self.shutdown.cancel();
         for t in self.tasks {
             let _ = t.await;
@@ -347,6 +385,21 @@ async fn guestbook_automated_syncs_heals_and_follows_new_commits() {
     })
     .await;
 
+    // Drift: replicas edited through the store are set back.
+    let dkey = Key::new("apps", "Deployment", "default", "guestbook-ui");
+    let mut d = env.store.get(&dkey).await.unwrap().unwrap();
+    d.body["spec"]["replicas"] = json!(3);
+    env.store.update(d, "someone").await.unwrap();
+    shipway_testkit::eventually(Duration::from_secs(30), "replicas healed to 1", || {
+        let store = env.store.clone();
+        let dkey = dkey.clone();
+        async move {
+            let d = store.get(&dkey).await.unwrap().unwrap();
+            d.body["spec"]["replicas"] == 1 && d.metadata.generation >= 3
+        }
+    })
+    .await;
+
     // A new commit changing the image tag: synced at the new revision.
     let file = env.repo.join("guestbook/guestbook-ui-deployment.yaml");
     let text = std::fs::read_to_string(&file)
@@ -417,6 +470,280 @@ async fn guestbook_automated_syncs_heals_and_follows_new_commits() {
             .await
             .unwrap()
             .is_some()
+    );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_self_heal_or_prune_drift_stays_and_prunes_are_skipped() {
+    let corpus = corpus_or_skip!();
+    let env = Env::start(&corpus.join("example-apps/guestbook")).await;
+    let key = env.application("guestbook", json!({"automated": {}})).await;
+    env.until_status(&key, 60, "Synced and Healthy", |s| {
+        s["sync"]["status"] == "Synced" && s["health"]["status"] == "Healthy"
+    })
+    .await;
+    let dkey = Key::new("apps", "Deployment", "default", "guestbook-ui");
+    let mut d = env.store.get(&dkey).await.unwrap().unwrap();
+    d.body["spec"]["replicas"] = json!(2);
+    env.store.update(d, "someone").await.unwrap();
+    let s = env
+        .until_status(&key, 20, "OutOfSync", |s| {
+            s["sync"]["status"] == "OutOfSync"
+        })
+        .await;
+    let at = s["reconciledAt"].clone();
+    assert!(
+        resources(&s).contains(&"Deployment guestbook-ui OutOfSync Healthy".to_string())
+            || resources(&s)
+                .iter()
+                .any(|r| r.starts_with("Deployment guestbook-ui OutOfSync")),
+        "{s:#}"
+    );
+    // Several reconciles later (a file:// repository is read every 2 s) it is still edited.
+    env.until_status(&key, 20, "a later reconcile", |s| s["reconciledAt"] != at)
+        .await;
+    let d = env.store.get(&dkey).await.unwrap().unwrap();
+    assert_eq!(d.body["spec"]["replicas"], 2);
+    assert_eq!(env.status(&key).await["sync"]["status"], "OutOfSync");
+
+    // A removed file at a new revision: the automated sync runs, the Service is left alone.
+    git(&env.repo, &["rm", "-q", "guestbook/guestbook-ui-svc.yaml"]);
+    git(&env.repo, &["commit", "-qm", "no service"]);
+    let head = env.head();
+    let s = env
+        .until_status(&key, 30, "the sync of the new revision", |s| {
+            s["operationState"]["syncResult"]["revision"] == head.as_str()
+                && s["operationState"]["phase"] == "Succeeded"
+        })
+        .await;
+    let skipped: Vec<&Value> = s["operationState"]["syncResult"]["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"] == "Service")
+        .collect();
+    assert_eq!(skipped.len(), 1, "{s:#}");
+    assert_eq!(skipped[0]["status"], "PruneSkipped");
+    assert_eq!(skipped[0]["message"], "ignored (requires pruning)");
+    assert!(
+        env.store
+            .get(&Key::new("", "Service", "default", "guestbook-ui"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let s = env.status(&key).await;
+    assert_eq!(s["sync"]["status"], "OutOfSync");
+    assert!(
+        s["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["kind"] == "Service" && r["requiresPruning"] == true),
+        "{s:#}"
+    );
+    env.stop().await;
+}
+
+/// Argo's sync-waves example (its PreSync hook named by generateName): the results record
+/// PreSync, then waves 0..3 in order; each wave started only after the one before was done;
+/// and a controller restarted in the middle resumes the persisted operation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_waves_run_in_order_and_resume_after_a_restart() {
+    let corpus = corpus_or_skip!();
+    let mut env = Env::start(&corpus.join("example-apps/sync-waves")).await;
+    let key = env.application("waves", json!({"automated": {}})).await;
+    // The PreSync hook sleeps 5 s: stop the controller while it waits for it.
+    env.until_status(&key, 30, "the PreSync hook running", |s| {
+        s["operationState"]["phase"] == "Running"
+            && s["operationState"]["syncResult"]["resources"]
+                .as_array()
+                .is_some_and(|r| !r.is_empty())
+    })
+    .await;
+    env.restart_controller().await;
+    let s = env
+        .until_status(&key, 90, "the sync to finish", |s| {
+            s["operationState"]["phase"] == "Succeeded" || s["operationState"]["phase"] == "Failed"
+        })
+        .await;
+    let op = &s["operationState"];
+    assert_eq!(op["phase"], "Succeeded", "{s:#}");
+    let head = env.head();
+    let order: Vec<String> = op["syncResult"]["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {} {}",
+                r["syncPhase"].as_str().unwrap(),
+                r["kind"].as_str().unwrap(),
+                r["name"].as_str().unwrap(),
+                r["hookPhase"].as_str().unwrap_or("-")
+            )
+        })
+        .collect();
+    let started = op["startedAt"].as_str().unwrap();
+    let unix = time_unix(started);
+    let presync = format!("upgrade-sql-schema{}-presync-{unix}", &head[..7]);
+    assert_eq!(
+        order,
+        [
+            format!("PreSync Job {presync} Succeeded"),
+            "Sync Service backend -".to_string(),
+            "Sync ReplicaSet backend -".to_string(),
+            "Sync Job maint-page-up Succeeded".to_string(),
+            "Sync Service frontend -".to_string(),
+            "Sync ReplicaSet frontend -".to_string(),
+            "Sync Job maint-page-down Succeeded".to_string(),
+        ],
+        "{s:#}"
+    );
+    // Wave order as evidence: each wave's objects were created after the previous wave's hook
+    // completed.
+    let get = |k: Key| {
+        let store = env.store.clone();
+        async move { store.get(&k).await.unwrap().unwrap() }
+    };
+    let pre = get(Key::new("batch", "Job", "default", &presync)).await;
+    let backend = get(Key::new("apps", "ReplicaSet", "default", "backend")).await;
+    let up = get(Key::new("batch", "Job", "default", "maint-page-up")).await;
+    let frontend = get(Key::new("apps", "ReplicaSet", "default", "frontend")).await;
+    let done = |j: &Object| {
+        j.body["status"]["completionTime"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let created = |o: &Object| o.metadata.creation_timestamp.clone().unwrap();
+    assert!(
+        done(&pre) <= created(&backend),
+        "{} > {}",
+        done(&pre),
+        created(&backend)
+    );
+    assert!(
+        done(&up) <= created(&frontend),
+        "{} > {}",
+        done(&up),
+        created(&frontend)
+    );
+    for rs in ["backend", "frontend"] {
+        env.store
+            .delete(&Key::new("apps", "ReplicaSet", "default", rs), "test")
+            .await
+            .unwrap();
+    }
+    env.stop().await;
+}
+
+/// Seconds since the epoch of an RFC 3339 UTC timestamp (`2026-12-03T07:43:30Z`).
+fn time_unix(t: &str) -> i64 {
+    let out = Command::new("date")
+        .args(["-u", "-d", t, "+%s"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// `operation` as `argocd app sync` writes it, on a tree whose PreSync hook fails: the
+/// operation fails, nothing of the Sync phase is applied, the SyncFail hook runs, the event
+/// names who asked, and `operation` is cleared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_presync_hook_fails_the_sync_and_runs_the_syncfail_hook() {
+    let tree = tempfile::tempdir().unwrap();
+    let job = |name: &str, hook: &str, script: &str| {
+        format!(
+            "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {name}\n  annotations:\n    argocd.argoproj.io/hook: {hook}\nspec:\n  backoffLimit: 0\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: main\n        image: alpine:latest\n        command: [\"sh\", \"-c\", \"{script}\"]\n"
+        )
+    };
+    std::fs::write(
+        tree.path().join("pre.yaml"),
+        job("migrate", "PreSync", "exit 3"),
+    )
+    .unwrap();
+    std::fs::write(
+        tree.path().join("fail.yaml"),
+        job("cleanup", "SyncFail", "true"),
+    )
+    .unwrap();
+    std::fs::write(
+        tree.path().join("cm.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  a: b\n",
+    )
+    .unwrap();
+    let env = Env::start(tree.path()).await;
+    let key = env.application("hooks", Value::Null).await;
+    env.until_status(&key, 20, "OutOfSync", |s| {
+        s["sync"]["status"] == "OutOfSync"
+    })
+    .await;
+    let mut app = env.store.get(&key).await.unwrap().unwrap();
+    app.body.insert(
+        "operation".into(),
+        json!({"sync": {"prune": false}, "initiatedBy": {"username": "alice"}}),
+    );
+    env.store.update(app, "alice").await.unwrap();
+    let s = env
+        .until_status(&key, 60, "the sync to fail", |s| {
+            s["operationState"]["phase"] == "Failed"
+        })
+        .await;
+    let op = &s["operationState"];
+    assert!(
+        op["message"]
+            .as_str()
+            .unwrap()
+            .contains("Job default/migrate"),
+        "{s:#}"
+    );
+    let results: Vec<String> = op["syncResult"]["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {}",
+                r["syncPhase"].as_str().unwrap(),
+                r["name"].as_str().unwrap(),
+                r["hookPhase"].as_str().unwrap_or("-")
+            )
+        })
+        .collect();
+    assert_eq!(
+        results,
+        ["PreSync migrate Failed", "SyncFail cleanup Running"],
+        "{s:#}"
+    );
+    assert!(
+        env.store
+            .get(&Key::new("", "ConfigMap", "default", "settings"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        env.store
+            .get(&Key::new("batch", "Job", "default", "cleanup"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let app = env.store.get(&key).await.unwrap().unwrap();
+    assert!(app.body.get("operation").is_none(), "operation not cleared");
+    let events = env
+        .store
+        .events(&shipway_store::EventQuery::default())
+        .await
+        .unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.message.starts_with("sync initiated by alice to ")
+                && e.message.contains(": Failed: ")),
+        "{events:?}"
     );
     env.stop().await;
 }

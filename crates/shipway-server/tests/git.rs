@@ -313,3 +313,124 @@ async fn push_and_clone_through_the_hosted_url_with_tokens() {
     assert_eq!(s.repository().await["status"]["heads"]["main"], json!(sha));
     s.stop().await;
 }
+
+/// The Application controller wired into the platform, on a hosted repository: a push through
+/// `/git/NAME.git` is synced at once (the push writes the Repository's status, which wakes the
+/// app), and the time from push to Synced is printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_on_a_hosted_repository_syncs_each_push() {
+    let s = Server::start().await;
+    let (code, body) = s
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/apply",
+            Some(
+                json!({"apiVersion": "shipway.dev/v1alpha1", "kind": "Repository",
+                        "metadata": {"name": "config"}, "spec": {"hosted": true}}),
+            ),
+        )
+        .await;
+    assert!(code == 200 || code == 201, "{code} {body}");
+    let url = s.url("/git/config.git");
+    assert!(
+        eventually_bool(|| s.dir.path().join("data/git/config.git/HEAD").is_file()).await,
+        "the bare repository"
+    );
+    let work = s.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    ok(git(&work, None, &["init", "--quiet", "-b", "main"]));
+    let write = |v: &str| {
+        std::fs::write(
+            work.join("settings.yaml"),
+            format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  v: \"{v}\"\n"),
+        )
+        .unwrap();
+    };
+    write("1");
+    ok(git(&work, None, &["add", "-A"]));
+    ok(git(&work, None, &["commit", "--quiet", "-m", "v1"]));
+    ok(git(&work, None, &["remote", "add", "origin", &url]));
+    let token = s.token("ci", "deployer").await;
+    ok(git(
+        &work,
+        Some(&token),
+        &["push", "--quiet", "origin", "main"],
+    ));
+    let (code, body) = s
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/apply",
+            Some(json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+                "metadata": {"name": "settings", "namespace": "argocd"},
+                "spec": {"project": "default",
+                    "source": {"repoURL": url, "path": ".", "targetRevision": "main"},
+                    "destination": {"server": "https://kubernetes.default.svc", "namespace": "default"},
+                    "syncPolicy": {"automated": {"prune": true}}}})),
+        )
+        .await;
+    assert!(code == 200 || code == 201, "{code} {body}");
+    let first = ok(git(&work, None, &["rev-parse", "HEAD"]));
+    eventually(
+        Duration::from_secs(20),
+        "Synced at the first push",
+        || async {
+            let a = settings_app(&s).await;
+            a["status"]["sync"]["status"] == "Synced"
+                && a["status"]["sync"]["revision"] == json!(first)
+        },
+    )
+    .await;
+    let mut times = Vec::new();
+    for v in 2..=6 {
+        write(&v.to_string());
+        ok(git(&work, None, &["commit", "--quiet", "-am", "next"]));
+        let sha = ok(git(&work, None, &["rev-parse", "HEAD"]));
+        let t0 = std::time::Instant::now();
+        ok(git(
+            &work,
+            Some(&token),
+            &["push", "--quiet", "origin", "main"],
+        ));
+        eventually(
+            Duration::from_secs(20),
+            "Synced at the new push",
+            || async {
+                let a = settings_app(&s).await;
+                a["status"]["sync"]["status"] == "Synced"
+                    && a["status"]["operationState"]["syncResult"]["revision"] == json!(sha)
+            },
+        )
+        .await;
+        times.push(t0.elapsed());
+    }
+    let (_, cm) = s
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/resources/configmaps/settings?namespace=default",
+            None,
+        )
+        .await;
+    assert_eq!(cm["data"]["v"], "6", "{cm}");
+    println!("hosted push → Synced (push included): {times:?}");
+    s.stop().await;
+}
+
+async fn eventually_bool(f: impl Fn() -> bool) -> bool {
+    for _ in 0..100 {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+async fn settings_app(s: &Server) -> Value {
+    s.call(
+        reqwest::Method::GET,
+        "/api/v1/resources/applications/settings?namespace=argocd",
+        None,
+    )
+    .await
+    .1
+}

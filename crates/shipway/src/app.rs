@@ -255,7 +255,12 @@ async fn request_refresh(client: &Client, app: &AppTarget) -> Result<(), Failure
 async fn request_operation(client: &Client, app: &AppTarget, sync: Value) -> Result<(), Failure> {
     let user = "shipway-cli";
     let current = fetch(client, app).await?;
-    if current.body.get("operation").is_some_and(|v| !v.is_null()) {
+    // Requested and not yet taken, or taken and running (the controller clears `operation`
+    // when it starts one): either way Argo's answer is to wait.
+    let running = status(&current)
+        .operation_state
+        .is_some_and(|op| op.phase == "Running");
+    if running || current.body.get("operation").is_some_and(|v| !v.is_null()) {
         return Err(Failure::Failed(format!(
             "another operation is already in progress on {}: wait for it (`shipway app wait {} --operation`)",
             app.name, app.name
@@ -279,7 +284,7 @@ async fn finish_operation(
     timeout: Option<Duration>,
 ) -> Result<(), Failure> {
     let obj = wait_until(client, app, timeout, |o| {
-        // The controller clears `operation` when it has finished it.
+        // The controller clears `operation` when it takes it, and the state says when it ends.
         o.body.get("operation").is_none_or(Value::is_null)
             && status(o)
                 .operation_state
