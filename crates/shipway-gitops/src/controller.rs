@@ -442,9 +442,9 @@ impl ApplicationController {
                     || !cache.is_dir()
             };
             if due {
-                let (u, c) = (url.clone(), cache.clone());
+                let (u, c, creds) = (url.clone(), cache.clone(), self.credentials(&url));
                 let fetched = tokio::task::spawn_blocking(move || {
-                    shipway_git::fetch(&u, &c, None).map(|_| ())
+                    shipway_git::fetch(&u, &c, creds.as_ref()).map(|_| ())
                 })
                 .await
                 .map_err(|e| (COMPARISON_ERROR, format!("fetching {url}: {e}")))?;
@@ -469,6 +469,21 @@ impl ApplicationController {
         tokio::task::spawn_blocking(move || render_at(&dir, &source, &namespace))
             .await
             .map_err(|e| (COMPARISON_ERROR, format!("render: {e}")))?
+    }
+
+    /// Credentials for `url` from an Argo CD repository Secret (label
+    /// `argocd.argoproj.io/secret-type: repository`) whose `url` is it.
+    fn credentials(&self, url: &str) -> Option<shipway_git::Credentials> {
+        self.cache
+            .labelled("argocd.argoproj.io/secret-type", "repository")
+            .iter()
+            .filter_map(|s| shipway_model::types::repository::from_argocd_secret(s)?.ok())
+            .find(|r| r.url == url)
+            .map(|r| shipway_git::Credentials {
+                username: r.username,
+                password: r.password,
+                ssh_private_key: r.ssh_private_key,
+            })
     }
 
     /// The live objects the comparison needs: each desired key, and every object tracked by

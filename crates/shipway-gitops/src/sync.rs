@@ -177,11 +177,15 @@ fn heal_wait(
     (self_heal && drift).then(|| heal_delay(status))
 }
 
+/// The operation's start in Unix seconds, parsed exactly (not derived from "how long ago"),
+/// since it is part of hook names that must be the same at every step.
 fn unix(ctl: &ApplicationController, timestamp: Option<&str>) -> i64 {
-    let now = ctl.clock.now().unix_timestamp();
     timestamp
-        .and_then(|t| ctl.clock.since(t))
-        .map_or(now, |age| now - age.as_secs() as i64)
+        .and_then(|t| {
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+        })
+        .unwrap_or_else(|| ctl.clock.now())
+        .unix_timestamp()
 }
 
 fn result_of<'a>(

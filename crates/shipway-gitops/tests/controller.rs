@@ -747,3 +747,72 @@ async fn a_failing_presync_hook_fails_the_sync_and_runs_the_syncfail_hook() {
     );
     env.stop().await;
 }
+
+/// A URL that is neither hosted nor file:// is fetched into the shared cache; an unreachable
+/// one and an unknown revision are `ComparisonError`s with sync `Unknown`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetched_repositories_and_fail_closed_comparisons() {
+    let corpus = corpus_or_skip!();
+    let env = Env::start(&corpus.join("example-apps/guestbook")).await;
+    let app = |name: &str, url: String, rev: &str| -> Object {
+        serde_json::from_value(json!({
+            "apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+            "metadata": {"name": name, "namespace": "argocd"},
+            "spec": {"source": {"repoURL": url, "path": "guestbook", "targetRevision": rev},
+                     "destination": {"server": "https://kubernetes.default.svc", "namespace": "default"}},
+        }))
+        .unwrap()
+    };
+    // A plain path is a URL git fetches (as it would an https:// one).
+    let fetched = app("fetched", env.repo.display().to_string(), "main");
+    let fetched_key = fetched.key();
+    env.store.apply(fetched, "test").await.unwrap();
+    let s = env
+        .until_status(&fetched_key, 20, "a comparison", |s| {
+            s["sync"]["status"] == "OutOfSync"
+        })
+        .await;
+    assert_eq!(s["sync"]["revision"], env.head());
+    let caches: Vec<_> = std::fs::read_dir(env.data.path().join("gitops/cache"))
+        .unwrap()
+        .collect();
+    assert_eq!(caches.len(), 1);
+
+    let gone = app("gone", "/nonexistent/repo.git".into(), "HEAD");
+    let gone_key = gone.key();
+    env.store.apply(gone, "test").await.unwrap();
+    let s = env
+        .until_status(&gone_key, 20, "a ComparisonError", |s| {
+            s["sync"]["status"] == "Unknown" && s["conditions"].is_array()
+        })
+        .await;
+    assert_eq!(s["conditions"][0]["type"], "ComparisonError", "{s:#}");
+    assert!(
+        s["conditions"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("failed to fetch"),
+        "{s:#}"
+    );
+
+    let unknown = app(
+        "unknown",
+        format!("file://{}", env.repo.display()),
+        "no-such-branch",
+    );
+    let unknown_key = unknown.key();
+    env.store.apply(unknown, "test").await.unwrap();
+    let s = env
+        .until_status(&unknown_key, 20, "a ComparisonError", |s| {
+            s["sync"]["status"] == "Unknown" && s["conditions"].is_array()
+        })
+        .await;
+    assert!(
+        s["conditions"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown revision \"no-such-branch\""),
+        "{s:#}"
+    );
+    env.stop().await;
+}
