@@ -32,6 +32,10 @@ use crate::tracking::TRACKING_ANNOTATION;
 
 /// Who the controller's writes are by, in the audit trail.
 pub const ACTOR: Actor = Actor::component("shipway-gitops");
+/// Argo CD's finalizer for cascading deletes (also as `.../foreground` and `.../background`).
+pub const RESOURCES_FINALIZER: &str = "resources-finalizer.argocd.argoproj.io";
+/// While a cascading delete waits for the resources to go, how often to look again.
+const FINALIZE_POLL: Duration = Duration::from_millis(500);
 
 pub const GROUP: &str = "argoproj.io";
 pub const APPLICATION: GroupKind = GroupKind::from_static(GROUP, "Application");
@@ -203,7 +207,7 @@ impl ApplicationController {
     /// when it changed.
     pub async fn reconcile(&self, app: &Object) -> Result<Action, ControllerError> {
         if app.metadata.deletion_timestamp.is_some() {
-            return Ok(Action::AwaitChange);
+            return self.finalize(app).await;
         }
         let spec: ApplicationSpec = match app.spec_as() {
             Ok(s) => s,
@@ -357,6 +361,47 @@ impl ApplicationController {
             self.store.update(current, ACTOR.as_str()).await?;
         }
         Ok(requeue.map_or(Action::AwaitChange, Action::Requeue))
+    }
+
+    /// Argo CD's cascading delete: while the Application carries the resources finalizer
+    /// (`argocd app delete` sets it, `--cascade=false` removes it), its tracked resources are
+    /// deleted — only those carrying its tracking id, never an object it did not create — and
+    /// once none is left the finalizer goes, and with it the Application.
+    async fn finalize(&self, app: &Object) -> Result<Action, ControllerError> {
+        let is_ours = |f: &String| {
+            f == RESOURCES_FINALIZER || f.starts_with(&format!("{RESOURCES_FINALIZER}/"))
+        };
+        if !app.metadata.finalizers.iter().any(is_ours) {
+            return Ok(Action::AwaitChange);
+        }
+        let name = &app.metadata.name;
+        let tracked: Vec<_> = self
+            .cache
+            .all(None)
+            .into_iter()
+            .filter(|o| crate::tracking::is_tracked_by(name, o))
+            .collect();
+        if !tracked.is_empty() {
+            for o in tracked
+                .iter()
+                .filter(|o| o.metadata.deletion_timestamp.is_none())
+            {
+                if let Err(e) = self.runtime.delete(&o.key(), &ACTOR).await {
+                    tracing::warn!("gitops: deleting {} of application {name}: {e}", o.key());
+                }
+            }
+            // Their deletions wake the app through the tracking-id watches; this is the backstop.
+            return Ok(Action::Requeue(FINALIZE_POLL));
+        }
+        let Some(mut current) = self.store.get(&app.key()).await? else {
+            return Ok(Action::AwaitChange);
+        };
+        current.metadata.finalizers.retain(|f| !is_ours(f));
+        match self.store.update(current, ACTOR.as_str()).await {
+            Ok(_) => Ok(Action::AwaitChange),
+            Err(StoreError::Conflict { .. }) => Ok(Action::Requeue(Duration::ZERO)),
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn write_status(

@@ -816,3 +816,63 @@ async fn fetched_repositories_and_fail_closed_comparisons() {
     );
     env.stop().await;
 }
+
+/// Argo CD's cascading delete: with the resources finalizer the app's tracked resources go
+/// first, then the Application; an object it did not create stays. Without the finalizer
+/// (`--cascade=false`) the resources stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_an_application_cascades_through_the_resources_finalizer() {
+    let corpus = corpus_or_skip!();
+    let env = Env::start(&corpus.join("example-apps/guestbook")).await;
+    let store = env.store.clone();
+    let exists = |group: &'static str, kind: &'static str, name: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .get(&Key::new(group, kind, "default", name))
+                .await
+                .unwrap()
+                .is_some()
+        }
+    };
+    // Someone else's object beside the app's: never the app's to delete.
+    let other: Object = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "not-ours", "namespace": "default"}, "data": {"a": "b"},
+    }))
+    .unwrap();
+    env.store.apply(other, "test").await.unwrap();
+
+    for (name, cascade) in [("guestbook", true), ("kept", false)] {
+        let key = env.application(name, json!({"automated": {}})).await;
+        env.until_status(&key, 60, "Synced", |s| s["sync"]["status"] == "Synced")
+            .await;
+        let mut app = env.store.get(&key).await.unwrap().unwrap();
+        if cascade {
+            app.metadata
+                .finalizers
+                .push("resources-finalizer.argocd.argoproj.io".into());
+            env.store.apply(app, "test").await.unwrap();
+        }
+        env.store.delete(&key, "test").await.unwrap();
+        let s = env.store.clone();
+        shipway_testkit::eventually(Duration::from_secs(30), "the Application gone", || {
+            let s = s.clone();
+            let key = key.clone();
+            async move { s.get(&key).await.unwrap().is_none() }
+        })
+        .await;
+        let deployment = exists("apps", "Deployment", "guestbook-ui").await;
+        let service = exists("", "Service", "guestbook-ui").await;
+        if cascade {
+            assert!(
+                !deployment && !service,
+                "cascade left deployment={deployment} service={service}"
+            );
+        } else {
+            assert!(deployment && service, "without cascade the resources stay");
+        }
+    }
+    assert!(exists("", "ConfigMap", "not-ours").await);
+    env.stop().await;
+}
