@@ -2056,3 +2056,84 @@ fn app_sync_history_and_rollback_through_a_hosted_repository() {
         text(&out.stdout)
     );
 }
+
+/// `shipway up` SIGKILLed in the middle of a sync (its PreSync hook running): after the restart
+/// the operation completes, never left Running.
+#[test]
+fn a_sync_interrupted_by_sigkill_completes_after_restart() {
+    let data = tempfile::tempdir().unwrap();
+    import_shell_image(data.path());
+    let repo = tempfile::tempdir().unwrap();
+    std::fs::create_dir(repo.path().join("app")).unwrap();
+    std::fs::write(
+        repo.path().join("app/hook.yaml"),
+        "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: migrate\n  annotations:\n    argocd.argoproj.io/hook: PreSync\nspec:\n  backoffLimit: 2\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: main\n        image: shell:v1\n        args: [\"sleep 4\"]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        repo.path().join("app/config.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  mode: on\n",
+    )
+    .unwrap();
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(["-c", "user.name=dev", "-c", "user.email=dev@example.com"])
+            .args(args)
+            .current_dir(repo.path())
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "."]);
+    git(&["commit", "-qm", "app"]);
+
+    let up = Up::start(data.path());
+    let url = format!("file://{}", repo.path().display());
+    let out = up.cli(
+        data.path(),
+        &[
+            "app",
+            "create",
+            "migrating",
+            "--repo",
+            &url,
+            "--path",
+            "app",
+            "--sync-policy",
+            "automated",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let app = |up: &Up| -> serde_json::Value {
+        let out = up.cli(data.path(), &["app", "get", "migrating", "-o", "json"]);
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    };
+    // Kill it while the hook runs: the operation is Running and nothing of the Sync phase is there.
+    wait_for(60, "the PreSync hook to run", || {
+        let v = app(&up);
+        let jobs = up.cli(data.path(), &["get", "jobs", "-o", "name"]);
+        v["status"]["operationState"]["phase"] == "Running"
+            && text(&jobs.stdout).contains("migrate")
+    });
+    let out = up.cli(data.path(), &["get", "configmap", "settings"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the Sync phase waits for the hook"
+    );
+    up.kill9();
+
+    let up = Up::start(data.path());
+    wait_for(90, "the interrupted operation to end", || {
+        app(&up)["status"]["operationState"]["phase"] != "Running"
+    });
+    let v = app(&up);
+    let op = &v["status"]["operationState"];
+    assert_eq!(op["phase"], "Succeeded", "{op:#}");
+    assert_eq!(op["message"], "successfully synced (all tasks run)");
+    let out = up.cli(data.path(), &["get", "configmap", "settings"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
