@@ -94,13 +94,15 @@ pub enum ControllerError {
     Other(String),
 }
 
-/// A source resolved and rendered, or why not (a condition type and Argo-style message).
-pub(crate) struct Compared {
+/// A source rendered at a commit: the commit's sha and the objects.
+#[derive(Clone, Debug)]
+pub struct Compared {
     pub revision: String,
     pub desired: Vec<Object>,
 }
 
-pub(crate) type CompareError = (&'static str, String);
+/// The condition type (`ComparisonError`, `InvalidSpecError`) and its message.
+pub type CompareError = (&'static str, String);
 
 impl ApplicationController {
     pub fn new(
@@ -554,7 +556,9 @@ impl ApplicationController {
     }
 }
 
-fn render_at(
+/// Renders `source` at its `targetRevision` from the repository at `dir` (bare or not), as a
+/// comparison does; `shipway app manifests` and `diff` call it on a fetched copy.
+pub fn render_at(
     dir: &Path,
     source: &ApplicationSource,
     namespace: &str,

@@ -162,6 +162,109 @@ pub async fn run(client: &Client, command: AppCommand) -> Result<(), Failure> {
             outln!("{}", get_text(&obj));
             Ok(())
         }
+        AppCommand::Manifests { app, revision } => {
+            let obj = fetch(client, &app).await?;
+            let (_, desired) = desired_state(client, &obj, revision.as_deref()).await?;
+            for (i, o) in desired.iter().enumerate() {
+                if i > 0 {
+                    outln!("---");
+                }
+                out!(
+                    "{}",
+                    output::to_yaml(&serde_json::to_value(o).unwrap_or_default())
+                );
+            }
+            Ok(())
+        }
+        AppCommand::Diff { app, revision } => {
+            let obj = fetch(client, &app).await?;
+            let (_, desired) = desired_state(client, &obj, revision.as_deref()).await?;
+            let plain: Vec<Object> = desired
+                .into_iter()
+                .filter(|o| {
+                    !shipway_gitops::plan::is_hook(o) && !shipway_gitops::plan::is_skipped(o)
+                })
+                .collect();
+            let mut live = Vec::new();
+            let pruned = status(&obj)
+                .resources
+                .into_iter()
+                .filter(|r| r.requires_pruning == Some(true))
+                .map(|r| {
+                    (
+                        r.group.unwrap_or_default(),
+                        r.kind.unwrap_or_default(),
+                        r.namespace.unwrap_or_default(),
+                        r.name.unwrap_or_default(),
+                    )
+                });
+            let wanted: Vec<(String, String, String, String)> = plain
+                .iter()
+                .map(|o| {
+                    (
+                        o.group().to_string(),
+                        o.kind.clone(),
+                        o.metadata.namespace.clone().unwrap_or_default(),
+                        o.metadata.name.clone(),
+                    )
+                })
+                .chain(pruned)
+                .collect();
+            for (group, kind, namespace, name) in wanted {
+                let resource = if group.is_empty() {
+                    kind.to_lowercase()
+                } else {
+                    format!("{}.{group}", kind.to_lowercase())
+                };
+                let query = if namespace.is_empty() {
+                    Vec::new()
+                } else {
+                    ns(&namespace)
+                };
+                match client.get(&resource, &name, &query).await {
+                    Ok(o) => live.push(o),
+                    Err(ClientError::Api(s)) if s.code == 404 => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            let spec: ApplicationSpec = obj.spec_as().unwrap_or_default();
+            let diffs = shipway_gitops::diff::diff(
+                &obj.metadata.name,
+                &plain,
+                &live,
+                &spec.ignore_differences,
+                &[],
+            );
+            let colour = {
+                use std::io::IsTerminal as _;
+                std::io::stdout().is_terminal()
+            };
+            let mut differs = false;
+            for d in diffs.iter().filter(|d| !d.diff.is_empty()) {
+                differs = true;
+                for line in d.diff.lines() {
+                    let line = output::escape_terminal(line);
+                    match line.chars().next() {
+                        Some('+') if colour && !line.starts_with("+++") => {
+                            outln!("\x1b[32m{line}\x1b[0m")
+                        }
+                        Some('-') if colour && !line.starts_with("---") => {
+                            outln!("\x1b[31m{line}\x1b[0m")
+                        }
+                        _ => outln!("{line}"),
+                    }
+                }
+            }
+            if differs {
+                // `argocd app diff`'s contract: exit 1 when there is a difference.
+                Err(Failure::Failed(format!(
+                    "application {} differs from git",
+                    app.name
+                )))
+            } else {
+                Ok(())
+            }
+        }
         AppCommand::Refresh { app } => {
             request_refresh(client, &app).await?;
             outln!("refresh of {} requested", app.name);
@@ -835,6 +938,69 @@ fn history_text(o: &Object) -> String {
         ]);
     }
     output::align(&rows).trim_end().to_string()
+}
+
+/// The Application's desired state, rendered here from a copy of its repository: a hosted
+/// repository fetched from this server with the CLI's token, `file://` read in place, another
+/// URL fetched as it is (public repositories only: the CLI holds no repository credentials).
+/// At `revision`, else the revision the app last compared, else its target revision.
+async fn desired_state(
+    client: &Client,
+    obj: &Object,
+    revision: Option<&str>,
+) -> Result<(String, Vec<Object>), Failure> {
+    let spec: ApplicationSpec = obj.spec_as().unwrap_or_default();
+    let Some(mut source) = spec
+        .source
+        .clone()
+        .or_else(|| spec.sources.first().cloned())
+    else {
+        return Err(Failure::Failed(format!(
+            "application {} has no source",
+            obj.metadata.name
+        )));
+    };
+    let compared = status(obj).sync.and_then(|s| s.revision);
+    if let Some(rev) = revision.map(String::from).or(compared) {
+        source.target_revision = Some(rev);
+    }
+    let namespace = spec
+        .destination
+        .as_ref()
+        .and_then(|d| d.namespace.clone())
+        .unwrap_or_else(|| "default".into());
+    let url = source.repo_url.clone().unwrap_or_default();
+    let copy = tempfile::tempdir()
+        .map_err(|e| Failure::Failed(format!("cannot make a temporary directory: {e}")))?;
+    let server = client.server().to_string();
+    let token = client.token().map(String::from);
+    let rendered = tokio::task::spawn_blocking(move || {
+        let dir = if let Some(path) = url.strip_prefix("file://") {
+            std::path::PathBuf::from(path)
+        } else {
+            let (fetch_url, creds) = match shipway_gitops::controller::hosted_name(&url) {
+                // The app names the URL it was pushed to; this server serves it now.
+                Some(name) => (
+                    format!("{server}/git/{name}.git"),
+                    Some(shipway_git::Credentials {
+                        username: Some("shipway".into()),
+                        password: token,
+                        ssh_private_key: None,
+                    }),
+                ),
+                None => (url.clone(), None),
+            };
+            let cache = copy.path().join("repo.git");
+            shipway_git::fetch(&fetch_url, &cache, creds.as_ref())
+                .map_err(|e| format!("fetching {}: {e}", shipway_git::redact(&fetch_url)))?;
+            cache
+        };
+        shipway_gitops::controller::render_at(&dir, &source, &namespace).map_err(|(_, m)| m)
+    })
+    .await
+    .map_err(|e| Failure::Failed(format!("rendering: {e}")))?
+    .map_err(Failure::Failed)?;
+    Ok((rendered.revision, rendered.desired))
 }
 
 #[cfg(test)]

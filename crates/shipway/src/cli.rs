@@ -98,8 +98,8 @@ pub enum Command {
     /// it fetches.
     #[command(subcommand)]
     Repo(RepoCommand),
-    /// Argo CD Applications, with `argocd app`'s verbs: create, list, get, sync, history,
-    /// rollback, wait, refresh, delete.
+    /// Argo CD Applications, with `argocd app`'s verbs: create, list, get, diff, manifests,
+    /// sync, history, rollback, wait, refresh, delete.
     #[command(subcommand)]
     App(AppCommand),
 }
@@ -201,6 +201,24 @@ pub enum AppCommand {
         /// Give up after this long [default: wait forever, as argocd app wait].
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         timeout: Option<FlagDuration>,
+    },
+    /// Print the manifests git holds for the Application (at its synced revision, or
+    /// --revision), rendered as the controller renders them.
+    Manifests {
+        #[command(flatten)]
+        app: AppTarget,
+        /// Render this branch, tag or commit instead.
+        #[arg(long)]
+        revision: Option<String>,
+    },
+    /// Show how the live resources differ from git, as a unified diff; exit 1 when they
+    /// differ.
+    Diff {
+        #[command(flatten)]
+        app: AppTarget,
+        /// Compare with this branch, tag or commit instead of the target revision.
+        #[arg(long)]
+        revision: Option<String>,
     },
     /// Ask for a fresh comparison with git now, instead of at the next poll.
     Refresh {

@@ -45,6 +45,16 @@ pub struct Client {
 }
 
 impl Client {
+    /// The server's base URL, as given.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// The token requests carry.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     pub fn new(server: &str, token: Option<String>) -> Client {
         Client {
             server: server.trim_end_matches('/').to_string(),

@@ -1996,6 +1996,24 @@ fn app_sync_history_and_rollback_through_a_hosted_repository() {
         "{}",
         text(&out.stdout)
     );
+    // Rendered from a copy of the repository fetched with the CLI's token: what is live.
+    let out = up.cli(data.path(), &["app", "manifests", "guestbook"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let manifests = text(&out.stdout);
+    assert!(
+        manifests.contains("kind: Deployment")
+            && manifests.contains("kind: Service")
+            && manifests.contains("image: gcr.io/google-samples/gb-frontend:v5"),
+        "{manifests}"
+    );
+    let out = up.cli(data.path(), &["app", "diff", "guestbook"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "synced: no diff\n{}",
+        text(&out.stdout)
+    );
+    assert_eq!(text(&out.stdout), "");
 
     let path = work.path().join("guestbook/guestbook-ui-deployment.yaml");
     let manifest = std::fs::read_to_string(&path).unwrap();
@@ -2003,6 +2021,19 @@ fn app_sync_history_and_rollback_through_a_hosted_repository() {
     git(&["commit", "-qam", "guestbook v6"]);
     git(&["push", "-q", &url, "main"]);
     let second = git(&["rev-parse", "HEAD"]);
+    let out = up.cli(
+        data.path(),
+        &["app", "diff", "guestbook", "--revision", "main"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let diff = text(&out.stdout);
+    assert!(
+        diff.contains("===== apps/Deployment default/guestbook-ui ======")
+            && diff.contains("-      - image: gcr.io/google-samples/gb-frontend:v5")
+            && diff.contains("+      - image: gcr.io/google-samples/gb-frontend:v6"),
+        "{diff}"
+    );
+    assert!(!diff.contains("Service"), "only what differs: {diff}");
     // The push reaches the controller at once; the sync is the user's, at the new head.
     let printed = sync(&[]);
     assert!(
