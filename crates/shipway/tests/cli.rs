@@ -131,6 +131,29 @@ fn import_shell_image(data: &Path) {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
 
+/// Runs git in `dir` with a fixed identity and no user configuration; with `token`, a
+/// credential helper hands it to Shipway's hosted git as the password. Its trimmed stdout.
+fn git_in(dir: &Path, token: Option<&str>, args: &[&str]) -> String {
+    let mut git = Command::new("git");
+    git.args(["-c", "user.name=dev", "-c", "user.email=dev@example.com"]);
+    if let Some(token) = token {
+        git.args([
+            "-c",
+            "credential.helper=!f() { echo username=shipway; echo \"password=$TOKEN\"; }; f",
+        ])
+        .env("TOKEN", token);
+    }
+    let out = git
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
+    text(&out.stdout).trim().to_string()
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -1914,23 +1937,7 @@ fn app_sync_history_and_rollback_through_a_hosted_repository() {
     for f in ["guestbook-ui-deployment.yaml", "guestbook-ui-svc.yaml"] {
         std::fs::copy(guestbook.join(f), work.path().join("guestbook").join(f)).unwrap();
     }
-    let git = |args: &[&str]| {
-        let out = Command::new("git")
-            .args(["-c", "user.name=dev", "-c", "user.email=dev@example.com"])
-            .args([
-                "-c",
-                "credential.helper=!f() { echo username=shipway; echo \"password=$TOKEN\"; }; f",
-            ])
-            .args(args)
-            .current_dir(work.path())
-            .env("TOKEN", &token)
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
-        text(&out.stdout).trim().to_string()
-    };
+    let git = |args: &[&str]| git_in(work.path(), Some(&token), args);
     git(&["init", "-q", "-b", "main"]);
     git(&["add", "."]);
     git(&["commit", "-qm", "guestbook v5"]);
@@ -2106,17 +2113,7 @@ fn a_sync_interrupted_by_sigkill_completes_after_restart() {
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  mode: on\n",
     )
     .unwrap();
-    let git = |args: &[&str]| {
-        let out = Command::new("git")
-            .args(["-c", "user.name=dev", "-c", "user.email=dev@example.com"])
-            .args(args)
-            .current_dir(repo.path())
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
-    };
+    let git = |args: &[&str]| git_in(repo.path(), None, args);
     git(&["init", "-q", "-b", "main"]);
     git(&["add", "."]);
     git(&["commit", "-qm", "app"]);
