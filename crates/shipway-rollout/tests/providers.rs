@@ -221,6 +221,9 @@ fn prometheus() -> axum::Router {
                     ]}}),
                     "scalar" => json!({"status": "success", "data": {"resultType": "scalar", "result": [1700000000.0, "42"]}}),
                     "empty" => json!({"status": "success", "data": {"resultType": "vector", "result": []}}),
+                    // A ratio of two zero rates: Prometheus answers NaN.
+                    "nan" => json!({"status": "success", "data": {"resultType": "vector", "result": [
+                        {"metric": {}, "value": [1700000000.0, "NaN"]}]}}),
                     _ => return (StatusCode::BAD_REQUEST, Json(json!({"status": "error", "errorType": "bad_data",
                         "error": format!("invalid parameter \"query\": 1:1: parse error: unexpected identifier {query:?}")}))),
                 };
@@ -250,6 +253,15 @@ async fn prometheus_instant_queries_vectors_scalars_empty_and_errors() {
     assert_eq!((m.phase.as_str(), m.value.as_str()), ("Successful", "42"));
     let m = measure(&p, q("empty", "len(result) == 0")).await;
     assert_eq!((m.phase.as_str(), m.value.as_str()), ("Successful", "[]"));
+    // NaN stays a number for the conditions, as Argo's Go float does.
+    let m = measure(&p, q("nan", "isNaN(result[0])")).await;
+    assert_eq!(
+        (m.phase.as_str(), m.value.as_str()),
+        ("Successful", "[NaN]"),
+        "{m:?}"
+    );
+    let m = measure(&p, q("nan", "result[0] >= 0.95")).await;
+    assert_eq!(m.phase, "Failed", "NaN passes no threshold: {m:?}");
     let m = measure(&p, q("rate(", "true")).await;
     assert_eq!(m.phase, "Error");
     assert_eq!(

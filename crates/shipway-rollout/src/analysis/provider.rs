@@ -24,8 +24,12 @@ use super::{Phase, Task};
 /// What a provider saw.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Reading {
-    /// A result for the metric's conditions, and its text for `measurement.value`.
-    Value { result: Value, text: String },
+    /// A result for the metric's conditions (NaN and infinities kept as numbers, as Argo's Go
+    /// floats are), and its text for `measurement.value`.
+    Value {
+        result: exprlang::Value,
+        text: String,
+    },
     /// No verdict can be drawn (too little traffic); never a pass.
     Inconclusive { text: String, message: String },
     /// The provider decided (a Job completed or failed).
@@ -128,7 +132,7 @@ impl Provider for Web {
             // Argo evaluates a body that is no JSON as a string.
             let text = String::from_utf8_lossy(&bytes).into_owned();
             return Ok(Reading::Value {
-                result: Value::String(text.clone()),
+                result: exprlang::Value::String(text.clone()),
                 text,
             });
         };
@@ -139,7 +143,7 @@ impl Provider for Web {
         };
         Ok(Reading::Value {
             text: found.to_string(),
-            result: found,
+            result: exprlang::Value::from(&found),
         })
     }
 }
@@ -276,7 +280,7 @@ impl Provider for Prometheus {
                     .and_then(number)
                     .ok_or("Prometheus returned a scalar without a value")?;
                 Ok(Reading::Value {
-                    result: float(v),
+                    result: exprlang::Value::Float(v),
                     text: go_float(v),
                 })
             }
@@ -305,20 +309,15 @@ impl Provider for Prometheus {
                         .join(",")
                 );
                 Ok(Reading::Value {
-                    result: Value::Array(values.into_iter().map(float).collect()),
+                    result: exprlang::Value::Array(
+                        values.into_iter().map(exprlang::Value::Float).collect(),
+                    ),
                     text,
                 })
             }
             _ => Err("Prometheus metric type not supported".into()),
         }
     }
-}
-
-/// A float as JSON; NaN and infinities (which JSON lacks) as their names, which the
-/// conditions' `isNaN`/`isInf` do not see as numbers: Argo's `result` is a Go float there, an
-/// edge Shipway does not reproduce.
-fn float(v: f64) -> Value {
-    serde_json::Number::from_f64(v).map_or_else(|| Value::String(go_float(v)), Value::Number)
 }
 
 /// Prometheus' `SampleValue.String()` (Go's `%g`-like shortest form).
@@ -391,7 +390,7 @@ impl ShipwayProvider {
             });
         };
         Ok(Reading::Value {
-            result: float(v),
+            result: exprlang::Value::Float(v),
             text: go_float(v),
         })
     }
@@ -580,13 +579,13 @@ impl Providers {
 }
 
 /// Argo's `EvaluateResult`: the conditions applied to `result`.
-pub fn judge(metric: &Metric, result: &Value) -> Result<Phase, String> {
+pub fn judge(metric: &Metric, result: &exprlang::Value) -> Result<Phase, String> {
     let conditions = Conditions::compile(
         metric.success_condition.as_deref(),
         metric.failure_condition.as_deref(),
     )
     .map_err(|e| e.to_string())?;
-    Ok(match conditions.assess(&exprlang::Value::from(result))? {
+    Ok(match conditions.assess(result)? {
         Assessment::Successful => Phase::Successful,
         Assessment::Failed => Phase::Failed,
         Assessment::Inconclusive => Phase::Inconclusive,
