@@ -1,5 +1,5 @@
 //! Push → Synced on the real platform in process (issue 13): 50 pushes to a hosted repository
-//! through `/git/NAME.git`, and 50 pushes to an external repository (served by `git daemon`,
+//! through `/git/NAME.git`, and 50 pushes to an external repository (fetched over HTTP,
 //! polled only every hour) each announced by a signed GitHub-style webhook. Each sample runs
 //! from just before `git push` until the Application reports the new sha as Synced with a
 //! Succeeded operation. The tree is one ConfigMap, so only the GitOps path is measured.
@@ -183,44 +183,24 @@ fn application(name: &str, url: &str) -> Value {
             "syncPolicy": {"automated": {"prune": true}}}})
 }
 
-async fn hosted(s: &Server, root: &Path) -> Vec<Duration> {
-    s.apply(
-        json!({"apiVersion": "shipway.dev/v1alpha1", "kind": "Repository",
-                   "metadata": {"name": "config"}, "spec": {"hosted": true}}),
-    )
-    .await;
-    let url = s.url("/git/config.git");
-    let (code, body) = s
-        .call(
-            reqwest::Method::POST,
-            "/api/v1/tokens",
-            Some(json!({"name": "ci", "role": "deployer"})),
-        )
-        .await;
-    assert_eq!(code, 201, "token: {body}");
-    let token = body["token"].as_str().expect("token").to_string();
-    let work = root.join("hosted");
-    std::fs::create_dir_all(&work).expect("work dir");
-    git(&work, None, &["init", "--quiet", "-b", "main"]).await;
-    git(&work, None, &["remote", "add", "origin", &url]).await;
-    let mut sha = commit(&work, "settings", 0).await;
-    // The bare repository appears once the Repository is reconciled: retry the first push.
+/// The bare repository appears once the Repository is reconciled: retries the first push.
+async fn first_push(work: &Path, url: &str, token: &str) {
     let start = Instant::now();
     loop {
         let out = tokio::process::Command::new("git")
-            .current_dir(&work)
+            .current_dir(work)
             .args(["push", "--quiet", "origin", "main"])
-            .env("HOME", &work)
+            .env("HOME", work)
             .env("GIT_CONFIG_NOSYSTEM", "1")
             .env("GIT_TERMINAL_PROMPT", "0")
             .env("GIT_ASKPASS", work.join("../askpass.sh"))
-            .env("BENCH_TOKEN", &token)
+            .env("BENCH_TOKEN", token)
             .stderr(Stdio::piped())
             .output()
             .await
             .expect("git push");
         if out.status.success() {
-            break;
+            return;
         }
         assert!(
             start.elapsed() < GIVE_UP,
@@ -229,76 +209,57 @@ async fn hosted(s: &Server, root: &Path) -> Vec<Duration> {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+async fn hosted(s: &Server, root: &Path, token: &str) -> Vec<Duration> {
+    s.apply(
+        json!({"apiVersion": "shipway.dev/v1alpha1", "kind": "Repository",
+                   "metadata": {"name": "config"}, "spec": {"hosted": true}}),
+    )
+    .await;
+    let url = s.url("/git/config.git");
+    let work = root.join("hosted");
+    std::fs::create_dir_all(&work).expect("work dir");
+    git(&work, None, &["init", "--quiet", "-b", "main"]).await;
+    git(&work, None, &["remote", "add", "origin", &url]).await;
+    let mut sha = commit(&work, "settings", 0).await;
+    first_push(&work, &url, token).await;
     s.apply(application("settings", &url)).await;
     s.wait_synced("settings", &sha).await;
     let mut times = Vec::with_capacity(PUSHES);
     for v in 1..=PUSHES {
         sha = commit(&work, "settings", v).await;
         let t0 = Instant::now();
-        git(&work, Some(&token), &["push", "--quiet", "origin", "main"]).await;
+        git(&work, Some(token), &["push", "--quiet", "origin", "main"]).await;
         s.wait_synced("settings", &sha).await;
         times.push(t0.elapsed());
     }
     times
 }
 
-/// A free port for `git daemon`: bound and released, so a race is possible but unlikely.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-async fn webhook(s: &Server, root: &Path) -> Vec<Duration> {
-    let served = root.join("served");
-    let bare = served.join("upstream.git");
-    std::fs::create_dir_all(&served).expect("served dir");
-    ok(
-        "git init --bare",
-        std::process::Command::new("git")
-            .args(["init", "--quiet", "--bare", "-b", "main"])
-            .arg(&bare)
-            .output(),
-    );
-    let port = free_port();
-    let mut daemon = tokio::process::Command::new("git")
-        .arg("daemon")
-        .arg("--reuseaddr")
-        .arg("--export-all")
-        .arg("--listen=127.0.0.1")
-        .arg(format!("--port={port}"))
-        .arg(format!("--base-path={}", served.display()))
-        .arg(&served)
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("git daemon");
-    let url = format!("git://127.0.0.1:{port}/upstream.git");
+async fn webhook(s: &Server, root: &Path, token: &str) -> Vec<Duration> {
+    // The git host: a second hosted repository, pushed to as usual. The Application reads it
+    // through `URL/` (trailing slash), which git fetches like any remote but which does not
+    // name a hosted repository, so Shipway treats it as external: fetched into its cache with
+    // the credentials of an Argo CD repository Secret, and not woken by the push itself.
+    s.apply(
+        json!({"apiVersion": "shipway.dev/v1alpha1", "kind": "Repository",
+                   "metadata": {"name": "githost"}, "spec": {"hosted": true}}),
+    )
+    .await;
+    let push_url = s.url("/git/githost.git");
+    let url = format!("{push_url}/");
     let work = root.join("external");
     std::fs::create_dir_all(&work).expect("work dir");
     git(&work, None, &["init", "--quiet", "-b", "main"]).await;
-    git(
-        &work,
-        None,
-        &["remote", "add", "origin", &bare.display().to_string()],
-    )
-    .await;
+    git(&work, None, &["remote", "add", "origin", &push_url]).await;
     let mut sha = commit(&work, "upstream-settings", 0).await;
-    git(&work, None, &["push", "--quiet", "origin", "main"]).await;
-    // Wait until the daemon answers before anyone fetches from it.
-    let start = Instant::now();
-    while !tokio::process::Command::new("git")
-        .args(["ls-remote", &url])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .await
-        .is_ok_and(|s| s.success())
-    {
-        assert!(start.elapsed() < GIVE_UP, "git daemon never answered");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    first_push(&work, &push_url, token).await;
+    s.apply(json!({"apiVersion": "v1", "kind": "Secret",
+                   "metadata": {"name": "githost-creds",
+                                "labels": {"argocd.argoproj.io/secret-type": "repository"}},
+                   "stringData": {"url": url, "username": "ci", "password": token}}))
+        .await;
     let secret = "bench-webhook-secret";
     s.apply(
         json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hook"},
@@ -307,7 +268,7 @@ async fn webhook(s: &Server, root: &Path) -> Vec<Duration> {
     .await;
     // An hour between polls: within the bench only the webhook can bring a push in.
     s.apply(json!({"apiVersion": "shipway.dev/v1alpha1", "kind": "Repository",
-                   "metadata": {"name": "upstream"},
+                   "metadata": {"name": "external"},
                    "spec": {"url": url, "pollInterval": "1h", "webhookSecretRef": {"name": "hook"}}}))
         .await;
     s.apply(application("upstream-settings", &url)).await;
@@ -324,7 +285,7 @@ async fn webhook(s: &Server, root: &Path) -> Vec<Duration> {
         mac.update(body.as_bytes());
         let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
         let t0 = Instant::now();
-        git(&work, None, &["push", "--quiet", "origin", "main"]).await;
+        git(&work, Some(token), &["push", "--quiet", "origin", "main"]).await;
         let resp = anonymous
             .post(s.url("/api/v1/webhooks/git"))
             .header("content-type", "application/json")
@@ -343,7 +304,6 @@ async fn webhook(s: &Server, root: &Path) -> Vec<Duration> {
         s.wait_synced("upstream-settings", &sha).await;
         times.push(t0.elapsed());
     }
-    let _ = daemon.kill().await;
     times
 }
 
@@ -374,12 +334,21 @@ fn main() {
     rt.block_on(async {
         let dir = tempfile::tempdir().expect("temp dir");
         let s = Server::start(dir.path().join("data")).await;
-        let hosted = hosted(&s, dir.path()).await;
-        let webhook = webhook(&s, dir.path()).await;
+        let (code, body) = s
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/tokens",
+                Some(json!({"name": "ci", "role": "deployer"})),
+            )
+            .await;
+        assert_eq!(code, 201, "token: {body}");
+        let token = body["token"].as_str().expect("token").to_string();
+        let hosted = hosted(&s, dir.path(), &token).await;
+        let webhook = webhook(&s, dir.path(), &token).await;
         println!("push → Synced over {PUSHES} pushes (push included; ConfigMap only)");
         println!("{:<44} {:>10} {:>10} {:>10}", "source", "p50", "p99", "max");
         row("hosted repository (git push /git/NAME.git)", hosted);
-        row("external git:// + GitHub push webhook", webhook);
+        row("external (fetched) + GitHub push webhook", webhook);
         println!("Argo CD: 180 s poll by default (webhook-driven: \"refresh within seconds\")");
         s.stop().await;
     });
