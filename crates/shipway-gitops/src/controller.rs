@@ -80,8 +80,9 @@ pub struct ApplicationController {
     pub data_dir: PathBuf,
     /// The hosted repositories, read locally when an app's `repoURL` names one.
     pub hosted: Option<Arc<Hosted>>,
-    /// When each external URL was last fetched, so polling follows `pollInterval`.
-    fetched: Mutex<HashMap<String, tokio::time::Instant>>,
+    /// When each external URL was last fetched, so polling follows `pollInterval`, and the
+    /// Repository's `status.lastWebhook` then, so a new delivery fetches at once.
+    fetched: Mutex<HashMap<String, (tokio::time::Instant, Option<serde_json::Value>)>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -458,6 +459,22 @@ impl ApplicationController {
             .unwrap_or(DEFAULT_POLL)
     }
 
+    /// The newest `status.lastWebhook` of a Repository whose `spec.url` is `url`: the
+    /// webhook handler writes it on each push delivery, and that write is what wakes the app.
+    fn last_webhook(&self, url: &str) -> Option<serde_json::Value> {
+        let kind = GroupKind::new(
+            shipway_model::types::repository::GROUP,
+            shipway_model::types::repository::KIND,
+        );
+        self.cache.list(&kind, None).iter().find_map(|r| {
+            let spec: shipway_model::types::repository::RepositorySpec = r.spec_as().ok()?;
+            if spec.url.as_deref() != Some(url) {
+                return None;
+            }
+            r.body.get("status")?.get("lastWebhook").cloned()
+        })
+    }
+
     fn hosted_dir(&self, url: &str) -> Option<PathBuf> {
         let name = hosted_name(url)?;
         let dir = self.hosted.as_ref()?.dir(&name).ok()?;
@@ -481,12 +498,12 @@ impl ApplicationController {
                 .join("gitops")
                 .join("cache")
                 .join(cache_name(&url));
+            let webhook = self.last_webhook(&url);
             let due = {
                 let fetched = self.fetched.lock().unwrap_or_else(|p| p.into_inner());
-                fetched
-                    .get(&url)
-                    .is_none_or(|at| at.elapsed() >= self.poll_interval(&url))
-                    || !cache.is_dir()
+                fetched.get(&url).is_none_or(|(at, seen)| {
+                    at.elapsed() >= self.poll_interval(&url) || *seen != webhook
+                }) || !cache.is_dir()
             };
             if due {
                 let (u, c, creds) = (url.clone(), cache.clone(), self.credentials(&url));
@@ -507,7 +524,7 @@ impl ApplicationController {
                 self.fetched
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .insert(url.clone(), tokio::time::Instant::now());
+                    .insert(url.clone(), (tokio::time::Instant::now(), webhook));
             }
             cache
         };

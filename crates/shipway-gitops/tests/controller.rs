@@ -876,3 +876,55 @@ async fn deleting_an_application_cascades_through_the_resources_finalizer() {
     assert!(exists("", "ConfigMap", "not-ours").await);
     env.stop().await;
 }
+
+/// An external repository polled hourly is fetched again at once when its Repository's
+/// `status.lastWebhook` changes (what a verified webhook delivery writes); without that the
+/// write wakes the app but the hourly limit keeps the old commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_webhook_on_the_repository_forces_a_fetch() {
+    let corpus = corpus_or_skip!();
+    let env = Env::start(&corpus.join("example-apps/guestbook")).await;
+    let url = env.repo.display().to_string();
+    let repo: Object = serde_json::from_value(json!({
+        "apiVersion": "shipway.dev/v1alpha1", "kind": "Repository",
+        "metadata": {"name": "upstream", "namespace": "default"},
+        "spec": {"url": url, "pollInterval": "1h"},
+    }))
+    .unwrap();
+    let repo_key = repo.key();
+    env.store.apply(repo, "test").await.unwrap();
+    let app: Object = serde_json::from_value(json!({
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+        "metadata": {"name": "hooked", "namespace": "argocd"},
+        "spec": {"source": {"repoURL": url, "path": "guestbook", "targetRevision": "main"},
+                 "destination": {"server": "https://kubernetes.default.svc", "namespace": "default"}},
+    }))
+    .unwrap();
+    let key = app.key();
+    env.store.apply(app, "test").await.unwrap();
+    let first = env.head();
+    env.until_status(&key, 20, "the first fetch", |s| {
+        s["sync"]["revision"] == json!(first)
+    })
+    .await;
+    std::fs::write(
+        env.repo.join("guestbook/extra.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extra\n",
+    )
+    .unwrap();
+    git(&env.repo, &["add", "."]);
+    git(&env.repo, &["commit", "-qm", "extra"]);
+    let second = env.head();
+    let mut repo = env.store.get(&repo_key).await.unwrap().unwrap();
+    repo.body.insert(
+        "status".into(),
+        json!({"lastWebhook": {"provider": "github", "event": "push",
+                               "ref": "refs/heads/main", "revision": second}}),
+    );
+    env.store.update_status(repo, "test").await.unwrap();
+    env.until_status(&key, 20, "the commit the webhook announced", |s| {
+        s["sync"]["revision"] == json!(second)
+    })
+    .await;
+    env.stop().await;
+}

@@ -1,0 +1,355 @@
+//! Push → Synced on the real platform in process (issue 13): 50 pushes to a hosted repository
+//! through `/git/NAME.git`, and 50 pushes to an external repository (fetched over HTTP,
+//! polled only every hour) each announced by a signed GitHub-style webhook. Each sample runs
+//! from just before `git push` until the Application reports the new sha as Synced with a
+//! Succeeded operation. The tree is one ConfigMap, so only the GitOps path is measured.
+
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use hmac::{KeyInit, Mac};
+use serde_json::{Value, json};
+use shipway_app::{Config, Platform, ServiceError};
+
+const PUSHES: usize = 50;
+const BUDGET: Duration = Duration::from_secs(1);
+/// Longest wait for one push before the bench gives up and shows the app's status.
+const GIVE_UP: Duration = Duration::from_secs(60);
+
+struct Server {
+    addr: std::net::SocketAddr,
+    token: String,
+    http: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), ServiceError>>>,
+}
+
+impl Server {
+    async fn start(data: PathBuf) -> Server {
+        let platform = Platform::start(Config {
+            listen: "127.0.0.1:0".parse().expect("address"),
+            data_dir: data.clone(),
+            database: None,
+            proxy: Default::default(),
+            listener: Default::default(),
+        })
+        .await
+        .expect("platform starts");
+        let addr = platform.local_addr();
+        let token = std::fs::read_to_string(data.join(shipway_server::ADMIN_TOKEN_FILE))
+            .expect("admin token")
+            .trim()
+            .to_string();
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(platform.run(async {
+            let _ = stopped.await;
+        }));
+        Server {
+            addr,
+            token,
+            http: reqwest::Client::new(),
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, self.url(path))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let code = resp.status().as_u16();
+        let text = resp.text().await.expect("body");
+        (
+            code,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn apply(&self, obj: Value) {
+        let (code, body) = self
+            .call(reqwest::Method::POST, "/api/v1/apply", Some(obj))
+            .await;
+        assert!(code == 200 || code == 201, "apply: {code} {body}");
+    }
+
+    async fn app(&self, name: &str) -> Value {
+        self.call(
+            reqwest::Method::GET,
+            &format!("/api/v1/resources/applications/{name}?namespace=argocd"),
+            None,
+        )
+        .await
+        .1
+    }
+
+    /// Polls every 5 ms until the app has synced `sha` and its operation succeeded.
+    async fn wait_synced(&self, name: &str, sha: &str) {
+        let start = Instant::now();
+        loop {
+            let a = self.app(name).await;
+            if a["status"]["sync"]["revision"] == sha
+                && a["status"]["sync"]["status"] == "Synced"
+                && a["status"]["operationState"]["phase"] == "Succeeded"
+                && a["status"]["operationState"]["syncResult"]["revision"] == sha
+            {
+                return;
+            }
+            assert!(
+                start.elapsed() < GIVE_UP,
+                "application {name} did not sync {sha} within {GIVE_UP:?}: {}",
+                a["status"]
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("join").expect("platform stops cleanly");
+        }
+    }
+}
+
+/// git with a private HOME; the token, when given, comes from an askpass script reading the
+/// environment, so it is in no URL and no .git/config.
+async fn git(dir: &Path, token: Option<&str>, args: &[&str]) -> String {
+    let askpass = dir.join("../askpass.sh");
+    if !askpass.exists() {
+        std::fs::write(&askpass, "#!/bin/sh\nprintf '%s\\n' \"$BENCH_TOKEN\"\n").expect("askpass");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o700))
+            .expect("chmod askpass");
+    }
+    let mut c = tokio::process::Command::new("git");
+    c.current_dir(dir)
+        .args(args)
+        .env("HOME", dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_AUTHOR_NAME", "Bench")
+        .env("GIT_AUTHOR_EMAIL", "bench@example.com")
+        .env("GIT_COMMITTER_NAME", "Bench")
+        .env("GIT_COMMITTER_EMAIL", "bench@example.com")
+        .env_remove("GIT_ASKPASS");
+    if let Some(t) = token {
+        c.env("GIT_ASKPASS", &askpass).env("BENCH_TOKEN", t);
+    }
+    ok(&format!("git {}", args.join(" ")), c.output().await)
+}
+
+fn ok(what: &str, out: std::io::Result<Output>) -> String {
+    let out = out.unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A work tree on `main` holding one ConfigMap `name` with `data.v: v`.
+async fn commit(work: &Path, name: &str, v: usize) -> String {
+    std::fs::write(
+        work.join("settings.yaml"),
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  v: \"{v}\"\n"
+        ),
+    )
+    .expect("write the ConfigMap");
+    git(work, None, &["add", "-A"]).await;
+    git(work, None, &["commit", "--quiet", "-m", &format!("v{v}")]).await;
+    git(work, None, &["rev-parse", "HEAD"]).await
+}
+
+fn application(name: &str, url: &str) -> Value {
+    json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+        "metadata": {"name": name, "namespace": "argocd"},
+        "spec": {"project": "default",
+            "source": {"repoURL": url, "path": ".", "targetRevision": "main"},
+            "destination": {"server": "https://kubernetes.default.svc", "namespace": "default"},
+            "syncPolicy": {"automated": {"prune": true}}}})
+}
+
+/// The bare repository appears once the Repository is reconciled: retries the first push.
+async fn first_push(work: &Path, url: &str, token: &str) {
+    let start = Instant::now();
+    loop {
+        let out = tokio::process::Command::new("git")
+            .current_dir(work)
+            .args(["push", "--quiet", "origin", "main"])
+            .env("HOME", work)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_ASKPASS", work.join("../askpass.sh"))
+            .env("BENCH_TOKEN", token)
+            .stderr(Stdio::piped())
+            .output()
+            .await
+            .expect("git push");
+        if out.status.success() {
+            return;
+        }
+        assert!(
+            start.elapsed() < GIVE_UP,
+            "first push to {url}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn hosted(s: &Server, root: &Path, token: &str) -> Vec<Duration> {
+    s.apply(
+        json!({"apiVersion": "shipway.dev/v1alpha1", "kind": "Repository",
+                   "metadata": {"name": "config"}, "spec": {"hosted": true}}),
+    )
+    .await;
+    let url = s.url("/git/config.git");
+    let work = root.join("hosted");
+    std::fs::create_dir_all(&work).expect("work dir");
+    git(&work, None, &["init", "--quiet", "-b", "main"]).await;
+    git(&work, None, &["remote", "add", "origin", &url]).await;
+    let mut sha = commit(&work, "settings", 0).await;
+    first_push(&work, &url, token).await;
+    s.apply(application("settings", &url)).await;
+    s.wait_synced("settings", &sha).await;
+    let mut times = Vec::with_capacity(PUSHES);
+    for v in 1..=PUSHES {
+        sha = commit(&work, "settings", v).await;
+        let t0 = Instant::now();
+        git(&work, Some(token), &["push", "--quiet", "origin", "main"]).await;
+        s.wait_synced("settings", &sha).await;
+        times.push(t0.elapsed());
+    }
+    times
+}
+
+async fn webhook(s: &Server, root: &Path, token: &str) -> Vec<Duration> {
+    // The git host: a second hosted repository, pushed to as usual. The Application reads it
+    // through `URL/` (trailing slash), which git fetches like any remote but which does not
+    // name a hosted repository, so Shipway treats it as external: fetched into its cache with
+    // the credentials of an Argo CD repository Secret, and not woken by the push itself.
+    s.apply(
+        json!({"apiVersion": "shipway.dev/v1alpha1", "kind": "Repository",
+                   "metadata": {"name": "githost"}, "spec": {"hosted": true}}),
+    )
+    .await;
+    let push_url = s.url("/git/githost.git");
+    let url = format!("{push_url}/");
+    let work = root.join("external");
+    std::fs::create_dir_all(&work).expect("work dir");
+    git(&work, None, &["init", "--quiet", "-b", "main"]).await;
+    git(&work, None, &["remote", "add", "origin", &push_url]).await;
+    let mut sha = commit(&work, "upstream-settings", 0).await;
+    first_push(&work, &push_url, token).await;
+    s.apply(json!({"apiVersion": "v1", "kind": "Secret",
+                   "metadata": {"name": "githost-creds",
+                                "labels": {"argocd.argoproj.io/secret-type": "repository"}},
+                   "stringData": {"url": url, "username": "ci", "password": token}}))
+        .await;
+    let secret = "bench-webhook-secret";
+    s.apply(
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hook"},
+                   "stringData": {"secret": secret}}),
+    )
+    .await;
+    // An hour between polls: within the bench only the webhook can bring a push in.
+    s.apply(json!({"apiVersion": "shipway.dev/v1alpha1", "kind": "Repository",
+                   "metadata": {"name": "external"},
+                   "spec": {"url": url, "pollInterval": "1h", "webhookSecretRef": {"name": "hook"}}}))
+        .await;
+    s.apply(application("upstream-settings", &url)).await;
+    s.wait_synced("upstream-settings", &sha).await;
+    let anonymous = reqwest::Client::new();
+    let mut times = Vec::with_capacity(PUSHES);
+    for v in 1..=PUSHES {
+        sha = commit(&work, "upstream-settings", v).await;
+        let body = json!({"ref": "refs/heads/main", "after": sha,
+                          "repository": {"clone_url": url}})
+        .to_string();
+        let mut mac =
+            hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("hmac key");
+        mac.update(body.as_bytes());
+        let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        let t0 = Instant::now();
+        git(&work, Some(token), &["push", "--quiet", "origin", "main"]).await;
+        let resp = anonymous
+            .post(s.url("/api/v1/webhooks/git"))
+            .header("content-type", "application/json")
+            .header("X-GitHub-Event", "push")
+            .header("X-Hub-Signature-256", signature)
+            .body(body)
+            .send()
+            .await
+            .expect("webhook delivery");
+        let code = resp.status();
+        assert!(
+            code.is_success(),
+            "webhook: {code} {}",
+            resp.text().await.unwrap_or_default()
+        );
+        s.wait_synced("upstream-settings", &sha).await;
+        times.push(t0.elapsed());
+    }
+    times
+}
+
+/// Nearest-rank percentile of sorted samples.
+fn percentile(sorted: &[Duration], p: usize) -> Duration {
+    let rank = (p * sorted.len()).div_ceil(100).max(1);
+    sorted[rank - 1]
+}
+
+fn row(name: &str, mut times: Vec<Duration>) {
+    times.sort();
+    let p99 = percentile(&times, 99);
+    let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
+    println!(
+        "{name:<44} {:>10} {:>10} {:>10}   budget ≤ 1 s p99: {}",
+        ms(percentile(&times, 50)),
+        ms(p99),
+        ms(*times.last().expect("samples")),
+        if p99 <= BUDGET { "met" } else { "MISSED" }
+    );
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let s = Server::start(dir.path().join("data")).await;
+        let (code, body) = s
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/tokens",
+                Some(json!({"name": "ci", "role": "deployer"})),
+            )
+            .await;
+        assert_eq!(code, 201, "token: {body}");
+        let token = body["token"].as_str().expect("token").to_string();
+        let hosted = hosted(&s, dir.path(), &token).await;
+        let webhook = webhook(&s, dir.path(), &token).await;
+        println!("push → Synced over {PUSHES} pushes (push included; ConfigMap only)");
+        println!("{:<44} {:>10} {:>10} {:>10}", "source", "p50", "p99", "max");
+        row("hosted repository (git push /git/NAME.git)", hosted);
+        row("external (fetched) + GitHub push webhook", webhook);
+        println!("Argo CD: 180 s poll by default (webhook-driven: \"refresh within seconds\")");
+        s.stop().await;
+    });
+}
