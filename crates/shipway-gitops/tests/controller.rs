@@ -928,3 +928,78 @@ async fn a_new_webhook_on_the_repository_forces_a_fetch() {
     .await;
     env.stop().await;
 }
+
+/// Argo's example trees as they are: kustomize-guestbook (a kustomization with a name prefix)
+/// becomes Synced and Healthy with its pod running; pre-post-sync runs its PreSync Job (10 s
+/// of `sleep`), syncs, runs its PostSync Job and ends Succeeded, the hook deleted by its
+/// HookSucceeded policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kustomize_guestbook_and_pre_post_sync_sync_as_they_are() {
+    let corpus = corpus_or_skip!();
+    let env = Env::start(&corpus.join("example-apps/kustomize-guestbook")).await;
+    let key = env
+        .application("kguestbook", json!({"automated": {}}))
+        .await;
+    env.until_status(&key, 60, "Synced and Healthy", |s| {
+        s["sync"]["status"] == "Synced" && s["health"]["status"] == "Healthy"
+    })
+    .await;
+    let pods = env
+        .store
+        .list(&ListQuery::kind("", "Pod"))
+        .await
+        .unwrap()
+        .items;
+    assert!(
+        pods.iter()
+            .any(|p| p.metadata.name.starts_with("kustomize-guestbook-ui-")
+                && p.body["status"]["phase"] == "Running"),
+        "{:#?}",
+        pods.iter().map(|p| &p.metadata.name).collect::<Vec<_>>()
+    );
+    env.stop().await;
+
+    // pre-post-sync's kustomization builds on its sibling `../kustomize-guestbook`, as in
+    // argocd-example-apps: the repository holds both.
+    let env = Env::start(&corpus.join("example-apps/pre-post-sync")).await;
+    let sibling = env.repo.join("kustomize-guestbook");
+    std::fs::create_dir_all(&sibling).unwrap();
+    for e in std::fs::read_dir(corpus.join("example-apps/kustomize-guestbook")).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, sibling.join(p.file_name().unwrap())).unwrap();
+    }
+    git(&env.repo, &["add", "."]);
+    git(&env.repo, &["commit", "-qm", "the sibling tree"]);
+    let key = env.application("prepost", json!({"automated": {}})).await;
+    let s = env
+        .until_status(&key, 90, "the sync to end", |s| {
+            matches!(
+                s["operationState"]["phase"].as_str(),
+                Some("Succeeded" | "Failed" | "Error")
+            )
+        })
+        .await;
+    let op = &s["operationState"];
+    assert_eq!(op["phase"], "Succeeded", "{op:#}");
+    let hooks: Vec<(String, String)> = op["syncResult"]["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["hookType"].is_string())
+        .map(|r| {
+            (
+                r["hookType"].as_str().unwrap().to_string(),
+                r["hookPhase"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        hooks,
+        [
+            ("PreSync".to_string(), "Succeeded".to_string()),
+            ("PostSync".to_string(), "Succeeded".to_string())
+        ],
+        "{op:#}"
+    );
+    env.stop().await;
+}
