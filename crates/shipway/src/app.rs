@@ -142,12 +142,7 @@ pub async fn run(client: &Client, command: AppCommand) -> Result<(), Failure> {
             let all = !(sync || health || operation || degraded || suspended);
             let want = |o: &Object| {
                 let s = status(o);
-                let sync_status = s.sync.as_ref().map(|x| x.status.as_str()).unwrap_or("");
-                let health_status = s
-                    .health
-                    .as_ref()
-                    .and_then(|h| h.status.as_deref())
-                    .unwrap_or("");
+                let (sync_status, health_status) = sync_and_health(&s);
                 let op_done = o.body.get("operation").is_none_or(Value::is_null)
                     && s.operation_state
                         .as_ref()
@@ -426,20 +421,12 @@ async fn wait_until(
             }
             return Ok(obj);
         }
-        let s = status(&obj);
         let line = format!(
-            "{}: sync {}, health {}{}",
+            "{}: {}{}",
             app.name,
-            s.sync
-                .as_ref()
-                .map(|x| x.status.as_str())
-                .unwrap_or("Unknown"),
-            s.health
-                .as_ref()
-                .and_then(|h| h.status.as_deref())
-                .unwrap_or("Unknown"),
-            s.operation_state
-                .as_ref()
+            last_state(&obj),
+            status(&obj)
+                .operation_state
                 .map(|op| format!(", operation {}", op.phase))
                 .unwrap_or_default(),
         );
@@ -467,16 +454,22 @@ async fn wait_until(
 
 fn last_state(o: &Object) -> String {
     let s = status(o);
-    format!(
-        "sync {}, health {}",
+    let (sync, health) = sync_and_health(&s);
+    format!("sync {sync}, health {health}")
+}
+
+/// The sync and health status words, `Unknown` when the controller has not written them.
+fn sync_and_health(s: &ApplicationStatus) -> (&str, &str) {
+    (
         s.sync
             .as_ref()
             .map(|x| x.status.as_str())
+            .filter(|x| !x.is_empty())
             .unwrap_or("Unknown"),
         s.health
             .as_ref()
             .and_then(|h| h.status.as_deref())
-            .unwrap_or("Unknown")
+            .unwrap_or("Unknown"),
     )
 }
 
