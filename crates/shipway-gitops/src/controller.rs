@@ -16,6 +16,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use shipway_controller::{Action, Cache, Clock, Controller, GroupKind, exponential_backoff};
 use shipway_git::hosted::Hosted;
+use shipway_model::types::repository::RepositorySpec;
 use shipway_model::types::{
     AppProjectSpec, ApplicationCondition, ApplicationSource, ApplicationSpec, ApplicationStatus,
     HealthStatus, ResourceStatus, SyncStatus, application::ComparedTo,
@@ -162,7 +163,7 @@ impl ApplicationController {
                         source_of(a).is_some_and(|s| {
                             let u = s.repo_url.as_deref().unwrap_or_default();
                             hosted_name(u).as_deref() == Some(name.as_str())
-                                || url.as_deref() == Some(u)
+                                || url.as_deref().is_some_and(|url| same_repository(url, u))
                         })
                     })
                     .map(|a| a.key())
@@ -444,34 +445,29 @@ impl ApplicationController {
     }
 
     fn poll_interval(&self, url: &str) -> Duration {
-        let kind = GroupKind::new(
-            shipway_model::types::repository::GROUP,
-            shipway_model::types::repository::KIND,
-        );
-        self.cache
-            .list(&kind, None)
-            .iter()
-            .filter_map(|r| {
-                let spec: shipway_model::types::repository::RepositorySpec = r.spec_as().ok()?;
-                (spec.url.as_deref() == Some(url)).then_some(spec.poll_interval)?
-            })
-            .find_map(|p| shipway_model::types::repository::parse_duration(&p))
+        self.repository_for(url)
+            .map(|(_, spec)| spec.poll_interval())
             .unwrap_or(DEFAULT_POLL)
     }
 
-    /// The newest `status.lastWebhook` of a Repository whose `spec.url` is `url`: the
-    /// webhook handler writes it on each push delivery, and that write is what wakes the app.
+    /// The newest `status.lastWebhook` of the Repository registered for `url`: the
+    /// fetch cache is refreshed whenever it changes, whatever the poll interval says.
     fn last_webhook(&self, url: &str) -> Option<serde_json::Value> {
+        let (repo, _) = self.repository_for(url)?;
+        repo.body.get("status")?.get("lastWebhook").cloned()
+    }
+
+    /// The Repository whose `spec.url` names the same repository as `url`, compared as the
+    /// webhook handler compares them, so a delivery it verified wakes and refreshes the apps.
+    fn repository_for(&self, url: &str) -> Option<(Arc<Object>, RepositorySpec)> {
         let kind = GroupKind::new(
             shipway_model::types::repository::GROUP,
             shipway_model::types::repository::KIND,
         );
-        self.cache.list(&kind, None).iter().find_map(|r| {
-            let spec: shipway_model::types::repository::RepositorySpec = r.spec_as().ok()?;
-            if spec.url.as_deref() != Some(url) {
-                return None;
-            }
-            r.body.get("status")?.get("lastWebhook").cloned()
+        self.cache.list(&kind, None).into_iter().find_map(|r| {
+            let spec: RepositorySpec = r.spec_as().ok()?;
+            let same = spec.url.as_deref().is_some_and(|u| same_repository(u, url));
+            same.then_some((r, spec))
         })
     }
 
@@ -710,4 +706,9 @@ fn images(objects: &[Object]) -> Vec<String> {
         walk(&Value::Object(o.body.clone()), &mut out);
     }
     out.into_iter().collect()
+}
+
+/// Argo CD's URL equivalence (host case, `.git`, a trailing slash, scp-like SSH).
+fn same_repository(a: &str, b: &str) -> bool {
+    a == b || shipway_git::webhook::normalize_url(a) == shipway_git::webhook::normalize_url(b)
 }

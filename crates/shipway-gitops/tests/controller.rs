@@ -888,7 +888,8 @@ async fn a_new_webhook_on_the_repository_forces_a_fetch() {
     let repo: Object = serde_json::from_value(json!({
         "apiVersion": "shipway.dev/v1alpha1", "kind": "Repository",
         "metadata": {"name": "upstream", "namespace": "default"},
-        "spec": {"url": url, "pollInterval": "1h"},
+        // Spelled differently from the app's repoURL: the same repository, as Argo compares.
+        "spec": {"url": format!("{url}.git/"), "pollInterval": "1h"},
     }))
     .unwrap();
     let repo_key = repo.key();
