@@ -248,6 +248,15 @@ pub trait Runtime: Send + Sync {
         key: &'a Key,
         actor: &'a Actor,
     ) -> BoxFuture<'a, Result<Option<DeleteOutcome>, RuntimeError>>;
+    /// Replaces `obj`'s status, for the kinds whose status carries a user's intent as well as
+    /// the controller's report (Argo Rollouts' `abort`, `promoteFull`, `pauseConditions`, which
+    /// `kubectl argo rollouts` patches). `obj` must carry the resourceVersion it was read at:
+    /// `Conflict` if the object changed since.
+    fn update_status<'a>(
+        &'a self,
+        obj: Object,
+        actor: &'a Actor,
+    ) -> BoxFuture<'a, Result<Object, RuntimeError>>;
     /// The live object, with the status its controllers report.
     fn observe<'a>(&'a self, key: &'a Key) -> BoxFuture<'a, Result<Option<Object>, RuntimeError>>;
     /// A Pod's container output.
@@ -308,6 +317,25 @@ impl Runtime for StoreRuntime {
                 Err(StoreError::NotFound(_)) => Ok(None),
                 Err(e) => Err(e.into()),
             }
+        })
+    }
+
+    fn update_status<'a>(
+        &'a self,
+        obj: Object,
+        actor: &'a Actor,
+    ) -> BoxFuture<'a, Result<Object, RuntimeError>> {
+        Box::pin(async move {
+            if obj.metadata.resource_version.is_none() {
+                return Err(RuntimeError::new(
+                    RuntimeErrorKind::BadRequest,
+                    format!(
+                        "{}: a status update needs the resourceVersion it was read at",
+                        obj.key()
+                    ),
+                ));
+            }
+            Ok(self.store.update_status(obj, actor.as_str()).await?)
         })
     }
 

@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use shipway_model::{Key, Kinds, Object, Selector, load};
-use shipway_runtime::{ApplyOptions, LogOptions};
+use shipway_runtime::{ApplyOptions, LogOptions, RuntimeErrorKind};
 use shipway_store::{DeleteOutcome, EventQuery, ListQuery};
 
 use crate::auth::Role;
@@ -95,6 +95,8 @@ pub struct ObjectParams {
     name: Option<String>,
     /// Events: how many of the newest. Lists: the page size (Kubernetes' `limit`).
     limit: Option<usize>,
+    /// Patches: `status` to patch the status instead of the desired state.
+    subresource: Option<String>,
     /// Lists: the previous page's `metadata.continue`.
     #[serde(rename = "continue")]
     continue_token: Option<String>,
@@ -287,6 +289,100 @@ pub async fn delete(
         None => return Err(ApiError::NotFound(format!("{key} not found"))),
     };
     Ok(Json(json!({"object": object, "outcome": outcome})))
+}
+
+/// How many times a patch reads again after a concurrent write before it gives up.
+const PATCH_ATTEMPTS: usize = 8;
+
+/// A JSON merge patch (RFC 7386, `kubectl patch --type merge`) of an object's desired state, or
+/// with `?subresource=status` of its status — the kinds whose status also carries a user's
+/// intent (`kubectl argo rollouts abort` patches a Rollout's `status.abort`). The patch is
+/// applied to the object as it is now and written with that resourceVersion, again on a
+/// conflict, so a controller's concurrent write is never overwritten. The desired state goes
+/// through admission like an apply.
+pub async fn patch(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((resource, name)): Path<(String, String)>,
+    Query(params): Query<ObjectParams>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Object>, ApiError> {
+    let body =
+        body.map_err(|e| ApiError::BadRequest(format!("cannot read the request body: {e}")))?;
+    let patch: Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "the patch is not JSON ({e}); send a JSON merge patch such as {{\"spec\": {{\"paused\": true}}}}"
+        ))
+    })?;
+    let Value::Object(fields) = &patch else {
+        return Err(ApiError::BadRequest(
+            "a merge patch is a JSON object naming the fields to change".into(),
+        ));
+    };
+    let status = match params.subresource.as_deref() {
+        None | Some("") => false,
+        Some("status") => true,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "unknown subresource {other:?}; the one subresource is \"status\""
+            )));
+        }
+    };
+    if status {
+        if let Some(k) = fields.keys().find(|k| *k != "status") {
+            return Err(ApiError::BadRequest(format!(
+                "a status patch changes only `status`, not `{k}`: patch that without ?subresource=status"
+            )));
+        }
+    } else {
+        if fields.contains_key("status") {
+            return Err(ApiError::BadRequest(
+                "`status` is patched with ?subresource=status".into(),
+            ));
+        }
+        for k in ["apiVersion", "kind"] {
+            if fields.contains_key(k) {
+                return Err(ApiError::BadRequest(format!("a patch cannot change `{k}`")));
+            }
+        }
+        let meta = &patch["metadata"];
+        for k in ["name", "namespace", "uid", "resourceVersion"] {
+            if meta.get(k).is_some() {
+                return Err(ApiError::BadRequest(format!(
+                    "a patch cannot change `metadata.{k}`"
+                )));
+            }
+        }
+    }
+    let resource = Resource::resolve(&state.store, &resource).await?;
+    let namespace = resource.namespace(params.namespace.as_deref());
+    let actor = caller.actor();
+    let mut conflict = None;
+    for _ in 0..PATCH_ATTEMPTS {
+        let current = find(&state, &resource, &namespace, &name).await?;
+        let mut doc =
+            serde_json::to_value(&current).map_err(|e| ApiError::Internal(e.to_string()))?;
+        shipway_model::merge_patch(&mut doc, &patch);
+        let patched: Object = serde_json::from_value(doc)
+            .map_err(|e| ApiError::BadRequest(format!("the patched object is not valid: {e}")))?;
+        let written = if status {
+            state.runtime.update_status(patched, &actor).await
+        } else {
+            let options = ApplyOptions {
+                actor: actor.clone(),
+                dry_run: params.dry_run.unwrap_or(false),
+            };
+            state.runtime.apply(patched, options).await.map(|(o, _)| o)
+        };
+        match written {
+            Err(e) if e.kind == RuntimeErrorKind::Conflict => conflict = Some(e),
+            other => return Ok(Json(other?)),
+        }
+    }
+    // Written by someone else at every attempt: the caller may try again.
+    Err(conflict
+        .expect("the loop ran and each attempt conflicted")
+        .into())
 }
 
 /// A newline-delimited JSON stream of `{"type": ADDED|MODIFIED|DELETED|ERROR, "object": ...}`, as

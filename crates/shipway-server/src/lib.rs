@@ -285,6 +285,15 @@ fn table() -> Vec<(Route, MethodRouter<Arc<AppState>>)> {
             on(MethodFilter::DELETE, api::delete),
         ),
         (
+            route(
+                Method::PATCH,
+                "/api/v1/resources/{resource}/{name}",
+                Some(Deployer),
+                "patch",
+            ),
+            on(MethodFilter::PATCH, api::patch),
+        ),
+        (
             route(get.clone(), "/api/v1/watch", Some(Viewer), "watch"),
             on(MethodFilter::GET, api::watch),
         ),

@@ -357,6 +357,127 @@ async fn apply_get_list_delete_round_trip() {
     s.stop().await;
 }
 
+/// A merge patch changes what it names and keeps the rest; `?subresource=status` patches the
+/// status only (what `kubectl argo rollouts abort` sends), and neither writes the other's half.
+#[tokio::test]
+async fn patches_merge_into_the_desired_state_or_the_status() {
+    let s = TestServer::start().await;
+    let patch = |path: &'static str, body: Value| s.call(reqwest::Method::PATCH, path, Some(body));
+    s.apply(config_map("web", 2)).await;
+    let (code, got) = patch(
+        "/api/v1/resources/cm/web",
+        json!({"data": {"extra": "x"}, "metadata": {"labels": {"app": null, "tier": "a"}}}),
+    )
+    .await;
+    assert_eq!(code, 200, "{got}");
+    assert_eq!(got["data"], json!({"value": "2", "extra": "x"}));
+    assert_eq!(got["metadata"]["labels"], json!({"tier": "a"}));
+
+    let rollout = json!({
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+        "metadata": {"name": "web"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                         "spec": {"containers": [{"name": "web", "image": "web:v1"}]}},
+            "strategy": {"canary": {"steps": [{"setWeight": 20}, {"pause": {}}]}},
+        },
+    });
+    let (code, body) = s.apply(rollout).await;
+    assert_eq!(code, 201, "{body}");
+    let (code, got) = patch(
+        "/api/v1/resources/rollouts/web?subresource=status",
+        json!({"status": {"abort": true, "pauseConditions": [{"reason": "CanaryPauseStep"}]}}),
+    )
+    .await;
+    assert_eq!(code, 200, "{got}");
+    assert_eq!(got["status"]["abort"], true);
+    let generation = got["metadata"]["generation"].clone();
+    let (code, got) = patch(
+        "/api/v1/resources/rollouts/web?subresource=status",
+        json!({"status": {"pauseConditions": null}}),
+    )
+    .await;
+    assert_eq!(code, 200, "{got}");
+    assert_eq!(got["status"], json!({"abort": true}));
+    assert_eq!(
+        got["metadata"]["generation"], generation,
+        "a status patch is no new spec"
+    );
+    // The desired state, through admission, with the status left as it was.
+    let (code, got) = patch(
+        "/api/v1/resources/ro/web",
+        json!({"spec": {"paused": true}}),
+    )
+    .await;
+    assert_eq!(code, 200, "{got}");
+    assert_eq!(got["spec"]["paused"], true);
+    assert_eq!(got["spec"]["replicas"], 1);
+    assert_eq!(got["status"], json!({"abort": true}));
+    s.apply(
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "web", "image": "web:v1"}]}}}}),
+    )
+    .await;
+    let (code, got) = patch(
+        "/api/v1/resources/deploy/web",
+        json!({"spec": {"selector": null}}),
+    )
+    .await;
+    assert_eq!(
+        code, 422,
+        "admission refuses a bad patch as it refuses a bad apply: {got}"
+    );
+    assert!(
+        got["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.selector: Required value"),
+        "{got}"
+    );
+
+    for (path, body, says) in [
+        (
+            "/api/v1/resources/ro/web",
+            json!({"status": {"abort": false}}),
+            "?subresource=status",
+        ),
+        (
+            "/api/v1/resources/ro/web?subresource=status",
+            json!({"spec": {"paused": false}}),
+            "only `status`",
+        ),
+        (
+            "/api/v1/resources/ro/web?subresource=scale",
+            json!({}),
+            "unknown subresource",
+        ),
+        (
+            "/api/v1/resources/ro/web",
+            json!({"metadata": {"name": "other"}}),
+            "metadata.name",
+        ),
+        ("/api/v1/resources/ro/web", json!([1]), "JSON object"),
+    ] {
+        let (code, got) = patch(path, body).await;
+        assert_eq!(code, 400, "{path}: {got}");
+        assert!(
+            got["message"].as_str().unwrap().contains(says),
+            "{path}: {got}"
+        );
+    }
+    let (code, _) = patch(
+        "/api/v1/resources/ro/nothing",
+        json!({"spec": {"paused": true}}),
+    )
+    .await;
+    assert_eq!(code, 404);
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn bad_objects_are_rejected_with_reasons_and_nothing_is_stored() {
     let s = TestServer::start().await;
@@ -983,6 +1104,7 @@ async fn each_role_may_call_exactly_the_routes_its_role_allows() {
         [
             "viewer POST /api/v1/apply",
             "viewer DELETE /api/v1/resources/{resource}/{name}",
+            "viewer PATCH /api/v1/resources/{resource}/{name}",
             "viewer GET /api/v1/tokens",
             "deployer GET /api/v1/tokens",
             "viewer POST /api/v1/tokens",

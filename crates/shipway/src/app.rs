@@ -44,7 +44,7 @@ pub async fn run(client: &Client, command: AppCommand) -> Result<(), Failure> {
                 .ok();
             }
             let obj = fetch(client, &app).await?;
-            print_object(&obj, output, |o| outln!("{}", get_text(o)));
+            output::print_object(&obj, output, "application", |o| outln!("{}", get_text(o)));
             Ok(())
         }
         AppCommand::Sync {
@@ -82,7 +82,9 @@ pub async fn run(client: &Client, command: AppCommand) -> Result<(), Failure> {
         }
         AppCommand::History { app, output } => {
             let obj = fetch(client, &app).await?;
-            print_object(&obj, output, |o| outln!("{}", history_text(o)));
+            output::print_object(&obj, output, "application", |o| {
+                outln!("{}", history_text(o))
+            });
             Ok(())
         }
         AppCommand::Rollback { app, id, timeout } => {
@@ -682,20 +684,6 @@ async fn list(
         }
     }
     Ok(())
-}
-
-fn print_object(obj: &Object, format: Option<OutputFormat>, text: impl Fn(&Object)) {
-    match format {
-        Some(OutputFormat::Json) => {
-            outln!("{}", serde_json::to_string_pretty(obj).unwrap_or_default())
-        }
-        Some(OutputFormat::Yaml) => out!(
-            "{}",
-            output::to_yaml(&serde_json::to_value(obj).unwrap_or_default())
-        ),
-        Some(OutputFormat::Name) => outln!("application/{}", obj.metadata.name),
-        _ => text(obj),
-    }
 }
 
 fn sync_policy_text(spec: &ApplicationSpec) -> String {

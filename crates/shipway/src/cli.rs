@@ -102,6 +102,108 @@ pub enum Command {
     /// sync, history, rollback, wait, refresh, delete.
     #[command(subcommand)]
     App(AppCommand),
+    /// Argo Rollouts, with `kubectl argo rollouts`' verbs: get, list, promote, abort, retry,
+    /// pause, resume, restart, undo, set image, status.
+    #[command(subcommand, visible_alias = "rollouts")]
+    Rollout(RolloutCommand),
+}
+
+/// A Rollout by name, in a namespace.
+#[derive(Debug, Args)]
+pub struct RolloutTarget {
+    /// The Rollout's name.
+    pub name: String,
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Show a Rollout: status, strategy, step and weights, images, replicas, and its tree of
+    /// revisions, ReplicaSets, pods and analysis runs with their measurements.
+    Get {
+        #[command(flatten)]
+        rollout: RolloutTarget,
+        #[arg(short, long, value_enum)]
+        output: Option<OutputFormat>,
+        /// Redraw whenever the Rollout or its children change, until interrupted.
+        #[arg(short, long)]
+        watch: bool,
+    },
+    /// List Rollouts with their strategy, status, step, weight and replicas.
+    #[command(alias = "ls")]
+    List {
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        #[arg(short, long, value_enum)]
+        output: Option<OutputFormat>,
+    },
+    /// Go on from a canary pause or step, or promote a paused blue-green preview.
+    Promote {
+        #[command(flatten)]
+        rollout: RolloutTarget,
+        /// Skip the remaining steps, pauses and analyses: straight to the new version.
+        #[arg(long)]
+        full: bool,
+    },
+    /// Stop the update and send all traffic back to the stable version.
+    Abort {
+        #[command(flatten)]
+        rollout: RolloutTarget,
+    },
+    /// Start an aborted update again from its first step.
+    Retry {
+        #[command(flatten)]
+        rollout: RolloutTarget,
+    },
+    /// Pause the Rollout where it is (spec.paused).
+    Pause {
+        #[command(flatten)]
+        rollout: RolloutTarget,
+    },
+    /// Unset spec.paused (what `pause` set); a step's pause needs `promote`.
+    Resume {
+        #[command(flatten)]
+        rollout: RolloutTarget,
+    },
+    /// Restart the Rollout's pods, a few at a time (spec.restartAt).
+    Restart {
+        #[command(flatten)]
+        rollout: RolloutTarget,
+    },
+    /// Roll back to the pod template of an earlier revision (the previous one by default).
+    Undo {
+        #[command(flatten)]
+        rollout: RolloutTarget,
+        /// The revision to go back to (`shipway rollout get` shows them).
+        #[arg(long, value_name = "N")]
+        to_revision: Option<i64>,
+    },
+    /// Change the Rollout's pod template.
+    #[command(subcommand)]
+    Set(RolloutSetCommand),
+    /// Wait until the Rollout is Healthy and print its status; exit 1 on Degraded or timeout.
+    Status {
+        #[command(flatten)]
+        rollout: RolloutTarget,
+        /// Give up after this long [default: wait forever].
+        #[arg(short, long, value_name = "DURATION", value_parser = parse_duration)]
+        timeout: Option<FlagDuration>,
+        /// Keep watching until Healthy or Degraded; --watch=false prints the status once.
+        #[arg(short, long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+        watch: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RolloutSetCommand {
+    /// Set a container's image: CONTAINER=IMAGE (`*=IMAGE` for every container).
+    Image {
+        #[command(flatten)]
+        rollout: RolloutTarget,
+        #[arg(value_name = "CONTAINER=IMAGE", required = true)]
+        images: Vec<String>,
+    },
 }
 
 /// Where an Application lives: Argo CD keeps them in its own namespace, `argocd`.

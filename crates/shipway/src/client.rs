@@ -178,6 +178,40 @@ impl Client {
         })
     }
 
+    /// A JSON merge patch of `name`'s desired state, or with `status` of its status (the
+    /// server applies it to the object as it is and retries on a concurrent write).
+    pub async fn patch(
+        &self,
+        resource: &str,
+        name: &str,
+        query: &[(&str, String)],
+        patch: &Value,
+        status: bool,
+    ) -> Result<Object, ClientError> {
+        let mut q = query.to_vec();
+        if status {
+            q.push(("subresource", "status".to_string()));
+        }
+        let value = self
+            .json(
+                self.request(
+                    Method::PATCH,
+                    &format!("/api/v1/resources/{resource}/{name}"),
+                    &q,
+                )
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    "application/merge-patch+json",
+                )
+                .body(patch.to_string()),
+            )
+            .await?;
+        serde_json::from_value(value).map_err(|e| ClientError::Protocol {
+            server: self.server.clone(),
+            message: format!("bad object: {e}"),
+        })
+    }
+
     pub async fn delete(
         &self,
         resource: &str,

@@ -34,6 +34,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Token(cmd) => token(&client(global)?, cmd).await,
         Command::Repo(cmd) => repo(&client(global)?, cmd).await,
         Command::App(cmd) => crate::app::run(&client(global)?, cmd).await,
+        Command::Rollout(cmd) => crate::rollout::run(&client(global)?, cmd).await,
     }
 }
 

@@ -12,6 +12,7 @@ mod commands;
 mod image;
 mod output;
 mod render;
+mod rollout;
 mod run;
 
 use std::process::ExitCode;

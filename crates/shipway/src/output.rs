@@ -213,6 +213,28 @@ pub fn resource_name(o: &Object) -> String {
 /// YAML for a JSON value, as `kubectl get -o yaml` prints it: go-yaml v2's output (keys sorted,
 /// its quoting and folding, control characters escaped), the printer `shipway render` is tested
 /// byte for byte against kubectl with.
+/// One object as `-o json|yaml|name` asks, or as `text` prints it; `resource` is the lower-case
+/// name `-o name` prefixes (`application/guestbook`).
+pub fn print_object(
+    obj: &Object,
+    format: Option<crate::cli::OutputFormat>,
+    resource: &str,
+    text: impl Fn(&Object),
+) {
+    use crate::cli::OutputFormat;
+    match format {
+        Some(OutputFormat::Json) => {
+            outln!("{}", serde_json::to_string_pretty(obj).unwrap_or_default())
+        }
+        Some(OutputFormat::Yaml) => out!(
+            "{}",
+            to_yaml(&serde_json::to_value(obj).unwrap_or_default())
+        ),
+        Some(OutputFormat::Name) => outln!("{resource}/{}", obj.metadata.name),
+        _ => text(obj),
+    }
+}
+
 pub fn to_yaml(value: &Value) -> String {
     shipway_kustomize::emit::to_yaml(value)
 }
