@@ -13,14 +13,17 @@ use anyhow::{Context, Result, bail};
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  test [--require-postgres] [--require-corpus] [--require-kubectl] [-- CARGO TEST ARGS]
+  test [--require-postgres] [--require-corpus] [--require-kubectl] [--require-prometheus]
+       [-- CARGO TEST ARGS]
         Run every test. The PostgreSQL store tests use $SHIPWAY_TEST_POSTGRES_URL, or a throwaway
         server this command starts from the installed PostgreSQL (apt-get install postgresql);
         without either they report SKIPPED, or fail with --require-postgres (CI). The conformance
         corpora come from $SHIPWAY_CORPUS, or shared/corpus beside the checkout; without them
         those tests report SKIPPED, or fail with --require-corpus (CI). The differential
         kustomize tests need `kubectl kustomize`: SKIPPED without it, or failed with
-        --require-kubectl (CI).
+        --require-kubectl (CI). The analysis provider test against a real Prometheus needs
+        `prometheus` on the PATH (apt-get install prometheus): SKIPPED without it, or failed with
+        --require-prometheus (CI).
   bench [--require-postgres]
         Run every benchmark (cargo bench), each beside its anchor where there is one: store
         throughput and watch latency on SQLite and PostgreSQL, idle RSS, the local runtime,
@@ -69,6 +72,7 @@ struct Flags {
     require_postgres: bool,
     require_corpus: bool,
     require_kubectl: bool,
+    require_prometheus: bool,
     /// What follows `--`, for cargo.
     rest: Vec<String>,
 }
@@ -78,6 +82,7 @@ fn parse(args: &[String]) -> Result<Flags> {
         require_postgres: false,
         require_corpus: false,
         require_kubectl: false,
+        require_prometheus: false,
         rest: Vec::new(),
     };
     let mut it = args.iter();
@@ -86,6 +91,7 @@ fn parse(args: &[String]) -> Result<Flags> {
             "--require-postgres" => flags.require_postgres = true,
             "--require-corpus" => flags.require_corpus = true,
             "--require-kubectl" => flags.require_kubectl = true,
+            "--require-prometheus" => flags.require_prometheus = true,
             "--" => flags.rest.extend(it.by_ref().cloned()),
             other => bail!("unknown argument {other:?}\n\n{USAGE}"),
         }
@@ -134,6 +140,18 @@ fn test(args: &[String]) -> Result<bool> {
             bail!("--require-kubectl: `kubectl` is not on the PATH (the kustomize oracle)");
         }
         cmd.env("SHIPWAY_REQUIRE_KUBECTL", "1");
+    }
+    if flags.require_prometheus {
+        let found = Command::new("prometheus")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            bail!(
+                "--require-prometheus: `prometheus` is not on the PATH (apt-get install prometheus)"
+            );
+        }
+        cmd.env("SHIPWAY_REQUIRE_PROMETHEUS", "1");
     }
     let status = cmd.status().context("running cargo test")?;
     Ok(status.success())
