@@ -84,6 +84,89 @@ pub struct ApplicationController {
     /// When each external URL was last fetched, so polling follows `pollInterval`, and the
     /// Repository's `status.lastWebhook` then, so a new delivery fetches at once.
     fetched: Mutex<HashMap<String, (tokio::time::Instant, Option<serde_json::Value>)>>,
+    /// Each app's tracked objects and the apps by name, so no reconcile scans the cache.
+    tracked: Arc<crate::tracked::TrackedIndex>,
+    /// Repositories opened once and renders made once per (commit, source, namespace), shared
+    /// by every app reading the same repository.
+    renders: Arc<RenderCache>,
+    /// At most this many reconciles at once (Argo's status and operation processors): the
+    /// runner starts every due key at once, and 1,000 apps rendering and writing together
+    /// only grow the blocking pool and the heap.
+    permits: tokio::sync::Semaphore,
+}
+
+/// How many Applications are reconciled at once.
+const CONCURRENT_RECONCILES: usize = 16;
+
+/// Opened repositories, and rendered sources by (repository, commit, source without its
+/// `targetRevision`, namespace). A commit's tree never changes, so an entry is never stale;
+/// the map is emptied when it grows past [`RenderCache::MAX`].
+#[derive(Default)]
+pub(crate) struct RenderCache {
+    repos: Mutex<HashMap<PathBuf, shipway_git::Repo>>,
+    rendered: Mutex<HashMap<RenderKey, Vec<Object>>>,
+}
+
+/// (repository directory, commit, the source as JSON without `targetRevision`, namespace).
+type RenderKey = (PathBuf, String, String, String);
+
+impl RenderCache {
+    const MAX: usize = 8192;
+
+    fn repo(&self, dir: &Path, fresh: bool) -> Result<shipway_git::Repo, shipway_git::Error> {
+        let mut repos = self.repos.lock().unwrap_or_else(|p| p.into_inner());
+        if !fresh && let Some(r) = repos.get(dir) {
+            return Ok(r.clone());
+        }
+        let r = shipway_git::Repo::open(dir)?;
+        repos.insert(dir.to_path_buf(), r.clone());
+        Ok(r)
+    }
+
+    /// `render_at`, with the repository kept open and the render kept per commit. A resolve
+    /// that fails on the kept repository is tried once more on a freshly opened one.
+    fn render(
+        &self,
+        dir: &Path,
+        source: &ApplicationSource,
+        namespace: &str,
+    ) -> Result<Compared, CompareError> {
+        let rev = source.target_revision.as_deref().unwrap_or("HEAD");
+        let resolved = self
+            .repo(dir, false)
+            .and_then(|r| r.resolve(rev).map(|v| (r, v)))
+            .or_else(|_| {
+                self.repo(dir, true)
+                    .and_then(|r| r.resolve(rev).map(|v| (r, v)))
+            });
+        let (repo, revision) = resolved.map_err(|e| load_failed(e.to_string()))?;
+        let mut plain = source.clone();
+        plain.target_revision = None;
+        let key = (
+            dir.to_path_buf(),
+            revision.sha.clone(),
+            serde_json::to_string(&plain).unwrap_or_default(),
+            namespace.to_string(),
+        );
+        if let Some(desired) = self
+            .rendered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(Compared {
+                revision: revision.sha,
+                desired: desired.clone(),
+            });
+        }
+        let compared = render_commit(&repo, revision.sha, source, namespace)?;
+        let mut rendered = self.rendered.lock().unwrap_or_else(|p| p.into_inner());
+        if rendered.len() >= Self::MAX {
+            rendered.clear();
+        }
+        rendered.insert(key, compared.desired.clone());
+        Ok(compared)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,12 +205,16 @@ impl ApplicationController {
             data_dir: data_dir.into(),
             hosted,
             fetched: Mutex::new(HashMap::new()),
+            tracked: Arc::default(),
+            renders: Arc::default(),
+            permits: tokio::sync::Semaphore::new(CONCURRENT_RECONCILES),
         }
     }
 
     /// Runs until `shutdown` is cancelled.
     pub async fn run(self, shutdown: CancellationToken) {
         let cache = self.cache.clone();
+        self.tracked.clone().follow(cache.clone(), shutdown.clone());
         let mut controller = Controller::new(APPLICATION, cache.clone());
         {
             let cache = cache.clone();
@@ -172,23 +259,30 @@ impl ApplicationController {
         }
         for (g, k) in MANAGED {
             let cache = cache.clone();
+            let tracked = self.tracked.clone();
             controller = controller.watches(GroupKind::from_static(g, k), move |obj: &Object| {
-                let Some(id) = obj.metadata.annotations.get(TRACKING_ANNOTATION) else {
+                let Some(app) = crate::tracked::app_of(obj) else {
                     return Vec::new();
                 };
-                let app = id.split(':').next().unwrap_or_default();
-                cache
-                    .list(&APPLICATION, None)
-                    .iter()
-                    .filter(|a| a.metadata.name == app)
-                    .map(|a| a.key())
-                    .collect()
+                tracked.apps_named(app).unwrap_or_else(|| {
+                    cache
+                        .list(&APPLICATION, None)
+                        .iter()
+                        .filter(|a| a.metadata.name == app)
+                        .map(|a| a.key())
+                        .collect()
+                })
             });
         }
         controller
             .run(
                 |app: Arc<Object>, ctl: Arc<ApplicationController>| async move {
-                    ctl.reconcile(&app).await
+                    let _permit = ctl.permits.acquire().await;
+                    // The wait may have been long: reconcile what the cache holds now.
+                    match ctl.cache.get(&app.key()) {
+                        Some(app) => ctl.reconcile(&app).await,
+                        None => Ok(Action::AwaitChange),
+                    }
                 },
                 |app: Arc<Object>, e: &ControllerError, failures, _| {
                     if let ControllerError::Store(StoreError::Conflict { .. }) = e {
@@ -380,8 +474,7 @@ impl ApplicationController {
         }
         let name = &app.metadata.name;
         let tracked: Vec<_> = self
-            .cache
-            .all(None)
+            .tracked_objects(name)
             .into_iter()
             .filter(|o| crate::tracking::is_tracked_by(name, o))
             .collect();
@@ -526,7 +619,8 @@ impl ApplicationController {
         };
         let source = source.clone();
         let namespace = namespace.to_string();
-        tokio::task::spawn_blocking(move || render_at(&dir, &source, &namespace))
+        let renders = self.renders.clone();
+        tokio::task::spawn_blocking(move || renders.render(&dir, &source, &namespace))
             .await
             .map_err(|e| (COMPARISON_ERROR, format!("render: {e}")))?
     }
@@ -546,6 +640,15 @@ impl ApplicationController {
             })
     }
 
+    /// The objects that may carry `app`'s tracking id (callers check the id): from the
+    /// index, or a scan of the cache before the index is filled.
+    fn tracked_objects(&self, app: &str) -> Vec<Arc<Object>> {
+        match self.tracked.objects_of(app) {
+            Some(keys) => keys.iter().filter_map(|k| self.cache.get(k)).collect(),
+            None => self.cache.all(None),
+        }
+    }
+
     /// The live objects the comparison needs: each desired key, and every object tracked by
     /// the app.
     pub(crate) fn live(&self, app: &str, desired: &[Object]) -> Vec<Object> {
@@ -555,7 +658,7 @@ impl ApplicationController {
             .map(|o| (*o).clone())
             .collect();
         let prefix = format!("{app}:");
-        for o in self.cache.all(None) {
+        for o in self.tracked_objects(app) {
             if o.metadata
                 .annotations
                 .get(TRACKING_ANNOTATION)
@@ -576,16 +679,27 @@ pub fn render_at(
     source: &ApplicationSource,
     namespace: &str,
 ) -> Result<Compared, CompareError> {
-    let fail = |e: String| {
-        (
-            COMPARISON_ERROR,
-            format!("Failed to load target state: {e}"),
-        )
-    };
-    let repo = shipway_git::Repo::open(dir).map_err(|e| fail(e.to_string()))?;
+    let repo = shipway_git::Repo::open(dir).map_err(|e| load_failed(e.to_string()))?;
     let rev = source.target_revision.as_deref().unwrap_or("HEAD");
-    let revision = repo.resolve(rev).map_err(|e| fail(e.to_string()))?;
-    let tree = repo.tree(&revision.sha).map_err(|e| fail(e.to_string()))?;
+    let revision = repo.resolve(rev).map_err(|e| load_failed(e.to_string()))?;
+    render_commit(&repo, revision.sha, source, namespace)
+}
+
+fn load_failed(e: String) -> CompareError {
+    (
+        COMPARISON_ERROR,
+        format!("Failed to load target state: {e}"),
+    )
+}
+
+/// Renders `source` from the commit `sha` of `repo`.
+fn render_commit(
+    repo: &shipway_git::Repo,
+    sha: String,
+    source: &ApplicationSource,
+    namespace: &str,
+) -> Result<Compared, CompareError> {
+    let tree = repo.tree(&sha).map_err(|e| load_failed(e.to_string()))?;
     let rendered = crate::render::render(&tree, Path::new("/"), source, namespace).map_err(|e| {
         (
             e.condition_type(),
@@ -593,7 +707,7 @@ pub fn render_at(
         )
     })?;
     Ok(Compared {
-        revision: revision.sha,
+        revision: sha,
         desired: rendered.into_iter().map(|r| r.object).collect(),
     })
 }

@@ -18,6 +18,7 @@ pub mod plan;
 pub mod render;
 pub mod spec;
 mod sync;
+mod tracked;
 pub mod tracking;
 
 pub use diff::{ResourceDiff, SyncStatus, diff};

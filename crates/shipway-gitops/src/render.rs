@@ -101,6 +101,19 @@ fn app_path(fs: &dyn FileSystem, root: &Path, rel: &str) -> Result<PathBuf, Rend
     if Path::new(rel).is_absolute() {
         return Err(RenderError::Path(format!("{rel}: app path is absolute")));
     }
+    // Lexically, as Argo joins the path to the checkout's root: a climb above the root is
+    // outside it even when the root is `/` (a git tree), where normalising would clamp it.
+    let mut depth = 0i64;
+    for c in Path::new(rel).components() {
+        match c {
+            std::path::Component::ParentDir => depth -= 1,
+            std::path::Component::Normal(_) => depth += 1,
+            _ => {}
+        }
+        if depth < 0 {
+            return Err(RenderError::Path(format!("{rel}: app path outside root")));
+        }
+    }
     let root = normalize(root);
     let dir = normalize(&root.join(rel));
     if !dir.starts_with(&root) {

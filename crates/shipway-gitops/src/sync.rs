@@ -334,8 +334,13 @@ async fn advance(
 
     let mut failure: Option<String> = None;
     let mut waiting = false;
-    'phases: for phase in plan.phases.iter().filter(|p| p.phase != Phase::SyncFail) {
-        for wave in &phase.waves {
+    let phases: Vec<&crate::plan::PhasePlan> = plan
+        .phases
+        .iter()
+        .filter(|p| p.phase != Phase::SyncFail)
+        .collect();
+    'phases: for (pi, phase) in phases.iter().enumerate() {
+        for (wi, wave) in phase.waves.iter().enumerate() {
             let todo: Vec<&Task> = wave
                 .tasks
                 .iter()
@@ -358,34 +363,53 @@ async fn advance(
                     }
                     results.push(r);
                 }
-                waiting = failure.is_none();
+                // gitops-engine: the final wave, when it holds no hook, is not waited for —
+                // the sync succeeds once it is applied, even if its objects degrade later.
+                let later = phases.iter().enumerate().any(|(pj, p)| {
+                    p.waves.iter().enumerate().any(|(wj, w)| {
+                        (pj, wj) > (pi, wi)
+                            && w.tasks
+                                .iter()
+                                .any(|t| result_of(&results, &t.key, p.phase).is_none())
+                    })
+                });
+                let hooks = wave
+                    .tasks
+                    .iter()
+                    .any(|t| matches!(t.action, Action::Hook { .. }));
+                waiting = failure.is_none() && (later || hooks);
                 break 'phases;
             }
             if dry_run {
                 continue;
             }
             // Every task has run: the wave is done when its resources are healthy and its
-            // hooks finished.
+            // hooks finished (gitops-engine waits on every wave of a multi-step sync).
+            let mut pending: Vec<&Task> = Vec::new();
+            let mut failed: Vec<String> = Vec::new();
             for t in &wave.tasks {
                 match wave_state(ctl, t) {
                     TaskState::Done(hook_phase) => {
                         set_hook_phase(&mut results, t, phase.phase, hook_phase, None);
                     }
-                    TaskState::Waiting => waiting = true,
-                    TaskState::Failed(message) => {
-                        set_hook_phase(&mut results, t, phase.phase, "Failed", Some(&message));
-                        failure = Some(message);
+                    TaskState::Waiting => pending.push(t),
+                    TaskState::Failed { reason, message } => {
+                        set_failed(&mut results, t, phase.phase, &message);
+                        failed.push(reason);
                     }
                 }
             }
-            if failure.is_some() || waiting {
-                if waiting && failure.is_none() {
-                    state.message = Some(format!(
-                        "waiting for healthy state of {} wave {}",
-                        phase.phase.as_str(),
-                        wave.wave
-                    ));
-                }
+            if !failed.is_empty() {
+                // Argo's words, with the resources named (Argo lists only apply failures).
+                failure = Some(format!(
+                    "one or more synchronization tasks completed unsuccessfully, reason: {}",
+                    failed.join(",")
+                ));
+                break 'phases;
+            }
+            if !pending.is_empty() {
+                waiting = true;
+                state.message = Some(waiting_message(&pending));
                 break 'phases;
             }
         }
@@ -481,7 +505,11 @@ enum TaskState {
     /// Done; a hook's final phase (`Succeeded`), ignored for others.
     Done(&'static str),
     Waiting,
-    Failed(String),
+    /// Degraded or a failed hook: `reason` names the resource, `message` is its health's.
+    Failed {
+        reason: String,
+        message: String,
+    },
 }
 
 /// Whether a task that ran is finished: an applied resource healthy (or without a health
@@ -501,24 +529,45 @@ fn wave_state(ctl: &ApplicationController, t: &Task) -> TaskState {
                 None => TaskState::Done("Succeeded"),
                 Some(h) => match h.status {
                     Health::Healthy => TaskState::Done("Succeeded"),
-                    Health::Degraded => TaskState::Failed(format!(
-                        "{} {}/{} is {}{}{}",
-                        t.key.kind,
-                        t.key.namespace,
-                        t.key.name,
-                        if hook {
-                            "a failed hook: "
-                        } else {
-                            "Degraded: "
-                        },
-                        h.message,
-                        ""
-                    )),
+                    Health::Degraded => TaskState::Failed {
+                        reason: format!(
+                            "{} {}/{} is {}{}",
+                            t.key.kind,
+                            t.key.namespace,
+                            t.key.name,
+                            if hook {
+                                "a failed hook: "
+                            } else {
+                                "Degraded: "
+                            },
+                            h.message
+                        ),
+                        message: h.message,
+                    },
                     _ => TaskState::Waiting,
                 },
             }
         }
     }
+}
+
+/// gitops-engine's running message: `waiting for healthy state of GROUP/KIND/NAME and N
+/// more resources` (or `completion of hook`, `deletion of`), after the first waiting task.
+fn waiting_message(pending: &[&Task]) -> String {
+    let first = pending[0];
+    let (what, more) = match first.action {
+        Action::Hook { .. } => ("completion of hook", "hooks"),
+        Action::Prune => ("deletion of", "resources"),
+        Action::Apply => ("healthy state of", "resources"),
+    };
+    let mut m = format!(
+        "waiting for {what} {}/{}/{}",
+        first.key.group, first.key.kind, first.key.name
+    );
+    if pending.len() > 1 {
+        m.push_str(&format!(" and {} more {more}", pending.len() - 1));
+    }
+    m
 }
 
 fn set_hook_phase(
@@ -531,17 +580,35 @@ fn set_hook_phase(
     if !matches!(t.action, Action::Hook { .. }) {
         return;
     }
-    if let Some(r) = results.iter_mut().find(|r| {
-        r.kind == t.key.kind
-            && r.name == t.key.name
-            && r.namespace == t.key.namespace
-            && r.sync_phase.as_deref() == Some(phase.as_str())
-    }) {
+    if let Some(r) = find_result(results, t, phase) {
         r.hook_phase = Some(hook_phase.into());
         if let Some(m) = message {
             r.message = Some(m.into());
         }
     }
+}
+
+/// A task that ended unsuccessfully (Degraded, a failed hook): its result's `hookPhase` is
+/// `Failed` with the health's message, as gitops-engine records it for hooks and resources.
+fn set_failed(results: &mut [ResourceResult], t: &Task, phase: Phase, message: &str) {
+    if let Some(r) = find_result(results, t, phase) {
+        r.hook_phase = Some("Failed".into());
+        r.message = Some(message.into());
+    }
+}
+
+fn find_result<'a>(
+    results: &'a mut [ResourceResult],
+    t: &Task,
+    phase: Phase,
+) -> Option<&'a mut ResourceResult> {
+    results.iter_mut().find(|r| {
+        r.group == t.key.group
+            && r.kind == t.key.kind
+            && r.name == t.key.name
+            && r.namespace == t.key.namespace
+            && r.sync_phase.as_deref() == Some(phase.as_str())
+    })
 }
 
 async fn delete_hooks(ctl: &ApplicationController, plan: &crate::Plan, policy: DeletePolicy) {
