@@ -179,6 +179,9 @@ async fn a_canary_moves_the_measured_share_and_a_failing_canary_is_rolled_back_w
         json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "AnalysisTemplate",
         "metadata": {"name": "error-rate", "namespace": "default"},
         "spec": {"metrics": [{"name": "error-rate", "interval": "1s", "failureLimit": 0,
+            // Until the canary's pods are ready it has no traffic: too few requests is
+            // Inconclusive, which must not end the run.
+            "inconclusiveLimit": 120,
             "successCondition": "result < 0.05",
             "provider": {"shipway": {"service": "web", "backend": "canary", "metric": "error-rate",
                 "window": "5s", "minRequests": 20}}}]}}),

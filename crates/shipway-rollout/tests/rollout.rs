@@ -583,3 +583,113 @@ async fn invalid_specs_are_degraded_with_argos_message_and_nothing_is_applied() 
         "InvalidSpec: The Rollout \"web\" is invalid: spec.strategy.strategy: Invalid value: \"blueGreen: true canary: true\": Multiple Strategies can not be listed"
     );
 }
+
+/// The corpus' `rollout-aborted` snapshot (a background analysis failed during `setWeight: 10,
+/// pause {}`, one replica) replayed: our status has every field Argo's has, with the same
+/// values where they do not depend on hashes, names and times. Argo's newer `phase` and
+/// `message` and the Paused/Completed conditions are extra; that old snapshot's Progressing
+/// message lacks the `Rollout aborted update to revision N: ` prefix Argo adds since.
+#[tokio::test(start_paused = true)]
+async fn an_aborted_status_compares_field_by_field_with_argos_snapshot() {
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/corpus/argo/rollouts-status-snapshots/rollout-aborted/rollout.yaml");
+    let Ok(text) = std::fs::read_to_string(&corpus) else {
+        println!("SKIPPED: no corpus at {}", corpus.display());
+        return;
+    };
+    let snapshot = shipway_model::load_str("rollout.yaml", &text).unwrap()[0]
+        .object
+        .clone();
+    let want = snapshot.status().unwrap().clone();
+    let e = env().await;
+    e.store
+        .create(
+            obj(json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "AnalysisTemplate",
+                "metadata": {"name": "web-background", "namespace": "default"},
+                "spec": {"metrics": [{"name": "web", "provider": {"web": {"url": "http://127.0.0.1:9/"}}}]}})),
+            "test",
+        )
+        .await
+        .unwrap();
+    let mut ro = rollout(
+        "web:1",
+        json!({"analysis": {"templates": [{"templateName": "web-background"}]},
+            "steps": [{"setWeight": 10}, {"pause": {}}]}),
+    );
+    ro.body["spec"]["replicas"] = json!(1);
+    e.store.create(ro, "test").await.unwrap();
+    until(&e.store, "healthy", Duration::from_secs(30), |s| {
+        phase(s) == ("Healthy", "")
+    })
+    .await;
+    set_image(&e.store, "web:2").await;
+    let s = until(&e.store, "background run", Duration::from_secs(30), |s| {
+        s.canary().current_background_analysis_run_status.is_some()
+    })
+    .await;
+    let run = s
+        .canary()
+        .current_background_analysis_run_status
+        .clone()
+        .unwrap()
+        .name;
+    let message = "metric \"web\" assessed Failed due to failed (1) > failureLimit (0)";
+    set_run_phase(&e, &run, "Failed", message).await;
+    until(&e.store, "aborted", Duration::from_secs(10), |s| {
+        s.aborted()
+    })
+    .await;
+    // Let the counts settle.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let o = e.store.get(&key("Rollout", "web")).await.unwrap().unwrap();
+    let got = o.status().unwrap().clone();
+    let varying = [
+        "abortedAt",
+        "currentPodHash",
+        "currentStepHash",
+        "observedGeneration",
+        "stableRS",
+        "selector",
+    ];
+    for (k, v) in want.as_object().unwrap() {
+        let ours = got
+            .get(k)
+            .unwrap_or_else(|| panic!("status.{k} missing: {got:#}"));
+        if varying.contains(&k.as_str()) {
+            continue;
+        }
+        match k.as_str() {
+            "canary" => {
+                let (w, o) = (
+                    &v["currentBackgroundAnalysisRunStatus"],
+                    &ours["currentBackgroundAnalysisRunStatus"],
+                );
+                assert_eq!(w["status"], o["status"]);
+                assert_eq!(w["message"], o["message"]);
+            }
+            "conditions" => {
+                for c in v.as_array().unwrap() {
+                    let mine = ours
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .find(|m| m["type"] == c["type"])
+                        .unwrap_or_else(|| panic!("no {} condition: {ours:#}", c["type"]));
+                    assert_eq!(
+                        (&mine["status"], &mine["reason"]),
+                        (&c["status"], &c["reason"])
+                    );
+                    let m = mine["message"].as_str().unwrap();
+                    let w = c["message"].as_str().unwrap();
+                    assert!(m.ends_with(w), "{m:?} vs Argo's {w:?}");
+                }
+            }
+            _ => assert_eq!(ours, v, "status.{k}"),
+        }
+    }
+    assert_eq!(got["selector"], "app=web");
+    assert_eq!(
+        got["observedGeneration"],
+        json!(o.metadata.generation.to_string())
+    );
+}

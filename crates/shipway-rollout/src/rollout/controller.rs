@@ -201,6 +201,8 @@ impl RolloutController {
             now,
         };
         let mut decision = super::decide(&input);
+        self.restart(&ro.key(), &spec, &replica_sets, &mut decision, now)
+            .await?;
         let ro = self
             .execute(ro, &spec, &canary, &hash, &replica_sets, &mut decision)
             .await?;
@@ -222,6 +224,78 @@ impl RolloutController {
         Ok(decision
             .requeue
             .map_or(Action::AwaitChange, Action::Requeue))
+    }
+
+    /// `spec.restartAt` (what `kubectl argo rollouts restart` writes): pods created before it
+    /// are deleted one at a time, each only while every ReplicaSet is fully available, then
+    /// `status.restartedAt` records it.
+    async fn restart(
+        &self,
+        key: &Key,
+        spec: &RolloutSpec,
+        replica_sets: &[Object],
+        d: &mut Decision,
+        now: time::OffsetDateTime,
+    ) -> Result<(), RolloutError> {
+        let Some(at) = spec.restart_at.clone() else {
+            return Ok(());
+        };
+        if d.status.restarted_at.as_deref() == Some(at.as_str()) {
+            return Ok(());
+        }
+        let Some(t) = super::parse_time(&at) else {
+            return Ok(());
+        };
+        if now < t {
+            d.requeue = Some(super::until(now, t).max(Duration::from_millis(100)));
+            return Ok(());
+        }
+        let pods: Vec<Object> = replica_sets
+            .iter()
+            .flat_map(|rs| shipway_runtime::workload::controlled_pods(&self.cache, rs))
+            .collect();
+        let mut old: Vec<&Object> = pods
+            .iter()
+            .filter(|p| !is_terminating(p))
+            .filter(|p| {
+                p.metadata
+                    .creation_timestamp
+                    .as_deref()
+                    .and_then(super::parse_time)
+                    .is_some_and(|c| c < t)
+            })
+            .collect();
+        if old.is_empty() {
+            d.status.restarted_at = Some(at);
+            let (p, m) = super::phase(spec, &d.status);
+            d.status.phase = Some(p);
+            d.status.message = Some(m);
+            return Ok(());
+        }
+        let settled = pods.iter().all(|p| !is_terminating(p))
+            && replica_sets.iter().all(|rs| {
+                let s = set_of(rs);
+                s.available >= s.replicas
+            });
+        if settled {
+            old.sort_by_key(|p| p.metadata.creation_timestamp.clone());
+            let pod = old[0];
+            match self.store.delete(&pod.key(), ACTOR).await {
+                Ok(_) | Err(StoreError::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+            d.events.push((
+                "RestartingPod".into(),
+                format!("Restarting pod {} of {key}", pod.metadata.name),
+                false,
+            ));
+        }
+        d.requeue = Some(
+            d.requeue
+                .unwrap_or(Duration::from_secs(1))
+                .min(Duration::from_secs(1)),
+        );
+        Ok(())
     }
 
     async fn invalid(

@@ -1131,11 +1131,13 @@ pub fn decide(input: &Input) -> Decision {
 
     // Counts.
     let sum = |f: fn(&Set) -> i64| sets.iter().map(f).sum::<i64>();
-    st.replicas = Some(sum(|s| s.status_replicas));
+    // Argo's counts are `omitempty`: a zero is not written.
+    let nonzero = |n: i64| (n != 0).then_some(n);
+    st.replicas = nonzero(sum(|s| s.status_replicas));
     st.hpa_replicas = st.replicas;
-    st.updated_replicas = Some(canary_set.map_or(0, |s| s.status_replicas));
-    st.ready_replicas = Some(sum(|s| s.ready));
-    st.available_replicas = Some(sum(|s| s.available));
+    st.updated_replicas = nonzero(canary_set.map_or(0, |s| s.status_replicas));
+    st.ready_replicas = nonzero(sum(|s| s.ready));
+    st.available_replicas = nonzero(sum(|s| s.available));
 
     conditions(
         input,
@@ -1229,9 +1231,9 @@ fn conditions(
         .any(|c| c.type_ == "Paused" && c.status == "True");
     let promoted = st.stable_rs == st.current_pod_hash;
     let complete = promoted
-        && st.updated_replicas == Some(want)
+        && st.updated_replicas.unwrap_or(0) == want
         && available >= want
-        && st.replicas == Some(want);
+        && st.replicas.unwrap_or(0) == want;
     if st.aborted() {
         // Keep the first abort's message (the failing metric) while the rollout stays aborted.
         let kept = input
