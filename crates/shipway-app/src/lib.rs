@@ -3,7 +3,7 @@
 //! Newcomers: start with [`Platform::start`], which locks the data directory, loads the tokens,
 //! opens the store and builds the services in dependency order (the shared cache's watch of the
 //! store, the local runtime's controllers, the proxy's discovery and listeners, the hosted git
-//! repositories' controller, Argo Rollouts' AnalysisRun controller, the API server);
+//! repositories' controller, Argo Rollouts' AnalysisRun and Rollout controllers, the API server);
 //! [`Platform::run`] supervises them ([`service::supervise`]). GitOps, rollouts and CI join the
 //! list as more [`Service`]s; nothing in `shipway-server` starts them.
 
@@ -141,6 +141,10 @@ impl Platform {
                 store: store.clone(),
                 cache: cache.clone(),
                 metrics: proxy_metrics.clone(),
+            }),
+            Box::new(RolloutsService {
+                store: store.clone(),
+                cache: cache.clone(),
             }),
             Box::new(ApiService { server: api }),
         ];
@@ -326,6 +330,34 @@ impl Service for AnalysisService {
             AnalysisController::new(self.store, self.cache, clock, providers)
                 .run(shutdown)
                 .await;
+            Ok(())
+        })
+    }
+}
+
+/// Argo Rollouts' Rollouts (canary): ReplicaSets, the stable Service's TrafficPolicy and
+/// AnalysisRuns, written as `controller:rollouts`.
+struct RolloutsService {
+    store: Store,
+    cache: Cache,
+}
+
+impl Service for RolloutsService {
+    fn name(&self) -> &'static str {
+        "rollouts"
+    }
+
+    fn run(
+        self: Box<Self>,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'static, Result<(), ServiceError>> {
+        Box::pin(async move {
+            let clock = shipway_controller::Clock::new();
+            shipway_rollout::rollout::controller::RolloutController::new(
+                self.store, self.cache, clock,
+            )
+            .run(shutdown)
+            .await;
             Ok(())
         })
     }

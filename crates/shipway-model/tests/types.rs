@@ -12,8 +12,8 @@ use shipway_model::Object;
 use shipway_model::types::{
     AnalysisRunSpec, AnalysisRunStatus, AnalysisTemplateSpec, AppProjectSpec, ApplicationSpec,
     ApplicationStatus, DeploymentSpec, DeploymentStatus, Endpoints, JobSpec, JobStatus, Operation,
-    PodSpec, PodStatus, PodTemplateSpec, ReplicaSetSpec, ReplicaSetStatus, ServiceSpec,
-    TrafficPolicySpec,
+    PodSpec, PodStatus, PodTemplateSpec, ReplicaSetSpec, ReplicaSetStatus, RolloutSpec,
+    RolloutStatus, ServiceSpec, TrafficPolicySpec,
 };
 
 fn corpus() -> Option<PathBuf> {
@@ -126,14 +126,24 @@ fn check(obj: &Object) -> Vec<(&'static str, Result<(), String>)> {
             one("status", round_trip::<AnalysisRunStatus>, field("status"));
         }
         ("argoproj.io", "AppProject") => one("spec", round_trip::<AppProjectSpec>, field("spec")),
-        ("argoproj.io", "Rollout") => one(
-            "spec.template",
-            round_trip::<PodTemplateSpec>,
-            field("spec").and_then(|s| s.get("template")),
-        ),
+        ("argoproj.io", "Rollout") => {
+            one(
+                "spec.template",
+                round_trip::<PodTemplateSpec>,
+                field("spec").and_then(|s| s.get("template")),
+            );
+            one("spec", round_trip::<RolloutSpec>, field("spec"));
+            one("status", round_trip::<RolloutStatus>, field("status"));
+        }
         _ => {}
     }
     out
+}
+
+/// Fixtures no typed view can read, and why. This list only shrinks.
+fn known_failure(file: &Path, field: &str) -> bool {
+    // Argo CD's health fixture writes `conditions: {}`, which Argo's own Go type refuses too.
+    file.ends_with("Rollout/testdata/degraded_statusPhaseMessage.yaml") && field == "status"
 }
 
 #[test]
@@ -154,7 +164,9 @@ fn typed_views_round_trip_the_corpus() {
         for doc in docs {
             for (field, result) in check(&doc.object) {
                 checked += 1;
-                if let Err(e) = result {
+                if let Err(e) = result
+                    && !known_failure(&file, field)
+                {
                     failures.push(format!(
                         "{} {} {field}: {e}",
                         file.display(),

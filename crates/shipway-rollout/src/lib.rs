@@ -1,4 +1,8 @@
-//! Argo Rollouts on Shipway. For now the analysis half: [`analysis`] runs AnalysisRuns (the
-//! state machine, argument resolution, metric providers and the controller).
+//! Argo Rollouts on Shipway. [`rollout`] is the Rollout controller (the canary strategy as
+//! pure decisions in `rollout/mod.rs`, carried out by `rollout::controller`); [`analysis`] runs
+//! AnalysisRuns (the state machine, argument resolution, metric providers and the controller).
+//!
+//! Newcomers: start with `rollout::decide`.
 
 pub mod analysis;
+pub mod rollout;

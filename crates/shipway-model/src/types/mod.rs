@@ -1,5 +1,5 @@
 //! Typed views of the kinds Shipway acts on (Pods, Deployments, ReplicaSets, Jobs, Services,
-//! Endpoints, TrafficPolicies, Repositories, Argo CD's Applications and AppProjects, Argo Rollouts' analysis kinds), so
+//! Endpoints, TrafficPolicies, Repositories, Argo CD's Applications and AppProjects, Argo Rollouts' analysis kinds and Rollouts), so
 //! controllers read `spec.replicas` as a field instead of a JSON
 //! path. Every struct keeps the fields it does not name in `rest`, so an object read and written
 //! back through a view loses nothing: a field Shipway does not know (or a newer Kubernetes adds)
@@ -18,6 +18,7 @@ pub mod core;
 pub mod int_or_string;
 pub mod pod;
 pub mod repository;
+pub mod rollout;
 pub mod traffic;
 
 pub use analysis::{
@@ -50,6 +51,7 @@ pub use pod::{
     Probe, Volume, VolumeMount,
 };
 pub use repository::{RepositorySpec, RepositoryStatus};
+pub use rollout::{RolloutSpec, RolloutStatus};
 pub use traffic::TrafficPolicySpec;
 
 use serde::Serialize;
