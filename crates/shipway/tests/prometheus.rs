@@ -122,10 +122,10 @@ impl Drop for Prometheus {
 
 /// The seeds' check as an Argo user writes it for a mesh, on the proxy's series: the share of
 /// non-5xx responses of one backend over the last minute.
-fn success_rate(backend: &str) -> String {
+fn success_rate(service: &str, backend: &str) -> String {
     format!(
-        "sum(rate(shipway_proxy_requests_total{{service=\"default/web\",backend=\"{backend}\",code_class!=\"5xx\"}}[1m])) / \
-         sum(rate(shipway_proxy_requests_total{{service=\"default/web\",backend=\"{backend}\"}}[1m]))"
+        "sum(rate(shipway_proxy_requests_total{{service=\"{service}\",backend=\"{backend}\",code_class!=\"5xx\"}}[1m])) / \
+         sum(rate(shipway_proxy_requests_total{{service=\"{service}\",backend=\"{backend}\"}}[1m]))"
     )
 }
 
@@ -148,12 +148,12 @@ spec:
         query: |
           {query}
 "#,
-        query = success_rate("{{args.backend}}")
+        query = success_rate("default/web", "{{args.backend}}")
     )
 }
 
 #[test]
-fn the_prometheus_provider_passes_a_good_backend_and_fails_one_with_errors() {
+fn a_real_prometheus_passes_good_canaries_and_aborts_bad_ones() {
     let Some(bin) = prometheus() else {
         eprintln!("skipped: no prometheus on the PATH");
         return;
@@ -256,8 +256,8 @@ spec:
     );
     // A rate needs two scrapes of both backends inside its window.
     wait_for(60, "Prometheus to see both backends' traffic", || {
-        let stable = prom.query(&success_rate("stable"));
-        let canary = prom.query(&success_rate("canary"));
+        let stable = prom.query(&success_rate("default/web", "stable"));
+        let canary = prom.query(&success_rate("default/web", "canary"));
         stable.len() == 1 && canary.len() == 1
     });
 
@@ -288,9 +288,6 @@ spec:
         };
         done(&stable) && done(&canary)
     });
-    stop.store(true, Ordering::Relaxed);
-    load.join().unwrap();
-
     assert_eq!(stable["status"]["phase"], "Successful", "{stable:#}");
     assert_eq!(
         stable["status"]["metricResults"][0]["count"], 3,
@@ -312,8 +309,164 @@ spec:
         .parse()
         .unwrap_or_else(|_| panic!("measurement value {value:?}"));
     assert!((0.5..0.9).contains(&rate), "{value}");
+    eprintln!("prometheus provider: stable Successful, canary Failed at {value}");
+
+    // The same check as a Rollout's analysis step: a good canary completes, a bad one is
+    // aborted back to stable.
+    let shop_listen = format!("127.0.0.1:{}", free_port());
+    let shop = |version: &str, error_rate: &str| {
+        format!(
+            r#"apiVersion: v1
+kind: Service
+metadata: {{name: shop, annotations: {{shipway.dev/listen: "{shop_listen}"}}}}
+spec:
+  selector: {{app: shop}}
+  ports: [{{name: http, port: 80, targetPort: http}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: shop-canary}}
+spec:
+  selector: {{app: shop}}
+  ports: [{{name: http, port: 80, targetPort: http}}]
+---
+apiVersion: argoproj.io/v1alpha1
+kind: AnalysisTemplate
+metadata: {{name: success-rate}}
+spec:
+  args: [{{name: service-name}}]
+  metrics:
+  - name: success-rate
+    initialDelay: 5s
+    interval: 3s
+    count: 3
+    successCondition: result[0] >= 0.95
+    failureLimit: 0
+    provider:
+      prometheus:
+        address: {address}
+        query: |
+          {query}
+---
+apiVersion: argoproj.io/v1alpha1
+kind: Rollout
+metadata: {{name: shop}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: shop}}}}
+  template:
+    metadata: {{labels: {{app: shop}}}}
+    spec:
+      containers:
+      - {{name: shop, image: "demo:v1", ports: [{{name: http, containerPort: 8080}}],
+          env: [{{name: VERSION, value: {version}}}, {{name: ERROR_RATE, value: "{error_rate}"}}],
+          readinessProbe: {{httpGet: {{path: /healthz, port: 8080}}, periodSeconds: 1}}}}
+  strategy:
+    canary:
+      stableService: shop
+      canaryService: shop-canary
+      trafficRouting: {{nginx: {{stableIngress: shop}}}}
+      abortScaleDownDelaySeconds: 0
+      steps:
+      - setWeight: 50
+      - analysis:
+          templates: [{{templateName: success-rate}}]
+          args: [{{name: service-name, value: default/shop}}]
+"#,
+            address = prom.url,
+            query = success_rate("{{args.service-name}}", "canary"),
+        )
+    };
+    let apply = |yaml: String| {
+        let out = up.cli_with_stdin(data.path(), &["apply", "-f", "-"], &yaml);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    };
+    let status = |timeout: &str| {
+        up.cli(
+            data.path(),
+            &["rollout", "status", "shop", "--timeout", timeout],
+        )
+    };
+    apply(shop("v1", "0"));
+    let out = status("60s");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let shop_load = {
+        let (stop, url) = (stop.clone(), format!("http://{shop_listen}/"));
+        std::thread::spawn(move || {
+            let client = reqwest::blocking::Client::new();
+            while !stop.load(Ordering::Relaxed) {
+                let _ = client.get(&url).send();
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    apply(shop("v2", "0"));
+    let out = status("120s");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the good canary passes its analysis: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    apply(shop("v3", "0.3"));
+    let out = status("120s");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains(
+            "RolloutAborted: Rollout aborted update to revision 3: Metric \"success-rate\" assessed Failed due to failed (1) > failureLimit (0)"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+    let got = up.cli(data.path(), &["rollout", "get", "shop", "-o", "json"]);
+    let ro: Value = serde_json::from_slice(&got.stdout).unwrap();
+    assert_eq!(
+        ro["status"]["canary"]["weights"]["canary"]["weight"], 0,
+        "{ro:#}"
+    );
+    assert_eq!(
+        ro["status"]["canary"]["currentStepAnalysisRunStatus"]["status"], "Failed",
+        "{ro:#}"
+    );
+    // One run per canary: the good one measured three times above 0.95, the bad one failed.
+    let runs = up.cli(data.path(), &["get", "analysisruns", "-o", "json"]);
+    let runs: Value = serde_json::from_slice(&runs.stdout).unwrap();
+    let mut phases: Vec<(String, Vec<f64>)> = runs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["metadata"]["name"].as_str().unwrap().starts_with("shop-"))
+        .map(|r| {
+            let values = r["status"]["metricResults"][0]["measurements"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m["value"].as_str()?.trim_matches(['[', ']']).parse().ok())
+                .collect();
+            (r["status"]["phase"].as_str().unwrap().to_string(), values)
+        })
+        .collect();
+    phases.sort_by(|a, b| b.0.cmp(&a.0));
+    assert_eq!(phases.len(), 2, "{runs:#}");
+    assert_eq!(phases[0].0, "Successful");
+    assert!(
+        phases[0].1.len() == 3 && phases[0].1.iter().all(|v| *v >= 0.95),
+        "{phases:?}"
+    );
+    assert_eq!(phases[1].0, "Failed");
+    assert!(phases[1].1.iter().any(|v| *v < 0.95), "{phases:?}");
+    stop.store(true, Ordering::Relaxed);
+    load.join().unwrap();
+    shop_load.join().unwrap();
     eprintln!(
-        "prometheus provider: stable Successful, canary Failed at {value}; {} requests answered, {} failed (the canary's injected errors)",
+        "prometheus provider: web {} answered, {} failed (the canary backend's injected errors)",
         ok.load(Ordering::Relaxed),
         failed.load(Ordering::Relaxed)
     );
