@@ -12,6 +12,7 @@
 //! pause = `spec.paused: true`; restart = `spec.restartAt`; undo = the template set back to an
 //! older revision's (a fast rollback when it is the stable one).
 
+pub mod bluegreen;
 pub mod controller;
 
 use std::time::Duration;
@@ -279,8 +280,15 @@ pub fn unsupported(spec: &RolloutSpec) -> Vec<String> {
     if spec.rollback_window.is_some() {
         out.push("spec.rollbackWindow".to_string());
     }
-    if spec.strategy.blue_green.is_some() {
-        out.push("spec.strategy.blueGreen".to_string());
+    if let Some(bg) = &spec.strategy.blue_green {
+        if bg.scale_down_delay_revision_limit.is_some() {
+            out.push("spec.strategy.blueGreen.scaleDownDelayRevisionLimit".to_string());
+        }
+        for key in ["antiAffinity", "previewMetadata", "activeMetadata"] {
+            if bg.rest.contains_key(key) {
+                out.push(format!("spec.strategy.blueGreen.{key}"));
+            }
+        }
     }
     if let Some(c) = &spec.strategy.canary {
         if c.dynamic_stable_scale == Some(true) {
@@ -385,7 +393,30 @@ pub fn phase(spec: &RolloutSpec, status: &RolloutStatus) -> (String, String) {
             "updated replicas are still becoming available",
         );
     }
-    if let Some(c) = &spec.strategy.canary {
+    if spec.strategy.blue_green.is_some() {
+        let bg = status.blue_green.clone().unwrap_or_default();
+        if bg.active_selector.is_none() || bg.active_selector != status.current_pod_hash {
+            return out("Progressing", "active service cutover pending");
+        }
+        if status.stable_rs.is_none() || status.stable_rs != status.current_pod_hash {
+            let post = spec
+                .strategy
+                .blue_green
+                .as_ref()
+                .is_some_and(|b| b.post_promotion_analysis.is_some());
+            let done = bg
+                .post_promotion_analysis_run_status
+                .as_ref()
+                .is_some_and(|r| completed_phase(&r.status));
+            if post && !done {
+                return out("Progressing", "waiting for analysis to complete");
+            }
+            return out(
+                "Progressing",
+                "waiting for post-promotion verification to complete",
+            );
+        }
+    } else if let Some(c) = &spec.strategy.canary {
         if c.traffic_routing.is_none() && status.replicas.unwrap_or(0) > updated {
             return out("Progressing", "old replicas are pending termination");
         }
@@ -443,6 +474,9 @@ pub struct Input<'a> {
 pub enum StartRun {
     Step(usize),
     Background,
+    /// Blue-green's `prePromotionAnalysis` and `postPromotionAnalysis`.
+    PrePromotion,
+    PostPromotion,
 }
 
 /// The TrafficPolicy to write (traffic-routed canaries).
@@ -470,6 +504,8 @@ pub struct Decision {
     pub deadlines: Vec<(String, Option<OffsetDateTime>)>,
     pub delete: Vec<String>,
     pub traffic: Option<Traffic>,
+    /// Blue-green: `(service, hash)` selectors to set, the active one first.
+    pub services: Vec<(String, String)>,
     pub start_runs: Vec<StartRun>,
     /// Runs to stop (`spec.terminate`).
     pub terminate_runs: Vec<String>,
