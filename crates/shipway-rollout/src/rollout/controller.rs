@@ -525,6 +525,18 @@ impl RolloutController {
         if let Some(t) = &d.traffic {
             self.write_policy(&ro, canary, t).await?;
         }
+        // A policy this Rollout wrote and no longer routes with (trafficRouting removed, another
+        // stableService, blue-green now) goes, or it would keep splitting the Service.
+        let keep = d.traffic.as_ref().and(canary.stable_service.as_deref());
+        let uid = ro.metadata.uid.clone().unwrap_or_default();
+        for p in self.cache.owned_by(&uid).iter().filter(|o| POLICY.is(o)) {
+            if Some(p.metadata.name.as_str()) != keep {
+                match self.store.delete(&p.key(), ACTOR).await {
+                    Ok(_) | Err(StoreError::NotFound(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
         self.services(&ro, canary, &stable_hash, &canary_hash)
             .await?;
         // Blue-green: the active Service's selector first, one write each.
