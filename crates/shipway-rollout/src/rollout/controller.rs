@@ -148,6 +148,25 @@ impl RolloutController {
                 super::invalid_status(&status, ro.metadata.generation, &message, &now_ts, &spec);
             return self.invalid(ro, &status, st, &message).await;
         }
+        if spec.workload_ref.is_some() {
+            // Without the referenced Deployment's template there is nothing to run: said in
+            // the status, nothing applied.
+            let message = "Shipway does not implement spec.workloadRef yet; nothing was applied";
+            let mut st = status.clone();
+            st.observed_generation = Some(ro.metadata.generation.to_string());
+            st.phase = Some("Degraded".into());
+            st.message = Some(format!("UnsupportedFields: {message}"));
+            shipway_model::types::condition::set(
+                &mut st.conditions,
+                "UnsupportedFields",
+                true,
+                "NotImplemented",
+                message,
+                &now_ts,
+            );
+            self.write_status(ro, &status, &st).await?;
+            return Ok(Action::AwaitChange);
+        }
         let blue_green = spec.strategy.blue_green.clone();
         // Blue-green runs with an empty canary strategy (no steps, services or routing).
         let canary = spec.strategy.canary.clone().unwrap_or_default();

@@ -312,6 +312,15 @@ pub fn unsupported(spec: &RolloutSpec) -> Vec<String> {
             if s.rest.contains_key("plugin") {
                 out.push(format!("spec.strategy.canary.steps[{i}].plugin"));
             }
+            // The proxy mirrors a share of all requests; it cannot pick them by method or path.
+            if s.set_mirror_route
+                .as_ref()
+                .is_some_and(|m| !m.match_.is_empty())
+            {
+                out.push(format!(
+                    "spec.strategy.canary.steps[{i}].setMirrorRoute.match"
+                ));
+            }
         }
     }
     out

@@ -682,3 +682,32 @@ fn blue_green_auto_promotes_after_its_seconds_and_a_failed_pre_promotion_analysi
         "RolloutAborted: Rollout aborted update to revision 2: Metric \"m\" assessed Failed due to failed (1) > failureLimit (0)"
     );
 }
+
+#[test]
+fn header_and_mirror_routes_follow_the_steps_and_go_when_the_rollout_ends() {
+    let s = routed(json!([
+        {"setWeight": 10},
+        {"setHeaderRoute": {"name": "testers", "match": [{"headerName": "x-canary", "headerValue": {"exact": "yes"}}]}},
+        {"setMirrorRoute": {"name": "shadow", "percentage": 35, "match": [{"method": {"exact": "GET"}}]}},
+        {"pause": {}},
+        {"setHeaderRoute": {"name": "testers"}},
+        {"pause": {}},
+    ]));
+    let sets = vec![rs("a", 1, 5, 5), rs("b", 2, 1, 1)];
+    let w = json!({"canary": {"weights": {"canary": {"weight": 10, "podTemplateHash": "b"}, "stable": {"weight": 90, "podTemplateHash": "a"}}}});
+    let d = Case::new(s.clone(), mid(3, w.clone()), "b", sets.clone()).decide();
+    let t = d.traffic.unwrap();
+    assert_eq!(t.header_routes.len(), 1);
+    assert_eq!(t.header_routes[0].match_[0].header_name, "x-canary");
+    assert_eq!(t.mirror, Some(("shadow".to_string(), 35)));
+    assert_eq!(t.canary_weight, 10);
+    // An empty match removes the route; the mirror stays.
+    let d = Case::new(s.clone(), mid(5, w.clone()), "b", sets.clone()).decide();
+    let t = d.traffic.unwrap();
+    assert!(t.header_routes.is_empty());
+    assert!(t.mirror.is_some());
+    // Aborted: no routes, no mirror, no weight.
+    let d = Case::new(s, mid(5, json!({"abort": true})), "b", sets).decide();
+    let t = d.traffic.unwrap();
+    assert!(t.header_routes.is_empty() && t.mirror.is_none() && t.canary_weight == 0);
+}
