@@ -818,7 +818,7 @@ impl RolloutController {
         stable_hash: &str,
         canary_hash: &str,
     ) -> Result<(), RolloutError> {
-        let routed = canary.traffic_routing.is_some();
+        let routed = super::proxy_routed(canary);
         let mut wanted = Vec::new();
         if let Some(s) = &canary.canary_service {
             wanted.push((s, Some(canary_hash)));

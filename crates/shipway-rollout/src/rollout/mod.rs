@@ -126,6 +126,27 @@ pub fn validate(name: &str, spec: &RolloutSpec) -> Result<(), String> {
     }
 }
 
+/// Argo's `requireCanaryStableServices`: the routers that need both Services named.
+fn requires_services(c: &CanaryStrategy) -> bool {
+    let Some(r) = &c.traffic_routing else {
+        return false;
+    };
+    let ping_pong = c.rest.contains_key("pingPong");
+    let has = |k: &str| r.contains_key(k);
+    (has("alb") && !ping_pong)
+        || (has("istio") && r["istio"].get("destinationRule").is_none() && !ping_pong)
+        || ["smi", "apisix", "ambassador", "nginx", "appMesh", "traefik"]
+            .iter()
+            .any(|k| has(k))
+}
+
+/// Whether Shipway's proxy splits the traffic: a router is named and there is a stable Service
+/// to put the TrafficPolicy on. Without one (Istio subsets, ping-pong) weights follow replica
+/// counts, which `unsupported` says.
+pub fn proxy_routed(c: &CanaryStrategy) -> bool {
+    c.traffic_routing.is_some() && c.stable_service.is_some()
+}
+
 fn validate_canary(name: &str, c: &CanaryStrategy) -> Result<(), String> {
     let zero = shipway_model::types::IntOrString::Int(0);
     if c.max_surge.as_ref() == Some(&zero) && c.max_unavailable.as_ref() == Some(&zero) {
@@ -147,14 +168,20 @@ fn validate_canary(name: &str, c: &CanaryStrategy) -> Result<(), String> {
         ));
     }
     let routed = c.traffic_routing.is_some();
-    if routed && c.stable_service.is_none() {
-        // Shipway names the TrafficPolicy after the stable Service, whatever router is named.
-        return Err(invalid(
-            name,
-            "spec.strategy.stableService",
-            "",
-            "Canary service and Stable service must to be set to use Traffic Routing",
-        ));
+    if requires_services(c) {
+        for (field, service) in [
+            ("stableService", &c.stable_service),
+            ("canaryService", &c.canary_service),
+        ] {
+            if service.is_none() {
+                return Err(invalid(
+                    name,
+                    &format!("spec.strategy.{field}"),
+                    "",
+                    "Canary service and Stable service must to be set to use Traffic Routing",
+                ));
+            }
+        }
     }
     if !routed {
         if let Some(d) = c.scale_down_delay_seconds {
@@ -176,21 +203,35 @@ fn validate_canary(name: &str, c: &CanaryStrategy) -> Result<(), String> {
     }
     for (i, step) in c.steps().iter().enumerate() {
         let path = format!("spec.strategy.canary.steps[{i}]");
-        let set = [
-            step.set_weight.is_some(),
-            step.pause.is_some(),
-            step.set_canary_scale.is_some(),
-            step.analysis.is_some(),
+        // Argo's two rules: at most one of setWeight, pause, experiment and analysis; at
+        // least one step type of any kind.
+        let (e, p, w, a) = (
             step.experiment.is_some(),
-            step.set_header_route.is_some(),
-            step.set_mirror_route.is_some(),
-            step.rest.contains_key("plugin"),
-        ];
-        if set.iter().filter(|b| **b).count() != 1 {
+            step.pause.is_some(),
+            step.set_weight.is_some(),
+            step.analysis.is_some(),
+        );
+        if [w, p, e, a].iter().filter(|b| **b).count() > 1 {
             return Err(invalid(
                 name,
                 &path,
-                "",
+                &format!(
+                    "step.Experiment: {e} step.Pause: {p} step.SetWeight: {w} step.Analysis: {a}"
+                ),
+                "Step must have one of the following set: experiment, setWeight, setCanaryScale, plugin or pause",
+            ));
+        }
+        let (scale, header, mirror, plugin) = (
+            step.set_canary_scale.is_some(),
+            step.set_header_route.is_some(),
+            step.set_mirror_route.is_some(),
+            step.rest.contains_key("plugin"),
+        );
+        if !(e || p || w || a || scale || header || mirror || plugin) {
+            return Err(invalid(
+                name,
+                &path,
+                "step.Experiment: true step.Pause: true step.SetWeight: true step.Analysis: true step.SetCanaryScale: true step.SetHeaderRoute: true step.SetMirrorRoute: true step.Plugin: true",
                 "Step must have one of the following set: experiment, setWeight, setCanaryScale, plugin or pause",
             ));
         }
@@ -293,6 +334,12 @@ pub fn unsupported(spec: &RolloutSpec) -> Vec<String> {
     if let Some(c) = &spec.strategy.canary {
         if c.dynamic_stable_scale == Some(true) {
             out.push("spec.strategy.canary.dynamicStableScale".to_string());
+        }
+        if c.traffic_routing.is_some() && c.stable_service.is_none() {
+            out.push(
+                "spec.strategy.canary.trafficRouting (without a stableService Shipway's proxy has no Service to split; weights follow replica counts)"
+                    .to_string(),
+            );
         }
         for key in [
             "antiAffinity",
@@ -705,7 +752,7 @@ pub fn decide(input: &Input) -> Decision {
     let steps = canary.steps();
     let n = steps.len();
     let want = spec.replicas();
-    let routed = canary.traffic_routing.is_some();
+    let routed = proxy_routed(canary);
     let mut d = Decision::default();
     let mut st = old.clone();
     st.observed_generation = Some(generation.to_string());
@@ -894,7 +941,10 @@ pub fn decide(input: &Input) -> Decision {
         } else if step.experiment.is_some() || step.rest.contains_key("plugin") {
             // Not implemented: named in the UnsupportedFields condition, passed over.
             step_done = true;
-        } else if step.set_header_route.is_some() || step.set_mirror_route.is_some() {
+        } else if (step.set_header_route.is_some() || step.set_mirror_route.is_some())
+            && step.set_canary_scale.is_none()
+            && step.set_weight.is_none()
+        {
             step_done = true;
         }
         // setWeight and setCanaryScale complete once the counts are reached (below).
