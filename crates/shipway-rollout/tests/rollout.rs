@@ -767,3 +767,51 @@ async fn blue_green_previews_then_switches_the_active_service_on_promote() {
     .await;
     assert_eq!(s.current_step_index, None);
 }
+
+/// `kubectl argo rollouts restart` writes `spec.restartAt`: the pods created before it are
+/// deleted (one at a time, each while everything is available), then `status.restartedAt`
+/// says it is done.
+#[tokio::test(start_paused = true)]
+async fn restart_at_replaces_the_older_pods_and_records_it() {
+    let e = env().await;
+    let hash = deployed(&e, json!({})).await;
+    let rs = e
+        .store
+        .get(&key("ReplicaSet", &format!("web-{hash}")))
+        .await
+        .unwrap()
+        .unwrap();
+    // Two pods of the ReplicaSet (no kubelet runs here; these stand for its pods).
+    for i in 0..2 {
+        e.store
+            .create(
+                obj(json!({"apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": format!("web-{hash}-{i}"), "namespace": "default",
+                        "labels": {"app": "web", "rollouts-pod-template-hash": hash},
+                        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                            "name": rs.metadata.name, "uid": rs.metadata.uid, "controller": true}]},
+                    "spec": {"containers": [{"name": "web", "image": "web:1"}]}})),
+                "test",
+            )
+            .await
+            .unwrap();
+    }
+    let at = shipway_controller::clock::format_timestamp(
+        time::OffsetDateTime::now_utc() + time::Duration::seconds(2),
+    );
+    let mut o = e.store.get(&key("Rollout", "web")).await.unwrap().unwrap();
+    o.body["spec"]["restartAt"] = json!(at);
+    e.store.update(o, "user:admin").await.unwrap();
+    let s = until(&e.store, "restarted", Duration::from_secs(60), |s| {
+        s.restarted_at.as_deref() == Some(at.as_str())
+    })
+    .await;
+    assert_eq!(phase(&s), ("Healthy", ""));
+    for i in 0..2 {
+        let pod = Key::new("", "Pod", "default", &format!("web-{hash}-{i}"));
+        assert!(
+            e.store.get(&pod).await.unwrap().is_none(),
+            "{pod} still there"
+        );
+    }
+}
