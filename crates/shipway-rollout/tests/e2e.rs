@@ -111,72 +111,83 @@ async fn patch_status(store: &Store, f: impl Fn(&mut serde_json::Map<String, Val
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_canary_moves_the_measured_share_and_a_failing_canary_is_rolled_back_within_2s() {
-    let Some(app) = demo_app() else {
-        eprintln!("skipped: shipway-demo-app could not be built");
-        return;
-    };
-    let data = tempfile::tempdir().unwrap();
-    let store = Store::open_sqlite(&data.path().join("shipway.db"))
-        .await
-        .unwrap();
-    let src = data.path().join("demo-src");
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join("README"), "demo\n").unwrap();
-    shipway_runtime::images::ImageStore::new(data.path())
-        .import("demo:v1", &src, &[app.display().to_string()], &[])
-        .unwrap();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let (cache, _feed) = Reflector::spawn(store.clone(), stop.clone());
-    let runtime = shipway_runtime::LocalRuntime::start(
-        store.clone(),
-        cache.clone(),
-        shipway_runtime::KubeletConfig::new(data.path()),
-        stop.clone(),
-    );
-    let metrics = shipway_proxy::ProxyMetrics::new();
-    let (tables, discovery) = shipway_proxy::discovery::spawn_with(
-        store.clone(),
-        cache.clone(),
-        Some(metrics.clone()),
-        shipway_proxy::discovery::Options::default(),
-        stop.clone(),
-    );
-    let proxy = shipway_proxy::Proxy::start(
-        tables,
-        metrics.clone(),
-        shipway_proxy::ProxyConfig::default(),
-        stop.clone(),
-    );
-    let clock = Clock::new();
-    tokio::spawn(
-        AnalysisController::new(
+/// The platform's pieces a Rollout needs, started on a fresh data directory with the demo
+/// app imported as `demo:v1`, the Services `web` and `web-canary` (each on its own loopback
+/// address) and the `error-rate` AnalysisTemplate.
+struct Stack {
+    store: Store,
+    stop: tokio_util::sync::CancellationToken,
+    listen: std::net::SocketAddr,
+    preview: std::net::SocketAddr,
+    runtime: shipway_runtime::LocalRuntime,
+    discovery: tokio::task::JoinHandle<()>,
+    proxy: tokio::task::JoinHandle<()>,
+    _data: tempfile::TempDir,
+}
+
+impl Stack {
+    async fn start(app: &std::path::Path) -> Stack {
+        let data = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&data.path().join("shipway.db"))
+            .await
+            .unwrap();
+        let src = data.path().join("demo-src");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("README"), "demo\n").unwrap();
+        shipway_runtime::images::ImageStore::new(data.path())
+            .import("demo:v1", &src, &[app.display().to_string()], &[])
+            .unwrap();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (cache, _feed) = Reflector::spawn(store.clone(), stop.clone());
+        let runtime = shipway_runtime::LocalRuntime::start(
             store.clone(),
             cache.clone(),
-            clock,
-            Providers::new(clock, Some(metrics.clone())),
-        )
-        .run(stop.clone()),
-    );
-    tokio::spawn(RolloutController::new(store.clone(), cache.clone(), clock).run(stop.clone()));
+            shipway_runtime::KubeletConfig::new(data.path()),
+            stop.clone(),
+        );
+        let metrics = shipway_proxy::ProxyMetrics::new();
+        let (tables, discovery) = shipway_proxy::discovery::spawn_with(
+            store.clone(),
+            cache.clone(),
+            Some(metrics.clone()),
+            shipway_proxy::discovery::Options::default(),
+            stop.clone(),
+        );
+        let proxy = shipway_proxy::Proxy::start(
+            tables,
+            metrics.clone(),
+            shipway_proxy::ProxyConfig::default(),
+            stop.clone(),
+        );
+        let clock = Clock::new();
+        tokio::spawn(
+            AnalysisController::new(
+                store.clone(),
+                cache.clone(),
+                clock,
+                Providers::new(clock, Some(metrics.clone())),
+            )
+            .run(stop.clone()),
+        );
+        tokio::spawn(RolloutController::new(store.clone(), cache.clone(), clock).run(stop.clone()));
 
-    let apply = |v: Value| {
-        let store = store.clone();
-        async move {
-            let obj: Object = serde_json::from_value(v).unwrap();
-            store.apply(obj, "test").await.unwrap();
-        }
-    };
-    let listen = free_addr();
-    for (name, addr) in [("web", listen), ("web-canary", free_addr())] {
-        apply(json!({"apiVersion": "v1", "kind": "Service",
+        let apply = |v: Value| {
+            let store = store.clone();
+            async move {
+                let obj: Object = serde_json::from_value(v).unwrap();
+                store.apply(obj, "test").await.unwrap();
+            }
+        };
+        let listen = free_addr();
+        let preview = free_addr();
+        for (name, addr) in [("web", listen), ("web-canary", preview)] {
+            apply(json!({"apiVersion": "v1", "kind": "Service",
             "metadata": {"name": name, "namespace": "default", "annotations": {"shipway.dev/listen": addr.to_string()}},
             "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}}))
         .await;
-    }
-    apply(
-        json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "AnalysisTemplate",
+        }
+        apply(
+            json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "AnalysisTemplate",
         "metadata": {"name": "error-rate", "namespace": "default"},
         "spec": {"metrics": [{"name": "error-rate", "interval": "1s", "failureLimit": 0,
             // Until the canary's pods are ready it has no traffic: too few requests is
@@ -185,9 +196,126 @@ async fn a_canary_moves_the_measured_share_and_a_failing_canary_is_rolled_back_w
             "successCondition": "result < 0.05",
             "provider": {"shipway": {"service": "web", "backend": "canary", "metric": "error-rate",
                 "window": "5s", "minRequests": 20}}}]}}),
-    )
-    .await;
-    let rollout = |version: &str, error_rate: &str, steps: Value, analysis: Value| {
+        )
+        .await;
+        Stack {
+            store,
+            stop,
+            listen,
+            preview,
+            runtime,
+            discovery,
+            proxy,
+            _data: data,
+        }
+    }
+
+    async fn apply(&self, v: Value) {
+        let obj: Object = serde_json::from_value(v).unwrap();
+        self.store.apply(obj, "test").await.unwrap();
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        let _ = tokio::join!(self.runtime.join(), self.discovery, self.proxy);
+    }
+}
+
+/// The demo app as a Rollout with `strategy`, answering `version` (and failing `error_rate`).
+fn rollout(version: &str, error_rate: &str, strategy: Value) -> Value {
+    json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"replicas": 5, "selector": {"matchLabels": {"app": "web"}},
+            "strategy": strategy,
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {
+                "terminationGracePeriodSeconds": 5,
+                "containers": [{"name": "web", "image": "demo:v1",
+                    "env": [{"name": "VERSION", "value": version}, {"name": "ERROR_RATE", "value": error_rate}],
+                    "ports": [{"name": "http", "containerPort": 8080}],
+                    "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 1}}]}}}})
+}
+
+/// Requests in a loop from 6 tasks until `done`; what they see goes to `seen`.
+struct Load {
+    seen: Arc<Seen>,
+    done: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    async fn start(listen: std::net::SocketAddr) -> Load {
+        // Continuous load through the Service's address.
+        let url = format!("http://{listen}/");
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = client.get(&url).send().await
+                && r.status() == 200
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nothing answered through the proxy"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let seen = Arc::new(Seen::default());
+        let done = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for _ in 0..6 {
+            let (client, url, seen, done) =
+                (client.clone(), url.clone(), seen.clone(), done.clone());
+            tasks.push(tokio::spawn(async move {
+                while !done.load(Ordering::Relaxed) {
+                    match client.get(&url).send().await {
+                        Ok(r) => {
+                            let status = r.status();
+                            let body = r.text().await.unwrap_or_default();
+                            let v = version_of(&body);
+                            seen.last
+                                .lock()
+                                .unwrap()
+                                .insert(v.clone(), SystemTime::now());
+                            if status != 200 {
+                                seen.failures.fetch_add(1, Ordering::Relaxed);
+                                seen.errors.lock().unwrap().push(format!("{status} {body}"));
+                            } else {
+                                *seen.versions.lock().unwrap().entry(v).or_default() += 1;
+                            }
+                        }
+                        Err(e) => {
+                            seen.failures.fetch_add(1, Ordering::Relaxed);
+                            seen.errors.lock().unwrap().push(e.to_string());
+                        }
+                    }
+                }
+            }));
+        }
+
+        Load { seen, done, tasks }
+    }
+
+    async fn stop(self) {
+        self.done.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_moves_the_measured_share_and_a_failing_canary_is_rolled_back_within_2s() {
+    let Some(app) = demo_app() else {
+        eprintln!("skipped: shipway-demo-app could not be built");
+        return;
+    };
+    let stack = Stack::start(&app).await;
+    let store = stack.store.clone();
+    let canary = |steps: Value, analysis: Value| {
         let mut canary = json!({"stableService": "web", "canaryService": "web-canary",
             "trafficRouting": {"nginx": {"stableIngress": "web"}},
             "scaleDownDelaySeconds": 3, "abortScaleDownDelaySeconds": 3,
@@ -195,78 +323,24 @@ async fn a_canary_moves_the_measured_share_and_a_failing_canary_is_rolled_back_w
         if !analysis.is_null() {
             canary["analysis"] = analysis;
         }
-        json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
-            "metadata": {"name": "web", "namespace": "default"},
-            "spec": {"replicas": 5, "selector": {"matchLabels": {"app": "web"}},
-                "strategy": {"canary": canary},
-                "template": {"metadata": {"labels": {"app": "web"}}, "spec": {
-                    "terminationGracePeriodSeconds": 5,
-                    "containers": [{"name": "web", "image": "demo:v1",
-                        "env": [{"name": "VERSION", "value": version}, {"name": "ERROR_RATE", "value": error_rate}],
-                        "ports": [{"name": "http", "containerPort": 8080}],
-                        "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 1}}]}}}})
+        json!({"canary": canary})
     };
     let steps = json!([{"setWeight": 20}, {"pause": {}}, {"setWeight": 40}, {"pause": {}},
         {"setWeight": 60}, {"pause": {}}, {"setWeight": 80}, {"pause": {}}]);
-    apply(rollout("v1", "0", steps.clone(), Value::Null)).await;
+    stack
+        .apply(rollout("v1", "0", canary(steps.clone(), Value::Null)))
+        .await;
     until(&store, "v1 healthy", Duration::from_secs(90), |s| {
         s.phase.as_deref() == Some("Healthy")
     })
     .await;
-
-    // Continuous load through the Service's address.
-    let url = format!("http://{listen}/");
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = client.get(&url).send().await
-            && r.status() == 200
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "v1 never answered through the proxy"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let seen = Arc::new(Seen::default());
-    let done = Arc::new(AtomicBool::new(false));
-    let mut load = Vec::new();
-    for _ in 0..6 {
-        let (client, url, seen, done) = (client.clone(), url.clone(), seen.clone(), done.clone());
-        load.push(tokio::spawn(async move {
-            while !done.load(Ordering::Relaxed) {
-                match client.get(&url).send().await {
-                    Ok(r) => {
-                        let status = r.status();
-                        let body = r.text().await.unwrap_or_default();
-                        let v = version_of(&body);
-                        seen.last
-                            .lock()
-                            .unwrap()
-                            .insert(v.clone(), SystemTime::now());
-                        if status != 200 {
-                            seen.failures.fetch_add(1, Ordering::Relaxed);
-                            seen.errors.lock().unwrap().push(format!("{status} {body}"));
-                        } else {
-                            *seen.versions.lock().unwrap().entry(v).or_default() += 1;
-                        }
-                    }
-                    Err(e) => {
-                        seen.failures.fetch_add(1, Ordering::Relaxed);
-                        seen.errors.lock().unwrap().push(e.to_string());
-                    }
-                }
-            }
-        }));
-    }
+    let load = Load::start(stack.listen).await;
+    let seen = load.seen.clone();
 
     // The canary: the measured share at each pause.
-    apply(rollout("v2", "0", steps.clone(), Value::Null)).await;
+    stack
+        .apply(rollout("v2", "0", canary(steps.clone(), Value::Null)))
+        .await;
     for (i, weight) in [20.0, 40.0, 60.0, 80.0].into_iter().enumerate() {
         let pause = (2 * i + 1) as i64;
         until(
@@ -319,13 +393,13 @@ async fn a_canary_moves_the_measured_share_and_a_failing_canary_is_rolled_back_w
 
     // A bad canary, judged by the proxy's own error rate.
     let bg = json!({"templates": [{"templateName": "error-rate"}]});
-    apply(rollout(
-        "v3",
-        "0.3",
-        json!([{"setWeight": 20}, {"pause": {}}]),
-        bg,
-    ))
-    .await;
+    stack
+        .apply(rollout(
+            "v3",
+            "0.3",
+            canary(json!([{"setWeight": 20}, {"pause": {}}]), bg),
+        ))
+        .await;
     let s = until(&store, "aborted", Duration::from_secs(120), |s| s.aborted()).await;
     println!("aborted: {:?}", s.message);
     assert_eq!(s.phase.as_deref(), Some("Degraded"));
@@ -380,10 +454,102 @@ async fn a_canary_moves_the_measured_share_and_a_failing_canary_is_rolled_back_w
     );
     assert!(rollback <= 2.0, "rollback took {rollback:.3} s");
 
-    done.store(true, Ordering::Relaxed);
-    for l in load {
-        l.await.unwrap();
+    load.stop().await;
+    stack.stop().await;
+}
+
+/// Blue-green under load: the preview Service answers the new version while the active one
+/// answers the old; the promote switches the active selector in one write; a later update
+/// that is aborted never takes the active Service's traffic. No request fails throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blue_green_switch_and_an_abort_fail_no_request() {
+    let Some(app) = demo_app() else {
+        eprintln!("skipped: shipway-demo-app could not be built");
+        return;
+    };
+    let stack = Stack::start(&app).await;
+    let store = stack.store.clone();
+    let bg = json!({"blueGreen": {"activeService": "web", "previewService": "web-canary",
+        "autoPromotionEnabled": false, "scaleDownDelaySeconds": 3, "abortScaleDownDelaySeconds": 3}});
+    stack.apply(rollout("v1", "0", bg.clone())).await;
+    until(&store, "v1 healthy", Duration::from_secs(90), |s| {
+        s.phase.as_deref() == Some("Healthy")
+    })
+    .await;
+    let load = Load::start(stack.listen).await;
+    let seen = load.seen.clone();
+    let client = reqwest::Client::new();
+    let preview_version = || {
+        let (client, url) = (client.clone(), format!("http://{}/", stack.preview));
+        async move {
+            let r = client.get(&url).send().await.ok()?;
+            Some(version_of(&r.text().await.ok()?))
+        }
+    };
+
+    stack.apply(rollout("v2", "0", bg.clone())).await;
+    until(&store, "v2 previewed", Duration::from_secs(90), |s| {
+        !s.pause_conditions.is_empty()
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while preview_version().await.as_deref() != Some("v2") {
+        assert!(
+            Instant::now() < deadline,
+            "the preview Service never answered v2"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    stop.cancel();
-    let _ = tokio::join!(runtime.join(), discovery, proxy);
+    seen.take();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = seen.take();
+    assert!(
+        before.keys().all(|v| v == "v1") && !before.is_empty(),
+        "{before:?}"
+    );
+    patch_status(&store, |s| {
+        s.insert("pauseConditions".into(), Value::Null);
+    })
+    .await;
+    until(&store, "v2 active", Duration::from_secs(60), |s| {
+        s.phase.as_deref() == Some("Healthy")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    seen.take();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = seen.take();
+    assert!(
+        after.keys().all(|v| v == "v2") && !after.is_empty(),
+        "{after:?}"
+    );
+
+    // An update aborted before promotion never reaches the active Service.
+    stack.apply(rollout("v3", "0", bg.clone())).await;
+    until(&store, "v3 previewed", Duration::from_secs(90), |s| {
+        !s.pause_conditions.is_empty()
+    })
+    .await;
+    patch_status(&store, |s| {
+        s.insert("abort".into(), json!(true));
+    })
+    .await;
+    until(&store, "aborted", Duration::from_secs(10), |s| {
+        s.phase.as_deref() == Some("Degraded")
+    })
+    .await;
+    // Past the abort's scale-down delay.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let last = seen.take();
+    assert!(!last.contains_key("v3"), "{last:?}");
+    let failures = seen.failures.load(Ordering::Relaxed);
+    assert_eq!(
+        failures,
+        0,
+        "failed requests: {:?}",
+        seen.errors.lock().unwrap()
+    );
+    println!("blue-green: switch and abort under load, 0 failed requests");
+    load.stop().await;
+    stack.stop().await;
 }

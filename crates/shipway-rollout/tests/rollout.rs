@@ -693,3 +693,125 @@ async fn an_aborted_status_compares_field_by_field_with_argos_snapshot() {
         json!(o.metadata.generation.to_string())
     );
 }
+
+fn blue_green(image: &str) -> Object {
+    let mut ro = rollout(image, json!({}));
+    let strategy = &mut ro.body["spec"]["strategy"];
+    *strategy = json!({"blueGreen": {"activeService": "web", "previewService": "web-canary",
+        "autoPromotionEnabled": false, "scaleDownDelaySeconds": 5}});
+    ro
+}
+
+async fn selector_hash(store: &Store, service: &str) -> Option<String> {
+    let svc = store.get(&key("Service", service)).await.unwrap().unwrap();
+    svc.spec().unwrap()["selector"]["rollouts-pod-template-hash"]
+        .as_str()
+        .map(String::from)
+}
+
+#[tokio::test(start_paused = true)]
+async fn blue_green_previews_then_switches_the_active_service_on_promote() {
+    let e = env().await;
+    e.store.create(blue_green("web:1"), "test").await.unwrap();
+    let s = until(&e.store, "healthy", Duration::from_secs(30), |s| {
+        phase(s) == ("Healthy", "")
+    })
+    .await;
+    let blue = s.current_pod_hash.clone().unwrap();
+    assert_eq!(
+        selector_hash(&e.store, "web").await.as_deref(),
+        Some(blue.as_str())
+    );
+    let mut o = e.store.get(&key("Rollout", "web")).await.unwrap().unwrap();
+    o.body["spec"]["template"]["spec"]["containers"][0]["image"] = json!("web:2");
+    e.store.update(o, "user:admin").await.unwrap();
+    let s = until(&e.store, "paused", Duration::from_secs(30), |s| {
+        !s.pause_conditions.is_empty()
+    })
+    .await;
+    let green = s.current_pod_hash.clone().unwrap();
+    assert_eq!(phase(&s), ("Paused", "BlueGreenPause"));
+    assert_eq!(
+        selector_hash(&e.store, "web").await.as_deref(),
+        Some(blue.as_str())
+    );
+    assert_eq!(
+        selector_hash(&e.store, "web-canary").await.as_deref(),
+        Some(green.as_str())
+    );
+    let bg = s.blue_green.clone().unwrap();
+    assert_eq!(bg.active_selector.as_deref(), Some(blue.as_str()));
+    assert_eq!(bg.preview_selector.as_deref(), Some(green.as_str()));
+    patch_status(&e.store, |s| {
+        s.insert("pauseConditions".into(), Value::Null);
+    })
+    .await;
+    let s = until(&e.store, "promoted", Duration::from_secs(30), |s| {
+        s.blue_green
+            .as_ref()
+            .and_then(|b| b.active_selector.clone())
+            == s.current_pod_hash
+    })
+    .await;
+    assert_eq!(s.stable_rs.as_deref(), Some(green.as_str()));
+    assert_eq!(
+        selector_hash(&e.store, "web").await.as_deref(),
+        Some(green.as_str())
+    );
+    assert_eq!(replicas(&e.store, &format!("web-{blue}")).await, 5);
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(replicas(&e.store, &format!("web-{blue}")).await, 0);
+    let s = until(&e.store, "healthy again", Duration::from_secs(30), |s| {
+        phase(s) == ("Healthy", "")
+    })
+    .await;
+    assert_eq!(s.current_step_index, None);
+}
+
+/// `kubectl argo rollouts restart` writes `spec.restartAt`: the pods created before it are
+/// deleted (one at a time, each while everything is available), then `status.restartedAt`
+/// says it is done.
+#[tokio::test(start_paused = true)]
+async fn restart_at_replaces_the_older_pods_and_records_it() {
+    let e = env().await;
+    let hash = deployed(&e, json!({})).await;
+    let rs = e
+        .store
+        .get(&key("ReplicaSet", &format!("web-{hash}")))
+        .await
+        .unwrap()
+        .unwrap();
+    // Two pods of the ReplicaSet (no kubelet runs here; these stand for its pods).
+    for i in 0..2 {
+        e.store
+            .create(
+                obj(json!({"apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": format!("web-{hash}-{i}"), "namespace": "default",
+                        "labels": {"app": "web", "rollouts-pod-template-hash": hash},
+                        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                            "name": rs.metadata.name, "uid": rs.metadata.uid, "controller": true}]},
+                    "spec": {"containers": [{"name": "web", "image": "web:1"}]}})),
+                "test",
+            )
+            .await
+            .unwrap();
+    }
+    let at = shipway_controller::clock::format_timestamp(
+        time::OffsetDateTime::now_utc() + time::Duration::seconds(2),
+    );
+    let mut o = e.store.get(&key("Rollout", "web")).await.unwrap().unwrap();
+    o.body["spec"]["restartAt"] = json!(at);
+    e.store.update(o, "user:admin").await.unwrap();
+    let s = until(&e.store, "restarted", Duration::from_secs(60), |s| {
+        s.restarted_at.as_deref() == Some(at.as_str())
+    })
+    .await;
+    assert_eq!(phase(&s), ("Healthy", ""));
+    for i in 0..2 {
+        let pod = Key::new("", "Pod", "default", &format!("web-{hash}-{i}"));
+        assert!(
+            e.store.get(&pod).await.unwrap().is_none(),
+            "{pod} still there"
+        );
+    }
+}

@@ -148,10 +148,10 @@ impl RolloutController {
                 super::invalid_status(&status, ro.metadata.generation, &message, &now_ts, &spec);
             return self.invalid(ro, &status, st, &message).await;
         }
-        let Some(canary) = spec.strategy.canary.clone() else {
-            // Blue-green is not implemented yet: said in the status, nothing applied.
-            let message =
-                "Shipway does not implement spec.strategy.blueGreen yet; nothing was applied";
+        if spec.workload_ref.is_some() {
+            // Without the referenced Deployment's template there is nothing to run: said in
+            // the status, nothing applied.
+            let message = "Shipway does not implement spec.workloadRef yet; nothing was applied";
             let mut st = status.clone();
             st.observed_generation = Some(ro.metadata.generation.to_string());
             st.phase = Some("Degraded".into());
@@ -166,7 +166,10 @@ impl RolloutController {
             );
             self.write_status(ro, &status, &st).await?;
             return Ok(Action::AwaitChange);
-        };
+        }
+        let blue_green = spec.strategy.blue_green.clone();
+        // Blue-green runs with an empty canary strategy (no steps, services or routing).
+        let canary = spec.strategy.canary.clone().unwrap_or_default();
         let raw_template = ro
             .spec()
             .and_then(|s| s.get("template"))
@@ -187,6 +190,7 @@ impl RolloutController {
                 message: s.message,
             })
         };
+        let bg_status = status.blue_green.clone().unwrap_or_default();
         let input = Input {
             name,
             generation: ro.metadata.generation,
@@ -196,11 +200,20 @@ impl RolloutController {
             hash: &hash,
             step_hash: &step_hash,
             sets: &sets,
-            step_run: run(&status.canary().current_step_analysis_run_status),
-            background_run: run(&status.canary().current_background_analysis_run_status),
+            step_run: match &blue_green {
+                Some(_) => run(&bg_status.pre_promotion_analysis_run_status),
+                None => run(&status.canary().current_step_analysis_run_status),
+            },
+            background_run: match &blue_green {
+                Some(_) => run(&bg_status.post_promotion_analysis_run_status),
+                None => run(&status.canary().current_background_analysis_run_status),
+            },
             now,
         };
-        let mut decision = super::decide(&input);
+        let mut decision = match &blue_green {
+            Some(bg) => super::bluegreen::decide_blue_green(&input, bg),
+            None => super::decide(&input),
+        };
         self.restart(&ro.key(), &spec, &replica_sets, &mut decision, now)
             .await?;
         let ro = self
@@ -333,6 +346,32 @@ impl RolloutController {
     fn check_references(&self, ro: &Object, spec: &RolloutSpec) -> Result<(), String> {
         let name = &ro.metadata.name;
         let ns = ro.metadata.namespace.as_deref().unwrap_or_default();
+        if let Some(bg) = &spec.strategy.blue_green {
+            for (field, service) in [
+                ("activeService", &bg.active_service),
+                ("previewService", &bg.preview_service),
+            ] {
+                if let Some(s) = service
+                    && self.cache.get(&SERVICE.key(ns, s)).is_none()
+                {
+                    return Err(super::invalid(
+                        name,
+                        &format!("spec.strategy.blueGreen.{field}"),
+                        s,
+                        &format!("service {s:?} not found"),
+                    ));
+                }
+            }
+            for (field, a) in [
+                ("prePromotionAnalysis", &bg.pre_promotion_analysis),
+                ("postPromotionAnalysis", &bg.post_promotion_analysis),
+            ] {
+                if let Some(a) = a {
+                    self.templates(ro, a, &format!("spec.strategy.blueGreen.{field}.templates"))?;
+                }
+            }
+            return Ok(());
+        }
         let Some(c) = &spec.strategy.canary else {
             return Ok(());
         };
@@ -505,8 +544,24 @@ impl RolloutController {
         if let Some(t) = &d.traffic {
             self.write_policy(&ro, canary, t).await?;
         }
+        // A policy this Rollout wrote and no longer routes with (trafficRouting removed, another
+        // stableService, blue-green now) goes, or it would keep splitting the Service.
+        let keep = d.traffic.as_ref().and(canary.stable_service.as_deref());
+        let uid = ro.metadata.uid.clone().unwrap_or_default();
+        for p in self.cache.owned_by(&uid).iter().filter(|o| POLICY.is(o)) {
+            if Some(p.metadata.name.as_str()) != keep {
+                match self.store.delete(&p.key(), ACTOR).await {
+                    Ok(_) | Err(StoreError::NotFound(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
         self.services(&ro, canary, &stable_hash, &canary_hash)
             .await?;
+        // Blue-green: the active Service's selector first, one write each.
+        for (service, h) in d.services.clone() {
+            self.select(&ro, &service, Some(&h)).await?;
+        }
         for (name, deadline) in &d.deadlines {
             if let Some(mut rs) = sets.get(name).cloned() {
                 match deadline {
@@ -548,7 +603,7 @@ impl RolloutController {
         }
         for start in d.start_runs.clone() {
             let name = self
-                .start_run(&ro, canary, &start, hash, &stable_hash, revision)
+                .start_run(&ro, spec, &start, hash, &stable_hash, revision)
                 .await?;
             let recorded = Some(shipway_model::types::rollout::RolloutAnalysisRunStatus {
                 name,
@@ -560,6 +615,11 @@ impl RolloutController {
                 }
                 StartRun::Background => {
                     d.status.canary_mut().current_background_analysis_run_status = recorded
+                }
+                StartRun::PrePromotion | StartRun::PostPromotion => {
+                    if let Some(r) = recorded {
+                        super::bluegreen::record_run(&mut d.status, &start, r);
+                    }
                 }
             }
         }
@@ -758,8 +818,7 @@ impl RolloutController {
         stable_hash: &str,
         canary_hash: &str,
     ) -> Result<(), RolloutError> {
-        let ns = ro.metadata.namespace.as_deref().unwrap_or_default();
-        let routed = canary.traffic_routing.is_some();
+        let routed = super::proxy_routed(canary);
         let mut wanted = Vec::new();
         if let Some(s) = &canary.canary_service {
             wanted.push((s, Some(canary_hash)));
@@ -768,33 +827,45 @@ impl RolloutController {
             wanted.push((s, (!routed).then_some(stable_hash)));
         }
         for (name, hash) in wanted {
-            let Some(svc) = self.cache.get(&SERVICE.key(ns, name)) else {
-                continue;
-            };
-            let mut svc = (*svc).clone();
-            let mut spec: ServiceSpec = svc
-                .spec_as()
-                .map_err(|e| RolloutError::Other(e.to_string()))?;
-            let selector = spec.selector.get_or_insert_with(BTreeMap::new);
-            let before = selector.get(POD_TEMPLATE_HASH).cloned();
-            match hash {
-                Some(h) => {
-                    selector.insert(POD_TEMPLATE_HASH.into(), h.to_string());
-                }
-                None => {
-                    selector.remove(POD_TEMPLATE_HASH);
-                }
-            }
-            let managed = svc.metadata.annotations.get(MANAGED_BY) == Some(&ro.metadata.name);
-            if before.as_deref() == hash && (managed || hash.is_none()) {
-                continue;
-            }
-            svc.metadata
-                .annotations
-                .insert(MANAGED_BY.into(), ro.metadata.name.clone());
-            svc.set_spec(&spec);
-            self.store.update(svc, ACTOR).await?;
+            self.select(ro, name, hash).await?;
         }
+        Ok(())
+    }
+
+    /// Sets (or with `None` removes) the hash in a Service's selector, in one write.
+    async fn select(
+        &self,
+        ro: &Object,
+        name: &str,
+        hash: Option<&str>,
+    ) -> Result<(), RolloutError> {
+        let ns = ro.metadata.namespace.as_deref().unwrap_or_default();
+        let Some(svc) = self.cache.get(&SERVICE.key(ns, name)) else {
+            return Ok(());
+        };
+        let mut svc = (*svc).clone();
+        let mut spec: ServiceSpec = svc
+            .spec_as()
+            .map_err(|e| RolloutError::Other(e.to_string()))?;
+        let selector = spec.selector.get_or_insert_with(BTreeMap::new);
+        let before = selector.get(POD_TEMPLATE_HASH).cloned();
+        match hash {
+            Some(h) => {
+                selector.insert(POD_TEMPLATE_HASH.into(), h.to_string());
+            }
+            None => {
+                selector.remove(POD_TEMPLATE_HASH);
+            }
+        }
+        let managed = svc.metadata.annotations.get(MANAGED_BY) == Some(&ro.metadata.name);
+        if before.as_deref() == hash && (managed || hash.is_none()) {
+            return Ok(());
+        }
+        svc.metadata
+            .annotations
+            .insert(MANAGED_BY.into(), ro.metadata.name.clone());
+        svc.set_spec(&spec);
+        self.store.update(svc, ACTOR).await?;
         Ok(())
     }
 
@@ -803,14 +874,28 @@ impl RolloutController {
     async fn start_run(
         &self,
         ro: &Object,
-        canary: &CanaryStrategy,
+        spec: &RolloutSpec,
         start: &StartRun,
         hash: &str,
         stable_hash: &str,
         revision: i64,
     ) -> Result<String, RolloutError> {
         let ns = ro.metadata.namespace.as_deref().unwrap_or_default();
+        let canary = spec.strategy.canary.clone().unwrap_or_default();
+        let bg = spec.strategy.blue_green.clone().unwrap_or_default();
         let (analysis, kind, index, path) = match start {
+            StartRun::PrePromotion => (
+                bg.pre_promotion_analysis.clone().unwrap_or_default(),
+                "PrePromotion",
+                None,
+                "spec.strategy.blueGreen.prePromotionAnalysis.templates".to_string(),
+            ),
+            StartRun::PostPromotion => (
+                bg.post_promotion_analysis.clone().unwrap_or_default(),
+                "PostPromotion",
+                None,
+                "spec.strategy.blueGreen.postPromotionAnalysis.templates".to_string(),
+            ),
             StartRun::Step(i) => (
                 canary.steps()[*i].analysis.clone().unwrap_or_default(),
                 "Step",
@@ -859,7 +944,7 @@ impl RolloutController {
             &analysis.measurement_retention,
         )
         .map_err(RolloutError::Other)?;
-        if let Some(sel) = ro.spec_as::<RolloutSpec>().ok().and_then(|s| s.selector) {
+        if let Some(sel) = spec.selector.clone() {
             for (k, v) in sel.match_labels {
                 labels.entry(k).or_insert(v);
             }
@@ -867,6 +952,11 @@ impl RolloutController {
         let mut base = format!("{}-{hash}-{revision}", ro.metadata.name);
         if let Some(i) = index {
             base.push_str(&format!("-{i}"));
+        }
+        match start {
+            StartRun::PrePromotion => base.push_str("-pre"),
+            StartRun::PostPromotion => base.push_str("-post"),
+            _ => {}
         }
         for attempt in 0..100 {
             let name = if attempt == 0 {

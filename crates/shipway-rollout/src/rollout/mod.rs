@@ -12,6 +12,7 @@
 //! pause = `spec.paused: true`; restart = `spec.restartAt`; undo = the template set back to an
 //! older revision's (a fast rollback when it is the stable one).
 
+pub mod bluegreen;
 pub mod controller;
 
 use std::time::Duration;
@@ -125,6 +126,27 @@ pub fn validate(name: &str, spec: &RolloutSpec) -> Result<(), String> {
     }
 }
 
+/// Argo's `requireCanaryStableServices`: the routers that need both Services named.
+fn requires_services(c: &CanaryStrategy) -> bool {
+    let Some(r) = &c.traffic_routing else {
+        return false;
+    };
+    let ping_pong = c.rest.contains_key("pingPong");
+    let has = |k: &str| r.contains_key(k);
+    (has("alb") && !ping_pong)
+        || (has("istio") && r["istio"].get("destinationRule").is_none() && !ping_pong)
+        || ["smi", "apisix", "ambassador", "nginx", "appMesh", "traefik"]
+            .iter()
+            .any(|k| has(k))
+}
+
+/// Whether Shipway's proxy splits the traffic: a router is named and there is a stable Service
+/// to put the TrafficPolicy on. Without one (Istio subsets, ping-pong) weights follow replica
+/// counts, which `unsupported` says.
+pub fn proxy_routed(c: &CanaryStrategy) -> bool {
+    c.traffic_routing.is_some() && c.stable_service.is_some()
+}
+
 fn validate_canary(name: &str, c: &CanaryStrategy) -> Result<(), String> {
     let zero = shipway_model::types::IntOrString::Int(0);
     if c.max_surge.as_ref() == Some(&zero) && c.max_unavailable.as_ref() == Some(&zero) {
@@ -146,14 +168,20 @@ fn validate_canary(name: &str, c: &CanaryStrategy) -> Result<(), String> {
         ));
     }
     let routed = c.traffic_routing.is_some();
-    if routed && c.stable_service.is_none() {
-        // Shipway names the TrafficPolicy after the stable Service, whatever router is named.
-        return Err(invalid(
-            name,
-            "spec.strategy.stableService",
-            "",
-            "Canary service and Stable service must to be set to use Traffic Routing",
-        ));
+    if requires_services(c) {
+        for (field, service) in [
+            ("stableService", &c.stable_service),
+            ("canaryService", &c.canary_service),
+        ] {
+            if service.is_none() {
+                return Err(invalid(
+                    name,
+                    &format!("spec.strategy.{field}"),
+                    "",
+                    "Canary service and Stable service must to be set to use Traffic Routing",
+                ));
+            }
+        }
     }
     if !routed {
         if let Some(d) = c.scale_down_delay_seconds {
@@ -175,21 +203,35 @@ fn validate_canary(name: &str, c: &CanaryStrategy) -> Result<(), String> {
     }
     for (i, step) in c.steps().iter().enumerate() {
         let path = format!("spec.strategy.canary.steps[{i}]");
-        let set = [
-            step.set_weight.is_some(),
-            step.pause.is_some(),
-            step.set_canary_scale.is_some(),
-            step.analysis.is_some(),
+        // Argo's two rules: at most one of setWeight, pause, experiment and analysis; at
+        // least one step type of any kind.
+        let (e, p, w, a) = (
             step.experiment.is_some(),
-            step.set_header_route.is_some(),
-            step.set_mirror_route.is_some(),
-            step.rest.contains_key("plugin"),
-        ];
-        if set.iter().filter(|b| **b).count() != 1 {
+            step.pause.is_some(),
+            step.set_weight.is_some(),
+            step.analysis.is_some(),
+        );
+        if [w, p, e, a].iter().filter(|b| **b).count() > 1 {
             return Err(invalid(
                 name,
                 &path,
-                "",
+                &format!(
+                    "step.Experiment: {e} step.Pause: {p} step.SetWeight: {w} step.Analysis: {a}"
+                ),
+                "Step must have one of the following set: experiment, setWeight, setCanaryScale, plugin or pause",
+            ));
+        }
+        let (scale, header, mirror, plugin) = (
+            step.set_canary_scale.is_some(),
+            step.set_header_route.is_some(),
+            step.set_mirror_route.is_some(),
+            step.rest.contains_key("plugin"),
+        );
+        if !(e || p || w || a || scale || header || mirror || plugin) {
+            return Err(invalid(
+                name,
+                &path,
+                "step.Experiment: true step.Pause: true step.SetWeight: true step.Analysis: true step.SetCanaryScale: true step.SetHeaderRoute: true step.SetMirrorRoute: true step.Plugin: true",
                 "Step must have one of the following set: experiment, setWeight, setCanaryScale, plugin or pause",
             ));
         }
@@ -279,12 +321,25 @@ pub fn unsupported(spec: &RolloutSpec) -> Vec<String> {
     if spec.rollback_window.is_some() {
         out.push("spec.rollbackWindow".to_string());
     }
-    if spec.strategy.blue_green.is_some() {
-        out.push("spec.strategy.blueGreen".to_string());
+    if let Some(bg) = &spec.strategy.blue_green {
+        if bg.scale_down_delay_revision_limit.is_some() {
+            out.push("spec.strategy.blueGreen.scaleDownDelayRevisionLimit".to_string());
+        }
+        for key in ["antiAffinity", "previewMetadata", "activeMetadata"] {
+            if bg.rest.contains_key(key) {
+                out.push(format!("spec.strategy.blueGreen.{key}"));
+            }
+        }
     }
     if let Some(c) = &spec.strategy.canary {
         if c.dynamic_stable_scale == Some(true) {
             out.push("spec.strategy.canary.dynamicStableScale".to_string());
+        }
+        if c.traffic_routing.is_some() && c.stable_service.is_none() {
+            out.push(
+                "spec.strategy.canary.trafficRouting (without a stableService Shipway's proxy has no Service to split; weights follow replica counts)"
+                    .to_string(),
+            );
         }
         for key in [
             "antiAffinity",
@@ -303,6 +358,15 @@ pub fn unsupported(spec: &RolloutSpec) -> Vec<String> {
             }
             if s.rest.contains_key("plugin") {
                 out.push(format!("spec.strategy.canary.steps[{i}].plugin"));
+            }
+            // The proxy mirrors a share of all requests; it cannot pick them by method or path.
+            if s.set_mirror_route
+                .as_ref()
+                .is_some_and(|m| !m.match_.is_empty())
+            {
+                out.push(format!(
+                    "spec.strategy.canary.steps[{i}].setMirrorRoute.match"
+                ));
             }
         }
     }
@@ -385,7 +449,30 @@ pub fn phase(spec: &RolloutSpec, status: &RolloutStatus) -> (String, String) {
             "updated replicas are still becoming available",
         );
     }
-    if let Some(c) = &spec.strategy.canary {
+    if spec.strategy.blue_green.is_some() {
+        let bg = status.blue_green.clone().unwrap_or_default();
+        if bg.active_selector.is_none() || bg.active_selector != status.current_pod_hash {
+            return out("Progressing", "active service cutover pending");
+        }
+        if status.stable_rs.is_none() || status.stable_rs != status.current_pod_hash {
+            let post = spec
+                .strategy
+                .blue_green
+                .as_ref()
+                .is_some_and(|b| b.post_promotion_analysis.is_some());
+            let done = bg
+                .post_promotion_analysis_run_status
+                .as_ref()
+                .is_some_and(|r| completed_phase(&r.status));
+            if post && !done {
+                return out("Progressing", "waiting for analysis to complete");
+            }
+            return out(
+                "Progressing",
+                "waiting for post-promotion verification to complete",
+            );
+        }
+    } else if let Some(c) = &spec.strategy.canary {
         if c.traffic_routing.is_none() && status.replicas.unwrap_or(0) > updated {
             return out("Progressing", "old replicas are pending termination");
         }
@@ -443,6 +530,9 @@ pub struct Input<'a> {
 pub enum StartRun {
     Step(usize),
     Background,
+    /// Blue-green's `prePromotionAnalysis` and `postPromotionAnalysis`.
+    PrePromotion,
+    PostPromotion,
 }
 
 /// The TrafficPolicy to write (traffic-routed canaries).
@@ -470,6 +560,8 @@ pub struct Decision {
     pub deadlines: Vec<(String, Option<OffsetDateTime>)>,
     pub delete: Vec<String>,
     pub traffic: Option<Traffic>,
+    /// Blue-green: `(service, hash)` selectors to set, the active one first.
+    pub services: Vec<(String, String)>,
     pub start_runs: Vec<StartRun>,
     /// Runs to stop (`spec.terminate`).
     pub terminate_runs: Vec<String>,
@@ -660,7 +752,7 @@ pub fn decide(input: &Input) -> Decision {
     let steps = canary.steps();
     let n = steps.len();
     let want = spec.replicas();
-    let routed = canary.traffic_routing.is_some();
+    let routed = proxy_routed(canary);
     let mut d = Decision::default();
     let mut st = old.clone();
     st.observed_generation = Some(generation.to_string());
@@ -849,7 +941,10 @@ pub fn decide(input: &Input) -> Decision {
         } else if step.experiment.is_some() || step.rest.contains_key("plugin") {
             // Not implemented: named in the UnsupportedFields condition, passed over.
             step_done = true;
-        } else if step.set_header_route.is_some() || step.set_mirror_route.is_some() {
+        } else if (step.set_header_route.is_some() || step.set_mirror_route.is_some())
+            && step.set_canary_scale.is_none()
+            && step.set_weight.is_none()
+        {
             step_done = true;
         }
         // setWeight and setCanaryScale complete once the counts are reached (below).

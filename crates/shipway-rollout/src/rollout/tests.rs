@@ -549,3 +549,165 @@ fn the_progress_deadline_turns_a_stuck_update_degraded() {
         )
     );
 }
+
+fn blue_green(bg: serde_json::Value) -> RolloutSpec {
+    let mut s = spec(json!({}));
+    s.strategy.canary = None;
+    s.strategy.blue_green = Some(serde_json::from_value(bg).unwrap());
+    s
+}
+
+fn decide_bg(c: &Case) -> Decision {
+    let bg = c.spec.strategy.blue_green.clone().unwrap();
+    let canary = CanaryStrategy::default();
+    bluegreen::decide_blue_green(
+        &Input {
+            name: "web",
+            generation: 3,
+            spec: &c.spec,
+            canary: &canary,
+            status: &c.status,
+            hash: c.hash,
+            step_hash: "",
+            sets: &c.sets,
+            step_run: c.step_run.clone(),
+            background_run: None,
+            now: at(c.now),
+        },
+        &bg,
+    )
+}
+
+fn active_of(d: &Decision) -> Option<String> {
+    d.status
+        .blue_green
+        .as_ref()
+        .unwrap()
+        .active_selector
+        .clone()
+}
+
+#[test]
+fn blue_green_switches_the_active_service_once_the_preview_is_ready_and_promoted() {
+    let s = blue_green(
+        json!({"activeService": "web", "previewService": "web-preview",
+        "autoPromotionEnabled": false, "previewReplicaCount": 2}),
+    );
+    // First deploy: active at once.
+    let d = decide_bg(&Case::new(s.clone(), RolloutStatus::default(), "a", vec![]));
+    assert_eq!(d.create, Some((1, 5)));
+    assert_eq!(active_of(&d).as_deref(), Some("a"));
+    assert_eq!(d.services[0], ("web".to_string(), "a".to_string()));
+    let healthy = decide_bg(&Case::new(
+        s.clone(),
+        d.status.clone(),
+        "a",
+        vec![rs("a", 1, 5, 5)],
+    ));
+    assert_eq!(phase_of(&healthy), ("Healthy".into(), String::new()));
+    // An update comes up behind the preview Service, 2 replicas.
+    let d = decide_bg(&Case::new(
+        s.clone(),
+        healthy.status.clone(),
+        "b",
+        vec![rs("a", 1, 5, 5)],
+    ));
+    assert_eq!(d.create, Some((2, 2)));
+    assert_eq!(active_of(&d).as_deref(), Some("a"));
+    assert_eq!(
+        d.services,
+        vec![
+            ("web".into(), "a".into()),
+            ("web-preview".into(), "b".into())
+        ]
+    );
+    let sets = vec![rs("a", 1, 5, 5), rs("b", 2, 2, 2)];
+    let d = decide_bg(&Case::new(s.clone(), d.status.clone(), "b", sets.clone()));
+    assert_eq!(d.status.pause_conditions[0].reason, "BlueGreenPause");
+    assert_eq!(phase_of(&d), ("Paused".into(), "BlueGreenPause".into()));
+    // Promote: full size first, then the switch.
+    let mut promoted = d.status.clone();
+    promoted.pause_conditions.clear();
+    let d = decide_bg(&Case::new(s.clone(), promoted, "b", sets));
+    assert_eq!(d.scale, vec![("web-b".to_string(), 5)]);
+    assert_eq!(active_of(&d).as_deref(), Some("a"));
+    let sets = vec![rs("a", 1, 5, 5), rs("b", 2, 5, 5)];
+    let d = decide_bg(&Case::new(s.clone(), d.status.clone(), "b", sets.clone()));
+    assert_eq!(active_of(&d).as_deref(), Some("b"));
+    assert_eq!(d.status.stable_rs.as_deref(), Some("b"));
+    assert_eq!(d.services[0], ("web".to_string(), "b".to_string()));
+    // The old revision waits its scale-down delay.
+    assert_eq!(d.deadlines.len(), 1);
+    let mut sets = sets;
+    sets[0].scale_down_deadline = Some(at(30));
+    let mut c = Case::new(s, d.status.clone(), "b", sets);
+    c.now = 30;
+    let d = decide_bg(&c);
+    assert_eq!(d.scale, vec![("web-a".to_string(), 0)]);
+}
+
+#[test]
+fn blue_green_auto_promotes_after_its_seconds_and_a_failed_pre_promotion_analysis_aborts() {
+    let s = blue_green(
+        json!({"activeService": "web", "previewService": "web-preview",
+        "autoPromotionSeconds": 20}),
+    );
+    let st = status(json!({"stableRS": "a", "currentPodHash": "b",
+        "blueGreen": {"activeSelector": "a"}}));
+    let sets = vec![rs("a", 1, 5, 5), rs("b", 2, 5, 5)];
+    let d = decide_bg(&Case::new(s.clone(), st, "b", sets.clone()));
+    assert_eq!(d.status.pause_conditions[0].reason, "BlueGreenPause");
+    assert_eq!(d.requeue, Some(Duration::from_secs(20)));
+    let mut c = Case::new(s, d.status.clone(), "b", sets.clone());
+    c.now = 20;
+    assert_eq!(active_of(&decide_bg(&c)).as_deref(), Some("b"));
+
+    let s = blue_green(
+        json!({"activeService": "web", "previewService": "web-preview",
+        "prePromotionAnalysis": {"templates": [{"templateName": "t"}]}}),
+    );
+    let st = status(json!({"stableRS": "a", "currentPodHash": "b",
+        "blueGreen": {"activeSelector": "a", "prePromotionAnalysisRunStatus": {"name": "r", "status": "Running"}}}));
+    let mut c = Case::new(s, st, "b", sets);
+    c.step_run = Some(Run {
+        name: "r".into(),
+        phase: "Failed".into(),
+        message: "Metric \"m\" assessed Failed due to failed (1) > failureLimit (0)".into(),
+    });
+    let d = decide_bg(&c);
+    assert!(d.status.aborted());
+    assert_eq!(active_of(&d).as_deref(), Some("a"));
+    assert_eq!(
+        phase_of(&d).1,
+        "RolloutAborted: Rollout aborted update to revision 2: Metric \"m\" assessed Failed due to failed (1) > failureLimit (0)"
+    );
+}
+
+#[test]
+fn header_and_mirror_routes_follow_the_steps_and_go_when_the_rollout_ends() {
+    let s = routed(json!([
+        {"setWeight": 10},
+        {"setHeaderRoute": {"name": "testers", "match": [{"headerName": "x-canary", "headerValue": {"exact": "yes"}}]}},
+        {"setMirrorRoute": {"name": "shadow", "percentage": 35, "match": [{"method": {"exact": "GET"}}]}},
+        {"pause": {}},
+        {"setHeaderRoute": {"name": "testers"}},
+        {"pause": {}},
+    ]));
+    let sets = vec![rs("a", 1, 5, 5), rs("b", 2, 1, 1)];
+    let w = json!({"canary": {"weights": {"canary": {"weight": 10, "podTemplateHash": "b"}, "stable": {"weight": 90, "podTemplateHash": "a"}}}});
+    let d = Case::new(s.clone(), mid(3, w.clone()), "b", sets.clone()).decide();
+    let t = d.traffic.unwrap();
+    assert_eq!(t.header_routes.len(), 1);
+    assert_eq!(t.header_routes[0].match_[0].header_name, "x-canary");
+    assert_eq!(t.mirror, Some(("shadow".to_string(), 35)));
+    assert_eq!(t.canary_weight, 10);
+    // An empty match removes the route; the mirror stays.
+    let d = Case::new(s.clone(), mid(5, w.clone()), "b", sets.clone()).decide();
+    let t = d.traffic.unwrap();
+    assert!(t.header_routes.is_empty());
+    assert!(t.mirror.is_some());
+    // Aborted: no routes, no mirror, no weight.
+    let d = Case::new(s, mid(5, json!({"abort": true})), "b", sets).decide();
+    let t = d.traffic.unwrap();
+    assert!(t.header_routes.is_empty() && t.mirror.is_none() && t.canary_weight == 0);
+}
