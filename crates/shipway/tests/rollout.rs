@@ -6,6 +6,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
@@ -84,6 +87,23 @@ struct Session<'a> {
     data: &'a Path,
 }
 
+/// Imports the demo app as `demo:v1`, `demo:v2` and `demo:v3`.
+fn import_demo(s: &Session<'_>) {
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("README"), "demo\n").unwrap();
+    let app = demo_app().display().to_string();
+    for tag in ["demo:v1", "demo:v2", "demo:v3"] {
+        ok(s.run(&[
+            "image",
+            "import",
+            tag,
+            &src.path().display().to_string(),
+            "--entrypoint",
+            &app,
+        ]));
+    }
+}
+
 impl Session<'_> {
     fn run(&self, args: &[&str]) -> Output {
         self.up.cli(self.data, args)
@@ -111,19 +131,7 @@ fn rollout_verbs_drive_a_canary_as_kubectl_argo_rollouts_does() {
         up: &up,
         data: data.path(),
     };
-    let src = tempfile::tempdir().unwrap();
-    std::fs::write(src.path().join("README"), "demo\n").unwrap();
-    let app = demo_app().display().to_string();
-    for tag in ["demo:v1", "demo:v2", "demo:v3"] {
-        ok(s.run(&[
-            "image",
-            "import",
-            tag,
-            &src.path().display().to_string(),
-            "--entrypoint",
-            &app,
-        ]));
-    }
+    import_demo(&s);
     ok(up.cli_with_stdin(data.path(), &["apply", "-f", "-"], ROLLOUT));
 
     // The first version goes straight to Healthy; `status` waits for it.
@@ -265,4 +273,159 @@ fn rollout_verbs_drive_a_canary_as_kubectl_argo_rollouts_does() {
     );
     let out = s.run(&["rollout", "set", "image", "web", "demo:v4"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}
+
+/// Requests to `url` every 10 ms until stopped: the instants of failures and the count of
+/// answers per version.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failures: Arc<std::sync::Mutex<Vec<Instant>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(url: String) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let thread = {
+            let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
+            std::thread::spawn(move || {
+                let client = reqwest::blocking::Client::builder()
+                    .timeout(Duration::from_secs(5))
+                    .build()
+                    .unwrap();
+                while !stop.load(Ordering::Relaxed) {
+                    match client.get(&url).send() {
+                        Ok(r) if r.status().is_success() => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ => failures.lock().unwrap().push(Instant::now()),
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            })
+        };
+        Load {
+            stop,
+            ok,
+            failures,
+            thread: Some(thread),
+        }
+    }
+
+    fn ok(&self) -> usize {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    fn failures_since(&self, t: Instant) -> usize {
+        self.failures
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|f| **f >= t)
+            .count()
+    }
+
+    fn stop(mut self) -> (usize, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap();
+        (self.ok(), self.failures.lock().unwrap().len())
+    }
+}
+
+/// `shipway up` SIGKILLed while a canary is paused at 40 %: after the restart the Rollout is at
+/// the same step with the same weights, the policy routes as before, no request fails once the
+/// service answers again, and promote carries the rollout on to the end.
+#[test]
+fn a_rollout_killed_mid_canary_resumes_at_the_same_step_and_weights() {
+    let data = tempfile::tempdir().unwrap();
+    let listen = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let manifests = ROLLOUT
+        .replacen(
+            "metadata: {name: web}\nspec:\n  selector",
+            &format!("metadata: {{name: web, annotations: {{shipway.dev/listen: \"{listen}\"}}}}\nspec:\n  selector"),
+            1,
+        )
+        .replace("      - setWeight: 50\n", "      - setWeight: 40\n");
+    assert!(manifests.contains(&listen) && manifests.contains("setWeight: 40"));
+    let snapshot = |s: &Session<'_>| -> (Value, Value) {
+        let ro = s.rollout();
+        let policy: Value =
+            serde_json::from_str(&ok(s.run(&["get", "trafficpolicy", "web", "-o", "json"])))
+                .unwrap();
+        let st = &ro["status"];
+        (
+            serde_json::json!({
+                "phase": st["phase"], "currentStepIndex": st["currentStepIndex"],
+                "weights": st["canary"]["weights"], "stableRS": st["stableRS"],
+                "currentPodHash": st["currentPodHash"], "pauseConditions": st["pauseConditions"].as_array().map(|a| a.len()),
+            }),
+            policy["spec"].clone(),
+        )
+    };
+
+    let up = Up::start(data.path());
+    let s = Session {
+        up: &up,
+        data: data.path(),
+    };
+    import_demo(&s);
+    ok(up.cli_with_stdin(data.path(), &["apply", "-f", "-"], &manifests));
+    ok(s.run(&["rollout", "status", "web", "--timeout", "60s"]));
+    let load = Load::start(format!("http://{listen}/"));
+    ok(s.run(&["rollout", "set", "image", "web", "web=demo:v2"]));
+    s.wait_get(
+        "the canary paused at 40 %",
+        &["॥ Paused", "  ActualWeight: 40", "demo:v2 (canary)"],
+    );
+    let (before, policy_before) = snapshot(&s);
+    assert_eq!(before["weights"]["canary"]["weight"], 40, "{before:#}");
+    drop(s);
+    up.kill9();
+
+    let up = Up::start(data.path());
+    let s = Session {
+        up: &up,
+        data: data.path(),
+    };
+    // Once the proxy answers again, every request succeeds.
+    let restarted = Instant::now();
+    let answered = load.ok();
+    wait_for(60, "the service to answer after the restart", || {
+        load.ok() > answered + 20
+    });
+    let serving = Instant::now();
+    // The controller has looked at the Rollout again and changed nothing: same step, weights,
+    // hashes and policy.
+    wait_for(60, "the restarted pods to be available", || {
+        s.rollout()["status"]["availableReplicas"].as_i64() == Some(3)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let (after, policy_after) = snapshot(&s);
+    assert_eq!(after, before);
+    assert_eq!(policy_after, policy_before);
+    assert_eq!(
+        load.failures_since(serving),
+        0,
+        "requests failed after the restart served again"
+    );
+
+    ok(s.run(&["rollout", "promote", "web"]));
+    let out = ok(s.run(&["rollout", "status", "web", "--timeout", "60s"]));
+    assert_eq!(out.lines().last(), Some("Healthy"), "{out}");
+    let after_promote = load.failures_since(serving);
+    let (answered, failed) = load.stop();
+    assert_eq!(
+        after_promote, 0,
+        "requests failed while the resumed rollout finished"
+    );
+    eprintln!(
+        "killed mid-canary: {answered} requests answered, {failed} failed, all while the server was down ({:.1} s from restart to serving)",
+        (serving - restarted).as_secs_f64()
+    );
 }
