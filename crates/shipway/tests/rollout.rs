@@ -370,22 +370,24 @@ fn a_rollout_killed_mid_canary_resumes_at_the_same_step_and_weights() {
     };
 
     let up = Up::start(data.path());
-    let s = Session {
-        up: &up,
-        data: data.path(),
+    let (before, policy_before, load) = {
+        let s = Session {
+            up: &up,
+            data: data.path(),
+        };
+        import_demo(&s);
+        ok(up.cli_with_stdin(data.path(), &["apply", "-f", "-"], &manifests));
+        ok(s.run(&["rollout", "status", "web", "--timeout", "60s"]));
+        let load = Load::start(format!("http://{listen}/"));
+        ok(s.run(&["rollout", "set", "image", "web", "web=demo:v2"]));
+        s.wait_get(
+            "the canary paused at 40 %",
+            &["॥ Paused", "  ActualWeight: 40", "demo:v2 (canary)"],
+        );
+        let (before, policy_before) = snapshot(&s);
+        (before, policy_before, load)
     };
-    import_demo(&s);
-    ok(up.cli_with_stdin(data.path(), &["apply", "-f", "-"], &manifests));
-    ok(s.run(&["rollout", "status", "web", "--timeout", "60s"]));
-    let load = Load::start(format!("http://{listen}/"));
-    ok(s.run(&["rollout", "set", "image", "web", "web=demo:v2"]));
-    s.wait_get(
-        "the canary paused at 40 %",
-        &["॥ Paused", "  ActualWeight: 40", "demo:v2 (canary)"],
-    );
-    let (before, policy_before) = snapshot(&s);
     assert_eq!(before["weights"]["canary"]["weight"], 40, "{before:#}");
-    drop(s);
     up.kill9();
 
     let up = Up::start(data.path());
