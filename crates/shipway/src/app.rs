@@ -608,23 +608,17 @@ async fn list(
     format: Option<OutputFormat>,
 ) -> Result<(), Failure> {
     let items = client.list(RESOURCE, &ns(namespace)).await?;
-    match format {
-        Some(OutputFormat::Json) => outln!(
-            "{}",
-            serde_json::to_string_pretty(&items).unwrap_or_default()
-        ),
-        Some(OutputFormat::Yaml) => out!(
-            "{}",
-            output::to_yaml(&serde_json::to_value(&items).unwrap_or_default())
-        ),
-        Some(OutputFormat::Name) => items.iter().for_each(|o| {
-            outln!(
+    output::print_list(
+        &items,
+        format,
+        |o| {
+            format!(
                 "{}/{}",
                 o.metadata.namespace.as_deref().unwrap_or(namespace),
                 o.metadata.name
             )
-        }),
-        _ => {
+        },
+        |items| {
             let mut rows = vec![
                 [
                     "NAME",
@@ -642,7 +636,7 @@ async fn list(
                 .map(String::from)
                 .to_vec(),
             ];
-            for o in &items {
+            for o in items {
                 let spec: ApplicationSpec = o.spec_as().unwrap_or_default();
                 let s = status(o);
                 let source = spec
@@ -681,8 +675,8 @@ async fn list(
                 ]);
             }
             out!("{}", output::align(&rows));
-        }
-    }
+        },
+    );
     Ok(())
 }
 

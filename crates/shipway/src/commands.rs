@@ -499,21 +499,13 @@ async fn repo(client: &Client, command: RepoCommand) -> Result<(), Failure> {
             namespace,
         } => {
             let items = client.list("repositories", &ns_query(&namespace)).await?;
-            match format {
-                Some(OutputFormat::Json) => outln!(
-                    "{}",
-                    serde_json::to_string_pretty(&items).unwrap_or_default()
-                ),
-                Some(OutputFormat::Yaml) => out!(
-                    "{}",
-                    output::to_yaml(&serde_json::to_value(&items).unwrap_or_default())
-                ),
-                Some(OutputFormat::Name) => items
-                    .iter()
-                    .for_each(|o| outln!("repository/{}", o.metadata.name)),
-                _ => {
+            output::print_list(
+                &items,
+                format,
+                |o| format!("repository/{}", o.metadata.name),
+                |items| {
                     let mut rows = vec![["NAME", "TYPE", "URL"].map(String::from).to_vec()];
-                    for o in &items {
+                    for o in items {
                         let spec: shipway_model::types::RepositorySpec =
                             o.spec_as().unwrap_or_default();
                         let status: shipway_model::types::RepositoryStatus =
@@ -526,8 +518,8 @@ async fn repo(client: &Client, command: RepoCommand) -> Result<(), Failure> {
                         rows.push(vec![o.metadata.name.clone(), kind.into(), url]);
                     }
                     out!("{}", output::align(&rows));
-                }
-            }
+                },
+            );
         }
         RepoCommand::Get {
             name,

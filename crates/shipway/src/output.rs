@@ -213,6 +213,28 @@ pub fn resource_name(o: &Object) -> String {
 /// YAML for a JSON value, as `kubectl get -o yaml` prints it: go-yaml v2's output (keys sorted,
 /// its quoting and folding, control characters escaped), the printer `shipway render` is tested
 /// byte for byte against kubectl with.
+/// A list as `-o json|yaml|name` asks (`name` gives each object's line), or as `table` prints it.
+pub fn print_list(
+    items: &[Object],
+    format: Option<crate::cli::OutputFormat>,
+    name: impl Fn(&Object) -> String,
+    table: impl FnOnce(&[Object]),
+) {
+    use crate::cli::OutputFormat;
+    match format {
+        Some(OutputFormat::Json) => outln!(
+            "{}",
+            serde_json::to_string_pretty(items).unwrap_or_default()
+        ),
+        Some(OutputFormat::Yaml) => out!(
+            "{}",
+            to_yaml(&serde_json::to_value(items).unwrap_or_default())
+        ),
+        Some(OutputFormat::Name) => items.iter().for_each(|o| outln!("{}", name(o))),
+        _ => table(items),
+    }
+}
+
 /// One object as `-o json|yaml|name` asks, or as `text` prints it; `resource` is the lower-case
 /// name `-o name` prefixes (`application/guestbook`).
 pub fn print_object(

@@ -446,23 +446,18 @@ async fn list(
     format: Option<OutputFormat>,
 ) -> Result<(), Failure> {
     let items = client.list(RESOURCE, &ns(namespace)).await?;
-    match format {
-        Some(OutputFormat::Json) => outln!(
-            "{}",
-            serde_json::to_string_pretty(&items).unwrap_or_default()
-        ),
-        Some(OutputFormat::Yaml) => out!(
-            "{}",
-            output::to_yaml(&serde_json::to_value(&items).unwrap_or_default())
-        ),
-        Some(OutputFormat::Name) => items
-            .iter()
-            .for_each(|o| outln!("rollout/{}", o.metadata.name)),
-        _ if items.is_empty() => {
-            eprintln!("No resources found in {namespace} namespace.");
-        }
-        _ => out!("{}", output::align(&list_rows(&items))),
-    }
+    output::print_list(
+        &items,
+        format,
+        |o| format!("rollout/{}", o.metadata.name),
+        |items| {
+            if items.is_empty() {
+                eprintln!("No resources found in {namespace} namespace.");
+            } else {
+                out!("{}", output::align(&list_rows(items)));
+            }
+        },
+    );
     Ok(())
 }
 
