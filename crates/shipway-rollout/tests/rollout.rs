@@ -815,3 +815,60 @@ async fn restart_at_replaces_the_older_pods_and_records_it() {
         );
     }
 }
+
+/// `kubectl argo rollouts undo` writes an older ReplicaSet's template (without its hash label)
+/// back into the Rollout: back to the stable one, the steps are skipped (a fast rollback).
+#[tokio::test(start_paused = true)]
+async fn undo_to_the_stable_template_is_a_fast_rollback() {
+    let e = env().await;
+    let stable = deployed(&e, routed(json!([{"setWeight": 20}, {"pause": {}}]))).await;
+    set_image(&e.store, "web:2").await;
+    let s = until(&e.store, "paused", Duration::from_secs(30), |s| {
+        !s.pause_conditions.is_empty()
+    })
+    .await;
+    let canary = s.current_pod_hash.unwrap();
+    // What undo does: the ReplicaSet's template, in its own key order, without the hash label.
+    let rs = e
+        .store
+        .get(&key("ReplicaSet", &format!("web-{stable}")))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut template = rs.spec().unwrap()["template"].clone();
+    template["metadata"]["labels"]
+        .as_object_mut()
+        .unwrap()
+        .remove("rollouts-pod-template-hash");
+    let mut o = e.store.get(&key("Rollout", "web")).await.unwrap().unwrap();
+    o.body["spec"]["template"] = template;
+    e.store.update(o, "user:admin").await.unwrap();
+    let s = until(&e.store, "rolled back", Duration::from_secs(30), |s| {
+        phase(s) == ("Healthy", "")
+    })
+    .await;
+    assert_eq!(s.current_pod_hash.as_deref(), Some(stable.as_str()));
+    assert_eq!(s.stable_rs.as_deref(), Some(stable.as_str()));
+    assert_eq!(s.current_step_index, Some(2));
+    assert_eq!(canary_weight(&e.store).await, 0);
+    // The canary goes after the scale-down delay; no third ReplicaSet was made.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(replicas(&e.store, &format!("web-{canary}")).await, 0);
+    let sets = e
+        .store
+        .list(&ListQuery {
+            group: Some("apps".into()),
+            kind: Some("ReplicaSet".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(sets.items.len(), 2);
+    let revision = |rs: &Object| rs.metadata.annotations["rollout.argoproj.io/revision"].clone();
+    let back = sets
+        .items
+        .iter()
+        .find(|rs| rs.metadata.name == format!("web-{stable}"))
+        .unwrap();
+    assert_eq!(revision(back), "3");
+}

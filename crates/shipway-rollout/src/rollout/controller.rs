@@ -175,8 +175,8 @@ impl RolloutController {
             .and_then(|s| s.get("template"))
             .cloned()
             .unwrap_or(Value::Null);
-        let hash = template_hash(&raw_template);
-        let step_hash = template_hash(&to_value(&canary.steps()));
+        let hash = template_hash(&super::canonical(&raw_template));
+        let step_hash = template_hash(&super::canonical(&to_value(&canary.steps())));
         let replica_sets = self.replica_sets(ro);
         let sets: Vec<Set> = replica_sets.iter().map(set_of).collect();
         let run = |r: &Option<shipway_model::types::rollout::RolloutAnalysisRunStatus>| {

@@ -43,6 +43,25 @@ pub const DEFAULT_PROGRESS_DEADLINE: i64 = 600;
 pub const DEFAULT_ABORT_SCALE_DOWN_DELAY: i64 = 30;
 pub const DEFAULT_SCALE_DOWN_DELAY: i64 = 30;
 
+/// `v` with every object's keys sorted, so a template hashes the same however its keys are
+/// ordered: `undo` writes a ReplicaSet's template (in the typed view's field order) back into
+/// the Rollout, and must land on that ReplicaSet's hash.
+pub fn canonical(v: &serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            serde_json::Value::Object(
+                keys.into_iter()
+                    .map(|k| (k.clone(), canonical(&m[k])))
+                    .collect(),
+            )
+        }
+        serde_json::Value::Array(a) => serde_json::Value::Array(a.iter().map(canonical).collect()),
+        other => other.clone(),
+    }
+}
+
 /// `field.Invalid(path, value, message)` as Argo words it, inside its InvalidSpec message.
 pub fn invalid(rollout: &str, path: &str, value: &str, message: &str) -> String {
     format!("The Rollout \"{rollout}\" is invalid: {path}: Invalid value: {value:?}: {message}")

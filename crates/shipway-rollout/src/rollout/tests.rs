@@ -711,3 +711,18 @@ fn header_and_mirror_routes_follow_the_steps_and_go_when_the_rollout_ends() {
     let t = d.traffic.unwrap();
     assert!(t.header_routes.is_empty() && t.mirror.is_none() && t.canary_weight == 0);
 }
+
+#[test]
+fn a_template_hashes_the_same_whatever_its_key_order() {
+    let a: serde_json::Value = serde_json::from_str(
+        r#"{"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "x"}]}}"#,
+    )
+    .unwrap();
+    let b: serde_json::Value = serde_json::from_str(
+        r#"{"spec": {"containers": [{"image": "x", "name": "web"}]}, "metadata": {"labels": {"app": "web"}}}"#,
+    )
+    .unwrap();
+    assert_ne!(a.to_string(), b.to_string());
+    assert_eq!(canonical(&a), canonical(&b));
+    assert_eq!(canonical(&a).to_string(), canonical(&b).to_string());
+}
