@@ -21,7 +21,7 @@ use shipway_model::types::{
     AppProjectSpec, ApplicationCondition, ApplicationSource, ApplicationSpec, ApplicationStatus,
     HealthStatus, ResourceStatus, SyncStatus, application::ComparedTo,
 };
-use shipway_model::{Actor, Object};
+use shipway_model::{Actor, Key, Object};
 use shipway_runtime::Runtime;
 use shipway_store::{Store, StoreError};
 use tokio_util::sync::CancellationToken;
@@ -111,7 +111,9 @@ pub(crate) struct RenderCache {
 type RenderKey = (PathBuf, String, String, String);
 
 impl RenderCache {
-    const MAX: usize = 8192;
+    /// Enough for the apps being reconciled around the same time (an app's reconciles come in
+    /// bursts); a copy of every app's desired objects would cost as much memory as the cache.
+    const MAX: usize = 512;
 
     fn repo(&self, dir: &Path, fresh: bool) -> Result<shipway_git::Repo, shipway_git::Error> {
         let mut repos = self.repos.lock().unwrap_or_else(|p| p.into_inner());
@@ -658,12 +660,13 @@ impl ApplicationController {
             .map(|o| (*o).clone())
             .collect();
         let prefix = format!("{app}:");
+        let mut seen: std::collections::HashSet<Key> = out.iter().map(Object::key).collect();
         for o in self.tracked_objects(app) {
             if o.metadata
                 .annotations
                 .get(TRACKING_ANNOTATION)
                 .is_some_and(|id| id.starts_with(&prefix))
-                && !out.iter().any(|l| l.key() == o.key())
+                && seen.insert(o.key())
             {
                 out.push((*o).clone());
             }

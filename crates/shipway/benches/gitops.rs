@@ -1,16 +1,25 @@
-//! Push → Synced on the real platform in process (issue 13): 50 pushes to a hosted repository
-//! through `/git/NAME.git`, and 50 pushes to an external repository (fetched over HTTP,
-//! polled only every hour) each announced by a signed GitHub-style webhook. Each sample runs
-//! from just before `git push` until the Application reports the new sha as Synced with a
-//! Succeeded operation. The tree is one ConfigMap, so only the GitOps path is measured.
+//! GitOps on the real platform in process (issue 13), two modes (`cargo bench -p shipway
+//! --bench gitops -- push|scale`; both without an argument):
+//!
+//! - `push`: push → Synced: 50 pushes to a hosted repository through `/git/NAME.git`, and 50
+//!   pushes to an external repository (fetched over HTTP, polled only every hour) each
+//!   announced by a signed GitHub-style webhook. Each sample runs from just before `git push`
+//!   until the Application reports the new sha as Synced with a Succeeded operation. The tree
+//!   is one ConfigMap, so only the GitOps path is measured.
+//! - `scale`: 1,000 Applications × 20 resources from one hosted repository (1,000
+//!   directories), all created at once with automated sync; the time from the first creation
+//!   until every one is Synced and Healthy with a Succeeded operation, and the process's RSS
+//!   then, beside the Flux benchmark's 1,000 Kustomizations.
 
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use hmac::{KeyInit, Mac};
 use serde_json::{Value, json};
 use shipway_app::{Config, Platform, ServiceError};
+use shipway_store::{ListQuery, Store};
 
 const PUSHES: usize = 50;
 const BUDGET: Duration = Duration::from_secs(1);
@@ -20,6 +29,7 @@ const GIVE_UP: Duration = Duration::from_secs(60);
 struct Server {
     addr: std::net::SocketAddr,
     token: String,
+    store: Store,
     http: reqwest::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), ServiceError>>>,
@@ -37,6 +47,7 @@ impl Server {
         .await
         .expect("platform starts");
         let addr = platform.local_addr();
+        let store = platform.store().clone();
         let token = std::fs::read_to_string(data.join(shipway_server::ADMIN_TOKEN_FILE))
             .expect("admin token")
             .trim()
@@ -48,6 +59,7 @@ impl Server {
         Server {
             addr,
             token,
+            store,
             http: reqwest::Client::new(),
             stop: Some(stop),
             task: Some(task),
@@ -326,13 +338,206 @@ fn row(name: &str, mut times: Vec<Duration>) {
     );
 }
 
+/// How many Applications (`SHIPWAY_BENCH_APPS` overrides, for profiling), and how many
+/// resources each, in the `scale` mode.
+const APPS: usize = 1000;
+const RESOURCES_PER_APP: usize = 20;
+/// The scale budget (DESIGN.md §10) and Flux's published figure for 1,000 Kustomizations
+/// (fluxcd/flux-benchmark RESULTS.md, kustomize-controller: 4m15s–4m16s, 175Mi max memory,
+/// on a 16-core GitHub runner, each Kustomization a Deployment scaled to zero, a
+/// ServiceAccount, a Service and an Ingress).
+const SCALE_BUDGET: Duration = Duration::from_secs(30);
+const SCALE_RSS_BUDGET_MB: f64 = 300.0;
+
+/// One app's directory: a Deployment scaled to zero (as Flux's benchmark apps), a
+/// ServiceAccount, a Service and 17 ConfigMaps — 20 objects, 20 files.
+fn write_app(dir: &Path, i: usize) {
+    std::fs::create_dir_all(dir).expect("app dir");
+    let app = format!("a{i:04}");
+    std::fs::write(
+        dir.join("deployment.yaml"),
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {app}\n  labels: {{app: {app}}}\nspec:\n  replicas: 0\n  selector:\n    matchLabels: {{app: {app}}}\n  template:\n    metadata:\n      labels: {{app: {app}}}\n    spec:\n      serviceAccountName: {app}\n      containers:\n      - name: web\n        image: bench/web:1\n        ports:\n        - containerPort: 8080\n"
+        ),
+    )
+    .expect("write");
+    std::fs::write(
+        dir.join("serviceaccount.yaml"),
+        format!("apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: {app}\n"),
+    )
+    .expect("write");
+    std::fs::write(
+        dir.join("service.yaml"),
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: {app}\nspec:\n  selector: {{app: {app}}}\n  ports:\n  - port: 80\n    targetPort: 8080\n"
+        ),
+    )
+    .expect("write");
+    for c in 0..RESOURCES_PER_APP - 3 {
+        std::fs::write(
+            dir.join(format!("config-{c:02}.yaml")),
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {app}-config-{c:02}\ndata:\n  app: {app}\n  index: \"{c}\"\n  settings.json: '{{\"replicas\": 0, \"feature\": \"f{c}\"}}'\n"
+            ),
+        )
+        .expect("write");
+    }
+}
+
+fn rss_mb(field: &str) -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Whether an Application's status is Synced, and Synced + Healthy with a Succeeded operation.
+fn state_of(app: &shipway_model::Object) -> (bool, bool) {
+    let s = app.body.get("status").cloned().unwrap_or(Value::Null);
+    let synced = s["sync"]["status"] == "Synced";
+    let done =
+        synced && s["health"]["status"] == "Healthy" && s["operationState"]["phase"] == "Succeeded";
+    (synced, done)
+}
+
+async fn scale(s: &Server, root: &Path, token: &str) {
+    let apps: usize = std::env::var("SHIPWAY_BENCH_APPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(APPS);
+    s.apply(
+        json!({"apiVersion": "shipway.dev/v1alpha1", "kind": "Repository",
+                   "metadata": {"name": "fleet"}, "spec": {"hosted": true}}),
+    )
+    .await;
+    let url = s.url("/git/fleet.git");
+    let work = root.join("fleet");
+    std::fs::create_dir_all(&work).expect("work dir");
+    git(&work, None, &["init", "--quiet", "-b", "main"]).await;
+    git(&work, None, &["remote", "add", "origin", &url]).await;
+    for i in 0..apps {
+        write_app(&work.join(format!("apps/a{i:04}")), i);
+    }
+    git(&work, None, &["add", "-A"]).await;
+    git(&work, None, &["commit", "--quiet", "-m", "fleet"]).await;
+    first_push(&work, &url, token).await;
+    let rss_before = rss_mb("VmRSS:");
+    let since = s
+        .store
+        .list(&ListQuery::kind("argoproj.io", "Application"))
+        .await
+        .expect("list applications")
+        .resource_version;
+    let mut changes = s
+        .store
+        .watch(ListQuery::kind("argoproj.io", "Application"), since);
+
+    let rv0 = s.store.current_resource_version().await.expect("version");
+    let t0 = Instant::now();
+    // Created through the API, 8 requests at a time, as a script would.
+    let names: Vec<usize> = (0..apps).collect();
+    for chunk in names.chunks(8) {
+        let mut calls = Vec::new();
+        for &i in chunk {
+            let mut app = application(&format!("a{i:04}"), &url);
+            app["spec"]["source"]["path"] = json!(format!("apps/a{i:04}"));
+            calls.push(s.apply(app));
+        }
+        futures_util::future::join_all(calls).await;
+    }
+    let created = t0.elapsed();
+    // Every Application change, from before the first creation: each app's latest state,
+    // read as the store commits it (no listing of 1,000 statuses per poll).
+    let mut states: std::collections::HashMap<String, (bool, bool)> = Default::default();
+    let mut all_synced = None;
+    let finished = loop {
+        let event = tokio::time::timeout(Duration::from_secs(600), changes.next())
+            .await
+            .expect("an Application change within 600 s")
+            .expect("the watch goes on")
+            .expect("a watch event");
+        states.insert(event.object.metadata.name.clone(), state_of(&event.object));
+        let synced = states.values().filter(|s| s.0).count();
+        let done = states.values().filter(|s| s.1).count();
+        if synced == apps && all_synced.is_none() {
+            all_synced = Some(t0.elapsed());
+        }
+        if done == apps {
+            break t0.elapsed();
+        }
+    };
+    let writes = s.store.current_resource_version().await.expect("version") - rv0;
+    let rss = rss_mb("VmRSS:");
+    let peak = rss_mb("VmHWM:");
+    let objects = s
+        .store
+        .list(&ListQuery::default())
+        .await
+        .expect("list everything")
+        .items
+        .len();
+    let secs = |d: Duration| format!("{:.1} s", d.as_secs_f64());
+    println!(
+        "{apps} Applications × {RESOURCES_PER_APP} resources, one hosted repository ({objects} objects in the store after)"
+    );
+    println!(
+        "  created (API, 8 at a time)              {:>10}",
+        secs(created)
+    );
+    println!(
+        "  store writes until then                 {writes:>10}   ({:.0}/s, {:.1} per app; each one fsync'd)",
+        writes as f64 / finished.as_secs_f64(),
+        writes as f64 / apps as f64
+    );
+    println!(
+        "  all Synced                              {:>10}",
+        secs(all_synced.unwrap_or(finished))
+    );
+    println!(
+        "  all Synced + Healthy, sync Succeeded    {:>10}   budget < 30 s: {}",
+        secs(finished),
+        if finished < SCALE_BUDGET {
+            "met"
+        } else {
+            "MISSED"
+        }
+    );
+    println!(
+        "  RSS after (whole process: server + bench client) {rss:.0} MB (peak {peak:.0} MB, before the apps {rss_before:.0} MB)   budget < 300 MB: {}",
+        if rss < SCALE_RSS_BUDGET_MB {
+            "met"
+        } else {
+            "MISSED"
+        }
+    );
+    println!(
+        "  Flux, 1,000 Kustomizations (flux-benchmark RESULTS.md, 16-core runner): 4 m 16 s, 175 MiB"
+    );
+}
+
 fn main() {
+    // `cargo bench` passes `--bench`; the modes are the other arguments.
+    let mut modes: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    if modes.is_empty() {
+        modes = vec!["push".into(), "scale".into()];
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
     rt.block_on(async {
-        let dir = tempfile::tempdir().expect("temp dir");
+        // `SHIPWAY_BENCH_DIR` puts the data directory elsewhere (a tmpfs, to see what the
+        // disk's fsync costs: every acknowledged write is one).
+        let dir = match std::env::var_os("SHIPWAY_BENCH_DIR") {
+            Some(d) => tempfile::tempdir_in(d),
+            None => tempfile::tempdir(),
+        }
+        .expect("temp dir");
         let s = Server::start(dir.path().join("data")).await;
         let (code, body) = s
             .call(
@@ -343,13 +548,18 @@ fn main() {
             .await;
         assert_eq!(code, 201, "token: {body}");
         let token = body["token"].as_str().expect("token").to_string();
-        let hosted = hosted(&s, dir.path(), &token).await;
-        let webhook = webhook(&s, dir.path(), &token).await;
-        println!("push → Synced over {PUSHES} pushes (push included; ConfigMap only)");
-        println!("{:<44} {:>10} {:>10} {:>10}", "source", "p50", "p99", "max");
-        row("hosted repository (git push /git/NAME.git)", hosted);
-        row("external (fetched) + GitHub push webhook", webhook);
-        println!("Argo CD: 180 s poll by default (webhook-driven: \"refresh within seconds\")");
+        if modes.iter().any(|m| m == "push") {
+            let hosted = hosted(&s, dir.path(), &token).await;
+            let webhook = webhook(&s, dir.path(), &token).await;
+            println!("push → Synced over {PUSHES} pushes (push included; ConfigMap only)");
+            println!("{:<44} {:>10} {:>10} {:>10}", "source", "p50", "p99", "max");
+            row("hosted repository (git push /git/NAME.git)", hosted);
+            row("external (fetched) + GitHub push webhook", webhook);
+            println!("Argo CD: 180 s poll by default (webhook-driven: \"refresh within seconds\")");
+        }
+        if modes.iter().any(|m| m == "scale") {
+            scale(&s, dir.path(), &token).await;
+        }
         s.stop().await;
     });
 }
