@@ -309,6 +309,19 @@ impl ProxyMetrics {
         c.to_client += to_client;
     }
 
+    /// Every response of `service` ("namespace/name") from `backend` since the proxy started (the
+    /// `shipway_proxy_requests_total` counter, all classes): unlike a window it only grows, so a
+    /// reader can tell the instant a backend stopped answering.
+    pub fn requests_total(&self, service: &str, backend: &str) -> u64 {
+        let all = self.series.read().unwrap_or_else(|p| p.into_inner());
+        let Some(series) = all.get(service).and_then(|b| b.get(backend)) else {
+            return 0;
+        };
+        let mut total = 0;
+        series.each(|s| total += s.classes.iter().sum::<u64>());
+        total
+    }
+
     /// The last `window` (at most five minutes, whole seconds, the current one included) of
     /// `namespace/service`, for one backend or all of them.
     pub fn query(

@@ -320,23 +320,6 @@ async fn a_slow_client_that_never_finishes_its_headers_is_cut_off() {
     assert!(started.elapsed() < Duration::from_secs(2));
 }
 
-/// The demo app binary next to this test's target directory, built if missing.
-fn demo_app() -> Option<std::path::PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let dir = exe.parent()?.parent()?;
-    let app = dir.join("shipway-demo-app");
-    if !app.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut build = std::process::Command::new(cargo);
-        build.args(["build", "-p", "shipway-demo-app"]);
-        if dir.file_name().is_some_and(|n| n == "release") {
-            build.arg("--release");
-        }
-        build.status().ok()?;
-    }
-    app.exists().then_some(app)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_request_fails_while_a_deployment_rolls_its_pods() {
     use serde_json::json;
@@ -345,7 +328,7 @@ async fn no_request_fails_while_a_deployment_rolls_its_pods() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-    let Some(app) = demo_app() else {
+    let Some(app) = shipway_testkit::demo_app() else {
         eprintln!("skipped: shipway-demo-app could not be built");
         return;
     };

@@ -6,8 +6,17 @@
 //!   at each pause is within ±3 points of the weight, and no request fails over the whole
 //!   rollout;
 //! - a canary whose pods answer 30 % errors (`ERROR_RATE=0.3`) is aborted by a background
-//!   analysis on the proxy's own error rate; the time from the failing measurement to the last
-//!   answer from the bad canary is printed and must stay within 2 s.
+//!   analysis on the proxy's own error rate, and one whose pods answer in 700 ms
+//!   (`LATENCY_MS=700`) by one on its p95 latency; the time from the failing measurement to
+//!   100 % stable is printed twice, from the proxy's own counter of the canary backend (the
+//!   instant after which it stops growing) and from the client (the last answer from the bad
+//!   version), and both must stay within 2 s;
+//! - a canary with no traffic: its step analysis ends Inconclusive, the rollout pauses
+//!   (`InconclusiveAnalysisRun`) and the CLI's promote patch moves it on;
+//! - a manual abort of a healthy canary under load fails no request.
+//!
+//! The tests take the machine's two cores; they run one at a time ([`SERIAL`]) so one's load
+//! does not skew another's measured shares and times.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,22 +31,8 @@ use shipway_rollout::analysis::provider::Providers;
 use shipway_rollout::rollout::controller::RolloutController;
 use shipway_store::Store;
 
-/// The demo app binary next to this test's target directory, built if missing.
-fn demo_app() -> Option<std::path::PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let dir = exe.parent()?.parent()?;
-    let app = dir.join("shipway-demo-app");
-    if !app.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut build = std::process::Command::new(cargo);
-        build.args(["build", "-p", "shipway-demo-app"]);
-        if dir.file_name().is_some_and(|n| n == "release") {
-            build.arg("--release");
-        }
-        build.status().ok()?;
-    }
-    app.exists().then_some(app)
-}
+/// One test at a time: each runs five pods, a proxy and a load of its own.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn free_addr() -> std::net::SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -113,12 +108,15 @@ async fn patch_status(store: &Store, f: impl Fn(&mut serde_json::Map<String, Val
 
 /// The platform's pieces a Rollout needs, started on a fresh data directory with the demo
 /// app imported as `demo:v1`, the Services `web` and `web-canary` (each on its own loopback
-/// address) and the `error-rate` AnalysisTemplate.
+/// address) and the AnalysisTemplates `error-rate` (the canary's 5xx share, inconclusive until
+/// it has traffic), `latency-p95` (the canary's p95 below 0.5 s, likewise) and `min-traffic`
+/// (the canary's error rate over at least 20 requests, inconclusive at once without them).
 struct Stack {
     store: Store,
     stop: tokio_util::sync::CancellationToken,
     listen: std::net::SocketAddr,
     preview: std::net::SocketAddr,
+    metrics: Arc<shipway_proxy::ProxyMetrics>,
     runtime: shipway_runtime::LocalRuntime,
     discovery: tokio::task::JoinHandle<()>,
     proxy: tokio::task::JoinHandle<()>,
@@ -198,11 +196,33 @@ impl Stack {
                 "window": "5s", "minRequests": 20}}}]}}),
         )
         .await;
+        apply(
+            json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "AnalysisTemplate",
+        "metadata": {"name": "latency-p95", "namespace": "default"},
+        "spec": {"metrics": [{"name": "latency-p95", "interval": "1s", "failureLimit": 0,
+            "inconclusiveLimit": 120,
+            "successCondition": "result < 0.5",
+            "provider": {"shipway": {"service": "web", "backend": "canary", "metric": "latency-p95",
+                "window": "5s", "minRequests": 10}}}]}}),
+        )
+        .await;
+        apply(
+            json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "AnalysisTemplate",
+        "metadata": {"name": "min-traffic", "namespace": "default"},
+        // inconclusiveLimit 0 (Argo's default): the first measurement short of minRequests
+        // ends the run Inconclusive.
+        "spec": {"metrics": [{"name": "min-traffic", "interval": "1s",
+            "successCondition": "result < 0.05",
+            "provider": {"shipway": {"service": "web", "backend": "canary", "metric": "error-rate",
+                "window": "5s", "minRequests": 20}}}]}}),
+        )
+        .await;
         Stack {
             store,
             stop,
             listen,
             preview,
+            metrics,
             runtime,
             discovery,
             proxy,
@@ -223,6 +243,14 @@ impl Stack {
 
 /// The demo app as a Rollout with `strategy`, answering `version` (and failing `error_rate`).
 fn rollout(version: &str, error_rate: &str, strategy: Value) -> Value {
+    rollout_env(version, &[("ERROR_RATE", error_rate)], strategy)
+}
+
+/// The demo app as a Rollout with `strategy`, answering `version`, with `env` (`ERROR_RATE`,
+/// `LATENCY_MS`).
+fn rollout_env(version: &str, env: &[(&str, &str)], strategy: Value) -> Value {
+    let mut vars = vec![json!({"name": "VERSION", "value": version})];
+    vars.extend(env.iter().map(|(k, v)| json!({"name": k, "value": v})));
     json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
         "metadata": {"name": "web", "namespace": "default"},
         "spec": {"replicas": 5, "selector": {"matchLabels": {"app": "web"}},
@@ -230,9 +258,158 @@ fn rollout(version: &str, error_rate: &str, strategy: Value) -> Value {
             "template": {"metadata": {"labels": {"app": "web"}}, "spec": {
                 "terminationGracePeriodSeconds": 5,
                 "containers": [{"name": "web", "image": "demo:v1",
-                    "env": [{"name": "VERSION", "value": version}, {"name": "ERROR_RATE", "value": error_rate}],
+                    "env": vars,
                     "ports": [{"name": "http", "containerPort": 8080}],
                     "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 1}}]}}}})
+}
+
+/// A canary through the proxy (`web` stable, `web-canary` canary) with `steps` and, unless
+/// null, `analysis` as its background analysis.
+fn canary_strategy(steps: Value, analysis: Value) -> Value {
+    let mut canary = json!({"stableService": "web", "canaryService": "web-canary",
+        "trafficRouting": {"nginx": {"stableIngress": "web"}},
+        "scaleDownDelaySeconds": 3, "abortScaleDownDelaySeconds": 3,
+        "steps": steps});
+    if !analysis.is_null() {
+        canary["analysis"] = analysis;
+    }
+    json!({"canary": canary})
+}
+
+/// The v1 Rollout under `strategy` on a fresh stack, Healthy.
+async fn healthy_stack(app: &std::path::Path, strategy: Value) -> Stack {
+    let stack = Stack::start(app).await;
+    stack.apply(rollout("v1", "0", strategy)).await;
+    until(&stack.store, "v1 healthy", Duration::from_secs(90), |s| {
+        s.phase.as_deref() == Some("Healthy")
+    })
+    .await;
+    stack
+}
+
+/// Follows the proxy's own counter of responses from the canary backend of the Service `web`
+/// and keeps the wall-clock instant it last grew, sampled every 5 ms.
+struct LastCounted {
+    last: Arc<Mutex<Option<SystemTime>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LastCounted {
+    fn start(metrics: Arc<shipway_proxy::ProxyMetrics>) -> LastCounted {
+        let last = Arc::new(Mutex::new(None));
+        let task = tokio::spawn({
+            let last = last.clone();
+            async move {
+                let mut counted = metrics.requests_total("default/web", "canary");
+                loop {
+                    let n = metrics.requests_total("default/web", "canary");
+                    if n > counted {
+                        counted = n;
+                        *last.lock().unwrap() = Some(SystemTime::now());
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        });
+        LastCounted { last, task }
+    }
+
+    fn stop(self) -> Option<SystemTime> {
+        self.task.abort();
+        *self.last.lock().unwrap()
+    }
+}
+
+/// Seconds from `from` to `to`.
+fn since(from: time::OffsetDateTime, to: SystemTime) -> f64 {
+    (time::OffsetDateTime::from(to) - from).as_seconds_f64()
+}
+
+/// Updates the healthy Rollout to `version` with `env`, a canary at 20 % with the background
+/// analysis `template` (whose one metric has the same name), under the running load; waits for
+/// the abort and checks its wording; returns the time from the failing measurement's
+/// `finishedAt` to 100 % stable as `(proxy, client)`: the instant after which the proxy's counter
+/// of the canary backend stops growing, and the last answer the load had from `version`.
+async fn a_bad_canary_is_aborted(
+    stack: &Stack,
+    seen: &Seen,
+    version: &str,
+    env: &[(&str, &str)],
+    template: &str,
+) -> (f64, f64) {
+    let store = &stack.store;
+    let counted = LastCounted::start(stack.metrics.clone());
+    let bg = json!({"templates": [{"templateName": template}]});
+    stack
+        .apply(rollout_env(
+            version,
+            env,
+            canary_strategy(json!([{"setWeight": 20}, {"pause": {}}]), bg),
+        ))
+        .await;
+    let s = until(store, "aborted", Duration::from_secs(120), |s| s.aborted()).await;
+    println!("{version} {env:?} aborted: {:?}", s.message);
+    assert_eq!(s.phase.as_deref(), Some("Degraded"));
+    let msg = s.message.clone().unwrap_or_default();
+    assert!(
+        msg.starts_with("RolloutAborted: Rollout aborted update to revision ")
+            && msg.contains(&format!(": Metric \"{template}\" assessed Failed")),
+        "{msg}"
+    );
+    // The failing measurement's time, from the run.
+    let run_name = s
+        .canary()
+        .current_background_analysis_run_status
+        .as_ref()
+        .map(|r| r.name.clone())
+        .unwrap();
+    let run = store
+        .get(&Key::new(
+            "argoproj.io",
+            "AnalysisRun",
+            "default",
+            &run_name,
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let failed_at = run.body["status"]["metricResults"][0]["measurements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|m| m["phase"] == "Failed")
+        .and_then(|m| m["finishedAt"].as_str())
+        .map(String::from)
+        .unwrap();
+    let failed_at =
+        time::OffsetDateTime::parse(&failed_at, &time::format_description::well_known::Rfc3339)
+            .unwrap();
+    // Keep the load on for a moment so a late canary answer would be seen.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let last_client = seen
+        .last
+        .lock()
+        .unwrap()
+        .get(version)
+        .copied()
+        .unwrap_or_else(|| panic!("{version} answered"));
+    let last_proxy = counted
+        .stop()
+        .expect("the proxy counted responses from the canary");
+    let (proxy, client) = (since(failed_at, last_proxy), since(failed_at, last_client));
+    println!(
+        "{version} {env:?}: failing measurement → 100 % stable: {proxy:.3} s by the proxy's counter of the canary backend, {client:.3} s by the client (last {version} answer)"
+    );
+    assert!(
+        proxy <= 2.0,
+        "{version}: the proxy served the canary {proxy:.3} s after the failing measurement"
+    );
+    assert!(
+        client <= 2.0,
+        "{version}: the client had a canary answer {client:.3} s after the failing measurement"
+    );
+    (proxy, client)
 }
 
 /// Requests in a loop from 6 tasks until `done`; what they see goes to `seen`.
@@ -309,22 +486,14 @@ impl Load {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_moves_the_measured_share_and_a_failing_canary_is_rolled_back_within_2s() {
-    let Some(app) = demo_app() else {
+    let Some(app) = shipway_testkit::demo_app() else {
         eprintln!("skipped: shipway-demo-app could not be built");
         return;
     };
+    let _serial = SERIAL.lock().await;
     let stack = Stack::start(&app).await;
     let store = stack.store.clone();
-    let canary = |steps: Value, analysis: Value| {
-        let mut canary = json!({"stableService": "web", "canaryService": "web-canary",
-            "trafficRouting": {"nginx": {"stableIngress": "web"}},
-            "scaleDownDelaySeconds": 3, "abortScaleDownDelaySeconds": 3,
-            "steps": steps});
-        if !analysis.is_null() {
-            canary["analysis"] = analysis;
-        }
-        json!({"canary": canary})
-    };
+    let canary = canary_strategy;
     let steps = json!([{"setWeight": 20}, {"pause": {}}, {"setWeight": 40}, {"pause": {}},
         {"setWeight": 60}, {"pause": {}}, {"setWeight": 80}, {"pause": {}}]);
     stack
@@ -392,67 +561,7 @@ async fn a_canary_moves_the_measured_share_and_a_failing_canary_is_rolled_back_w
     );
 
     // A bad canary, judged by the proxy's own error rate.
-    let bg = json!({"templates": [{"templateName": "error-rate"}]});
-    stack
-        .apply(rollout(
-            "v3",
-            "0.3",
-            canary(json!([{"setWeight": 20}, {"pause": {}}]), bg),
-        ))
-        .await;
-    let s = until(&store, "aborted", Duration::from_secs(120), |s| s.aborted()).await;
-    println!("aborted: {:?}", s.message);
-    assert_eq!(s.phase.as_deref(), Some("Degraded"));
-    let msg = s.message.clone().unwrap_or_default();
-    assert!(
-        msg.starts_with("RolloutAborted: Rollout aborted update to revision 3: Metric \"error-rate\" assessed Failed"),
-        "{msg}"
-    );
-    // The failing measurement's time, from the run.
-    let run_name = s
-        .canary()
-        .current_background_analysis_run_status
-        .as_ref()
-        .map(|r| r.name.clone())
-        .unwrap();
-    let run = store
-        .get(&Key::new(
-            "argoproj.io",
-            "AnalysisRun",
-            "default",
-            &run_name,
-        ))
-        .await
-        .unwrap()
-        .unwrap();
-    let failed_at = run.body["status"]["metricResults"][0]["measurements"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .rev()
-        .find(|m| m["phase"] == "Failed")
-        .and_then(|m| m["finishedAt"].as_str())
-        .map(String::from)
-        .unwrap();
-    let failed_at =
-        time::OffsetDateTime::parse(&failed_at, &time::format_description::well_known::Rfc3339)
-            .unwrap();
-    // Keep the load on for a moment so a late canary answer would be seen.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let last_v3 = seen
-        .last
-        .lock()
-        .unwrap()
-        .get("v3")
-        .copied()
-        .expect("v3 answered");
-    let last_v3 = time::OffsetDateTime::from(last_v3);
-    let rollback = (last_v3 - failed_at).as_seconds_f64();
-    println!(
-        "failing measurement → 100 % stable: {:.3} s (last v3 answer after the failing measurement)",
-        rollback
-    );
-    assert!(rollback <= 2.0, "rollback took {rollback:.3} s");
+    a_bad_canary_is_aborted(&stack, &seen, "v3", &[("ERROR_RATE", "0.3")], "error-rate").await;
 
     load.stop().await;
     stack.stop().await;
@@ -463,10 +572,11 @@ async fn a_canary_moves_the_measured_share_and_a_failing_canary_is_rolled_back_w
 /// that is aborted never takes the active Service's traffic. No request fails throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blue_green_switch_and_an_abort_fail_no_request() {
-    let Some(app) = demo_app() else {
+    let Some(app) = shipway_testkit::demo_app() else {
         eprintln!("skipped: shipway-demo-app could not be built");
         return;
     };
+    let _serial = SERIAL.lock().await;
     let stack = Stack::start(&app).await;
     let store = stack.store.clone();
     let bg = json!({"blueGreen": {"activeService": "web", "previewService": "web-canary",
@@ -550,6 +660,153 @@ async fn a_blue_green_switch_and_an_abort_fail_no_request() {
         seen.errors.lock().unwrap()
     );
     println!("blue-green: switch and abort under load, 0 failed requests");
+    load.stop().await;
+    stack.stop().await;
+}
+
+/// A canary whose pods answer in 700 ms fails a p95 latency check (`result < 0.5`) and is
+/// aborted as the erroring one is, within 2 s by the proxy's counters and by the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_canary_fails_its_latency_check_and_is_rolled_back_within_2s() {
+    let Some(app) = shipway_testkit::demo_app() else {
+        eprintln!("skipped: shipway-demo-app could not be built");
+        return;
+    };
+    let _serial = SERIAL.lock().await;
+    let steps = json!([{"setWeight": 20}, {"pause": {}}]);
+    let stack = healthy_stack(&app, canary_strategy(steps, Value::Null)).await;
+    let load = Load::start(stack.listen).await;
+    let seen = load.seen.clone();
+    a_bad_canary_is_aborted(&stack, &seen, "v2", &[("LATENCY_MS", "700")], "latency-p95").await;
+    println!(
+        "slow canary: {} failed requests",
+        seen.failures.load(Ordering::Relaxed)
+    );
+    load.stop().await;
+    stack.stop().await;
+}
+
+/// Without traffic the canary's step analysis cannot measure: the run ends Inconclusive, the
+/// rollout pauses on it as Argo's does, and the promote the CLI sends (pauseConditions null,
+/// controllerPause false, the next step) moves it on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_little_traffic_is_inconclusive_and_pauses_until_promoted() {
+    let Some(app) = shipway_testkit::demo_app() else {
+        eprintln!("skipped: shipway-demo-app could not be built");
+        return;
+    };
+    let _serial = SERIAL.lock().await;
+    let steps = json!([{"setWeight": 20},
+        {"analysis": {"templates": [{"templateName": "min-traffic"}]}},
+        {"setWeight": 60}, {"pause": {}}]);
+    let stack = healthy_stack(&app, canary_strategy(steps.clone(), Value::Null)).await;
+    let store = stack.store.clone();
+    // No load: nothing reaches the canary.
+    stack
+        .apply(rollout("v2", "0", canary_strategy(steps, Value::Null)))
+        .await;
+    let s = until(&store, "inconclusive", Duration::from_secs(90), |s| {
+        s.pause_conditions
+            .iter()
+            .any(|c| c.reason == "InconclusiveAnalysisRun")
+    })
+    .await;
+    let run = s.canary().current_step_analysis_run_status.clone().unwrap();
+    println!(
+        "inconclusive: phase {:?}, message {:?}, run {} {} {:?}",
+        s.phase, s.message, run.name, run.status, run.message
+    );
+    assert_eq!(s.phase.as_deref(), Some("Paused"));
+    assert_eq!(s.message.as_deref(), Some("InconclusiveAnalysisRun"));
+    assert!(s.controller_pause);
+    assert_eq!(s.current_step_index, Some(1));
+    assert_eq!(run.status, "Inconclusive");
+    // It stays paused: Inconclusive is neither a pass nor an abort.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let s = rollout_status(&store).await;
+    assert_eq!(
+        (s.phase.as_deref(), s.current_step_index, s.aborted()),
+        (Some("Paused"), Some(1), false)
+    );
+
+    // The CLI's promote of an inconclusive step analysis.
+    patch_status(&store, |st| {
+        let mut status = Value::Object(std::mem::take(st));
+        shipway_model::patch::merge_patch(
+            &mut status,
+            &json!({"pauseConditions": null, "controllerPause": false, "currentStepIndex": 2}),
+        );
+        if let Value::Object(m) = status {
+            *st = m;
+        }
+    })
+    .await;
+    let s = until(&store, "paused at 60 %", Duration::from_secs(90), |s| {
+        s.current_step_index == Some(3) && !s.pause_conditions.is_empty()
+    })
+    .await;
+    let weight = s.canary().weights.as_ref().map(|w| w.canary.weight);
+    println!(
+        "promoted: step {:?}, weight {weight:?}, phase {:?} {:?}",
+        s.current_step_index, s.phase, s.message
+    );
+    assert_eq!(weight, Some(60));
+    assert_eq!(s.pause_conditions[0].reason, "CanaryPauseStep");
+    assert!(!s.aborted());
+    stack.stop().await;
+}
+
+/// A healthy canary aborted by hand under load: traffic goes back to stable, the canary's pods
+/// go after the abort's scale-down delay, and no request fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_abort_of_a_healthy_canary_fails_no_request() {
+    let Some(app) = shipway_testkit::demo_app() else {
+        eprintln!("skipped: shipway-demo-app could not be built");
+        return;
+    };
+    let _serial = SERIAL.lock().await;
+    let steps = json!([{"setWeight": 40}, {"pause": {}}]);
+    let stack = healthy_stack(&app, canary_strategy(steps.clone(), Value::Null)).await;
+    let store = stack.store.clone();
+    let load = Load::start(stack.listen).await;
+    let seen = load.seen.clone();
+    stack
+        .apply(rollout("v2", "0", canary_strategy(steps, Value::Null)))
+        .await;
+    until(&store, "paused at 40 %", Duration::from_secs(90), |s| {
+        s.current_step_index == Some(1) && !s.pause_conditions.is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = seen.take();
+    assert!(before.get("v2").copied().unwrap_or(0) > 0, "{before:?}");
+    patch_status(&store, |s| {
+        s.insert("abort".into(), json!(true));
+    })
+    .await;
+    let s = until(&store, "aborted", Duration::from_secs(10), |s| {
+        s.phase.as_deref() == Some("Degraded")
+    })
+    .await;
+    println!("manual abort: {:?}", s.message);
+    assert!(s.aborted());
+    // Past the abort's scale-down delay (3 s) and the pods' termination.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    seen.take();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = seen.take();
+    assert!(
+        after.keys().all(|v| v == "v1") && !after.is_empty(),
+        "{after:?}"
+    );
+    let failures = seen.failures.load(Ordering::Relaxed);
+    println!("manual abort under load: {failures} failed requests (before the abort {before:?})");
+    assert_eq!(
+        failures,
+        0,
+        "failed requests: {:?}",
+        seen.errors.lock().unwrap()
+    );
     load.stop().await;
     stack.stop().await;
 }

@@ -1,5 +1,5 @@
 //! What Shipway's tests share: waiting for evidence instead of sleeping ([`eventually`]), a free
-//! loopback port ([`free_port`]), and invariants checked on every change the store records
+//! loopback port ([`free_port`]), the demo app's binary ([`demo_app`]), and invariants checked on every change the store records
 //! ([`Invariant`]) instead of on samples taken now and then.
 //!
 //! Dev-only: no crate depends on it outside `[dev-dependencies]`.
@@ -45,6 +45,29 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("binding an ephemeral loopback port")
+}
+
+/// The demo app binary in the calling test's target directory (`target/<profile>/`), built with
+/// cargo if missing (`--release` when the test runs from a release directory), so a test that
+/// runs pods or upstreams needs no separate build step. `None` when it cannot be built: the
+/// caller decides whether that skips or fails.
+pub fn demo_app() -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    // target/<profile>/deps/<test>-<hash>
+    let dir = exe.parent()?.parent()?;
+    let app = dir.join(format!("shipway-demo-app{}", std::env::consts::EXE_SUFFIX));
+    if !app.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = std::process::Command::new(cargo);
+        build.args(["build", "-p", "shipway-demo-app"]);
+        if dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        if !build.status().ok()?.success() {
+            return None;
+        }
+    }
+    app.exists().then_some(app)
 }
 
 /// The objects an [`Invariant`] sees: every object matching its query, by key, as of the event

@@ -27,20 +27,9 @@ fn prometheus() -> Option<PathBuf> {
     found
 }
 
-/// The demo app binary in this test's target directory, built if missing.
+/// The demo app binary; these tests need it, so failing to build it fails them.
 fn demo_app() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let app = dir.join("shipway-demo-app");
-    if !app.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "shipway-demo-app"])
-            .status()
-            .unwrap();
-        assert!(status.success(), "building shipway-demo-app failed");
-    }
-    app
+    shipway_testkit::demo_app().expect("building shipway-demo-app failed")
 }
 
 fn free_port() -> u16 {

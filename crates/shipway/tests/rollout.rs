@@ -5,7 +5,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -13,20 +13,9 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 
-/// The demo app binary in this test's target directory, built if missing.
+/// The demo app binary; these tests need it, so failing to build it fails them.
 fn demo_app() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let app = dir.join("shipway-demo-app");
-    if !app.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "shipway-demo-app"])
-            .status()
-            .unwrap();
-        assert!(status.success(), "building shipway-demo-app failed");
-    }
-    app
+    shipway_testkit::demo_app().expect("building shipway-demo-app failed")
 }
 
 fn ok(out: Output) -> String {

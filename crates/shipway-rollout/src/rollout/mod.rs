@@ -1162,13 +1162,9 @@ pub fn decide(input: &Input) -> Decision {
             },
             ..Default::default()
         });
-        if old_weights.map(|w| (w.canary.weight, &w.canary.pod_template_hash))
-            != st
-                .canary()
-                .weights
-                .as_ref()
-                .map(|w| (w.canary.weight, &w.canary.pod_template_hash))
-        {
+        // Only a change of weight is news: a new canary hash at the same weight (0 to 0 when
+        // an update starts) is not an event, as in Argo.
+        if old_weights.map_or(0, |w| w.canary.weight) != cw {
             d.event(
                 "TrafficWeightUpdated",
                 format!(

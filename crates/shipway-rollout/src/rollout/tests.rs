@@ -158,6 +158,37 @@ fn a_first_deploy_goes_straight_to_full_and_is_healthy_once_available() {
 }
 
 #[test]
+fn traffic_weight_updated_only_when_the_weight_changes() {
+    let s = routed(json!([{"setWeight": 20}, {"pause": {}}]));
+    let start = status(
+        json!({"stableRS": "a", "currentPodHash": "a", "currentStepIndex": 2,
+        "currentStepHash": "steps", "canary": {"weights": {
+            "canary": {"weight": 0, "serviceName": "web-canary", "podTemplateHash": "a"},
+            "stable": {"weight": 100, "serviceName": "web", "podTemplateHash": "a"}}}}),
+    );
+    let updated = |d: &Decision| -> Vec<String> {
+        d.events
+            .iter()
+            .filter(|e| e.0 == "TrafficWeightUpdated")
+            .map(|e| e.1.clone())
+            .collect()
+    };
+    // A new canary hash at weight 0: not "from 0 to 0".
+    let d = Case::new(s.clone(), start, "b", vec![rs("a", 1, 5, 5)]).decide();
+    assert_eq!(weight(&d), 0);
+    assert_eq!(updated(&d), Vec::<String>::new());
+    let sets = vec![rs("a", 1, 5, 5), rs("b", 2, 1, 1)];
+    let d = Case::new(s.clone(), d.status.clone(), "b", sets.clone()).decide();
+    assert_eq!(
+        updated(&d),
+        vec!["Traffic weight updated from 0 to 20".to_string()]
+    );
+    // Unchanged on the next pass.
+    let d = Case::new(s, d.status.clone(), "b", sets).decide();
+    assert_eq!(updated(&d), Vec::<String>::new());
+}
+
+#[test]
 fn set_weight_waits_for_the_canary_before_moving_traffic_then_completes() {
     let s = routed(json!([{"setWeight": 20}, {"pause": {}}]));
     let start = status(
