@@ -2,58 +2,11 @@
 //! to all replicas Ready, pods started per second when scaling to 100, and the server's RSS with
 //! 100 running pods.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_shipway");
-
-struct Up {
-    child: Child,
-    server: String,
-    token: String,
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        // A graceful stop also stops every pod's process.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(data: &std::path::Path) -> Up {
-    let mut child = Command::new(BIN)
-        .args(["up", "--listen", "127.0.0.1:0", "--data"])
-        .arg(data)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("shipway up");
-    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    let server = loop {
-        line.clear();
-        assert!(
-            stderr.read_line(&mut line).expect("read") > 0,
-            "shipway up exited"
-        );
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            break rest.trim().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in stderr.lines() {});
-    let token = std::fs::read_to_string(data.join("admin.token"))
-        .expect("token")
-        .trim()
-        .to_string();
-    Up {
-        child,
-        server,
-        token,
-    }
-}
+mod common;
+use common::{BIN, Up, rss_mib, start};
 
 fn deployment(replicas: u32) -> serde_json::Value {
     serde_json::json!({
@@ -100,17 +53,6 @@ fn apply_and_wait(up: &Up, http: &reqwest::blocking::Client, replicas: u32) -> D
         std::thread::sleep(Duration::from_millis(5));
     }
     start.elapsed()
-}
-
-fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
 fn main() {

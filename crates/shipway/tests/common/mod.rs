@@ -112,7 +112,23 @@ impl Up {
 }
 
 impl Drop for Up {
+    /// A graceful stop, which stops every pod's processes too (a SIGKILL would leave them
+    /// running once the test's data directory is gone); SIGKILL only if it does not end.
     fn drop(&mut self) {
+        // Already reaped (kill9): its pid may belong to another process by now.
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
