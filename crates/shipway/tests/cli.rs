@@ -1338,6 +1338,11 @@ fn the_readme_examples_work_as_written() {
         printed.contains("deployment.apps/web created\n"),
         "{printed}"
     );
+    // The canary example went through its timed pause to Healthy on the new image.
+    let paused = printed.find("Paused - CanaryPauseStep\n");
+    let healthy_after = paused.and_then(|at| printed[at..].find("\nHealthy\n"));
+    assert!(healthy_after.is_some(), "{printed}");
+    assert!(printed.contains("hello:v2 (stable)"), "{printed}");
     // `logs` may read the pod before its first line is written; then the line comes later.
     let find = |out: &str| {
         out.lines()
