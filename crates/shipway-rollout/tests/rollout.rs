@@ -872,3 +872,41 @@ async fn undo_to_the_stable_template_is_a_fast_rollback() {
         .unwrap();
     assert_eq!(revision(back), "3");
 }
+
+/// A CodeDeploy preset named in the annotation runs as its steps: 10 % for five minutes, then
+/// all of it.
+#[tokio::test(start_paused = true)]
+async fn a_codedeploy_preset_runs_as_its_steps() {
+    let e = env().await;
+    let mut ro = rollout("web:1", routed(Value::Null));
+    ro.metadata.annotations.insert(
+        "rollouts.shipway.dev/steps-preset".into(),
+        "Canary10Percent5Minutes".into(),
+    );
+    e.store.create(ro, "test").await.unwrap();
+    until(&e.store, "healthy", Duration::from_secs(30), |s| {
+        phase(s) == ("Healthy", "")
+    })
+    .await;
+    set_image(&e.store, "web:2").await;
+    let s = until(&e.store, "paused at 10 %", Duration::from_secs(30), |s| {
+        s.current_step_index == Some(1) && !s.pause_conditions.is_empty()
+    })
+    .await;
+    assert_eq!(phase(&s), ("Paused", "CanaryPauseStep"));
+    assert_eq!(canary_weight(&e.store).await, 10);
+    tokio::time::sleep(Duration::from_secs(4 * 60)).await;
+    let o = e.store.get(&key("Rollout", "web")).await.unwrap().unwrap();
+    assert_eq!(
+        status(&o).current_step_index,
+        Some(1),
+        "still within the five minutes"
+    );
+    until(
+        &e.store,
+        "the preset's end",
+        Duration::from_secs(120),
+        |s| phase(s) == ("Healthy", "") && s.stable_rs == s.current_pod_hash,
+    )
+    .await;
+}

@@ -124,7 +124,7 @@ impl RolloutController {
         let status: RolloutStatus = ro
             .status_as()
             .map_err(|e| RolloutError::Other(e.to_string()))?;
-        let spec: RolloutSpec = match ro.spec_as() {
+        let mut spec: RolloutSpec = match ro.spec_as() {
             Ok(s) => s,
             Err(e) => {
                 let message = format!(
@@ -142,7 +142,9 @@ impl RolloutController {
             }
         };
         let name = &ro.metadata.name;
-        let checked = super::validate(name, &spec).and_then(|()| self.check_references(ro, &spec));
+        let checked = super::apply_preset(name, &ro.metadata.annotations, &mut spec)
+            .and_then(|()| super::validate(name, &spec))
+            .and_then(|()| self.check_references(ro, &spec));
         if let Err(message) = checked {
             let st =
                 super::invalid_status(&status, ro.metadata.generation, &message, &now_ts, &spec);

@@ -71,6 +71,112 @@ fn required(rollout: &str, path: &str, message: &str) -> String {
     format!("The Rollout \"{rollout}\" is invalid: {path}: Required value: {message}")
 }
 
+/// The annotation naming an AWS CodeDeploy deployment configuration as a canary's steps
+/// (`Canary10Percent5Minutes`, `Linear10PercentEvery1Minute`, `AllAtOnce`), for users who know
+/// those names; `spec.strategy.canary.steps` must then be left out.
+pub const STEPS_PRESET: &str = "rollouts.shipway.dev/steps-preset";
+
+/// The steps of a CodeDeploy preset, as CodeDeploy shifts traffic: `Canary{P}Percent{M}Minutes`
+/// is P % for M minutes then all; `Linear{P}PercentEvery{M}Minute(s)` adds P % every M minutes;
+/// `AllAtOnce` is no steps (straight to the new version). The `CodeDeployDefault.` prefix and
+/// the `ECS`/`Lambda` platform word are accepted and ignored.
+pub fn preset_steps(preset: &str) -> Result<Vec<CanaryStep>, String> {
+    let name = preset.trim();
+    let name = name.strip_prefix("CodeDeployDefault.").unwrap_or(name);
+    let name = name
+        .strip_prefix("ECS")
+        .or_else(|| name.strip_prefix("Lambda"))
+        .unwrap_or(name);
+    let weight = |w: i64| CanaryStep {
+        set_weight: Some(w),
+        ..CanaryStep::default()
+    };
+    let pause = |minutes: i64| CanaryStep {
+        pause: Some(shipway_model::types::rollout::RolloutPause {
+            duration: Some(shipway_model::types::IntOrString::String(format!(
+                "{minutes}m"
+            ))),
+            ..Default::default()
+        }),
+        ..CanaryStep::default()
+    };
+    let number = |s: &str| s.parse::<i64>().ok().filter(|n| *n > 0);
+    let bad = || {
+        format!(
+            "unknown CodeDeploy preset {preset:?}: expected Canary<P>Percent<M>Minutes, \
+             Linear<P>PercentEvery<M>Minute(s) or AllAtOnce"
+        )
+    };
+    if name == "AllAtOnce" {
+        return Ok(Vec::new());
+    }
+    if let Some(rest) = name.strip_prefix("Canary") {
+        let (p, m) = rest.split_once("Percent").ok_or_else(bad)?;
+        let m = m
+            .strip_suffix("Minutes")
+            .or_else(|| m.strip_suffix("Minute"));
+        let (Some(p), Some(m)) = (number(p), m.and_then(number)) else {
+            return Err(bad());
+        };
+        if p >= 100 {
+            return Err(bad());
+        }
+        return Ok(vec![weight(p), pause(m)]);
+    }
+    if let Some(rest) = name.strip_prefix("Linear") {
+        let (p, m) = rest.split_once("PercentEvery").ok_or_else(bad)?;
+        let m = m
+            .strip_suffix("Minutes")
+            .or_else(|| m.strip_suffix("Minute"));
+        let (Some(p), Some(m)) = (number(p), m.and_then(number)) else {
+            return Err(bad());
+        };
+        if p >= 100 {
+            return Err(bad());
+        }
+        let mut steps = Vec::new();
+        let mut w = p;
+        while w < 100 {
+            steps.push(weight(w));
+            steps.push(pause(m));
+            w += p;
+        }
+        return Ok(steps);
+    }
+    Err(bad())
+}
+
+/// Puts the steps of the [`STEPS_PRESET`] annotation into a canary that has none; an error (in
+/// an InvalidSpec message) for an unknown preset, one given with steps, or one on blue-green.
+pub fn apply_preset(
+    name: &str,
+    annotations: &std::collections::BTreeMap<String, String>,
+    spec: &mut RolloutSpec,
+) -> Result<(), String> {
+    let Some(preset) = annotations.get(STEPS_PRESET) else {
+        return Ok(());
+    };
+    let path = format!("metadata.annotations[{STEPS_PRESET}]");
+    let Some(canary) = spec.strategy.canary.as_mut() else {
+        return Err(invalid(
+            name,
+            &path,
+            preset,
+            "a steps preset needs the canary strategy",
+        ));
+    };
+    if canary.steps.as_ref().is_some_and(|s| !s.is_empty()) {
+        return Err(invalid(
+            name,
+            &path,
+            preset,
+            "give either spec.strategy.canary.steps or the preset, not both",
+        ));
+    }
+    canary.steps = Some(preset_steps(preset).map_err(|e| invalid(name, &path, preset, &e))?);
+    Ok(())
+}
+
 /// Argo's `ValidateRollout` checks that need no other object, in its order; the first problem
 /// is the message (Argo reports the first).
 pub fn validate(name: &str, spec: &RolloutSpec) -> Result<(), String> {

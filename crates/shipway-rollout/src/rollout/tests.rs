@@ -757,3 +757,69 @@ fn a_template_hashes_the_same_whatever_its_key_order() {
     assert_eq!(canonical(&a), canonical(&b));
     assert_eq!(canonical(&a).to_string(), canonical(&b).to_string());
 }
+
+#[test]
+fn codedeploy_presets_become_steps() {
+    let shown = |name: &str| serde_json::to_value(preset_steps(name).unwrap()).unwrap();
+    assert_eq!(
+        shown("Canary10Percent5Minutes"),
+        json!([{"setWeight": 10}, {"pause": {"duration": "5m"}}])
+    );
+    assert_eq!(
+        shown("CodeDeployDefault.ECSCanary10Percent15Minutes"),
+        json!([{"setWeight": 10}, {"pause": {"duration": "15m"}}])
+    );
+    let linear = shown("Linear10PercentEvery1Minute");
+    assert_eq!(
+        linear.as_array().unwrap().len(),
+        18,
+        "10 % to 90 %, each with its pause"
+    );
+    assert_eq!(linear[0], json!({"setWeight": 10}));
+    assert_eq!(linear[1], json!({"pause": {"duration": "1m"}}));
+    assert_eq!(linear[16], json!({"setWeight": 90}));
+    assert_eq!(
+        shown("LambdaLinear25PercentEvery3Minutes")
+            .as_array()
+            .unwrap()
+            .len(),
+        6
+    );
+    assert_eq!(shown("AllAtOnce"), json!([]));
+    for bad in [
+        "Canary100Percent5Minutes",
+        "Canary10Percent",
+        "Linear0PercentEvery1Minute",
+        "Blue",
+    ] {
+        let e = preset_steps(bad).unwrap_err();
+        assert!(
+            e.contains("unknown CodeDeploy preset") && e.contains(bad),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn a_preset_fills_the_steps_and_refuses_to_share_them() {
+    let annotations = |preset: &str| {
+        std::collections::BTreeMap::from([(STEPS_PRESET.to_string(), preset.to_string())])
+    };
+    let mut s = spec(json!({"strategy": {"canary": {}}}));
+    apply_preset("web", &annotations("Canary20Percent5Minutes"), &mut s).unwrap();
+    let steps = s.strategy.canary.as_ref().unwrap().steps.clone().unwrap();
+    assert_eq!(steps.len(), 2);
+    assert_eq!(steps[0].set_weight, Some(20));
+    let mut with_steps = spec(json!({"strategy": {"canary": {"steps": [{"setWeight": 5}]}}}));
+    let e = apply_preset("web", &annotations("AllAtOnce"), &mut with_steps).unwrap_err();
+    assert_eq!(
+        e,
+        "The Rollout \"web\" is invalid: metadata.annotations[rollouts.shipway.dev/steps-preset]: Invalid value: \"AllAtOnce\": give either spec.strategy.canary.steps or the preset, not both"
+    );
+    let mut unknown = spec(json!({"strategy": {"canary": {}}}));
+    let e = apply_preset("web", &annotations("Canary10Percent"), &mut unknown).unwrap_err();
+    assert!(e.contains("unknown CodeDeploy preset"), "{e}");
+    let mut none = spec(json!({"strategy": {"canary": {"steps": [{"setWeight": 5}]}}}));
+    apply_preset("web", &Default::default(), &mut none).unwrap();
+    assert_eq!(none.strategy.canary.unwrap().steps.unwrap().len(), 1);
+}
