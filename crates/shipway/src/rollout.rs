@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use shipway_model::Object;
 use shipway_model::columns::{columns, human_duration, unix_seconds};
+use shipway_rollout::rollout::STEPS_PRESET;
 
 use crate::Failure;
 use crate::cli::{OutputFormat, RolloutCommand, RolloutSetCommand, RolloutTarget};
@@ -200,8 +201,18 @@ fn int(v: &Value, pointer: &str) -> i64 {
     v.pointer(pointer).and_then(Value::as_i64).unwrap_or(0)
 }
 
+/// The object's body as the controller reads it: a Rollout whose steps come from a CodeDeploy
+/// preset annotation shows those steps.
 fn body(o: &Object) -> Value {
-    Value::Object(o.body.clone())
+    let mut v = Value::Object(o.body.clone());
+    if let Some(preset) = o.metadata.annotations.get(STEPS_PRESET)
+        && let Ok(steps) = shipway_rollout::rollout::preset_steps(preset)
+        && let Some(canary) = v.pointer_mut("/spec/strategy/canary")
+        && canary.get("steps").is_none_or(Value::is_null)
+    {
+        canary["steps"] = serde_json::to_value(steps).unwrap_or_default();
+    }
+    v
 }
 
 fn revision(o: &Object) -> Option<i64> {
@@ -1079,6 +1090,19 @@ mod tests {
         );
         let stable = ro(canary, json!({"currentPodHash": "a", "stableRS": "a"}));
         assert_eq!(promote_patches(&stable, true), (None, None));
+    }
+
+    #[test]
+    fn a_preset_rollout_shows_the_presets_steps() {
+        let o = rollout(
+            json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
+            "metadata": {"name": "r", "annotations": {"rollouts.shipway.dev/steps-preset": "Linear25PercentEvery1Minute"}},
+            "spec": {"strategy": {"canary": {}}}, "status": {"currentStepIndex": 2}}),
+        );
+        let ro = body(&o);
+        assert_eq!(steps(&ro).len(), 6);
+        assert_eq!(set_weight(&ro), 50);
+        assert_eq!(list_rows(&[o])[1][3], "2/6");
     }
 
     #[test]
