@@ -329,6 +329,11 @@ pub async fn patch(
         }
     };
     if status {
+        if params.dry_run == Some(true) {
+            return Err(ApiError::BadRequest(
+                "a status patch has no dry run: leave out dryRun or ?subresource=status".into(),
+            ));
+        }
         if let Some(k) = fields.keys().find(|k| *k != "status") {
             return Err(ApiError::BadRequest(format!(
                 "a status patch changes only `status`, not `{k}`: patch that without ?subresource=status"

@@ -459,6 +459,11 @@ async fn patches_merge_into_the_desired_state_or_the_status() {
             "unknown subresource",
         ),
         (
+            "/api/v1/resources/ro/web?subresource=status&dryRun=true",
+            json!({"status": {}}),
+            "no dry run",
+        ),
+        (
             "/api/v1/resources/ro/web",
             json!({"metadata": {"name": "other"}}),
             "metadata.name",
