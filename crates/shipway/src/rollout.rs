@@ -604,8 +604,9 @@ fn get_text(family: &Family, now: i64) -> String {
     let ro = body(o);
     let (status, message) = phase(o);
     let mut out = String::new();
+    // Messages and names come from the server: shown, never sent to the terminal as controls.
     let mut field = |name: &str, value: &str| {
-        out.push_str(&format!("{:<16}{}\n", name, value));
+        out.push_str(&format!("{:<16}{}\n", name, output::escape_terminal(value)));
     };
     field("Name:", &o.metadata.name);
     field(
@@ -923,12 +924,13 @@ async fn status(
             format!("{status} - {message}")
         };
         if line != last {
-            outln!("{line}");
+            outln!("{}", output::escape_terminal(&line));
             last = line;
         }
         if status == "Degraded" {
             return Err(Failure::Failed(format!(
-                "The rollout is in a degraded state with message: {message}"
+                "The rollout is in a degraded state with message: {}",
+                output::escape_terminal(&message)
             )));
         }
         if status == "Healthy" || !watch {
