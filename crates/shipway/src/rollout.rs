@@ -950,9 +950,14 @@ mod tests {
     use super::*;
     use std::path::PathBuf;
 
+    /// The corpus as `cargo xtask test` names it (`SHIPWAY_CORPUS`), else beside the checkout.
     fn corpus() -> Option<PathBuf> {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../../shared/corpus/argo/rollouts-status-snapshots");
+        let root = std::env::var_os("SHIPWAY_CORPUS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus")
+            });
+        let dir = root.join("argo/rollouts-status-snapshots");
         dir.is_dir().then_some(dir)
     }
 
@@ -989,7 +994,7 @@ mod tests {
     #[test]
     fn the_blue_green_snapshot_reads_as_the_plugin_shows_it() {
         let Some(family) = family_of("blue-green", "bluegreen-rollout.yaml") else {
-            eprintln!("corpus not found; skipped");
+            println!("SKIPPED: no corpus (set SHIPWAY_CORPUS)");
             return;
         };
         let text = get_text(&family, unix_seconds("2019-10-29T00:00:00Z").unwrap());
