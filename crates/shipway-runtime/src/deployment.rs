@@ -7,18 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shipway_controller::{Cache, Clock, GroupKind};
+use shipway_model::Object;
 use shipway_model::types::{
-    DeploymentSpec, DeploymentStatus, ReplicaSetSpec, ReplicaSetStatus, TemplateMeta, condition,
+    DeploymentSpec, DeploymentStatus, ReplicaSetSpec, ReplicaSetStatus, condition,
 };
-use shipway_model::{Object, ObjectMeta};
 use shipway_store::{Store, StoreError};
 
 use crate::controller::{Action, ReconcileError, Reconciler};
 use crate::replicaset::ReplicaSetController;
-use crate::workload::rollout::{self, Desired, ReplicaSetState, Step, Strategy};
-use crate::workload::{
-    self, POD_TEMPLATE_HASH, REVISION, controller_ref, is_controlled_by, is_terminating,
-};
+use crate::workload::rollout::{self, Desired, NewReplicaSet, ReplicaSetState, Step, Strategy};
+use crate::workload::{self, POD_TEMPLATE_HASH, REVISION, is_controlled_by, is_terminating};
 
 pub struct DeploymentController {
     pub store: Store,
@@ -59,37 +57,19 @@ impl DeploymentController {
         revision: i64,
         replicas: i64,
     ) -> Result<Object, ReconcileError> {
-        let mut template = spec.template.clone().unwrap_or_default();
-        template
-            .metadata
-            .get_or_insert_with(TemplateMeta::default)
-            .labels
-            .insert(POD_TEMPLATE_HASH.into(), hash.into());
-        let mut selector = spec.selector.clone().unwrap_or_default();
-        selector
-            .match_labels
-            .insert(POD_TEMPLATE_HASH.into(), hash.into());
-        let labels = template.labels();
-        let mut rs = Object {
-            api_version: "apps/v1".into(),
-            kind: "ReplicaSet".into(),
-            metadata: ObjectMeta {
-                name: name.to_string(),
-                namespace: d.metadata.namespace.clone(),
-                labels,
-                annotations: [(REVISION.to_string(), revision.to_string())].into(),
-                owner_references: vec![controller_ref(d)],
-                ..ObjectMeta::default()
-            },
-            body: serde_json::Map::new(),
-        };
-        rs.set_spec(&ReplicaSetSpec {
-            replicas: Some(replicas),
-            min_ready_seconds: Some(spec.min_ready_seconds.unwrap_or(0)),
-            selector: Some(selector),
-            template: Some(template),
-            ..ReplicaSetSpec::default()
-        });
+        let rs = NewReplicaSet {
+            owner: d,
+            name: name.to_string(),
+            hash_label: POD_TEMPLATE_HASH,
+            hash,
+            revision_annotation: REVISION,
+            revision,
+            replicas,
+            min_ready_seconds: spec.min_ready_seconds.unwrap_or(0),
+            selector: spec.selector.clone().unwrap_or_default(),
+            template: spec.template.clone().unwrap_or_default(),
+        }
+        .object();
         match self.store.create(rs, ACTOR).await {
             Ok(rs) => Ok(rs),
             Err(StoreError::AlreadyExists(key)) => Err(ReconcileError::Other(format!(

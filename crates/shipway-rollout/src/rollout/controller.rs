@@ -14,11 +14,11 @@ use shipway_controller::{Action, Cache, Clock, Controller, GroupKind, exponentia
 use shipway_model::types::rollout::{CanaryStrategy, RolloutAnalysis, RolloutSpec, RolloutStatus};
 use shipway_model::types::{
     AnalysisRunStatus, AnalysisTemplateSpec, Argument, ReplicaSetSpec, ReplicaSetStatus,
-    ServiceSpec, TemplateMeta, to_value,
+    ServiceSpec, to_value,
 };
-use shipway_model::{Key, Object, ObjectMeta, OwnerReference};
-use shipway_runtime::workload::rollout::template_hash;
-use shipway_runtime::workload::{is_controlled_by, is_terminating};
+use shipway_model::{Key, Object, ObjectMeta};
+use shipway_runtime::workload::rollout::{NewReplicaSet, template_hash};
+use shipway_runtime::workload::{controller_ref, is_controlled_by, is_terminating};
 use shipway_store::{Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
@@ -674,37 +674,19 @@ impl RolloutController {
         revision: i64,
         replicas: i64,
     ) -> Result<Object, RolloutError> {
-        let mut template = spec.template.clone().unwrap_or_default();
-        template
-            .metadata
-            .get_or_insert_with(TemplateMeta::default)
-            .labels
-            .insert(POD_TEMPLATE_HASH.into(), hash.into());
-        let mut selector = spec.selector.clone().unwrap_or_default();
-        selector
-            .match_labels
-            .insert(POD_TEMPLATE_HASH.into(), hash.into());
-        let name = format!("{}-{hash}", ro.metadata.name);
-        let mut rs = Object {
-            api_version: "apps/v1".into(),
-            kind: "ReplicaSet".into(),
-            metadata: ObjectMeta {
-                name: name.clone(),
-                namespace: ro.metadata.namespace.clone(),
-                labels: template.labels(),
-                annotations: [(REVISION.to_string(), revision.to_string())].into(),
-                owner_references: vec![owner(ro)],
-                ..ObjectMeta::default()
-            },
-            body: serde_json::Map::new(),
-        };
-        rs.set_spec(&ReplicaSetSpec {
-            replicas: Some(replicas),
-            min_ready_seconds: Some(spec.min_ready_seconds.unwrap_or(0)),
-            selector: Some(selector),
-            template: Some(template),
-            ..ReplicaSetSpec::default()
-        });
+        let rs = NewReplicaSet {
+            owner: ro,
+            name: format!("{}-{hash}", ro.metadata.name),
+            hash_label: POD_TEMPLATE_HASH,
+            hash,
+            revision_annotation: REVISION,
+            revision,
+            replicas,
+            min_ready_seconds: spec.min_ready_seconds.unwrap_or(0),
+            selector: spec.selector.clone().unwrap_or_default(),
+            template: spec.template.clone().unwrap_or_default(),
+        }
+        .object();
         match self.store.create(rs, ACTOR).await {
             Ok(rs) => Ok(rs),
             Err(StoreError::AlreadyExists(key)) => Err(RolloutError::Other(format!(
@@ -801,7 +783,7 @@ impl RolloutController {
                     .map(|c| c.metadata.labels.clone())
                     .unwrap_or_default(),
                 annotations,
-                owner_references: vec![owner(ro)],
+                owner_references: vec![controller_ref(ro)],
                 ..ObjectMeta::default()
             },
             body: [("spec".to_string(), spec)].into_iter().collect(),
@@ -974,7 +956,7 @@ impl RolloutController {
                     namespace: Some(ns.to_string()),
                     labels: labels.clone(),
                     annotations: [(REVISION.to_string(), revision.to_string())].into(),
-                    owner_references: vec![owner(ro)],
+                    owner_references: vec![controller_ref(ro)],
                     ..ObjectMeta::default()
                 },
                 body: serde_json::Map::new(),
@@ -1008,17 +990,6 @@ impl RolloutController {
         updated.set_status(st);
         self.store.update_status(updated, ACTOR).await?;
         Ok(())
-    }
-}
-
-fn owner(ro: &Object) -> OwnerReference {
-    OwnerReference {
-        api_version: ro.api_version.clone(),
-        kind: ro.kind.clone(),
-        name: ro.metadata.name.clone(),
-        uid: ro.metadata.uid.clone().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
     }
 }
 

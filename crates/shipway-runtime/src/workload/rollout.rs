@@ -8,8 +8,10 @@
 //! them; the tests below check the decisions without a store or a process.
 
 use serde_json::Value;
-use shipway_model::Object;
-use shipway_model::types::{ReplicaSetSpec, ReplicaSetStatus, ShapeError};
+use shipway_model::types::{
+    LabelSelector, PodTemplateSpec, ReplicaSetSpec, ReplicaSetStatus, ShapeError, TemplateMeta,
+};
+use shipway_model::{Object, ObjectMeta};
 
 /// The label that ties a ReplicaSet and its pods to one pod template, as Kubernetes names it.
 pub const POD_TEMPLATE_HASH: &str = "pod-template-hash";
@@ -38,6 +40,64 @@ pub fn template_hash(template: &Value) -> String {
         }
     }
     out
+}
+
+/// What a rolling owner's ReplicaSet for one template is made of: the owner's selector and
+/// template, the label that carries the template's hash (`pod-template-hash` for a Deployment,
+/// `rollouts-pod-template-hash` for a Rollout) and the annotation that carries the revision.
+pub struct NewReplicaSet<'a> {
+    pub owner: &'a Object,
+    pub name: String,
+    pub hash_label: &'a str,
+    pub hash: &'a str,
+    pub revision_annotation: &'a str,
+    pub revision: i64,
+    pub replicas: i64,
+    pub min_ready_seconds: i64,
+    pub selector: LabelSelector,
+    pub template: PodTemplateSpec,
+}
+
+impl NewReplicaSet<'_> {
+    /// The ReplicaSet object, controlled by the owner, its selector and pods labelled with the
+    /// hash; the caller creates it.
+    pub fn object(self) -> Object {
+        let mut template = self.template;
+        template
+            .metadata
+            .get_or_insert_with(TemplateMeta::default)
+            .labels
+            .insert(self.hash_label.into(), self.hash.into());
+        let mut selector = self.selector;
+        selector
+            .match_labels
+            .insert(self.hash_label.into(), self.hash.into());
+        let mut rs = Object {
+            api_version: "apps/v1".into(),
+            kind: "ReplicaSet".into(),
+            metadata: ObjectMeta {
+                name: self.name,
+                namespace: self.owner.metadata.namespace.clone(),
+                labels: template.labels(),
+                annotations: [(
+                    self.revision_annotation.to_string(),
+                    self.revision.to_string(),
+                )]
+                .into(),
+                owner_references: vec![super::controller_ref(self.owner)],
+                ..ObjectMeta::default()
+            },
+            body: serde_json::Map::new(),
+        };
+        rs.set_spec(&ReplicaSetSpec {
+            replicas: Some(self.replicas),
+            min_ready_seconds: Some(self.min_ready_seconds),
+            selector: Some(selector),
+            template: Some(template),
+            ..ReplicaSetSpec::default()
+        });
+        rs
+    }
 }
 
 /// A ReplicaSet's revision annotation, when it has a readable one.
