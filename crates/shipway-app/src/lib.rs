@@ -3,7 +3,8 @@
 //! Newcomers: start with [`Platform::start`], which locks the data directory, loads the tokens,
 //! opens the store and builds the services in dependency order (the shared cache's watch of the
 //! store, the local runtime's controllers, the proxy's discovery and listeners, the hosted git
-//! repositories' controller, Argo Rollouts' AnalysisRun and Rollout controllers, the API server);
+//! repositories' controller, Argo Rollouts' AnalysisRun and Rollout controllers, CI's triggers
+//! and run scheduler, the API server);
 //! [`Platform::run`] supervises them ([`service::supervise`]). GitOps, rollouts and CI join the
 //! list as more [`Service`]s; nothing in `shipway-server` starts them.
 
@@ -40,6 +41,8 @@ pub struct Config {
     pub proxy: ProxyConfig,
     /// Timeouts and connection limit of the API listener.
     pub listener: ListenerConfig,
+    /// Jobs of all workflow runs at once; 0 is the number of cores.
+    pub max_parallel_jobs: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +148,20 @@ impl Platform {
             Box::new(RolloutsService {
                 store: store.clone(),
                 cache: cache.clone(),
+            }),
+            Box::new(CiService {
+                store: store.clone(),
+                hosted: hosted.clone(),
+                scheduler: shipway_ci::scheduler::Scheduler::new(
+                    store.clone(),
+                    cache.clone(),
+                    hosted.clone(),
+                    dir,
+                    match config.max_parallel_jobs {
+                        0 => std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+                        n => n,
+                    },
+                ),
             }),
             Box::new(ApiService { server: api }),
         ];
@@ -358,6 +375,30 @@ impl Service for RolloutsService {
             )
             .run(shutdown)
             .await;
+            Ok(())
+        })
+    }
+}
+
+/// Pipelines: push triggers make WorkflowRuns, the scheduler runs them, written as `shipway-ci`.
+struct CiService {
+    store: Store,
+    hosted: Arc<shipway_git::hosted::Hosted>,
+    scheduler: Arc<shipway_ci::scheduler::Scheduler>,
+}
+
+impl Service for CiService {
+    fn name(&self) -> &'static str {
+        "ci"
+    }
+
+    fn run(
+        self: Box<Self>,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'static, Result<(), ServiceError>> {
+        Box::pin(async move {
+            let triggers = shipway_ci::trigger::run(self.store, self.hosted, shutdown.clone());
+            tokio::join!(triggers, self.scheduler.run(shutdown));
             Ok(())
         })
     }

@@ -7,13 +7,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use crate::{Error, Repo};
+use crate::{Error, Repo, ZERO_SHA};
 
 /// How often a commit is rewritten on the branch's new tip when the branch moved under it.
 const COMMIT_ATTEMPTS: u32 = 10;
 /// How often a push is retried after a non-fast-forward rejection.
 const PUSH_ATTEMPTS: u32 = 10;
-const ZERO_SHA: &str = "0000000000000000000000000000000000000000";
 
 /// Who a commit is by (author and committer).
 #[derive(Clone, Debug)]

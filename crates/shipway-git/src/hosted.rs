@@ -14,10 +14,30 @@ use shipway_model::types::repository::{GROUP, KIND, RepositorySpec, RepositorySt
 use shipway_store::{ListQuery, Store, StoreError};
 use tokio::sync::watch;
 
-use crate::{Error, Repo};
+use crate::{Error, Repo, ZERO_SHA};
 
 /// Each branch (short name) and its commit sha.
 pub type Heads = BTreeMap<String, String>;
+
+/// Each branch and tag by full name and the commit it points at.
+type Refs = BTreeMap<String, String>;
+
+/// One ref a push changed: what CI triggers match (`on: push` with branches and tags).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Push {
+    pub repository: String,
+    /// `refs/heads/main`, `refs/tags/v1`.
+    pub git_ref: String,
+    /// The previous commit, [`ZERO_SHA`] for a new ref.
+    pub before: String,
+    /// The new commit, [`ZERO_SHA`] for a deleted ref.
+    pub after: String,
+    /// The identity that pushed.
+    pub by: String,
+}
+
+/// Pushes kept for a subscriber that is behind; one that falls further behind is told it lagged.
+const PUSH_BUFFER: usize = 1024;
 
 /// The writer named in the audit trail for what this module writes.
 pub const ACTOR: &str = "shipway-git";
@@ -43,6 +63,10 @@ pub struct Hosted {
     base_url: String,
     store: Store,
     subscribers: Mutex<HashMap<String, watch::Sender<Heads>>>,
+    /// The refs each repository had after the last push seen; a push's changes are the
+    /// difference. Locked across the read of the new refs, so two pushes' diffs never overlap.
+    refs: tokio::sync::Mutex<HashMap<String, Refs>>,
+    pushes: tokio::sync::broadcast::Sender<Push>,
 }
 
 impl std::fmt::Debug for Hosted {
@@ -60,6 +84,8 @@ impl Hosted {
             base_url: base_url.into().trim_end_matches('/').to_string(),
             store,
             subscribers: Mutex::new(HashMap::new()),
+            refs: tokio::sync::Mutex::new(HashMap::new()),
+            pushes: tokio::sync::broadcast::channel(PUSH_BUFFER).0,
         })
     }
 
@@ -127,6 +153,34 @@ impl Hosted {
         self.sender(name).subscribe()
     }
 
+    /// Every ref change of every push from now on, one [`Push`] per ref, in the order they
+    /// were seen.
+    pub fn pushes(&self) -> tokio::sync::broadcast::Receiver<Push> {
+        self.pushes.subscribe()
+    }
+
+    async fn refs(&self, name: &str) -> Result<Refs, HostedError> {
+        let dir = self.dir(name)?;
+        let refs = tokio::task::spawn_blocking(move || Repo::open(dir)?.refs())
+            .await
+            .map_err(|e| Error::Read {
+                repo: name.to_string(),
+                message: format!("reading refs: {e}"),
+            })??;
+        Ok(refs.into_iter().collect())
+    }
+
+    /// Notes the refs of `name` as they are now unless already noted, so the next push is
+    /// diffed against them (the reconcile at start does it for every hosted repository).
+    async fn observe(&self, name: &str) -> Result<(), HostedError> {
+        let mut known = self.refs.lock().await;
+        if !known.contains_key(name) {
+            let refs = self.refs(name).await?;
+            known.insert(name.to_string(), refs);
+        }
+        Ok(())
+    }
+
     fn sender(&self, name: &str) -> watch::Sender<Heads> {
         let mut subs = self
             .subscribers
@@ -157,22 +211,64 @@ impl Hosted {
         Ok(heads.into_iter().collect())
     }
 
-    /// After a push by `by` (a token's name) landed in `name`: wakes the subscribers, writes
-    /// the heads into the Repository's status and records a `Pushed` event per changed ref.
+    /// After a push by `by` (a token's name) landed in `name`: wakes the subscribers, tells
+    /// [`Hosted::pushes`] of every ref it changed, records a `Pushed` event per changed ref and
+    /// writes the heads into the Repository's status.
     pub async fn pushed(&self, name: &str, by: &str) -> Result<(), HostedError> {
-        let heads = self.heads(name).await?;
-        let sender = self.sender(name);
-        let before = sender.send_replace(heads.clone());
-        if let Some(object) = self.owner(name).await? {
-            let key = object.key();
-            for (branch, sha) in &heads {
-                if before.get(branch) != Some(sha) {
-                    let message = format!("refs/heads/{branch} updated to {sha} by {by}");
-                    self.event(name, &key, by, &message).await?;
+        let owner = self.owner(name).await?;
+        let changes = {
+            let mut known = self.refs.lock().await;
+            let after = self.refs(name).await?;
+            let before = match known.get(name) {
+                Some(refs) => refs.clone(),
+                // Not noted since this process started (its reconcile has not run yet): the
+                // branches the status last recorded.
+                None => owner
+                    .as_ref()
+                    .and_then(|o| o.status_as::<RepositoryStatus>().ok())
+                    .map(|s| {
+                        s.heads
+                            .into_iter()
+                            .map(|(b, sha)| (format!("refs/heads/{b}"), sha))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            };
+            let mut changes = Vec::new();
+            for (r, sha) in &after {
+                if before.get(r) != Some(sha) {
+                    let old = before.get(r).map_or(ZERO_SHA, String::as_str);
+                    changes.push((r.clone(), old.to_string(), sha.clone()));
                 }
             }
-            for branch in before.keys().filter(|b| !heads.contains_key(*b)) {
-                let message = format!("refs/heads/{branch} deleted by {by}");
+            for (r, sha) in &before {
+                if !after.contains_key(r) {
+                    changes.push((r.clone(), sha.clone(), ZERO_SHA.to_string()));
+                }
+            }
+            known.insert(name.to_string(), after);
+            changes
+        };
+        let heads = self.heads(name).await?;
+        self.sender(name).send_replace(heads.clone());
+        for (git_ref, before, after) in &changes {
+            // No receiver is not an error: nothing listens for pushes.
+            let _ = self.pushes.send(Push {
+                repository: name.to_string(),
+                git_ref: git_ref.clone(),
+                before: before.clone(),
+                after: after.clone(),
+                by: by.to_string(),
+            });
+        }
+        if let Some(object) = owner {
+            let key = object.key();
+            for (git_ref, _, after) in &changes {
+                let message = if after == ZERO_SHA {
+                    format!("{git_ref} deleted by {by}")
+                } else {
+                    format!("{git_ref} updated to {after} by {by}")
+                };
                 self.event(name, &key, by, &message).await?;
             }
             self.write_status(name, object, &heads).await?;
@@ -231,6 +327,7 @@ impl Hosted {
                 repo: name.clone(),
                 message: format!("creating it: {e}"),
             })??;
+        self.observe(&name).await?;
         let heads = self.heads(&name).await?;
         self.write_status(&name, object.clone(), &heads).await
     }

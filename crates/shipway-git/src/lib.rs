@@ -19,6 +19,10 @@ use std::sync::Arc;
 pub use cli::{Credentials, Signature, fetch, redact};
 pub use tree::Tree;
 
+/// The sha of a ref that does not exist (a push's `before` for a new ref, `after` for a deleted
+/// one), as git and GitHub write it.
+pub const ZERO_SHA: &str = "0000000000000000000000000000000000000000";
+
 /// A failure of a repository operation. Every message names the repository.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -238,6 +242,25 @@ impl Repo {
             .map_err(|e| self.read_err(format_args!("commit {sha}: {e}")))?
             .detach();
         Ok(Tree::new(self.inner.git.clone(), self.name(), id, root))
+    }
+
+    /// Every branch and tag by full name (`refs/heads/main`, `refs/tags/v1`) and the commit it
+    /// points at (an annotated tag peeled), in name order. What a push changed is the difference
+    /// of two of these.
+    pub fn refs(&self) -> Result<Vec<(String, String)>, Error> {
+        let repo = self.inner.git.to_thread_local();
+        let refs = repo.references().map_err(|e| self.read_err(e))?;
+        let mut out = Vec::new();
+        let branches = refs.local_branches().map_err(|e| self.read_err(e))?;
+        let tags = refs.tags().map_err(|e| self.read_err(e))?;
+        for r in branches.chain(tags) {
+            let mut r = r.map_err(|e| self.read_err(e))?;
+            let name = r.name().as_bstr().to_string();
+            let Ok(id) = r.peel_to_id() else { continue };
+            out.push((name, id.to_string()));
+        }
+        out.sort();
+        Ok(out)
     }
 
     /// Every branch and its commit sha, in name order.

@@ -122,6 +122,23 @@ pub fn columns(group: &str, kind: &str) -> Vec<Column> {
                 c.int("status.availableReplicas").to_string()
             }),
         ],
+        ("shipway.dev", "WorkflowRun") => vec![
+            col("WORKFLOW", |c| {
+                c.text_or("status.name", &c.text_or("spec.workflow", ""))
+            }),
+            col("EVENT", |c| c.text_or("spec.event", "")),
+            col("REF", |c| c.text_or("spec.ref", "")),
+            col("COMMIT", |c| {
+                c.text_or("spec.headSha", "").chars().take(7).collect()
+            }),
+            col("STATUS", |c| {
+                let status = c.text_or("status.status", "queued");
+                match c.text_or("status.conclusion", "") {
+                    conclusion if !conclusion.is_empty() => conclusion,
+                    _ => status,
+                }
+            }),
+        ],
         ("shipway.dev", "TrafficPolicy") => vec![
             col("READY", |c| {
                 c.list("status.conditions")

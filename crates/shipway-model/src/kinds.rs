@@ -84,6 +84,7 @@ const BUILTIN: &[KindInfo] = &[
     kind!("argoproj.io", "v1alpha1", "Experiment", "experiments", ["exp"], true),
     kind!("shipway.dev", "v1alpha1", "TrafficPolicy", "trafficpolicies", ["tp"], true),
     kind!("shipway.dev", "v1alpha1", "Repository", "repositories", ["repo", "repos"], true),
+    kind!("shipway.dev", "v1alpha1", "WorkflowRun", "workflowruns", ["run", "runs", "wfr"], true),
 ];
 
 /// Lookup over the built-in kinds table.

@@ -508,6 +508,108 @@ pub async fn logs(
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
 }
 
+#[derive(Debug, Default, Deserialize)]
+pub struct RunLogParams {
+    /// Lines after this seq only (a follower that reconnects says where it was).
+    after: Option<u64>,
+    follow: Option<bool>,
+}
+
+/// How often a follower looks at the run again when no line arrives: it ends once the run has
+/// completed (or was deleted) and every line was sent.
+const RUN_LOG_RECHECK: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// A workflow run's log as NDJSON, one `{"seq", "time", "job", "step", "stream", "text"}` per
+/// line, from the store; with `follow`, new lines as they are written until the run completes.
+pub async fn run_logs(
+    State(state): State<Arc<AppState>>,
+    _caller: Caller,
+    Path((namespace, name)): Path<(String, String)>,
+    Query(params): Query<RunLogParams>,
+) -> Result<Response, ApiError> {
+    let key = Key::new(
+        shipway_model::types::workflow_run::GROUP,
+        shipway_model::types::workflow_run::KIND,
+        &namespace,
+        &name,
+    );
+    let Some(_) = state.store.get(&key).await? else {
+        return Err(ApiError::NotFound(format!(
+            "workflowruns.shipway.dev \"{name}\" not found in namespace {namespace:?}"
+        )));
+    };
+    let after = params.after.unwrap_or(0);
+    let ndjson = |lines: &[shipway_store::LogLine]| {
+        let mut out = Vec::new();
+        for l in lines {
+            // A LogLine always serializes: strings and numbers only.
+            if let Ok(mut v) = serde_json::to_vec(l) {
+                out.append(&mut v);
+                out.push(b'\n');
+            }
+        }
+        Bytes::from(out)
+    };
+    if !params.follow.unwrap_or(false) {
+        let lines = state.store.logs(&key, after, 0).await?;
+        return Ok((
+            [(header::CONTENT_TYPE, "application/x-ndjson")],
+            ndjson(&lines),
+        )
+            .into_response());
+    }
+    let store = state.store.clone();
+    let updates = store.log_updates();
+    let body = futures_util::stream::unfold(
+        (store, updates, key, after, false),
+        move |(store, mut updates, key, mut after, mut done)| async move {
+            loop {
+                if done {
+                    return None;
+                }
+                // Mark seen before reading, so a line appended after the read wakes the wait.
+                updates.borrow_and_update();
+                let lines = match store.logs(&key, after, 1000).await {
+                    Ok(l) => l,
+                    Err(_) => return None,
+                };
+                if let Some(last) = lines.last() {
+                    after = last.seq;
+                    return Some((
+                        Ok::<_, Infallible>(ndjson(&lines)),
+                        (store, updates, key, after, done),
+                    ));
+                }
+                let finished = match store.get(&key).await {
+                    Ok(Some(run)) => {
+                        run.field("status.status").and_then(Value::as_str)
+                            == Some(shipway_model::types::workflow_run::COMPLETED)
+                    }
+                    Ok(None) | Err(_) => true,
+                };
+                if finished {
+                    // The recorder writes the last lines before the completed status: one
+                    // more read takes any that landed between the two reads above.
+                    done = true;
+                    match store.logs(&key, after, 0).await {
+                        Ok(lines) if !lines.is_empty() => {
+                            after = lines.last().map_or(after, |l| l.seq);
+                            return Some((Ok(ndjson(&lines)), (store, updates, key, after, done)));
+                        }
+                        _ => return None,
+                    }
+                }
+                let _ = tokio::time::timeout(RUN_LOG_RECHECK, updates.changed()).await;
+            }
+        },
+    )
+    .take_until(state.shutdown.clone().cancelled_owned());
+    Ok(Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from_stream(body))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
+}
+
 /// `GET /api/v1/tokens`: every token's name and role, never a secret.
 pub async fn list_tokens(State(state): State<Arc<AppState>>, _caller: Caller) -> Json<Value> {
     let items: Vec<Value> = state

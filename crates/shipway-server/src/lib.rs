@@ -329,6 +329,15 @@ fn table() -> Vec<(Route, MethodRouter<Arc<AppState>>)> {
             on(MethodFilter::GET, api::logs),
         ),
         (
+            route(
+                get.clone(),
+                "/api/v1/runs/{namespace}/{name}/logs",
+                Some(Viewer),
+                "get",
+            ),
+            on(MethodFilter::GET, api::run_logs),
+        ),
+        (
             route(get.clone(), "/api/v1/tokens", Some(Admin), "list"),
             on(MethodFilter::GET, api::list_tokens),
         ),

@@ -29,6 +29,7 @@ impl TestServer {
             database: None,
             proxy: Default::default(),
             listener,
+            max_parallel_jobs: 0,
         })
         .await
         .unwrap();

@@ -29,6 +29,7 @@ impl Server {
             database: None,
             proxy: Default::default(),
             listener: Default::default(),
+            max_parallel_jobs: 0,
         })
         .await
         .unwrap();

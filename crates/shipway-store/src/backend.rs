@@ -5,6 +5,7 @@ use shipway_model::Key;
 use crate::StoreError;
 use crate::types::AuditEvent;
 use crate::types::EventQuery;
+use crate::types::{LogLine, NewLogLine};
 
 pub(crate) type Result<T> = std::result::Result<T, StoreError>;
 
@@ -73,6 +74,12 @@ pub(crate) trait Tx {
     fn delete_changes_upto(&mut self, upto: u64) -> Result<u64>;
     /// Audit events matching the query, newest last.
     fn audit(&mut self, query: &EventQuery) -> Result<Vec<AuditEvent>>;
+    /// Appends `lines` to the log of `owner`, all stamped `time`; returns the last seq taken.
+    fn append_logs(&mut self, owner: &Key, time: &str, lines: &[NewLogLine]) -> Result<u64>;
+    /// Lines of `owner` with seq > `after`, ascending, at most `limit` (0: all).
+    fn logs(&mut self, owner: &Key, after: u64, limit: usize) -> Result<Vec<LogLine>>;
+    /// Deletes every line of `owner`; returns how many.
+    fn delete_logs(&mut self, owner: &Key) -> Result<u64>;
     /// Migration support: the versions already applied (creates `schema_migrations` if missing).
     fn applied_migrations(&mut self) -> Result<Vec<i64>>;
     /// Runs one migration's SQL and records it.

@@ -35,8 +35,8 @@ use crate::sqlite::SqliteBackend;
 
 pub use crate::error::StoreError;
 pub use crate::types::{
-    ApplyOutcome, AuditEvent, DeleteOutcome, EventQuery, ListPage, ListQuery, ObjectList,
-    StoreOptions, WatchEvent, WatchEventType,
+    ApplyOutcome, AuditEvent, DeleteOutcome, EventQuery, ListPage, ListQuery, LogLine, NewLogLine,
+    ObjectList, StoreOptions, WatchEvent, WatchEventType,
 };
 pub use crate::watch::WatchStream;
 
@@ -52,6 +52,8 @@ struct Inner {
     backend: AnyBackend,
     /// The newest resourceVersion committed through this process; watchers wait on it.
     latest: tokio::sync::watch::Sender<u64>,
+    /// The newest log seq appended through this process; log followers wait on it.
+    logs_appended: tokio::sync::watch::Sender<u64>,
     metrics: Metrics,
     options: StoreOptions,
 }
@@ -190,6 +192,7 @@ impl Store {
             inner: Arc::new(Inner {
                 backend,
                 latest: tokio::sync::watch::Sender::new(rv),
+                logs_appended: tokio::sync::watch::Sender::new(0),
                 metrics,
                 options,
             }),
@@ -408,6 +411,64 @@ impl Store {
             })
         })
         .await
+    }
+
+    /// Appends `lines` to the log of `owner` (a run) in one transaction, durable when this
+    /// returns; wakes [`Store::log_updates`]. Lines are not objects: no resourceVersion is
+    /// taken and no watcher of objects wakes.
+    pub async fn append_logs(
+        &self,
+        owner: &Key,
+        lines: Vec<NewLogLine>,
+    ) -> Result<u64, StoreError> {
+        if lines.is_empty() {
+            return Ok(0);
+        }
+        let owner = owner.clone();
+        let seq = self
+            .run("append_logs", move |inner| {
+                let now = Now::current();
+                inner
+                    .backend
+                    .write(true, |tx| tx.append_logs(&owner, &now.millis, &lines))
+            })
+            .await?;
+        self.inner.logs_appended.send_if_modified(|latest| {
+            let newer = seq > *latest;
+            if newer {
+                *latest = seq;
+            }
+            newer
+        });
+        Ok(seq)
+    }
+
+    /// The lines of `owner` after seq `after`, oldest first, at most `limit` (0: all).
+    pub async fn logs(
+        &self,
+        owner: &Key,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<LogLine>, StoreError> {
+        let owner = owner.clone();
+        self.run("logs", move |inner| {
+            inner.backend.read(|tx| tx.logs(&owner, after, limit))
+        })
+        .await
+    }
+
+    /// Deletes the log of `owner` (when the run is deleted); returns how many lines went.
+    pub async fn delete_logs(&self, owner: &Key) -> Result<u64, StoreError> {
+        let owner = owner.clone();
+        self.run("delete_logs", move |inner| {
+            inner.backend.write(true, |tx| tx.delete_logs(&owner))
+        })
+        .await
+    }
+
+    /// Changes whenever lines are appended through this handle: followers re-read after it.
+    pub fn log_updates(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.logs_appended.subscribe()
     }
 
     /// The newest `query.limit` audit events matching `query`, oldest first.

@@ -11,7 +11,7 @@ use shipway_model::Key;
 
 use crate::StoreError;
 use crate::backend::{ChangeRow, Migrations, NewAudit, Result, RowFilter, Tx, migrate};
-use crate::types::{AuditEvent, EventQuery};
+use crate::types::{AuditEvent, EventQuery, LogLine, NewLogLine};
 
 const MIGRATIONS: Migrations = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
@@ -19,6 +19,7 @@ const MIGRATIONS: Migrations = &[
         2,
         include_str!("../migrations/postgres/0002_secret_changes.sql"),
     ),
+    (3, include_str!("../migrations/postgres/0003_logs.sql")),
 ];
 
 const MAX_IDLE_READERS: usize = 4;
@@ -524,6 +525,68 @@ impl Tx for PgTx<'_> {
         let mut events = rows.iter().map(audit_row).collect::<Result<Vec<_>>>()?;
         events.reverse();
         Ok(events)
+    }
+
+    fn append_logs(&mut self, owner: &Key, time: &str, lines: &[NewLogLine]) -> Result<u64> {
+        let mut last = 0;
+        for l in lines {
+            let step = l.step.map(i64::from);
+            let rows = self.query(
+                "INSERT INTO logs (grp, kind, namespace, name, time, job, step, stream, line) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING seq",
+                &[
+                    &owner.group,
+                    &owner.kind,
+                    &owner.namespace,
+                    &owner.name,
+                    &time,
+                    &l.job,
+                    &step,
+                    &l.stream,
+                    &l.text,
+                ],
+            )?;
+            last = to_u64(rows[0].try_get(0)?);
+        }
+        Ok(last)
+    }
+
+    fn logs(&mut self, owner: &Key, after: u64, limit: usize) -> Result<Vec<LogLine>> {
+        // LIMIT NULL means no limit.
+        let limit = (limit > 0).then(|| to_i64(limit as u64));
+        let rows = self.query(
+            "SELECT seq, time, job, step, stream, line FROM logs \
+             WHERE grp = $1 AND kind = $2 AND namespace = $3 AND name = $4 AND seq > $5 \
+             ORDER BY seq LIMIT $6",
+            &[
+                &owner.group,
+                &owner.kind,
+                &owner.namespace,
+                &owner.name,
+                &to_i64(after),
+                &limit,
+            ],
+        )?;
+        rows.iter()
+            .map(|r| {
+                let step: Option<i64> = r.try_get(3)?;
+                Ok(LogLine {
+                    seq: to_u64(r.try_get(0)?),
+                    time: r.try_get(1)?,
+                    job: r.try_get(2)?,
+                    step: step.and_then(|s| u32::try_from(s).ok()),
+                    stream: r.try_get(4)?,
+                    text: r.try_get(5)?,
+                })
+            })
+            .collect()
+    }
+
+    fn delete_logs(&mut self, owner: &Key) -> Result<u64> {
+        self.execute(
+            "DELETE FROM logs WHERE grp = $1 AND kind = $2 AND namespace = $3 AND name = $4",
+            &[&owner.group, &owner.kind, &owner.namespace, &owner.name],
+        )
     }
 
     fn applied_migrations(&mut self) -> Result<Vec<i64>> {

@@ -11,7 +11,7 @@ use shipway_model::Key;
 
 use crate::StoreError;
 use crate::backend::{ChangeRow, Migrations, NewAudit, Result, RowFilter, Tx, migrate};
-use crate::types::{AuditEvent, EventQuery};
+use crate::types::{AuditEvent, EventQuery, LogLine, NewLogLine};
 
 const MIGRATIONS: Migrations = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
@@ -19,6 +19,7 @@ const MIGRATIONS: Migrations = &[
         2,
         include_str!("../migrations/sqlite/0002_secret_changes.sql"),
     ),
+    (3, include_str!("../migrations/sqlite/0003_logs.sql")),
 ];
 
 /// Idle reader connections kept open; more are opened on demand and closed after use.
@@ -374,6 +375,69 @@ impl Tx for SqliteTx<'_> {
         let mut events = rows.collect::<rusqlite::Result<Vec<_>>>()?;
         events.reverse();
         Ok(events)
+    }
+
+    fn append_logs(&mut self, owner: &Key, time: &str, lines: &[NewLogLine]) -> Result<u64> {
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT INTO logs (grp, kind, namespace, name, time, job, step, stream, line) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?;
+        for l in lines {
+            stmt.execute(params![
+                owner.group,
+                owner.kind,
+                owner.namespace,
+                owner.name,
+                time,
+                l.job,
+                l.step,
+                l.stream,
+                l.text
+            ])?;
+        }
+        Ok(to_u64(self.conn.last_insert_rowid()))
+    }
+
+    fn logs(&mut self, owner: &Key, after: u64, limit: usize) -> Result<Vec<LogLine>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, time, job, step, stream, line FROM logs \
+             WHERE grp = ?1 AND kind = ?2 AND namespace = ?3 AND name = ?4 AND seq > ?5 \
+             ORDER BY seq LIMIT ?6",
+        )?;
+        let limit = if limit == 0 { -1 } else { to_i64(limit as u64) };
+        let rows = stmt.query_map(
+            params![
+                owner.group,
+                owner.kind,
+                owner.namespace,
+                owner.name,
+                to_i64(after),
+                limit
+            ],
+            |r| {
+                Ok(LogLine {
+                    seq: to_u64(r.get(0)?),
+                    time: r.get(1)?,
+                    job: r.get(2)?,
+                    step: r.get(3)?,
+                    stream: r.get(4)?,
+                    text: r.get(5)?,
+                })
+            },
+        )?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn delete_logs(&mut self, owner: &Key) -> Result<u64> {
+        let mut stmt = self.conn.prepare_cached(
+            "DELETE FROM logs WHERE grp = ?1 AND kind = ?2 AND namespace = ?3 AND name = ?4",
+        )?;
+        Ok(stmt.execute(params![
+            owner.group,
+            owner.kind,
+            owner.namespace,
+            owner.name
+        ])? as u64)
     }
 
     fn applied_migrations(&mut self) -> Result<Vec<i64>> {

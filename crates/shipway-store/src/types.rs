@@ -181,6 +181,33 @@ pub struct AuditEvent {
     pub message: String,
 }
 
+/// One line of a run's log, as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogLine {
+    /// Orders every line of the store: a follower asks for lines after the last it saw.
+    pub seq: u64,
+    /// RFC 3339, UTC, milliseconds: when the store received the line.
+    pub time: String,
+    /// The job instance's display name.
+    pub job: String,
+    /// The step number within the job instance; `None` for the runner's own lines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<u32>,
+    /// `stdout`, `stderr` or `runner`.
+    pub stream: String,
+    pub text: String,
+}
+
+/// A line to append to a run's log (the store assigns `seq` and `time`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewLogLine {
+    pub job: String,
+    pub step: Option<u32>,
+    pub stream: String,
+    pub text: String,
+}
+
 /// Which audit events to return: every filter that is set must match exactly.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EventQuery {

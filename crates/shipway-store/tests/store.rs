@@ -12,8 +12,8 @@ use futures_util::StreamExt;
 use serde_json::json;
 use shipway_model::{Key, Selector};
 use shipway_store::{
-    ApplyOutcome, DeleteOutcome, EventQuery, ListPage, ListQuery, Store, StoreError, StoreOptions,
-    WatchEvent, WatchEventType, WatchStream,
+    ApplyOutcome, DeleteOutcome, EventQuery, ListPage, ListQuery, NewLogLine, Store, StoreError,
+    StoreOptions, WatchEvent, WatchEventType, WatchStream,
 };
 
 use testutil::{PATIENCE, TestDb, configmap, deployment, deployment_key, obj, rv};
@@ -44,6 +44,7 @@ suite! {
         a_write_between_pages_neither_duplicates_nor_loses_an_object,
         a_garbled_continue_token_is_refused_in_kubernetes_words,
         custom_kinds_take_the_scope_of_their_crd,
+        run_logs_are_kept_in_order_per_owner_and_followed_by_seq,
     ],
     db: [
         watch_from_before_compaction_is_expired,
@@ -51,6 +52,7 @@ suite! {
         reopen_keeps_everything,
         watch_sees_writes_of_another_store_on_the_same_database,
         a_continue_token_older_than_the_history_has_expired,
+        run_logs_survive_a_reopen,
     ],
 }
 
@@ -1062,6 +1064,89 @@ async fn metrics_count_operations(store: Store) {
             "missing {line:?} in\n{text}"
         );
     }
+}
+
+fn log_line(job: &str, step: Option<u32>, text: &str) -> NewLogLine {
+    NewLogLine {
+        job: job.into(),
+        step,
+        stream: "stdout".into(),
+        text: text.into(),
+    }
+}
+
+fn run_key(name: &str) -> Key {
+    Key::new("shipway.dev", "WorkflowRun", "default", name)
+}
+
+async fn run_logs_are_kept_in_order_per_owner_and_followed_by_seq(store: Store) {
+    let (a, b) = (run_key("a"), run_key("b"));
+    let mut updates = store.log_updates();
+    let rv_before = store.current_resource_version().await.unwrap();
+    let first = store
+        .append_logs(
+            &a,
+            vec![
+                log_line("build", None, "queued"),
+                log_line("build", Some(1), "hello"),
+            ],
+        )
+        .await
+        .unwrap();
+    store
+        .append_logs(&b, vec![log_line("test", Some(1), "other run")])
+        .await
+        .unwrap();
+    let last = store
+        .append_logs(&a, vec![log_line("build", Some(2), "€ unicode ✓")])
+        .await
+        .unwrap();
+    assert!(last > first, "seq grows: {first} then {last}");
+    assert!(updates.has_changed().unwrap(), "followers are woken");
+    assert_eq!(*updates.borrow_and_update(), last);
+    // Lines are not objects: no resourceVersion was taken.
+    assert_eq!(store.current_resource_version().await.unwrap(), rv_before);
+
+    let all = store.logs(&a, 0, 0).await.unwrap();
+    let texts: Vec<(&str, Option<u32>, &str)> = all
+        .iter()
+        .map(|l| (l.job.as_str(), l.step, l.text.as_str()))
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            ("build", None, "queued"),
+            ("build", Some(1), "hello"),
+            ("build", Some(2), "€ unicode ✓")
+        ]
+    );
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!(all[2].seq, last);
+    assert!(all[0].time.ends_with('Z'), "{}", all[0].time);
+    // A follower reads from the last seq it saw; a limit pages.
+    let after = store.logs(&a, all[0].seq, 1).await.unwrap();
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].text, "hello");
+    assert!(store.logs(&a, last, 0).await.unwrap().is_empty());
+    // Deleting one run's log leaves the other's.
+    assert_eq!(store.delete_logs(&a).await.unwrap(), 3);
+    assert!(store.logs(&a, 0, 0).await.unwrap().is_empty());
+    assert_eq!(store.logs(&b, 0, 0).await.unwrap().len(), 1);
+}
+
+async fn run_logs_survive_a_reopen(db: &TestDb) {
+    let key = run_key("kept");
+    {
+        let store = db.open().await;
+        store
+            .append_logs(&key, vec![log_line("build", Some(1), "written")])
+            .await
+            .unwrap();
+    }
+    let store = db.open().await;
+    let lines = store.logs(&key, 0, 0).await.unwrap();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0].text, "written");
 }
 
 async fn watch_from_before_compaction_is_expired(db: &TestDb) {

@@ -106,6 +106,64 @@ pub enum Command {
     /// pause, resume, restart, undo, set image, status.
     #[command(subcommand, visible_alias = "rollouts")]
     Rollout(RolloutCommand),
+    /// Workflow runs inside the server: pushes to hosted repositories run the workflows whose
+    /// `on:` matches. list, get, logs, cancel.
+    #[command(subcommand, visible_alias = "pipelines")]
+    Pipeline(PipelineCommand),
+}
+
+/// A workflow run by name, in a namespace.
+#[derive(Debug, Args)]
+pub struct RunTarget {
+    /// The run's name (`shipway pipeline list` shows them).
+    pub name: String,
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PipelineCommand {
+    /// List workflow runs, newest first.
+    #[command(alias = "ls")]
+    List {
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        /// Only runs of this repository.
+        #[arg(long, value_name = "REPO")]
+        repo: Option<String>,
+        /// Only runs with this status or conclusion (queued, waiting, in_progress, completed,
+        /// success, failure, cancelled).
+        #[arg(long, value_name = "STATUS")]
+        status: Option<String>,
+        #[arg(short, long, value_enum)]
+        output: Option<OutputFormat>,
+    },
+    /// Show a run: its event, commit and actor, and its jobs and steps with their results.
+    Get {
+        #[command(flatten)]
+        run: RunTarget,
+        #[arg(short, long, value_enum)]
+        output: Option<OutputFormat>,
+        /// Redraw until the run completes.
+        #[arg(short, long)]
+        watch: bool,
+    },
+    /// Print a run's log, `[job] line` as `shipway run` prints it.
+    Logs {
+        #[command(flatten)]
+        run: RunTarget,
+        /// Only this job's lines (its name as `get` shows it).
+        #[arg(short, long, value_name = "JOB")]
+        job: Option<String>,
+        /// Keep printing new lines until the run completes.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Cancel a run: running steps are stopped, `always()` steps still run.
+    Cancel {
+        #[command(flatten)]
+        run: RunTarget,
+    },
 }
 
 /// A Rollout by name, in a namespace.
@@ -523,6 +581,9 @@ pub struct UpArgs {
     /// State database: `postgres://USER:PASS@HOST/DB` [default: SQLite in the data directory].
     #[arg(long, env = "SHIPWAY_DATABASE", hide_env_values = true)]
     pub database: Option<String>,
+    /// Jobs of all workflow runs at once [default: the number of cores].
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    pub max_parallel_jobs: usize,
     #[command(flatten)]
     pub proxy: ProxyArgs,
 }

@@ -311,6 +311,45 @@ impl Client {
         Ok(())
     }
 
+    /// Calls `each` with every line of a workflow run's log (NDJSON objects) until the server
+    /// ends the stream (with `follow`, when the run completed) or `each` returns false.
+    pub async fn run_logs(
+        &self,
+        namespace: &str,
+        run: &str,
+        query: &[(&str, String)],
+        mut each: impl FnMut(Value) -> bool,
+    ) -> Result<(), ClientError> {
+        let response = self
+            .send(self.request(
+                Method::GET,
+                &format!("/api/v1/runs/{namespace}/{run}/logs"),
+                query,
+            ))
+            .await?;
+        let mut body = response.bytes_stream();
+        let mut buf = Vec::new();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| ClientError::Unreachable {
+                server: self.server.clone(),
+                message: root_cause(&e),
+            })?;
+            buf.extend_from_slice(&chunk);
+            while let Some(end) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=end).collect();
+                let value: Value =
+                    serde_json::from_slice(&line).map_err(|e| ClientError::Protocol {
+                        server: self.server.clone(),
+                        message: format!("bad log line: {e}"),
+                    })?;
+                if !each(value) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Calls `each` with every watch event until the stream ends or `each` returns false.
     pub async fn watch(
         &self,

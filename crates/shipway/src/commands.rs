@@ -35,6 +35,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Repo(cmd) => repo(&client(global)?, cmd).await,
         Command::App(cmd) => crate::app::run(&client(global)?, cmd).await,
         Command::Rollout(cmd) => crate::rollout::run(&client(global)?, cmd).await,
+        Command::Pipeline(cmd) => crate::pipeline::run(&client(global)?, cmd).await,
     }
 }
 
@@ -125,6 +126,7 @@ async fn up(global: &Global, args: UpArgs) -> Result<(), Failure> {
         database: args.database.clone(),
         proxy: proxy_config(&args.proxy),
         listener: Default::default(),
+        max_parallel_jobs: args.max_parallel_jobs,
     })
     .await
     .map_err(|e| Failure::Failed(e.to_string()))?;

@@ -11,6 +11,7 @@ mod client;
 mod commands;
 mod image;
 mod output;
+mod pipeline;
 mod render;
 mod rollout;
 mod run;

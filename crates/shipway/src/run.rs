@@ -591,6 +591,8 @@ pub async fn run(global: &Global, args: RunArgs) -> Result<(), Failure> {
             actor: std::env::var("USER").unwrap_or_else(|_| "shipway".into()),
             run_id,
             inputs: inputs.clone(),
+            run_number: 1,
+            run_attempt: 1,
             secrets: secrets.clone(),
             vars: vars.clone(),
             only_job: args.job.clone(),

@@ -1,5 +1,5 @@
 //! Typed views of the kinds Shipway acts on (Pods, Deployments, ReplicaSets, Jobs, Services,
-//! Endpoints, TrafficPolicies, Repositories, Argo CD's Applications and AppProjects, Argo Rollouts' analysis kinds and Rollouts), so
+//! Endpoints, TrafficPolicies, Repositories, Argo CD's Applications and AppProjects, Argo Rollouts' analysis kinds and Rollouts, WorkflowRuns), so
 //! controllers read `spec.replicas` as a field instead of a JSON
 //! path. Every struct keeps the fields it does not name in `rest`, so an object read and written
 //! back through a view loses nothing: a field Shipway does not know (or a newer Kubernetes adds)
@@ -20,6 +20,7 @@ pub mod pod;
 pub mod repository;
 pub mod rollout;
 pub mod traffic;
+pub mod workflow_run;
 
 pub use analysis::{
     AnalysisRunSpec, AnalysisRunStatus, AnalysisTemplateSpec, Argument, FieldRef, Header,
@@ -53,6 +54,7 @@ pub use pod::{
 pub use repository::{RepositorySpec, RepositoryStatus};
 pub use rollout::{RolloutSpec, RolloutStatus};
 pub use traffic::TrafficPolicySpec;
+pub use workflow_run::{WorkflowRunSpec, WorkflowRunStatus};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;

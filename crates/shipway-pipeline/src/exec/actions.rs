@@ -322,7 +322,10 @@ pub fn checkout(
             target.display()
         ));
     }
-    if repo.join(".git").exists() && !sha.is_empty() {
+    // A bare repository (a hosted one, which server runs check out from) has no `.git`.
+    let is_git = repo.join(".git").exists()
+        || (repo.join("HEAD").is_file() && repo.join("objects").is_dir());
+    if is_git && !sha.is_empty() {
         let git = |args: &[&str]| -> Result<(), String> {
             let out = Command::new("git")
                 .args(args)

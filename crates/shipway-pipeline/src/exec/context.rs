@@ -222,8 +222,8 @@ pub fn github_base(cfg: &RunSpec, workflow_name: &str, event_path: &str) -> Map 
     m.insert("repository".into(), s(&cfg.repository));
     m.insert("repository_owner".into(), s(&owner));
     m.insert("run_id".into(), s(&cfg.run_id.to_string()));
-    m.insert("run_number".into(), s("1"));
-    m.insert("run_attempt".into(), s("1"));
+    m.insert("run_number".into(), s(&cfg.run_number.to_string()));
+    m.insert("run_attempt".into(), s(&cfg.run_attempt.to_string()));
     m.insert("retention_days".into(), s("90"));
     m.insert("sha".into(), s(&cfg.sha));
     m.insert("token".into(), s(""));

@@ -66,6 +66,10 @@ pub struct RunSpec {
     pub repository: String,
     pub actor: String,
     pub run_id: u64,
+    /// `github.run_number`: 1, 2, ... per workflow.
+    pub run_number: u64,
+    /// `github.run_attempt`: 1, then one more per re-run.
+    pub run_attempt: u64,
     pub inputs: IndexMap<String, String>,
     pub secrets: IndexMap<String, String>,
     pub vars: IndexMap<String, String>,
@@ -83,6 +87,8 @@ impl Default for RunSpec {
             repository: "local/repo".into(),
             actor: "shipway".into(),
             run_id: 0,
+            run_number: 1,
+            run_attempt: 1,
             inputs: IndexMap::new(),
             secrets: IndexMap::new(),
             vars: IndexMap::new(),
@@ -114,6 +120,9 @@ pub struct Executor {
     pub cancel: CancellationToken,
     /// What `actions/checkout` puts in a workspace.
     pub source: Source,
+    /// Job slots shared with other runs (a server's `--max-parallel-jobs`); `None`: this run's
+    /// own `parallel` slots.
+    pub slots: Option<Arc<Semaphore>>,
 }
 
 /// What `actions/checkout` checks out of [`Executor::repo`].
@@ -141,6 +150,7 @@ impl Executor {
             gate: Arc::new(AdmitAll),
             cancel: CancellationToken::new(),
             source: Source::default(),
+            slots: None,
         }
     }
 
@@ -171,6 +181,13 @@ impl Executor {
 
     pub fn gate(mut self, gate: Arc<dyn Gate>) -> Executor {
         self.gate = gate;
+        self
+    }
+
+    /// Takes job slots from `slots`, shared with every run given the same semaphore, instead
+    /// of `parallel` slots of its own.
+    pub fn slots(mut self, slots: Arc<Semaphore>) -> Executor {
+        self.slots = Some(slots);
         self
     }
 
@@ -265,7 +282,10 @@ pub async fn run_workflow(bundle: &Bundle, spec: RunSpec, exec: Executor) -> Rep
     let spec = Arc::new(spec);
     let inputs = context::resolve_inputs(&w, &spec.event_name, &spec.inputs);
     let shared = Arc::new(job::Shared::new(bundle, spec.clone(), exec.clone(), &w));
-    let semaphore = Arc::new(Semaphore::new(exec.parallel.max(1)));
+    let semaphore = exec
+        .slots
+        .clone()
+        .unwrap_or_else(|| Arc::new(Semaphore::new(exec.parallel.max(1))));
     let (jobs, finished) = run_jobs(
         w.clone(),
         shared,

@@ -1,0 +1,345 @@
+//! The run scheduler: a controller of `WorkflowRun`s on the shared cache. A queued run is
+//! executed by `shipway-pipeline` in a checkout of its commit, with job slots shared by every
+//! run of the server; its status and log lines are recorded as it goes (`record`). A run this
+//! process did not start but that says it is running was cut short by a restart: it is
+//! recorded as failed with the reason, never left running.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use serde_json::Value;
+use shipway_controller::{Action, Cache, Clock, Controller, GroupKind, exponential_backoff};
+use shipway_git::Repo;
+use shipway_git::hosted::Hosted;
+use shipway_model::types::workflow_run::{
+    COMPLETED, GROUP, IN_PROGRESS, KIND, WAITING, WorkflowRunSpec, WorkflowRunStatus,
+};
+use shipway_model::{Key, Object};
+use shipway_pipeline::exec::{Executor, RunSpec, Status, run_workflow};
+use shipway_pipeline::load::{Options, load_from};
+use shipway_store::{Store, StoreError};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::CiError;
+use crate::record::recorder;
+
+/// What a run cut short by a restart says.
+pub const INTERRUPTED: &str =
+    "The run was interrupted: shipway stopped while it was in progress. Re-run it to try again.";
+
+/// Runs WorkflowRuns. Cheap to share; one per server.
+pub struct Scheduler {
+    store: Store,
+    cache: Cache,
+    hosted: Arc<Hosted>,
+    clock: Clock,
+    /// `<data-dir>/runs`: one directory per run attempt (workspaces, temp, artifacts).
+    runs_dir: PathBuf,
+    /// `actions/cache`'s store, shared by every run.
+    cache_dir: PathBuf,
+    /// The server-wide job limit (`--max-parallel-jobs`).
+    slots: Arc<Semaphore>,
+    /// Runs this process is executing, with their cancels.
+    active: Mutex<HashMap<Key, CancellationToken>>,
+    shutdown: CancellationToken,
+}
+
+fn kind() -> GroupKind {
+    GroupKind::new(GROUP, KIND)
+}
+
+impl Scheduler {
+    pub fn new(
+        store: Store,
+        cache: Cache,
+        hosted: Arc<Hosted>,
+        data_dir: &Path,
+        max_parallel_jobs: usize,
+    ) -> Arc<Scheduler> {
+        Arc::new(Scheduler {
+            store,
+            cache,
+            hosted,
+            clock: Clock::new(),
+            runs_dir: data_dir.join("runs"),
+            cache_dir: data_dir.join("actions-cache"),
+            slots: Arc::new(Semaphore::new(max_parallel_jobs.max(1))),
+            active: Mutex::new(HashMap::new()),
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    /// Reconciles runs until `shutdown`; then cancels the runs in flight and waits for them
+    /// to record how they ended.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let controller = Controller::new(kind(), self.cache.clone());
+        let stop = self.shutdown.clone();
+        controller
+            .run(
+                |obj: Arc<Object>, ctx: Arc<Scheduler>| async move { ctx.reconcile(&obj).await },
+                |obj, e: &CiError, failures, _| {
+                    tracing::warn!(run = %obj.key(), error = %e, "workflow run");
+                    Action::Requeue(exponential_backoff(
+                        failures,
+                        Duration::from_millis(200),
+                        Duration::from_secs(30),
+                    ))
+                },
+                self.clone(),
+                shutdown,
+            )
+            .await;
+        stop.cancel();
+        // The runs see the cancel and record themselves as cancelled.
+        for _ in 0..600 {
+            if self.active_count() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn active(&self) -> std::sync::MutexGuard<'_, HashMap<Key, CancellationToken>> {
+        self.active.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn active_count(&self) -> usize {
+        self.active().len()
+    }
+
+    async fn reconcile(self: &Arc<Self>, run: &Object) -> Result<Action, CiError> {
+        let status: WorkflowRunStatus = run.status_as()?;
+        if status.is_completed() {
+            return Ok(Action::AwaitChange);
+        }
+        let spec: WorkflowRunSpec = run.spec_as()?;
+        let key = run.key();
+        if let Some(cancel) = self.active().get(&key) {
+            if spec.cancel {
+                cancel.cancel();
+            }
+            return Ok(Action::AwaitChange);
+        }
+        let state = status.status.as_deref();
+        if state == Some(IN_PROGRESS) || state == Some(WAITING) {
+            self.interrupted(run, status).await?;
+            return Ok(Action::AwaitChange);
+        }
+        if spec.cancel {
+            let mut status = status;
+            status.status = Some(COMPLETED.into());
+            status.conclusion = Some("cancelled".into());
+            status.completed_at = Some(self.clock.timestamp());
+            status.message = Some("The run was cancelled before it started.".into());
+            put_status(&self.store, run, &status).await?;
+            return Ok(Action::AwaitChange);
+        }
+        let cancel = self.shutdown.child_token();
+        self.active().insert(key.clone(), cancel.clone());
+        let this = self.clone();
+        let run = run.clone();
+        tokio::spawn(async move {
+            if let Err(e) = this.execute(&run, spec, cancel).await {
+                tracing::warn!(run = %run.key(), error = %e, "recording a workflow run");
+            }
+            this.active().remove(&run.key());
+        });
+        Ok(Action::AwaitChange)
+    }
+
+    /// A run an earlier process started: failed, its unfinished jobs and steps with it.
+    async fn interrupted(
+        &self,
+        run: &Object,
+        mut status: WorkflowRunStatus,
+    ) -> Result<(), CiError> {
+        let now = self.clock.timestamp();
+        for job in &mut status.jobs {
+            if job.status == COMPLETED {
+                continue;
+            }
+            job.status = COMPLETED.into();
+            job.conclusion = Some("failure".into());
+            job.completed_at = Some(now.clone());
+            for step in &mut job.steps {
+                if step.status != COMPLETED {
+                    step.status = COMPLETED.into();
+                    step.conclusion = Some("failure".into());
+                    step.completed_at = Some(now.clone());
+                }
+            }
+        }
+        status.status = Some(COMPLETED.into());
+        status.conclusion = Some("failure".into());
+        status.completed_at = Some(now);
+        status.message = Some(INTERRUPTED.into());
+        let lines = vec![shipway_store::NewLogLine {
+            job: String::new(),
+            step: None,
+            stream: "runner".into(),
+            text: INTERRUPTED.into(),
+        }];
+        self.store.append_logs(&run.key(), lines).await?;
+        put_status(&self.store, run, &status).await?;
+        Ok(())
+    }
+
+    async fn execute(
+        &self,
+        run: &Object,
+        spec: WorkflowRunSpec,
+        cancel: CancellationToken,
+    ) -> Result<(), CiError> {
+        let mut status = WorkflowRunStatus {
+            status: Some(IN_PROGRESS.into()),
+            started_at: Some(self.clock.timestamp()),
+            ..WorkflowRunStatus::default()
+        };
+        let run = put_status(&self.store, run, &status).await?;
+        let dir = self.hosted.dir(&spec.repository)?;
+        let (sha, file, read_dir) = (spec.head_sha.clone(), spec.workflow.clone(), dir.clone());
+        let bundle = tokio::task::spawn_blocking(move || {
+            let tree = Repo::open(&read_dir)?.tree(&sha)?;
+            Ok::<_, shipway_git::Error>(load_from(&tree, Path::new("/"), &file))
+        })
+        .await
+        .map_err(|e| CiError::Other(format!("reading the workflow: {e}")))?;
+        let bundle = match bundle {
+            Ok(b) => b,
+            Err(e) => {
+                return self
+                    .fail_before_start(&run, status, format!("cannot read {}: {e}", spec.workflow))
+                    .await;
+            }
+        };
+        let blocking: Vec<String> = bundle
+            .blocking(Options::default())
+            .into_iter()
+            .map(ToString::to_string)
+            .collect();
+        if bundle.workflow.is_none() || !blocking.is_empty() {
+            return self
+                .fail_before_start(
+                    &run,
+                    status,
+                    format!("Invalid workflow file: {}", blocking.join("\n")),
+                )
+                .await;
+        }
+        status.name = bundle.workflow.as_ref().and_then(|w| w.name.clone());
+        let namespace = run.metadata.namespace.clone().unwrap_or_default();
+        let run_spec = RunSpec {
+            event_name: spec.event.clone(),
+            event: run
+                .field("spec.payload")
+                .cloned()
+                .unwrap_or(Value::Object(Default::default())),
+            sha: spec.head_sha.clone(),
+            git_ref: spec.git_ref.clone(),
+            repository: format!("{namespace}/{}", spec.repository),
+            actor: spec.actor.clone(),
+            run_id: run.resource_version().unwrap_or(0),
+            run_number: spec.run_number,
+            run_attempt: spec.run_attempt,
+            inputs: spec
+                .inputs
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            ..RunSpec::default()
+        };
+        let run_dir = self
+            .runs_dir
+            .join(&namespace)
+            .join(&run.metadata.name)
+            .join(spec.run_attempt.to_string());
+        create_private_dir(&run_dir)?;
+        create_private_dir(&self.cache_dir)?;
+        let (observer, mut writer) = recorder(self.store.clone(), self.clock, run, status);
+        let exec = Executor::new(dir, run_dir, self.cache_dir.clone())
+            .base_env(base_env())
+            .slots(self.slots.clone())
+            .observer(Arc::new(observer))
+            .cancel(cancel.clone());
+        let record = tokio::spawn(async move {
+            let res = writer.drain().await;
+            (writer, res)
+        });
+        // The executor owns the observer; when the run ends it is dropped and the writer drains.
+        let report = run_workflow(&bundle, run_spec, exec).await;
+        let (mut writer, recorded) = record
+            .await
+            .map_err(|e| CiError::Other(format!("the run's recorder stopped: {e}")))?;
+        if let Err(e) = recorded {
+            // The status may be behind; the end is written below all the same.
+            tracing::warn!(run = %writer.key(), error = %e, "recording the run");
+        }
+        writer.status.status = Some(COMPLETED.into());
+        writer.status.conclusion = Some(report.result.as_str().into());
+        writer.status.completed_at = Some(self.clock.timestamp());
+        if cancel.is_cancelled()
+            && report.result == Status::Cancelled
+            && self.shutdown.is_cancelled()
+        {
+            writer.status.message = Some("The run was cancelled: shipway was stopped.".into());
+        }
+        writer.flush().await?;
+        writer.write_status().await?;
+        Ok(())
+    }
+
+    async fn fail_before_start(
+        &self,
+        run: &Object,
+        mut status: WorkflowRunStatus,
+        message: String,
+    ) -> Result<(), CiError> {
+        status.status = Some(COMPLETED.into());
+        status.conclusion = Some("failure".into());
+        status.completed_at = Some(self.clock.timestamp());
+        status.message = Some(message.clone());
+        let line = shipway_store::NewLogLine {
+            job: String::new(),
+            step: None,
+            stream: "runner".into(),
+            text: message,
+        };
+        self.store.append_logs(&run.key(), vec![line]).await?;
+        put_status(&self.store, run, &status).await?;
+        Ok(())
+    }
+}
+
+/// The environment steps start from: the server's PATH and HOME, nothing else of its own
+/// environment (its token and database URL stay out of steps).
+fn base_env() -> Vec<(String, String)> {
+    ["PATH", "HOME", "LANG", "TZ"]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+        .collect()
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), CiError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| CiError::Other(format!("cannot create {}: {e}", dir.display())))
+}
+
+/// Writes `status` on `run` unconditionally (the status is the scheduler's alone); returns the
+/// stored object.
+async fn put_status(
+    store: &Store,
+    run: &Object,
+    status: &WorkflowRunStatus,
+) -> Result<Object, StoreError> {
+    let mut obj = run.clone();
+    obj.set_status(status);
+    obj.metadata.resource_version = None;
+    store.update_status(obj, crate::ACTOR).await
+}

@@ -1,0 +1,304 @@
+//! Triggers: a push to a hosted repository reads the workflow files at the pushed commit and
+//! makes a `WorkflowRun` for each workflow whose `on:` matches the push (branches, tags, paths
+//! and their `-ignore` forms), as GitHub does. A workflow file that does not load makes a run
+//! that failed with its problems, so a broken file is seen, not silently skipped.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use shipway_fs::FileSystem;
+use shipway_git::hosted::{Hosted, Push};
+use shipway_git::{Repo, ZERO_SHA};
+use shipway_model::types::workflow_run::{
+    COMPLETED, GROUP, KIND, REPOSITORY_LABEL, WORKFLOW_LABEL, WorkflowRunSpec, WorkflowRunStatus,
+};
+use shipway_model::{Object, ObjectMeta};
+use shipway_pipeline::load::{Options, load_from};
+use shipway_pipeline::trigger::{EventFacts, matches};
+use shipway_store::{ListQuery, Store, StoreError};
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+
+use crate::{ACTOR, CiError};
+
+/// Where workflow files live, as GitHub reads them (and Shipway's own directory).
+pub const WORKFLOW_DIRS: [&str; 2] = [".github/workflows", ".shipway/workflows"];
+
+/// Hears every push of `hosted` until `shutdown` and makes the runs it triggers.
+pub async fn run(store: Store, hosted: Arc<Hosted>, shutdown: CancellationToken) {
+    let mut pushes = hosted.pushes();
+    loop {
+        let push = tokio::select! {
+            () = shutdown.cancelled() => return,
+            p = pushes.recv() => p,
+        };
+        match push {
+            Ok(push) => {
+                if let Err(e) = on_push(&store, &hosted, &push).await {
+                    tracing::warn!(repository = %push.repository, git_ref = %push.git_ref, error = %e, "push trigger");
+                }
+            }
+            Err(RecvError::Lagged(n)) => {
+                tracing::warn!(
+                    missed = n,
+                    "push triggers fell behind; {n} pushes were not matched against workflows"
+                );
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+/// The workflow files of a commit's tree, sorted, relative to the repository root.
+pub fn workflow_files(tree: &dyn FileSystem) -> Vec<String> {
+    let mut files = Vec::new();
+    for dir in WORKFLOW_DIRS {
+        let path = Path::new("/").join(dir);
+        if !tree.is_dir(&path) {
+            continue;
+        }
+        let Ok(mut names) = tree.list(&path) else {
+            continue;
+        };
+        names.sort();
+        for n in names {
+            if (n.ends_with(".yml") || n.ends_with(".yaml")) && !tree.is_dir(&path.join(&n)) {
+                files.push(format!("{dir}/{n}"));
+            }
+        }
+    }
+    files
+}
+
+/// The files a push changed (`None` for a new ref: path filters then pass, as nothing to
+/// compare with is known).
+fn changed_files(dir: &Path, before: &str, after: &str) -> Option<Vec<String>> {
+    if before == ZERO_SHA {
+        return None;
+    }
+    let out = Command::new("git")
+        .arg("--git-dir")
+        .arg(dir)
+        .args(["diff", "--name-only", "-z", "--no-renames", before, after])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    Some(
+        out.stdout
+            .split(|b| *b == 0)
+            .filter(|p| !p.is_empty())
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect(),
+    )
+}
+
+/// One commit's facts for the push payload: `git log -1` of `sha`.
+fn commit_facts(dir: &Path, sha: &str) -> Value {
+    let out = Command::new("git")
+        .arg("--git-dir")
+        .arg(dir)
+        .args(["log", "-1", "--format=%an%x00%ae%x00%cI%x00%B", sha])
+        .output();
+    let text = match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+        _ => String::new(),
+    };
+    let mut parts = text.splitn(4, '\0');
+    let (name, email, time, message) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default().trim_end(),
+    );
+    json!({
+        "id": sha,
+        "message": message,
+        "timestamp": time,
+        "author": {"name": name, "email": email},
+    })
+}
+
+/// What a push event's payload holds (`github.event`): GitHub's fields workflows read most.
+fn push_payload(push: &Push, clone_url: &str, head: Value) -> Value {
+    json!({
+        "ref": push.git_ref,
+        "before": push.before,
+        "after": push.after,
+        "created": push.before == ZERO_SHA,
+        "deleted": push.after == ZERO_SHA,
+        "forced": false,
+        "head_commit": head,
+        "pusher": {"name": push.by},
+        "repository": {
+            "name": push.repository,
+            "full_name": push.repository,
+            "clone_url": clone_url,
+        },
+    })
+}
+
+/// A name part from a workflow file name: `ci` for `.github/workflows/ci.yml`, DNS-safe.
+pub fn workflow_stem(file: &str) -> String {
+    let base = file.rsplit('/').next().unwrap_or(file);
+    let stem = base
+        .strip_suffix(".yml")
+        .or_else(|| base.strip_suffix(".yaml"))
+        .unwrap_or(base);
+    let mut out: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    out.truncate(40);
+    let out = out.trim_matches('-').to_string();
+    if out.is_empty() {
+        "workflow".into()
+    } else {
+        out
+    }
+}
+
+/// The next `run_number` of `workflow` in `repository`: one more than the highest so far.
+async fn next_run_number(
+    store: &Store,
+    namespace: &str,
+    repository: &str,
+    stem: &str,
+) -> Result<u64, StoreError> {
+    let mut query = ListQuery::kind(GROUP, KIND);
+    query.namespace = Some(namespace.to_string());
+    let list = store.list(&query).await?;
+    Ok(list
+        .items
+        .iter()
+        .filter(|o| {
+            o.metadata.labels.get(REPOSITORY_LABEL).map(String::as_str) == Some(repository)
+                && o.metadata.labels.get(WORKFLOW_LABEL).map(String::as_str) == Some(stem)
+        })
+        .filter_map(|o| o.spec_as::<WorkflowRunSpec>().ok())
+        .map(|s| s.run_number)
+        .max()
+        .unwrap_or(0)
+        + 1)
+}
+
+/// A new WorkflowRun object (not yet stored).
+pub fn run_object(namespace: &str, spec: &WorkflowRunSpec, payload: Value) -> Object {
+    let stem = workflow_stem(&spec.workflow);
+    let mut metadata = ObjectMeta {
+        name: format!("{}-{stem}-{}", spec.repository, spec.run_number),
+        namespace: Some(namespace.to_string()),
+        ..ObjectMeta::default()
+    };
+    metadata
+        .labels
+        .insert(REPOSITORY_LABEL.into(), spec.repository.clone());
+    metadata.labels.insert(WORKFLOW_LABEL.into(), stem);
+    let mut spec_value = shipway_model::types::to_value(spec);
+    spec_value["payload"] = payload;
+    let mut body = serde_json::Map::new();
+    body.insert("spec".into(), spec_value);
+    Object {
+        api_version: format!("{GROUP}/v1alpha1"),
+        kind: KIND.into(),
+        metadata,
+        body,
+    }
+}
+
+/// Makes the runs one push triggers; returns them as stored.
+pub async fn on_push(store: &Store, hosted: &Hosted, push: &Push) -> Result<Vec<Object>, CiError> {
+    // GitHub runs no push workflow for a deleted ref.
+    if push.after == ZERO_SHA {
+        return Ok(Vec::new());
+    }
+    let Some(owner) = hosted.owner(&push.repository).await? else {
+        return Ok(Vec::new());
+    };
+    let namespace = owner
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let dir = hosted.dir(&push.repository)?;
+    let (after, before) = (push.after.clone(), push.before.clone());
+    let read_dir = dir.clone();
+    // Reading trees and running git are blocking work.
+    let (loaded, changed, head) = tokio::task::spawn_blocking(move || {
+        let repo = Repo::open(&read_dir)?;
+        let tree = repo.tree(&after)?;
+        let loaded: Vec<_> = workflow_files(&tree)
+            .into_iter()
+            .map(|f| load_from(&tree, Path::new("/"), &f))
+            .collect();
+        let changed = changed_files(&read_dir, &before, &after);
+        let head = commit_facts(&read_dir, &after);
+        Ok::<_, shipway_git::Error>((loaded, changed, head))
+    })
+    .await
+    .map_err(|e| CiError::Other(format!("reading the pushed commit: {e}")))??;
+
+    let facts = EventFacts {
+        name: "push".into(),
+        git_ref: push.git_ref.clone(),
+        changed_files: changed,
+        action: None,
+    };
+    let payload = push_payload(push, &hosted.clone_url(&push.repository), head);
+    let mut made = Vec::new();
+    for bundle in loaded {
+        let blocking: Vec<String> = bundle
+            .blocking(Options::default())
+            .into_iter()
+            .map(ToString::to_string)
+            .collect();
+        let failed_to_load = match &bundle.workflow {
+            Some(w) => {
+                if let Err(why) = matches(&w.on, &facts) {
+                    tracing::debug!(workflow = %bundle.path, %why, "not triggered");
+                    continue;
+                }
+                (!blocking.is_empty()).then(|| blocking.join("\n"))
+            }
+            // A file that does not parse: GitHub shows a failed run for the push.
+            None => Some(blocking.join("\n")),
+        };
+        let stem = workflow_stem(&bundle.path);
+        let number = next_run_number(store, &namespace, &push.repository, &stem).await?;
+        let spec = WorkflowRunSpec {
+            repository: push.repository.clone(),
+            workflow: bundle.path.clone(),
+            event: "push".into(),
+            git_ref: push.git_ref.clone(),
+            head_sha: push.after.clone(),
+            before: Some(push.before.clone()),
+            actor: push.by.clone(),
+            run_number: number,
+            run_attempt: 1,
+            ..WorkflowRunSpec::default()
+        };
+        let mut obj = run_object(&namespace, &spec, payload.clone());
+        if let Some(problems) = failed_to_load {
+            let status = WorkflowRunStatus {
+                status: Some(COMPLETED.into()),
+                conclusion: Some("failure".into()),
+                name: bundle.workflow.as_ref().and_then(|w| w.name.clone()),
+                message: Some(format!("Invalid workflow file: {problems}")),
+                ..WorkflowRunStatus::default()
+            };
+            obj.set_status(&status);
+        }
+        let stored = store.create(obj, ACTOR).await?;
+        made.push(stored);
+    }
+    Ok(made)
+}
