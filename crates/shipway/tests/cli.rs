@@ -1343,6 +1343,15 @@ fn the_readme_examples_work_as_written() {
     let healthy_after = paused.and_then(|at| printed[at..].find("\nHealthy\n"));
     assert!(healthy_after.is_some(), "{printed}");
     assert!(printed.contains("hello:v2 (stable)"), "{printed}");
+    // The pipeline example's push ran its workflow, and `logs --follow` ended with the run.
+    assert!(printed.contains("[test] testing "), "{printed}");
+    assert!(printed.contains("[test] job success\n"), "{printed}");
+    assert!(
+        printed.lines().any(|l| l.starts_with("ci-ci-1 ")
+            && l.contains(" success ")
+            && l.contains(" ci-pusher ")),
+        "{printed}"
+    );
     // `logs` may read the pod before its first line is written; then the line comes later.
     let find = |out: &str| {
         out.lines()

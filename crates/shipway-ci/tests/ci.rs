@@ -1,0 +1,465 @@
+//! CI inside the platform against real git repositories and real processes: pushes to a hosted
+//! bare repository (made with the `git` CLI) trigger the workflows whose `on:` matches, the
+//! scheduler runs them, and their status and logs land in the store.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use shipway_ci::scheduler::{INTERRUPTED, Scheduler};
+use shipway_controller::{Cache, Reflector};
+use shipway_git::hosted::Hosted;
+use shipway_model::types::workflow_run::{WorkflowRunSpec, WorkflowRunStatus};
+use shipway_model::{Key, Object};
+use shipway_store::{ListQuery, Store};
+use shipway_testkit::eventually;
+use tokio_util::sync::CancellationToken;
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+struct Ci {
+    _dir: tempfile::TempDir,
+    data: PathBuf,
+    work: PathBuf,
+    store: Store,
+    cache: Cache,
+    hosted: Arc<Hosted>,
+    shutdown: CancellationToken,
+}
+
+impl Drop for Ci {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=Dev", "-c", "user.email=dev@example.com"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn write(dir: &Path, path: &str, text: &str) {
+    let p = dir.join(path);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
+impl Ci {
+    /// A store, the shared cache, a hosted repository `app` with a clone in `work`; the
+    /// triggers and the scheduler run when `max_parallel_jobs` is given.
+    async fn start(max_parallel_jobs: Option<usize>) -> Ci {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let store = Store::open_sqlite(&data.join("shipway.db")).await.unwrap();
+        let shutdown = CancellationToken::new();
+        let (cache, _feed) = Reflector::spawn(store.clone(), shutdown.clone());
+        let hosted = Hosted::new(data.join("git"), "http://127.0.0.1:9/git", store.clone());
+        let repo: Object = serde_json::from_value(json!({
+            "apiVersion": "shipway.dev/v1alpha1", "kind": "Repository",
+            "metadata": {"name": "app", "namespace": "default"},
+            "spec": {"hosted": true},
+        }))
+        .unwrap();
+        let repo = store.create(repo, "test").await.unwrap();
+        hosted.reconcile(&repo).await.unwrap();
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        git(&work, &["init", "-q", "-b", "main"]);
+        let ci = Ci {
+            _dir: dir,
+            data,
+            work,
+            store,
+            cache,
+            hosted,
+            shutdown,
+        };
+        if let Some(n) = max_parallel_jobs {
+            ci.run_ci(n);
+        }
+        ci
+    }
+
+    fn run_ci(&self, max_parallel_jobs: usize) {
+        tokio::spawn(shipway_ci::trigger::run(
+            self.store.clone(),
+            self.hosted.clone(),
+            self.shutdown.clone(),
+        ));
+        let scheduler = Scheduler::new(
+            self.store.clone(),
+            self.cache.clone(),
+            self.hosted.clone(),
+            &self.data,
+            max_parallel_jobs,
+        );
+        tokio::spawn(scheduler.run(self.shutdown.clone()));
+    }
+
+    /// Commits everything in the clone and pushes `refspec` to the hosted repository as `by`,
+    /// then tells `Hosted` as the git route does after a receive-pack.
+    async fn push(&self, refspec: &str, by: &str) {
+        let bare = self.hosted.dir("app").unwrap();
+        git(&self.work, &["push", "-q", bare.to_str().unwrap(), refspec]);
+        self.hosted.pushed("app", by).await.unwrap();
+    }
+
+    fn commit(&self, message: &str) -> String {
+        git(&self.work, &["add", "-A"]);
+        git(&self.work, &["commit", "-q", "-m", message]);
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(&self.work)
+            .args(["rev-parse", "HEAD"])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    async fn runs(&self) -> Vec<Object> {
+        let mut items = self
+            .store
+            .list(&ListQuery::kind("shipway.dev", "WorkflowRun"))
+            .await
+            .unwrap()
+            .items;
+        items.sort_by_key(|o| o.resource_version());
+        items
+    }
+
+    async fn run(&self, name: &str) -> Option<Object> {
+        self.store
+            .get(&Key::new("shipway.dev", "WorkflowRun", "default", name))
+            .await
+            .unwrap()
+    }
+
+    async fn completed(&self, name: &str) -> WorkflowRunStatus {
+        eventually(PATIENCE, &format!("run {name} completed"), || async {
+            self.run(name)
+                .await
+                .and_then(|o| o.status_as::<WorkflowRunStatus>().ok())
+                .is_some_and(|s| s.is_completed())
+        })
+        .await;
+        self.run(name).await.unwrap().status_as().unwrap()
+    }
+
+    async fn log(&self, name: &str) -> Vec<String> {
+        let key = Key::new("shipway.dev", "WorkflowRun", "default", name);
+        self.store
+            .logs(&key, 0, 0)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| format!("[{}] {}", l.job, l.text))
+            .collect()
+    }
+}
+
+fn names(runs: &[Object]) -> Vec<String> {
+    runs.iter().map(|o| o.metadata.name.clone()).collect()
+}
+
+const CI: &str = "name: CI
+on:
+  push:
+    branches: [main]
+jobs:
+  build:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - run: echo \"built $GITHUB_REF at $GITHUB_SHA by $GITHUB_ACTOR, run $GITHUB_RUN_NUMBER\"; cat VERSION
+      - id: out
+        run: echo \"version=$(cat VERSION)\" >> \"$GITHUB_OUTPUT\"
+    outputs:
+      version: ${{ steps.out.outputs.version }}
+";
+
+const CODE_ONLY: &str = "on:
+  push:
+    paths-ignore: ['docs/**']
+jobs:
+  test:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo code changed
+";
+
+const RELEASE: &str = "on:
+  push:
+    tags: ['v*']
+jobs:
+  publish:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo \"publishing ${{ github.ref_name }}\"
+";
+
+const OTHER_BRANCH: &str = "on:
+  push:
+    branches: [release/**]
+jobs:
+  x:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo release branch
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_runs_the_workflows_whose_filters_match_and_not_the_others() {
+    let ci = Ci::start(Some(4)).await;
+    write(&ci.work, ".github/workflows/ci.yml", CI);
+    write(&ci.work, ".github/workflows/code.yml", CODE_ONLY);
+    write(&ci.work, ".github/workflows/release.yml", RELEASE);
+    write(&ci.work, ".github/workflows/other.yml", OTHER_BRANCH);
+    write(&ci.work, "VERSION", "1.0\n");
+    let first = ci.commit("first");
+    ci.push("main", "alice").await;
+
+    // main: CI (branch filter) and code (paths-ignore; a new branch has nothing to compare
+    // with, so path filters pass); not the tag nor the release-branch workflow.
+    eventually(PATIENCE, "two runs", || async {
+        ci.runs().await.len() == 2
+    })
+    .await;
+    let runs = ci.runs().await;
+    let mut made = names(&runs);
+    made.sort();
+    assert_eq!(made, ["app-ci-1", "app-code-1"]);
+    let status = ci.completed("app-ci-1").await;
+    assert_eq!(status.conclusion.as_deref(), Some("success"), "{status:?}");
+    assert_eq!(status.name.as_deref(), Some("CI"));
+    let build = &status.jobs[0];
+    assert_eq!(build.name, "build");
+    assert_eq!(build.conclusion.as_deref(), Some("success"));
+    assert_eq!(
+        build.outputs.get("version").map(String::as_str),
+        Some("1.0")
+    );
+    let steps: Vec<(&str, Option<&str>)> = build
+        .steps
+        .iter()
+        .map(|s| (s.status.as_str(), s.conclusion.as_deref()))
+        .collect();
+    assert_eq!(steps, [("completed", Some("success")); 3]);
+    assert!(build.started_at.is_some() && build.completed_at.is_some());
+    let spec: WorkflowRunSpec = runs
+        .iter()
+        .find(|o| o.metadata.name == "app-ci-1")
+        .unwrap()
+        .spec_as()
+        .unwrap();
+    assert_eq!(
+        (
+            spec.event.as_str(),
+            spec.git_ref.as_str(),
+            spec.head_sha.as_str(),
+            spec.actor.as_str()
+        ),
+        ("push", "refs/heads/main", first.as_str(), "alice")
+    );
+    let log = ci.log("app-ci-1").await;
+    let expect = format!("[build] built refs/heads/main at {first} by alice, run 1");
+    assert!(log.contains(&expect), "{log:#?}");
+    assert!(log.contains(&"[build] 1.0".to_string()), "{log:#?}");
+    assert!(log.contains(&"[build] job success".to_string()), "{log:#?}");
+    ci.completed("app-code-1").await;
+
+    // A change under docs/ only: CI runs again (number 2), code.yml does not.
+    write(&ci.work, "docs/guide.md", "# guide\n");
+    ci.commit("docs");
+    ci.push("main", "bob").await;
+    eventually(PATIENCE, "app-ci-2", || async {
+        ci.run("app-ci-2").await.is_some()
+    })
+    .await;
+    ci.completed("app-ci-2").await;
+    // A tag: only the tag workflow.
+    git(&ci.work, &["tag", "v1.2.0"]);
+    ci.push("v1.2.0", "carol").await;
+    eventually(PATIENCE, "app-release-1", || async {
+        ci.run("app-release-1").await.is_some()
+    })
+    .await;
+    ci.completed("app-release-1").await;
+    assert!(
+        ci.log("app-release-1")
+            .await
+            .contains(&"[publish] publishing v1.2.0".to_string())
+    );
+    // A release branch: only its workflow (ci.yml wants main).
+    git(&ci.work, &["checkout", "-q", "-b", "release/1.2"]);
+    ci.push("release/1.2", "dave").await;
+    eventually(PATIENCE, "app-other-1", || async {
+        ci.run("app-other-1").await.is_some()
+    })
+    .await;
+    ci.completed("app-other-1").await;
+    // code.yml has no branch or tag filter: it runs for the tag (path filters are not
+    // evaluated for tags) and for the new branch (nothing to compare with), not for the docs
+    // change. Nothing else ran.
+    let mut all: Vec<(String, String)> = ci
+        .runs()
+        .await
+        .iter()
+        .map(|o| {
+            let spec: WorkflowRunSpec = o.spec_as().unwrap();
+            (o.metadata.name.clone(), spec.git_ref)
+        })
+        .collect();
+    all.sort();
+    let expect = [
+        ("app-ci-1", "refs/heads/main"),
+        ("app-ci-2", "refs/heads/main"),
+        ("app-code-1", "refs/heads/main"),
+        ("app-code-2", "refs/tags/v1.2.0"),
+        ("app-code-3", "refs/heads/release/1.2"),
+        ("app-other-1", "refs/heads/release/1.2"),
+        ("app-release-1", "refs/tags/v1.2.0"),
+    ]
+    .map(|(n, r)| (n.to_string(), r.to_string()));
+    assert_eq!(all, expect);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_file_that_does_not_load_makes_a_failed_run_naming_the_problem() {
+    let ci = Ci::start(Some(2)).await;
+    write(
+        &ci.work,
+        ".github/workflows/broken.yml",
+        "on: push\njobs:\n  build:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo hi\n        uses: actions/checkout@v4\n",
+    );
+    ci.commit("broken");
+    ci.push("main", "alice").await;
+    let status = ci.completed("app-broken-1").await;
+    assert_eq!(status.conclusion.as_deref(), Some("failure"));
+    let message = status.message.unwrap();
+    assert!(
+        message.starts_with("Invalid workflow file: .github/workflows/broken.yml:"),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_left_in_progress_by_an_earlier_process_is_recorded_failed_with_the_reason() {
+    let ci = Ci::start(None).await;
+    // What a process killed mid-run leaves: a run that says it is running, a job and a step
+    // in progress, and the log lines written so far.
+    let run: Object = serde_json::from_value(json!({
+        "apiVersion": "shipway.dev/v1alpha1", "kind": "WorkflowRun",
+        "metadata": {"name": "app-ci-7", "namespace": "default"},
+        "spec": {"repository": "app", "workflow": ".github/workflows/ci.yml", "event": "push",
+                 "ref": "refs/heads/main", "headSha": "0".repeat(40), "actor": "alice",
+                 "runNumber": 7},
+        "status": {"status": "in_progress", "startedAt": "2026-12-03T10:00:00Z",
+                   "jobs": [{"name": "build", "status": "in_progress",
+                             "steps": [{"number": 1, "name": "Run sleep 600", "status": "in_progress"}]}]},
+    }))
+    .unwrap();
+    let run = ci.store.create(run, "test").await.unwrap();
+    ci.store
+        .append_logs(
+            &run.key(),
+            vec![shipway_store::NewLogLine {
+                job: "build".into(),
+                step: Some(1),
+                stream: "stdout".into(),
+                text: "before the kill".into(),
+            }],
+        )
+        .await
+        .unwrap();
+    ci.run_ci(2);
+    let status = ci.completed("app-ci-7").await;
+    assert_eq!(status.conclusion.as_deref(), Some("failure"));
+    assert_eq!(status.message.as_deref(), Some(INTERRUPTED));
+    let job = &status.jobs[0];
+    assert_eq!(
+        (job.status.as_str(), job.conclusion.as_deref()),
+        ("completed", Some("failure"))
+    );
+    assert_eq!(job.steps[0].conclusion.as_deref(), Some("failure"));
+    let log = ci.log("app-ci-7").await;
+    assert_eq!(
+        log[0], "[build] before the kill",
+        "the lines written are kept"
+    );
+    assert_eq!(log.last().unwrap(), &format!("[] {INTERRUPTED}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_a_running_run_and_always_steps_still_run() {
+    let ci = Ci::start(Some(2)).await;
+    write(
+        &ci.work,
+        ".github/workflows/slow.yml",
+        "on: push\njobs:\n  slow:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo started; sleep 600\n      - if: always()\n        run: echo cleanup\n",
+    );
+    ci.commit("slow");
+    ci.push("main", "alice").await;
+    eventually(PATIENCE, "the slow step printed", || async {
+        ci.log("app-slow-1")
+            .await
+            .contains(&"[slow] started".to_string())
+    })
+    .await;
+    let mut run = ci.run("app-slow-1").await.unwrap();
+    run.body["spec"]["cancel"] = json!(true);
+    run.metadata.resource_version = None;
+    ci.store.update(run, "test").await.unwrap();
+    let status = ci.completed("app-slow-1").await;
+    assert_eq!(
+        status.conclusion.as_deref(),
+        Some("cancelled"),
+        "{status:?}"
+    );
+    let log = ci.log("app-slow-1").await;
+    assert!(log.contains(&"[slow] cleanup".to_string()), "{log:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_wide_job_limit_holds_across_runs() {
+    let ci = Ci::start(Some(1)).await;
+    // Three workflows on one push; each job holds a lock directory while it runs and fails if
+    // another job holds it: with one slot for the server, none may.
+    let lock = ci.data.join("held-by-a-job");
+    let step = format!(
+        "mkdir {0} || {{ echo another job is running; exit 1; }}; sleep 0.3; rmdir {0}",
+        lock.display()
+    );
+    for name in ["a", "b", "c"] {
+        write(
+            &ci.work,
+            &format!(".github/workflows/{name}.yml"),
+            &format!(
+                "on: push\njobs:\n  j:\n    runs-on: ubuntu-latest\n    steps:\n      - run: {step}\n"
+            ),
+        );
+    }
+    ci.commit("three");
+    ci.push("main", "alice").await;
+    for name in ["app-a-1", "app-b-1", "app-c-1"] {
+        eventually(PATIENCE, name, || async { ci.run(name).await.is_some() }).await;
+        let status = ci.completed(name).await;
+        assert_eq!(
+            status.conclusion.as_deref(),
+            Some("success"),
+            "{name}: {:#?}",
+            ci.log(name).await
+        );
+    }
+}
