@@ -1,0 +1,132 @@
+//! Pipelines through the real `shipway up`: a push over `/git/NAME.git` with the git CLI runs the
+//! workflow; `shipway pipeline` shows the run and its log; a SIGKILL mid-run leaves, after the
+//! restart, a run recorded failed with its log up to the kill.
+
+mod common;
+
+use std::path::Path;
+
+use common::{Up, git_in, text, wait_for};
+
+fn write(dir: &Path, path: &str, body: &str) {
+    let p = dir.join(path);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, body).unwrap();
+}
+
+/// A hosted repository `app`, a deployer token, and a clone with `workflow` committed.
+fn repo_with(up: &Up, data: &Path, work: &Path, workflow: &str) -> (String, String) {
+    let out = up.cli(data, &["repo", "create", "app"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let url = text(&out.stdout).trim().to_string();
+    let out = up.cli(data, &["token", "create", "pusher", "--role", "deployer"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let token = text(&out.stdout).trim().to_string();
+    write(work, ".github/workflows/ci.yml", workflow);
+    git_in(work, None, &["init", "-q", "-b", "main"]);
+    git_in(work, None, &["add", "-A"]);
+    git_in(work, None, &["commit", "-qm", "ci"]);
+    (url, token)
+}
+
+fn logs(up: &Up, data: &Path, run: &str) -> String {
+    text(&up.cli(data, &["pipeline", "logs", run]).stdout)
+}
+
+#[test]
+fn a_push_over_http_runs_the_workflow_and_the_cli_shows_run_and_log() {
+    let data = tempfile::tempdir().unwrap();
+    let up = Up::start(data.path());
+    let work = tempfile::tempdir().unwrap();
+    let (url, token) = repo_with(
+        &up,
+        data.path(),
+        work.path(),
+        "name: CI\non: [push]\njobs:\n  test:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: actions/checkout@v4\n      - run: echo \"testing as $GITHUB_ACTOR\"; test -f .github/workflows/ci.yml\n",
+    );
+    git_in(work.path(), Some(&token), &["push", "-q", &url, "main"]);
+    let sha = git_in(work.path(), None, &["rev-parse", "HEAD"]);
+
+    // `logs --follow` waits for the run to appear and ends when it completes.
+    let out = up.cli(data.path(), &["pipeline", "logs", "app-ci-1", "--follow"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let log = text(&out.stdout);
+    assert!(log.contains("[test] testing as pusher\n"), "{log}");
+    assert!(log.ends_with("[test] job success\n"), "{log}");
+
+    let out = up.cli(data.path(), &["pipeline", "get", "app-ci-1"]);
+    let shown = text(&out.stdout);
+    assert!(shown.contains(&format!("Commit:     {sha}\n")), "{shown}");
+    assert!(shown.contains("Actor:      pusher\n"), "{shown}");
+    assert!(shown.contains("Status:     success\n"), "{shown}");
+    assert!(shown.contains("  2. Run echo"), "{shown}");
+
+    let out = up.cli(data.path(), &["pipeline", "get", "app-ci-1", "-o", "json"]);
+    let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(run["status"]["conclusion"], "success");
+    assert_eq!(run["spec"]["payload"]["after"], sha.as_str());
+    assert_eq!(run["spec"]["payload"]["pusher"]["name"], "pusher");
+
+    let out = up.cli(data.path(), &["pipeline", "list", "--status", "success"]);
+    let listed = text(&out.stdout);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("app-ci-1 ") && l.contains(&sha[..7])),
+        "{listed}"
+    );
+    let out = up.cli(data.path(), &["pipeline", "list", "--status", "failure"]);
+    assert!(!text(&out.stdout).contains("app-ci-1"));
+    // The log API needs a token like every route.
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("{}/api/v1/runs/default/app-ci-1/logs", up.server))
+        .output()
+        .unwrap();
+    assert_eq!(text(&out.stdout), "401");
+}
+
+/// `shipway up` SIGKILLed while a step runs: after the restart the run is completed as failed
+/// with the reason, never left running, and the lines the step printed before the kill are in
+/// its log.
+#[test]
+fn a_run_killed_with_the_server_is_recorded_failed_with_its_log_kept() {
+    let data = tempfile::tempdir().unwrap();
+    let up = Up::start(data.path());
+    let work = tempfile::tempdir().unwrap();
+    // The sleep outlives the server; short, since the killed server cannot stop it.
+    let (url, token) = repo_with(
+        &up,
+        data.path(),
+        work.path(),
+        "on: push\njobs:\n  long:\n    runs-on: ubuntu-latest\n    steps:\n      - run: for i in 1 2 3; do echo \"line $i\"; done; sleep 8; echo never\n",
+    );
+    git_in(work.path(), Some(&token), &["push", "-q", &url, "main"]);
+    wait_for(60, "the step's lines in the log", || {
+        logs(&up, data.path(), "app-ci-1").contains("[long] line 3\n")
+    });
+    up.kill9();
+
+    let up = Up::start(data.path());
+    wait_for(60, "the run completed after the restart", || {
+        text(&up.cli(data.path(), &["pipeline", "get", "app-ci-1"]).stdout)
+            .contains("Status:     failure\n")
+    });
+    let shown = text(&up.cli(data.path(), &["pipeline", "get", "app-ci-1"]).stdout);
+    assert!(
+        shown.contains("Message:    The run was interrupted"),
+        "{shown}"
+    );
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.starts_with("long ") && l.contains("failure")),
+        "{shown}"
+    );
+    let log = logs(&up, data.path(), "app-ci-1");
+    for i in 1..=3 {
+        assert!(log.contains(&format!("[long] line {i}\n")), "{log}");
+    }
+    assert!(!log.contains("[long] never\n"), "{log}");
+    assert!(log.contains("The run was interrupted"), "{log}");
+}
