@@ -14,10 +14,12 @@ use shipway_controller::{Action, Cache, Clock, Controller, GroupKind, exponentia
 use shipway_git::Repo;
 use shipway_git::hosted::Hosted;
 use shipway_model::types::workflow_run::{
-    COMPLETED, GROUP, IN_PROGRESS, KIND, WAITING, WorkflowRunSpec, WorkflowRunStatus,
+    COMPLETED, GROUP, IN_PROGRESS, KIND, QUEUED, WAITING, WorkflowRunSpec, WorkflowRunStatus,
 };
 use shipway_model::{Key, Object};
-use shipway_pipeline::exec::{Executor, RunSpec, Status, run_workflow};
+use shipway_pipeline::exec::{
+    Executor, Groups, RunSpec, Status, run_workflow, workflow_concurrency,
+};
 use shipway_pipeline::load::{Options, load_from};
 use shipway_store::{Store, StoreError};
 use tokio::sync::Semaphore;
@@ -44,6 +46,10 @@ pub struct Scheduler {
     slots: Arc<Semaphore>,
     /// Runs this process is executing, with their cancels.
     active: Mutex<HashMap<Key, CancellationToken>>,
+    /// Concurrency groups per repository (`namespace/name`), as GitHub scopes them: the
+    /// workflow-level groups runs enter before they start, and the job-level ones their jobs
+    /// enter (apart, so a run never waits for itself).
+    groups: Mutex<HashMap<String, (Arc<Groups>, Arc<Groups>)>>,
     shutdown: CancellationToken,
 }
 
@@ -68,6 +74,7 @@ impl Scheduler {
             cache_dir: data_dir.join("actions-cache"),
             slots: Arc::new(Semaphore::new(max_parallel_jobs.max(1))),
             active: Mutex::new(HashMap::new()),
+            groups: Mutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),
         })
     }
@@ -104,6 +111,16 @@ impl Scheduler {
 
     fn active(&self) -> std::sync::MutexGuard<'_, HashMap<Key, CancellationToken>> {
         self.active.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The workflow-level and job-level concurrency groups of a repository.
+    fn groups(&self, repository: &str) -> (Arc<Groups>, Arc<Groups>) {
+        self.groups
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(repository.to_string())
+            .or_default()
+            .clone()
     }
 
     fn active_count(&self) -> usize {
@@ -258,10 +275,57 @@ impl Scheduler {
             .join(spec.run_attempt.to_string());
         create_private_dir(&run_dir)?;
         create_private_dir(&self.cache_dir)?;
+        let (run_groups, job_groups) = self.groups(&format!("{namespace}/{}", spec.repository));
+        // A workflow-level concurrency group is held for the whole run; a newer run of the
+        // group replaces a waiting one, and with cancel-in-progress cancels a running one.
+        let _held = match workflow_concurrency(&bundle, &run_spec) {
+            None => None,
+            Some((group, cancel_in_progress)) => {
+                let entering = run_groups.enter(&group, cancel_in_progress, &cancel);
+                tokio::pin!(entering);
+                let entered = tokio::select! {
+                    biased;
+                    slot = &mut entering => slot,
+                    () = std::future::ready(()) => {
+                        status.status = Some(QUEUED.into());
+                        status.message = Some(format!(
+                            "Waiting for a run of concurrency group '{group}' to complete"
+                        ));
+                        let run = put_status(&self.store, &run, &status).await?;
+                        let slot = entering.await;
+                        status.status = Some(IN_PROGRESS.into());
+                        status.message = None;
+                        put_status(&self.store, &run, &status).await?;
+                        slot
+                    }
+                };
+                match entered {
+                    Some(slot) => Some((slot, group.clone())),
+                    None => {
+                        let message = if self.shutdown.is_cancelled() {
+                            "The run was cancelled: shipway was stopped.".to_string()
+                        } else if self.cancel_requested(&run).await {
+                            "The run was cancelled before it started.".to_string()
+                        } else {
+                            superseded(&group)
+                        };
+                        let run = self.store.get(&run.key()).await?.unwrap_or(run);
+                        status.status = Some(COMPLETED.into());
+                        status.conclusion = Some("cancelled".into());
+                        status.completed_at = Some(self.clock.timestamp());
+                        status.message = Some(message);
+                        put_status(&self.store, &run, &status).await?;
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        let run = self.store.get(&run.key()).await?.unwrap_or(run);
         let (observer, mut writer) = recorder(self.store.clone(), self.clock, run, status);
         let exec = Executor::new(dir, run_dir, self.cache_dir.clone())
             .base_env(base_env())
             .slots(self.slots.clone())
+            .groups(job_groups)
             .observer(Arc::new(observer))
             .cancel(cancel.clone());
         let record = tokio::spawn(async move {
@@ -280,15 +344,27 @@ impl Scheduler {
         writer.status.status = Some(COMPLETED.into());
         writer.status.conclusion = Some(report.result.as_str().into());
         writer.status.completed_at = Some(self.clock.timestamp());
-        if cancel.is_cancelled()
-            && report.result == Status::Cancelled
-            && self.shutdown.is_cancelled()
-        {
-            writer.status.message = Some("The run was cancelled: shipway was stopped.".into());
+        if cancel.is_cancelled() && report.result == Status::Cancelled {
+            let run = self.store.get(&writer.key()).await?;
+            writer.status.message = if self.shutdown.is_cancelled() {
+                Some("The run was cancelled: shipway was stopped.".into())
+            } else if run
+                .as_ref()
+                .is_some_and(|r| r.spec_as::<WorkflowRunSpec>().is_ok_and(|s| s.cancel))
+            {
+                Some("The run was cancelled.".into())
+            } else {
+                // Nothing else cancels a run: a newer one of its group, with cancel-in-progress.
+                _held.as_ref().map(|(_, group)| superseded(group))
+            };
         }
         writer.flush().await?;
         writer.write_status().await?;
         Ok(())
+    }
+
+    async fn cancel_requested(&self, run: &Object) -> bool {
+        matches!(self.store.get(&run.key()).await, Ok(Some(r)) if r.spec_as::<WorkflowRunSpec>().is_ok_and(|s| s.cancel))
     }
 
     async fn fail_before_start(
@@ -311,6 +387,11 @@ impl Scheduler {
         put_status(&self.store, run, &status).await?;
         Ok(())
     }
+}
+
+/// GitHub's words for a run a newer one of its concurrency group replaced or cancelled.
+fn superseded(group: &str) -> String {
+    format!("Canceling since a higher priority waiting request for '{group}' exists")
 }
 
 /// The environment steps start from: the server's PATH and HOME, nothing else of its own

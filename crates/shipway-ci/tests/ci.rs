@@ -463,3 +463,93 @@ async fn the_server_wide_job_limit_holds_across_runs() {
         );
     }
 }
+
+/// A workflow whose one job sleeps while the commit has a file `slow`.
+fn grouped(cancel_in_progress: bool) -> String {
+    format!(
+        "on: push\nconcurrency:\n  group: deploy-${{{{ github.ref }}}}\n  cancel-in-progress: {cancel_in_progress}\njobs:\n  deploy:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: actions/checkout@v4\n      - run: echo deploying; if [ -f slow ]; then sleep 30; fi; echo deployed\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_run_of_a_group_with_cancel_in_progress_cancels_the_running_one() {
+    let ci = Ci::start(Some(4)).await;
+    write(&ci.work, ".github/workflows/deploy.yml", &grouped(true));
+    write(&ci.work, "slow", "");
+    ci.commit("slow deploy");
+    ci.push("main", "alice").await;
+    eventually(PATIENCE, "the first deploy is running", || async {
+        ci.log("app-deploy-1")
+            .await
+            .contains(&"[deploy] deploying".to_string())
+    })
+    .await;
+    std::fs::remove_file(ci.work.join("slow")).unwrap();
+    ci.commit("fast deploy");
+    ci.push("main", "bob").await;
+    let first = ci.completed("app-deploy-1").await;
+    assert_eq!(first.conclusion.as_deref(), Some("cancelled"), "{first:?}");
+    assert_eq!(
+        first.message.as_deref(),
+        Some(
+            "Canceling since a higher priority waiting request for 'deploy-refs/heads/main' exists"
+        )
+    );
+    assert!(
+        !ci.log("app-deploy-1")
+            .await
+            .contains(&"[deploy] deployed".to_string())
+    );
+    let second = ci.completed("app-deploy-2").await;
+    assert_eq!(second.conclusion.as_deref(), Some("success"), "{second:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_cancel_in_progress_a_newer_run_of_a_group_waits_for_the_running_one() {
+    let ci = Ci::start(Some(4)).await;
+    write(
+        &ci.work,
+        ".github/workflows/deploy.yml",
+        &grouped(false).replace("sleep 30", "sleep 5"),
+    );
+    write(&ci.work, "slow", "");
+    ci.commit("slow deploy");
+    ci.push("main", "alice").await;
+    eventually(PATIENCE, "the first deploy is running", || async {
+        ci.log("app-deploy-1")
+            .await
+            .contains(&"[deploy] deploying".to_string())
+    })
+    .await;
+    write(&ci.work, "NOTE", "again\n");
+    ci.commit("again");
+    ci.push("main", "bob").await;
+    // The second waits, queued with the reason, while the first still runs.
+    eventually(PATIENCE, "the second queued behind the first", || async {
+        let Some(second) = ci.run("app-deploy-2").await else {
+            return false;
+        };
+        let status: WorkflowRunStatus = second.status_as().unwrap();
+        status.status.as_deref() == Some("queued")
+            && status.message.as_deref()
+                == Some(
+                    "Waiting for a run of concurrency group 'deploy-refs/heads/main' to complete",
+                )
+    })
+    .await;
+    let first: WorkflowRunStatus = ci.run("app-deploy-1").await.unwrap().status_as().unwrap();
+    assert!(!first.is_completed(), "the first still runs: {first:?}");
+    assert!(
+        ci.log("app-deploy-2").await.is_empty(),
+        "the second has not started"
+    );
+    let first = ci.completed("app-deploy-1").await;
+    assert_eq!(first.conclusion.as_deref(), Some("success"));
+    let second = ci.completed("app-deploy-2").await;
+    assert_eq!(second.conclusion.as_deref(), Some("success"));
+    assert!(
+        ci.log("app-deploy-2")
+            .await
+            .contains(&"[deploy] deployed".to_string())
+    );
+}

@@ -1,12 +1,31 @@
-//! Concurrency groups (`concurrency:` of a job): at most one job running and one pending per
-//! group. A newer arrival cancels the pending one; with `cancel-in-progress` it also cancels
-//! the running one, as GitHub does.
+//! Concurrency groups (`concurrency:` of a job, or of a workflow across runs): at most one
+//! holder running and one pending per group. A newer arrival cancels the pending one; with
+//! `cancel-in-progress` it also cancels the running one, as GitHub does.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use shipway_expr::{Map, Value};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+
+use crate::workflow::{Concurrency, Dyn};
+
+/// A `concurrency:` evaluated with `contexts`: the group's name and whether it cancels the
+/// run in progress. A group that does not evaluate is its text, as written.
+pub(crate) fn evaluate(c: &Concurrency, contexts: &Map) -> (String, bool) {
+    let group = c
+        .group
+        .template
+        .eval_string(contexts)
+        .unwrap_or_else(|_| c.group.raw.clone());
+    let cancel_in_progress = match &c.cancel_in_progress {
+        None => false,
+        Some(Dyn::Value(v)) => Value::from_json(v).truthy(),
+        Some(Dyn::Expr(s)) => s.template.eval(contexts).is_ok_and(|v| v.truthy()),
+    };
+    (group, cancel_in_progress)
+}
 
 #[derive(Default)]
 struct Group {
@@ -15,7 +34,7 @@ struct Group {
     pending: Option<(u64, CancellationToken)>,
 }
 
-/// Every group of a run. State changes bump a version on a watch channel, so a waiter never
+/// Every group of a run (or of a server, shared by its runs). State changes bump a version on a watch channel, so a waiter never
 /// misses a release.
 pub struct Groups {
     state: Mutex<(u64, HashMap<String, Group>)>,

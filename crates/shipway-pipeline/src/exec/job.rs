@@ -34,7 +34,7 @@ pub struct Shared {
     pub exec: Arc<Executor>,
     pub called: HashMap<String, Workflow>,
     github: Map,
-    concurrency: super::concurrency::Groups,
+    concurrency: Arc<super::concurrency::Groups>,
 }
 
 impl Shared {
@@ -47,12 +47,13 @@ impl Shared {
         );
         let name = w.name.clone().unwrap_or_else(|| w.file.clone());
         let github = github_base(&spec, &name, &event_path.to_string_lossy());
+        let concurrency = exec.groups.clone().unwrap_or_default();
         Shared {
             spec,
             exec,
             called: bundle.called.clone(),
             github,
-            concurrency: super::concurrency::Groups::default(),
+            concurrency,
         }
     }
 
@@ -234,16 +235,7 @@ impl Instance {
         let _slot = match &job.concurrency {
             None => None,
             Some(c) => {
-                let group = c
-                    .group
-                    .template
-                    .eval_string(&contexts)
-                    .unwrap_or_else(|_| c.group.raw.clone());
-                let cancel_in_progress = match &c.cancel_in_progress {
-                    None => false,
-                    Some(Dyn::Value(v)) => Value::from_json(v).truthy(),
-                    Some(Dyn::Expr(s)) => s.template.eval(&contexts).is_ok_and(|v| v.truthy()),
-                };
+                let (group, cancel_in_progress) = super::concurrency::evaluate(c, &contexts);
                 match self
                     .shared
                     .concurrency

@@ -29,6 +29,7 @@ use crate::matrix::{self, Combination};
 use crate::workflow::{Dyn, Workflow};
 
 pub use commands::{FileCommand, Line, Masker, parse_line};
+pub use concurrency::{Groups, Slot};
 pub use context::{check_inputs, dispatch_inputs, event_ref};
 pub use event::{
     AdmitAll, Collect, Gate, GateDecision, Ignore, RunEvent, RunObserver, Stream, log_text,
@@ -123,6 +124,8 @@ pub struct Executor {
     /// Job slots shared with other runs (a server's `--max-parallel-jobs`); `None`: this run's
     /// own `parallel` slots.
     pub slots: Option<Arc<Semaphore>>,
+    /// Job concurrency groups shared with other runs (a server's); `None`: this run's own.
+    pub groups: Option<Arc<Groups>>,
 }
 
 /// What `actions/checkout` checks out of [`Executor::repo`].
@@ -151,6 +154,7 @@ impl Executor {
             cancel: CancellationToken::new(),
             source: Source::default(),
             slots: None,
+            groups: None,
         }
     }
 
@@ -188,6 +192,13 @@ impl Executor {
     /// of `parallel` slots of its own.
     pub fn slots(mut self, slots: Arc<Semaphore>) -> Executor {
         self.slots = Some(slots);
+        self
+    }
+
+    /// Enters job `concurrency:` groups in `groups`, shared with every run given the same,
+    /// so a group holds across runs as on GitHub.
+    pub fn groups(mut self, groups: Arc<Groups>) -> Executor {
+        self.groups = Some(groups);
         self
     }
 
@@ -263,6 +274,26 @@ impl Report {
 pub(crate) struct Finished {
     pub result: Status,
     pub outputs: IndexMap<String, String>,
+}
+
+/// The workflow-level `concurrency:` of a run, evaluated as GitHub does (with the `github`,
+/// `inputs` and `vars` contexts): the group and whether a newer run cancels the one in
+/// progress. A server enters it before the run starts.
+pub fn workflow_concurrency(bundle: &Bundle, spec: &RunSpec) -> Option<(String, bool)> {
+    let w = bundle.workflow.as_ref()?;
+    let c = w.concurrency.as_ref()?;
+    let name = w.name.clone().unwrap_or_else(|| w.file.clone());
+    let mut contexts = shipway_expr::Map::new();
+    contexts.insert(
+        "github".into(),
+        Value::object(context::github_base(spec, &name, "")),
+    );
+    contexts.insert(
+        "inputs".into(),
+        context::resolve_inputs(w, &spec.event_name, &spec.inputs),
+    );
+    contexts.insert("vars".into(), context::strings(&spec.vars));
+    Some(concurrency::evaluate(c, &contexts))
 }
 
 /// Runs the bundle's workflow. Never fails: problems become failed jobs and log lines. Ends
