@@ -49,8 +49,15 @@ pub struct Scheduler {
     /// Concurrency groups per repository (`namespace/name`), as GitHub scopes them: the
     /// workflow-level groups runs enter before they start, and the job-level ones their jobs
     /// enter (apart, so a run never waits for itself).
-    groups: Mutex<HashMap<String, (Arc<Groups>, Arc<Groups>)>>,
+    groups: Mutex<HashMap<String, RepoGroups>>,
     shutdown: CancellationToken,
+}
+
+/// One repository's concurrency groups: those runs enter, and those their jobs enter.
+#[derive(Clone, Default)]
+struct RepoGroups {
+    runs: Arc<Groups>,
+    jobs: Arc<Groups>,
 }
 
 fn kind() -> GroupKind {
@@ -114,7 +121,7 @@ impl Scheduler {
     }
 
     /// The workflow-level and job-level concurrency groups of a repository.
-    fn groups(&self, repository: &str) -> (Arc<Groups>, Arc<Groups>) {
+    fn groups(&self, repository: &str) -> RepoGroups {
         self.groups
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -275,7 +282,10 @@ impl Scheduler {
             .join(spec.run_attempt.to_string());
         create_private_dir(&run_dir)?;
         create_private_dir(&self.cache_dir)?;
-        let (run_groups, job_groups) = self.groups(&format!("{namespace}/{}", spec.repository));
+        let RepoGroups {
+            runs: run_groups,
+            jobs: job_groups,
+        } = self.groups(&format!("{namespace}/{}", spec.repository));
         // A workflow-level concurrency group is held for the whole run; a newer run of the
         // group replaces a waiting one, and with cancel-in-progress cancels a running one.
         let _held = match workflow_concurrency(&bundle, &run_spec) {
