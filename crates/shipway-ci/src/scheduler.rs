@@ -136,10 +136,11 @@ impl Scheduler {
 
     async fn reconcile(self: &Arc<Self>, run: &Object) -> Result<Action, CiError> {
         let status: WorkflowRunStatus = run.status_as()?;
-        if status.is_completed() {
+        let spec: WorkflowRunSpec = run.spec_as()?;
+        let rerun = status.is_completed() && spec.run_attempt > status.attempt();
+        if status.is_completed() && !rerun {
             return Ok(Action::AwaitChange);
         }
-        let spec: WorkflowRunSpec = run.spec_as()?;
         let key = run.key();
         if let Some(cancel) = self.active().get(&key) {
             if spec.cancel {
@@ -148,13 +149,14 @@ impl Scheduler {
             return Ok(Action::AwaitChange);
         }
         let state = status.status.as_deref();
-        if state == Some(IN_PROGRESS) || state == Some(WAITING) {
+        if !rerun && (state == Some(IN_PROGRESS) || state == Some(WAITING)) {
             self.interrupted(run, status).await?;
             return Ok(Action::AwaitChange);
         }
         if spec.cancel {
             let mut status = status;
             status.status = Some(COMPLETED.into());
+            status.attempt = Some(spec.run_attempt);
             status.conclusion = Some("cancelled".into());
             status.completed_at = Some(self.clock.timestamp());
             status.message = Some("The run was cancelled before it started.".into());
@@ -219,9 +221,20 @@ impl Scheduler {
     ) -> Result<(), CiError> {
         let mut status = WorkflowRunStatus {
             status: Some(IN_PROGRESS.into()),
+            attempt: Some(spec.run_attempt),
             started_at: Some(self.clock.timestamp()),
             ..WorkflowRunStatus::default()
         };
+        if spec.run_attempt > 1 {
+            // The earlier attempts' lines stay; this marks where the new one begins.
+            let line = shipway_store::NewLogLine {
+                job: String::new(),
+                step: None,
+                stream: "runner".into(),
+                text: format!("Re-run: attempt {}", spec.run_attempt),
+            };
+            self.store.append_logs(&run.key(), vec![line]).await?;
+        }
         let run = put_status(&self.store, run, &status).await?;
         let dir = self.hosted.dir(&spec.repository)?;
         let (sha, file, read_dir) = (spec.head_sha.clone(), spec.workflow.clone(), dir.clone());

@@ -164,6 +164,11 @@ pub enum PipelineCommand {
         #[command(flatten)]
         run: RunTarget,
     },
+    /// Run a completed run again, all its jobs, as its next attempt (same commit and event).
+    Rerun {
+        #[command(flatten)]
+        run: RunTarget,
+    },
 }
 
 /// A Rollout by name, in a namespace.

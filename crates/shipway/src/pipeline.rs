@@ -46,6 +46,34 @@ pub async fn run(client: &Client, command: PipelineCommand) -> Result<(), Failur
             outln!("workflowrun/{} cancel requested", run.name);
             Ok(())
         }
+        PipelineCommand::Rerun { run } => {
+            let o = client
+                .get(RESOURCE, &run.name, &ns(&run.namespace))
+                .await
+                .map_err(|e| not_found(e, &run))?;
+            let (spec, status) = views(&o);
+            if !status.is_completed() {
+                return Err(Failure::Failed(format!(
+                    "workflow run {:?} is {}: it can be re-run once completed (`shipway pipeline cancel {}` stops it)",
+                    run.name,
+                    state(&status),
+                    run.name
+                )));
+            }
+            let attempt = spec.run_attempt.max(status.attempt()) + 1;
+            client
+                .patch(
+                    RESOURCE,
+                    &run.name,
+                    &ns(&run.namespace),
+                    &json!({"spec": {"runAttempt": attempt, "cancel": false}}),
+                    false,
+                )
+                .await
+                .map_err(|e| not_found(e, &run))?;
+            outln!("workflowrun/{} re-run as attempt {attempt}", run.name);
+            Ok(())
+        }
     }
 }
 

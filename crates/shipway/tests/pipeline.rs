@@ -99,7 +99,7 @@ fn a_run_killed_with_the_server_is_recorded_failed_with_its_log_kept() {
         &up,
         data.path(),
         work.path(),
-        "on: push\njobs:\n  long:\n    runs-on: ubuntu-latest\n    steps:\n      - run: for i in 1 2 3; do echo \"line $i\"; done; sleep 8; echo never\n",
+        "on: push\njobs:\n  long:\n    runs-on: ubuntu-latest\n    steps:\n      - run: for i in 1 2 3; do echo \"line $i\"; done; if [ $GITHUB_RUN_ATTEMPT = 1 ]; then sleep 8; echo never; fi; echo \"attempt $GITHUB_RUN_ATTEMPT done\"\n",
     );
     git_in(work.path(), Some(&token), &["push", "-q", &url, "main"]);
     wait_for(60, "the step's lines in the log", || {
@@ -129,4 +129,22 @@ fn a_run_killed_with_the_server_is_recorded_failed_with_its_log_kept() {
     }
     assert!(!log.contains("[long] never\n"), "{log}");
     assert!(log.contains("The run was interrupted"), "{log}");
+
+    // A re-run works: the next attempt runs the same commit to the end, after the first's lines.
+    let out = up.cli(data.path(), &["pipeline", "rerun", "app-ci-1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    wait_for(60, "the second attempt succeeded", || {
+        text(&up.cli(data.path(), &["pipeline", "get", "app-ci-1"]).stdout)
+            .contains("Status:     success\n")
+    });
+    let shown = text(&up.cli(data.path(), &["pipeline", "get", "app-ci-1"]).stdout);
+    assert!(shown.contains("Run:        #1 (attempt 2)\n"), "{shown}");
+    let log = logs(&up, data.path(), "app-ci-1");
+    let first = log.find("[long] line 3\n").unwrap();
+    let again = log.find("Re-run: attempt 2\n").expect(&log);
+    let done = log.find("[long] attempt 2 done\n").expect(&log);
+    assert!(first < again && again < done, "{log}");
+    // A run in progress is refused a re-run: here, none is.
+    let out = up.cli(data.path(), &["pipeline", "rerun", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
 }

@@ -74,6 +74,10 @@ pub struct WorkflowRunStatus {
     pub started_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<String>,
+    /// The attempt this status is of (`spec.runAttempt` when it started); a higher
+    /// `spec.runAttempt` asks for a re-run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u64>,
     /// Why the run is queued, failed before its jobs ran, or was cut short.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -130,5 +134,10 @@ pub struct StepStatus {
 impl WorkflowRunStatus {
     pub fn is_completed(&self) -> bool {
         self.status.as_deref() == Some(COMPLETED)
+    }
+
+    /// The attempt the status is of: 1 for a status written before attempts were recorded.
+    pub fn attempt(&self) -> u64 {
+        self.attempt.unwrap_or(1)
     }
 }
