@@ -5,6 +5,7 @@
 //! `experiments/experiment.go`; [`controller`] reads the objects and carries it out.
 
 pub mod controller;
+pub mod step;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -168,7 +169,7 @@ pub struct ExperimentAnalysisRunStatus {
     pub rest: Map<String, Value>,
 }
 
-fn completed(phase: &str) -> bool {
+pub fn completed(phase: &str) -> bool {
     matches!(phase, "Successful" | "Failed" | "Error" | "Inconclusive")
 }
 
