@@ -1,8 +1,9 @@
 //! The Experiment controller (and with it the Rollout controller's canary `experiment` step) on
 //! a SQLite store, the shared cache and the runner, on paused time: a timed Experiment runs,
 //! succeeds and is scaled down after the delay; a failed analysis fails it; `terminate` stops
-//! it; invalid specs apply nothing; the step advances on success and aborts the Rollout on
-//! failure; and the statuses compare field by field with Argo's snapshots.
+//! it; invalid specs apply nothing; the step advances on success, aborts the Rollout on
+//! failure, and an abort or a new revision terminates its Experiment; and the statuses compare
+//! field by field with Argo's snapshots.
 //!
 //! No kubelet runs here: a small loop plays the ReplicaSet controller's part and reports every
 //! ReplicaSet's replicas as available (the end-to-end test runs the real runtime); the test
@@ -820,4 +821,53 @@ fn compare_experiment(got: &Value, want: &Value) {
             .unwrap_or_default()
     };
     assert_eq!(runs(got), runs(want));
+}
+
+#[tokio::test(start_paused = true)]
+async fn aborting_the_rollout_terminates_its_running_experiment() {
+    let e = env().await;
+    e.store
+        .create(rollout("web:1", experiment_steps(json!([]))), "test")
+        .await
+        .unwrap();
+    until_ro(&e, "healthy", Duration::from_secs(30), |s| {
+        s.phase.as_deref() == Some("Healthy")
+    })
+    .await;
+    set_image(&e, "web:2").await;
+    let s = until_ro(&e, "experiment", Duration::from_secs(30), |s| {
+        s.canary().current_experiment.is_some()
+    })
+    .await;
+    let name = s.canary().current_experiment.clone().unwrap();
+    until_ex(&e, &name, Duration::from_secs(10), |s| s.phase == "Running").await;
+    // `kubectl argo rollouts abort`: status.abort.
+    loop {
+        let mut o = get(&e, "Rollout", "web").await.unwrap();
+        o.body["status"]["abort"] = json!(true);
+        match e.store.update_status(o, "user:admin").await {
+            Ok(_) => break,
+            Err(shipway_store::StoreError::Conflict { .. }) => continue,
+            Err(err) => panic!("{err}"),
+        }
+    }
+    let s = until_ro(&e, "aborted", Duration::from_secs(10), |s| {
+        s.aborted() && s.canary().current_experiment.is_none()
+    })
+    .await;
+    assert_eq!(s.current_step_index, Some(0));
+    let start = tokio::time::Instant::now();
+    while get(&e, "Experiment", &name).await.unwrap().spec().unwrap()["terminate"] != true {
+        assert!(start.elapsed() < Duration::from_secs(10), "not terminated");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ex = until_ex(&e, &name, Duration::from_secs(10), |s| {
+        s.phase == "Successful"
+    })
+    .await;
+    assert!(
+        ex.template_statuses
+            .iter()
+            .all(|t| t.status == "Successful")
+    );
 }
