@@ -910,3 +910,26 @@ fn an_experiment_step_needs_canary_or_stable_and_weight_needs_traffic_routing() 
         "The Rollout \"web\" is invalid: spec.strategy.canary.steps[0].experiment.templates[0].weight: Invalid value: \"10\": Experiment template weight cannot be set unless TrafficRouting is enabled"
     );
 }
+
+#[test]
+fn an_inconclusive_experiment_pauses_until_promoted() {
+    let sets = vec![rs("a", 1, 4, 4), rs("b", 2, 1, 1)];
+    let running = mid(1, json!({"canary": {"currentExperiment": "web-b-2-1"}}));
+    let mut c = Case::new(experiment_steps(), running, "b", sets.clone());
+    c.step_experiment = experiment_run("Inconclusive", "");
+    let d = c.decide();
+    assert_eq!(d.status.current_step_index, Some(1));
+    assert!(d.status.controller_pause);
+    assert_eq!(
+        d.status.pause_conditions[0].reason,
+        "InconclusiveExperiment"
+    );
+    // The promote: pause conditions cleared, controllerPause still set.
+    let mut promoted = d.status.clone();
+    promoted.pause_conditions.clear();
+    let mut c = Case::new(experiment_steps(), promoted, "b", sets);
+    c.step_experiment = experiment_run("Inconclusive", "");
+    let d = c.decide();
+    assert_eq!(d.status.current_step_index, Some(2));
+    assert_eq!(d.status.canary().current_experiment, None);
+}
