@@ -149,6 +149,10 @@ impl Platform {
                 store: store.clone(),
                 cache: cache.clone(),
             }),
+            Box::new(ExperimentsService {
+                store: store.clone(),
+                cache: cache.clone(),
+            }),
             Box::new(CiService {
                 store: store.clone(),
                 hosted: hosted.clone(),
@@ -371,6 +375,34 @@ impl Service for RolloutsService {
         Box::pin(async move {
             let clock = shipway_controller::Clock::new();
             shipway_rollout::rollout::controller::RolloutController::new(
+                self.store, self.cache, clock,
+            )
+            .run(shutdown)
+            .await;
+            Ok(())
+        })
+    }
+}
+
+/// Argo Rollouts' Experiments: a ReplicaSet (and optionally a Service) per template and their
+/// AnalysisRuns, written as `controller:experiments`.
+struct ExperimentsService {
+    store: Store,
+    cache: Cache,
+}
+
+impl Service for ExperimentsService {
+    fn name(&self) -> &'static str {
+        "experiments"
+    }
+
+    fn run(
+        self: Box<Self>,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'static, Result<(), ServiceError>> {
+        Box::pin(async move {
+            let clock = shipway_controller::Clock::new();
+            shipway_rollout::experiment::controller::ExperimentController::new(
                 self.store, self.cache, clock,
             )
             .run(shutdown)

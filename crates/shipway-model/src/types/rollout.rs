@@ -417,6 +417,9 @@ pub struct CanaryStatus {
     pub current_background_analysis_run_status: Option<RolloutAnalysisRunStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights: Option<TrafficWeights>,
+    /// The Experiment of the current `experiment` step while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_experiment: Option<String>,
     #[serde(flatten)]
     pub rest: Map<String, Value>,
 }

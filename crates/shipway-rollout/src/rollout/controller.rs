@@ -37,6 +37,7 @@ const CLUSTER_TEMPLATE: GroupKind =
     GroupKind::from_static("argoproj.io", "ClusterAnalysisTemplate");
 const SERVICE: GroupKind = GroupKind::from_static("", "Service");
 const POLICY: GroupKind = GroupKind::from_static("shipway.dev", "TrafficPolicy");
+const EXPERIMENT: GroupKind = crate::experiment::controller::EXPERIMENT;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RolloutError {
@@ -86,6 +87,7 @@ impl RolloutController {
             .owns(REPLICA_SET)
             .owns(ANALYSIS_RUN)
             .owns(POLICY)
+            .owns(EXPERIMENT)
             // A Service or template appearing can make an invalid spec valid.
             .watches(SERVICE, in_namespace(self.cache.clone()))
             .watches(TEMPLATE, in_namespace(self.cache.clone()))
@@ -210,6 +212,21 @@ impl RolloutController {
                 Some(_) => run(&bg_status.post_promotion_analysis_run_status),
                 None => run(&status.canary().current_background_analysis_run_status),
             },
+            step_experiment: status
+                .canary()
+                .current_experiment
+                .as_ref()
+                .and_then(|name| {
+                    let ns = ro.metadata.namespace.as_deref().unwrap_or_default();
+                    let obj = self.cache.get(&EXPERIMENT.key(ns, name))?;
+                    let s: crate::experiment::ExperimentStatus =
+                        obj.status_as().unwrap_or_default();
+                    Some(Run {
+                        name: name.clone(),
+                        phase: s.phase,
+                        message: s.message,
+                    })
+                }),
             now,
         };
         let mut decision = match &blue_green {
@@ -603,6 +620,42 @@ impl RolloutController {
                 }
             }
         }
+        if let Some(index) = d.start_experiment {
+            let name = self
+                .start_experiment(&ro, spec, index, hash, &stable_hash, revision, &sets)
+                .await?;
+            d.events.push((
+                "ExperimentCreated".into(),
+                format!("Created Experiment '{name}'"),
+                false,
+            ));
+            d.status.canary_mut().current_experiment = Some(name);
+        }
+        // Argo's `cancelExperiments`: every Experiment of the Rollout but the current one stops.
+        let keep = d.status.canary().current_experiment.clone();
+        for ex in self
+            .cache
+            .owned_by(&uid)
+            .iter()
+            .filter(|o| EXPERIMENT.is(o))
+        {
+            if Some(&ex.metadata.name) == keep.as_ref() {
+                continue;
+            }
+            let st: crate::experiment::ExperimentStatus = ex.status_as().unwrap_or_default();
+            let told = ex.spec().and_then(|s| s.get("terminate")) == Some(&Value::Bool(true));
+            if told || crate::experiment::completed(&st.phase) {
+                continue;
+            }
+            let mut ex = (**ex).clone();
+            if let Some(s) = ex.body.get_mut("spec").and_then(Value::as_object_mut) {
+                s.insert("terminate".into(), Value::Bool(true));
+                match self.store.update(ex, ACTOR).await {
+                    Ok(_) | Err(StoreError::NotFound(_)) | Err(StoreError::Conflict { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
         for start in d.start_runs.clone() {
             let name = self
                 .start_run(&ro, spec, &start, hash, &stable_hash, revision)
@@ -977,6 +1030,86 @@ impl RolloutController {
         )))
     }
 
+    /// Creates (or adopts, after a lost status write) the Experiment of the step at `index`:
+    /// `<rollout>-<hash>-<revision>-<index>`, `-N` on a collision with one that is not this
+    /// Rollout's running one, as Argo's `createExperimentWithCollisionHandling`.
+    #[allow(clippy::too_many_arguments)]
+    async fn start_experiment(
+        &self,
+        ro: &Object,
+        spec: &RolloutSpec,
+        index: usize,
+        hash: &str,
+        stable_hash: &str,
+        revision: i64,
+        sets: &BTreeMap<String, Object>,
+    ) -> Result<String, RolloutError> {
+        let canary = spec.strategy.canary.clone().unwrap_or_default();
+        let raw = canary.steps()[index]
+            .experiment
+            .clone()
+            .unwrap_or(Value::Null);
+        let mut step = crate::experiment::step::parse(&raw).map_err(RolloutError::Other)?;
+        for a in &mut step.analyses {
+            a.args = resolve_args(&a.args, ro, stable_hash, hash, false);
+        }
+        let by_hash = |h: &str| {
+            sets.values().find(|rs| {
+                rs.metadata
+                    .labels
+                    .get(POD_TEMPLATE_HASH)
+                    .map(String::as_str)
+                    == Some(h)
+            })
+        };
+        let (Some(stable_rs), Some(canary_rs)) = (by_hash(stable_hash), by_hash(hash)) else {
+            return Err(RolloutError::Other(format!(
+                "{}: the stable and canary ReplicaSets must exist before the experiment step",
+                ro.key()
+            )));
+        };
+        let ex = crate::experiment::step::experiment(
+            ro,
+            &step,
+            index,
+            hash,
+            revision,
+            spec.progress_deadline_seconds,
+            stable_rs,
+            canary_rs,
+        )
+        .map_err(RolloutError::Other)?;
+        let base = ex.metadata.name.clone();
+        for attempt in 0..100 {
+            let mut ex = ex.clone();
+            if attempt > 0 {
+                ex.metadata.name = format!("{base}-{attempt}");
+            }
+            let name = ex.metadata.name.clone();
+            match self.store.create(ex.clone(), ACTOR).await {
+                Ok(_) => return Ok(name),
+                Err(StoreError::AlreadyExists(key)) => {
+                    if let Some(existing) = self.store.get(&key).await? {
+                        let st: crate::experiment::ExperimentStatus =
+                            existing.status_as().unwrap_or_default();
+                        let same = existing.spec().is_some_and(|s| Some(s) == ex.spec());
+                        if is_controlled_by(&existing, ro)
+                            && same
+                            && !crate::experiment::completed(&st.phase)
+                        {
+                            return Ok(name);
+                        }
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(RolloutError::Other(format!(
+            "{}: no free Experiment name after {base}-99",
+            ro.key()
+        )))
+    }
+
     async fn write_status(
         &self,
         ro: &Object,
@@ -1026,7 +1159,7 @@ fn set_of(rs: &Object) -> Set {
 /// `BuildArgumentsForRolloutAnalysisRun`: `valueFrom.podTemplateHashValue` (`Stable` or
 /// `Latest`) and `valueFrom.fieldRef` on the Rollout's metadata become values. `checking`
 /// puts placeholders where the hashes are not known yet.
-fn resolve_args(
+pub(crate) fn resolve_args(
     args: &[Argument],
     ro: &Object,
     stable_hash: &str,

@@ -37,6 +37,7 @@ pub const ROUTER: &str = "rollouts.shipway.dev/traffic-router";
 
 pub const CANARY_PAUSE_STEP: &str = "CanaryPauseStep";
 pub const INCONCLUSIVE: &str = "InconclusiveAnalysisRun";
+pub const INCONCLUSIVE_EXPERIMENT: &str = "InconclusiveExperiment";
 
 /// Argo's defaults.
 pub const DEFAULT_PROGRESS_DEADLINE: i64 = 600;
@@ -328,6 +329,9 @@ fn validate_canary(name: &str, c: &CanaryStrategy) -> Result<(), String> {
     }
     for (i, step) in c.steps().iter().enumerate() {
         let path = format!("spec.strategy.canary.steps[{i}]");
+        if let Some(e) = &step.experiment {
+            crate::experiment::step::validate(name, e, i, c.traffic_routing.is_some())?;
+        }
         // Argo's two rules: at most one of setWeight, pause, experiment and analysis; at
         // least one step type of any kind.
         let (e, p, w, a) = (
@@ -478,8 +482,8 @@ pub fn unsupported(spec: &RolloutSpec) -> Vec<String> {
             }
         }
         for (i, s) in c.steps().iter().enumerate() {
-            if s.experiment.is_some() {
-                out.push(format!("spec.strategy.canary.steps[{i}].experiment"));
+            if let Some(e) = &s.experiment {
+                out.extend(crate::experiment::step::unsupported(e, i));
             }
             if s.rest.contains_key("plugin") {
                 out.push(format!("spec.strategy.canary.steps[{i}].plugin"));
@@ -647,6 +651,8 @@ pub struct Input<'a> {
     pub step_run: Option<Run>,
     /// Likewise for `currentBackgroundAnalysisRunStatus`.
     pub background_run: Option<Run>,
+    /// The Experiment `status.canary.currentExperiment` names, when it exists.
+    pub step_experiment: Option<Run>,
     pub now: OffsetDateTime,
 }
 
@@ -688,6 +694,8 @@ pub struct Decision {
     /// Blue-green: `(service, hash)` selectors to set, the active one first.
     pub services: Vec<(String, String)>,
     pub start_runs: Vec<StartRun>,
+    /// Create the Experiment of the `experiment` step at this index.
+    pub start_experiment: Option<usize>,
     /// Runs to stop (`spec.terminate`).
     pub terminate_runs: Vec<String>,
     /// (reason, message, warning).
@@ -929,6 +937,7 @@ pub fn decide(input: &Input) -> Decision {
             }
         }
         st.canary_mut().current_step_analysis_run_status = None;
+        st.canary_mut().current_experiment = None;
         st.canary_mut().current_background_analysis_run_status = None;
         if old.stable_rs.as_deref() == Some(hash) && n > 0 {
             st.current_step_index = Some(n as i64);
@@ -974,11 +983,17 @@ pub fn decide(input: &Input) -> Decision {
         st.current_step_index = Some(0);
     }
     let mut index = st.current_step_index.unwrap_or(0).clamp(0, n as i64) as usize;
+    // Off an experiment step (promoted, skipped, steps changed): no current Experiment, so
+    // the controller terminates it.
+    if steps.get(index).is_none_or(|s| s.experiment.is_none()) {
+        st.canary_mut().current_experiment = None;
+    }
 
     // Retry: the user set abort back to false.
     if !st.aborted() && st.aborted_at.is_some() {
         st.aborted_at = None;
         st.canary_mut().current_step_analysis_run_status = None;
+        st.canary_mut().current_experiment = None;
         st.canary_mut().current_background_analysis_run_status = None;
         remove_condition(&mut st.conditions, "Progressing");
     }
@@ -1063,7 +1078,49 @@ pub fn decide(input: &Input) -> Decision {
                 (None, true) => {}
                 (_, false) => d.start_runs.push(StartRun::Step(index)),
             }
-        } else if step.experiment.is_some() || step.rest.contains_key("plugin") {
+        } else if step.experiment.is_some() {
+            // Argo's `reconcileExperiments`: made once the stable ReplicaSet exists, waited on
+            // while it runs; its failure aborts, inconclusive pauses.
+            let recorded = st.canary().current_experiment.is_some();
+            match (&input.step_experiment, recorded) {
+                (Some(ex), true) => match ex.phase.as_str() {
+                    "Successful" => {
+                        step_done = true;
+                        st.canary_mut().current_experiment = None;
+                    }
+                    "Failed" | "Error" => {
+                        let mut m = "Experiment analysis phase is error/failed".to_string();
+                        if !ex.message.is_empty() {
+                            m = format!("{m}: {}", ex.message);
+                        }
+                        abort_message = Some(m);
+                    }
+                    "Inconclusive" => {
+                        if pause_acknowledged(&st, INCONCLUSIVE_EXPERIMENT) {
+                            step_done = true;
+                            st.canary_mut().current_experiment = None;
+                        } else if !st
+                            .pause_conditions
+                            .iter()
+                            .any(|c| c.reason == INCONCLUSIVE_EXPERIMENT)
+                        {
+                            add_pause = Some(INCONCLUSIVE_EXPERIMENT);
+                        }
+                    }
+                    _ => {}
+                },
+                // Created, not in the cache yet.
+                (None, true) => {}
+                (_, false) => {
+                    if sets
+                        .iter()
+                        .any(|s| s.hash == st.stable_rs.as_deref().unwrap_or_default())
+                    {
+                        d.start_experiment = Some(index);
+                    }
+                }
+            }
+        } else if step.rest.contains_key("plugin") {
             // Not implemented: named in the UnsupportedFields condition, passed over.
             step_done = true;
         } else if (step.set_header_route.is_some() || step.set_mirror_route.is_some())
@@ -1079,6 +1136,8 @@ pub fn decide(input: &Input) -> Decision {
         abort_message = Some(msg);
     }
     if st.aborted() {
+        // The controller terminates every Experiment but the current one: none now.
+        st.canary_mut().current_experiment = None;
         if st.aborted_at.is_none() {
             st.aborted_at = Some(now_ts.clone());
         }
@@ -1311,8 +1370,12 @@ pub fn decide(input: &Input) -> Decision {
         );
         index += 1;
         st.canary_mut().current_step_analysis_run_status = None;
-        st.pause_conditions
-            .retain(|c| c.reason != CANARY_PAUSE_STEP && c.reason != INCONCLUSIVE);
+        st.canary_mut().current_experiment = None;
+        st.pause_conditions.retain(|c| {
+            c.reason != CANARY_PAUSE_STEP
+                && c.reason != INCONCLUSIVE
+                && c.reason != INCONCLUSIVE_EXPERIMENT
+        });
         if st.pause_conditions.is_empty() {
             st.controller_pause = false;
         }
@@ -1329,6 +1392,7 @@ pub fn decide(input: &Input) -> Decision {
         st.stable_rs = Some(hash.to_string());
         st.promote_full = false;
         st.canary_mut().current_step_analysis_run_status = None;
+        st.canary_mut().current_experiment = None;
         if let Some(r) = &st.canary().current_background_analysis_run_status
             && !completed_phase(&r.status)
         {

@@ -69,6 +69,7 @@ struct Case {
     hash: &'static str,
     sets: Vec<Set>,
     step_run: Option<Run>,
+    step_experiment: Option<Run>,
     now: i64,
 }
 
@@ -80,6 +81,7 @@ impl Case {
             hash,
             sets,
             step_run: None,
+            step_experiment: None,
             now: 0,
         }
     }
@@ -98,6 +100,7 @@ impl Case {
             sets: &self.sets,
             step_run: self.step_run.clone(),
             background_run: None,
+            step_experiment: self.step_experiment.clone(),
             now: at(self.now),
         })
     }
@@ -545,12 +548,15 @@ fn invalid_specs_get_argos_messages() {
 #[test]
 fn unimplemented_fields_are_named() {
     let s = spec(json!({"workloadRef": {"kind": "Deployment", "name": "x"},
-        "strategy": {"canary": {"steps": [{"experiment": {"templates": []}}]}}}));
+        "strategy": {"canary": {"steps": [{"experiment": {"templates": [
+            {"name": "a", "specRef": "canary"},
+            {"name": "b", "specRef": "canary", "weight": 5}]}}]}}}));
+    // The experiment step runs; only a template's traffic share does not.
     assert_eq!(
         unsupported(&s),
         [
             "spec.workloadRef",
-            "spec.strategy.canary.steps[0].experiment"
+            "spec.strategy.canary.steps[0].experiment.templates[1].weight (Shipway's proxy does not route a share of traffic to an experiment's Service)"
         ]
     );
 }
@@ -603,6 +609,7 @@ fn decide_bg(c: &Case) -> Decision {
             sets: &c.sets,
             step_run: c.step_run.clone(),
             background_run: None,
+            step_experiment: None,
             now: at(c.now),
         },
         &bg,
@@ -822,4 +829,107 @@ fn a_preset_fills_the_steps_and_refuses_to_share_them() {
     let mut none = spec(json!({"strategy": {"canary": {"steps": [{"setWeight": 5}]}}}));
     apply_preset("web", &Default::default(), &mut none).unwrap();
     assert_eq!(none.strategy.canary.unwrap().steps.unwrap().len(), 1);
+}
+
+fn experiment_steps() -> RolloutSpec {
+    spec(json!({"strategy": {"canary": {"steps": [
+        {"setWeight": 20},
+        {"experiment": {"duration": "1m", "templates": [
+            {"name": "baseline", "specRef": "stable"},
+            {"name": "canary", "specRef": "canary"}]}},
+        {"pause": {}}]}}}))
+}
+
+fn experiment_run(phase: &str, message: &str) -> Option<Run> {
+    Some(Run {
+        name: "web-b-2-1".into(),
+        phase: phase.into(),
+        message: message.into(),
+    })
+}
+
+#[test]
+fn the_experiment_step_starts_its_experiment_waits_and_advances_on_success() {
+    let sets = vec![rs("a", 1, 4, 4), rs("b", 2, 1, 1)];
+    let d = Case::new(experiment_steps(), mid(1, json!({})), "b", sets.clone()).decide();
+    assert_eq!(d.start_experiment, Some(1));
+    assert_eq!(d.status.current_step_index, Some(1));
+    // Recorded and running: waits.
+    let running = mid(1, json!({"canary": {"currentExperiment": "web-b-2-1"}}));
+    let mut c = Case::new(experiment_steps(), running.clone(), "b", sets.clone());
+    c.step_experiment = experiment_run("Running", "");
+    let d = c.decide();
+    assert_eq!(d.start_experiment, None);
+    assert_eq!(d.status.current_step_index, Some(1));
+    assert_eq!(
+        d.status.canary().current_experiment.as_deref(),
+        Some("web-b-2-1")
+    );
+    // Successful: the next step, and no current experiment.
+    c.step_experiment = experiment_run("Successful", "");
+    let d = c.decide();
+    assert_eq!(d.status.current_step_index, Some(2));
+    assert_eq!(d.status.canary().current_experiment, None);
+    assert!(
+        d.events
+            .iter()
+            .any(|e| e.1 == "Rollout step 2/3 completed (experiment)")
+    );
+}
+
+#[test]
+fn a_failed_experiment_aborts_the_rollout_with_argos_message() {
+    let sets = vec![rs("a", 1, 4, 4), rs("b", 2, 1, 1)];
+    let running = mid(1, json!({"canary": {"currentExperiment": "web-b-2-1"}}));
+    let mut c = Case::new(experiment_steps(), running, "b", sets);
+    c.step_experiment = experiment_run("Failed", "Metric \"m\" assessed Failed");
+    let d = c.decide();
+    assert!(d.status.aborted());
+    assert_eq!(d.status.canary().current_experiment, None);
+    assert_eq!(
+        phase_of(&d),
+        (
+            "Degraded".into(),
+            "RolloutAborted: Rollout aborted update to revision 2: Experiment analysis phase is error/failed: Metric \"m\" assessed Failed".into()
+        )
+    );
+}
+
+#[test]
+fn an_experiment_step_needs_canary_or_stable_and_weight_needs_traffic_routing() {
+    let bad = spec(json!({"strategy": {"canary": {"steps": [
+        {"experiment": {"templates": [{"name": "x", "specRef": "other"}]}}]}}}));
+    assert_eq!(
+        validate("web", &bad).unwrap_err(),
+        "The Rollout \"web\" is invalid: spec.strategy.canary.steps[0].experiment.templates[0].specRef: Invalid value: \"other\": Invalid template step SpecRef: must be canary or stable"
+    );
+    let weight = spec(json!({"strategy": {"canary": {"steps": [
+        {"experiment": {"templates": [{"name": "x", "specRef": "canary", "weight": 10}]}}]}}}));
+    assert_eq!(
+        validate("web", &weight).unwrap_err(),
+        "The Rollout \"web\" is invalid: spec.strategy.canary.steps[0].experiment.templates[0].weight: Invalid value: \"10\": Experiment template weight cannot be set unless TrafficRouting is enabled"
+    );
+}
+
+#[test]
+fn an_inconclusive_experiment_pauses_until_promoted() {
+    let sets = vec![rs("a", 1, 4, 4), rs("b", 2, 1, 1)];
+    let running = mid(1, json!({"canary": {"currentExperiment": "web-b-2-1"}}));
+    let mut c = Case::new(experiment_steps(), running, "b", sets.clone());
+    c.step_experiment = experiment_run("Inconclusive", "");
+    let d = c.decide();
+    assert_eq!(d.status.current_step_index, Some(1));
+    assert!(d.status.controller_pause);
+    assert_eq!(
+        d.status.pause_conditions[0].reason,
+        "InconclusiveExperiment"
+    );
+    // The promote: pause conditions cleared, controllerPause still set.
+    let mut promoted = d.status.clone();
+    promoted.pause_conditions.clear();
+    let mut c = Case::new(experiment_steps(), promoted, "b", sets);
+    c.step_experiment = experiment_run("Inconclusive", "");
+    let d = c.decide();
+    assert_eq!(d.status.current_step_index, Some(2));
+    assert_eq!(d.status.canary().current_experiment, None);
 }
