@@ -266,8 +266,22 @@ pub fn validate_object(obj: &Object) -> Vec<FieldError> {
             // Each key becomes a file name when the object is mounted as a volume.
             for field in ["data", "binaryData", "stringData"] {
                 if let Some(data) = c.object(obj.body.get(field), field, false) {
-                    for key in data.keys() {
-                        config_key(&mut c, key, &format!("{field}[{key}]"));
+                    for (key, value) in data {
+                        let at = format!("{field}[{key}]");
+                        config_key(&mut c, key, &at);
+                        // The API server reads these as strings: `port: 8080` in YAML is a
+                        // number and is refused, as kubectl refuses it.
+                        // (A Secret's values are checked by admission, which never echoes them.)
+                        if obj.kind == "ConfigMap"
+                            && !matches!(value, Value::String(_) | Value::Null)
+                        {
+                            c.err(
+                                &at,
+                                format!(
+                                    "Invalid value: {value}: must be a string; quote it in YAML ({key}: \"{value}\")"
+                                ),
+                            );
+                        }
                     }
                 }
             }
@@ -1095,6 +1109,16 @@ mod tests {
                 "data[../x]: Invalid value: \"../x\": a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name', or 'KEY_NAME', or 'key-name')",
                 "data[.]: Invalid value: \".\": must not be '.'",
                 "binaryData[/etc]: Invalid value: \"/etc\": a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name', or 'KEY_NAME', or 'key-name')",
+            ]
+        );
+        let errors = check(
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"port": 8080, "debug": true, "name": "x", "empty": null}}),
+        );
+        assert_eq!(
+            errors,
+            [
+                "data[port]: Invalid value: 8080: must be a string; quote it in YAML (port: \"8080\")",
+                "data[debug]: Invalid value: true: must be a string; quote it in YAML (debug: \"true\")",
             ]
         );
         let errors = check(
