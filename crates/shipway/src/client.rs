@@ -318,7 +318,7 @@ impl Client {
         namespace: &str,
         run: &str,
         query: &[(&str, String)],
-        mut each: impl FnMut(Value) -> bool,
+        each: impl FnMut(Value) -> bool,
     ) -> Result<(), ClientError> {
         let response = self
             .send(self.request(
@@ -327,6 +327,29 @@ impl Client {
                 query,
             ))
             .await?;
+        self.ndjson(response, "log line", each).await
+    }
+
+    /// Calls `each` with every watch event until the stream ends or `each` returns false.
+    pub async fn watch(
+        &self,
+        resource: &str,
+        query: &[(&str, String)],
+        each: impl FnMut(Value) -> bool,
+    ) -> Result<(), ClientError> {
+        let response = self
+            .send(self.request(Method::GET, &format!("/api/v1/watch/{resource}"), query))
+            .await?;
+        self.ndjson(response, "watch event", each).await
+    }
+
+    /// Reads newline-delimited JSON values (`what` names them in errors) as they arrive.
+    async fn ndjson(
+        &self,
+        response: reqwest::Response,
+        what: &str,
+        mut each: impl FnMut(Value) -> bool,
+    ) -> Result<(), ClientError> {
         let mut body = response.bytes_stream();
         let mut buf = Vec::new();
         while let Some(chunk) = body.next().await {
@@ -340,42 +363,9 @@ impl Client {
                 let value: Value =
                     serde_json::from_slice(&line).map_err(|e| ClientError::Protocol {
                         server: self.server.clone(),
-                        message: format!("bad log line: {e}"),
+                        message: format!("bad {what}: {e}"),
                     })?;
                 if !each(value) {
-                    return Ok(());
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Calls `each` with every watch event until the stream ends or `each` returns false.
-    pub async fn watch(
-        &self,
-        resource: &str,
-        query: &[(&str, String)],
-        mut each: impl FnMut(Value) -> bool,
-    ) -> Result<(), ClientError> {
-        let response = self
-            .send(self.request(Method::GET, &format!("/api/v1/watch/{resource}"), query))
-            .await?;
-        let mut body = response.bytes_stream();
-        let mut buf = Vec::new();
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| ClientError::Unreachable {
-                server: self.server.clone(),
-                message: root_cause(&e),
-            })?;
-            buf.extend_from_slice(&chunk);
-            while let Some(end) = buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=end).collect();
-                let event: Value =
-                    serde_json::from_slice(&line).map_err(|e| ClientError::Protocol {
-                        server: self.server.clone(),
-                        message: format!("bad watch event: {e}"),
-                    })?;
-                if !each(event) {
                     return Ok(());
                 }
             }
