@@ -134,6 +134,14 @@ impl SqliteBackend {
     pub(crate) fn write_batch(&self, jobs: &mut [Box<dyn Job>]) -> Result<()> {
         let mut conn = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if let [job] = jobs {
+            // Alone, the transaction is the savepoint: a failed write is rolled back (dropping
+            // `tx`) with no COMMIT to wait for, as before group commit.
+            if job.run(&mut SqliteTx { conn: &tx }).is_ok() {
+                tx.commit()?;
+            }
+            return Ok(());
+        }
         for job in jobs.iter_mut() {
             tx.execute_batch("SAVEPOINT write")?;
             let res = job.run(&mut SqliteTx { conn: &tx });
