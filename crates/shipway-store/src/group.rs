@@ -200,29 +200,79 @@ mod tests {
     use shipway_model::Object;
 
     use super::*;
+    use crate::AnyBackend;
+    use crate::backend::RowFilter;
     use crate::core::{self, Ctx, Now};
+    use crate::postgres::PostgresBackend;
     use crate::sqlite::SqliteBackend;
+    use crate::types::EventQuery;
 
-    /// A real SQLite store's backend, its group, the sizes of the batches it committed or tried,
-    /// and the highest resourceVersion published to watchers.
+    /// A real store's backend, its group, the sizes of the batches it committed or tried, and
+    /// the highest resourceVersion published to watchers.
     struct Fixture {
-        _dir: tempfile::TempDir,
-        backend: SqliteBackend,
+        _dir: Option<tempfile::TempDir>,
+        backend: Option<AnyBackend>,
+        /// PostgreSQL: the admin URL and the database to drop afterwards.
+        postgres: Option<(String, String)>,
         group: Group,
         batches: Mutex<Vec<usize>>,
         published: AtomicU64,
     }
 
-    fn fixture() -> Arc<Fixture> {
-        let dir = tempfile::tempdir().unwrap();
-        let backend = SqliteBackend::open(&dir.path().join("s.db"), "now").unwrap();
+    fn fixture(
+        backend: AnyBackend,
+        dir: Option<tempfile::TempDir>,
+        postgres: Option<(String, String)>,
+    ) -> Arc<Fixture> {
         Arc::new(Fixture {
             _dir: dir,
-            backend,
+            backend: Some(backend),
+            postgres,
             group: Group::default(),
             batches: Mutex::new(Vec::new()),
             published: AtomicU64::new(0),
         })
+    }
+
+    fn sqlite() -> Arc<Fixture> {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = SqliteBackend::open(&dir.path().join("s.db"), "now").unwrap();
+        fixture(AnyBackend::Sqlite(backend), Some(dir), None)
+    }
+
+    /// A fresh database on the server `SHIPWAY_TEST_POSTGRES_URL` names, `None` when unset.
+    fn postgres() -> Option<Arc<Fixture>> {
+        let Some(admin) = std::env::var("SHIPWAY_TEST_POSTGRES_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        else {
+            println!("SKIPPED (set SHIPWAY_TEST_POSTGRES_URL)");
+            return None;
+        };
+        let name = format!("shipway_group_{}", uuid::Uuid::new_v4().simple());
+        let mut client = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap();
+        let sep = if admin.contains('?') { '&' } else { '?' };
+        let url = format!("{admin}{sep}dbname={name}");
+        let backend = PostgresBackend::open(&url, "now", false).unwrap();
+        Some(fixture(
+            AnyBackend::Postgres(Box::new(backend)),
+            None,
+            Some((admin, name)),
+        ))
+    }
+
+    impl Drop for Fixture {
+        fn drop(&mut self) {
+            drop(self.backend.take());
+            if let Some((admin, name)) = &self.postgres
+                && let Ok(mut client) = postgres::Client::connect(admin, postgres::NoTls)
+            {
+                let _ = client.batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"));
+            }
+        }
     }
 
     fn config_map(name: &str, rv: Option<u64>) -> Object {
@@ -251,7 +301,7 @@ mod tests {
                 rv_of,
                 |jobs| {
                     self.batches.lock().unwrap().push(jobs.len());
-                    self.backend.write_batch(jobs)
+                    self.backend().write_batch(jobs)
                 },
                 |rv| self.published.store(rv, Ordering::SeqCst),
             )
@@ -292,9 +342,34 @@ mod tests {
             }
         }
 
-        fn count(&self, sql: &'static str) -> i64 {
-            let conn = self.backend.writer_for_test();
-            conn.query_row(sql, [], |r| r.get(0)).unwrap()
+        fn backend(&self) -> &AnyBackend {
+            self.backend.as_ref().expect("open")
+        }
+
+        /// The counter, and how many change rows, audit rows and objects are stored.
+        fn counts(&self) -> (u64, usize, usize, usize) {
+            self.backend()
+                .read(|tx| {
+                    Ok((
+                        tx.current_rv()?,
+                        tx.changes_since(0, RowFilter::default(), 1000)?.len(),
+                        tx.audit(&EventQuery::default())?.len(),
+                        tx.list(RowFilter::default())?.len(),
+                    ))
+                })
+                .unwrap()
+        }
+
+        fn stored(&self, name: &str) -> bool {
+            let key = config_map(name, None).key();
+            self.backend().read(|tx| tx.get(&key)).unwrap().is_some()
+        }
+
+        fn sqlite_writer(&self) -> std::sync::MutexGuard<'_, rusqlite::Connection> {
+            match self.backend() {
+                AnyBackend::Sqlite(b) => b.writer_for_test(),
+                AnyBackend::Postgres(_) => unreachable!("a SQLite fixture"),
+            }
         }
     }
 
@@ -318,7 +393,7 @@ mod tests {
 
     #[test]
     fn a_lone_writer_commits_at_once_in_a_batch_of_its_own() {
-        let f = fixture();
+        let f = sqlite();
         let o = f.write(|tx| create(tx, "a")).unwrap();
         assert_eq!(rv_of(&o), 1);
         assert_eq!(*f.batches.lock().unwrap(), vec![1]);
@@ -326,8 +401,18 @@ mod tests {
     }
 
     #[test]
-    fn a_failing_write_rolls_back_alone_and_its_batch_mates_commit() {
-        let f = fixture();
+    fn a_failing_write_rolls_back_alone_and_its_batch_mates_commit_sqlite() {
+        a_failing_write_rolls_back_alone_and_its_batch_mates_commit(sqlite());
+    }
+
+    #[test]
+    fn a_failing_write_rolls_back_alone_and_its_batch_mates_commit_postgres() {
+        if let Some(f) = postgres() {
+            a_failing_write_rolls_back_alone_and_its_batch_mates_commit(f);
+        }
+    }
+
+    fn a_failing_write_rolls_back_alone_and_its_batch_mates_commit(f: Arc<Fixture>) {
         let (first, release) = f.hold_batch("first");
         let ok1 = f.spawn(|tx| create(tx, "ok1"));
         f.wait_queued(1);
@@ -358,24 +443,17 @@ mod tests {
             "one commit for the four"
         );
         assert_eq!(f.published.load(Ordering::SeqCst), 3);
-        assert_eq!(f.count("SELECT rv FROM counter"), 3);
-        assert_eq!(f.count("SELECT COUNT(*) FROM changes"), 3);
-        assert_eq!(f.count("SELECT COUNT(*) FROM audit"), 3);
-        assert_eq!(
-            f.count("SELECT COUNT(*) FROM objects WHERE name = 'late'"),
-            0
-        );
-        assert_eq!(f.count("SELECT COUNT(*) FROM objects"), 3);
+        assert_eq!(f.counts(), (3, 3, 3, 3), "rv, changes, audit rows, objects");
+        assert!(!f.stored("late"));
     }
 
     #[test]
     fn a_failed_commit_fails_every_write_of_the_batch() {
-        let f = fixture();
+        let f = sqlite();
         f.write(|tx| create(tx, "before")).unwrap();
         // A deferred foreign key that the audit row of "c" breaks: SQLite refuses the COMMIT
         // itself, after every write of the batch ran and released its savepoint.
-        f.backend
-            .writer_for_test()
+        f.sqlite_writer()
             .execute_batch(
                 "PRAGMA foreign_keys = ON;
                  CREATE TEMP TABLE parent (id INTEGER PRIMARY KEY);
@@ -411,11 +489,9 @@ mod tests {
             2,
             "no watcher woken for it"
         );
-        assert_eq!(f.count("SELECT rv FROM counter"), 2);
-        assert_eq!(f.count("SELECT COUNT(*) FROM objects"), 2);
+        assert_eq!(f.counts(), (2, 2, 2, 2), "rv, changes, audit rows, objects");
         // The connection is out of the failed transaction: the next write commits.
-        f.backend
-            .writer_for_test()
+        f.sqlite_writer()
             .execute_batch("DROP TRIGGER temp.break_commit;")
             .unwrap();
         assert_eq!(rv_of(&f.write(|tx| create(tx, "after")).unwrap()), 3);
