@@ -107,13 +107,18 @@ pub(crate) struct Group {
     done: Condvar,
 }
 
-/// Ends a leadership, also when the batch unwinds, so the writers waiting are not stranded.
-struct Leading<'a>(&'a Group);
+/// A leadership and its batch. Dropping it (also when the batch unwinds) publishes every answer,
+/// then lets the next leader go and wakes the writers, in that order, so no writer is stranded.
+struct Leading<'a> {
+    group: &'a Group,
+    batch: Vec<Box<dyn Job>>,
+}
 
 impl Drop for Leading<'_> {
     fn drop(&mut self) {
-        self.0.lock().leading = false;
-        self.0.done.notify_all();
+        self.batch.clear();
+        self.group.lock().leading = false;
+        self.group.done.notify_all();
     }
 }
 
@@ -163,20 +168,20 @@ impl Group {
             }
             state.leading = true;
             let take = state.queue.len().min(MAX_BATCH);
-            let mut batch: Vec<Box<dyn Job>> = state.queue.drain(..take).collect();
+            let mut leading = Leading {
+                group: self,
+                batch: state.queue.drain(..take).collect(),
+            };
             drop(state);
-            let leading = Leading(self);
-            let outcome = run_batch(&mut batch);
+            let outcome = run_batch(&mut leading.batch);
             if outcome.is_ok()
-                && let Some(rv) = batch.iter().filter_map(|j| j.rv()).max()
+                && let Some(rv) = leading.batch.iter().filter_map(|j| j.rv()).max()
             {
                 committed(rv);
             }
-            batch
-                .iter_mut()
-                .for_each(|j| j.settle(outcome.as_ref().copied()));
-            // Publishes every answer, then lets the next leader go and wakes the writers.
-            drop(batch);
+            for job in &mut leading.batch {
+                job.settle(outcome.as_ref().copied());
+            }
             drop(leading);
             state = self.lock();
         }
@@ -445,6 +450,29 @@ mod tests {
         assert_eq!(f.published.load(Ordering::SeqCst), 3);
         assert_eq!(f.counts(), (3, 3, 3, 3), "rv, changes, audit rows, objects");
         assert!(!f.stored("late"));
+    }
+
+    #[test]
+    fn a_panicking_write_fails_alone_and_the_store_goes_on() {
+        let f = sqlite();
+        let (first, release) = f.hold_batch("first");
+        let panics = f.spawn(|tx| {
+            create(tx, "half")?;
+            panic!("a bug in a write");
+        });
+        f.wait_queued(1);
+        let ok = f.spawn(|tx| create(tx, "ok"));
+        f.wait_queued(2);
+        release.send(()).unwrap();
+        assert_eq!(rv_of(&first.join().unwrap().unwrap()), 1);
+        let err = panics.join().unwrap().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "store backend error: the store write panicked"
+        );
+        assert_eq!(rv_of(&ok.join().unwrap().unwrap()), 2);
+        assert!(!f.stored("half"));
+        assert_eq!(rv_of(&f.write(|tx| create(tx, "later")).unwrap()), 3);
     }
 
     #[test]
