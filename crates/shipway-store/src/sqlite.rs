@@ -148,12 +148,13 @@ impl SqliteBackend {
             // Some errors (I/O, full disk, out of memory) make SQLite roll the whole transaction
             // back: the writes before this one are gone too, and the batch fails as a whole.
             if tx.is_autocommit() {
-                let cause = res
-                    .err()
-                    .map_or_else(|| "no error".to_string(), |e| e.to_string());
+                let (cause, retryable) = res.err().map_or_else(
+                    || ("no error".to_string(), false),
+                    |e| (e.to_string(), e.is_retryable()),
+                );
                 return Err(StoreError::backend(
                     format!("sqlite rolled the write transaction back ({cause})"),
-                    false,
+                    retryable,
                 ));
             }
             match res {
