@@ -26,8 +26,9 @@ commands:
         --require-prometheus (CI).
   bench [--require-postgres]
         Run every benchmark (cargo bench), each beside its anchor where there is one: store
-        throughput and watch latency on SQLite and PostgreSQL, idle RSS, the local runtime,
-        kustomize vs kubectl, pipeline steps vs bash, the proxy vs nginx (needs nginx and wrk).
+        throughput (also with 1, 16 and 64 concurrent writers) and watch latency on SQLite and
+        PostgreSQL, idle RSS, the local runtime, kustomize vs kubectl, pipeline steps vs bash,
+        the proxy vs nginx (needs nginx and wrk).
   deps
         Check that every dependency a manifest declares is named in its package's Rust files,
         and every workspace dependency is declared by a member (CI runs it).";

@@ -11,10 +11,16 @@
 //! inside its transaction, and appends exactly one change row and one audit row. Writers are
 //! serialized by the database's write lock (SQLite) or the counter's row lock (PostgreSQL), so
 //! changes become visible in resourceVersion order with no gaps; watch relies on that.
+//!
+//! Committed writes go through group commit (`group.rs`): writes that overlap share one
+//! transaction and one commit (one fsync on SQLite, where `synchronous=FULL` makes every commit
+//! durable), each in its own savepoint, so a failing write rolls back alone, resourceVersion bump
+//! included. A writer is answered, and watchers woken, only after that commit succeeded.
 
 mod backend;
 mod core;
 mod error;
+mod group;
 mod metrics;
 mod postgres;
 mod sqlite;
@@ -29,6 +35,7 @@ use shipway_model::{Key, Object};
 
 use crate::backend::Tx;
 use crate::core::{Ctx, Now};
+use crate::group::{Group, Job};
 use crate::metrics::Metrics;
 use crate::postgres::PostgresBackend;
 use crate::sqlite::SqliteBackend;
@@ -56,6 +63,8 @@ struct Inner {
     logs_appended: tokio::sync::watch::Sender<u64>,
     metrics: Metrics,
     options: StoreOptions,
+    /// Committed writes waiting for, or in, the running batch.
+    group: Group,
 }
 
 enum AnyBackend {
@@ -82,6 +91,13 @@ impl AnyBackend {
         }
     }
 
+    fn write_batch(&self, jobs: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
+        match self {
+            AnyBackend::Sqlite(b) => b.write_batch(jobs),
+            AnyBackend::Postgres(b) => b.write_batch(jobs),
+        }
+    }
+
     fn read<T>(
         &self,
         f: impl FnOnce(&mut dyn Tx) -> Result<T, StoreError>,
@@ -105,15 +121,20 @@ impl Inner {
         });
     }
 
-    /// Runs a committed write and wakes watchers; compacts the change log now and then.
-    fn write<T>(
+    /// Runs a committed write in the next batch (group commit) and returns once that batch
+    /// committed, watchers woken; compacts the change log now and then.
+    fn write<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut dyn Tx) -> Result<T, StoreError>,
-        rv_of: impl Fn(&T) -> u64,
+        f: impl FnOnce(&mut dyn Tx) -> Result<T, StoreError> + Send + 'static,
+        rv_of: fn(&T) -> u64,
     ) -> Result<T, StoreError> {
-        let out = self.backend.write(true, f)?;
+        let out = self.group.write(
+            f,
+            rv_of,
+            |jobs| self.backend.write_batch(jobs),
+            |rv| self.committed(rv),
+        )?;
         let rv = rv_of(&out);
-        self.committed(rv);
         // Compacting every `interval` writes keeps each DELETE small and the table near its bound.
         let retain = self.options.retained_changes.max(1);
         let interval = (retain / 10).clamp(1, 1000);
@@ -126,6 +147,12 @@ impl Inner {
         }
         Ok(out)
     }
+}
+
+/// Runs `f` with the actor and the time now: taken when the write runs in its batch.
+fn with_ctx<T>(actor: &str, f: impl FnOnce(&Ctx) -> T) -> T {
+    let now = Now::current();
+    f(&Ctx { actor, now: &now })
 }
 
 fn result_label<T>(res: &Result<T, StoreError>) -> &'static str {
@@ -195,6 +222,7 @@ impl Store {
                 logs_appended: tokio::sync::watch::Sender::new(0),
                 metrics,
                 options,
+                group: Group::default(),
             }),
         };
         // PostgreSQL tells of other processes' commits; the listener holds the store weakly and
@@ -240,12 +268,10 @@ impl Store {
     pub async fn create(&self, obj: Object, actor: &str) -> Result<Object, StoreError> {
         let actor = actor.to_string();
         self.run("create", move |inner| {
-            let now = Now::current();
-            let ctx = Ctx {
-                actor: &actor,
-                now: &now,
-            };
-            inner.write(|tx| core::create(tx, obj, &ctx), rv_of)
+            inner.write(
+                move |tx| with_ctx(&actor, move |ctx| core::create(tx, obj, ctx)),
+                rv_of,
+            )
         })
         .await
     }
@@ -258,12 +284,10 @@ impl Store {
     pub async fn update(&self, obj: Object, actor: &str) -> Result<Object, StoreError> {
         let actor = actor.to_string();
         self.run("update", move |inner| {
-            let now = Now::current();
-            let ctx = Ctx {
-                actor: &actor,
-                now: &now,
-            };
-            inner.write(|tx| core::update(tx, obj, &ctx), rv_of)
+            inner.write(
+                move |tx| with_ctx(&actor, move |ctx| core::update(tx, obj, ctx)),
+                rv_of,
+            )
         })
         .await
     }
@@ -273,12 +297,10 @@ impl Store {
     pub async fn update_status(&self, obj: Object, actor: &str) -> Result<Object, StoreError> {
         let actor = actor.to_string();
         self.run("update_status", move |inner| {
-            let now = Now::current();
-            let ctx = Ctx {
-                actor: &actor,
-                now: &now,
-            };
-            inner.write(|tx| core::update_status(tx, obj, &ctx), rv_of)
+            inner.write(
+                move |tx| with_ctx(&actor, move |ctx| core::update_status(tx, obj, ctx)),
+                rv_of,
+            )
         })
         .await
     }
@@ -293,12 +315,10 @@ impl Store {
     ) -> Result<(Object, ApplyOutcome), StoreError> {
         let actor = actor.to_string();
         self.run("apply", move |inner| {
-            let now = Now::current();
-            let ctx = Ctx {
-                actor: &actor,
-                now: &now,
-            };
-            inner.write(|tx| core::apply(tx, obj, &ctx), |(obj, _)| rv_of(obj))
+            inner.write(
+                move |tx| with_ctx(&actor, move |ctx| core::apply(tx, obj, ctx)),
+                |(obj, _)| rv_of(obj),
+            )
         })
         .await
     }
@@ -359,12 +379,10 @@ impl Store {
         let key = key.clone();
         let actor = actor.to_string();
         self.run("delete", move |inner| {
-            let now = Now::current();
-            let ctx = Ctx {
-                actor: &actor,
-                now: &now,
-            };
-            inner.write(|tx| core::delete(tx, &key, &ctx), |out| rv_of(out.object()))
+            inner.write(
+                move |tx| with_ctx(&actor, move |ctx| core::delete(tx, &key, ctx)),
+                |out| rv_of(out.object()),
+            )
         })
         .await
     }
@@ -401,14 +419,14 @@ impl Store {
             message.to_string(),
         );
         self.run("record_event", move |inner| {
-            let now = Now::current();
-            let ctx = Ctx {
-                actor: &actor,
-                now: &now,
-            };
-            inner.backend.write(true, |tx| {
-                core::record_event(tx, &key, &action, &message, &ctx)
-            })
+            inner.write(
+                move |tx| {
+                    with_ctx(&actor, |ctx| {
+                        core::record_event(tx, &key, &action, &message, ctx)
+                    })
+                },
+                |_| 0,
+            )
         })
         .await
     }

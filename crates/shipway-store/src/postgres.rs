@@ -11,6 +11,7 @@ use shipway_model::Key;
 
 use crate::StoreError;
 use crate::backend::{ChangeRow, Migrations, NewAudit, Result, RowFilter, Tx, migrate};
+use crate::group::Job;
 use crate::types::{AuditEvent, EventQuery, LogLine, NewLogLine};
 
 const MIGRATIONS: Migrations = &[
@@ -233,6 +234,49 @@ impl PostgresBackend {
                 pg.tx.rollback()?;
             }
             Ok(out)
+        })();
+        if conn.client.is_closed() {
+            *slot = None;
+        }
+        out
+    }
+
+    /// Runs a batch of committed writes (group commit, see `group`) in one transaction holding
+    /// the counter row lock, each in its own savepoint: released when the write succeeds, rolled
+    /// back when it fails (its resourceVersion bump, notification, change and audit rows with it).
+    /// `Err` means nothing of the batch committed.
+    pub(crate) fn write_batch(&self, jobs: &mut [Box<dyn Job>]) -> Result<()> {
+        let mut slot = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let conn = match slot.as_mut() {
+            Some(conn) if !conn.client.is_closed() => conn,
+            _ => slot.insert(self.connect()?),
+        };
+        let out = (|| {
+            let mut tx = conn.client.transaction()?;
+            tx.execute("SELECT rv FROM counter WHERE id = 1 FOR UPDATE", &[])?;
+            if let [job] = jobs {
+                // Alone, the transaction is the savepoint: two round trips fewer.
+                let mut pg = PgTx {
+                    tx,
+                    statements: &mut conn.statements,
+                };
+                return match job.run(&mut pg) {
+                    Ok(()) => Ok(pg.tx.commit()?),
+                    Err(_) => Ok(pg.tx.rollback()?),
+                };
+            }
+            for job in jobs.iter_mut() {
+                let mut pg = PgTx {
+                    tx: tx.savepoint("write")?,
+                    statements: &mut conn.statements,
+                };
+                match job.run(&mut pg) {
+                    Ok(()) => pg.tx.commit()?,
+                    Err(_) => pg.tx.rollback()?,
+                }
+            }
+            tx.commit()?;
+            Ok(())
         })();
         if conn.client.is_closed() {
             *slot = None;

@@ -11,6 +11,7 @@ use shipway_model::Key;
 
 use crate::StoreError;
 use crate::backend::{ChangeRow, Migrations, NewAudit, Result, RowFilter, Tx, migrate};
+use crate::group::Job;
 use crate::types::{AuditEvent, EventQuery, LogLine, NewLogLine};
 
 const MIGRATIONS: Migrations = &[
@@ -127,6 +128,45 @@ impl SqliteBackend {
         Ok(out)
     }
 
+    /// Runs a batch of committed writes (group commit, see `group`) in one transaction and one
+    /// fsync: each in its own savepoint, released when the write succeeds and rolled back when it
+    /// fails (its resourceVersion bump, change and audit rows with it). `Err` means nothing of the
+    /// batch committed.
+    pub(crate) fn write_batch(&self, jobs: &mut [Box<dyn Job>]) -> Result<()> {
+        let mut conn = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if let [job] = jobs {
+            // Alone, the transaction is the savepoint: a failed write is rolled back (dropping
+            // `tx`) with no COMMIT to wait for, as before group commit.
+            if job.run(&mut SqliteTx { conn: &tx }).is_ok() {
+                tx.commit()?;
+            }
+            return Ok(());
+        }
+        for job in jobs.iter_mut() {
+            tx.execute_batch("SAVEPOINT write")?;
+            let res = job.run(&mut SqliteTx { conn: &tx });
+            // Some errors (I/O, full disk, out of memory) make SQLite roll the whole transaction
+            // back: the writes before this one are gone too, and the batch fails as a whole.
+            if tx.is_autocommit() {
+                let (cause, retryable) = res.err().map_or_else(
+                    || ("no error".to_string(), false),
+                    |e| (e.to_string(), e.is_retryable()),
+                );
+                return Err(StoreError::backend(
+                    format!("sqlite rolled the write transaction back ({cause})"),
+                    retryable,
+                ));
+            }
+            match res {
+                Ok(()) => tx.execute_batch("RELEASE write")?,
+                Err(_) => tx.execute_batch("ROLLBACK TO write; RELEASE write")?,
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Runs `f` in a read transaction: one consistent snapshot for all its statements.
     pub(crate) fn read<T>(&self, f: impl FnOnce(&mut dyn Tx) -> Result<T>) -> Result<T> {
         let pooled = self
@@ -160,6 +200,14 @@ impl SqliteBackend {
         conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.execute_batch("PRAGMA query_only=ON;")?;
         Ok(conn)
+    }
+}
+
+#[cfg(test)]
+impl SqliteBackend {
+    /// The writer connection, for tests that arrange a failing COMMIT.
+    pub(crate) fn writer_for_test(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

@@ -37,6 +37,7 @@ suite! {
         watch_filters_by_kind_namespace_and_selector,
         watch_sees_every_change_once_in_order_across_reconnects,
         concurrent_writers_never_share_a_resource_version,
+        a_failing_write_among_concurrent_writers_fails_alone,
         metrics_count_operations,
         secret_values_are_not_replayed_from_the_change_log,
         events_that_are_not_writes_take_no_resource_version,
@@ -50,6 +51,7 @@ suite! {
         watch_from_before_compaction_is_expired,
         writes_compact_the_change_log_automatically,
         reopen_keeps_everything,
+        every_acknowledged_concurrent_write_survives_reopen,
         watch_sees_writes_of_another_store_on_the_same_database,
         a_continue_token_older_than_the_history_has_expired,
         run_logs_survive_a_reopen,
@@ -1032,6 +1034,73 @@ async fn concurrent_writers_never_share_a_resource_version(store: Store) {
     assert_eq!(list.items.len(), TASKS * EACH + 1);
 }
 
+/// Writers that overlap share a commit (group commit), each in its own savepoint: a stale
+/// update or an invalid object fails alone, taking back its resourceVersion, change and audit
+/// rows, and the writes beside it commit.
+async fn a_failing_write_among_concurrent_writers_fails_alone(store: Store) {
+    const TASKS: usize = 48;
+    let target = store
+        .create(configmap("c", "target", "0"), "w")
+        .await
+        .unwrap();
+    let stale = rv(&target);
+    let current = store
+        .update(configmap("c", "target", "1"), "w")
+        .await
+        .unwrap();
+    let start = Arc::new(tokio::sync::Barrier::new(TASKS));
+    let mut tasks = Vec::new();
+    for t in 0..TASKS {
+        let (store, start) = (store.clone(), start.clone());
+        tasks.push(tokio::spawn(async move {
+            start.wait().await;
+            match t % 3 {
+                0 => {
+                    let mut o = configmap("c", "target", &format!("stale-{t}"));
+                    o.metadata.resource_version = Some(stale.to_string());
+                    store.update(o, "w").await
+                }
+                1 => store.create(configmap("c", "Not_A_Name", "x"), "w").await,
+                _ => {
+                    store
+                        .create(configmap("c", &format!("ok-{t}"), "1"), "w")
+                        .await
+                }
+            }
+        }));
+    }
+    let mut committed = Vec::new();
+    for (t, task) in tasks.into_iter().enumerate() {
+        match (t % 3, task.await.unwrap()) {
+            (0, Err(StoreError::Conflict { .. })) | (1, Err(StoreError::Invalid { .. })) => {}
+            (2, Ok(o)) => committed.push(rv(&o)),
+            (kind, other) => panic!("writer {t} (kind {kind}): {other:?}"),
+        }
+    }
+    let got = store.get(&current.key()).await.unwrap().unwrap();
+    assert_eq!(got.body["data"]["value"], "1", "no stale update landed");
+    assert_eq!(rv(&got), rv(&current));
+    // The failed writes took no resourceVersion: the committed ones follow on without a gap.
+    let first = rv(&current) + 1;
+    let n = rv(&current) + committed.len() as u64;
+    committed.sort();
+    assert_eq!(committed, (first..=n).collect::<Vec<_>>());
+    assert_eq!(store.current_resource_version().await.unwrap(), n);
+    let rvs: Vec<u64> = take(&mut store.watch(ListQuery::default(), 0), n as usize)
+        .await
+        .iter()
+        .map(WatchEvent::resource_version)
+        .collect();
+    assert_eq!(rvs, (1..=n).collect::<Vec<_>>());
+    assert_quiet(&mut store.watch(ListQuery::default(), n)).await;
+    let audit = store.events(&EventQuery::default()).await.unwrap();
+    assert_eq!(
+        audit.len() as u64,
+        n,
+        "one audit row per committed write only"
+    );
+}
+
 async fn metrics_count_operations(store: Store) {
     store.create(configmap("p", "c", "1"), "a").await.unwrap();
     store
@@ -1238,6 +1307,59 @@ async fn writes_compact_the_change_log_automatically(db: &TestDb) {
         100,
         "objects stay"
     );
+}
+
+/// Group commit answers a writer only once its batch committed: whatever a writer was told
+/// succeeded is there after reopening, at the resourceVersion it was told.
+async fn every_acknowledged_concurrent_write_survives_reopen(db: &TestDb) {
+    const TASKS: usize = 64;
+    const EACH: usize = 8;
+    let store = db.open().await;
+    let start = Arc::new(tokio::sync::Barrier::new(TASKS));
+    let mut tasks = Vec::new();
+    for t in 0..TASKS {
+        let (store, start) = (store.clone(), start.clone());
+        tasks.push(tokio::spawn(async move {
+            start.wait().await;
+            let mut acked = Vec::new();
+            for i in 0..EACH {
+                let name = format!("t{t}-{i}");
+                let o = store.create(configmap("c", &name, "1"), "w").await.unwrap();
+                acked.push((name, rv(&o)));
+            }
+            acked
+        }));
+    }
+    let mut acked = Vec::new();
+    for task in tasks {
+        acked.extend(task.await.unwrap());
+    }
+    drop(store);
+
+    let store = db.open().await;
+    let list = store.list(&ListQuery::default()).await.unwrap();
+    let stored: std::collections::BTreeMap<String, u64> = list
+        .items
+        .iter()
+        .map(|o| (o.metadata.name.clone(), rv(o)))
+        .collect();
+    for (name, v) in &acked {
+        assert_eq!(stored.get(name), Some(v), "{name} acknowledged at {v}");
+    }
+    let n = (TASKS * EACH) as u64;
+    assert_eq!(store.current_resource_version().await.unwrap(), n);
+    let unique: BTreeSet<u64> = acked.iter().map(|(_, v)| *v).collect();
+    assert_eq!(
+        unique,
+        (1..=n).collect::<BTreeSet<_>>(),
+        "one rv each, no gaps"
+    );
+    let rvs: Vec<u64> = take(&mut store.watch(ListQuery::default(), 0), n as usize)
+        .await
+        .iter()
+        .map(WatchEvent::resource_version)
+        .collect();
+    assert_eq!(rvs, (1..=n).collect::<Vec<_>>());
 }
 
 async fn reopen_keeps_everything(db: &TestDb) {

@@ -559,7 +559,7 @@ async fn scale(s: &Server, root: &Path, token: &str) {
         secs(created)
     );
     println!(
-        "  store writes until then                 {writes:>10}   ({:.0}/s, {:.1} per app; each one fsync'd)",
+        "  store writes until then                 {writes:>10}   ({:.0}/s, {:.1} per app; each durable when acknowledged, overlapping ones sharing an fsync)",
         writes as f64 / finished.as_secs_f64(),
         writes as f64 / apps as f64
     );
