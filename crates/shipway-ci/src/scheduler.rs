@@ -50,6 +50,8 @@ pub struct Scheduler {
     /// workflow-level groups runs enter before they start, and the job-level ones their jobs
     /// enter (apart, so a run never waits for itself).
     groups: Mutex<HashMap<String, RepoGroups>>,
+    /// This instance's id, written into the status of the runs it executes.
+    instance: String,
     shutdown: CancellationToken,
 }
 
@@ -82,6 +84,7 @@ impl Scheduler {
             slots: Arc::new(Semaphore::new(max_parallel_jobs.max(1))),
             active: Mutex::new(HashMap::new()),
             groups: Mutex::new(HashMap::new()),
+            instance: format!("{:016x}", rand_id()),
             shutdown: CancellationToken::new(),
         })
     }
@@ -149,6 +152,14 @@ impl Scheduler {
             return Ok(Action::AwaitChange);
         }
         let state = status.status.as_deref();
+        if !rerun
+            && (state == Some(IN_PROGRESS) || state == Some(WAITING) || state == Some(QUEUED))
+            && status.runner.as_deref() == Some(self.instance.as_str())
+        {
+            // Ours, and no longer running here: the cache has not yet seen its last status
+            // write (the task records its own end, failures included).
+            return Ok(Action::AwaitChange);
+        }
         if !rerun && (state == Some(IN_PROGRESS) || state == Some(WAITING)) {
             self.interrupted(run, status).await?;
             return Ok(Action::AwaitChange);
@@ -170,6 +181,17 @@ impl Scheduler {
         tokio::spawn(async move {
             if let Err(e) = this.execute(&run, spec, cancel).await {
                 tracing::warn!(run = %run.key(), error = %e, "recording a workflow run");
+                // Never leave it in progress: record the failure if the store takes it.
+                if let Ok(Some(now)) = this.store.get(&run.key()).await
+                    && let Ok(mut status) = now.status_as::<WorkflowRunStatus>()
+                    && !status.is_completed()
+                {
+                    status.status = Some(COMPLETED.into());
+                    status.conclusion = Some("failure".into());
+                    status.completed_at = Some(this.clock.timestamp());
+                    status.message = Some(format!("The run could not be recorded: {e}"));
+                    let _ = put_status(&this.store, &now, &status).await;
+                }
             }
             this.active().remove(&run.key());
         });
@@ -222,6 +244,7 @@ impl Scheduler {
         let mut status = WorkflowRunStatus {
             status: Some(IN_PROGRESS.into()),
             attempt: Some(spec.run_attempt),
+            runner: Some(self.instance.clone()),
             started_at: Some(self.clock.timestamp()),
             ..WorkflowRunStatus::default()
         };
@@ -410,6 +433,19 @@ impl Scheduler {
         put_status(&self.store, run, &status).await?;
         Ok(())
     }
+}
+
+/// A random id, from the standard library's randomly seeded hasher (no extra dependency).
+fn rand_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
 }
 
 /// GitHub's words for a run a newer one of its concurrency group replaced or cancelled.

@@ -78,6 +78,10 @@ pub struct WorkflowRunStatus {
     /// `spec.runAttempt` asks for a re-run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt: Option<u64>,
+    /// The server instance executing the run (a random id per start of `shipway up`): a run
+    /// in progress under another instance's id was cut short by a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner: Option<String>,
     /// Why the run is queued, failed before its jobs ran, or was cut short.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
