@@ -70,6 +70,17 @@ pub fn recorder(
     )
 }
 
+/// A line of the runner itself, outside any job and step (why a run ended, where an attempt
+/// begins).
+pub fn runner_line(text: impl Into<String>) -> NewLogLine {
+    NewLogLine {
+        job: String::new(),
+        step: None,
+        stream: "runner".into(),
+        text: text.into(),
+    }
+}
+
 fn stream_name(s: Stream) -> &'static str {
     match s {
         Stream::Stdout => "stdout",
@@ -97,16 +108,6 @@ impl Writer {
             ..JobStatus::default()
         });
         self.status.jobs.last_mut().expect("just pushed")
-    }
-
-    /// A line of the runner itself (not of a step), as the log shows it.
-    pub fn say(&mut self, job: &str, text: impl Into<String>) {
-        self.lines.push(NewLogLine {
-            job: job.to_string(),
-            step: None,
-            stream: "runner".into(),
-            text: text.into(),
-        });
     }
 
     fn apply(&mut self, e: &RunEvent) {

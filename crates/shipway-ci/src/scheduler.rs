@@ -26,7 +26,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::CiError;
-use crate::record::recorder;
+use crate::record::{recorder, runner_line};
 
 /// What a run cut short by a restart says.
 pub const INTERRUPTED: &str =
@@ -224,12 +224,7 @@ impl Scheduler {
         status.conclusion = Some("failure".into());
         status.completed_at = Some(now);
         status.message = Some(INTERRUPTED.into());
-        let lines = vec![shipway_store::NewLogLine {
-            job: String::new(),
-            step: None,
-            stream: "runner".into(),
-            text: INTERRUPTED.into(),
-        }];
+        let lines = vec![runner_line(INTERRUPTED)];
         self.store.append_logs(&run.key(), lines).await?;
         put_status(&self.store, run, &status).await?;
         Ok(())
@@ -250,12 +245,7 @@ impl Scheduler {
         };
         if spec.run_attempt > 1 {
             // The earlier attempts' lines stay; this marks where the new one begins.
-            let line = shipway_store::NewLogLine {
-                job: String::new(),
-                step: None,
-                stream: "runner".into(),
-                text: format!("Re-run: attempt {}", spec.run_attempt),
-            };
+            let line = runner_line(format!("Re-run: attempt {}", spec.run_attempt));
             self.store.append_logs(&run.key(), vec![line]).await?;
         }
         let run = put_status(&self.store, run, &status).await?;
@@ -423,12 +413,7 @@ impl Scheduler {
         status.conclusion = Some("failure".into());
         status.completed_at = Some(self.clock.timestamp());
         status.message = Some(message.clone());
-        let line = shipway_store::NewLogLine {
-            job: String::new(),
-            step: None,
-            stream: "runner".into(),
-            text: message,
-        };
+        let line = runner_line(message);
         self.store.append_logs(&run.key(), vec![line]).await?;
         put_status(&self.store, run, &status).await?;
         Ok(())

@@ -179,18 +179,23 @@ async fn list(
                     age,
                 ]);
             }
-            let rows: Vec<Vec<String>> = rows
-                .into_iter()
-                .map(|r| {
-                    r.into_iter()
-                        .map(|c| output::escape_terminal(&c).into_owned())
-                        .collect()
-                })
-                .collect();
-            out!("{}", output::align(&rows));
+            out!("{}", aligned(rows));
         },
     );
     Ok(())
+}
+
+/// Rows aligned as a table, each cell with the server's control characters escaped.
+fn aligned(rows: Vec<Vec<String>>) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .into_iter()
+        .map(|r| {
+            r.into_iter()
+                .map(|c| output::escape_terminal(&c).into_owned())
+                .collect()
+        })
+        .collect();
+    output::align(&rows)
 }
 
 fn short_ref(r: &str) -> &str {
@@ -262,15 +267,7 @@ fn get_text(o: &Object, now: i64) -> String {
                 ]);
             }
         }
-        let rows: Vec<Vec<String>> = rows
-            .into_iter()
-            .map(|r| {
-                r.into_iter()
-                    .map(|c| output::escape_terminal(&c).into_owned())
-                    .collect()
-            })
-            .collect();
-        out.push_str(&output::align(&rows));
+        out.push_str(&aligned(rows));
     }
     out
 }
