@@ -17,7 +17,7 @@ use shipway_model::{Key, Kinds, Object, Selector, load};
 use shipway_runtime::{ApplyOptions, LogOptions, RuntimeErrorKind};
 use shipway_store::{DeleteOutcome, EventQuery, ListQuery};
 
-use crate::auth::Role;
+use crate::auth::{Role, TokenRequest};
 use crate::error::ApiError;
 use crate::{AppState, Caller};
 
@@ -610,55 +610,154 @@ pub async fn run_logs(
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
 }
 
-/// `GET /api/v1/tokens`: every token's name and role, never a secret.
+/// `GET /api/v1/tokens`: every token's name, user, role and expiry, never a secret.
 pub async fn list_tokens(State(state): State<Arc<AppState>>, _caller: Caller) -> Json<Value> {
-    let items: Vec<Value> = state
-        .tokens
-        .list()
-        .into_iter()
-        .map(|(name, role)| json!({"name": name, "role": role}))
-        .collect();
+    let items = serde_json::to_value(state.tokens.list()).unwrap_or_default();
     Json(json!({"kind": "TokenList", "items": items}))
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewToken {
-    name: String,
-    role: String,
+    name: Option<String>,
+    user: Option<String>,
+    role: Option<String>,
+    /// A duration: `30m`, `12h`, `7d`.
+    expires: Option<String>,
 }
 
-/// `POST /api/v1/tokens` `{"name", "role"}`: issues a token and returns its secret, once.
+/// `POST /api/v1/tokens` `{"user", "name"?, "expires"?}` (or, as before users existed,
+/// `{"name", "role"}`): issues a token and returns its secret, once.
 pub async fn create_token(
     State(state): State<Arc<AppState>>,
-    _caller: Caller,
+    caller: Caller,
     body: Result<Json<NewToken>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(new) = body.map_err(|e| {
         ApiError::BadRequest(format!(
-            "a token is {{\"name\": NAME, \"role\": \"viewer\"|\"deployer\"|\"admin\"}}: {}",
+            "a token is {{\"user\": NAME, \"name\": NAME, \"expires\": \"7d\"}}: {}",
             e.body_text()
         ))
     })?;
-    let role = Role::parse(&new.role).map_err(|why| ApiError::Invalid {
-        message: format!("tokens {:?} is invalid: role: {why}", new.name),
-        details: vec![format!("role: {why}")],
+    let label = new.name.clone().or(new.user.clone()).unwrap_or_default();
+    let role = new
+        .role
+        .as_deref()
+        .map(Role::parse)
+        .transpose()
+        .map_err(|why| invalid("tokens", &label, "role", &why))?;
+    let expires_in = new
+        .expires
+        .as_deref()
+        .map(crate::auth::parse_duration)
+        .transpose()
+        .map_err(|why| invalid("tokens", &label, "expires", &why))?;
+    let (info, secret) = state.tokens.create(&TokenRequest {
+        name: new.name,
+        user: new.user,
+        role,
+        expires_in,
     })?;
-    let token = state.tokens.create(&new.name, role)?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"name": new.name, "role": role, "token": token})),
-    )
-        .into_response())
+    let expiry = match &info.expires {
+        Some(at) => format!("expires {at}"),
+        None => "no expiry".into(),
+    };
+    let message = format!("token {:?} issued ({}, {expiry})", info.name, info.role);
+    audit(&state, &info.user, &caller, "TokenIssued", &message).await;
+    let mut body = serde_json::to_value(&info).unwrap_or_default();
+    body["token"] = json!(secret);
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// Users and tokens live outside the store; their changes go in its audit trail all the same,
+/// under the user (`shipway events --all` shows them).
+async fn audit(state: &AppState, user: &str, caller: &Caller, action: &str, message: &str) {
+    let key = Key::new("shipway.dev", "User", "", user);
+    if let Err(e) = state
+        .store
+        .record_event(&key, &caller.name, action, message)
+        .await
+    {
+        tracing::warn!(error = %e, %action, %message, "audit event not recorded");
+    }
+    tracing::info!(by = %caller.name, %action, "{message}");
+}
+
+fn invalid(resource: &str, name: &str, field: &str, why: &str) -> ApiError {
+    ApiError::Invalid {
+        message: format!("{resource} {name:?} is invalid: {field}: {why}"),
+        details: vec![format!("{field}: {why}")],
+    }
 }
 
 /// `DELETE /api/v1/tokens/{name}`: revokes a token at once.
 pub async fn delete_token(
     State(state): State<Arc<AppState>>,
-    _caller: Caller,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    let user = state.tokens.list().into_iter().find(|t| t.name == name);
     state.tokens.delete(&name)?;
+    if let Some(t) = user {
+        let message = format!("token {name:?} revoked");
+        audit(&state, &t.user, &caller, "TokenRevoked", &message).await;
+    }
     Ok(Json(json!({"name": name, "outcome": "deleted"})))
+}
+
+/// `GET /api/v1/users`: every user with its role and how many tokens it has.
+pub async fn list_users(State(state): State<Arc<AppState>>, _caller: Caller) -> Json<Value> {
+    let items: Vec<Value> = state
+        .tokens
+        .users()
+        .into_iter()
+        .map(|(name, role, tokens)| json!({"name": name, "role": role, "tokens": tokens}))
+        .collect();
+    Json(json!({"kind": "UserList", "items": items}))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    name: String,
+    role: String,
+}
+
+/// `POST /api/v1/users` `{"name", "role"}`: adds an identity; tokens are issued for it apart.
+pub async fn create_user(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    body: Result<Json<NewUser>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(new) = body.map_err(|e| {
+        ApiError::BadRequest(format!(
+            "a user is {{\"name\": NAME, \"role\": \"viewer\"|\"deployer\"|\"admin\"}}: {}",
+            e.body_text()
+        ))
+    })?;
+    let role = Role::parse(&new.role).map_err(|why| invalid("users", &new.name, "role", &why))?;
+    state.tokens.add_user(&new.name, role)?;
+    let message = format!("user {:?} added with role {role}", new.name);
+    audit(&state, &new.name, &caller, "UserAdded", &message).await;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"name": new.name, "role": role, "tokens": 0})),
+    )
+        .into_response())
+}
+
+/// `DELETE /api/v1/users/{name}`: removes a user and revokes its tokens at once.
+pub async fn delete_user(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let revoked = state.tokens.delete_user(&name)?;
+    let message = format!("user {name:?} deleted, {revoked} token(s) revoked");
+    audit(&state, &name, &caller, "UserDeleted", &message).await;
+    Ok(Json(
+        json!({"name": name, "outcome": "deleted", "tokensRevoked": revoked}),
+    ))
 }
 
 pub async fn version(_caller: Caller) -> Json<Value> {

@@ -54,9 +54,10 @@ pub enum ApiError {
     /// A webhook delivery whose signature does not verify (it carries no token).
     #[error("{0}")]
     WebhookRefused(String),
-    /// A valid token whose role lacks the verb, worded as Kubernetes' RBAC refusals.
+    /// A valid token whose role lacks the verb, worded as Kubernetes' RBAC refusals, with the
+    /// role that would do.
     #[error(
-        "tokens {caller:?} cannot {verb} resource {resource:?}{}: role {role} {}",
+        "user {caller:?} cannot {verb} resource {resource:?}{}: role {role} {}; this needs the {needs} role",
         namespace.as_ref().map(|ns| format!(" in namespace {ns:?}")).unwrap_or_default(),
         role.scope()
     )]
@@ -66,6 +67,7 @@ pub enum ApiError {
         resource: String,
         namespace: Option<String>,
         role: Role,
+        needs: Role,
     },
 }
 
@@ -114,8 +116,8 @@ impl ApiError {
                 }
             },
             ApiError::Token(e) => match e {
-                TokenError::AlreadyExists(_) => (StatusCode::CONFLICT, "AlreadyExists"),
-                TokenError::NotFound(_) => (StatusCode::NOT_FOUND, "NotFound"),
+                TokenError::AlreadyExists { .. } => (StatusCode::CONFLICT, "AlreadyExists"),
+                TokenError::NotFound { .. } => (StatusCode::NOT_FOUND, "NotFound"),
                 TokenError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid"),
                 TokenError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "StoreUnavailable"),
             },

@@ -57,6 +57,7 @@ pub(crate) async fn serve(
             resource: "repositories".into(),
             namespace: None,
             role: caller.role,
+            needs: Role::Deployer,
         }
         .into_response();
     }

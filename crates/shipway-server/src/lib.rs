@@ -107,8 +107,11 @@ impl Caller {
         } else {
             return None;
         };
-        let (name, role) = tokens.verify(&token)?;
-        Some(Caller { name, role })
+        let identity = tokens.verify(&token)?;
+        Some(Caller {
+            name: identity.user,
+            role: identity.role,
+        })
     }
 
     /// The writer of this caller's requests, for the audit trail.
@@ -354,6 +357,23 @@ fn table() -> Vec<(Route, MethodRouter<Arc<AppState>>)> {
             ),
             on(MethodFilter::DELETE, api::delete_token),
         ),
+        (
+            route(get.clone(), "/api/v1/users", Some(Admin), "list"),
+            on(MethodFilter::GET, api::list_users),
+        ),
+        (
+            route(post.clone(), "/api/v1/users", Some(Admin), "create"),
+            on(MethodFilter::POST, api::create_user),
+        ),
+        (
+            route(
+                delete.clone(),
+                "/api/v1/users/{name}",
+                Some(Admin),
+                "delete",
+            ),
+            on(MethodFilter::DELETE, api::delete_user),
+        ),
         // Push notifications from git hosts: no token, the signature is the credential
         // (checked by the handler against the matching Repository's webhook secret).
         (
@@ -496,12 +516,11 @@ async fn authorize(
             text(&object["metadata"]["namespace"]).or_else(|| query.get("namespace").cloned()),
             text(&object["metadata"]["name"]),
         )
-    } else if route.path.starts_with("/api/v1/tokens") {
-        (
-            Some("tokens".to_string()),
-            None,
-            params.get("name").cloned(),
-        )
+    } else if let Some(which) = ["tokens", "users"]
+        .into_iter()
+        .find(|w| route.path.starts_with(&format!("/api/v1/{w}")))
+    {
+        (Some(which.to_string()), None, params.get("name").cloned())
     } else {
         (
             params.get("resource").cloned(),
@@ -520,7 +539,7 @@ async fn authorize(
     };
     let namespace = match &info {
         Some(k) if !k.namespaced => None,
-        _ if resource == "tokens" => None,
+        _ if resource == "tokens" || resource == "users" => None,
         _ => Some(
             namespace
                 .filter(|n| !n.is_empty())
@@ -533,6 +552,7 @@ async fn authorize(
         resource,
         namespace: namespace.clone(),
         role: caller.role,
+        needs: route.role.unwrap_or(Role::Admin),
     };
     // A refused write goes in the audit trail of the object it would have written.
     if let (Some(k), Some(name)) = (&info, &name)

@@ -1079,6 +1079,7 @@ async fn each_role_may_call_exactly_the_routes_its_role_allows() {
             let body = match route.path {
                 "/api/v1/apply" => Some(config_map(&format!("by-{role}"), 1)),
                 "/api/v1/tokens" => Some(json!({"name": format!("new-{role}"), "role": "viewer"})),
+                "/api/v1/users" => Some(json!({"name": format!("user-{role}"), "role": "viewer"})),
                 _ => None,
             };
             let (code, status) = s
@@ -1102,7 +1103,7 @@ async fn each_role_may_call_exactly_the_routes_its_role_allows() {
             }
         }
     }
-    // The classes, spelled out once: reads for everyone, writes from deployer, tokens for admin.
+    // The classes, spelled out once: reads for everyone, writes from deployer, users and tokens for admin.
     let forbidden: Vec<&String> = table.iter().filter(|l| l.ends_with("forbidden")).collect();
     let forbidden: Vec<String> = forbidden
         .iter()
@@ -1120,6 +1121,12 @@ async fn each_role_may_call_exactly_the_routes_its_role_allows() {
             "deployer POST /api/v1/tokens",
             "viewer DELETE /api/v1/tokens/{name}",
             "deployer DELETE /api/v1/tokens/{name}",
+            "viewer GET /api/v1/users",
+            "deployer GET /api/v1/users",
+            "viewer POST /api/v1/users",
+            "deployer POST /api/v1/users",
+            "viewer DELETE /api/v1/users/{name}",
+            "deployer DELETE /api/v1/users/{name}",
         ],
         "{table:#?}"
     );
@@ -1142,7 +1149,7 @@ async fn a_refusal_is_a_403_naming_the_token_verb_resource_and_namespace_and_is_
     assert_eq!(code, 403);
     assert_eq!(
         status.unwrap()["message"],
-        r#"tokens "ci" cannot delete resource "deployments" in namespace "default": role viewer may only read"#
+        r#"user "ci" cannot delete resource "deployments" in namespace "default": role viewer may only read; this needs the deployer role"#
     );
     let (code, status) = s
         .status_as(
@@ -1155,7 +1162,7 @@ async fn a_refusal_is_a_403_naming_the_token_verb_resource_and_namespace_and_is_
     assert_eq!(code, 403);
     assert_eq!(
         status.unwrap()["message"],
-        r#"tokens "ci" cannot apply resource "configmaps" in namespace "default": role viewer may only read"#
+        r#"user "ci" cannot apply resource "configmaps" in namespace "default": role viewer may only read; this needs the deployer role"#
     );
     let deployer = s.token("cd", "deployer").await;
     let (_, status) = s
@@ -1163,7 +1170,7 @@ async fn a_refusal_is_a_403_naming_the_token_verb_resource_and_namespace_and_is_
         .await;
     assert_eq!(
         status.unwrap()["message"],
-        r#"tokens "cd" cannot list resource "tokens": role deployer may read, apply and delete objects, not manage tokens"#
+        r#"user "cd" cannot list resource "tokens": role deployer may read, apply and delete objects, sync, approve and promote, not manage users, tokens or secrets; this needs the admin role"#
     );
     let (code, events) = s
         .call(
@@ -1195,7 +1202,10 @@ async fn tokens_are_created_listed_and_revoked_by_an_admin() {
     assert_eq!(code, 200);
     assert_eq!(
         list["items"],
-        json!([{"name": "admin", "role": "admin"}, {"name": "ci", "role": "deployer"}])
+        json!([
+            {"name": "admin", "user": "admin", "role": "admin", "expired": false},
+            {"name": "ci", "user": "ci", "role": "deployer", "expired": false}
+        ])
     );
     assert!(!list.to_string().contains(&ci));
     let (code, again) = s

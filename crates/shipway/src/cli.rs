@@ -91,9 +91,13 @@ pub enum Command {
     /// List the resource types the server knows: built-in kinds and those its
     /// CustomResourceDefinitions define.
     ApiResources(ApiResourcesArgs),
-    /// Manage the API's tokens (admin only): issue one for a role, list them, revoke one.
+    /// Manage the API's tokens (admin only): issue one for a user, list them, revoke one.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Manage identities (admin only): who writes, as the audit trail shows it, and what
+    /// their role lets them do.
+    #[command(subcommand)]
+    User(UserCommand),
     /// Manage git repositories: hosted ones Shipway serves at /git/NAME.git, and external ones
     /// it fetches.
     #[command(subcommand)]
@@ -500,23 +504,55 @@ pub enum RepoCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
-    /// Issue a token for a role and print its secret, once, alone on stdout (so
-    /// `TOKEN=$(shipway token create ci --role deployer)` keeps it).
+    /// Issue a token for a user and print its secret, once, alone on stdout (so
+    /// `TOKEN=$(shipway token create --user alice)` keeps it). Without --user, NAME is
+    /// also the user, added with --role when it does not exist (a service identity).
     Create {
-        /// The token's name: who writes with it, as the audit trail shows it.
-        name: String,
-        /// viewer (reads), deployer (also applies and deletes objects) or admin (also manages
-        /// tokens).
-        #[arg(long, default_value = "viewer")]
-        role: String,
+        /// The token's name, for revoking it [default: USER-N].
+        name: Option<String>,
+        /// The user the token is for: what is written with it is attributed to this user.
+        #[arg(long)]
+        user: Option<String>,
+        /// With NAME and no --user: the role of the user NAME, when it is created: viewer
+        /// (reads), deployer (also applies, deletes, syncs, approves, promotes) or admin
+        /// (also manages users, tokens and secrets) [default: viewer].
+        #[arg(long)]
+        role: Option<String>,
+        /// How long the token works: 30m, 12h, 7d, 1h30m [default: until revoked].
+        #[arg(long)]
+        expires: Option<String>,
     },
-    /// List the tokens by name and role; never their secrets.
+    /// List the tokens by name, user, role and expiry; never their secrets.
     #[command(alias = "ls")]
     List {
         #[arg(short, long, value_enum)]
         output: Option<OutputFormat>,
     },
     /// Revoke tokens at once: requests that present them are refused from now on.
+    #[command(alias = "rm", alias = "revoke")]
+    Delete {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user with a role; `shipway token create --user NAME` then issues its tokens.
+    Add {
+        name: String,
+        /// viewer (reads), deployer (also applies, deletes, syncs, approves, promotes) or admin
+        /// (also manages users, tokens and secrets).
+        #[arg(long, required = true)]
+        role: String,
+    },
+    /// List the users with their roles and how many tokens each has.
+    #[command(alias = "ls")]
+    List {
+        #[arg(short, long, value_enum)]
+        output: Option<OutputFormat>,
+    },
+    /// Delete users; their tokens are revoked at once.
     #[command(alias = "rm")]
     Delete {
         #[arg(required = true)]

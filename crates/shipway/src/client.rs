@@ -239,28 +239,52 @@ impl Client {
         Ok(value["items"].as_array().cloned().unwrap_or_default())
     }
 
-    /// Every token's name and role (`GET /api/v1/tokens`; admin only).
+    /// Every token's name, user, role and expiry (`GET /api/v1/tokens`; admin only).
     pub async fn tokens(&self) -> Result<Vec<Value>, ClientError> {
-        let value = self
-            .json(self.request(Method::GET, "/api/v1/tokens", &[]))
-            .await?;
-        Ok(value["items"].as_array().cloned().unwrap_or_default())
+        self.items("/api/v1/tokens").await
     }
 
-    /// Issues a token for `role`; the answer holds its secret, shown this once.
-    pub async fn create_token(&self, name: &str, role: &str) -> Result<Value, ClientError> {
+    /// Issues a token (`{"user", "name", "role", "expires"}`, each optional); the answer holds
+    /// its secret, shown this once.
+    pub async fn create_token(&self, request: &Value) -> Result<Value, ClientError> {
         self.json(
             self.request(Method::POST, "/api/v1/tokens", &[])
-                .json(&serde_json::json!({"name": name, "role": role})),
+                .json(request),
         )
         .await
     }
 
     pub async fn delete_token(&self, name: &str) -> Result<Value, ClientError> {
-        // The name is one path segment whatever it holds: a name with `/` or `?` is then not
-        // found, rather than another route.
+        self.delete_named("/api/v1/tokens", name).await
+    }
+
+    /// Every user with its role (`GET /api/v1/users`; admin only).
+    pub async fn users(&self) -> Result<Vec<Value>, ClientError> {
+        self.items("/api/v1/users").await
+    }
+
+    pub async fn add_user(&self, name: &str, role: &str) -> Result<Value, ClientError> {
+        self.json(
+            self.request(Method::POST, "/api/v1/users", &[])
+                .json(&serde_json::json!({"name": name, "role": role})),
+        )
+        .await
+    }
+
+    pub async fn delete_user(&self, name: &str) -> Result<Value, ClientError> {
+        self.delete_named("/api/v1/users", name).await
+    }
+
+    async fn items(&self, path: &str) -> Result<Vec<Value>, ClientError> {
+        let value = self.json(self.request(Method::GET, path, &[])).await?;
+        Ok(value["items"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// `DELETE {collection}/{name}`, the name one path segment whatever it holds: a name with
+    /// `/` or `?` is then not found, rather than another route.
+    async fn delete_named(&self, collection: &str, name: &str) -> Result<Value, ClientError> {
         let mut url =
-            reqwest::Url::parse(&format!("{}/api/v1/tokens", self.server)).map_err(|e| {
+            reqwest::Url::parse(&format!("{}{collection}", self.server)).map_err(|e| {
                 ClientError::Unreachable {
                     server: self.server.clone(),
                     message: e.to_string(),

@@ -11,7 +11,7 @@ use shipway_server::AdminToken;
 use crate::Failure;
 use crate::cli::{
     ApiResourcesArgs, ApplyArgs, Cli, Command, DeleteArgs, DescribeArgs, EventsArgs, GetArgs,
-    Global, OutputFormat, ProxyArgs, RepoCommand, TokenCommand, UpArgs,
+    Global, OutputFormat, ProxyArgs, RepoCommand, TokenCommand, UpArgs, UserCommand,
 };
 use crate::client::{Client, ClientError};
 use crate::output;
@@ -32,6 +32,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Logs(args) => logs(&client(global)?, args).await,
         Command::ApiResources(args) => api_resources(&client(global)?, args).await,
         Command::Token(cmd) => token(&client(global)?, cmd).await,
+        Command::User(cmd) => user(&client(global)?, cmd).await,
         Command::Repo(cmd) => repo(&client(global)?, cmd).await,
         Command::App(cmd) => crate::app::run(&client(global)?, cmd).await,
         Command::Rollout(cmd) => crate::rollout::run(&client(global)?, cmd).await,
@@ -393,38 +394,51 @@ fn namespace_query(namespace: Option<&str>, all: bool) -> Vec<(&'static str, Str
 /// `api-resources`: the built-in kinds, then those of the stored CRDs, as kubectl prints them.
 async fn token(client: &Client, command: TokenCommand) -> Result<(), Failure> {
     match command {
-        TokenCommand::Create { name, role } => {
-            let issued = client.create_token(&name, &role).await?;
-            let secret = issued["token"].as_str().unwrap_or_default();
-            outln!("{secret}");
+        TokenCommand::Create {
+            name,
+            user,
+            role,
+            expires,
+        } => {
+            let mut request = serde_json::Map::new();
+            for (field, value) in [
+                ("name", name),
+                ("user", user),
+                ("role", role),
+                ("expires", expires),
+            ] {
+                if let Some(v) = value {
+                    request.insert(field.into(), Value::String(v));
+                }
+            }
+            let issued = client.create_token(&Value::Object(request)).await?;
+            let field = |f: &str| issued[f].as_str().unwrap_or_default().to_string();
+            outln!("{}", field("token"));
+            let expiry = match issued["expires"].as_str() {
+                Some(at) => format!("expires {at}"),
+                None => "no expiry".into(),
+            };
             eprintln!(
-                "token {name:?} ({}) created: this is the only time its secret is shown",
-                issued["role"].as_str().unwrap_or(&role)
+                "token {:?} of user {:?} ({}, {expiry}) created: this is the only time its secret is shown",
+                field("name"),
+                field("user"),
+                field("role"),
             );
         }
         TokenCommand::List { output: format } => {
             let items = client.tokens().await?;
-            match format {
-                Some(OutputFormat::Json) => outln!(
-                    "{}",
-                    serde_json::to_string_pretty(&items).unwrap_or_default()
-                ),
-                Some(OutputFormat::Yaml) => out!("{}", output::to_yaml(&Value::Array(items))),
-                Some(OutputFormat::Name) => items
-                    .iter()
-                    .for_each(|t| outln!("{}", t["name"].as_str().unwrap_or_default())),
-                _ => {
-                    let mut rows = vec![vec!["NAME".to_string(), "ROLE".to_string()]];
-                    for t in &items {
-                        rows.push(
-                            ["name", "role"]
-                                .map(|f| t[f].as_str().unwrap_or_default().to_string())
-                                .to_vec(),
-                        );
-                    }
-                    out!("{}", output::align(&rows));
-                }
-            }
+            print_table(&items, format, &["NAME", "USER", "ROLE", "EXPIRES"], |t| {
+                let expires = match (t["expires"].as_str(), t["expired"].as_bool()) {
+                    (Some(at), Some(true)) => format!("{at} (expired)"),
+                    (Some(at), _) => at.to_string(),
+                    (None, _) => "never".into(),
+                };
+                ["name", "user", "role"]
+                    .map(|f| t[f].as_str().unwrap_or_default().to_string())
+                    .into_iter()
+                    .chain([expires])
+                    .collect()
+            });
         }
         TokenCommand::Delete { names } => {
             for name in names {
@@ -434,6 +448,58 @@ async fn token(client: &Client, command: TokenCommand) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// `user`: identities and their roles.
+async fn user(client: &Client, command: UserCommand) -> Result<(), Failure> {
+    match command {
+        UserCommand::Add { name, role } => {
+            client.add_user(&name, &role).await?;
+            outln!("user {name:?} added with role {role}");
+        }
+        UserCommand::List { output: format } => {
+            let items = client.users().await?;
+            print_table(&items, format, &["NAME", "ROLE", "TOKENS"], |u| {
+                vec![
+                    u["name"].as_str().unwrap_or_default().to_string(),
+                    u["role"].as_str().unwrap_or_default().to_string(),
+                    u["tokens"].as_u64().unwrap_or_default().to_string(),
+                ]
+            });
+        }
+        UserCommand::Delete { names } => {
+            for name in names {
+                let answer = client.delete_user(&name).await?;
+                let revoked = answer["tokensRevoked"].as_u64().unwrap_or_default();
+                outln!("user {name:?} deleted, {revoked} token(s) revoked");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A list as JSON, YAML, names, or a table of `header` and `row` per item.
+fn print_table(
+    items: &[Value],
+    format: Option<OutputFormat>,
+    header: &[&str],
+    row: impl Fn(&Value) -> Vec<String>,
+) {
+    match format {
+        Some(OutputFormat::Json) => outln!(
+            "{}",
+            serde_json::to_string_pretty(items).unwrap_or_default()
+        ),
+        Some(OutputFormat::Yaml) => out!("{}", output::to_yaml(&Value::Array(items.to_vec()))),
+        Some(OutputFormat::Name) => items
+            .iter()
+            .for_each(|t| outln!("{}", t["name"].as_str().unwrap_or_default())),
+        _ => {
+            let mut rows = vec![header.iter().map(|h| h.to_string()).collect::<Vec<_>>()];
+            rows.extend(items.iter().map(row));
+            out!("{}", output::align(&rows));
+        }
+    }
 }
 
 /// `repo`: Repository objects through the object API.

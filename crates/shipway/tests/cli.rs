@@ -2,7 +2,7 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -1432,10 +1432,10 @@ fn tokens_are_issued_per_role_listed_without_secrets_and_revoked() {
         .map(|l| l.split_whitespace().collect())
         .collect();
     for row in [
-        ["NAME", "ROLE"],
-        ["admin", "admin"],
-        ["ci", "deployer"],
-        ["reader", "viewer"],
+        ["NAME", "USER", "ROLE", "EXPIRES"],
+        ["admin", "admin", "admin", "never"],
+        ["ci", "ci", "deployer", "never"],
+        ["reader", "reader", "viewer", "never"],
     ] {
         assert!(rows.contains(&row.to_vec()), "{list}");
     }
@@ -1506,6 +1506,145 @@ fn tokens_are_issued_per_role_listed_without_secrets_and_revoked() {
     );
     let out = as_token(&reader, &["get", "configmap", "settings"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+/// `shipway user` and `token create --user`: a token writes as its user, with the user's role,
+/// until it expires, is revoked, or its user is deleted; who issued what is in the audit trail.
+#[test]
+fn users_own_tokens_that_write_as_them_until_they_expire() {
+    let data = tempfile::tempdir().unwrap();
+    let up = Up::start(data.path());
+    let ok = |out: &Output| {
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let out = up.cli(data.path(), &["token", "create", "--user", "alice"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("shipway user add NAME --role ROLE"),
+        "{}",
+        text(&out.stderr)
+    );
+    let added = ok(&up.cli(data.path(), &["user", "add", "alice", "--role", "deployer"]));
+    assert_eq!(added, "user \"alice\" added with role deployer\n");
+    let out = up.cli(data.path(), &["user", "add", "mallory", "--role", "root"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+
+    let alice = ok(&up.cli(
+        data.path(),
+        &["token", "create", "--user", "alice", "--expires", "1h"],
+    ))
+    .trim()
+    .to_string();
+    assert!(alice.starts_with("shipway_"), "{alice:?}");
+    let list = ok(&up.cli(data.path(), &["token", "list"]));
+    let row = list
+        .lines()
+        .find(|l| l.starts_with("alice-1 "))
+        .unwrap_or_else(|| panic!("{list}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[..3], ["alice-1", "alice", "deployer"], "{list}");
+    assert!(cells[3].ends_with('Z'), "an RFC 3339 expiry: {list}");
+    let users = ok(&up.cli(data.path(), &["user", "list"]));
+    let rows: Vec<Vec<&str>> = users
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            vec!["NAME", "ROLE", "TOKENS"],
+            vec!["admin", "admin", "1"],
+            vec!["alice", "deployer", "1"]
+        ]
+    );
+
+    // What alice writes is hers in the audit trail.
+    let manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: by-alice}\ndata: {a: b}\n";
+    ok(&up.cli_with_stdin(
+        data.path(),
+        &["--token", &alice, "apply", "-f", "-"],
+        manifest,
+    ));
+    let events = ok(&up.cli(
+        data.path(),
+        &["events", "--for", "configmap/by-alice", "-o", "json"],
+    ));
+    let events: serde_json::Value = serde_json::from_str(&events).unwrap();
+    let actors: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["actor"].as_str())
+        .collect();
+    assert_eq!(actors, ["alice"], "{events:#}");
+    let events = ok(&up.cli(data.path(), &["events", "-o", "json"]));
+    let events: serde_json::Value = serde_json::from_str(&events).unwrap();
+    let issued = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "TokenIssued")
+        .unwrap_or_else(|| panic!("{events:#}"));
+    assert_eq!(issued["actor"], "admin", "{issued:#}");
+    assert_eq!(issued["key"]["name"], "alice", "{issued:#}");
+
+    // A short-lived token works, then stops working on its own.
+    let brief = ok(&up.cli(
+        data.path(),
+        &[
+            "token",
+            "create",
+            "brief",
+            "--user",
+            "alice",
+            "--expires",
+            "2s",
+        ],
+    ))
+    .trim()
+    .to_string();
+    ok(&up.cli(
+        data.path(),
+        &["--token", &brief, "get", "configmap", "by-alice"],
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let out = up.cli(
+            data.path(),
+            &["--token", &brief, "get", "configmap", "by-alice"],
+        );
+        if out.status.code() == Some(1) {
+            assert!(
+                text(&out.stderr).contains("Unauthorized"),
+                "{}",
+                text(&out.stderr)
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the token never expired"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let list = ok(&up.cli(data.path(), &["token", "list"]));
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("brief ") && l.ends_with("(expired)")),
+        "{list}"
+    );
+
+    // Deleting the user revokes its tokens at once.
+    let deleted = ok(&up.cli(data.path(), &["user", "delete", "alice"]));
+    assert_eq!(deleted, "user \"alice\" deleted, 2 token(s) revoked\n");
+    let out = up.cli(
+        data.path(),
+        &["--token", &alice, "get", "configmap", "by-alice"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let out = up.cli(data.path(), &["user", "delete", "admin"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }
 
 /// `shipway repo`: a hosted repository is created with its clone URL printed, an external one

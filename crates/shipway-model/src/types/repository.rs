@@ -83,6 +83,16 @@ pub struct RepositoryStatus {
 /// A Go-style duration made of `<integer><unit>` parts, units `ms`, `s`, `m`, `h` (`90s`,
 /// `1h30m`); `None` for anything else or zero.
 pub fn parse_duration(s: &str) -> Option<Duration> {
+    duration_of(s, false)
+}
+
+/// [`parse_duration`] with days and weeks too (`7d`, `2w`, `1d12h`), for lifetimes such as a
+/// token's, which Go's units make awkward to write.
+pub fn parse_long_duration(s: &str) -> Option<Duration> {
+    duration_of(s, true)
+}
+
+fn duration_of(s: &str, days: bool) -> Option<Duration> {
     let mut total = Duration::ZERO;
     let mut rest = s.trim();
     if rest.is_empty() {
@@ -105,6 +115,10 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
             (Duration::from_secs(60), 1)
         } else if rest.starts_with('h') {
             (Duration::from_secs(3600), 1)
+        } else if days && rest.starts_with('d') {
+            (Duration::from_secs(86_400), 1)
+        } else if days && rest.starts_with('w') {
+            (Duration::from_secs(7 * 86_400), 1)
         } else {
             return None;
         };
