@@ -6,6 +6,7 @@
 //! *Architecture Invariant*: no HTTP. Runs are objects; the API and the CLI read them and their
 //! logs from the store.
 
+pub mod gate;
 pub mod record;
 pub mod scheduler;
 pub mod trigger;

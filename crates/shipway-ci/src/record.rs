@@ -24,6 +24,7 @@ const FLUSH_EVERY: Duration = Duration::from_millis(50);
 const MAX_BATCH: usize = 2_000;
 
 /// The executor's side: queues events for the writer.
+#[derive(Clone)]
 pub struct Recorder {
     tx: mpsc::UnboundedSender<RunEvent>,
 }
@@ -137,10 +138,22 @@ impl Writer {
             RunEvent::Queued { job } => {
                 self.job(job);
             }
-            RunEvent::Waiting { job, reason } => {
+            RunEvent::Waiting {
+                job,
+                environment,
+                reason,
+            } => {
                 let j = self.job(job);
                 j.status = WAITING.into();
+                j.environment = Some(environment.clone());
                 j.message = Some(reason.clone());
+            }
+            RunEvent::Admitted { job, environment } => {
+                // Admitted, it waits for its slot like any other job.
+                let j = self.job(job);
+                j.status = QUEUED.into();
+                j.environment = Some(environment.clone());
+                j.message = None;
             }
             RunEvent::JobStarted { job, id, .. } => {
                 let j = self.job(job);

@@ -22,10 +22,11 @@ use shipway_pipeline::exec::{
 };
 use shipway_pipeline::load::{Options, load_from};
 use shipway_store::{Store, StoreError};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::CiError;
+use crate::gate::EnvironmentGate;
 use crate::record::{recorder, runner_line};
 
 /// What a run cut short by a restart says.
@@ -44,8 +45,8 @@ pub struct Scheduler {
     cache_dir: PathBuf,
     /// The server-wide job limit (`--max-parallel-jobs`).
     slots: Arc<Semaphore>,
-    /// Runs this process is executing, with their cancels.
-    active: Mutex<HashMap<Key, CancellationToken>>,
+    /// Runs this process is executing, with their cancels and their gates' wake-ups.
+    active: Mutex<HashMap<Key, Active>>,
     /// Concurrency groups per repository (`namespace/name`), as GitHub scopes them: the
     /// workflow-level groups runs enter before they start, and the job-level ones their jobs
     /// enter (apart, so a run never waits for itself).
@@ -53,6 +54,14 @@ pub struct Scheduler {
     /// This instance's id, written into the status of the runs it executes.
     instance: String,
     shutdown: CancellationToken,
+}
+
+/// A run this process executes.
+#[derive(Clone)]
+struct Active {
+    cancel: CancellationToken,
+    /// Tells the run's environment gate that the run changed (a review was added).
+    wake: Arc<Notify>,
 }
 
 /// One repository's concurrency groups: those runs enter, and those their jobs enter.
@@ -119,7 +128,7 @@ impl Scheduler {
         }
     }
 
-    fn active(&self) -> std::sync::MutexGuard<'_, HashMap<Key, CancellationToken>> {
+    fn active(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Active>> {
         self.active.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -145,10 +154,11 @@ impl Scheduler {
             return Ok(Action::AwaitChange);
         }
         let key = run.key();
-        if let Some(cancel) = self.active().get(&key) {
+        if let Some(active) = self.active().get(&key) {
             if spec.cancel {
-                cancel.cancel();
+                active.cancel.cancel();
             }
+            active.wake.notify_waiters();
             return Ok(Action::AwaitChange);
         }
         let state = status.status.as_deref();
@@ -174,12 +184,15 @@ impl Scheduler {
             put_status(&self.store, run, &status).await?;
             return Ok(Action::AwaitChange);
         }
-        let cancel = self.shutdown.child_token();
-        self.active().insert(key.clone(), cancel.clone());
+        let active = Active {
+            cancel: self.shutdown.child_token(),
+            wake: Arc::new(Notify::new()),
+        };
+        self.active().insert(key.clone(), active.clone());
         let this = self.clone();
         let run = run.clone();
         tokio::spawn(async move {
-            if let Err(e) = this.execute(&run, spec, cancel).await {
+            if let Err(e) = this.execute(&run, spec, active).await {
                 tracing::warn!(run = %run.key(), error = %e, "recording a workflow run");
                 // Never leave it in progress: record the failure if the store takes it.
                 if let Ok(Some(now)) = this.store.get(&run.key()).await
@@ -234,8 +247,9 @@ impl Scheduler {
         &self,
         run: &Object,
         spec: WorkflowRunSpec,
-        cancel: CancellationToken,
+        active: Active,
     ) -> Result<(), CiError> {
+        let Active { cancel, wake } = active;
         let mut status = WorkflowRunStatus {
             status: Some(IN_PROGRESS.into()),
             attempt: Some(spec.run_attempt),
@@ -357,12 +371,24 @@ impl Scheduler {
             }
         };
         let run = self.store.get(&run.key()).await?.unwrap_or(run);
+        let key = run.key();
         let (observer, mut writer) = recorder(self.store.clone(), self.clock, run, status);
+        let gate = EnvironmentGate {
+            store: self.store.clone(),
+            clock: self.clock,
+            run: key,
+            actor: spec.actor.clone(),
+            git_ref: spec.git_ref.clone(),
+            attempt: spec.run_attempt,
+            wake,
+            recorder: observer.clone(),
+        };
         let exec = Executor::new(dir, run_dir, self.cache_dir.clone())
             .base_env(base_env())
             .slots(self.slots.clone())
             .groups(job_groups)
             .observer(Arc::new(observer))
+            .gate(Arc::new(gate))
             .cancel(cancel.clone());
         let record = tokio::spawn(async move {
             let res = writer.drain().await;

@@ -85,6 +85,7 @@ const BUILTIN: &[KindInfo] = &[
     kind!("shipway.dev", "v1alpha1", "TrafficPolicy", "trafficpolicies", ["tp"], true),
     kind!("shipway.dev", "v1alpha1", "Repository", "repositories", ["repo", "repos"], true),
     kind!("shipway.dev", "v1alpha1", "WorkflowRun", "workflowruns", ["run", "runs", "wfr"], true),
+    kind!("shipway.dev", "v1alpha1", "Environment", "environments", ["env", "envs"], true),
 ];
 
 /// Lookup over the built-in kinds table.

@@ -292,6 +292,20 @@ pub fn validate_object(obj: &Object) -> Vec<FieldError> {
                 repository(&mut c, spec);
             }
         }
+        ("shipway.dev", "Environment") => {
+            if let Some(v) = c.object(spec, "spec", false) {
+                match serde_json::from_value::<crate::types::EnvironmentSpec>(Value::Object(
+                    v.clone(),
+                )) {
+                    Ok(env) => {
+                        for (path, message) in env.problems() {
+                            c.err(&path, message);
+                        }
+                    }
+                    Err(e) => c.err("spec", format!("Invalid value: {e}")),
+                }
+            }
+        }
         _ => {}
     }
     c.errors

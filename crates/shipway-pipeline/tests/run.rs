@@ -1454,7 +1454,7 @@ async fn a_gated_environment_waits_while_other_jobs_run_and_starts_when_admitted
     while !(waiting && other_done) {
         let e = events.recv().await.expect("an event");
         match &e {
-            RunEvent::Waiting { job, reason } if job == "deploy" => {
+            RunEvent::Waiting { job, reason, .. } if job == "deploy" => {
                 assert_eq!(reason, "waiting for approval of environment prod-blue");
                 waiting = true;
             }

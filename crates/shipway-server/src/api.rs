@@ -150,7 +150,15 @@ pub async fn apply(
     })?;
     let text = std::str::from_utf8(&body)
         .map_err(|e| ApiError::BadRequest(format!("the request body is not UTF-8: {e}")))?;
-    let object = load::load_json_object("request body", text).map_err(ApiError::invalid)?;
+    let mut object = load::load_json_object("request body", text).map_err(ApiError::invalid)?;
+    if object.kind == shipway_model::types::workflow_run::KIND {
+        let mut key = object.key();
+        if key.namespace.is_empty() {
+            key.namespace = "default".into();
+        }
+        let current = state.store.get(&key).await?;
+        crate::review::guard(current.as_ref(), &mut object)?;
+    }
     let dry_run = params.dry_run.unwrap_or(false);
     let options = ApplyOptions {
         actor: caller.actor(),
@@ -368,8 +376,11 @@ pub async fn patch(
         let mut doc =
             serde_json::to_value(&current).map_err(|e| ApiError::Internal(e.to_string()))?;
         shipway_model::merge_patch(&mut doc, &patch);
-        let patched: Object = serde_json::from_value(doc)
+        let mut patched: Object = serde_json::from_value(doc)
             .map_err(|e| ApiError::BadRequest(format!("the patched object is not valid: {e}")))?;
+        if !status {
+            crate::review::guard(Some(&current), &mut patched)?;
+        }
         let written = if status {
             state.runtime.update_status(patched, &actor).await
         } else {

@@ -44,6 +44,15 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    /// The object is not in a state the request applies to (no job waits for that review).
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// A caller whose role allows the route, refused by a rule of the object (not a reviewer
+    /// of the environment, reviewing its own run).
+    #[error("{0}")]
+    Refused(String),
     /// A failure of the server's own machinery (git http-backend would not start, say).
     #[error("{0}")]
     Internal(String),
@@ -125,6 +134,9 @@ impl ApiError {
             ApiError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "NotFound"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "Conflict"),
+            ApiError::AlreadyExists(_) => (StatusCode::CONFLICT, "AlreadyExists"),
+            ApiError::Refused(_) => (StatusCode::FORBIDDEN, "Forbidden"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
             ApiError::Unauthorized | ApiError::WebhookRefused(_) => {
                 (StatusCode::UNAUTHORIZED, "Unauthorized")

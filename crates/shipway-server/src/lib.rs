@@ -15,6 +15,7 @@ pub mod error;
 pub mod git;
 pub mod listener;
 pub mod metrics;
+mod review;
 mod webhook;
 
 use std::collections::HashMap;
@@ -339,6 +340,15 @@ fn table() -> Vec<(Route, MethodRouter<Arc<AppState>>)> {
                 "get",
             ),
             on(MethodFilter::GET, api::run_logs),
+        ),
+        (
+            route(
+                post.clone(),
+                "/api/v1/runs/{namespace}/{name}/reviews",
+                Some(Deployer),
+                "review",
+            ),
+            on(MethodFilter::POST, review::review),
         ),
         (
             route(get.clone(), "/api/v1/tokens", Some(Admin), "list"),

@@ -173,6 +173,26 @@ pub enum PipelineCommand {
         #[command(flatten)]
         run: RunTarget,
     },
+    /// Approve the run's jobs waiting on an environment, as your identity (one of the
+    /// environment's reviewers, not the run's own actor unless it allows self-review).
+    Approve {
+        #[command(flatten)]
+        run: RunTarget,
+        /// The environment the jobs wait on.
+        #[arg(long = "env", value_name = "ENVIRONMENT")]
+        environment: String,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Reject the run's jobs waiting on an environment: they fail without running.
+    Reject {
+        #[command(flatten)]
+        run: RunTarget,
+        #[arg(long = "env", value_name = "ENVIRONMENT")]
+        environment: String,
+        #[arg(long)]
+        comment: Option<String>,
+    },
 }
 
 /// A Rollout by name, in a namespace.

@@ -335,6 +335,31 @@ impl Client {
         Ok(())
     }
 
+    /// Approves or rejects (`state`) the jobs of a run waiting on `environment`, as this
+    /// client's identity.
+    pub async fn review(
+        &self,
+        namespace: &str,
+        run: &str,
+        body: &Value,
+    ) -> Result<Value, ClientError> {
+        let mut url =
+            reqwest::Url::parse(&format!("{}/api/v1/runs", self.server)).map_err(|e| {
+                ClientError::Unreachable {
+                    server: self.server.clone(),
+                    message: e.to_string(),
+                }
+            })?;
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.extend([namespace, run, "reviews"]);
+        }
+        let mut req = self.http.post(url).json(body);
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        self.json(req).await
+    }
+
     /// Calls `each` with every line of a workflow run's log (NDJSON objects) until the server
     /// ends the stream (with `follow`, when the run completed) or `each` returns false.
     pub async fn run_logs(

@@ -74,7 +74,37 @@ pub async fn run(client: &Client, command: PipelineCommand) -> Result<(), Failur
             outln!("workflowrun/{} re-run as attempt {attempt}", run.name);
             Ok(())
         }
+        PipelineCommand::Approve {
+            run,
+            environment,
+            comment,
+        } => review(client, &run, &environment, "approved", comment).await,
+        PipelineCommand::Reject {
+            run,
+            environment,
+            comment,
+        } => review(client, &run, &environment, "rejected", comment).await,
     }
+}
+
+async fn review(
+    client: &Client,
+    run: &RunTarget,
+    environment: &str,
+    state: &str,
+    comment: Option<String>,
+) -> Result<(), Failure> {
+    let body = json!({"environment": environment, "state": state, "comment": comment});
+    let review = client
+        .review(&run.namespace, &run.name, &body)
+        .await
+        .map_err(|e| not_found(e, run))?;
+    outln!(
+        "workflowrun/{} {state} for environment {environment} by {}",
+        run.name,
+        review["user"].as_str().unwrap_or_default()
+    );
+    Ok(())
 }
 
 fn ns(namespace: &str) -> Vec<(&'static str, String)> {
@@ -235,6 +265,25 @@ fn get_text(o: &Object, now: i64) -> String {
     );
     if let Some(m) = &st.message {
         field("Message:", m);
+    }
+    if !spec.reviews.is_empty() {
+        out.push_str("\nReviews:\n");
+        let mut rows = vec![
+            ["ENVIRONMENT", "STATE", "BY", "ATTEMPT", "AT", "COMMENT"]
+                .map(String::from)
+                .to_vec(),
+        ];
+        for r in &spec.reviews {
+            rows.push(vec![
+                r.environment.clone(),
+                r.state.clone(),
+                r.user.clone(),
+                r.attempt.to_string(),
+                r.submitted_at.clone(),
+                r.comment.clone().unwrap_or_default(),
+            ]);
+        }
+        out.push_str(&aligned(rows));
     }
     if !st.jobs.is_empty() {
         out.push('\n');

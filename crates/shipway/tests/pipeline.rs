@@ -148,3 +148,192 @@ fn a_run_killed_with_the_server_is_recorded_failed_with_its_log_kept() {
     let out = up.cli(data.path(), &["pipeline", "rerun", "nope"]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// A token of a new user with `role`.
+fn user_token(up: &Up, data: &Path, name: &str, role: &str) -> String {
+    let out = up.cli(data, &["user", "add", name, "--role", role]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = up.cli(data, &["token", "create", "--user", name]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    text(&out.stdout).trim().to_string()
+}
+
+fn get(up: &Up, data: &Path, run: &str) -> String {
+    text(&up.cli(data, &["pipeline", "get", run]).stdout)
+}
+
+/// A production job behind two distinct reviewers: it waits after one approval and refuses the
+/// actor's own, runs after the second; a rejection fails it; a branch outside the policy is
+/// refused; every review is an event naming its reviewer.
+#[test]
+fn a_protected_environment_waits_for_two_distinct_reviewers() {
+    let data = tempfile::tempdir().unwrap();
+    let up = Up::start(data.path());
+    let d = data.path();
+    let out = up.cli(d, &["repo", "create", "app"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let url = text(&out.stdout).trim().to_string();
+    let alice = user_token(&up, d, "alice", "deployer");
+    let bob = user_token(&up, d, "bob", "deployer");
+    let carol = user_token(&up, d, "carol", "admin");
+    let val = user_token(&up, d, "val", "viewer");
+    let env = "apiVersion: shipway.dev/v1alpha1\nkind: Environment\nmetadata: {name: production}\nspec:\n  requiredReviewers: [{role: deployer}]\n  requiredApprovals: 2\n  deploymentBranchPolicy: {branches: [main]}\n";
+    let out = up.cli_with_stdin(d, &["apply", "-f", "-"], env);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    write(
+        w,
+        ".github/workflows/ci.yml",
+        "on: push\njobs:\n  build:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo built\n  deploy:\n    needs: build\n    runs-on: ubuntu-latest\n    environment: production\n    steps:\n      - run: echo \"deploying $GITHUB_SHA\"\n",
+    );
+    git_in(w, None, &["init", "-q", "-b", "main"]);
+    git_in(w, None, &["add", "-A"]);
+    git_in(w, None, &["commit", "-qm", "ci"]);
+    git_in(w, Some(&alice), &["push", "-q", &url, "main"]);
+    wait_for(60, "deploy waiting for review", || {
+        get(&up, d, "app-ci-1").contains(
+            "Waiting for review: production needs 2 approvals from role deployer (none yet",
+        )
+    });
+    let review = |token: &str, verb: &str, run: &str, comment: &str| {
+        let mut args = vec![
+            "--token",
+            token,
+            "pipeline",
+            verb,
+            run,
+            "--env",
+            "production",
+        ];
+        if !comment.is_empty() {
+            args.extend(["--comment", comment]);
+        }
+        up.cli(d, &args)
+    };
+    // The actor's own approval and a viewer's are refused, with why.
+    let out = review(&alice, "approve", "app-ci-1", "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("does not allow self-review"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = review(&val, "approve", "app-ci-1", "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("this needs the deployer role"),
+        "{}",
+        text(&out.stderr)
+    );
+    // One approval: still waiting, and saying so.
+    let out = review(&bob, "approve", "app-ci-1", "looks good");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "workflowrun/app-ci-1 approved for environment production by bob\n"
+    );
+    wait_for(60, "the gate saw bob's approval", || {
+        get(&up, d, "app-ci-1").contains("(1 so far: bob;")
+    });
+    let shown = get(&up, d, "app-ci-1");
+    assert!(shown.contains("Status:     waiting\n"), "{shown}");
+    assert!(!logs(&up, d, "app-ci-1").contains("deploying"));
+    let out = review(&bob, "approve", "app-ci-1", "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("already approved"),
+        "{}",
+        text(&out.stderr)
+    );
+    // A second, distinct reviewer (an admin counts as a deployer): it runs.
+    let out = review(&carol, "approve", "app-ci-1", "");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    wait_for(60, "the run succeeded", || {
+        get(&up, d, "app-ci-1").contains("Status:     success\n")
+    });
+    let sha = git_in(w, None, &["rev-parse", "HEAD"]);
+    assert!(logs(&up, d, "app-ci-1").contains(&format!("[deploy] deploying {sha}\n")));
+    let shown = get(&up, d, "app-ci-1");
+    assert!(
+        shown.lines().any(|l| l.split_whitespace().take(4).eq([
+            "production",
+            "approved",
+            "bob",
+            "1"
+        ])),
+        "{shown}"
+    );
+    let out = up.cli(
+        d,
+        &["events", "--for", "workflowrun/app-ci-1", "-o", "json"],
+    );
+    let events: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let reviews: Vec<(String, String)> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "Approved" || e["action"] == "Rejected")
+        .map(|e| {
+            (
+                e["actor"].as_str().unwrap().to_string(),
+                e["message"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        reviews,
+        [
+            (
+                "bob".to_string(),
+                "bob approved environment \"production\" for attempt 1: looks good".to_string()
+            ),
+            (
+                "carol".to_string(),
+                "carol approved environment \"production\" for attempt 1".to_string()
+            ),
+        ],
+        "{events:#}"
+    );
+    // Nobody can write a review in by hand.
+    let out = up.cli(d, &["get", "workflowrun", "app-ci-1", "-o", "json"]);
+    let mut run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    run["spec"]["reviews"][0]["user"] = "mallory".into();
+    let out = up.cli_with_stdin(d, &["apply", "-f", "-"], &run.to_string());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("spec.reviews: Forbidden"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A rejection fails the job, with who and why.
+    write(w, "README", "2\n");
+    git_in(w, None, &["add", "-A"]);
+    git_in(w, None, &["commit", "-qm", "two"]);
+    git_in(w, Some(&alice), &["push", "-q", &url, "main"]);
+    wait_for(60, "the second run waits", || {
+        get(&up, d, "app-ci-2").contains("Waiting for review")
+    });
+    let out = review(&bob, "reject", "app-ci-2", "not today");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    wait_for(60, "the second run failed", || {
+        get(&up, d, "app-ci-2").contains("Status:     failure\n")
+    });
+    let log = logs(&up, d, "app-ci-2");
+    assert!(log.contains("Rejected by bob: not today"), "{log}");
+    assert!(!log.contains("deploying"), "{log}");
+
+    // A branch outside the policy is refused without a review.
+    git_in(w, None, &["checkout", "-q", "-b", "feature"]);
+    git_in(w, Some(&alice), &["push", "-q", &url, "feature"]);
+    wait_for(60, "the feature run failed", || {
+        get(&up, d, "app-ci-3").contains("Status:     failure\n")
+    });
+    let log = logs(&up, d, "app-ci-3");
+    assert!(
+        log.contains("Branch \"feature\" is not allowed to deploy to production due to environment protection rules."),
+        "{log}"
+    );
+}

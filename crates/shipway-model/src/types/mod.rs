@@ -1,5 +1,5 @@
 //! Typed views of the kinds Shipway acts on (Pods, Deployments, ReplicaSets, Jobs, Services,
-//! Endpoints, TrafficPolicies, Repositories, Argo CD's Applications and AppProjects, Argo Rollouts' analysis kinds and Rollouts, WorkflowRuns), so
+//! Endpoints, TrafficPolicies, Repositories, Argo CD's Applications and AppProjects, Argo Rollouts' analysis kinds and Rollouts, WorkflowRuns, Environments), so
 //! controllers read `spec.replicas` as a field instead of a JSON
 //! path. Every struct keeps the fields it does not name in `rest`, so an object read and written
 //! back through a view loses nothing: a field Shipway does not know (or a newer Kubernetes adds)
@@ -15,6 +15,7 @@ pub mod apps;
 pub mod batch;
 pub mod condition;
 pub mod core;
+pub mod environment;
 pub mod int_or_string;
 pub mod pod;
 pub mod repository;
@@ -45,6 +46,7 @@ pub use core::{
     EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, ServicePort,
     ServiceSpec,
 };
+pub use environment::EnvironmentSpec;
 pub use int_or_string::IntOrString;
 pub use pod::{
     Container, ContainerPort, ContainerState, ContainerStateRunning, ContainerStateTerminated,

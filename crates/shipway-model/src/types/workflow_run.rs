@@ -44,8 +44,35 @@ pub struct WorkflowRunSpec {
     /// Set to cancel the run (`shipway pipeline cancel`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cancel: bool,
+    /// Approvals and rejections of the run's jobs waiting on an environment, in the order
+    /// given. Only the review route appends here, as the caller; the API refuses any other
+    /// change, so a review always names who gave it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reviews: Vec<Review>,
     #[serde(flatten)]
     pub rest: Map<String, Value>,
+}
+
+/// `approved` or `rejected`, GitHub's review states for a pending deployment.
+pub const APPROVED: &str = "approved";
+pub const REJECTED: &str = "rejected";
+
+/// One reviewer's decision on the jobs of one attempt waiting on one environment.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Review {
+    pub environment: String,
+    /// `approved` or `rejected`.
+    pub state: String,
+    /// Who reviewed, and their role then.
+    pub user: String,
+    pub role: String,
+    /// The attempt reviewed: a re-run waits for new reviews.
+    pub attempt: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// RFC 3339.
+    pub submitted_at: String,
 }
 
 fn one() -> u64 {
@@ -106,6 +133,9 @@ pub struct JobStatus {
     /// What a waiting job waits for (an approval, a concurrency group).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The environment the job deploys to (`environment:`), once it asked to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

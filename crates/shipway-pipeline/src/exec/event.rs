@@ -29,10 +29,17 @@ pub enum RunEvent {
     Queued {
         job: String,
     },
-    /// The job waits for something outside the run, such as an approval; `reason` says what.
+    /// The job waits for the protection rules of `environment` (approvals, a wait timer);
+    /// `reason` says what it waits for. A gate may send it again as the reason changes.
     Waiting {
         job: String,
+        environment: String,
         reason: String,
+    },
+    /// The gate admitted the job to `environment`: its steps start next.
+    Admitted {
+        job: String,
+        environment: String,
     },
     /// The job's steps start: `id` is the job's key (with a `caller/` prefix in a called
     /// workflow), `matrix` its combination.
@@ -81,6 +88,7 @@ impl RunEvent {
         match self {
             RunEvent::Queued { job }
             | RunEvent::Waiting { job, .. }
+            | RunEvent::Admitted { job, .. }
             | RunEvent::JobStarted { job, .. }
             | RunEvent::StepStarted { job, .. }
             | RunEvent::Line { job, .. }
@@ -139,7 +147,7 @@ pub fn log_text(
     started: &mut std::collections::HashMap<String, usize>,
 ) -> Option<String> {
     match e {
-        RunEvent::Queued { .. } | RunEvent::RunFinished { .. } => None,
+        RunEvent::Queued { .. } | RunEvent::Admitted { .. } | RunEvent::RunFinished { .. } => None,
         RunEvent::Waiting { reason, .. } => Some(reason.clone()),
         RunEvent::JobStarted { job, .. } => {
             *started.entry(job.clone()).or_default() += 1;

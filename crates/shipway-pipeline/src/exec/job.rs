@@ -442,6 +442,7 @@ impl Instance {
             () = std::future::ready(()) => {
                 exec.emit(RunEvent::Waiting {
                     job: label.to_string(),
+                    environment: env.to_string(),
                     reason: format!("waiting for approval of environment {env}"),
                 });
                 tokio::select! {
@@ -457,7 +458,13 @@ impl Instance {
             }
         };
         match decision {
-            GateDecision::Admit => None,
+            GateDecision::Admit => {
+                exec.emit(RunEvent::Admitted {
+                    job: label.to_string(),
+                    environment: env.to_string(),
+                });
+                None
+            }
             GateDecision::Reject { reason } => {
                 // GitHub's words for a rejected deployment.
                 let mut text = format!(
