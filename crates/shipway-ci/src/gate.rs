@@ -287,7 +287,10 @@ mod tests {
         );
         let own = review("alice", "deployer", APPROVED);
         let bob = review("bob", "deployer", APPROVED);
-        assert!(matches!(at(std::slice::from_ref(&own), &s), Verdict::Wait(..)));
+        assert!(matches!(
+            at(std::slice::from_ref(&own), &s),
+            Verdict::Wait(..)
+        ));
         let Verdict::Wait(reason, _) = at(&[own.clone(), bob.clone(), bob.clone()], &s) else {
             panic!()
         };

@@ -553,3 +553,74 @@ async fn without_cancel_in_progress_a_newer_run_of_a_group_waits_for_the_running
             .contains(&"[deploy] deployed".to_string())
     );
 }
+
+/// The environment gate on virtual time: a job of an environment with a 5-minute wait timer is
+/// admitted exactly when the timer ends, not before; a tag outside the branch policy is
+/// refused at once.
+#[tokio::test(start_paused = true)]
+async fn the_wait_timer_holds_a_job_for_exactly_its_time() {
+    use shipway_ci::gate::EnvironmentGate;
+    use shipway_pipeline::exec::{Gate, GateDecision};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(&dir.path().join("shipway.db"))
+        .await
+        .unwrap();
+    let env: Object = serde_json::from_value(json!({
+        "apiVersion": "shipway.dev/v1alpha1", "kind": "Environment",
+        "metadata": {"name": "staging", "namespace": "default"},
+        "spec": {"waitTimer": 5, "deploymentBranchPolicy": {"branches": ["main"], "tags": ["v*"]}},
+    }))
+    .unwrap();
+    store.create(env, "test").await.unwrap();
+    let run: Object = serde_json::from_value(json!({
+        "apiVersion": "shipway.dev/v1alpha1", "kind": "WorkflowRun",
+        "metadata": {"name": "app-ci-1", "namespace": "default"},
+        "spec": {"repository": "app", "workflow": ".github/workflows/ci.yml", "event": "push",
+                 "ref": "refs/heads/main", "headSha": "0123", "actor": "alice", "runNumber": 1},
+    }))
+    .unwrap();
+    let run = store.create(run, "test").await.unwrap();
+    let clock = shipway_controller::Clock::new();
+    let gate = |git_ref: &str| {
+        let (recorder, _writer) =
+            shipway_ci::record::recorder(store.clone(), clock, run.clone(), Default::default());
+        EnvironmentGate {
+            store: store.clone(),
+            clock,
+            run: run.key(),
+            actor: "alice".into(),
+            git_ref: git_ref.into(),
+            attempt: 1,
+            wake: Arc::new(tokio::sync::Notify::new()),
+            recorder,
+        }
+    };
+    let main = gate("refs/heads/main");
+    let start = tokio::time::Instant::now();
+    let admit = main.admit("deploy", "staging");
+    tokio::pin!(admit);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(299), &mut admit)
+            .await
+            .is_err(),
+        "admitted before the wait timer ended"
+    );
+    assert!(matches!(admit.await, GateDecision::Admit));
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_secs(300) && waited < Duration::from_secs(301),
+        "{waited:?}"
+    );
+
+    let tag = gate("refs/tags/beta");
+    let start = tokio::time::Instant::now();
+    match tag.admit("deploy", "staging").await {
+        GateDecision::Reject { reason } => assert_eq!(
+            reason,
+            "Tag \"beta\" is not allowed to deploy to staging due to environment protection rules."
+        ),
+        GateDecision::Admit => panic!("a tag outside the policy was admitted"),
+    }
+    assert_eq!(start.elapsed(), Duration::ZERO);
+}

@@ -1323,11 +1323,15 @@ jobs:
         stream,
         text: text.into(),
     };
-    // The default gate admits at once: no Waiting.
+    // The default gate admits at once: no Waiting, only the admission.
     assert_eq!(
         r.events,
         [
             RunEvent::Queued { job: job("j") },
+            RunEvent::Admitted {
+                job: job("j"),
+                environment: job("production")
+            },
             RunEvent::JobStarted {
                 job: job("j"),
                 id: job("j"),

@@ -114,6 +114,10 @@ pub enum Command {
     /// `on:` matches. list, get, logs, cancel.
     #[command(subcommand, visible_alias = "pipelines")]
     Pipeline(PipelineCommand),
+    /// Deployment environments: their protection rules and what ran in each, from which
+    /// commit, approved by whom.
+    #[command(subcommand, visible_alias = "envs")]
+    Env(EnvCommand),
 }
 
 /// A workflow run by name, in a namespace.
@@ -192,6 +196,35 @@ pub enum PipelineCommand {
         environment: String,
         #[arg(long)]
         comment: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EnvCommand {
+    /// List the environments (Environment objects and those runs deployed to) with their
+    /// protection and their last deployment.
+    #[command(alias = "ls")]
+    List {
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        #[arg(short, long, value_enum)]
+        output: Option<OutputFormat>,
+    },
+    /// Show an environment: its rules, what runs there (commit, run, approvers) and what waits.
+    Get {
+        name: String,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        #[arg(short, long, value_enum)]
+        output: Option<OutputFormat>,
+    },
+    /// Every job that deployed (or asked to) to an environment, newest first.
+    History {
+        name: String,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        #[arg(short, long, value_enum)]
+        output: Option<OutputFormat>,
     },
 }
 

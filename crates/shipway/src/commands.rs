@@ -37,6 +37,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::App(cmd) => crate::app::run(&client(global)?, cmd).await,
         Command::Rollout(cmd) => crate::rollout::run(&client(global)?, cmd).await,
         Command::Pipeline(cmd) => crate::pipeline::run(&client(global)?, cmd).await,
+        Command::Env(cmd) => crate::env::run(&client(global)?, cmd).await,
     }
 }
 

@@ -9,6 +9,7 @@ mod app;
 mod cli;
 mod client;
 mod commands;
+mod env;
 mod image;
 mod output;
 mod pipeline;

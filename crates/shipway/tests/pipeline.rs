@@ -336,4 +336,49 @@ fn a_protected_environment_waits_for_two_distinct_reviewers() {
         log.contains("Branch \"feature\" is not allowed to deploy to production due to environment protection rules."),
         "{log}"
     );
+
+    // `shipway env` says what runs where, from which commit, approved by whom.
+    let out = up.cli(d, &["env", "get", "production"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains(&format!("Running:      {sha} of app (main)\n")),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("From run:     app-ci-1 job deploy\n"),
+        "{shown}"
+    );
+    assert!(shown.contains("Approved by:  bob,carol\n"), "{shown}");
+    assert!(
+        shown.contains("Protection:   2 of role deployer; refs main\n"),
+        "{shown}"
+    );
+    let out = up.cli(d, &["env", "history", "production"]);
+    let history: Vec<Vec<String>> = text(&out.stdout)
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().take(7).map(String::from).collect())
+        .collect();
+    let runs: Vec<(&str, &str, &str)> = history
+        .iter()
+        .map(|r| (r[0].as_str(), r[5].as_str(), r[6].as_str()))
+        .collect();
+    assert_eq!(
+        runs,
+        [
+            ("app-ci-3", "failure", "-"),
+            ("app-ci-2", "failure", "-"),
+            ("app-ci-1", "success", "bob,carol")
+        ],
+        "{history:?}"
+    );
+    let out = up.cli(d, &["env", "list"]);
+    let listed = text(&out.stdout);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("production ") && l.contains("app-ci-3")),
+        "{listed}"
+    );
 }
