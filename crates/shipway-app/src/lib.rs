@@ -412,7 +412,8 @@ impl Service for ExperimentsService {
     }
 }
 
-/// Pipelines: push triggers make WorkflowRuns, the scheduler runs them, written as `shipway-ci`.
+/// Pipelines: push triggers and schedules make WorkflowRuns, the scheduler runs them, written
+/// as `shipway-ci`.
 struct CiService {
     store: Store,
     hosted: Arc<shipway_git::hosted::Hosted>,
@@ -429,8 +430,15 @@ impl Service for CiService {
         shutdown: CancellationToken,
     ) -> BoxFuture<'static, Result<(), ServiceError>> {
         Box::pin(async move {
-            let triggers = shipway_ci::trigger::run(self.store, self.hosted, shutdown.clone());
-            tokio::join!(triggers, self.scheduler.run(shutdown));
+            let triggers =
+                shipway_ci::trigger::run(self.store.clone(), self.hosted.clone(), shutdown.clone());
+            let schedules = shipway_ci::schedule::run(
+                self.store,
+                self.hosted,
+                shipway_controller::Clock::new(),
+                shutdown.clone(),
+            );
+            tokio::join!(triggers, schedules, self.scheduler.run(shutdown));
             Ok(())
         })
     }

@@ -1,5 +1,6 @@
 //! Pipelines inside the platform: pushes to hosted repositories trigger the workflows whose
-//! `on:` matches ([`trigger`]), each match a `WorkflowRun` object; the [`scheduler`] runs them
+//! `on:` matches ([`trigger`]), cron lines fire on their minute ([`schedule`]), each match a
+//! `WorkflowRun` object; the [`scheduler`] runs them
 //! with `shipway-pipeline` in a checkout of their commit, sharing the server's job slots, and
 //! [`record`] keeps their status and every log line in the store.
 //!
@@ -7,6 +8,7 @@
 //! logs from the store.
 
 pub mod record;
+pub mod schedule;
 pub mod scheduler;
 pub mod trigger;
 

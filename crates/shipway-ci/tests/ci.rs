@@ -553,3 +553,118 @@ async fn without_cancel_in_progress_a_newer_run_of_a_group_waits_for_the_running
             .contains(&"[deploy] deployed".to_string())
     );
 }
+
+const EVERY_15: &str = "name: Nightly
+on:
+  schedule:
+    - cron: '*/15 * * * *'
+jobs:
+  sweep:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo \"${{ github.event.schedule }}\"
+";
+
+#[tokio::test(start_paused = true)]
+async fn a_schedule_fires_at_its_minutes_and_not_between_and_follows_the_default_branch() {
+    let ci = Ci::start(None).await;
+    write(&ci.work, ".github/workflows/nightly.yml", EVERY_15);
+    write(&ci.work, ".github/workflows/ci.yml", CI);
+    write(&ci.work, "VERSION", "1\n");
+    let first = ci.commit("schedules");
+    ci.push("main", "dev").await;
+
+    let start = time::macros::datetime!(2026-01-05 10:07:00 UTC);
+    let clock = shipway_controller::Clock::starting_at(start);
+    // The instant the clock reads `start` at (time is paused: nothing moved since).
+    let t0 = tokio::time::Instant::now();
+    let when = |h, m, s| {
+        let wall = start.replace_time(time::Time::from_hms(h, m, s).unwrap());
+        t0 + Duration::try_from(wall - start).unwrap()
+    };
+    tokio::spawn(shipway_ci::schedule::run(
+        ci.store.clone(),
+        ci.hosted.clone(),
+        clock,
+        ci.shutdown.clone(),
+    ));
+    let scheduled = |o: &Object| {
+        o.metadata
+            .annotations
+            .get(shipway_ci::schedule::SCHEDULED_FOR)
+            .cloned()
+            .unwrap_or_default()
+    };
+
+    tokio::time::sleep_until(when(10, 14, 59)).await;
+    assert_eq!(
+        names(&ci.runs().await),
+        Vec::<String>::new(),
+        "nothing before 10:15"
+    );
+    eventually(PATIENCE, "the 10:15 fire", || async {
+        ci.runs().await.len() == 1
+    })
+    .await;
+    assert!(
+        clock.now() < start.replace_time(time::Time::from_hms(10, 15, 1).unwrap()),
+        "fired late: {}",
+        clock.timestamp()
+    );
+    let runs = ci.runs().await;
+    let run = &runs[0];
+    assert_eq!(run.metadata.name, "app-nightly-1");
+    assert_eq!(scheduled(run), "2026-01-05T10:15:00Z");
+    let spec: WorkflowRunSpec = run.spec_as().unwrap();
+    assert_eq!(spec.event, "schedule");
+    assert_eq!(spec.workflow, ".github/workflows/nightly.yml");
+    assert_eq!(spec.git_ref, "refs/heads/main");
+    assert_eq!(spec.head_sha, first);
+    assert_eq!(spec.actor, "Dev", "the tip's committer");
+    assert_eq!(
+        run.field("spec.payload.schedule"),
+        Some(&json!("*/15 * * * *"))
+    );
+
+    tokio::time::sleep_until(when(10, 29, 59)).await;
+    assert_eq!(ci.runs().await.len(), 1, "nothing between 10:15 and 10:30");
+    eventually(PATIENCE, "the 10:30 fire", || async {
+        ci.runs().await.len() == 2
+    })
+    .await;
+    let runs = ci.runs().await;
+    assert_eq!(names(&runs), ["app-nightly-1", "app-nightly-2"]);
+    assert_eq!(scheduled(&runs[1]), "2026-01-05T10:30:00Z");
+
+    // The default branch moves: the new cron line counts from then on, the old one no more.
+    tokio::time::sleep_until(when(10, 31, 0)).await;
+    write(
+        &ci.work,
+        ".github/workflows/nightly.yml",
+        &EVERY_15.replace("*/15 * * * *", "40 10 * * MON"),
+    );
+    let second = ci.commit("at 10:40 on Mondays");
+    ci.push("main", "dev").await;
+    tokio::time::sleep_until(when(10, 39, 59)).await;
+    assert_eq!(ci.runs().await.len(), 2);
+    eventually(PATIENCE, "the 10:40 fire", || async {
+        ci.runs().await.len() == 3
+    })
+    .await;
+    let runs = ci.runs().await;
+    assert_eq!(scheduled(&runs[2]), "2026-01-05T10:40:00Z");
+    assert_eq!(
+        runs[2].spec_as::<WorkflowRunSpec>().unwrap().head_sha,
+        second
+    );
+    assert_eq!(
+        runs[2].field("spec.payload.schedule"),
+        Some(&json!("40 10 * * MON"))
+    );
+    tokio::time::sleep_until(when(11, 50, 0)).await;
+    // 10:45 is no longer a fire, and the push-only workflow never fired.
+    assert_eq!(
+        names(&ci.runs().await),
+        ["app-nightly-1", "app-nightly-2", "app-nightly-3"]
+    );
+}
