@@ -338,6 +338,15 @@ fn table() -> Vec<(Route, MethodRouter<Arc<AppState>>)> {
             on(MethodFilter::GET, api::run_logs),
         ),
         (
+            route(
+                post.clone(),
+                "/api/v1/repos/{repo}/workflows/{workflow}/dispatches",
+                Some(Deployer),
+                "create",
+            ),
+            on(MethodFilter::POST, api::dispatch),
+        ),
+        (
             route(get.clone(), "/api/v1/tokens", Some(Admin), "list"),
             on(MethodFilter::GET, api::list_tokens),
         ),
@@ -496,6 +505,9 @@ async fn authorize(
             text(&object["metadata"]["namespace"]).or_else(|| query.get("namespace").cloned()),
             text(&object["metadata"]["name"]),
         )
+    } else if route.path.ends_with("/dispatches") {
+        // A dispatch creates a WorkflowRun.
+        (Some("workflowruns".to_string()), None, None)
     } else if route.path.starts_with("/api/v1/tokens") {
         (
             Some("tokens".to_string()),

@@ -107,7 +107,7 @@ pub enum Command {
     #[command(subcommand, visible_alias = "rollouts")]
     Rollout(RolloutCommand),
     /// Workflow runs inside the server: pushes to hosted repositories run the workflows whose
-    /// `on:` matches. list, get, logs, cancel.
+    /// `on:` matches, schedules fire, `run` dispatches. list, get, logs, run, cancel, rerun.
     #[command(subcommand, visible_alias = "pipelines")]
     Pipeline(PipelineCommand),
 }
@@ -163,6 +163,24 @@ pub enum PipelineCommand {
     Cancel {
         #[command(flatten)]
         run: RunTarget,
+    },
+    /// Run a workflow that declares `on: workflow_dispatch`, as GitHub's "Run workflow":
+    /// prints the new run's name alone, so `RUN=$(shipway pipeline run app deploy)` works.
+    Run {
+        /// The hosted repository.
+        repo: String,
+        /// The workflow: its file name (`deploy.yml`), stem (`deploy`) or path.
+        workflow: String,
+        /// The branch or tag to run on (default: the default branch).
+        #[arg(long = "ref", value_name = "REF")]
+        git_ref: Option<String>,
+        /// An input of the workflow, NAME=VALUE (repeatable); checked against its declared
+        /// type, choices and required inputs.
+        #[arg(long = "input", value_name = "NAME=VALUE", value_parser = parse_input)]
+        inputs: Vec<(String, String)>,
+        /// Then follow its log until it completes; exits 1 unless it succeeded.
+        #[arg(short, long)]
+        watch: bool,
     },
     /// Run a completed run again, all its jobs, as its next attempt (same commit and event).
     Rerun {
@@ -646,6 +664,14 @@ impl fmt::Display for FlagDuration {
 }
 
 const DURATION_FORM: &str = "such as 500ms, 10s, 2m or 1m30s (units: ms, s, m, h)";
+
+/// `NAME=VALUE` (the value may hold `=`, and may be empty); clap names the flag in the error.
+fn parse_input(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("expected NAME=VALUE, got {text:?}")),
+    }
+}
 
 /// A positive duration: numbers with units, Go-style (`500ms`, `1.5s`, `2m`, `1h`, `1m30s`).
 /// clap names the flag in the error.
