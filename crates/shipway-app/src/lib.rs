@@ -43,6 +43,9 @@ pub struct Config {
     pub listener: ListenerConfig,
     /// Jobs of all workflow runs at once; 0 is the number of cores.
     pub max_parallel_jobs: usize,
+    /// The runner labels jobs' `runs-on` may ask for; empty is
+    /// `shipway_ci::scheduler::DEFAULT_RUNNER_LABELS`.
+    pub runner_labels: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -165,6 +168,7 @@ impl Platform {
                         0 => std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
                         n => n,
                     },
+                    config.runner_labels.clone(),
                 ),
             }),
             Box::new(ApiService { server: api }),

@@ -142,6 +142,11 @@ impl Writer {
                 j.status = WAITING.into();
                 j.message = Some(reason.clone());
             }
+            RunEvent::NoRunner { job, reason } => {
+                let j = self.job(job);
+                j.status = QUEUED.into();
+                j.message = Some(reason.clone());
+            }
             RunEvent::JobStarted { job, id, .. } => {
                 let j = self.job(job);
                 j.status = IN_PROGRESS.into();

@@ -32,6 +32,10 @@ use crate::record::{recorder, runner_line};
 pub const INTERRUPTED: &str =
     "The run was interrupted: shipway stopped while it was in progress. Re-run it to try again.";
 
+/// The runner labels a server offers unless told others (`shipway up --runner-label`): what
+/// GitHub's self-hosted Linux runners carry, and `ubuntu-latest`, which most workflows ask for.
+pub const DEFAULT_RUNNER_LABELS: [&str; 4] = ["self-hosted", "linux", "x64", "ubuntu-latest"];
+
 /// Runs WorkflowRuns. Cheap to share; one per server.
 pub struct Scheduler {
     store: Store,
@@ -44,6 +48,8 @@ pub struct Scheduler {
     cache_dir: PathBuf,
     /// The server-wide job limit (`--max-parallel-jobs`).
     slots: Arc<Semaphore>,
+    /// The runner labels jobs' `runs-on` may ask for.
+    labels: Vec<String>,
     /// Runs this process is executing, with their cancels.
     active: Mutex<HashMap<Key, CancellationToken>>,
     /// Concurrency groups per repository (`namespace/name`), as GitHub scopes them: the
@@ -73,7 +79,13 @@ impl Scheduler {
         hosted: Arc<Hosted>,
         data_dir: &Path,
         max_parallel_jobs: usize,
+        runner_labels: Vec<String>,
     ) -> Arc<Scheduler> {
+        let labels = if runner_labels.is_empty() {
+            DEFAULT_RUNNER_LABELS.map(String::from).to_vec()
+        } else {
+            runner_labels
+        };
         Arc::new(Scheduler {
             store,
             cache,
@@ -82,6 +94,7 @@ impl Scheduler {
             runs_dir: data_dir.join("runs"),
             cache_dir: data_dir.join("actions-cache"),
             slots: Arc::new(Semaphore::new(max_parallel_jobs.max(1))),
+            labels,
             active: Mutex::new(HashMap::new()),
             groups: Mutex::new(HashMap::new()),
             instance: format!("{:016x}", rand_id()),
@@ -361,6 +374,7 @@ impl Scheduler {
         let exec = Executor::new(dir, run_dir, self.cache_dir.clone())
             .base_env(base_env())
             .slots(self.slots.clone())
+            .labels(self.labels.clone())
             .groups(job_groups)
             .observer(Arc::new(observer))
             .cancel(cancel.clone());

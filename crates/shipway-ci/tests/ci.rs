@@ -104,6 +104,7 @@ impl Ci {
             self.hosted.clone(),
             &self.data,
             max_parallel_jobs,
+            Vec::new(),
         );
         tokio::spawn(scheduler.run(self.shutdown.clone()));
     }
@@ -666,5 +667,95 @@ async fn a_schedule_fires_at_its_minutes_and_not_between_and_follows_the_default
     assert_eq!(
         names(&ci.runs().await),
         ["app-nightly-1", "app-nightly-2", "app-nightly-3"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_asking_for_a_label_not_offered_stays_queued_saying_so_until_cancelled() {
+    let ci = Ci::start(Some(2)).await;
+    write(
+        &ci.work,
+        ".github/workflows/labels.yml",
+        "on: push
+jobs:
+  build:
+    runs-on: [self-hosted, Linux]
+    steps:
+      - run: echo built
+  gpu:
+    runs-on: [self-hosted, gpu]
+    steps:
+      - run: echo never
+",
+    );
+    write(
+        &ci.work,
+        ".github/workflows/group.yml",
+        "on: push\njobs:\n  grouped:\n    runs-on: {group: big-ones}\n    steps:\n      - run: echo never either\n",
+    );
+    ci.commit("labels");
+    ci.push("main", "alice").await;
+    let job = |status: &WorkflowRunStatus, name: &str| {
+        status.jobs.iter().find(|j| j.name == name).cloned()
+    };
+    eventually(
+        PATIENCE,
+        "build done, gpu queued with the reason",
+        || async {
+            let Some(run) = ci.run("app-labels-1").await else {
+                return false;
+            };
+            let status: WorkflowRunStatus = run.status_as().unwrap();
+            job(&status, "build").is_some_and(|j| j.conclusion.as_deref() == Some("success"))
+                && job(&status, "gpu").is_some_and(|j| j.message.is_some())
+        },
+    )
+    .await;
+    // Runner groups: the job fails saying why.
+    let grouped = ci.completed("app-group-1").await;
+    assert_eq!(
+        grouped.conclusion.as_deref(),
+        Some("failure"),
+        "{grouped:?}"
+    );
+    assert!(
+        ci.log("app-group-1").await.iter().any(|l| l.contains(
+            "[grouped] error: runs-on.group 'big-ones': runner groups are not supported"
+        )),
+        "{:#?}",
+        ci.log("app-group-1").await
+    );
+    let status: WorkflowRunStatus = ci.run("app-labels-1").await.unwrap().status_as().unwrap();
+    let gpu = job(&status, "gpu").unwrap();
+    assert_eq!(gpu.status, "queued");
+    assert_eq!(
+        gpu.message.as_deref(),
+        Some(
+            "Waiting for a runner to pick up this job... No runner offers the label gpu (this server offers: self-hosted, linux, x64, ubuntu-latest; `shipway up --runner-label LABEL` adds one)"
+        )
+    );
+    assert!(!status.is_completed(), "{status:?}");
+    let log = ci.log("app-labels-1").await;
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("[gpu] Waiting for a runner to pick up this job...")),
+        "{log:#?}"
+    );
+    assert!(!log.iter().any(|l| l.contains("never")), "{log:#?}");
+
+    let mut run = ci.run("app-labels-1").await.unwrap();
+    run.body["spec"]["cancel"] = json!(true);
+    run.metadata.resource_version = None;
+    ci.store.update(run, "test").await.unwrap();
+    let status = ci.completed("app-labels-1").await;
+    assert_eq!(
+        status.conclusion.as_deref(),
+        Some("cancelled"),
+        "{status:?}"
+    );
+    let gpu = job(&status, "gpu").unwrap();
+    assert_eq!(
+        (gpu.status.as_str(), gpu.conclusion.as_deref()),
+        ("completed", Some("cancelled"))
     );
 }

@@ -30,6 +30,7 @@ impl TestServer {
             proxy: Default::default(),
             listener,
             max_parallel_jobs: 0,
+            runner_labels: Vec::new(),
         })
         .await
         .unwrap();

@@ -607,6 +607,10 @@ pub struct UpArgs {
     /// Jobs of all workflow runs at once [default: the number of cores].
     #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
     pub max_parallel_jobs: usize,
+    /// A runner label jobs' `runs-on` may ask for (repeatable); a job asking for one not
+    /// offered stays queued saying so [default: self-hosted, linux, x64, ubuntu-latest].
+    #[arg(long = "runner-label", value_name = "LABEL", value_parser = parse_label)]
+    pub runner_labels: Vec<String>,
     #[command(flatten)]
     pub proxy: ProxyArgs,
 }
@@ -664,6 +668,16 @@ impl fmt::Display for FlagDuration {
 }
 
 const DURATION_FORM: &str = "such as 500ms, 10s, 2m or 1m30s (units: ms, s, m, h)";
+
+/// A runner label: not empty, no spaces or commas (GitHub's labels are single words).
+fn parse_label(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.contains(|c: char| c.is_whitespace() || c == ',') {
+        return Err(format!(
+            "expected one label without spaces or commas (repeat the flag for several), got {text:?}"
+        ));
+    }
+    Ok(text.to_string())
+}
 
 /// `NAME=VALUE` (the value may hold `=`, and may be empty); clap names the flag in the error.
 fn parse_input(text: &str) -> Result<(String, String), String> {

@@ -34,6 +34,12 @@ pub enum RunEvent {
         job: String,
         reason: String,
     },
+    /// No runner offers the labels the job's `runs-on` asks for: it stays queued (GitHub's
+    /// status) until the run is cancelled; `reason` names the missing and the offered labels.
+    NoRunner {
+        job: String,
+        reason: String,
+    },
     /// The job's steps start: `id` is the job's key (with a `caller/` prefix in a called
     /// workflow), `matrix` its combination.
     JobStarted {
@@ -81,6 +87,7 @@ impl RunEvent {
         match self {
             RunEvent::Queued { job }
             | RunEvent::Waiting { job, .. }
+            | RunEvent::NoRunner { job, .. }
             | RunEvent::JobStarted { job, .. }
             | RunEvent::StepStarted { job, .. }
             | RunEvent::Line { job, .. }
@@ -140,7 +147,9 @@ pub fn log_text(
 ) -> Option<String> {
     match e {
         RunEvent::Queued { .. } | RunEvent::RunFinished { .. } => None,
-        RunEvent::Waiting { reason, .. } => Some(reason.clone()),
+        RunEvent::Waiting { reason, .. } | RunEvent::NoRunner { reason, .. } => {
+            Some(reason.clone())
+        }
         RunEvent::JobStarted { job, .. } => {
             *started.entry(job.clone()).or_default() += 1;
             Some("job started".into())

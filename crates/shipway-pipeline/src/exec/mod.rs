@@ -12,6 +12,7 @@ mod files;
 mod job;
 mod private;
 mod process;
+mod runner;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -126,6 +127,9 @@ pub struct Executor {
     pub slots: Option<Arc<Semaphore>>,
     /// Job concurrency groups shared with other runs (a server's); `None`: this run's own.
     pub groups: Option<Arc<Groups>>,
+    /// The runner labels this executor offers (a server's `--runner-label`s); a job whose
+    /// `runs-on` asks for another stays queued. `None`: every label (a local run).
+    pub labels: Option<Vec<String>>,
 }
 
 /// What `actions/checkout` checks out of [`Executor::repo`].
@@ -155,7 +159,14 @@ impl Executor {
             source: Source::default(),
             slots: None,
             groups: None,
+            labels: None,
         }
+    }
+
+    /// Offers only these runner labels (matched case-insensitively, as GitHub does).
+    pub fn labels(mut self, labels: Vec<String>) -> Executor {
+        self.labels = Some(labels);
+        self
     }
 
     pub fn source(mut self, source: Source) -> Executor {
