@@ -343,3 +343,61 @@ fn dispatch_with_typed_inputs_runs_the_workflow_as_the_caller() {
     let listed = text(&out.stdout);
     assert!(!listed.contains("app-deploy-3"), "{listed}");
 }
+
+/// `shipway up --runner-label`: the labels offered are those given (not the defaults); a job
+/// asking for another is queued with the reason `pipeline get` shows, its sibling runs, and
+/// `pipeline cancel` ends the run.
+#[test]
+fn runner_labels_decide_which_jobs_run_and_the_rest_wait_until_cancelled() {
+    let data = tempfile::tempdir().unwrap();
+    let bad = std::process::Command::new(common::BIN)
+        .args(["up", "--runner-label", "a b"])
+        .env("SHIPWAY_DATA", data.path())
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
+    assert!(
+        text(&bad.stderr).contains("--runner-label"),
+        "{}",
+        text(&bad.stderr)
+    );
+
+    let up = Up::start_with(
+        data.path(),
+        &["--runner-label", "gpu", "--runner-label", "Linux"],
+    );
+    let work = tempfile::tempdir().unwrap();
+    let (url, token) = repo_with(
+        &up,
+        data.path(),
+        work.path(),
+        "on: push\njobs:\n  train:\n    runs-on: [linux, GPU]\n    steps:\n      - run: echo trained\n  lint:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo never\n",
+    );
+    git_in(work.path(), Some(&token), &["push", "-q", &url, "main"]);
+    wait_for(60, "train done and lint queued with the reason", || {
+        let shown = text(&up.cli(data.path(), &["pipeline", "get", "app-ci-1"]).stdout);
+        shown
+            .lines()
+            .any(|l| l.starts_with("train ") && l.contains("success"))
+            && shown.lines().any(|l| {
+                l.starts_with("lint ")
+                    && l.contains("queued")
+                    && l.contains(
+                        "No runner offers the label ubuntu-latest (this server offers: gpu, Linux;",
+                    )
+            })
+    });
+    let out = up.cli(data.path(), &["pipeline", "cancel", "app-ci-1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    wait_for(60, "the run cancelled", || {
+        text(&up.cli(data.path(), &["pipeline", "get", "app-ci-1"]).stdout)
+            .contains("Status:     cancelled\n")
+    });
+    let log = logs(&up, data.path(), "app-ci-1");
+    assert!(log.contains("[train] trained\n"), "{log}");
+    assert!(
+        log.contains("[lint] cancelled while waiting for a runner\n"),
+        "{log}"
+    );
+    assert!(!log.contains("never"), "{log}");
+}
