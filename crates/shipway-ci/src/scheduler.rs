@@ -14,7 +14,8 @@ use shipway_controller::{Action, Cache, Clock, Controller, GroupKind, exponentia
 use shipway_git::Repo;
 use shipway_git::hosted::Hosted;
 use shipway_model::types::workflow_run::{
-    COMPLETED, GROUP, IN_PROGRESS, KIND, QUEUED, WAITING, WorkflowRunSpec, WorkflowRunStatus,
+    COMPLETED, GROUP, IN_PROGRESS, JobStatus, KIND, QUEUED, WAITING, WorkflowRunSpec,
+    WorkflowRunStatus,
 };
 use shipway_model::{Key, Object};
 use shipway_pipeline::exec::{
@@ -249,6 +250,7 @@ impl Scheduler {
         spec: WorkflowRunSpec,
         cancel: CancellationToken,
     ) -> Result<(), CiError> {
+        let earlier: WorkflowRunStatus = run.status_as().unwrap_or_default();
         let mut status = WorkflowRunStatus {
             status: Some(IN_PROGRESS.into()),
             attempt: Some(spec.run_attempt),
@@ -256,11 +258,6 @@ impl Scheduler {
             started_at: Some(self.clock.timestamp()),
             ..WorkflowRunStatus::default()
         };
-        if spec.run_attempt > 1 {
-            // The earlier attempts' lines stay; this marks where the new one begins.
-            let line = runner_line(format!("Re-run: attempt {}", spec.run_attempt));
-            self.store.append_logs(&run.key(), vec![line]).await?;
-        }
         let run = put_status(&self.store, run, &status).await?;
         let dir = self.hosted.dir(&spec.repository)?;
         let (sha, file, read_dir) = (spec.head_sha.clone(), spec.workflow.clone(), dir.clone());
@@ -293,6 +290,36 @@ impl Scheduler {
                 .await;
         }
         status.name = bundle.workflow.as_ref().and_then(|w| w.name.clone());
+        let reuse = if spec.rerun_failed && spec.run_attempt > 1 {
+            let (kept, reuse) = bundle
+                .workflow
+                .as_ref()
+                .map(|w| kept_jobs(w, &earlier))
+                .unwrap_or_default();
+            status.jobs = kept;
+            reuse
+        } else {
+            Default::default()
+        };
+        if spec.run_attempt > 1 {
+            // The earlier attempts' lines stay; this marks where the new one begins.
+            let mut text = format!("Re-run: attempt {}", spec.run_attempt);
+            if spec.rerun_failed {
+                let kept: Vec<&str> = reuse.keys().map(String::as_str).collect();
+                text.push_str(&format!(
+                    " (failed jobs and their dependents; kept from attempt {}: {})",
+                    earlier.attempt(),
+                    if kept.is_empty() {
+                        "none".to_string()
+                    } else {
+                        kept.join(", ")
+                    }
+                ));
+            }
+            self.store
+                .append_logs(&run.key(), vec![runner_line(text)])
+                .await?;
+        }
         let namespace = run.metadata.namespace.clone().unwrap_or_default();
         let run_spec = RunSpec {
             event_name: spec.event.clone(),
@@ -312,6 +339,7 @@ impl Scheduler {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            reuse,
             ..RunSpec::default()
         };
         let run_dir = self
@@ -432,6 +460,49 @@ impl Scheduler {
         put_status(&self.store, run, &status).await?;
         Ok(())
     }
+}
+
+/// What a re-run of failed jobs keeps from the `earlier` attempt: the jobs (all their
+/// instances) that succeeded and need no job that runs again, as GitHub keeps them; their
+/// statuses as they were, and their outputs by job key for the executor.
+fn kept_jobs(
+    w: &shipway_pipeline::workflow::Workflow,
+    earlier: &WorkflowRunStatus,
+) -> (
+    Vec<JobStatus>,
+    indexmap::IndexMap<String, indexmap::IndexMap<String, String>>,
+) {
+    // A job's key: `build` for `build (linux)` and `call/inner` alike.
+    let key = |j: &JobStatus| {
+        let id = j.id.clone().unwrap_or_else(|| j.name.clone());
+        id.split('/').next().unwrap_or_default().to_string()
+    };
+    let mut ok: HashMap<String, bool> = HashMap::new();
+    for j in &earlier.jobs {
+        let good = j.conclusion.as_deref() == Some("success");
+        *ok.entry(key(j)).or_insert(true) &= good;
+    }
+    // In the workflow's order, so a job's needs are decided before it.
+    let order = shipway_pipeline::graph::order(w).unwrap_or_default();
+    let mut keep: Vec<String> = Vec::new();
+    for id in order {
+        let needs_kept = w.jobs[&id].needs.iter().all(|(n, _)| keep.contains(n));
+        if ok.get(&id).copied().unwrap_or(false) && needs_kept {
+            keep.push(id);
+        }
+    }
+    let mut reuse: indexmap::IndexMap<String, indexmap::IndexMap<String, String>> = keep
+        .iter()
+        .map(|k| (k.clone(), Default::default()))
+        .collect();
+    let mut kept = Vec::new();
+    for j in &earlier.jobs {
+        if let Some(outputs) = reuse.get_mut(&key(j)) {
+            outputs.extend(j.outputs.iter().map(|(a, b)| (a.clone(), b.clone())));
+            kept.push(j.clone());
+        }
+    }
+    (kept, reuse)
 }
 
 /// A random id, from the standard library's randomly seeded hasher (no extra dependency).

@@ -759,3 +759,91 @@ jobs:
         ("completed", Some("cancelled"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_of_failed_jobs_keeps_the_successful_ones_and_their_outputs() {
+    let ci = Ci::start(Some(2)).await;
+    write(
+        &ci.work,
+        ".github/workflows/flaky.yml",
+        "on: push
+jobs:
+  build:
+    runs-on: ubuntu-latest
+    outputs:
+      version: ${{ steps.v.outputs.version }}
+    steps:
+      - id: v
+        run: echo \"building, attempt $GITHUB_RUN_ATTEMPT\"; echo \"version=1.$GITHUB_RUN_ATTEMPT\" >> \"$GITHUB_OUTPUT\"
+  lint:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo \"linting, attempt $GITHUB_RUN_ATTEMPT\"
+  test:
+    needs: build
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo \"testing ${{ needs.build.outputs.version }}, attempt $GITHUB_RUN_ATTEMPT\"; test $GITHUB_RUN_ATTEMPT -gt 1
+  deploy:
+    needs: [build, test]
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo \"deploying ${{ needs.build.outputs.version }}\"
+",
+    );
+    ci.commit("flaky");
+    ci.push("main", "alice").await;
+    let first = ci.completed("app-flaky-1").await;
+    assert_eq!(first.conclusion.as_deref(), Some("failure"), "{first:?}");
+    let conclusion = |s: &WorkflowRunStatus, name: &str| {
+        s.jobs
+            .iter()
+            .find(|j| j.name == name)
+            .and_then(|j| j.conclusion.clone())
+    };
+    assert_eq!(conclusion(&first, "deploy").as_deref(), Some("skipped"));
+
+    let mut run = ci.run("app-flaky-1").await.unwrap();
+    run.body["spec"]["runAttempt"] = json!(2);
+    run.body["spec"]["rerunFailed"] = json!(true);
+    run.metadata.resource_version = None;
+    ci.store.update(run, "test").await.unwrap();
+    eventually(PATIENCE, "attempt 2 completed", || async {
+        ci.run("app-flaky-1")
+            .await
+            .and_then(|o| o.status_as::<WorkflowRunStatus>().ok())
+            .is_some_and(|s| s.attempt() == 2 && s.is_completed())
+    })
+    .await;
+    let second: WorkflowRunStatus = ci.run("app-flaky-1").await.unwrap().status_as().unwrap();
+    assert_eq!(second.conclusion.as_deref(), Some("success"), "{second:?}");
+    for job in ["build", "lint", "test", "deploy"] {
+        assert_eq!(
+            conclusion(&second, job).as_deref(),
+            Some("success"),
+            "{job}"
+        );
+    }
+    // The kept jobs' records are those of attempt 1.
+    let build = |s: &WorkflowRunStatus| s.jobs.iter().find(|j| j.name == "build").cloned();
+    assert_eq!(build(&second), build(&first));
+    let log = ci.log("app-flaky-1").await;
+    let count = |needle: &str| log.iter().filter(|l| l.contains(needle)).count();
+    assert_eq!(count("] building, attempt 1"), 1, "{log:#?}");
+    assert_eq!(count("] linting, attempt 1"), 1, "{log:#?}");
+    assert_eq!(count("building, attempt 2"), 0, "{log:#?}");
+    assert_eq!(count("linting, attempt 2"), 0, "{log:#?}");
+    assert!(
+        log.iter().any(|l| l == "[] Re-run: attempt 2 (failed jobs and their dependents; kept from attempt 1: build, lint)"),
+        "{log:#?}"
+    );
+    // The re-run jobs read the kept job's outputs from attempt 1.
+    assert!(
+        log.contains(&"[test] testing 1.1, attempt 2".to_string()),
+        "{log:#?}"
+    );
+    assert!(
+        log.contains(&"[deploy] deploying 1.1".to_string()),
+        "{log:#?}"
+    );
+}

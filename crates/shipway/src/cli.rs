@@ -182,10 +182,15 @@ pub enum PipelineCommand {
         #[arg(short, long)]
         watch: bool,
     },
-    /// Run a completed run again, all its jobs, as its next attempt (same commit and event).
+    /// Run a completed run again as its next attempt (same commit and event): all its jobs,
+    /// or with `--failed` only those that did not succeed and the jobs that need them.
     Rerun {
         #[command(flatten)]
         run: RunTarget,
+        /// Re-run only the failed (or cancelled) jobs and their dependents; the others keep
+        /// their results and outputs.
+        #[arg(long)]
+        failed: bool,
     },
 }
 

@@ -54,7 +54,7 @@ pub async fn run(client: &Client, command: PipelineCommand) -> Result<(), Failur
             inputs,
             watch,
         } => dispatch(client, &repo, &workflow, git_ref, inputs, watch).await,
-        PipelineCommand::Rerun { run } => {
+        PipelineCommand::Rerun { run, failed } => {
             let o = client
                 .get(RESOURCE, &run.name, &ns(&run.namespace))
                 .await
@@ -68,18 +68,25 @@ pub async fn run(client: &Client, command: PipelineCommand) -> Result<(), Failur
                     run.name
                 )));
             }
+            if failed && status.conclusion.as_deref() == Some("success") {
+                return Err(Failure::Failed(format!(
+                    "workflow run {:?} succeeded: no job failed, so there is nothing to re-run with --failed (`shipway pipeline rerun {}` runs every job again)",
+                    run.name, run.name
+                )));
+            }
             let attempt = spec.run_attempt.max(status.attempt()) + 1;
             client
                 .patch(
                     RESOURCE,
                     &run.name,
                     &ns(&run.namespace),
-                    &json!({"spec": {"runAttempt": attempt, "cancel": false}}),
+                    &json!({"spec": {"runAttempt": attempt, "cancel": false, "rerunFailed": failed}}),
                     false,
                 )
                 .await
                 .map_err(|e| not_found(e, &run))?;
-            outln!("workflowrun/{} re-run as attempt {attempt}", run.name);
+            let what = if failed { " (failed jobs)" } else { "" };
+            outln!("workflowrun/{} re-run as attempt {attempt}{what}", run.name);
             Ok(())
         }
     }

@@ -342,6 +342,17 @@ fn dispatch_with_typed_inputs_runs_the_workflow_as_the_caller() {
     let out = up.cli(data.path(), &["pipeline", "list"]);
     let listed = text(&out.stdout);
     assert!(!listed.contains("app-deploy-3"), "{listed}");
+    // Nothing failed: a re-run of failed jobs is refused, saying so.
+    let out = up.cli(
+        data.path(),
+        &["pipeline", "rerun", "app-deploy-1", "--failed"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("succeeded: no job failed"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 /// `shipway up --runner-label`: the labels offered are those given (not the defaults); a job
