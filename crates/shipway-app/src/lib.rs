@@ -43,6 +43,9 @@ pub struct Config {
     pub listener: ListenerConfig,
     /// Jobs of all workflow runs at once; 0 is the number of cores.
     pub max_parallel_jobs: usize,
+    /// The runner labels jobs' `runs-on` may ask for; empty is
+    /// `shipway_ci::scheduler::DEFAULT_RUNNER_LABELS`.
+    pub runner_labels: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -165,6 +168,7 @@ impl Platform {
                         0 => std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
                         n => n,
                     },
+                    config.runner_labels.clone(),
                 ),
             }),
             Box::new(ApiService { server: api }),
@@ -412,7 +416,8 @@ impl Service for ExperimentsService {
     }
 }
 
-/// Pipelines: push triggers make WorkflowRuns, the scheduler runs them, written as `shipway-ci`.
+/// Pipelines: push triggers and schedules make WorkflowRuns, the scheduler runs them, written
+/// as `shipway-ci`.
 struct CiService {
     store: Store,
     hosted: Arc<shipway_git::hosted::Hosted>,
@@ -429,8 +434,15 @@ impl Service for CiService {
         shutdown: CancellationToken,
     ) -> BoxFuture<'static, Result<(), ServiceError>> {
         Box::pin(async move {
-            let triggers = shipway_ci::trigger::run(self.store, self.hosted, shutdown.clone());
-            tokio::join!(triggers, self.scheduler.run(shutdown));
+            let triggers =
+                shipway_ci::trigger::run(self.store.clone(), self.hosted.clone(), shutdown.clone());
+            let schedules = shipway_ci::schedule::run(
+                self.store,
+                self.hosted,
+                shipway_controller::Clock::new(),
+                shutdown.clone(),
+            );
+            tokio::join!(triggers, schedules, self.scheduler.run(shutdown));
             Ok(())
         })
     }

@@ -1,13 +1,17 @@
 //! Pipelines inside the platform: pushes to hosted repositories trigger the workflows whose
-//! `on:` matches ([`trigger`]), each match a `WorkflowRun` object; the [`scheduler`] runs them
+//! `on:` matches ([`trigger`]), cron lines fire on their minute ([`schedule`]), a dispatch asks for a run by hand
+//! ([`dispatch`]), each a
+//! `WorkflowRun` object; the [`scheduler`] runs them
 //! with `shipway-pipeline` in a checkout of their commit, sharing the server's job slots, and
 //! [`record`] keeps their status and every log line in the store.
 //!
 //! *Architecture Invariant*: no HTTP. Runs are objects; the API and the CLI read them and their
 //! logs from the store.
 
+pub mod dispatch;
 pub mod gate;
 pub mod record;
+pub mod schedule;
 pub mod scheduler;
 pub mod trigger;
 

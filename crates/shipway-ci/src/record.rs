@@ -155,6 +155,11 @@ impl Writer {
                 j.environment = Some(environment.clone());
                 j.message = None;
             }
+            RunEvent::NoRunner { job, reason } => {
+                let j = self.job(job);
+                j.status = QUEUED.into();
+                j.message = Some(reason.clone());
+            }
             RunEvent::JobStarted { job, id, .. } => {
                 let j = self.job(job);
                 j.status = IN_PROGRESS.into();

@@ -14,7 +14,8 @@ use shipway_controller::{Action, Cache, Clock, Controller, GroupKind, exponentia
 use shipway_git::Repo;
 use shipway_git::hosted::Hosted;
 use shipway_model::types::workflow_run::{
-    COMPLETED, GROUP, IN_PROGRESS, KIND, QUEUED, WAITING, WorkflowRunSpec, WorkflowRunStatus,
+    COMPLETED, GROUP, IN_PROGRESS, JobStatus, KIND, QUEUED, WAITING, WorkflowRunSpec,
+    WorkflowRunStatus,
 };
 use shipway_model::{Key, Object};
 use shipway_pipeline::exec::{
@@ -33,6 +34,10 @@ use crate::record::{recorder, runner_line};
 pub const INTERRUPTED: &str =
     "The run was interrupted: shipway stopped while it was in progress. Re-run it to try again.";
 
+/// The runner labels a server offers unless told others (`shipway up --runner-label`): what
+/// GitHub's self-hosted Linux runners carry, and `ubuntu-latest`, which most workflows ask for.
+pub const DEFAULT_RUNNER_LABELS: [&str; 4] = ["self-hosted", "linux", "x64", "ubuntu-latest"];
+
 /// Runs WorkflowRuns. Cheap to share; one per server.
 pub struct Scheduler {
     store: Store,
@@ -45,6 +50,8 @@ pub struct Scheduler {
     cache_dir: PathBuf,
     /// The server-wide job limit (`--max-parallel-jobs`).
     slots: Arc<Semaphore>,
+    /// The runner labels jobs' `runs-on` may ask for.
+    labels: Vec<String>,
     /// Runs this process is executing, with their cancels and their gates' wake-ups.
     active: Mutex<HashMap<Key, Active>>,
     /// Concurrency groups per repository (`namespace/name`), as GitHub scopes them: the
@@ -82,7 +89,13 @@ impl Scheduler {
         hosted: Arc<Hosted>,
         data_dir: &Path,
         max_parallel_jobs: usize,
+        runner_labels: Vec<String>,
     ) -> Arc<Scheduler> {
+        let labels = if runner_labels.is_empty() {
+            DEFAULT_RUNNER_LABELS.map(String::from).to_vec()
+        } else {
+            runner_labels
+        };
         Arc::new(Scheduler {
             store,
             cache,
@@ -91,6 +104,7 @@ impl Scheduler {
             runs_dir: data_dir.join("runs"),
             cache_dir: data_dir.join("actions-cache"),
             slots: Arc::new(Semaphore::new(max_parallel_jobs.max(1))),
+            labels,
             active: Mutex::new(HashMap::new()),
             groups: Mutex::new(HashMap::new()),
             instance: format!("{:016x}", rand_id()),
@@ -250,6 +264,7 @@ impl Scheduler {
         active: Active,
     ) -> Result<(), CiError> {
         let Active { cancel, wake } = active;
+        let earlier: WorkflowRunStatus = run.status_as().unwrap_or_default();
         let mut status = WorkflowRunStatus {
             status: Some(IN_PROGRESS.into()),
             attempt: Some(spec.run_attempt),
@@ -257,11 +272,6 @@ impl Scheduler {
             started_at: Some(self.clock.timestamp()),
             ..WorkflowRunStatus::default()
         };
-        if spec.run_attempt > 1 {
-            // The earlier attempts' lines stay; this marks where the new one begins.
-            let line = runner_line(format!("Re-run: attempt {}", spec.run_attempt));
-            self.store.append_logs(&run.key(), vec![line]).await?;
-        }
         let run = put_status(&self.store, run, &status).await?;
         let dir = self.hosted.dir(&spec.repository)?;
         let (sha, file, read_dir) = (spec.head_sha.clone(), spec.workflow.clone(), dir.clone());
@@ -294,6 +304,36 @@ impl Scheduler {
                 .await;
         }
         status.name = bundle.workflow.as_ref().and_then(|w| w.name.clone());
+        let reuse = if spec.rerun_failed && spec.run_attempt > 1 {
+            let (kept, reuse) = bundle
+                .workflow
+                .as_ref()
+                .map(|w| kept_jobs(w, &earlier))
+                .unwrap_or_default();
+            status.jobs = kept;
+            reuse
+        } else {
+            Default::default()
+        };
+        if spec.run_attempt > 1 {
+            // The earlier attempts' lines stay; this marks where the new one begins.
+            let mut text = format!("Re-run: attempt {}", spec.run_attempt);
+            if spec.rerun_failed {
+                let kept: Vec<&str> = reuse.keys().map(String::as_str).collect();
+                text.push_str(&format!(
+                    " (failed jobs and their dependents; kept from attempt {}: {})",
+                    earlier.attempt(),
+                    if kept.is_empty() {
+                        "none".to_string()
+                    } else {
+                        kept.join(", ")
+                    }
+                ));
+            }
+            self.store
+                .append_logs(&run.key(), vec![runner_line(text)])
+                .await?;
+        }
         let namespace = run.metadata.namespace.clone().unwrap_or_default();
         let run_spec = RunSpec {
             event_name: spec.event.clone(),
@@ -313,6 +353,7 @@ impl Scheduler {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            reuse,
             ..RunSpec::default()
         };
         let run_dir = self
@@ -386,6 +427,7 @@ impl Scheduler {
         let exec = Executor::new(dir, run_dir, self.cache_dir.clone())
             .base_env(base_env())
             .slots(self.slots.clone())
+            .labels(self.labels.clone())
             .groups(job_groups)
             .observer(Arc::new(observer))
             .gate(Arc::new(gate))
@@ -444,6 +486,49 @@ impl Scheduler {
         put_status(&self.store, run, &status).await?;
         Ok(())
     }
+}
+
+/// What a re-run of failed jobs keeps from the `earlier` attempt: the jobs (all their
+/// instances) that succeeded and need no job that runs again, as GitHub keeps them; their
+/// statuses as they were, and their outputs by job key for the executor.
+fn kept_jobs(
+    w: &shipway_pipeline::workflow::Workflow,
+    earlier: &WorkflowRunStatus,
+) -> (
+    Vec<JobStatus>,
+    indexmap::IndexMap<String, indexmap::IndexMap<String, String>>,
+) {
+    // A job's key: `build` for `build (linux)` and `call/inner` alike.
+    let key = |j: &JobStatus| {
+        let id = j.id.clone().unwrap_or_else(|| j.name.clone());
+        id.split('/').next().unwrap_or_default().to_string()
+    };
+    let mut ok: HashMap<String, bool> = HashMap::new();
+    for j in &earlier.jobs {
+        let good = j.conclusion.as_deref() == Some("success");
+        *ok.entry(key(j)).or_insert(true) &= good;
+    }
+    // In the workflow's order, so a job's needs are decided before it.
+    let order = shipway_pipeline::graph::order(w).unwrap_or_default();
+    let mut keep: Vec<String> = Vec::new();
+    for id in order {
+        let needs_kept = w.jobs[&id].needs.iter().all(|(n, _)| keep.contains(n));
+        if ok.get(&id).copied().unwrap_or(false) && needs_kept {
+            keep.push(id);
+        }
+    }
+    let mut reuse: indexmap::IndexMap<String, indexmap::IndexMap<String, String>> = keep
+        .iter()
+        .map(|k| (k.clone(), Default::default()))
+        .collect();
+    let mut kept = Vec::new();
+    for j in &earlier.jobs {
+        if let Some(outputs) = reuse.get_mut(&key(j)) {
+            outputs.extend(j.outputs.iter().map(|(a, b)| (a.clone(), b.clone())));
+            kept.push(j.clone());
+        }
+    }
+    (kept, reuse)
 }
 
 /// A random id, from the standard library's randomly seeded hasher (no extra dependency).

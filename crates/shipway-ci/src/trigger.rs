@@ -97,28 +97,31 @@ fn changed_files(dir: &Path, before: &str, after: &str) -> Option<Vec<String>> {
 }
 
 /// One commit's facts for the push payload: `git log -1` of `sha`.
-fn commit_facts(dir: &Path, sha: &str) -> Value {
+pub(crate) fn commit_facts(dir: &Path, sha: &str) -> Value {
     let out = Command::new("git")
         .arg("--git-dir")
         .arg(dir)
-        .args(["log", "-1", "--format=%an%x00%ae%x00%cI%x00%B", sha])
+        .args([
+            "log",
+            "-1",
+            "--format=%an%x00%ae%x00%cn%x00%ce%x00%cI%x00%B",
+            sha,
+        ])
         .output();
     let text = match out {
         Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
         _ => String::new(),
     };
-    let mut parts = text.splitn(4, '\0');
-    let (name, email, time, message) = (
-        parts.next().unwrap_or_default(),
-        parts.next().unwrap_or_default(),
-        parts.next().unwrap_or_default(),
-        parts.next().unwrap_or_default().trim_end(),
-    );
+    let mut parts = text.splitn(6, '\0');
+    let mut next = || parts.next().unwrap_or_default();
+    let (name, email, c_name, c_email, time) = (next(), next(), next(), next(), next());
+    let message = next().trim_end();
     json!({
         "id": sha,
         "message": message,
         "timestamp": time,
         "author": {"name": name, "email": email},
+        "committer": {"name": c_name, "email": c_email},
     })
 }
 
@@ -168,7 +171,7 @@ pub fn workflow_stem(file: &str) -> String {
 }
 
 /// The next `run_number` of `workflow` in `repository`: one more than the highest so far.
-async fn next_run_number(
+pub(crate) async fn next_run_number(
     store: &Store,
     namespace: &str,
     repository: &str,

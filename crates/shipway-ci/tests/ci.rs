@@ -104,6 +104,7 @@ impl Ci {
             self.hosted.clone(),
             &self.data,
             max_parallel_jobs,
+            Vec::new(),
         );
         tokio::spawn(scheduler.run(self.shutdown.clone()));
     }
@@ -623,4 +624,297 @@ async fn the_wait_timer_holds_a_job_for_exactly_its_time() {
         GateDecision::Admit => panic!("a tag outside the policy was admitted"),
     }
     assert_eq!(start.elapsed(), Duration::ZERO);
+}
+
+const EVERY_15: &str = "name: Nightly
+on:
+  schedule:
+    - cron: '*/15 * * * *'
+jobs:
+  sweep:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo \"${{ github.event.schedule }}\"
+";
+
+#[tokio::test(start_paused = true)]
+async fn a_schedule_fires_at_its_minutes_and_not_between_and_follows_the_default_branch() {
+    let ci = Ci::start(None).await;
+    write(&ci.work, ".github/workflows/nightly.yml", EVERY_15);
+    write(&ci.work, ".github/workflows/ci.yml", CI);
+    write(&ci.work, "VERSION", "1\n");
+    let first = ci.commit("schedules");
+    ci.push("main", "dev").await;
+
+    let start = time::macros::datetime!(2026-01-05 10:07:00 UTC);
+    let clock = shipway_controller::Clock::starting_at(start);
+    // The instant the clock reads `start` at (time is paused: nothing moved since).
+    let t0 = tokio::time::Instant::now();
+    let when = |h, m, s| {
+        let wall = start.replace_time(time::Time::from_hms(h, m, s).unwrap());
+        t0 + Duration::try_from(wall - start).unwrap()
+    };
+    tokio::spawn(shipway_ci::schedule::run(
+        ci.store.clone(),
+        ci.hosted.clone(),
+        clock,
+        ci.shutdown.clone(),
+    ));
+    let scheduled = |o: &Object| {
+        o.metadata
+            .annotations
+            .get(shipway_ci::schedule::SCHEDULED_FOR)
+            .cloned()
+            .unwrap_or_default()
+    };
+
+    tokio::time::sleep_until(when(10, 14, 59)).await;
+    assert_eq!(
+        names(&ci.runs().await),
+        Vec::<String>::new(),
+        "nothing before 10:15"
+    );
+    eventually(PATIENCE, "the 10:15 fire", || async {
+        ci.runs().await.len() == 1
+    })
+    .await;
+    assert!(
+        clock.now() < start.replace_time(time::Time::from_hms(10, 15, 1).unwrap()),
+        "fired late: {}",
+        clock.timestamp()
+    );
+    let runs = ci.runs().await;
+    let run = &runs[0];
+    assert_eq!(run.metadata.name, "app-nightly-1");
+    assert_eq!(scheduled(run), "2026-01-05T10:15:00Z");
+    let spec: WorkflowRunSpec = run.spec_as().unwrap();
+    assert_eq!(spec.event, "schedule");
+    assert_eq!(spec.workflow, ".github/workflows/nightly.yml");
+    assert_eq!(spec.git_ref, "refs/heads/main");
+    assert_eq!(spec.head_sha, first);
+    assert_eq!(spec.actor, "Dev", "the tip's committer");
+    assert_eq!(
+        run.field("spec.payload.schedule"),
+        Some(&json!("*/15 * * * *"))
+    );
+
+    tokio::time::sleep_until(when(10, 29, 59)).await;
+    assert_eq!(ci.runs().await.len(), 1, "nothing between 10:15 and 10:30");
+    eventually(PATIENCE, "the 10:30 fire", || async {
+        ci.runs().await.len() == 2
+    })
+    .await;
+    let runs = ci.runs().await;
+    assert_eq!(names(&runs), ["app-nightly-1", "app-nightly-2"]);
+    assert_eq!(scheduled(&runs[1]), "2026-01-05T10:30:00Z");
+
+    // The default branch moves: the new cron line counts from then on, the old one no more.
+    tokio::time::sleep_until(when(10, 31, 0)).await;
+    write(
+        &ci.work,
+        ".github/workflows/nightly.yml",
+        &EVERY_15.replace("*/15 * * * *", "40 10 * * MON"),
+    );
+    let second = ci.commit("at 10:40 on Mondays");
+    ci.push("main", "dev").await;
+    tokio::time::sleep_until(when(10, 39, 59)).await;
+    assert_eq!(ci.runs().await.len(), 2);
+    eventually(PATIENCE, "the 10:40 fire", || async {
+        ci.runs().await.len() == 3
+    })
+    .await;
+    let runs = ci.runs().await;
+    assert_eq!(scheduled(&runs[2]), "2026-01-05T10:40:00Z");
+    assert_eq!(
+        runs[2].spec_as::<WorkflowRunSpec>().unwrap().head_sha,
+        second
+    );
+    assert_eq!(
+        runs[2].field("spec.payload.schedule"),
+        Some(&json!("40 10 * * MON"))
+    );
+    tokio::time::sleep_until(when(11, 50, 0)).await;
+    // 10:45 is no longer a fire, and the push-only workflow never fired.
+    assert_eq!(
+        names(&ci.runs().await),
+        ["app-nightly-1", "app-nightly-2", "app-nightly-3"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_asking_for_a_label_not_offered_stays_queued_saying_so_until_cancelled() {
+    let ci = Ci::start(Some(2)).await;
+    write(
+        &ci.work,
+        ".github/workflows/labels.yml",
+        "on: push
+jobs:
+  build:
+    runs-on: [self-hosted, Linux]
+    steps:
+      - run: echo built
+  gpu:
+    runs-on: [self-hosted, gpu]
+    steps:
+      - run: echo never
+",
+    );
+    write(
+        &ci.work,
+        ".github/workflows/group.yml",
+        "on: push\njobs:\n  grouped:\n    runs-on: {group: big-ones}\n    steps:\n      - run: echo never either\n",
+    );
+    ci.commit("labels");
+    ci.push("main", "alice").await;
+    let job = |status: &WorkflowRunStatus, name: &str| {
+        status.jobs.iter().find(|j| j.name == name).cloned()
+    };
+    eventually(
+        PATIENCE,
+        "build done, gpu queued with the reason",
+        || async {
+            let Some(run) = ci.run("app-labels-1").await else {
+                return false;
+            };
+            let status: WorkflowRunStatus = run.status_as().unwrap();
+            job(&status, "build").is_some_and(|j| j.conclusion.as_deref() == Some("success"))
+                && job(&status, "gpu").is_some_and(|j| j.message.is_some())
+        },
+    )
+    .await;
+    // Runner groups: the job fails saying why.
+    let grouped = ci.completed("app-group-1").await;
+    assert_eq!(
+        grouped.conclusion.as_deref(),
+        Some("failure"),
+        "{grouped:?}"
+    );
+    assert!(
+        ci.log("app-group-1").await.iter().any(|l| l.contains(
+            "[grouped] error: runs-on.group 'big-ones': runner groups are not supported"
+        )),
+        "{:#?}",
+        ci.log("app-group-1").await
+    );
+    let status: WorkflowRunStatus = ci.run("app-labels-1").await.unwrap().status_as().unwrap();
+    let gpu = job(&status, "gpu").unwrap();
+    assert_eq!(gpu.status, "queued");
+    assert_eq!(
+        gpu.message.as_deref(),
+        Some(
+            "Waiting for a runner to pick up this job... No runner offers the label gpu (this server offers: self-hosted, linux, x64, ubuntu-latest; `shipway up --runner-label LABEL` adds one)"
+        )
+    );
+    assert!(!status.is_completed(), "{status:?}");
+    let log = ci.log("app-labels-1").await;
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("[gpu] Waiting for a runner to pick up this job...")),
+        "{log:#?}"
+    );
+    assert!(!log.iter().any(|l| l.contains("never")), "{log:#?}");
+
+    let mut run = ci.run("app-labels-1").await.unwrap();
+    run.body["spec"]["cancel"] = json!(true);
+    run.metadata.resource_version = None;
+    ci.store.update(run, "test").await.unwrap();
+    let status = ci.completed("app-labels-1").await;
+    assert_eq!(
+        status.conclusion.as_deref(),
+        Some("cancelled"),
+        "{status:?}"
+    );
+    let gpu = job(&status, "gpu").unwrap();
+    assert_eq!(
+        (gpu.status.as_str(), gpu.conclusion.as_deref()),
+        ("completed", Some("cancelled"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_of_failed_jobs_keeps_the_successful_ones_and_their_outputs() {
+    let ci = Ci::start(Some(2)).await;
+    write(
+        &ci.work,
+        ".github/workflows/flaky.yml",
+        "on: push
+jobs:
+  build:
+    runs-on: ubuntu-latest
+    outputs:
+      version: ${{ steps.v.outputs.version }}
+    steps:
+      - id: v
+        run: echo \"building, attempt $GITHUB_RUN_ATTEMPT\"; echo \"version=1.$GITHUB_RUN_ATTEMPT\" >> \"$GITHUB_OUTPUT\"
+  lint:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo \"linting, attempt $GITHUB_RUN_ATTEMPT\"
+  test:
+    needs: build
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo \"testing ${{ needs.build.outputs.version }}, attempt $GITHUB_RUN_ATTEMPT\"; test $GITHUB_RUN_ATTEMPT -gt 1
+  deploy:
+    needs: [build, test]
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo \"deploying ${{ needs.build.outputs.version }}\"
+",
+    );
+    ci.commit("flaky");
+    ci.push("main", "alice").await;
+    let first = ci.completed("app-flaky-1").await;
+    assert_eq!(first.conclusion.as_deref(), Some("failure"), "{first:?}");
+    let conclusion = |s: &WorkflowRunStatus, name: &str| {
+        s.jobs
+            .iter()
+            .find(|j| j.name == name)
+            .and_then(|j| j.conclusion.clone())
+    };
+    assert_eq!(conclusion(&first, "deploy").as_deref(), Some("skipped"));
+
+    let mut run = ci.run("app-flaky-1").await.unwrap();
+    run.body["spec"]["runAttempt"] = json!(2);
+    run.body["spec"]["rerunFailed"] = json!(true);
+    run.metadata.resource_version = None;
+    ci.store.update(run, "test").await.unwrap();
+    eventually(PATIENCE, "attempt 2 completed", || async {
+        ci.run("app-flaky-1")
+            .await
+            .and_then(|o| o.status_as::<WorkflowRunStatus>().ok())
+            .is_some_and(|s| s.attempt() == 2 && s.is_completed())
+    })
+    .await;
+    let second: WorkflowRunStatus = ci.run("app-flaky-1").await.unwrap().status_as().unwrap();
+    assert_eq!(second.conclusion.as_deref(), Some("success"), "{second:?}");
+    for job in ["build", "lint", "test", "deploy"] {
+        assert_eq!(
+            conclusion(&second, job).as_deref(),
+            Some("success"),
+            "{job}"
+        );
+    }
+    // The kept jobs' records are those of attempt 1.
+    let build = |s: &WorkflowRunStatus| s.jobs.iter().find(|j| j.name == "build").cloned();
+    assert_eq!(build(&second), build(&first));
+    let log = ci.log("app-flaky-1").await;
+    let count = |needle: &str| log.iter().filter(|l| l.contains(needle)).count();
+    assert_eq!(count("] building, attempt 1"), 1, "{log:#?}");
+    assert_eq!(count("] linting, attempt 1"), 1, "{log:#?}");
+    assert_eq!(count("building, attempt 2"), 0, "{log:#?}");
+    assert_eq!(count("linting, attempt 2"), 0, "{log:#?}");
+    assert!(
+        log.iter().any(|l| l == "[] Re-run: attempt 2 (failed jobs and their dependents; kept from attempt 1: build, lint)"),
+        "{log:#?}"
+    );
+    // The re-run jobs read the kept job's outputs from attempt 1.
+    assert!(
+        log.contains(&"[test] testing 1.1, attempt 2".to_string()),
+        "{log:#?}"
+    );
+    assert!(
+        log.contains(&"[deploy] deploying 1.1".to_string()),
+        "{log:#?}"
+    );
 }

@@ -6,6 +6,7 @@
 //! start it), [`plan::plan`] and [`matrix::expand`] (GitHub's include/exclude rules), and
 //! [`exec::run_workflow`], which runs it and returns the [`exec::Report`].
 
+pub mod cron;
 pub mod exec;
 pub mod graph;
 pub mod load;

@@ -788,6 +788,18 @@ impl Reader<'_> {
                 if let Some(m) = self.mapping(&p, item, &["cron", "timezone"], "a schedule")
                     && let Some(c) = m.get("cron")
                 {
+                    // Lines fire in UTC; another zone would fire at the wrong hour, silently.
+                    let tp = child_path(&p, "timezone");
+                    if let Some(tz) = m.get("timezone").and_then(|t| self.text(&tp, t))
+                        && !matches!(tz.as_str(), "UTC" | "Etc/UTC" | "Etc/GMT" | "GMT")
+                    {
+                        self.unsupported(
+                            &tp,
+                            format!(
+                                "time zone '{tz}': Shipway fires cron lines in UTC; write the line in UTC and leave timezone out"
+                            ),
+                        );
+                    }
                     let cp = child_path(&p, "cron");
                     if let Some(cron) = self.text(&cp, c) {
                         if let Err(why) = crate::trigger::check_cron(&cron) {

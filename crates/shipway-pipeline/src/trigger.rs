@@ -185,24 +185,9 @@ fn to_regex(pattern: &str) -> Option<Regex> {
     Regex::new(&re).ok()
 }
 
-/// A light check of a POSIX cron line: five fields of cron characters.
+/// Checks a cron line as the schedule service will read it ([`crate::cron::Cron`]).
 pub fn check_cron(cron: &str) -> Result<(), String> {
-    let fields: Vec<&str> = cron.split_whitespace().collect();
-    if fields.len() != 5 {
-        return Err(format!(
-            "cron '{cron}' must have five fields (minute hour day-of-month month day-of-week), found {}",
-            fields.len()
-        ));
-    }
-    for f in fields {
-        if !f
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "*,-/".contains(c))
-        {
-            return Err(format!("cron field '{f}' has characters cron does not use"));
-        }
-    }
-    Ok(())
+    crate::cron::Cron::parse(cron).map(|_| ())
 }
 
 /// Convenience for events named in `triggers`.

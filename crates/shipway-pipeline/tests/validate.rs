@@ -293,3 +293,30 @@ w.yml:16:16: jobs.a.strategy.matrix.v: Unrecognized named-value: 'matrix'
 "#,
     );
 }
+
+#[test]
+fn schedules_are_checked_field_by_field_and_only_utc_is_fired() {
+    check(
+        r#"
+on:
+  schedule:
+    - cron: '*/15 * * * MON-FRI'
+    - cron: '61 * * * *'
+    - cron: '0 9 * *'
+    - cron: '0 9 * * *'
+      timezone: Europe/Paris
+    - cron: '0 9 * * *'
+      timezone: UTC
+jobs:
+  j:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo
+"#,
+        "
+        w.yml:5:13: on.schedule[1].cron: cron '61 * * * *': minute 61 is out of range: 0 to 59
+        w.yml:6:13: on.schedule[2].cron: cron '0 9 * *' must have five fields (minute hour day-of-month month day-of-week), found 4
+        w.yml:8:17: unsupported: on.schedule[3].timezone: time zone 'Europe/Paris': Shipway fires cron lines in UTC; write the line in UTC and leave timezone out
+        ",
+    );
+}

@@ -774,3 +774,64 @@ pub async fn delete_user(
 pub async fn version(_caller: Caller) -> Json<Value> {
     Json(json!({"version": env!("CARGO_PKG_VERSION")}))
 }
+
+/// The body of a dispatch, as GitHub's: `{"ref": "main", "inputs": {"level": "debug"}}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DispatchBody {
+    #[serde(default, rename = "ref")]
+    pub git_ref: Option<String>,
+    #[serde(default)]
+    pub inputs: std::collections::BTreeMap<String, Value>,
+}
+
+/// `POST /api/v1/repos/{repo}/workflows/{workflow}/dispatches`: runs a workflow that declares
+/// `on: workflow_dispatch` (GitHub's `.../actions/workflows/{workflow}/dispatches`), at `ref`
+/// (default: the default branch) with typed inputs, as the caller. Answers 201 with the run's
+/// name; bad inputs are a 422 naming each input, what it expects and what it allows.
+pub async fn dispatch(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((repo, workflow)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let body: DispatchBody = if body.iter().all(u8::is_ascii_whitespace) {
+        DispatchBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "a dispatch is {{\"ref\": BRANCH-OR-TAG, \"inputs\": {{NAME: VALUE}}}}: {e}"
+            ))
+        })?
+    };
+    let Some(hosted) = &state.hosted else {
+        return Err(ApiError::NotFound(format!(
+            "repository {repo:?}: this server hosts no repositories"
+        )));
+    };
+    let d = shipway_ci::dispatch::Dispatch {
+        repository: repo,
+        workflow,
+        git_ref: body.git_ref.filter(|r| !r.is_empty()),
+        inputs: body.inputs,
+        actor: caller.name.clone(),
+    };
+    use shipway_ci::dispatch::DispatchError;
+    let run = shipway_ci::dispatch::dispatch(&state.store, hosted, d)
+        .await
+        .map_err(|e| match e {
+            DispatchError::NotFound(m) => ApiError::NotFound(m),
+            DispatchError::Invalid { message, details } => ApiError::Invalid { message, details },
+            DispatchError::Ci(shipway_ci::CiError::Store(e)) => ApiError::Store(e),
+            DispatchError::Ci(e) => ApiError::Internal(e.to_string()),
+        })?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "name": run.metadata.name,
+            "namespace": run.metadata.namespace,
+            "runNumber": run.field("spec.runNumber"),
+        })),
+    )
+        .into_response())
+}

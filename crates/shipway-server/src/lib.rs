@@ -351,6 +351,15 @@ fn table() -> Vec<(Route, MethodRouter<Arc<AppState>>)> {
             on(MethodFilter::POST, review::review),
         ),
         (
+            route(
+                post.clone(),
+                "/api/v1/repos/{repo}/workflows/{workflow}/dispatches",
+                Some(Deployer),
+                "create",
+            ),
+            on(MethodFilter::POST, api::dispatch),
+        ),
+        (
             route(get.clone(), "/api/v1/tokens", Some(Admin), "list"),
             on(MethodFilter::GET, api::list_tokens),
         ),
@@ -526,6 +535,9 @@ async fn authorize(
             text(&object["metadata"]["namespace"]).or_else(|| query.get("namespace").cloned()),
             text(&object["metadata"]["name"]),
         )
+    } else if route.path.ends_with("/dispatches") {
+        // A dispatch creates a WorkflowRun.
+        (Some("workflowruns".to_string()), None, None)
     } else if let Some(which) = ["tokens", "users"]
         .into_iter()
         .find(|w| route.path.starts_with(&format!("/api/v1/{w}")))

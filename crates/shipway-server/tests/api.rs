@@ -30,6 +30,7 @@ impl TestServer {
             proxy: Default::default(),
             listener,
             max_parallel_jobs: 0,
+            runner_labels: Vec::new(),
         })
         .await
         .unwrap();
@@ -104,6 +105,7 @@ fn concrete(template: &str) -> String {
         .replace("{namespace}", "default")
         .replace("{pod}", "web")
         .replace("{repo}", "apps.git")
+        .replace("{workflow}", "ci.yml")
         .replace("{*rest}", "info/refs")
 }
 
@@ -1115,6 +1117,8 @@ async fn each_role_may_call_exactly_the_routes_its_role_allows() {
             "viewer POST /api/v1/apply",
             "viewer DELETE /api/v1/resources/{resource}/{name}",
             "viewer PATCH /api/v1/resources/{resource}/{name}",
+            "viewer POST /api/v1/runs/{namespace}/{name}/reviews",
+            "viewer POST /api/v1/repos/{repo}/workflows/{workflow}/dispatches",
             "viewer GET /api/v1/tokens",
             "deployer GET /api/v1/tokens",
             "viewer POST /api/v1/tokens",

@@ -30,6 +30,7 @@ impl Server {
             proxy: Default::default(),
             listener: Default::default(),
             max_parallel_jobs: 0,
+            runner_labels: Vec::new(),
         })
         .await
         .unwrap();

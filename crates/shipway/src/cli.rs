@@ -111,7 +111,7 @@ pub enum Command {
     #[command(subcommand, visible_alias = "rollouts")]
     Rollout(RolloutCommand),
     /// Workflow runs inside the server: pushes to hosted repositories run the workflows whose
-    /// `on:` matches. list, get, logs, cancel.
+    /// `on:` matches, schedules fire, `run` dispatches. list, get, logs, run, cancel, rerun.
     #[command(subcommand, visible_alias = "pipelines")]
     Pipeline(PipelineCommand),
     /// Deployment environments: their protection rules and what ran in each, from which
@@ -172,10 +172,33 @@ pub enum PipelineCommand {
         #[command(flatten)]
         run: RunTarget,
     },
-    /// Run a completed run again, all its jobs, as its next attempt (same commit and event).
+    /// Run a workflow that declares `on: workflow_dispatch`, as GitHub's "Run workflow":
+    /// prints the new run's name alone, so `RUN=$(shipway pipeline run app deploy)` works.
+    Run {
+        /// The hosted repository.
+        repo: String,
+        /// The workflow: its file name (`deploy.yml`), stem (`deploy`) or path.
+        workflow: String,
+        /// The branch or tag to run on (default: the default branch).
+        #[arg(long = "ref", value_name = "REF")]
+        git_ref: Option<String>,
+        /// An input of the workflow, NAME=VALUE (repeatable); checked against its declared
+        /// type, choices and required inputs.
+        #[arg(long = "input", value_name = "NAME=VALUE", value_parser = parse_input)]
+        inputs: Vec<(String, String)>,
+        /// Then follow its log until it completes; exits 1 unless it succeeded.
+        #[arg(short, long)]
+        watch: bool,
+    },
+    /// Run a completed run again as its next attempt (same commit and event): all its jobs,
+    /// or with `--failed` only those that did not succeed and the jobs that need them.
     Rerun {
         #[command(flatten)]
         run: RunTarget,
+        /// Re-run only the failed (or cancelled) jobs and their dependents; the others keep
+        /// their results and outputs.
+        #[arg(long)]
+        failed: bool,
     },
     /// Approve the run's jobs waiting on an environment, as your identity (one of the
     /// environment's reviewers, not the run's own actor unless it allows self-review).
@@ -678,6 +701,10 @@ pub struct UpArgs {
     /// Jobs of all workflow runs at once [default: the number of cores].
     #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
     pub max_parallel_jobs: usize,
+    /// A runner label jobs' `runs-on` may ask for (repeatable); a job asking for one not
+    /// offered stays queued saying so [default: self-hosted, linux, x64, ubuntu-latest].
+    #[arg(long = "runner-label", value_name = "LABEL", value_parser = parse_label)]
+    pub runner_labels: Vec<String>,
     #[command(flatten)]
     pub proxy: ProxyArgs,
 }
@@ -735,6 +762,24 @@ impl fmt::Display for FlagDuration {
 }
 
 const DURATION_FORM: &str = "such as 500ms, 10s, 2m or 1m30s (units: ms, s, m, h)";
+
+/// A runner label: not empty, no spaces or commas (GitHub's labels are single words).
+fn parse_label(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.contains(|c: char| c.is_whitespace() || c == ',') {
+        return Err(format!(
+            "expected one label without spaces or commas (repeat the flag for several), got {text:?}"
+        ));
+    }
+    Ok(text.to_string())
+}
+
+/// `NAME=VALUE` (the value may hold `=`, and may be empty); clap names the flag in the error.
+fn parse_input(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("expected NAME=VALUE, got {text:?}")),
+    }
+}
 
 /// A positive duration: numbers with units, Go-style (`500ms`, `1.5s`, `2m`, `1h`, `1m30s`).
 /// clap names the flag in the error.

@@ -300,6 +300,37 @@ impl Client {
         self.json(req).await
     }
 
+    /// Runs `workflow` of hosted repository `repo` (`on: workflow_dispatch`) at `git_ref` with
+    /// `inputs`; the answer names the run made.
+    pub async fn dispatch(
+        &self,
+        repo: &str,
+        workflow: &str,
+        git_ref: Option<&str>,
+        inputs: &serde_json::Map<String, Value>,
+    ) -> Result<Value, ClientError> {
+        // Each name is one path segment whatever it holds.
+        let mut url =
+            reqwest::Url::parse(&format!("{}/api/v1/repos", self.server)).map_err(|e| {
+                ClientError::Unreachable {
+                    server: self.server.clone(),
+                    message: e.to_string(),
+                }
+            })?;
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.extend([repo, "workflows", workflow, "dispatches"]);
+        }
+        let mut body = serde_json::json!({"inputs": inputs});
+        if let Some(r) = git_ref {
+            body["ref"] = Value::String(r.to_string());
+        }
+        let mut req = self.http.request(Method::POST, url).json(&body);
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        self.json(req).await
+    }
+
     pub async fn version(&self) -> Result<String, ClientError> {
         let value = self
             .json(self.request(Method::GET, "/api/v1/version", &[]))

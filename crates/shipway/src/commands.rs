@@ -129,6 +129,7 @@ async fn up(global: &Global, args: UpArgs) -> Result<(), Failure> {
         proxy: proxy_config(&args.proxy),
         listener: Default::default(),
         max_parallel_jobs: args.max_parallel_jobs,
+        runner_labels: args.runner_labels.clone(),
     })
     .await
     .map_err(|e| Failure::Failed(e.to_string()))?;

@@ -1,6 +1,7 @@
 //! `shipway pipeline`: the workflow runs the server keeps (`WorkflowRun` objects) and their logs.
 //! Listing and showing read the objects; `logs` reads the run's log lines (NDJSON) and prints
-//! them as `shipway run` does; `cancel` sets `spec.cancel`, which the scheduler acts on.
+//! them as `shipway run` does; `cancel` sets `spec.cancel`, which the scheduler acts on; `run`
+//! dispatches a workflow (`POST /api/v1/repos/R/workflows/W/dispatches`).
 
 use std::time::Duration;
 
@@ -46,7 +47,14 @@ pub async fn run(client: &Client, command: PipelineCommand) -> Result<(), Failur
             outln!("workflowrun/{} cancel requested", run.name);
             Ok(())
         }
-        PipelineCommand::Rerun { run } => {
+        PipelineCommand::Run {
+            repo,
+            workflow,
+            git_ref,
+            inputs,
+            watch,
+        } => dispatch(client, &repo, &workflow, git_ref, inputs, watch).await,
+        PipelineCommand::Rerun { run, failed } => {
             let o = client
                 .get(RESOURCE, &run.name, &ns(&run.namespace))
                 .await
@@ -60,18 +68,25 @@ pub async fn run(client: &Client, command: PipelineCommand) -> Result<(), Failur
                     run.name
                 )));
             }
+            if failed && status.conclusion.as_deref() == Some("success") {
+                return Err(Failure::Failed(format!(
+                    "workflow run {:?} succeeded: no job failed, so there is nothing to re-run with --failed (`shipway pipeline rerun {}` runs every job again)",
+                    run.name, run.name
+                )));
+            }
             let attempt = spec.run_attempt.max(status.attempt()) + 1;
             client
                 .patch(
                     RESOURCE,
                     &run.name,
                     &ns(&run.namespace),
-                    &json!({"spec": {"runAttempt": attempt, "cancel": false}}),
+                    &json!({"spec": {"runAttempt": attempt, "cancel": false, "rerunFailed": failed}}),
                     false,
                 )
                 .await
                 .map_err(|e| not_found(e, &run))?;
-            outln!("workflowrun/{} re-run as attempt {attempt}", run.name);
+            let what = if failed { " (failed jobs)" } else { "" };
+            outln!("workflowrun/{} re-run as attempt {attempt}{what}", run.name);
             Ok(())
         }
         PipelineCommand::Approve {
@@ -105,6 +120,52 @@ async fn review(
         review["user"].as_str().unwrap_or_default()
     );
     Ok(())
+}
+
+/// `shipway pipeline run`: dispatches, prints the run's name alone; with `--watch` follows its
+/// log and fails unless the run succeeded.
+async fn dispatch(
+    client: &Client,
+    repo: &str,
+    workflow: &str,
+    git_ref: Option<String>,
+    inputs: Vec<(String, String)>,
+    watch: bool,
+) -> Result<(), Failure> {
+    let mut given = serde_json::Map::new();
+    for (k, v) in inputs {
+        given.insert(k, serde_json::Value::String(v));
+    }
+    let answer = client
+        .dispatch(repo, workflow, git_ref.as_deref(), &given)
+        .await?;
+    let (Some(name), Some(namespace)) = (answer["name"].as_str(), answer["namespace"].as_str())
+    else {
+        return Err(Failure::Failed(format!(
+            "the server did not name the run it made: {answer}"
+        )));
+    };
+    outln!("{name}");
+    if !watch {
+        return Ok(());
+    }
+    let target = RunTarget {
+        name: name.to_string(),
+        namespace: namespace.to_string(),
+    };
+    logs(client, &target, None, true).await?;
+    let o = client
+        .get(RESOURCE, name, &ns(namespace))
+        .await
+        .map_err(|e| not_found(e, &target))?;
+    let (_, status) = views(&o);
+    match status.conclusion.as_deref() {
+        Some("success") => Ok(()),
+        other => Err(Failure::Failed(format!(
+            "workflow run {name} {}",
+            other.map_or_else(|| state(&status), |c| format!("concluded {c}"))
+        ))),
+    }
 }
 
 fn ns(namespace: &str) -> Vec<(&'static str, String)> {

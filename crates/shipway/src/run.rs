@@ -596,6 +596,7 @@ pub async fn run(global: &Global, args: RunArgs) -> Result<(), Failure> {
             secrets: secrets.clone(),
             vars: vars.clone(),
             only_job: args.job.clone(),
+            reuse: Default::default(),
         };
         let run_dir = data
             .join("runs")

@@ -382,3 +382,267 @@ fn a_protected_environment_waits_for_two_distinct_reviewers() {
         "{listed}"
     );
 }
+
+const DEPLOY: &str = r#"name: Deploy
+on:
+  workflow_dispatch:
+    inputs:
+      target:
+        type: choice
+        options: [staging, production]
+        required: true
+      dry:
+        type: boolean
+        default: true
+      replicas:
+        type: number
+        default: 2
+      note:
+        type: string
+jobs:
+  go:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "target=${{ inputs.target }} dry=${{ inputs.dry }} replicas=${{ inputs.replicas }} note=${{ inputs.note }} by $GITHUB_ACTOR via ${{ github.event_name }} on ${{ github.ref }}"
+      - if: inputs.dry == false && inputs.replicas == 2
+        run: echo "inputs are typed"
+      - if: github.event.inputs.dry == 'false' && github.event.inputs.replicas == '2'
+        run: echo "event inputs are strings"
+"#;
+
+/// `shipway pipeline run` against a real `shipway up`: the typed inputs reach the steps
+/// (`inputs` typed, `github.event.inputs` strings), the run's actor is the token's identity, the
+/// run's name is printed alone; bad inputs, an unknown workflow and a workflow without
+/// `workflow_dispatch` are usage errors (exit 2) saying what is wrong.
+#[test]
+fn dispatch_with_typed_inputs_runs_the_workflow_as_the_caller() {
+    let data = tempfile::tempdir().unwrap();
+    let up = Up::start(data.path());
+    let work = tempfile::tempdir().unwrap();
+    let (url, token) = repo_with(
+        &up,
+        data.path(),
+        work.path(),
+        "on: push\njobs:\n  t:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo pushed\n",
+    );
+    write(work.path(), ".github/workflows/deploy.yml", DEPLOY);
+    git_in(work.path(), None, &["add", "-A"]);
+    git_in(work.path(), None, &["commit", "-qm", "deploy"]);
+    git_in(work.path(), Some(&token), &["push", "-q", &url, "main"]);
+    let sha = git_in(work.path(), None, &["rev-parse", "HEAD"]);
+    let as_pusher = |args: &[&str]| {
+        let mut all = vec!["--token", token.as_str(), "pipeline", "run"];
+        all.extend_from_slice(args);
+        up.cli(data.path(), &all)
+    };
+
+    let out = as_pusher(&[
+        "app",
+        "deploy.yml",
+        "--input",
+        "target=production",
+        "--input",
+        "dry=false",
+        "--input",
+        "note=a b=c",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "app-deploy-1\n");
+    let out = up.cli(
+        data.path(),
+        &["pipeline", "logs", "app-deploy-1", "--follow"],
+    );
+    let log = text(&out.stdout);
+    assert!(
+        log.contains(
+            "[go] target=production dry=false replicas=2 note=a b=c by pusher via workflow_dispatch on refs/heads/main\n"
+        ),
+        "{log}"
+    );
+    assert!(log.contains("[go] inputs are typed\n"), "{log}");
+    assert!(log.contains("[go] event inputs are strings\n"), "{log}");
+    let out = up.cli(
+        data.path(),
+        &["pipeline", "get", "app-deploy-1", "-o", "json"],
+    );
+    let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(run["spec"]["event"], "workflow_dispatch");
+    assert_eq!(run["spec"]["actor"], "pusher");
+    assert_eq!(run["spec"]["headSha"], sha.as_str());
+    assert_eq!(run["status"]["conclusion"], "success");
+    assert_eq!(
+        run["spec"]["payload"]["inputs"],
+        serde_json::json!({"target": "production", "dry": "false", "replicas": "2", "note": "a b=c"})
+    );
+
+    // By stem, on an explicit ref, following the run: exit 0 once it succeeded.
+    let out = as_pusher(&[
+        "app",
+        "deploy",
+        "--ref",
+        "main",
+        "--input",
+        "target=staging",
+        "--watch",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(shown.starts_with("app-deploy-2\n"), "{shown}");
+    assert!(
+        shown.contains("[go] target=staging dry=true replicas=2 note= by pusher"),
+        "{shown}"
+    );
+
+    // Refusals: exit 2 with what is wrong, and no run made.
+    for (args, says) in [
+        (
+            vec!["app", "deploy", "--input", "target=prod"],
+            "input 'target': expected a choice: one of staging, production, got 'prod'",
+        ),
+        (
+            vec![
+                "app",
+                "deploy",
+                "--input",
+                "target=staging",
+                "--input",
+                "dry=maybe",
+            ],
+            "input 'dry': expected a boolean: true or false, got 'maybe'",
+        ),
+        (
+            vec![
+                "app",
+                "deploy",
+                "--input",
+                "target=staging",
+                "--input",
+                "replicas=two",
+            ],
+            "input 'replicas': expected a number, got 'two'",
+        ),
+        (
+            vec!["app", "deploy"],
+            "Required input 'target' not provided (a choice: one of staging, production)",
+        ),
+        (
+            vec![
+                "app",
+                "deploy",
+                "--input",
+                "target=staging",
+                "--input",
+                "colour=red",
+            ],
+            "Unexpected input 'colour' (declared inputs: target, dry, replicas, note)",
+        ),
+        (
+            vec!["app", "ci.yml"],
+            "Workflow does not have 'workflow_dispatch' trigger: .github/workflows/ci.yml runs on push",
+        ),
+        (
+            vec![
+                "app",
+                "deploy",
+                "--ref",
+                "nope",
+                "--input",
+                "target=staging",
+            ],
+            "No ref found for: nope",
+        ),
+    ] {
+        let out = as_pusher(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains(says),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(text(&out.stdout), "", "{args:?}");
+    }
+    let out = as_pusher(&["app", "nope.yml"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("workflow \"nope.yml\" not found at refs/heads/main"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = up.cli(data.path(), &["pipeline", "list"]);
+    let listed = text(&out.stdout);
+    assert!(!listed.contains("app-deploy-3"), "{listed}");
+    // Nothing failed: a re-run of failed jobs is refused, saying so.
+    let out = up.cli(
+        data.path(),
+        &["pipeline", "rerun", "app-deploy-1", "--failed"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("succeeded: no job failed"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// `shipway up --runner-label`: the labels offered are those given (not the defaults); a job
+/// asking for another is queued with the reason `pipeline get` shows, its sibling runs, and
+/// `pipeline cancel` ends the run.
+#[test]
+fn runner_labels_decide_which_jobs_run_and_the_rest_wait_until_cancelled() {
+    let data = tempfile::tempdir().unwrap();
+    let bad = std::process::Command::new(common::BIN)
+        .args(["up", "--runner-label", "a b"])
+        .env("SHIPWAY_DATA", data.path())
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
+    assert!(
+        text(&bad.stderr).contains("--runner-label"),
+        "{}",
+        text(&bad.stderr)
+    );
+
+    let up = Up::start_with(
+        data.path(),
+        &["--runner-label", "gpu", "--runner-label", "Linux"],
+    );
+    let work = tempfile::tempdir().unwrap();
+    let (url, token) = repo_with(
+        &up,
+        data.path(),
+        work.path(),
+        "on: push\njobs:\n  train:\n    runs-on: [linux, GPU]\n    steps:\n      - run: echo trained\n  lint:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo never\n",
+    );
+    git_in(work.path(), Some(&token), &["push", "-q", &url, "main"]);
+    wait_for(60, "train done and lint queued with the reason", || {
+        let shown = text(&up.cli(data.path(), &["pipeline", "get", "app-ci-1"]).stdout);
+        shown
+            .lines()
+            .any(|l| l.starts_with("train ") && l.contains("success"))
+            && shown.lines().any(|l| {
+                l.starts_with("lint ")
+                    && l.contains("queued")
+                    && l.contains(
+                        "No runner offers the label ubuntu-latest (this server offers: gpu, Linux;",
+                    )
+            })
+    });
+    let out = up.cli(data.path(), &["pipeline", "cancel", "app-ci-1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    wait_for(60, "the run cancelled", || {
+        text(&up.cli(data.path(), &["pipeline", "get", "app-ci-1"]).stdout)
+            .contains("Status:     cancelled\n")
+    });
+    let log = logs(&up, data.path(), "app-ci-1");
+    assert!(log.contains("[train] trained\n"), "{log}");
+    assert!(
+        log.contains("[lint] cancelled while waiting for a runner\n"),
+        "{log}"
+    );
+    assert!(!log.contains("never"), "{log}");
+}

@@ -41,6 +41,10 @@ pub struct WorkflowRunSpec {
     /// workflow_dispatch inputs.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub inputs: BTreeMap<String, String>,
+    /// With a higher `runAttempt`: re-run only the jobs that did not succeed and those that
+    /// depend on them; the others keep their results and outputs (`rerun --failed`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rerun_failed: bool,
     /// Set to cancel the run (`shipway pipeline cancel`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cancel: bool,

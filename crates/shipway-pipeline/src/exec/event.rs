@@ -41,6 +41,12 @@ pub enum RunEvent {
         job: String,
         environment: String,
     },
+    /// No runner offers the labels the job's `runs-on` asks for: it stays queued (GitHub's
+    /// status) until the run is cancelled; `reason` names the missing and the offered labels.
+    NoRunner {
+        job: String,
+        reason: String,
+    },
     /// The job's steps start: `id` is the job's key (with a `caller/` prefix in a called
     /// workflow), `matrix` its combination.
     JobStarted {
@@ -89,6 +95,7 @@ impl RunEvent {
             RunEvent::Queued { job }
             | RunEvent::Waiting { job, .. }
             | RunEvent::Admitted { job, .. }
+            | RunEvent::NoRunner { job, .. }
             | RunEvent::JobStarted { job, .. }
             | RunEvent::StepStarted { job, .. }
             | RunEvent::Line { job, .. }
@@ -148,7 +155,9 @@ pub fn log_text(
 ) -> Option<String> {
     match e {
         RunEvent::Queued { .. } | RunEvent::Admitted { .. } | RunEvent::RunFinished { .. } => None,
-        RunEvent::Waiting { reason, .. } => Some(reason.clone()),
+        RunEvent::Waiting { reason, .. } | RunEvent::NoRunner { reason, .. } => {
+            Some(reason.clone())
+        }
         RunEvent::JobStarted { job, .. } => {
             *started.entry(job.clone()).or_default() += 1;
             Some("job started".into())

@@ -221,6 +221,26 @@ impl Instance {
             return (reports, continue_on_error);
         }
         let cancel = self.cancel.child_token();
+        // A runner with the labels `runs-on` asks for, before any environment or group: a job
+        // no runner can take waits queued, as on GitHub, until the run is cancelled.
+        if let Some(offered) = &exec.labels {
+            let wanted = match super::runner::wanted_labels(job.runs_on.as_ref(), &contexts) {
+                Ok(w) => w,
+                Err(why) => {
+                    exec.say(&label, format!("error: {why}"));
+                    return ended(Status::Failure);
+                }
+            };
+            if let Some(reason) = super::runner::no_runner(&wanted, offered) {
+                exec.emit(RunEvent::NoRunner {
+                    job: label.clone(),
+                    reason,
+                });
+                cancel.cancelled().await;
+                exec.say(&label, "cancelled while waiting for a runner");
+                return ended(Status::Cancelled);
+            }
+        }
         if let Some(env) = &job.environment {
             let env = env
                 .template

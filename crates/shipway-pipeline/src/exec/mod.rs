@@ -12,6 +12,7 @@ mod files;
 mod job;
 mod private;
 mod process;
+mod runner;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -76,6 +77,9 @@ pub struct RunSpec {
     pub vars: IndexMap<String, String>,
     /// Run only this job (and the jobs it needs).
     pub only_job: Option<String>,
+    /// Jobs (by key) that count as succeeded with these outputs without running: what a
+    /// re-run of failed jobs keeps from the earlier attempt.
+    pub reuse: IndexMap<String, IndexMap<String, String>>,
 }
 
 impl Default for RunSpec {
@@ -94,6 +98,7 @@ impl Default for RunSpec {
             secrets: IndexMap::new(),
             vars: IndexMap::new(),
             only_job: None,
+            reuse: IndexMap::new(),
         }
     }
 }
@@ -126,6 +131,9 @@ pub struct Executor {
     pub slots: Option<Arc<Semaphore>>,
     /// Job concurrency groups shared with other runs (a server's); `None`: this run's own.
     pub groups: Option<Arc<Groups>>,
+    /// The runner labels this executor offers (a server's `--runner-label`s); a job whose
+    /// `runs-on` asks for another stays queued. `None`: every label (a local run).
+    pub labels: Option<Vec<String>>,
 }
 
 /// What `actions/checkout` checks out of [`Executor::repo`].
@@ -155,7 +163,14 @@ impl Executor {
             source: Source::default(),
             slots: None,
             groups: None,
+            labels: None,
         }
+    }
+
+    /// Offers only these runner labels (matched case-insensitively, as GitHub does).
+    pub fn labels(mut self, labels: Vec<String>) -> Executor {
+        self.labels = Some(labels);
+        self
     }
 
     pub fn source(mut self, source: Source) -> Executor {
@@ -394,6 +409,7 @@ pub(crate) fn run_jobs<'a>(
         let mut set: JoinSet<(String, Finished, Vec<JobReport>)> = JoinSet::new();
         let secrets = Arc::new(secrets);
         loop {
+            let mut reused = false;
             for id in &ids {
                 if started.contains(id) {
                     continue;
@@ -403,6 +419,18 @@ pub(crate) fn run_jobs<'a>(
                     continue;
                 }
                 started.insert(id.clone());
+                // Kept from an earlier attempt (top-level jobs only): done, with its outputs.
+                if prefix.is_empty()
+                    && let Some(outputs) = shared.spec.reuse.get(id)
+                {
+                    let f = Finished {
+                        result: Status::Success,
+                        outputs: outputs.clone(),
+                    };
+                    finished.insert(id.clone(), f);
+                    reused = true;
+                    continue;
+                }
                 let needs = context::needs_context(job, &finished);
                 let chain: Vec<Status> = ancestors[id]
                     .iter()
@@ -421,6 +449,10 @@ pub(crate) fn run_jobs<'a>(
                     semaphore: semaphore.clone(),
                 };
                 set.spawn(task.run());
+            }
+            if reused {
+                // Their dependents may start now.
+                continue;
             }
             let Some(done) = set.join_next().await else {
                 break;
