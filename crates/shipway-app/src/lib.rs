@@ -28,6 +28,9 @@ pub use shipway_proxy::ProxyConfig;
 
 /// The SQLite database file inside the data directory.
 pub const SQLITE_FILE: &str = "shipway.db";
+/// The key that seals secrets at rest, inside the data directory (unless `SHIPWAY_SECRET_KEY`
+/// gives it).
+pub const SECRET_KEY_FILE: &str = "secret.key";
 /// The hosted repositories' directory inside the data directory (`git/NAME.git`).
 pub const GIT_DIR: &str = "git";
 
@@ -56,6 +59,8 @@ pub enum StartError {
     Auth(#[from] shipway_server::auth::AuthError),
     #[error("cannot open the store: {0}")]
     Store(#[from] shipway_store::StoreError),
+    #[error("secret key: {0}")]
+    SecretKey(#[from] shipway_store::seal::SealError),
     #[error(transparent)]
     Listen(#[from] shipway_server::ServerError),
 }
@@ -80,17 +85,28 @@ impl Platform {
         // Lock before anything else touches the directory, so a second instance changes nothing.
         let lock = datadir::DataDirLock::acquire(dir)?;
         let (tokens, admin_token) = Tokens::load_or_init(dir)?;
+        // The key lives beside the data, never in the database (PostgreSQL included), so a dump
+        // or a copy of the database alone opens no secret.
+        let key = shipway_store::seal::SecretKey::from_env_or_file(&dir.join(SECRET_KEY_FILE))?;
+        let sealer = Some(shipway_store::seal::Sealer::new(&key));
         let store = match &config.database {
             // One server per database: its controllers and kubelet would otherwise run every
             // Pod twice.
             Some(url) => {
                 let options = shipway_store::StoreOptions {
                     exclusive: true,
+                    sealer,
                     ..Default::default()
                 };
                 Store::open_with(url, options).await?
             }
-            None => Store::open_sqlite(&dir.join(SQLITE_FILE)).await?,
+            None => {
+                let options = shipway_store::StoreOptions {
+                    sealer,
+                    ..Default::default()
+                };
+                Store::open_sqlite_with(&dir.join(SQLITE_FILE), options).await?
+            }
         };
         let shutdown = CancellationToken::new();
         // The process's one watch of the store, shared by every controller. Its task starts

@@ -5,7 +5,8 @@
 //! environment allows self-review; one rejection fails the job), and the wait timer, counted
 //! from when the job first asked. The gate re-reads the run whenever the scheduler sees it
 //! change (a review was added) and when the wait timer ends, and tells the job's status what it
-//! still waits for.
+//! still waits for. An admitted job gets the environment's secrets and variables, which the
+//! recorder masks before the job can print them.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,12 +18,13 @@ use shipway_model::Key;
 use shipway_model::types::EnvironmentSpec;
 use shipway_model::types::environment;
 use shipway_model::types::workflow_run::{APPROVED, REJECTED, Review, WorkflowRunSpec};
-use shipway_pipeline::exec::{Gate, GateDecision, RunEvent, RunObserver};
+use shipway_pipeline::exec::{Gate, GateDecision, Grant, RunEvent, RunObserver};
 use shipway_pipeline::trigger::glob_matches;
 use shipway_store::Store;
 use tokio::sync::Notify;
 
 use crate::record::Recorder;
+use crate::scheduler::{secrets_for, vars_for};
 
 /// How long the gate waits before reading again after the store failed it.
 const RETRY: Duration = Duration::from_secs(1);
@@ -32,6 +34,8 @@ pub struct EnvironmentGate {
     pub store: Store,
     pub clock: Clock,
     pub run: Key,
+    /// The hosted repository the run is of: environment secrets and variables are read for it.
+    pub repository: String,
     /// The identity that caused the run.
     pub actor: String,
     pub git_ref: String,
@@ -191,6 +195,15 @@ impl EnvironmentGate {
         )
     }
 
+    /// The environment's secrets and variables over the run's (global, then the repository's),
+    /// its secrets registered with the recorder's masker first.
+    async fn grant(&self, environment: &str) -> Result<Grant, shipway_store::StoreError> {
+        let secrets = secrets_for(&self.store, &self.repository, Some(environment)).await?;
+        let vars = vars_for(&self.store, &self.repository, Some(environment)).await?;
+        self.recorder.mask(secrets.values());
+        Ok(Grant { secrets, vars })
+    }
+
     async fn decide(&self, job: &str, environment: &str) -> GateDecision {
         let asked = tokio::time::Instant::now();
         let mut first = true;
@@ -201,7 +214,23 @@ impl EnvironmentGate {
             tokio::pin!(changed);
             changed.as_mut().enable();
             match self.read(environment, asked.elapsed()).await {
-                Verdict::Admit => return GateDecision::Admit,
+                Verdict::Admit => match self.grant(environment).await {
+                    Ok(grant) => return GateDecision::Admit(grant),
+                    // Fail closed: a job never runs without the secrets it was promised.
+                    Err(e) => {
+                        let reason = format!(
+                            "cannot read the secrets and variables of environment {environment}: {e}"
+                        );
+                        self.recorder.event(&RunEvent::Waiting {
+                            job: job.to_string(),
+                            environment: environment.to_string(),
+                            reason: reason.clone(),
+                        });
+                        told = reason;
+                        self.clock.sleep(RETRY).await;
+                        continue;
+                    }
+                },
                 Verdict::Reject(reason) => return GateDecision::Reject { reason },
                 Verdict::Wait(reason, again) => {
                     if first {

@@ -4,6 +4,7 @@
 //! then the status, so a status that says a step finished never precedes that step's lines.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shipway_controller::Clock;
@@ -11,7 +12,7 @@ use shipway_model::types::workflow_run::{
     COMPLETED, IN_PROGRESS, JobStatus, QUEUED, StepStatus, WAITING, WorkflowRunStatus,
 };
 use shipway_model::{Key, Object};
-use shipway_pipeline::exec::{RunEvent, RunObserver, Status, Stream, log_text};
+use shipway_pipeline::exec::{Masker, RunEvent, RunObserver, Status, Stream, log_text};
 use shipway_store::{NewLogLine, Store, StoreError};
 use tokio::sync::mpsc;
 
@@ -27,6 +28,15 @@ const MAX_BATCH: usize = 2_000;
 #[derive(Clone)]
 pub struct Recorder {
     tx: mpsc::UnboundedSender<RunEvent>,
+    masker: Arc<Mutex<Masker>>,
+}
+
+impl Recorder {
+    /// Masks `secrets` in every line stored from now on: a gate adds an environment's secrets
+    /// before it admits the job that sees them, so no line of that job precedes the mask.
+    pub fn mask<'a>(&self, secrets: impl IntoIterator<Item = &'a String>) {
+        add_masks(&self.masker, secrets);
+    }
 }
 
 impl RunObserver for Recorder {
@@ -46,6 +56,10 @@ pub struct Writer {
     lines: Vec<NewLogLine>,
     started: HashMap<String, usize>,
     status_dirty: bool,
+    /// The run's secrets, masked again in every line stored: the executor masks what steps
+    /// print, this also covers its own runner lines, whatever they quote. Shared with the
+    /// [`Recorder`], which adds environments' secrets.
+    masker: Arc<Mutex<Masker>>,
 }
 
 /// A recorder and its writer for `run`, starting from `status`.
@@ -56,8 +70,12 @@ pub fn recorder(
     status: WorkflowRunStatus,
 ) -> (Recorder, Writer) {
     let (tx, rx) = mpsc::unbounded_channel();
+    let masker = Arc::new(Mutex::new(Masker::default()));
     (
-        Recorder { tx },
+        Recorder {
+            tx,
+            masker: masker.clone(),
+        },
         Writer {
             store,
             clock,
@@ -67,8 +85,16 @@ pub fn recorder(
             lines: Vec::new(),
             started: HashMap::new(),
             status_dirty: false,
+            masker,
         },
     )
+}
+
+fn add_masks<'a>(masker: &Mutex<Masker>, secrets: impl IntoIterator<Item = &'a String>) {
+    let mut masker = masker.lock().unwrap_or_else(|e| e.into_inner());
+    for s in secrets {
+        masker.add(s);
+    }
 }
 
 /// A line of the runner itself, outside any job and step (why a run ended, where an attempt
@@ -97,6 +123,11 @@ fn conclusion(s: Status) -> String {
 impl Writer {
     pub fn key(&self) -> Key {
         self.run.key()
+    }
+
+    /// Masks `secrets` in every line written from now on.
+    pub fn mask<'a>(&mut self, secrets: impl IntoIterator<Item = &'a String>) {
+        add_masks(&self.masker, secrets);
     }
 
     fn job(&mut self, name: &str) -> &mut JobStatus {
@@ -130,7 +161,11 @@ impl Writer {
                 job: job.to_string(),
                 step,
                 stream: stream.into(),
-                text,
+                text: self
+                    .masker
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .mask(&text),
             });
         }
         match e {

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use indexmap::IndexMap;
 use serde_json::Value;
 use shipway_controller::{Action, Cache, Clock, Controller, GroupKind, exponential_backoff};
 use shipway_git::Repo;
@@ -22,7 +23,7 @@ use shipway_pipeline::exec::{
     Executor, Groups, RunSpec, Status, run_workflow, workflow_concurrency,
 };
 use shipway_pipeline::load::{Options, load_from};
-use shipway_store::{Store, StoreError};
+use shipway_store::{SettingKind, Store, StoreError};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -335,6 +336,22 @@ impl Scheduler {
                 .await?;
         }
         let namespace = run.metadata.namespace.clone().unwrap_or_default();
+        // Read at run start, so a secret set before the push is the one the steps see.
+        let (secrets, vars) = match (
+            secrets_for(&self.store, &spec.repository, None).await,
+            vars_for(&self.store, &spec.repository, None).await,
+        ) {
+            (Ok(s), Ok(v)) => (s, v),
+            (Err(e), _) | (_, Err(e)) => {
+                return self
+                    .fail_before_start(
+                        &run,
+                        status,
+                        format!("cannot read the run's secrets and variables: {e}"),
+                    )
+                    .await;
+            }
+        };
         let run_spec = RunSpec {
             event_name: spec.event.clone(),
             event: run
@@ -354,6 +371,8 @@ impl Scheduler {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             reuse,
+            secrets,
+            vars,
             ..RunSpec::default()
         };
         let run_dir = self
@@ -414,10 +433,12 @@ impl Scheduler {
         let run = self.store.get(&run.key()).await?.unwrap_or(run);
         let key = run.key();
         let (observer, mut writer) = recorder(self.store.clone(), self.clock, run, status);
+        writer.mask(run_spec.secrets.values());
         let gate = EnvironmentGate {
             store: self.store.clone(),
             clock: self.clock,
             run: key,
+            repository: spec.repository.clone(),
             actor: spec.actor.clone(),
             git_ref: spec.git_ref.clone(),
             attempt: spec.run_attempt,
@@ -529,6 +550,32 @@ fn kept_jobs(
         }
     }
     (kept, reuse)
+}
+
+/// The `secrets` context of a run of hosted repository `repo`: the global secrets, overridden by
+/// the repository's, and with `env` (a job bound to that environment) by the environment's.
+/// Values are plaintext: hand them only to the executor, which masks them in every line.
+pub async fn secrets_for(
+    store: &Store,
+    repo: &str,
+    env: Option<&str>,
+) -> Result<IndexMap<String, String>, StoreError> {
+    let map = store
+        .settings_for(SettingKind::Secret, Some(repo), env)
+        .await?;
+    Ok(map.into_iter().collect())
+}
+
+/// The `vars` context, resolved as [`secrets_for`] resolves secrets.
+pub async fn vars_for(
+    store: &Store,
+    repo: &str,
+    env: Option<&str>,
+) -> Result<IndexMap<String, String>, StoreError> {
+    let map = store
+        .settings_for(SettingKind::Variable, Some(repo), env)
+        .await?;
+    Ok(map.into_iter().collect())
 }
 
 /// A random id, from the standard library's randomly seeded hasher (no extra dependency).

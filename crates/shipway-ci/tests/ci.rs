@@ -13,7 +13,8 @@ use shipway_controller::{Cache, Reflector};
 use shipway_git::hosted::Hosted;
 use shipway_model::types::workflow_run::{WorkflowRunSpec, WorkflowRunStatus};
 use shipway_model::{Key, Object};
-use shipway_store::{ListQuery, Store};
+use shipway_store::seal::{Sealer, SecretKey};
+use shipway_store::{ListQuery, Scope, SettingKind, Store, StoreOptions};
 use shipway_testkit::eventually;
 use tokio_util::sync::CancellationToken;
 
@@ -62,7 +63,14 @@ impl Ci {
     async fn start(max_parallel_jobs: Option<usize>) -> Ci {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
-        let store = Store::open_sqlite(&data.join("shipway.db")).await.unwrap();
+        // As `shipway up` opens it: with a key, so pipeline secrets can be kept.
+        let options = StoreOptions {
+            sealer: Some(Sealer::new(&SecretKey::generate())),
+            ..StoreOptions::default()
+        };
+        let store = Store::open_sqlite_with(&data.join("shipway.db"), options)
+            .await
+            .unwrap();
         let shutdown = CancellationToken::new();
         let (cache, _feed) = Reflector::spawn(store.clone(), shutdown.clone());
         let hosted = Hosted::new(data.join("git"), "http://127.0.0.1:9/git", store.clone());
@@ -590,6 +598,7 @@ async fn the_wait_timer_holds_a_job_for_exactly_its_time() {
             store: store.clone(),
             clock,
             run: run.key(),
+            repository: "app".into(),
             actor: "alice".into(),
             git_ref: git_ref.into(),
             attempt: 1,
@@ -607,7 +616,7 @@ async fn the_wait_timer_holds_a_job_for_exactly_its_time() {
             .is_err(),
         "admitted before the wait timer ended"
     );
-    assert!(matches!(admit.await, GateDecision::Admit));
+    assert!(matches!(admit.await, GateDecision::Admit(_)));
     let waited = start.elapsed();
     assert!(
         waited >= Duration::from_secs(300) && waited < Duration::from_secs(301),
@@ -621,7 +630,7 @@ async fn the_wait_timer_holds_a_job_for_exactly_its_time() {
             reason,
             "Tag \"beta\" is not allowed to deploy to staging due to environment protection rules."
         ),
-        GateDecision::Admit => panic!("a tag outside the policy was admitted"),
+        GateDecision::Admit(_) => panic!("a tag outside the policy was admitted"),
     }
     assert_eq!(start.elapsed(), Duration::ZERO);
 }
@@ -917,4 +926,65 @@ jobs:
         log.contains(&"[deploy] deploying 1.1".to_string()),
         "{log:#?}"
     );
+}
+
+/// Secrets and variables reach the steps at run start, the repository's overriding the global
+/// ones, and no stored log line shows a secret's value, whatever the step does with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_gets_global_and_repository_secrets_and_vars_and_its_log_masks_them() {
+    let ci = Ci::start(Some(2)).await;
+    let (global, repo) = (Scope::default(), Scope::new(Some("app"), None));
+    let set = |kind, scope: &Scope, name: &str, value: &str| {
+        let (store, scope, name, value) = (
+            ci.store.clone(),
+            scope.clone(),
+            name.to_string(),
+            value.to_string(),
+        );
+        async move {
+            store
+                .set_setting(kind, &scope, &name, &value, "admin")
+                .await
+                .unwrap();
+        }
+    };
+    set(SettingKind::Secret, &global, "token", "global-token-11aa").await;
+    set(SettingKind::Secret, &repo, "token", "repo-token-22bb").await;
+    set(SettingKind::Secret, &global, "other", "other-secret-33cc").await;
+    set(
+        SettingKind::Secret,
+        &Scope::new(Some("elsewhere"), None),
+        "LEAK",
+        "x",
+    )
+    .await;
+    set(SettingKind::Variable, &repo, "region", "eu-west-1").await;
+    write(
+        &ci.work,
+        ".github/workflows/secrets.yml",
+        "on: push
+jobs:
+  use:
+    runs-on: ubuntu-latest
+    steps:
+      - run: |
+          printf '%s' '${{ secrets.TOKEN }}' > seen-token
+          echo \"token is ${{ secrets.TOKEN }}, other is $OTHER\"
+          echo \"region ${{ vars.REGION }}, leak '${{ secrets.LEAK }}'\"
+          test \"$(cat seen-token)\" = repo-token-22bb && echo token-file-ok
+        env:
+          OTHER: ${{ secrets.other }}
+",
+    );
+    ci.commit("secrets");
+    ci.push("main", "alice").await;
+    let status = ci.completed("app-secrets-1").await;
+    assert_eq!(status.conclusion.as_deref(), Some("success"), "{status:?}");
+    let log = ci.log("app-secrets-1").await.join("\n");
+    assert!(log.contains("token is ***, other is ***"), "{log}");
+    assert!(log.contains("region eu-west-1, leak ''"), "{log}");
+    assert!(log.contains("token-file-ok"), "{log}");
+    for plain in ["global-token-11aa", "repo-token-22bb", "other-secret-33cc"] {
+        assert!(!log.contains(plain), "{plain} in the log: {log}");
+    }
 }

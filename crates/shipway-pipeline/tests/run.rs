@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use indexmap::IndexMap;
 use serde_json::json;
 use shipway_pipeline::exec::{
-    Collect, Executor, Gate, GateDecision, Report, RunEvent, RunObserver, RunSpec, Status, Stream,
-    run_workflow,
+    Collect, Executor, Gate, GateDecision, Grant, Report, RunEvent, RunObserver, RunSpec, Status,
+    Stream, run_workflow,
 };
 use shipway_pipeline::load::{MemFs, load, load_from};
 use tokio::sync::{mpsc, oneshot};
@@ -1413,14 +1413,16 @@ jobs:
     runs-on: x
     environment:
       name: prod-${{ vars.COLOR }}
-    steps: [{run: echo deployed}]
+    steps:
+      - run: echo deployed
+      - run: echo "key ${{ secrets.DEPLOY_KEY }} region ${{ vars.REGION }} color ${{ vars.COLOR }}"
   other:
     runs-on: x
     steps: [{run: echo other-ran}]
   after:
     needs: deploy
     runs-on: x
-    steps: [{run: echo after-ran}]
+    steps: [{run: 'echo "after-ran key [${{ secrets.DEPLOY_KEY }}] region [${{ vars.REGION }}]"'}]
 "#;
 
 /// Starts [`GATED`] with a gate the test answers and a cancel it holds; returns the run, the
@@ -1472,13 +1474,32 @@ async fn a_gated_environment_waits_while_other_jobs_run_and_starts_when_admitted
             _ => {}
         }
     }
-    answer.send(GateDecision::Admit).expect("the job waits");
+    // The environment's own secret and variable, for this job only.
+    let grant = Grant {
+        secrets: [("DEPLOY_KEY".to_string(), "k3y-of-prod".to_string())].into(),
+        vars: [("REGION".to_string(), "eu-west".to_string())].into(),
+    };
+    answer
+        .send(GateDecision::Admit(grant))
+        .expect("the job waits");
     let r = run.await.expect("the run");
     assert_eq!(r.report.result, Status::Success, "{:#?}", r.logs);
     assert_eq!(r.result("deploy"), "success");
     assert_eq!(r.result("after"), "success");
     assert!(r.logged("[deploy] waiting for approval of environment prod-blue"));
     assert!(r.logged("[deploy] deployed"));
+    // The granted secret is seen (and masked), the run's variables stay beside the granted one.
+    assert!(
+        r.logged("[deploy] key *** region eu-west color blue"),
+        "{:#?}",
+        r.logs
+    );
+    assert!(
+        r.logged("[after] after-ran key [] region []"),
+        "{:#?}",
+        r.logs
+    );
+    assert!(!r.logs.iter().any(|l| l.contains("k3y-of-prod")));
 }
 
 #[tokio::test]

@@ -16,6 +16,7 @@ pub mod git;
 pub mod listener;
 pub mod metrics;
 mod review;
+pub mod settings;
 mod webhook;
 
 use std::collections::HashMap;
@@ -393,6 +394,51 @@ fn table() -> Vec<(Route, MethodRouter<Arc<AppState>>)> {
             ),
             on(MethodFilter::DELETE, api::delete_user),
         ),
+        // Pipeline secrets and variables: admins write; viewers read names (and variables'
+        // values); a secret's value is never returned.
+        (
+            route(get.clone(), "/api/v1/secrets", Some(Viewer), "list"),
+            on(MethodFilter::GET, settings::list_secrets),
+        ),
+        (
+            route(Method::PUT, "/api/v1/secrets/{name}", Some(Admin), "update"),
+            on(MethodFilter::PUT, settings::put_secret),
+        ),
+        (
+            route(
+                delete.clone(),
+                "/api/v1/secrets/{name}",
+                Some(Admin),
+                "delete",
+            ),
+            on(MethodFilter::DELETE, settings::delete_secret),
+        ),
+        (
+            route(get.clone(), "/api/v1/variables", Some(Viewer), "list"),
+            on(MethodFilter::GET, settings::list_variables),
+        ),
+        (
+            route(get.clone(), "/api/v1/variables/{name}", Some(Viewer), "get"),
+            on(MethodFilter::GET, settings::get_variable),
+        ),
+        (
+            route(
+                Method::PUT,
+                "/api/v1/variables/{name}",
+                Some(Admin),
+                "update",
+            ),
+            on(MethodFilter::PUT, settings::put_variable),
+        ),
+        (
+            route(
+                delete.clone(),
+                "/api/v1/variables/{name}",
+                Some(Admin),
+                "delete",
+            ),
+            on(MethodFilter::DELETE, settings::delete_variable),
+        ),
         // Push notifications from git hosts: no token, the signature is the credential
         // (checked by the handler against the matching Repository's webhook secret).
         (
@@ -538,7 +584,7 @@ async fn authorize(
     } else if route.path.ends_with("/dispatches") {
         // A dispatch creates a WorkflowRun.
         (Some("workflowruns".to_string()), None, None)
-    } else if let Some(which) = ["tokens", "users"]
+    } else if let Some(which) = ["tokens", "users", "secrets", "variables"]
         .into_iter()
         .find(|w| route.path.starts_with(&format!("/api/v1/{w}")))
     {

@@ -1131,6 +1131,14 @@ async fn each_role_may_call_exactly_the_routes_its_role_allows() {
             "deployer POST /api/v1/users",
             "viewer DELETE /api/v1/users/{name}",
             "deployer DELETE /api/v1/users/{name}",
+            "viewer PUT /api/v1/secrets/{name}",
+            "deployer PUT /api/v1/secrets/{name}",
+            "viewer DELETE /api/v1/secrets/{name}",
+            "deployer DELETE /api/v1/secrets/{name}",
+            "viewer PUT /api/v1/variables/{name}",
+            "deployer PUT /api/v1/variables/{name}",
+            "viewer DELETE /api/v1/variables/{name}",
+            "deployer DELETE /api/v1/variables/{name}",
         ],
         "{table:#?}"
     );
@@ -1435,5 +1443,175 @@ async fn git_webhooks_are_verified_by_their_signature() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 401);
+    s.stop().await;
+}
+
+/// Every byte of every file under `dir` (the SQLite database, its WAL, the key file...), as text.
+fn everything_under(dir: &std::path::Path) -> String {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                out.extend(bytes);
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Pipeline secrets: admins set and delete them, viewers see names and times only, the value
+/// is in no response, no event and no file of the data directory; variables show their values.
+#[tokio::test]
+async fn pipeline_secrets_are_write_only_and_sealed_and_variables_readable() {
+    let s = TestServer::start().await;
+    let viewer = s.token("view", "viewer").await;
+    let plain = "pw-7d1e-never-shown";
+    let mut seen = String::new();
+    let put = reqwest::Method::PUT;
+    let (code, body) = s
+        .call(
+            put.clone(),
+            "/api/v1/secrets/db_password?repo=shop",
+            Some(json!({"value": plain})),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["name"], "DB_PASSWORD");
+    assert_eq!(body["repo"], "shop");
+    assert!(body.get("value").is_none(), "{body}");
+    seen.push_str(&body.to_string());
+    let (code, _) = s
+        .status_as(
+            &viewer,
+            &put,
+            "/api/v1/secrets/other",
+            Some(json!({"value": "x"})),
+        )
+        .await;
+    assert_eq!(code, 403);
+
+    let resp = s
+        .http
+        .get(s.url("/api/v1/secrets"))
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let list: Value = resp.json().await.unwrap();
+    assert_eq!(list["kind"], "SecretList");
+    assert_eq!(list["items"][0]["name"], "DB_PASSWORD");
+    assert_eq!(list["items"][0]["updatedBy"], "admin");
+    assert!(list["items"][0]["updatedAt"].is_string());
+    seen.push_str(&list.to_string());
+    let (_, none) = s
+        .call(reqwest::Method::GET, "/api/v1/secrets?repo=other", None)
+        .await;
+    assert_eq!(none["items"], json!([]));
+
+    let (code, bad) = s
+        .call(
+            put.clone(),
+            "/api/v1/secrets/9lives",
+            Some(json!({"value": "x"})),
+        )
+        .await;
+    assert_eq!(code, 422, "{bad}");
+    assert!(
+        bad["message"]
+            .as_str()
+            .unwrap()
+            .contains("starts with a digit"),
+        "{bad}"
+    );
+    let (code, bad) = s.call(put.clone(), "/api/v1/secrets/x", None).await;
+    assert_eq!(code, 400, "{bad}");
+    assert!(
+        bad["message"].as_str().unwrap().contains("\"value\""),
+        "{bad}"
+    );
+
+    // Variables are not secret: their values come back.
+    let (code, var) = s
+        .call(
+            put,
+            "/api/v1/variables/region?env=prod",
+            Some(json!({"value": "eu-west"})),
+        )
+        .await;
+    assert_eq!((code, &var["value"]), (200, &json!("eu-west")), "{var}");
+    let (_, var) = s
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/variables/REGION?env=prod",
+            None,
+        )
+        .await;
+    assert_eq!(var["value"], "eu-west");
+    let (code, _) = s
+        .call(reqwest::Method::GET, "/api/v1/variables/REGION", None)
+        .await;
+    assert_eq!(code, 404, "a variable is looked up in the scope named");
+
+    let (code, gone) = s
+        .call(
+            reqwest::Method::DELETE,
+            "/api/v1/secrets/DB_PASSWORD?repo=shop",
+            None,
+        )
+        .await;
+    assert_eq!(code, 200, "{gone}");
+    let (code, _) = s
+        .call(
+            reqwest::Method::DELETE,
+            "/api/v1/secrets/DB_PASSWORD?repo=shop",
+            None,
+        )
+        .await;
+    assert_eq!(code, 404);
+    let (_, events) = s.call(reqwest::Method::GET, "/api/v1/events", None).await;
+    let text = events.to_string();
+    assert!(
+        text.contains("secret DB_PASSWORD created in repository shop"),
+        "{text}"
+    );
+    assert!(
+        text.contains("secret DB_PASSWORD deleted from repository shop"),
+        "{text}"
+    );
+    seen.push_str(&text);
+    assert!(!seen.contains(plain), "a response carried the value");
+    assert!(!everything_under(s._dir.path()).contains(plain));
+    s.stop().await;
+}
+
+/// A Kubernetes Secret applied with stringData reads back as Kubernetes shows it (base64
+/// `data`), while no file of the data directory holds its value, plain or base64.
+#[tokio::test]
+async fn kubernetes_secrets_read_back_as_written_and_are_sealed_on_disk() {
+    use base64::Engine as _;
+    let s = TestServer::start().await;
+    let plain = "k8s-secret-2b9c-plaintext";
+    let b64 = base64::engine::general_purpose::STANDARD.encode(plain);
+    let (code, body) = s
+        .apply(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "db"},
+            "stringData": {"password": plain},
+        }))
+        .await;
+    assert!(code == 200 || code == 201, "{code} {body}");
+    let (code, got) = s
+        .call(reqwest::Method::GET, "/api/v1/resources/secrets/db", None)
+        .await;
+    assert_eq!(code, 200, "{got}");
+    assert_eq!(got["data"]["password"], json!(b64));
+    let dump = everything_under(s._dir.path());
+    assert!(!dump.contains(plain));
+    assert!(!dump.contains(&b64));
     s.stop().await;
 }

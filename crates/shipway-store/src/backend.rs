@@ -3,6 +3,7 @@
 use shipway_model::Key;
 
 use crate::StoreError;
+use crate::settings::SettingRow;
 use crate::types::AuditEvent;
 use crate::types::EventQuery;
 use crate::types::{LogLine, NewLogLine};
@@ -80,6 +81,12 @@ pub(crate) trait Tx {
     fn logs(&mut self, owner: &Key, after: u64, limit: usize) -> Result<Vec<LogLine>>;
     /// Deletes every line of `owner`; returns how many.
     fn delete_logs(&mut self, owner: &Key) -> Result<u64>;
+    /// Every row of `pipeline_settings` of `kind` (`secret` or `variable`), in no order.
+    fn settings(&mut self, kind: &str) -> Result<Vec<SettingRow>>;
+    /// Inserts or replaces one row of `pipeline_settings`.
+    fn put_setting(&mut self, kind: &str, row: &SettingRow) -> Result<()>;
+    /// Deletes one row; whether it existed.
+    fn delete_setting(&mut self, kind: &str, repo: &str, env: &str, name: &str) -> Result<bool>;
     /// Migration support: the versions already applied (creates `schema_migrations` if missing).
     fn applied_migrations(&mut self) -> Result<Vec<i64>>;
     /// Runs one migration's SQL and records it.

@@ -12,6 +12,7 @@ use shipway_model::{Key, Kinds, Object};
 
 use crate::StoreError;
 use crate::backend::{ChangeRow, NewAudit, Result, RowFilter, Tx};
+use crate::seal::Sealer;
 use crate::types::{
     ApplyOutcome, DeleteOutcome, ListPage, ListQuery, ObjectList, WatchEvent, WatchEventType,
 };
@@ -47,6 +48,8 @@ impl Now {
 pub(crate) struct Ctx<'a> {
     pub actor: &'a str,
     pub now: &'a Now,
+    /// Seals Secret values at rest; `None` keeps them as written (a store opened without a key).
+    pub sealer: Option<&'a Sealer>,
 }
 
 /// Checks names, labels, annotations and finalizers, and settles the namespace (defaulted to
@@ -71,6 +74,12 @@ fn normalize(tx: &mut dyn Tx, obj: &mut Object) -> Result<Key> {
         obj.metadata.namespace = Some(ns);
     } else {
         obj.metadata.namespace = None;
+    }
+    if is_secret(&obj.key()) && obj.body.contains_key(SEALED_FIELD) {
+        // The store's own field: a value planted there would make the Secret unreadable.
+        problems.push(format!(
+            "{SEALED_FIELD}: is reserved for the store's encryption"
+        ));
     }
     let meta = &obj.metadata;
     let checks = std::iter::once((
@@ -133,7 +142,7 @@ fn namespaced(tx: &mut dyn Tx, group: &str, kind: &str) -> Result<bool> {
         namespace: None,
     })?;
     for data in crds {
-        if let Ok(custom) = shipway_model::crd::custom_kind(&decode(&data)?)
+        if let Ok(custom) = shipway_model::crd::custom_kind(&decode_raw(&data)?)
             && custom.group == group
             && custom.kind == kind
         {
@@ -146,7 +155,8 @@ fn namespaced(tx: &mut dyn Tx, group: &str, kind: &str) -> Result<bool> {
 const CRD_GROUP: &str = "apiextensions.k8s.io";
 const CRD_KIND: &str = "CustomResourceDefinition";
 
-fn decode(data: &str) -> Result<Object> {
+/// The object stored as `data`, as written: a sealed Secret stays sealed.
+fn decode_raw(data: &str) -> Result<Object> {
     serde_json::from_str(data).map_err(|e| {
         StoreError::backend(
             format!("stored object is not valid JSON ({e}): the database is damaged"),
@@ -155,16 +165,125 @@ fn decode(data: &str) -> Result<Object> {
     })
 }
 
-fn encode(obj: &Object) -> String {
-    serde_json::to_string(obj).expect("an Object always serializes to JSON")
+/// The object stored as `data`, a sealed Secret's values opened.
+pub(crate) fn decode(data: &str, sealer: Option<&Sealer>) -> Result<Object> {
+    let mut obj = decode_raw(data)?;
+    if let Some(sealed) = obj.body.remove(SEALED_FIELD) {
+        let key = obj.key();
+        let sealer = sealer.ok_or_else(|| {
+            StoreError::backend(
+                format!(
+                    "{key} is encrypted at rest and this store was opened without the secret key"
+                ),
+                false,
+            )
+        })?;
+        let envelope = sealed.as_str().unwrap_or_default();
+        let plain = sealer
+            .open(&seal_context(&key), envelope)
+            .map_err(|e| StoreError::backend(e.to_string(), false))?;
+        let values: Map<String, Value> = serde_json::from_slice(&plain).map_err(|e| {
+            StoreError::backend(
+                format!(
+                    "{key}: sealed values are not a JSON object ({e}): the database is damaged"
+                ),
+                false,
+            )
+        })?;
+        obj.body.extend(values);
+    }
+    Ok(obj)
+}
+
+/// The JSON stored for `obj`: a Secret's `data` and `stringData` sealed into one field when the
+/// store has a key.
+fn encode(obj: &Object, sealer: Option<&Sealer>) -> String {
+    let plain = || serde_json::to_string(obj).expect("an Object always serializes to JSON");
+    let Some(sealer) = sealer else {
+        return plain();
+    };
+    let key = obj.key();
+    if !is_secret(&key)
+        || !SECRET_VALUE_FIELDS
+            .iter()
+            .any(|f| obj.body.contains_key(*f))
+    {
+        return plain();
+    }
+    let mut sealed = obj.clone();
+    let mut values = Map::new();
+    for field in SECRET_VALUE_FIELDS {
+        if let Some(v) = sealed.body.remove(field) {
+            values.insert(field.to_string(), v);
+        }
+    }
+    let text = serde_json::to_vec(&values).expect("JSON values always serialize");
+    sealed.body.insert(
+        SEALED_FIELD.to_string(),
+        Value::String(sealer.seal(&seal_context(&key), &text)),
+    );
+    serde_json::to_string(&sealed).expect("an Object always serializes to JSON")
+}
+
+/// Where a sealed Secret keeps its values in the stored JSON (a name no Kubernetes field has).
+const SEALED_FIELD: &str = "shipway.dev/sealed";
+const SECRET_VALUE_FIELDS: [&str; 2] = ["data", "stringData"];
+
+fn is_secret(key: &Key) -> bool {
+    key.group.is_empty() && key.kind == "Secret"
+}
+
+/// The associated data of a Secret's envelope: its key, so a sealed value copied to another
+/// Secret's row does not open.
+fn seal_context(key: &Key) -> String {
+    format!(
+        "object/{}/{}/{}/{}",
+        key.group, key.kind, key.namespace, key.name
+    )
+}
+
+/// Seals the values of Secrets written before the store had a key (or by a store opened without
+/// one), in the objects and in the change log; returns how many rows were rewritten.
+pub(crate) fn seal_existing(tx: &mut dyn Tx, sealer: &Sealer) -> Result<u64> {
+    let mut rewritten = 0;
+    let secrets = tx.list(RowFilter {
+        group: Some(""),
+        kind: Some("Secret"),
+        namespace: None,
+    })?;
+    for data in secrets {
+        let obj = decode_raw(&data)?;
+        let key = obj.key();
+        if has_plain_values(&obj) {
+            tx.put(&key, stored_rv(&obj), &encode(&obj, Some(sealer)))?;
+            rewritten += 1;
+        }
+        for (rv, text) in tx.secret_changes(&key.namespace, &key.name)? {
+            let old = decode_raw(&text)?;
+            if has_plain_values(&old) {
+                tx.rewrite_change(rv, &encode(&old, Some(sealer)))?;
+                rewritten += 1;
+            }
+        }
+    }
+    Ok(rewritten)
+}
+
+fn has_plain_values(obj: &Object) -> bool {
+    SECRET_VALUE_FIELDS
+        .iter()
+        .any(|f| obj.body.contains_key(*f))
 }
 
 fn stored_rv(obj: &Object) -> u64 {
     obj.resource_version().unwrap_or(0)
 }
 
-fn load(tx: &mut dyn Tx, key: &Key) -> Result<Option<Object>> {
-    tx.get(key)?.as_deref().map(decode).transpose()
+fn load(tx: &mut dyn Tx, key: &Key, sealer: Option<&Sealer>) -> Result<Option<Object>> {
+    tx.get(key)?
+        .as_deref()
+        .map(|d| decode(d, sealer))
+        .transpose()
 }
 
 /// Writes `obj` (or removes it, for DELETED) and appends its change and audit rows.
@@ -179,12 +298,12 @@ fn record(
 ) -> Result<()> {
     let key = obj.key();
     let rv = stored_rv(obj);
-    let data = encode(obj);
+    let data = encode(obj, ctx.sealer);
     match kind {
         WatchEventType::Deleted => tx.delete(&key)?,
         _ => tx.put(&key, rv, &data)?,
     }
-    let secret = key.group.is_empty() && key.kind == "Secret";
+    let secret = is_secret(&key);
     if secret {
         redact_secret_history(tx, &key)?;
     }
@@ -193,7 +312,7 @@ fn record(
         event_type: kind.as_str().to_string(),
         key: key.clone(),
         object: if secret && kind == WatchEventType::Deleted {
-            encode(&without_secret_values(obj))
+            encode(&without_secret_values(obj), None)
         } else {
             data
         },
@@ -216,9 +335,10 @@ fn record(
 /// A watcher replaying history still sees every change, in order; the newest row has the values.
 fn redact_secret_history(tx: &mut dyn Tx, key: &Key) -> Result<()> {
     for (rv, text) in tx.secret_changes(&key.namespace, &key.name)? {
-        let old = decode(&text)?;
-        if old.body.contains_key("data") || old.body.contains_key("stringData") {
-            tx.rewrite_change(rv, &encode(&without_secret_values(&old)))?;
+        // Read as stored: a sealed row's values go without being opened.
+        let old = decode_raw(&text)?;
+        if has_plain_values(&old) || old.body.contains_key(SEALED_FIELD) {
+            tx.rewrite_change(rv, &encode(&without_secret_values(&old), None))?;
         }
     }
     Ok(())
@@ -226,8 +346,9 @@ fn redact_secret_history(tx: &mut dyn Tx, key: &Key) -> Result<()> {
 
 fn without_secret_values(obj: &Object) -> Object {
     let mut obj = obj.clone();
-    obj.body.remove("data");
-    obj.body.remove("stringData");
+    for field in SECRET_VALUE_FIELDS.iter().chain([&SEALED_FIELD]) {
+        obj.body.remove(*field);
+    }
     obj
 }
 
@@ -252,9 +373,9 @@ pub(crate) fn record_event(
     })
 }
 
-pub(crate) fn get(tx: &mut dyn Tx, key: &Key) -> Result<Option<Object>> {
+pub(crate) fn get(tx: &mut dyn Tx, key: &Key, sealer: Option<&Sealer>) -> Result<Option<Object>> {
     let key = normalize_key(tx, key)?;
-    load(tx, &key)
+    load(tx, &key, sealer)
 }
 
 pub(crate) fn create(tx: &mut dyn Tx, mut obj: Object, ctx: &Ctx<'_>) -> Result<Object> {
@@ -428,8 +549,8 @@ fn commit_replacement(
     Ok(new)
 }
 
-fn existing(tx: &mut dyn Tx, key: Key) -> Result<Object> {
-    match load(tx, &key)? {
+fn existing(tx: &mut dyn Tx, key: Key, sealer: Option<&Sealer>) -> Result<Object> {
+    match load(tx, &key, sealer)? {
         Some(obj) => Ok(obj),
         None => Err(StoreError::NotFound(key)),
     }
@@ -437,7 +558,7 @@ fn existing(tx: &mut dyn Tx, key: Key) -> Result<Object> {
 
 pub(crate) fn update(tx: &mut dyn Tx, mut obj: Object, ctx: &Ctx<'_>) -> Result<Object> {
     let key = normalize(tx, &mut obj)?;
-    let current = existing(tx, key)?;
+    let current = existing(tx, key, ctx.sealer)?;
     check_rv(&obj, &current)?;
     let new = replace_desired(&current, obj)?;
     commit_replacement(tx, current, new, "update", ctx)
@@ -445,7 +566,7 @@ pub(crate) fn update(tx: &mut dyn Tx, mut obj: Object, ctx: &Ctx<'_>) -> Result<
 
 pub(crate) fn update_status(tx: &mut dyn Tx, mut obj: Object, ctx: &Ctx<'_>) -> Result<Object> {
     let key = normalize(tx, &mut obj)?;
-    let current = existing(tx, key)?;
+    let current = existing(tx, key, ctx.sealer)?;
     check_rv(&obj, &current)?;
     let mut new = current.clone();
     new.body = with_status(new.body, obj.status());
@@ -473,7 +594,7 @@ pub(crate) fn apply(
     ctx: &Ctx<'_>,
 ) -> Result<(Object, ApplyOutcome)> {
     let key = normalize(tx, &mut obj)?;
-    let Some(current) = load(tx, &key)? else {
+    let Some(current) = load(tx, &key, ctx.sealer)? else {
         return Ok((create_normalized(tx, obj, key, ctx)?, ApplyOutcome::Created));
     };
     check_rv(&obj, &current)?;
@@ -489,7 +610,7 @@ pub(crate) fn apply(
 
 pub(crate) fn delete(tx: &mut dyn Tx, key: &Key, ctx: &Ctx<'_>) -> Result<DeleteOutcome> {
     let key = normalize_key(tx, key)?;
-    let current = existing(tx, key)?;
+    let current = existing(tx, key, ctx.sealer)?;
     if current.metadata.deletion_timestamp.is_some() {
         return Ok(DeleteOutcome::Terminating(current));
     }
@@ -534,7 +655,11 @@ fn row_filter(query: &ListQuery) -> RowFilter<'_> {
     }
 }
 
-pub(crate) fn list(tx: &mut dyn Tx, query: &ListQuery) -> Result<ListPage> {
+pub(crate) fn list(
+    tx: &mut dyn Tx,
+    query: &ListQuery,
+    sealer: Option<&Sealer>,
+) -> Result<ListPage> {
     // Both reads run in one snapshot, so the rv is exactly the state the items show.
     let current = tx.current_rv()?;
     let (resource_version, after) = match &query.continue_token {
@@ -560,7 +685,7 @@ pub(crate) fn list(tx: &mut dyn Tx, query: &ListQuery) -> Result<ListPage> {
     };
     let mut items = Vec::new();
     for data in tx.list(row_filter(query))? {
-        let obj = decode(&data)?;
+        let obj = decode(&data, sealer)?;
         if query.matches(&obj.key(), &obj.metadata.labels) {
             items.push(obj);
         }
@@ -647,6 +772,7 @@ pub(crate) fn watch_batch(
     query: &ListQuery,
     since: u64,
     limit: usize,
+    sealer: Option<&Sealer>,
 ) -> Result<WatchBatch> {
     let current = tx.current_rv()?;
     if since < current {
@@ -669,7 +795,7 @@ pub(crate) fn watch_batch(
     };
     let mut events = Vec::with_capacity(rows.len());
     for row in rows {
-        let object = decode(&row.object)?;
+        let object = decode(&row.object, sealer)?;
         // A MODIFIED object that stopped matching the selector is still sent (its labels show
         // it no longer matches), so a filtered watcher can drop it from its cache.
         let was_selected = match (&query.selector, &row.prev_labels) {

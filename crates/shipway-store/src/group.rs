@@ -383,6 +383,7 @@ mod tests {
         let ctx = Ctx {
             actor: "t",
             now: &now,
+            sealer: None,
         };
         core::create(tx, config_map(name, None), &ctx)
     }
@@ -392,6 +393,7 @@ mod tests {
         let ctx = Ctx {
             actor: "t",
             now: &now,
+            sealer: None,
         };
         core::update(tx, config_map(name, Some(rv)), &ctx)
     }

@@ -23,6 +23,8 @@ mod error;
 mod group;
 mod metrics;
 mod postgres;
+pub mod seal;
+pub mod settings;
 mod sqlite;
 mod types;
 mod watch;
@@ -38,9 +40,11 @@ use crate::core::{Ctx, Now};
 use crate::group::{Group, Job};
 use crate::metrics::Metrics;
 use crate::postgres::PostgresBackend;
+use crate::seal::Sealer;
 use crate::sqlite::SqliteBackend;
 
 pub use crate::error::StoreError;
+pub use crate::settings::{Scope, Setting, SettingKind};
 pub use crate::types::{
     ApplyOutcome, AuditEvent, DeleteOutcome, EventQuery, ListPage, ListQuery, LogLine, NewLogLine,
     ObjectList, StoreOptions, WatchEvent, WatchEventType,
@@ -150,9 +154,13 @@ impl Inner {
 }
 
 /// Runs `f` with the actor and the time now: taken when the write runs in its batch.
-fn with_ctx<T>(actor: &str, f: impl FnOnce(&Ctx) -> T) -> T {
+fn with_ctx<T>(actor: &str, sealer: Option<&Sealer>, f: impl FnOnce(&Ctx) -> T) -> T {
     let now = Now::current();
-    f(&Ctx { actor, now: &now })
+    f(&Ctx {
+        actor,
+        now: &now,
+        sealer,
+    })
 }
 
 fn result_label<T>(res: &Result<T, StoreError>) -> &'static str {
@@ -208,8 +216,14 @@ impl Store {
         options: StoreOptions,
         open: impl FnOnce(&str) -> Result<AnyBackend, StoreError> + Send + 'static,
     ) -> Result<Store, StoreError> {
+        let sealer = options.sealer.clone();
         let (backend, rv) = blocking(move || {
             let backend = open(&Now::current().millis)?;
+            if let Some(sealer) = &sealer {
+                // Secrets written in plain (before the store had a key) are sealed before any
+                // caller reads or writes.
+                backend.write(true, |tx| core::seal_existing(tx, sealer))?;
+            }
             let rv = backend.read(|tx| tx.current_rv())?;
             Ok((backend, rv))
         })
@@ -243,6 +257,11 @@ impl Store {
         Ok(store)
     }
 
+    /// The store's sealer, for a write closure that outlives the borrow of `self`.
+    fn sealer(&self) -> Option<Sealer> {
+        self.inner.options.sealer.clone()
+    }
+
     /// `"sqlite"` or `"postgres"`.
     pub fn backend_name(&self) -> &'static str {
         self.inner.backend.name()
@@ -267,9 +286,14 @@ impl Store {
     /// set here whatever `obj` says; a namespaced kind without a namespace goes to `default`.
     pub async fn create(&self, obj: Object, actor: &str) -> Result<Object, StoreError> {
         let actor = actor.to_string();
+        let sealer = self.sealer();
         self.run("create", move |inner| {
             inner.write(
-                move |tx| with_ctx(&actor, move |ctx| core::create(tx, obj, ctx)),
+                move |tx| {
+                    with_ctx(&actor, sealer.as_ref(), move |ctx| {
+                        core::create(tx, obj, ctx)
+                    })
+                },
                 rv_of,
             )
         })
@@ -283,9 +307,14 @@ impl Store {
     /// An update that changes nothing writes nothing and returns the stored object.
     pub async fn update(&self, obj: Object, actor: &str) -> Result<Object, StoreError> {
         let actor = actor.to_string();
+        let sealer = self.sealer();
         self.run("update", move |inner| {
             inner.write(
-                move |tx| with_ctx(&actor, move |ctx| core::update(tx, obj, ctx)),
+                move |tx| {
+                    with_ctx(&actor, sealer.as_ref(), move |ctx| {
+                        core::update(tx, obj, ctx)
+                    })
+                },
                 rv_of,
             )
         })
@@ -296,9 +325,14 @@ impl Store {
     /// [`Store::update`]. Never bumps generation.
     pub async fn update_status(&self, obj: Object, actor: &str) -> Result<Object, StoreError> {
         let actor = actor.to_string();
+        let sealer = self.sealer();
         self.run("update_status", move |inner| {
             inner.write(
-                move |tx| with_ctx(&actor, move |ctx| core::update_status(tx, obj, ctx)),
+                move |tx| {
+                    with_ctx(&actor, sealer.as_ref(), move |ctx| {
+                        core::update_status(tx, obj, ctx)
+                    })
+                },
                 rv_of,
             )
         })
@@ -314,9 +348,14 @@ impl Store {
         actor: &str,
     ) -> Result<(Object, ApplyOutcome), StoreError> {
         let actor = actor.to_string();
+        let sealer = self.sealer();
         self.run("apply", move |inner| {
             inner.write(
-                move |tx| with_ctx(&actor, move |ctx| core::apply(tx, obj, ctx)),
+                move |tx| {
+                    with_ctx(&actor, sealer.as_ref(), move |ctx| {
+                        core::apply(tx, obj, ctx)
+                    })
+                },
                 |(obj, _)| rv_of(obj),
             )
         })
@@ -332,6 +371,7 @@ impl Store {
             let ctx = Ctx {
                 actor: "dry-run",
                 now: &now,
+                sealer: inner.options.sealer.as_ref(),
             };
             let (mut obj, outcome) = inner
                 .backend
@@ -349,7 +389,9 @@ impl Store {
     pub async fn get(&self, key: &Key) -> Result<Option<Object>, StoreError> {
         let key = key.clone();
         self.run("get", move |inner| {
-            inner.backend.read(|tx| core::get(tx, &key))
+            inner
+                .backend
+                .read(|tx| core::get(tx, &key, inner.options.sealer.as_ref()))
         })
         .await
     }
@@ -367,7 +409,9 @@ impl Store {
     pub async fn list_page(&self, query: &ListQuery) -> Result<ListPage, StoreError> {
         let query = query.clone();
         self.run("list", move |inner| {
-            inner.backend.read(|tx| core::list(tx, &query))
+            inner
+                .backend
+                .read(|tx| core::list(tx, &query, inner.options.sealer.as_ref()))
         })
         .await
     }
@@ -378,9 +422,14 @@ impl Store {
     pub async fn delete(&self, key: &Key, actor: &str) -> Result<DeleteOutcome, StoreError> {
         let key = key.clone();
         let actor = actor.to_string();
+        let sealer = self.sealer();
         self.run("delete", move |inner| {
             inner.write(
-                move |tx| with_ctx(&actor, move |ctx| core::delete(tx, &key, ctx)),
+                move |tx| {
+                    with_ctx(&actor, sealer.as_ref(), move |ctx| {
+                        core::delete(tx, &key, ctx)
+                    })
+                },
                 |out| rv_of(out.object()),
             )
         })
@@ -421,7 +470,7 @@ impl Store {
         self.run("record_event", move |inner| {
             inner.write(
                 move |tx| {
-                    with_ctx(&actor, |ctx| {
+                    with_ctx(&actor, None, |ctx| {
                         core::record_event(tx, &key, &action, &message, ctx)
                     })
                 },
@@ -484,6 +533,99 @@ impl Store {
         .await
     }
 
+    /// Sets (creates or replaces) the pipeline secret or variable `name` in `scope`; the name is
+    /// checked by GitHub's rules and stored upper case. A secret is sealed with the store's key
+    /// (refused without one). The audit trail names who, the name and the scope, never the value.
+    pub async fn set_setting(
+        &self,
+        kind: SettingKind,
+        scope: &Scope,
+        name: &str,
+        value: &str,
+        actor: &str,
+    ) -> Result<Setting, StoreError> {
+        let (scope, name, value, actor) = (
+            scope.clone(),
+            name.to_string(),
+            value.to_string(),
+            actor.to_string(),
+        );
+        let sealer = self.sealer();
+        self.run("set_setting", move |inner| {
+            inner.write(
+                move |tx| {
+                    with_ctx(&actor, sealer.as_ref(), |ctx| {
+                        settings::set(tx, kind, &scope, &name, &value, ctx)
+                    })
+                },
+                |_| 0,
+            )
+        })
+        .await
+    }
+
+    /// Deletes the pipeline secret or variable `name` of `scope` (audited); `NotFound` if absent.
+    pub async fn delete_setting(
+        &self,
+        kind: SettingKind,
+        scope: &Scope,
+        name: &str,
+        actor: &str,
+    ) -> Result<(), StoreError> {
+        let (scope, name, actor) = (scope.clone(), name.to_string(), actor.to_string());
+        self.run("delete_setting", move |inner| {
+            inner.write(
+                move |tx| {
+                    with_ctx(&actor, None, |ctx| {
+                        settings::delete(tx, kind, &scope, &name, ctx)
+                    })
+                },
+                |_| 0,
+            )
+        })
+        .await
+    }
+
+    /// The pipeline secrets or variables of `scope` (all scopes when `None`), with names and
+    /// update times; a secret's value is never returned.
+    pub async fn list_settings(
+        &self,
+        kind: SettingKind,
+        scope: Option<&Scope>,
+    ) -> Result<Vec<Setting>, StoreError> {
+        let scope = scope.cloned();
+        self.run("list_settings", move |inner| {
+            inner
+                .backend
+                .read(|tx| settings::list(tx, kind, scope.as_ref()))
+        })
+        .await
+    }
+
+    /// The values a run of `repo` (a job bound to environment `env`) is given: global, then the
+    /// repository's, then the environment's override by name. Secrets come back opened: give
+    /// them to the run and its masker only.
+    pub async fn settings_for(
+        &self,
+        kind: SettingKind,
+        repo: Option<&str>,
+        env: Option<&str>,
+    ) -> Result<std::collections::BTreeMap<String, String>, StoreError> {
+        let (repo, env) = (repo.map(str::to_string), env.map(str::to_string));
+        self.run("settings_for", move |inner| {
+            inner.backend.read(|tx| {
+                settings::resolve(
+                    tx,
+                    kind,
+                    repo.as_deref(),
+                    env.as_deref(),
+                    inner.options.sealer.as_ref(),
+                )
+            })
+        })
+        .await
+    }
+
     /// Changes whenever lines are appended through this handle: followers re-read after it.
     pub fn log_updates(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.logs_appended.subscribe()
@@ -537,9 +679,15 @@ impl Store {
         since: u64,
     ) -> Result<core::WatchBatch, StoreError> {
         self.run("watch_read", move |inner| {
-            inner
-                .backend
-                .read(|tx| core::watch_batch(tx, &query, since, watch::BATCH))
+            inner.backend.read(|tx| {
+                core::watch_batch(
+                    tx,
+                    &query,
+                    since,
+                    watch::BATCH,
+                    inner.options.sealer.as_ref(),
+                )
+            })
         })
         .await
     }

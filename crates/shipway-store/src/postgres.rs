@@ -12,6 +12,7 @@ use shipway_model::Key;
 use crate::StoreError;
 use crate::backend::{ChangeRow, Migrations, NewAudit, Result, RowFilter, Tx, migrate};
 use crate::group::Job;
+use crate::settings::SettingRow;
 use crate::types::{AuditEvent, EventQuery, LogLine, NewLogLine};
 
 const MIGRATIONS: Migrations = &[
@@ -21,6 +22,10 @@ const MIGRATIONS: Migrations = &[
         include_str!("../migrations/postgres/0002_secret_changes.sql"),
     ),
     (3, include_str!("../migrations/postgres/0003_logs.sql")),
+    (
+        4,
+        include_str!("../migrations/postgres/0004_pipeline_settings.sql"),
+    ),
 ];
 
 const MAX_IDLE_READERS: usize = 4;
@@ -631,6 +636,50 @@ impl Tx for PgTx<'_> {
             "DELETE FROM logs WHERE grp = $1 AND kind = $2 AND namespace = $3 AND name = $4",
             &[&owner.group, &owner.kind, &owner.namespace, &owner.name],
         )
+    }
+
+    fn settings(&mut self, kind: &str) -> Result<Vec<SettingRow>> {
+        let rows = self.query(
+            "SELECT repo, env, name, value, updated_at, updated_by FROM pipeline_settings WHERE kind = $1",
+            &[&kind],
+        )?;
+        rows.iter()
+            .map(|r| {
+                Ok(SettingRow {
+                    repo: r.try_get(0)?,
+                    env: r.try_get(1)?,
+                    name: r.try_get(2)?,
+                    value: r.try_get(3)?,
+                    updated_at: r.try_get(4)?,
+                    updated_by: r.try_get(5)?,
+                })
+            })
+            .collect()
+    }
+
+    fn put_setting(&mut self, kind: &str, row: &SettingRow) -> Result<()> {
+        self.execute(
+            "INSERT INTO pipeline_settings (kind, repo, env, name, value, updated_at, updated_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (kind, repo, env, name) DO UPDATE SET \
+             value = excluded.value, updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+            &[
+                &kind,
+                &row.repo,
+                &row.env,
+                &row.name,
+                &row.value,
+                &row.updated_at,
+                &row.updated_by,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn delete_setting(&mut self, kind: &str, repo: &str, env: &str, name: &str) -> Result<bool> {
+        Ok(self.execute(
+            "DELETE FROM pipeline_settings WHERE kind = $1 AND repo = $2 AND env = $3 AND name = $4",
+            &[&kind, &repo, &env, &name],
+        )? > 0)
     }
 
     fn applied_migrations(&mut self) -> Result<Vec<i64>> {

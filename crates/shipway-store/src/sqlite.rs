@@ -12,6 +12,7 @@ use shipway_model::Key;
 use crate::StoreError;
 use crate::backend::{ChangeRow, Migrations, NewAudit, Result, RowFilter, Tx, migrate};
 use crate::group::Job;
+use crate::settings::SettingRow;
 use crate::types::{AuditEvent, EventQuery, LogLine, NewLogLine};
 
 const MIGRATIONS: Migrations = &[
@@ -21,6 +22,10 @@ const MIGRATIONS: Migrations = &[
         include_str!("../migrations/sqlite/0002_secret_changes.sql"),
     ),
     (3, include_str!("../migrations/sqlite/0003_logs.sql")),
+    (
+        4,
+        include_str!("../migrations/sqlite/0004_pipeline_settings.sql"),
+    ),
 ];
 
 /// Idle reader connections kept open; more are opened on demand and closed after use.
@@ -486,6 +491,48 @@ impl Tx for SqliteTx<'_> {
             owner.namespace,
             owner.name
         ])? as u64)
+    }
+
+    fn settings(&mut self, kind: &str) -> Result<Vec<SettingRow>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT repo, env, name, value, updated_at, updated_by FROM pipeline_settings WHERE kind = ?1",
+        )?;
+        let rows = stmt.query_map(params![kind], |r| {
+            Ok(SettingRow {
+                repo: r.get(0)?,
+                env: r.get(1)?,
+                name: r.get(2)?,
+                value: r.get(3)?,
+                updated_at: r.get(4)?,
+                updated_by: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn put_setting(&mut self, kind: &str, row: &SettingRow) -> Result<()> {
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT INTO pipeline_settings (kind, repo, env, name, value, updated_at, updated_by) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (kind, repo, env, name) DO UPDATE SET \
+             value = excluded.value, updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+        )?;
+        stmt.execute(params![
+            kind,
+            row.repo,
+            row.env,
+            row.name,
+            row.value,
+            row.updated_at,
+            row.updated_by
+        ])?;
+        Ok(())
+    }
+
+    fn delete_setting(&mut self, kind: &str, repo: &str, env: &str, name: &str) -> Result<bool> {
+        let mut stmt = self.conn.prepare_cached(
+            "DELETE FROM pipeline_settings WHERE kind = ?1 AND repo = ?2 AND env = ?3 AND name = ?4",
+        )?;
+        Ok(stmt.execute(params![kind, repo, env, name])? > 0)
     }
 
     fn applied_migrations(&mut self) -> Result<Vec<i64>> {

@@ -248,6 +248,10 @@ pub struct StoreOptions {
     /// plain clients (tests, tools) share. SQLite ignores it: the server's data-directory lock
     /// already keeps a second server off the file.
     pub exclusive: bool,
+    /// Seals Secret values (and pipeline secrets) at rest with the server's key. `None` keeps
+    /// Kubernetes Secrets as written, for tools and tests without a key; `shipway up` always
+    /// sets one.
+    pub sealer: Option<crate::seal::Sealer>,
 }
 
 impl Default for StoreOptions {
@@ -256,6 +260,7 @@ impl Default for StoreOptions {
             retained_changes: 100_000,
             poll_interval: std::time::Duration::from_secs(1),
             exclusive: false,
+            sealer: None,
         }
     }
 }

@@ -118,6 +118,85 @@ pub enum Command {
     /// commit, approved by whom.
     #[command(subcommand, visible_alias = "envs")]
     Env(EnvCommand),
+    /// Pipeline secrets, given to workflow runs as `secrets.*` and masked in their logs:
+    /// set (value from stdin), list (names and update times, never values), delete. Admin only
+    /// for set and delete.
+    #[command(subcommand, visible_alias = "secrets")]
+    Secret(SecretCommand),
+    /// Pipeline variables, given to workflow runs as `vars.*` (not secret: values are shown):
+    /// set, list, delete.
+    #[command(subcommand, visible_alias = "vars")]
+    Var(VarCommand),
+}
+
+/// Where a secret or variable applies, GitHub's scopes: neither flag is every run; `--repo` the
+/// runs of one hosted repository (overrides the global one of the same name); `--env` jobs bound
+/// to that environment.
+#[derive(Debug, Clone, Args)]
+pub struct SettingScope {
+    /// A hosted repository's name (as in /git/NAME.git).
+    #[arg(long)]
+    pub repo: Option<String>,
+    /// An environment's name (a job's `environment:`).
+    #[arg(long)]
+    pub env: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Set a secret from standard input (one trailing newline stripped): the value is never an
+    /// argument, so it stays out of shell history and the process list.
+    /// `printf %s "$TOKEN" | shipway secret set DEPLOY_TOKEN --repo shop`.
+    Set {
+        /// Letters, digits and `_`, not starting with a digit nor `GITHUB_`; stored upper case.
+        name: String,
+        #[command(flatten)]
+        scope: SettingScope,
+    },
+    /// List secrets by name, scope and update time (filtered by the flags given); never values.
+    #[command(alias = "ls")]
+    List {
+        #[command(flatten)]
+        scope: SettingScope,
+        #[arg(short, long, value_enum)]
+        output: Option<OutputFormat>,
+    },
+    /// Delete secrets of one scope.
+    #[command(alias = "rm")]
+    Delete {
+        #[arg(required = true)]
+        names: Vec<String>,
+        #[command(flatten)]
+        scope: SettingScope,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VarCommand {
+    /// Set a variable.
+    Set {
+        /// Letters, digits and `_`, not starting with a digit nor `GITHUB_`; stored upper case.
+        name: String,
+        value: String,
+        #[command(flatten)]
+        scope: SettingScope,
+    },
+    /// List variables with their values and scopes (filtered by the flags given).
+    #[command(alias = "ls")]
+    List {
+        #[command(flatten)]
+        scope: SettingScope,
+        #[arg(short, long, value_enum)]
+        output: Option<OutputFormat>,
+    },
+    /// Delete variables of one scope.
+    #[command(alias = "rm")]
+    Delete {
+        #[arg(required = true)]
+        names: Vec<String>,
+        #[command(flatten)]
+        scope: SettingScope,
+    },
 }
 
 /// A workflow run by name, in a namespace.

@@ -331,6 +331,86 @@ impl Client {
         self.json(req).await
     }
 
+    /// `/api/v1/secrets` or `/api/v1/variables`, with `name` as one path segment whatever it
+    /// holds (a name with `/` or `?` is then refused, rather than another route).
+    /// The error is the server URL's problem, made a `ClientError` by [`Client::url_error`].
+    fn setting_url(&self, plural: &str, name: Option<&str>) -> Result<reqwest::Url, String> {
+        let mut url = reqwest::Url::parse(&format!("{}/api/v1/{plural}", self.server));
+        if let (Some(name), Ok(url)) = (name, url.as_mut())
+            && let Ok(mut segments) = url.path_segments_mut()
+        {
+            segments.push(name);
+        }
+        url.map_err(|e| e.to_string())
+    }
+
+    fn url_error(&self, message: String) -> ClientError {
+        ClientError::Unreachable {
+            server: self.server.clone(),
+            message,
+        }
+    }
+
+    fn setting_request(
+        &self,
+        method: Method,
+        url: reqwest::Url,
+        scope: &[(&str, String)],
+    ) -> reqwest::RequestBuilder {
+        let mut req = self.http.request(method, url).query(scope);
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        req
+    }
+
+    /// The secrets (`plural` = `secrets`: names and times only) or variables of the scopes that
+    /// `scope` (`repo`, `env`) matches.
+    pub async fn settings(
+        &self,
+        plural: &str,
+        scope: &[(&str, String)],
+    ) -> Result<Vec<Value>, ClientError> {
+        let url = self
+            .setting_url(plural, None)
+            .map_err(|e| self.url_error(e))?;
+        let value = self
+            .json(self.setting_request(Method::GET, url, scope))
+            .await?;
+        Ok(value["items"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// Sets a secret or variable; the value travels in the body, never the URL.
+    pub async fn set_setting(
+        &self,
+        plural: &str,
+        name: &str,
+        scope: &[(&str, String)],
+        value: &str,
+    ) -> Result<Value, ClientError> {
+        let url = self
+            .setting_url(plural, Some(name))
+            .map_err(|e| self.url_error(e))?;
+        self.json(
+            self.setting_request(Method::PUT, url, scope)
+                .json(&serde_json::json!({ "value": value })),
+        )
+        .await
+    }
+
+    pub async fn delete_setting(
+        &self,
+        plural: &str,
+        name: &str,
+        scope: &[(&str, String)],
+    ) -> Result<Value, ClientError> {
+        let url = self
+            .setting_url(plural, Some(name))
+            .map_err(|e| self.url_error(e))?;
+        self.json(self.setting_request(Method::DELETE, url, scope))
+            .await
+    }
+
     pub async fn version(&self) -> Result<String, ClientError> {
         let value = self
             .json(self.request(Method::GET, "/api/v1/version", &[]))

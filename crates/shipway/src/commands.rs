@@ -38,6 +38,8 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Rollout(cmd) => crate::rollout::run(&client(global)?, cmd).await,
         Command::Pipeline(cmd) => crate::pipeline::run(&client(global)?, cmd).await,
         Command::Env(cmd) => crate::env::run(&client(global)?, cmd).await,
+        Command::Secret(cmd) => crate::secret::secret(&client(global)?, cmd).await,
+        Command::Var(cmd) => crate::secret::var(&client(global)?, cmd).await,
     }
 }
 

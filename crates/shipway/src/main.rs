@@ -16,6 +16,7 @@ mod pipeline;
 mod render;
 mod rollout;
 mod run;
+mod secret;
 
 use std::process::ExitCode;
 

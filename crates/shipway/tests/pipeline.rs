@@ -646,3 +646,197 @@ fn runner_labels_decide_which_jobs_run_and_the_rest_wait_until_cancelled() {
     );
     assert!(!log.contains("never"), "{log}");
 }
+
+/// Every byte of every file under `dir`, as text to grep.
+fn everything_under(dir: &Path) -> String {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() && !path.is_symlink() {
+                todo.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                out.extend(bytes);
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Files named `name` under `dir`.
+fn find_files(dir: &Path, name: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() && !path.is_symlink() {
+                todo.push(path);
+            } else if path.file_name().is_some_and(|n| n == name) {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// A secret set through the CLI from stdin reaches the step (the file it wrote holds it), and
+/// appears nowhere else: not in any API response (secret list, run, logs, events, watch), not in
+/// the log (`***`), not in any file of the data directory (database, WAL, key, runs). A Kubernetes
+/// Secret applied with stringData reads back as Kubernetes shows it and is sealed on disk too.
+#[test]
+fn a_secret_set_from_stdin_reaches_the_step_masked_and_is_nowhere_at_rest_or_in_responses() {
+    use base64::Engine as _;
+    let data = tempfile::tempdir().unwrap();
+    let up = Up::start(data.path());
+    let plain = "e2e-secret-5a7c9e1b";
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let out = up.cli_with_stdin(
+        data.path(),
+        &["secret", "set", "deploy_token", "--repo", "app"],
+        &format!("{plain}\n"),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "secret DEPLOY_TOKEN set in repository app\n"
+    );
+    let out = up.cli_with_stdin(data.path(), &["secret", "set", "EMPTY"], "\n");
+    assert_eq!(out.status.code(), Some(2), "an empty value is refused");
+    let out = up.cli(data.path(), &["var", "set", "region", "eu-west-1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    let work = tempfile::tempdir().unwrap();
+    let (url, token) = repo_with(
+        &up,
+        data.path(),
+        work.path(),
+        "on: push\njobs:\n  deploy:\n    runs-on: ubuntu-latest\n    steps:\n      - run: printf '%s' '${{ secrets.DEPLOY_TOKEN }}' > seen-token.txt; echo \"token ${{ secrets.DEPLOY_TOKEN }} in ${{ vars.REGION }}\"\n",
+    );
+    git_in(work.path(), Some(&token), &["push", "-q", &url, "main"]);
+    let out = up.cli(data.path(), &["pipeline", "logs", "app-ci-1", "--follow"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let log = text(&out.stdout);
+    assert!(log.contains("[deploy] token *** in eu-west-1\n"), "{log}");
+    assert!(log.ends_with("[deploy] job success\n"), "{log}");
+
+    // The step saw the value: the file it wrote in its workspace holds it, exactly (the
+    // trailing newline from stdin stripped).
+    let seen = find_files(&data.path().join("runs"), "seen-token.txt");
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(std::fs::read_to_string(&seen[0]).unwrap(), plain);
+    // That file is the step's own doing; everything else must not hold the value.
+    std::fs::remove_file(&seen[0]).unwrap();
+
+    let k8s_plain = "e2e-k8s-secret-3d4f6a8c";
+    let out = up.cli_with_stdin(
+        data.path(),
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\nstringData:\n  password: {k8s_plain}\n"
+        ),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = up.cli(data.path(), &["get", "secret", "db", "-o", "json"]);
+    let secret: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(secret["data"]["password"], b64(k8s_plain).as_str());
+
+    // Every API response a client could get about it.
+    let admin = std::fs::read_to_string(data.path().join("admin.token")).unwrap();
+    let curl = |path: &str| {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "--max-time", "3", "-H"])
+            .arg(format!("Authorization: Bearer {}", admin.trim()))
+            .arg(format!("{}{path}", up.server))
+            .output()
+            .unwrap();
+        let body = text(&out.stdout);
+        assert!(!body.is_empty(), "{path} answered nothing");
+        body
+    };
+    let mut responses = vec![
+        curl("/api/v1/secrets"),
+        curl("/api/v1/secrets?repo=app"),
+        curl("/api/v1/resources/workflowruns/app-ci-1?namespace=default"),
+        curl("/api/v1/runs/default/app-ci-1/logs"),
+        curl("/api/v1/events"),
+        curl("/api/v1/resources/secrets"),
+        // A watch from the start replays every retained change, then is cut by --max-time.
+        curl("/api/v1/watch?resourceVersion=0"),
+    ];
+    for args in [
+        &["secret", "list", "-o", "json"][..],
+        &["secret", "list"],
+        &["pipeline", "get", "app-ci-1", "-o", "json"],
+        &["pipeline", "logs", "app-ci-1"],
+        &["events"],
+    ] {
+        let out = up.cli(data.path(), args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        responses.push(text(&out.stdout));
+    }
+    assert!(responses[0].contains("DEPLOY_TOKEN"), "{}", responses[0]);
+    assert!(responses[4].contains("secret DEPLOY_TOKEN created in repository app"));
+    assert!(
+        responses[6].contains("app-ci-1"),
+        "the watch replayed the run"
+    );
+    for (i, body) in responses.iter().enumerate() {
+        assert!(
+            !body.contains(plain),
+            "response {i} holds the secret: {body}"
+        );
+        assert!(!body.contains(&b64(plain)), "response {i}: {body}");
+        assert!(!body.contains(k8s_plain), "response {i}: {body}");
+    }
+    let at_rest = everything_under(data.path());
+    assert!(
+        at_rest.contains("DEPLOY_TOKEN"),
+        "the grep reads the database"
+    );
+    for needle in [
+        plain.to_string(),
+        b64(plain),
+        k8s_plain.to_string(),
+        b64(k8s_plain),
+    ] {
+        assert!(
+            !at_rest.contains(&needle),
+            "{needle} found in the data directory"
+        );
+    }
+    let key = data.path().join("secret.key");
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
+
+/// A `SHIPWAY_SECRET_KEY` that is not base64 of 32 bytes stops `shipway up` with a message
+/// naming the variable, before anything is opened.
+#[test]
+fn a_bad_secret_key_in_the_environment_is_a_clear_startup_error() {
+    let data = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_shipway"))
+        .args(["up", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data.path())
+        .env("SHIPWAY_SECRET_KEY", "dG9vLXNob3J0")
+        .env_remove("SHIPWAY_DATABASE")
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let err = text(&out.stderr);
+    assert!(err.contains("SHIPWAY_SECRET_KEY"), "{err}");
+    assert!(err.contains("decodes to 9 bytes, a key is 32"), "{err}");
+    assert!(!data.path().join("secret.key").exists());
+}

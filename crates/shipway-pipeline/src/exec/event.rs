@@ -178,12 +178,19 @@ pub fn log_text(
 /// What a [`Gate`] decided about a job.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GateDecision {
-    Admit,
+    /// The job runs, with the environment's own secrets and variables on top of the run's.
+    Admit(Grant),
     /// The job fails without running; `reason` (who rejected it and why) is logged after
     /// GitHub's message.
-    Reject {
-        reason: String,
-    },
+    Reject { reason: String },
+}
+
+/// What an environment gives the jobs it admits (GitHub's environment secrets and variables):
+/// each overrides the run's value of the same name for that job only.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Grant {
+    pub secrets: IndexMap<String, String>,
+    pub vars: IndexMap<String, String>,
 }
 
 /// Consulted before a job with `environment:` starts (required reviewers, wait timers, branch
@@ -207,6 +214,6 @@ impl Gate for AdmitAll {
         _job: &'a str,
         _environment: &'a str,
     ) -> Pin<Box<dyn Future<Output = GateDecision> + Send + 'a>> {
-        Box::pin(std::future::ready(GateDecision::Admit))
+        Box::pin(std::future::ready(GateDecision::Admit(Grant::default())))
     }
 }

@@ -17,7 +17,7 @@ use super::commands::{FileCommand, Line, Masker, parse_line};
 use super::context::{github_base, strings};
 use super::process::{self, Exit};
 use super::{
-    Executor, GateDecision, JobReport, RunEvent, RunSpec, Status, StepReport, Stream, files,
+    Executor, GateDecision, Grant, JobReport, RunEvent, RunSpec, Status, StepReport, Stream, files,
 };
 use crate::load::{ActionError, Bundle, DiskFs};
 use crate::matrix::{Combination, display_name};
@@ -221,6 +221,7 @@ impl Instance {
             return (reports, continue_on_error);
         }
         let cancel = self.cancel.child_token();
+        let mut secrets = self.secrets.clone();
         // A runner with the labels `runs-on` asks for, before any environment or group: a job
         // no runner can take waits queued, as on GitHub, until the run is cancelled.
         if let Some(offered) = &exec.labels {
@@ -246,10 +247,26 @@ impl Instance {
                 .template
                 .eval_string(&contexts)
                 .unwrap_or_else(|_| env.raw.clone());
-            if let Some(result) = self.gate(&label, &env, &cancel).await {
-                return ended(result);
+            match self.gate(&label, &env, &cancel).await {
+                Ok(grant) => {
+                    if !grant.secrets.is_empty() {
+                        let mut all = secrets.as_ref().clone();
+                        all.extend(grant.secrets);
+                        secrets = Arc::new(all);
+                        contexts.insert("secrets".into(), strings(&secrets));
+                    }
+                    if !grant.vars.is_empty() {
+                        let mut all = self.shared.spec.vars.clone();
+                        all.extend(grant.vars);
+                        contexts.insert("vars".into(), strings(&all));
+                    }
+                }
+                Err(result) => return ended(result),
             }
         }
+        // The contexts may have gained the environment's secrets and variables.
+        let dyn_value =
+            |d: &Option<Dyn>, default: Json| Dyn::value_or(d.as_ref(), &contexts, default);
         // Job concurrency: one running and one pending per group; a newer arrival cancels the
         // pending one, and with cancel-in-progress the running one too.
         let _slot = match &job.concurrency {
@@ -298,7 +315,7 @@ impl Instance {
             }
         }
         let mut masker = Masker::default();
-        for v in self.secrets.values() {
+        for v in secrets.values() {
             masker.add(v);
         }
         // `github` gains the job's own fields.
@@ -450,10 +467,16 @@ impl Instance {
         )
     }
 
-    /// Asks the run's gate to admit the job to `env`; `None` when admitted, else the job's result.
+    /// Asks the run's gate to admit the job to `env`: what the environment grants, else the
+    /// job's result.
     /// [`RunEvent::Waiting`] is emitted only when the gate does not answer at once, so a local
     /// run (which admits everything) prints nothing.
-    async fn gate(&self, label: &str, env: &str, cancel: &CancellationToken) -> Option<Status> {
+    async fn gate(
+        &self,
+        label: &str,
+        env: &str,
+        cancel: &CancellationToken,
+    ) -> Result<Grant, Status> {
         let exec = &self.shared.exec;
         let mut decision = exec.gate.admit(label, env);
         let decision = tokio::select! {
@@ -472,18 +495,18 @@ impl Instance {
                             label,
                             format!("cancelled while waiting for approval of environment {env}"),
                         );
-                        return Some(Status::Cancelled);
+                        return Err(Status::Cancelled);
                     }
                 }
             }
         };
         match decision {
-            GateDecision::Admit => {
+            GateDecision::Admit(grant) => {
                 exec.emit(RunEvent::Admitted {
                     job: label.to_string(),
                     environment: env.to_string(),
                 });
-                None
+                Ok(grant)
             }
             GateDecision::Reject { reason } => {
                 // GitHub's words for a rejected deployment.
@@ -496,7 +519,7 @@ impl Instance {
                     text.push_str(&reason);
                 }
                 exec.say(label, text);
-                Some(Status::Failure)
+                Err(Status::Failure)
             }
         }
     }

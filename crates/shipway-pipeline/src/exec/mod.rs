@@ -33,7 +33,7 @@ pub use commands::{FileCommand, Line, Masker, parse_line};
 pub use concurrency::{Groups, Slot};
 pub use context::{check_inputs, dispatch_inputs, event_ref};
 pub use event::{
-    AdmitAll, Collect, Gate, GateDecision, Ignore, RunEvent, RunObserver, Stream, log_text,
+    AdmitAll, Collect, Gate, GateDecision, Grant, Ignore, RunEvent, RunObserver, Stream, log_text,
 };
 pub use files::parse_key_values;
 

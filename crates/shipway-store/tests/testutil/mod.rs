@@ -65,6 +65,57 @@ impl TestDb {
     }
 }
 
+impl TestDb {
+    /// Everything the database keeps, as text to grep: for SQLite every byte of every file in its
+    /// directory (database, WAL, shared memory); for PostgreSQL every text column of every table,
+    /// and `pg_dump`'s output when the tool is installed.
+    pub async fn raw_dump(&self) -> String {
+        if let Some(dir) = &self._dir {
+            let mut out = Vec::new();
+            let mut todo = vec![dir.path().to_path_buf()];
+            while let Some(d) = todo.pop() {
+                for entry in std::fs::read_dir(&d).expect("read test dir") {
+                    let path = entry.expect("dir entry").path();
+                    if path.is_dir() {
+                        todo.push(path);
+                    } else {
+                        out.extend(std::fs::read(&path).expect("read database file"));
+                    }
+                }
+            }
+            return String::from_utf8_lossy(&out).into_owned();
+        }
+        let url = self.url.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut client = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+            let mut out = String::new();
+            for sql in [
+                "SELECT data FROM objects",
+                "SELECT object FROM changes",
+                "SELECT message FROM audit",
+                "SELECT value FROM pipeline_settings",
+                "SELECT line FROM logs",
+            ] {
+                for row in client.query(sql, &[]).expect(sql) {
+                    out.push_str(row.get::<_, &str>(0));
+                    out.push('\n');
+                }
+            }
+            if let Ok(dump) = std::process::Command::new("pg_dump").arg(&url).output() {
+                assert!(
+                    dump.status.success(),
+                    "pg_dump: {}",
+                    String::from_utf8_lossy(&dump.stderr)
+                );
+                out.push_str(&String::from_utf8_lossy(&dump.stdout));
+            }
+            out
+        })
+        .await
+        .unwrap()
+    }
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
         if let Some((admin, name)) = self.postgres.take() {
