@@ -190,6 +190,14 @@ impl Writer {
                 j.environment = Some(environment.clone());
                 j.message = None;
             }
+            RunEvent::Rejected {
+                job, environment, ..
+            } => {
+                // Recorded even when the gate answered at once, so the environment's history
+                // shows the refused deployment.
+                let j = self.job(job);
+                j.environment = Some(environment.clone());
+            }
             RunEvent::NoRunner { job, reason } => {
                 let j = self.job(job);
                 j.status = QUEUED.into();

@@ -1526,6 +1526,16 @@ async fn a_rejected_environment_fails_the_job_as_github_words_it() {
         r.logs
     );
     assert!(!r.logged("deployed"));
+    // The refusal names its environment as an event, so a recorder can file the job under
+    // that environment's history even when the gate answered before any Waiting.
+    assert!(
+        r.events.iter().any(|e| matches!(e,
+            RunEvent::Rejected { job, environment, reason }
+                if job == "deploy" && environment == "prod-blue"
+                    && reason == "Rejected by alice: not today.")),
+        "{:#?}",
+        r.events
+    );
 }
 
 #[tokio::test]

@@ -41,6 +41,13 @@ pub enum RunEvent {
         job: String,
         environment: String,
     },
+    /// The gate refused the job to `environment` (a rejection, a branch outside the policy):
+    /// it finishes as failed without starting; `reason` says why.
+    Rejected {
+        job: String,
+        environment: String,
+        reason: String,
+    },
     /// No runner offers the labels the job's `runs-on` asks for: it stays queued (GitHub's
     /// status) until the run is cancelled; `reason` names the missing and the offered labels.
     NoRunner {
@@ -95,6 +102,7 @@ impl RunEvent {
             RunEvent::Queued { job }
             | RunEvent::Waiting { job, .. }
             | RunEvent::Admitted { job, .. }
+            | RunEvent::Rejected { job, .. }
             | RunEvent::NoRunner { job, .. }
             | RunEvent::JobStarted { job, .. }
             | RunEvent::StepStarted { job, .. }
@@ -154,7 +162,11 @@ pub fn log_text(
     started: &mut std::collections::HashMap<String, usize>,
 ) -> Option<String> {
     match e {
-        RunEvent::Queued { .. } | RunEvent::Admitted { .. } | RunEvent::RunFinished { .. } => None,
+        // A rejection's words are the executor's own error line, printed beside it.
+        RunEvent::Queued { .. }
+        | RunEvent::Admitted { .. }
+        | RunEvent::Rejected { .. }
+        | RunEvent::RunFinished { .. } => None,
         RunEvent::Waiting { reason, .. } | RunEvent::NoRunner { reason, .. } => {
             Some(reason.clone())
         }

@@ -509,6 +509,11 @@ impl Instance {
                 Ok(grant)
             }
             GateDecision::Reject { reason } => {
+                exec.emit(RunEvent::Rejected {
+                    job: label.to_string(),
+                    environment: env.to_string(),
+                    reason: reason.clone(),
+                });
                 // GitHub's words for a rejected deployment.
                 let mut text = format!(
                     "error: environment {env}: The deployment was rejected or didn't satisfy \
