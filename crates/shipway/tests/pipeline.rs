@@ -822,6 +822,79 @@ fn a_secret_set_from_stdin_reaches_the_step_masked_and_is_nowhere_at_rest_or_in_
     }
 }
 
+/// A secret scoped to repository `app` and environment `production` reaches only the job bound
+/// to `production`: a job without an environment and a job bound to `staging` see it empty, as
+/// GitHub gives an environment secret to no other job. The stored log shows it as `***`.
+#[test]
+fn an_environment_secret_reaches_only_the_job_of_that_environment_masked_in_the_stored_log() {
+    let data = tempfile::tempdir().unwrap();
+    let up = Up::start(data.path());
+    let plain = "e2e-prod-only-8b2d4f6e";
+    let out = up.cli_with_stdin(
+        data.path(),
+        &[
+            "secret",
+            "set",
+            "PROD_KEY",
+            "--repo",
+            "app",
+            "--env",
+            "production",
+        ],
+        &format!("{plain}\n"),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    for name in ["production", "staging"] {
+        let env = format!(
+            "apiVersion: shipway.dev/v1alpha1\nkind: Environment\nmetadata: {{name: {name}}}\nspec: {{}}\n"
+        );
+        let out = up.cli_with_stdin(data.path(), &["apply", "-f", "-"], &env);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    }
+    let work = tempfile::tempdir().unwrap();
+    let step = |job: &str| {
+        format!(
+            "      - run: printf '%s' '${{{{ secrets.PROD_KEY }}}}' > {job}-saw.txt; echo \"{job} key [${{{{ secrets.PROD_KEY }}}}]\"\n"
+        )
+    };
+    let workflow = format!(
+        "on: push\njobs:\n  build:\n    runs-on: ubuntu-latest\n    steps:\n{}  stage:\n    runs-on: ubuntu-latest\n    environment: staging\n    steps:\n{}  deploy:\n    runs-on: ubuntu-latest\n    environment: production\n    steps:\n{}",
+        step("build"),
+        step("stage"),
+        step("deploy")
+    );
+    let (url, token) = repo_with(&up, data.path(), work.path(), &workflow);
+    git_in(work.path(), Some(&token), &["push", "-q", &url, "main"]);
+    let out = up.cli(data.path(), &["pipeline", "logs", "app-ci-1", "--follow"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let log = text(&out.stdout);
+    assert!(log.contains("[build] build key []\n"), "{log}");
+    assert!(log.contains("[stage] stage key []\n"), "{log}");
+    assert!(log.contains("[deploy] deploy key [***]\n"), "{log}");
+    assert!(!log.contains(plain), "{log}");
+
+    // What each job saw, from the files its step wrote.
+    let runs = data.path().join("runs");
+    for (job, want) in [("build", ""), ("stage", ""), ("deploy", plain)] {
+        let seen = find_files(&runs, &format!("{job}-saw.txt"));
+        assert_eq!(seen.len(), 1, "{job}: {seen:?}");
+        assert_eq!(std::fs::read_to_string(&seen[0]).unwrap(), want, "{job}");
+        std::fs::remove_file(&seen[0]).unwrap();
+    }
+    // The stored log, read after the run through the API and from disk, is masked too.
+    let stored = logs(&up, data.path(), "app-ci-1");
+    assert!(stored.contains("[deploy] deploy key [***]\n"), "{stored}");
+    let at_rest = everything_under(data.path());
+    assert!(
+        at_rest.contains("deploy key [***]"),
+        "the grep reads the stored log"
+    );
+    assert!(
+        !at_rest.contains(plain),
+        "the value is in the data directory"
+    );
+}
+
 /// A `SHIPWAY_SECRET_KEY` that is not base64 of 32 bytes stops `shipway up` with a message
 /// naming the variable, before anything is opened.
 #[test]
