@@ -121,7 +121,7 @@ impl Platform {
             config.listener.clone(),
             store.clone(),
             runtime,
-            tokens,
+            tokens.clone(),
             vec![metrics],
         )
         .await?;
@@ -185,6 +185,10 @@ impl Platform {
                         n => n,
                     },
                     config.runner_labels.clone(),
+                    Some(shipway_ci::scheduler::RunAccess {
+                        server: format!("http://{local_addr}"),
+                        tokens: Arc::new(tokens),
+                    }),
                 ),
             }),
             Box::new(ApiService { server: api }),

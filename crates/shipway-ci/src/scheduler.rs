@@ -39,6 +39,32 @@ pub const INTERRUPTED: &str =
 /// GitHub's self-hosted Linux runners carry, and `ubuntu-latest`, which most workflows ask for.
 pub const DEFAULT_RUNNER_LABELS: [&str; 4] = ["self-hosted", "linux", "x64", "ubuntu-latest"];
 
+/// Issues the token a run's steps get as `SHIPWAY_TOKEN`, so `shipway app wait` or `shipway
+/// promote` work inside a job; implemented by the API server's token list.
+pub trait RunTokens: Send + Sync {
+    /// A new token acting for run `run` (deployer role, short-lived).
+    fn issue(&self, run: &str) -> String;
+    /// Voids a token [`RunTokens::issue`] gave: the run ended.
+    fn revoke(&self, token: &str);
+}
+
+/// What steps need to call back into the server: its address and the run tokens.
+#[derive(Clone)]
+pub struct RunAccess {
+    /// The API's address, given as `SHIPWAY_SERVER`.
+    pub server: String,
+    pub tokens: Arc<dyn RunTokens>,
+}
+
+/// Revokes a run's token however the run ends (an error or a panic included).
+struct Revoke(Arc<dyn RunTokens>, String);
+
+impl Drop for Revoke {
+    fn drop(&mut self) {
+        self.0.revoke(&self.1);
+    }
+}
+
 /// Runs WorkflowRuns. Cheap to share; one per server.
 pub struct Scheduler {
     store: Store,
@@ -62,6 +88,8 @@ pub struct Scheduler {
     /// This instance's id, written into the status of the runs it executes.
     instance: String,
     shutdown: CancellationToken,
+    /// `None`: steps get no `SHIPWAY_SERVER` nor `SHIPWAY_TOKEN`.
+    access: Option<RunAccess>,
 }
 
 /// A run this process executes.
@@ -91,6 +119,7 @@ impl Scheduler {
         data_dir: &Path,
         max_parallel_jobs: usize,
         runner_labels: Vec<String>,
+        access: Option<RunAccess>,
     ) -> Arc<Scheduler> {
         let labels = if runner_labels.is_empty() {
             DEFAULT_RUNNER_LABELS.map(String::from).to_vec()
@@ -110,6 +139,7 @@ impl Scheduler {
             groups: Mutex::new(HashMap::new()),
             instance: format!("{:016x}", rand_id()),
             shutdown: CancellationToken::new(),
+            access,
         })
     }
 
@@ -352,7 +382,7 @@ impl Scheduler {
                     .await;
             }
         };
-        let run_spec = RunSpec {
+        let mut run_spec = RunSpec {
             event_name: spec.event.clone(),
             event: run
                 .field("spec.payload")
@@ -432,6 +462,18 @@ impl Scheduler {
         };
         let run = self.store.get(&run.key()).await?.unwrap_or(run);
         let key = run.key();
+        let mut env = base_env();
+        let _revoke = self.access.as_ref().map(|access| {
+            let token = access.tokens.issue(&key.name);
+            env.push(("SHIPWAY_SERVER".into(), access.server.clone()));
+            env.push(("SHIPWAY_TOKEN".into(), token.clone()));
+            // Also `secrets.SHIPWAY_TOKEN`, as GitHub gives `secrets.GITHUB_TOKEN`: that makes
+            // it masked in every line like any secret.
+            run_spec
+                .secrets
+                .insert("SHIPWAY_TOKEN".into(), token.clone());
+            Revoke(access.tokens.clone(), token)
+        });
         let (observer, mut writer) = recorder(self.store.clone(), self.clock, run, status);
         writer.mask(run_spec.secrets.values());
         let gate = EnvironmentGate {
@@ -446,7 +488,7 @@ impl Scheduler {
             recorder: observer.clone(),
         };
         let exec = Executor::new(dir, run_dir, self.cache_dir.clone())
-            .base_env(base_env())
+            .base_env(env)
             .slots(self.slots.clone())
             .labels(self.labels.clone())
             .groups(job_groups)

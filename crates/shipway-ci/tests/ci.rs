@@ -113,6 +113,7 @@ impl Ci {
             &self.data,
             max_parallel_jobs,
             Vec::new(),
+            None,
         );
         tokio::spawn(scheduler.run(self.shutdown.clone()));
     }

@@ -195,7 +195,26 @@ struct Token {
 struct State {
     users: Vec<(String, Role)>,
     tokens: Vec<Token>,
+    /// Tokens of workflow runs: in memory only, so a restart (which ends every run) voids them.
+    runs: Vec<RunToken>,
 }
+
+/// The token a workflow run's steps get as `SHIPWAY_TOKEN`.
+#[derive(Clone, Debug)]
+struct RunToken {
+    sha256: String,
+    /// `run:NAME`.
+    user: String,
+    expires: OffsetDateTime,
+}
+
+/// The prefix of a run token's user, reserved: no user or token name may start with it, so a
+/// run is never mistaken for a person.
+pub const RUN_USER_PREFIX: &str = "run:";
+
+/// How long a run token works at most if its run never revokes it: GitHub's limit for a
+/// job's `GITHUB_TOKEN`.
+const RUN_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 
 impl State {
     fn role_of(&self, user: &str) -> Option<Role> {
@@ -311,6 +330,20 @@ impl Tokens {
                 found = Some(t);
             }
         }
+        let mut run = None;
+        for t in &state.runs {
+            if bool::from(t.sha256.as_bytes().ct_eq(digest.as_bytes())) {
+                run = Some(t);
+            }
+        }
+        if let Some(t) = run {
+            // A run acts as a deployer: it may apply, sync and promote, not manage tokens.
+            return (t.expires > now).then(|| Identity {
+                user: t.user.clone(),
+                role: Role::Deployer,
+                token: t.user.clone(),
+            });
+        }
         let token = found?;
         if token.expires.is_some_and(|at| at <= now) {
             return None;
@@ -321,6 +354,29 @@ impl Tokens {
             role,
             token: token.record.name.clone(),
         })
+    }
+
+    /// A new token for the steps of workflow run `run`, of user `run:RUN` with the deployer
+    /// role, valid until [`Tokens::revoke_run_token`] or a day at most; never written to disk.
+    pub fn issue_run_token(&self, run: &str) -> String {
+        let token = new_token();
+        let expires = OffsetDateTime::now_utc() + RUN_TOKEN_TTL;
+        self.write().runs.push(RunToken {
+            sha256: hash(&token),
+            user: format!("{RUN_USER_PREFIX}{run}"),
+            expires,
+        });
+        token
+    }
+
+    /// Voids a token [`Tokens::issue_run_token`] gave (the run ended); unknown tokens are
+    /// ignored. Expired ones are dropped on the way.
+    pub fn revoke_run_token(&self, token: &str) {
+        let digest = hash(token);
+        let now = OffsetDateTime::now_utc();
+        self.write()
+            .runs
+            .retain(|t| t.sha256 != digest && t.expires > now);
     }
 
     /// Every token by name, with its user, role and expiry; never the secrets.
@@ -679,6 +735,9 @@ fn check_word(value: &str) -> Result<(), &'static str> {
             "must be lower-case letters, digits and '-._@:', starting with a letter or digit",
         );
     }
+    if value.starts_with(RUN_USER_PREFIX) {
+        return Err("the prefix 'run:' is reserved for the tokens of workflow runs");
+    }
     Ok(())
 }
 
@@ -714,6 +773,17 @@ fn write_private(path: &Path, contents: &[u8]) -> Result<(), AuthError> {
     file.sync_all().map_err(|e| io("sync", e))?;
     fs::rename(&tmp, path).map_err(|e| io("rename", e))?;
     Ok(())
+}
+
+/// The scheduler gives runs' steps tokens of this list.
+impl shipway_ci::scheduler::RunTokens for Tokens {
+    fn issue(&self, run: &str) -> String {
+        self.issue_run_token(run)
+    }
+
+    fn revoke(&self, token: &str) {
+        self.revoke_run_token(token);
+    }
 }
 
 #[cfg(test)]
@@ -942,5 +1012,37 @@ mod tests {
             let e = parse_duration(bad).unwrap_err();
             assert!(e.contains("expected a duration such as 30m"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn a_run_token_acts_as_a_deployer_named_after_its_run_until_revoked_and_never_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tokens, _) = Tokens::load_or_init(dir.path()).unwrap();
+        let token = tokens.issue_run_token("app-ci-7");
+        let other = tokens.issue_run_token("app-ci-8");
+        let now = OffsetDateTime::now_utc();
+        assert_eq!(
+            tokens.verify_at(&token, now),
+            Some(Identity {
+                user: "run:app-ci-7".into(),
+                role: Role::Deployer,
+                token: "run:app-ci-7".into(),
+            })
+        );
+        assert!(
+            tokens.verify_at(&token, now + RUN_TOKEN_TTL).is_none(),
+            "a day at most"
+        );
+        let on_disk = fs::read_to_string(dir.path().join(TOKENS_FILE)).unwrap();
+        assert!(!on_disk.contains(&hash(&token)), "{on_disk}");
+        let (restarted, _) = Tokens::load_or_init(dir.path()).unwrap();
+        assert!(restarted.verify(&token).is_none(), "a restart voids it");
+        tokens.revoke_run_token(&token);
+        assert!(tokens.verify(&token).is_none());
+        assert!(tokens.verify(&other).is_some(), "only that run's");
+        assert!(!tokens.list().iter().any(|t| t.user.starts_with("run:")));
+        // Nobody can pose as a run.
+        let e = tokens.add_user("run:app-ci-8", Role::Admin).unwrap_err();
+        assert!(e.to_string().contains("reserved"), "{e}");
     }
 }

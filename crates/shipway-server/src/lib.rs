@@ -116,6 +116,11 @@ impl Caller {
         })
     }
 
+    /// Whether the caller is a workflow run's steps (their `SHIPWAY_TOKEN`), not a person.
+    pub fn is_run(&self) -> bool {
+        self.name.starts_with(auth::RUN_USER_PREFIX)
+    }
+
     /// The writer of this caller's requests, for the audit trail.
     pub fn actor(&self) -> shipway_model::Actor {
         shipway_model::Actor::user(self.name.clone())

@@ -97,6 +97,13 @@ pub async fn review(
             details: vec![format!("state: {why}")],
         });
     }
+    if caller.is_run() {
+        // A run approving a deployment (its own or another's) would make reviewers pointless.
+        return Err(ApiError::Refused(format!(
+            "user {:?} is a workflow run's token: reviews are given by people (`shipway pipeline approve|reject` with your own token)",
+            caller.name
+        )));
+    }
     let key = Key::new(workflow_run::GROUP, workflow_run::KIND, &namespace, &name);
     let env_key = Key::new(
         environment::GROUP,

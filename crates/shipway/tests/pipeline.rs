@@ -895,6 +895,107 @@ fn an_environment_secret_reaches_only_the_job_of_that_environment_masked_in_the_
     );
 }
 
+/// Steps get `SHIPWAY_SERVER` and a `SHIPWAY_TOKEN` of their run: the CLI inside a job works
+/// with them as the deployer `run:NAME` (its writes attributed to the run), the token is masked,
+/// it cannot create tokens nor approve a deployment, and it stops working when the run ends.
+#[test]
+fn steps_call_the_server_with_a_masked_deployer_token_of_their_run_that_dies_with_it() {
+    let data = tempfile::tempdir().unwrap();
+    let d = data.path();
+    let up = Up::start(d);
+    let env = "apiVersion: shipway.dev/v1alpha1\nkind: Environment\nmetadata: {name: production}\nspec:\n  requiredReviewers: [{role: deployer}]\n";
+    let out = up.cli_with_stdin(d, &["apply", "-f", "-"], env);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let bin = env!("CARGO_BIN_EXE_shipway");
+    let workflow = format!(
+        r#"on: push
+jobs:
+  use:
+    runs-on: ubuntu-latest
+    steps:
+      - run: |
+          echo "server $SHIPWAY_SERVER token $SHIPWAY_TOKEN"
+          printf '%s' "$SHIPWAY_TOKEN" > run-token.txt
+      - run: |
+          printf 'apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: from-run}}\ndata: {{a: b}}\n' | {bin} apply -f -
+      - run: |
+          {bin} token create sneaky --role admin || echo "token create refused"
+  deploy:
+    needs: use
+    runs-on: ubuntu-latest
+    environment: production
+    steps:
+      - run: echo deployed
+"#
+    );
+    let work = tempfile::tempdir().unwrap();
+    let (url, token) = repo_with(&up, d, work.path(), &workflow);
+    git_in(work.path(), Some(&token), &["push", "-q", &url, "main"]);
+    wait_for(60, "deploy waiting for review", || {
+        get(&up, d, "app-ci-1").contains("Waiting for review: production")
+    });
+    let log = logs(&up, d, "app-ci-1");
+    assert!(
+        log.contains(&format!("[use] server {} token ***\n", up.server)),
+        "{log}"
+    );
+    assert!(log.contains("configmap/from-run created"), "{log}");
+    assert!(log.contains("[use] token create refused\n"), "{log}");
+    let saved = find_files(&d.join("runs"), "run-token.txt");
+    assert_eq!(saved.len(), 1, "{saved:?}");
+    let run_token = std::fs::read_to_string(&saved[0]).unwrap();
+    assert!(run_token.starts_with("shipway_"), "{run_token}");
+    assert!(!log.contains(&run_token));
+
+    // The ConfigMap was written by the run, and the audit trail says so.
+    let out = up.cli(d, &["events", "--for", "configmap/from-run", "-o", "json"]);
+    let events = text(&out.stdout);
+    assert!(events.contains("\"actor\": \"run:app-ci-1\""), "{events}");
+    // A run's token reviews nothing: not its own deployment.
+    let out = up.cli(
+        d,
+        &[
+            "--token",
+            &run_token,
+            "pipeline",
+            "approve",
+            "app-ci-1",
+            "--env",
+            "production",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("is a workflow run's token: reviews are given by people"),
+        "{}",
+        text(&out.stderr)
+    );
+    let bob = user_token(&up, d, "bob", "deployer");
+    let out = up.cli(
+        d,
+        &[
+            "--token",
+            &bob,
+            "pipeline",
+            "approve",
+            "app-ci-1",
+            "--env",
+            "production",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = up.cli(d, &["pipeline", "logs", "app-ci-1", "--follow"]);
+    assert!(text(&out.stdout).contains("[deploy] deployed\n"));
+    // The run ended: its token is void.
+    let out = up.cli(d, &["--token", &run_token, "get", "configmaps"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("missing or invalid bearer token"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 /// A `SHIPWAY_SECRET_KEY` that is not base64 of 32 bytes stops `shipway up` with a message
 /// naming the variable, before anything is opened.
 #[test]
