@@ -9,10 +9,13 @@ use std::time::Duration;
 
 use shipway_controller::Clock;
 use shipway_model::types::workflow_run::{
-    COMPLETED, IN_PROGRESS, JobStatus, QUEUED, StepStatus, WAITING, WorkflowRunStatus,
+    COMPLETED, IN_PROGRESS, JobStatus, Promotion, PublishedImage, QUEUED, StepStatus, WAITING,
+    WorkflowRunStatus,
 };
 use shipway_model::{Key, Object};
-use shipway_pipeline::exec::{Masker, RunEvent, RunObserver, Status, Stream, log_text};
+use shipway_pipeline::exec::{
+    Masker, PlatformRecord, RunEvent, RunObserver, Status, Stream, log_text,
+};
 use shipway_store::{NewLogLine, Store, StoreError};
 use tokio::sync::mpsc;
 
@@ -198,6 +201,32 @@ impl Writer {
                 let j = self.job(job);
                 j.environment = Some(environment.clone());
             }
+            RunEvent::Platform { job, record } => match record {
+                PlatformRecord::Image { name, tag, digest } => {
+                    self.status.images.push(PublishedImage {
+                        job: job.clone(),
+                        name: name.clone(),
+                        tag: tag.clone(),
+                        digest: digest.clone(),
+                    });
+                }
+                PlatformRecord::Promotion {
+                    repo,
+                    path,
+                    branch,
+                    commit,
+                    image,
+                } => {
+                    self.status.promotions.push(Promotion {
+                        job: job.clone(),
+                        repository: repo.clone(),
+                        path: path.clone(),
+                        branch: branch.clone(),
+                        commit: commit.clone(),
+                        image: image.clone(),
+                    });
+                }
+            },
             RunEvent::NoRunner { job, reason } => {
                 let j = self.job(job);
                 j.status = QUEUED.into();

@@ -1546,14 +1546,17 @@ impl Reader<'_> {
             "actions/cache/save" => Some(Uses::CacheSave),
             "actions/upload-artifact" => Some(Uses::UploadArtifact),
             "actions/download-artifact" => Some(Uses::DownloadArtifact),
-            _ => None,
+            n => n
+                .strip_prefix("shipway/")
+                .filter(|a| crate::exec::ACTIONS.contains(a))
+                .map(|a| Uses::Platform(a.to_string())),
         };
         if builtin.is_some() {
             return builtin;
         }
         self.unsupported(
             path,
-            format!("'{target}': action '{name}' is not built in; Shipway runs actions/checkout, actions/cache, actions/upload-artifact, actions/download-artifact and local actions (--allow-unsupported-actions skips it with a warning)"),
+            format!("'{target}': action '{name}' is not built in; Shipway runs actions/checkout, actions/cache, actions/upload-artifact, actions/download-artifact, shipway/image, shipway/promote and local actions (--allow-unsupported-actions skips it with a warning)"),
         );
         Some(Uses::Unsupported(target))
     }

@@ -217,6 +217,9 @@ pub enum Uses {
     CacheSave,
     UploadArtifact,
     DownloadArtifact,
+    /// `uses: shipway/NAME@REF`: an action of the platform running the workflow (`image`,
+    /// `promote`), the name without its `shipway/` prefix.
+    Platform(String),
     /// `uses: ./path`: a local action, resolved against the repository.
     Local(String),
     /// Anything else (marketplace actions, `docker://`): reported by validation, skipped with a

@@ -21,7 +21,7 @@ pub enum ImageError {
     )]
     NotFound(String),
     #[error(
-        "{0:?} is not a valid image reference: expected NAME or NAME:TAG (lowercase letters, digits, '.', '_', '-', '/')"
+        "{0:?} is not a valid image reference: expected NAME, NAME:TAG or NAME@sha256:DIGEST (lowercase letters, digits, '.', '_', '-', '/')"
     )]
     BadReference(String),
     #[error("{path}: {source}")]
@@ -303,14 +303,45 @@ impl ImageStore {
     }
 
     /// The image `reference` points at, unpacked (once per digest) and ready to run.
+    /// `NAME@sha256:...` (or `NAME:TAG@sha256:...`, the digest winning as with Docker) is the
+    /// image of that name whose manifest has that digest, whatever tag it has now: what a
+    /// promotion by digest writes into a kustomization.
     pub fn resolve(&self, reference: &str) -> Result<ResolvedImage, ImageError> {
-        let reference = normalize_reference(reference)?;
         let index = self.read_index()?;
-        let entry = index
-            .manifests
-            .iter()
-            .find(|m| m["annotations"][REF_NAME] == reference.as_str())
-            .ok_or_else(|| ImageError::NotFound(reference.clone()))?;
+        let (reference, entry) = match reference.split_once('@') {
+            Some((base, digest)) => {
+                let name = normalize_reference(base)?
+                    .rsplit_once(':')
+                    .map(|(n, _)| n.to_string())
+                    .unwrap_or_default();
+                let hex = digest.strip_prefix("sha256:").unwrap_or_default();
+                if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(ImageError::BadReference(reference.to_string()));
+                }
+                let shown = format!("{name}@{digest}");
+                let entry = index
+                    .manifests
+                    .iter()
+                    .find(|m| {
+                        m["digest"] == digest
+                            && m["annotations"][REF_NAME]
+                                .as_str()
+                                .and_then(|r| r.rsplit_once(':'))
+                                .is_some_and(|(n, _)| n == name)
+                    })
+                    .ok_or_else(|| ImageError::NotFound(shown.clone()))?;
+                (shown, entry)
+            }
+            None => {
+                let reference = normalize_reference(reference)?;
+                let entry = index
+                    .manifests
+                    .iter()
+                    .find(|m| m["annotations"][REF_NAME] == reference.as_str())
+                    .ok_or_else(|| ImageError::NotFound(reference.clone()))?;
+                (reference, entry)
+            }
+        };
         let digest = entry["digest"].as_str().unwrap_or_default().to_string();
         let manifest = self.manifest(&digest)?;
         let config_path = self.blob_path(manifest["config"]["digest"].as_str().unwrap_or_default());
@@ -477,6 +508,27 @@ mod tests {
             Err(ImageError::BadReference(_))
         ));
         assert_eq!(normalize_reference("web").unwrap(), "web:latest");
+        // By digest: the image of that name with that manifest, whatever its tag.
+        let d3 = store
+            .import("api:v7", app.path(), &["./bin/run.sh".into()], &[])
+            .unwrap();
+        let by_digest = store.resolve(&format!("api@{d3}")).unwrap();
+        assert_eq!(
+            (by_digest.digest.as_str(), by_digest.reference),
+            (d3.as_str(), format!("api@{d3}"))
+        );
+        assert_eq!(store.resolve(&format!("api:v1@{d3}")).unwrap().digest, d3);
+        assert!(
+            matches!(
+                store.resolve(&format!("web@{d3}")),
+                Err(ImageError::NotFound(_))
+            ),
+            "another name's digest is not this image"
+        );
+        assert!(matches!(
+            store.resolve("api@sha256:beef"),
+            Err(ImageError::BadReference(_))
+        ));
         assert!(normalize_reference("../etc:x").is_err());
     }
 }

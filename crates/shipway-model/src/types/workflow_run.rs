@@ -118,8 +118,40 @@ pub struct WorkflowRunStatus {
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub jobs: Vec<JobStatus>,
+    /// Images the run's `shipway/image` steps published, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<PublishedImage>,
+    /// Commits the run's `shipway/promote` steps pushed, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub promotions: Vec<Promotion>,
     #[serde(flatten)]
     pub rest: Map<String, Value>,
+}
+
+/// An image a run published into the image store.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishedImage {
+    /// The job instance whose step published it.
+    pub job: String,
+    pub name: String,
+    pub tag: String,
+    /// `sha256:...` of the image manifest.
+    pub digest: String,
+}
+
+/// A promotion a run pushed: the commit setting `image` in the kustomization under `path`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Promotion {
+    pub job: String,
+    /// The repository promoted into: a hosted repository's name, or its URL.
+    pub repository: String,
+    pub path: String,
+    pub branch: String,
+    pub commit: String,
+    /// What was set, as `kustomize edit set image` takes it (`app=app@sha256:...`).
+    pub image: String,
 }
 
 /// One job instance (a matrix combination is its own instance).

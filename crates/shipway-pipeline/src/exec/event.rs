@@ -73,6 +73,12 @@ pub enum RunEvent {
         stream: Stream,
         text: String,
     },
+    /// A platform action of the job (`shipway/image`, `shipway/promote`) did something the
+    /// run keeps: an image published, a promotion pushed.
+    Platform {
+        job: String,
+        record: super::PlatformRecord,
+    },
     /// A step that started has finished (steps whose `if` is false never start; the report
     /// lists them as skipped).
     StepFinished {
@@ -107,6 +113,7 @@ impl RunEvent {
             | RunEvent::JobStarted { job, .. }
             | RunEvent::StepStarted { job, .. }
             | RunEvent::Line { job, .. }
+            | RunEvent::Platform { job, .. }
             | RunEvent::StepFinished { job, .. }
             | RunEvent::JobFinished { job, .. } => Some(job),
             RunEvent::RunFinished { .. } => None,
@@ -162,10 +169,12 @@ pub fn log_text(
     started: &mut std::collections::HashMap<String, usize>,
 ) -> Option<String> {
     match e {
-        // A rejection's words are the executor's own error line, printed beside it.
+        // A rejection's words are the executor's own error line, printed beside it; a platform
+        // action logs its own lines.
         RunEvent::Queued { .. }
         | RunEvent::Admitted { .. }
         | RunEvent::Rejected { .. }
+        | RunEvent::Platform { .. }
         | RunEvent::RunFinished { .. } => None,
         RunEvent::Waiting { reason, .. } | RunEvent::NoRunner { reason, .. } => {
             Some(reason.clone())

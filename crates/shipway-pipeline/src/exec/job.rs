@@ -979,6 +979,9 @@ impl JobRun {
                     .composite(path, &action, frame, env, with, outputs)
                     .await;
             }
+            Uses::Platform(action) => {
+                return self.platform(action, env, with, outputs).await;
+            }
             Uses::Unsupported(name) => {
                 if cfg.allow_unsupported_actions {
                     self.log(&format!("warning: skipping unsupported action {name}"));
@@ -996,6 +999,51 @@ impl JobRun {
             }
             Err(e) => {
                 self.log(&format!("error: {e}"));
+                Status::Failure
+            }
+        }
+    }
+
+    /// A `shipway/NAME` step, run by the platform on a blocking thread.
+    async fn platform(
+        &mut self,
+        action: &str,
+        env: &IndexMap<String, String>,
+        with: &IndexMap<String, String>,
+        outputs: &mut IndexMap<String, String>,
+    ) -> Status {
+        let Some(platform) = self.shared.exec.platform.clone() else {
+            self.log(&format!(
+                "error: shipway/{action} runs inside Shipway's platform (`shipway up` or `shipway run`), which this executor was not given"
+            ));
+            return Status::Failure;
+        };
+        let call = super::PlatformCall {
+            action: action.to_string(),
+            with: with.clone(),
+            workspace: self.workspace.clone(),
+            job: self.label.clone(),
+            env: env.clone(),
+        };
+        let done = tokio::task::spawn_blocking(move || platform.run(call))
+            .await
+            .unwrap_or_else(|e| Err(format!("shipway/{action} stopped: {e}")));
+        match done {
+            Ok(outcome) => {
+                for line in &outcome.lines {
+                    self.log(line);
+                }
+                if let Some(record) = outcome.record {
+                    self.shared.exec.emit(RunEvent::Platform {
+                        job: self.label.clone(),
+                        record,
+                    });
+                }
+                outputs.extend(outcome.outputs);
+                Status::Success
+            }
+            Err(e) => {
+                self.log(&format!("error: shipway/{action}: {e}"));
                 Status::Failure
             }
         }
@@ -1475,6 +1523,7 @@ fn uses_label(u: &Uses) -> String {
         Uses::UploadArtifact => "actions/upload-artifact".into(),
         Uses::DownloadArtifact => "actions/download-artifact".into(),
         Uses::Local(p) => format!("./{p}"),
+        Uses::Platform(a) => format!("shipway/{a}"),
         Uses::Unsupported(n) => n.clone(),
     }
 }

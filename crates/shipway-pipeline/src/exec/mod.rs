@@ -10,6 +10,7 @@ mod context;
 mod event;
 mod files;
 mod job;
+mod platform;
 mod private;
 mod process;
 mod runner;
@@ -36,6 +37,7 @@ pub use event::{
     AdmitAll, Collect, Gate, GateDecision, Grant, Ignore, RunEvent, RunObserver, Stream, log_text,
 };
 pub use files::parse_key_values;
+pub use platform::{ACTIONS, PlatformActions, PlatformCall, PlatformOutcome, PlatformRecord};
 
 /// A job's or step's result, as GitHub names them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,6 +136,9 @@ pub struct Executor {
     /// The runner labels this executor offers (a server's `--runner-label`s); a job whose
     /// `runs-on` asks for another stays queued. `None`: every label (a local run).
     pub labels: Option<Vec<String>>,
+    /// What runs `uses: shipway/NAME@REF` steps; `None`: they fail, saying they need Shipway's
+    /// platform.
+    pub platform: Option<Arc<dyn PlatformActions>>,
 }
 
 /// What `actions/checkout` checks out of [`Executor::repo`].
@@ -164,7 +169,13 @@ impl Executor {
             slots: None,
             groups: None,
             labels: None,
+            platform: None,
         }
+    }
+
+    pub fn platform(mut self, platform: Arc<dyn PlatformActions>) -> Executor {
+        self.platform = Some(platform);
+        self
     }
 
     /// Offers only these runner labels (matched case-insensitively, as GitHub does).
