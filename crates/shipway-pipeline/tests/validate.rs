@@ -203,7 +203,7 @@ jobs:
         r#"
 w.yml:6:5: unsupported: jobs.a.container: `container:` needs a container engine, which Shipway's local runner does not use
 w.yml:7:5: unsupported: jobs.a.services: `services:` needs a container engine, which Shipway's local runner does not use
-w.yml:10:15: unsupported: jobs.a.steps[0].uses: 'someone/action@v1': action 'someone/action' is not built in; Shipway runs actions/checkout, actions/cache, actions/upload-artifact, actions/download-artifact and local actions (--allow-unsupported-actions skips it with a warning)
+w.yml:10:15: unsupported: jobs.a.steps[0].uses: 'someone/action@v1': action 'someone/action' is not built in; Shipway runs actions/checkout, actions/cache, actions/upload-artifact, actions/download-artifact, shipway/image, shipway/promote and local actions (--allow-unsupported-actions skips it with a warning)
 w.yml:11:15: unsupported: jobs.a.steps[1].uses: 'docker://alpine:3': Docker container actions need a container engine, which Shipway's local runner does not use
 w.yml:14:11: unsupported: jobs.b.uses: 'octo/repo/.github/workflows/x.yml@main': reusable workflows from other repositories are not supported; only ./.github/workflows/NAME.yml
 w.yml:16:11: unsupported: jobs.c.uses: '$/.github/workflows/x.yml': self-repository reusable workflow syntax ('$/') is not supported
