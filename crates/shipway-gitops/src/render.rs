@@ -199,7 +199,7 @@ pub fn edited_kustomization(
         m.insert("namespace".into(), ns.into());
     }
     if !k.images.is_empty() {
-        set_images(&mut m, &k.images);
+        set_images(&name, &mut m, &k.images)?;
     }
     for (field, values) in [
         ("commonLabels", &k.common_labels),
@@ -269,81 +269,42 @@ pub fn edited_kustomization(
     Ok(shipway_kustomize::emit::to_yaml(&Value::Object(m)))
 }
 
-/// `kustomize edit set image` for each of `args`: an entry for the same name is updated, others
-/// are added; the list ends sorted by name, as kustomize writes it.
-fn set_images(m: &mut Map<String, Value>, args: &[String]) {
-    let mut images: Vec<Map<String, Value>> = m
-        .get("images")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|v| v.as_object().cloned()).collect())
-        .unwrap_or_default();
-    for arg in args {
-        let (name, new_name, tag, digest) = parse_image(arg);
-        let i = match images
-            .iter()
-            .position(|e| e.get("name").and_then(Value::as_str) == Some(&name))
-        {
-            Some(i) => i,
-            None => {
-                let mut e = Map::new();
-                e.insert("name".into(), name.clone().into());
-                images.push(e);
-                images.len() - 1
+/// `kustomize edit set image` for each of `args` (Argo CD runs it once per override, so an
+/// argument replaces the entry of its name); the deprecated `imageTags` are folded into `images`
+/// as kustomize's edit does.
+fn set_images(name: &str, m: &mut Map<String, Value>, args: &[String]) -> Result<(), RenderError> {
+    let invalid = |message: String| {
+        RenderError::Kustomize(shipway_kustomize::Error::Build(format!(
+            "{name}: {message}"
+        )))
+    };
+    let mut images = Vec::new();
+    for field in ["images", "imageTags"] {
+        match m.remove(field) {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(list)) => {
+                for (i, v) in list.into_iter().enumerate() {
+                    match v {
+                        Value::Object(e) => images.push(e),
+                        Value::Null => images.push(Map::new()),
+                        _ => return Err(invalid(format!("{field}[{i}] must be a mapping"))),
+                    }
+                }
             }
-        };
-        let e = &mut images[i];
-        if let Some(n) = new_name {
-            e.insert("newName".into(), n.into());
-        }
-        if let Some(t) = tag {
-            e.insert("newTag".into(), t.into());
-            e.remove("digest");
-        }
-        if let Some(d) = digest {
-            e.insert("digest".into(), d.into());
-            e.remove("newTag");
+            Some(_) => return Err(invalid(format!("{field} must be a list"))),
         }
     }
-    images.sort_by(|a, b| {
-        let n = |e: &Map<String, Value>| {
-            e.get("name")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string()
-        };
-        n(a).cmp(&n(b))
-    });
+    shipway_kustomize::edit::set_image_entries(&mut images, args).map_err(|e| match e {
+        // An entry of the file (its index counts `images`, then `imageTags`).
+        shipway_kustomize::edit::EditError::Image { .. } => invalid(e.to_string()),
+        // The Application's override.
+        _ => invalid(format!("spec.source.kustomize.images: {e}")),
+    })?;
     m.insert(
         "images".into(),
         Value::Array(images.into_iter().map(Value::Object).collect()),
     );
-}
-
-/// `name=newName:tag`, `name=newName@digest`, `name:tag`, `name@digest`, `name`: (name,
-/// newName, tag, digest).
-fn parse_image(arg: &str) -> (String, Option<String>, Option<String>, Option<String>) {
-    let (name, image) = match arg.split_once('=') {
-        Some((n, i)) => (Some(n.to_string()), i),
-        None => (None, arg),
-    };
-    let (base, tag, digest) = if let Some((b, d)) = image.split_once('@') {
-        (b.to_string(), None, Some(d.to_string()))
-    } else {
-        // A tag follows the last `:` after the last `/` (a registry port is not a tag).
-        let slash = image.rfind('/').map_or(0, |i| i + 1);
-        match image[slash..].rfind(':') {
-            Some(c) => (
-                image[..slash + c].to_string(),
-                Some(image[slash + c + 1..].to_string()),
-                None,
-            ),
-            None => (image.to_string(), None, None),
-        }
-    };
-    match name {
-        Some(n) => (n, Some(base), tag, digest),
-        None => (base, None, tag, digest),
-    }
+    Ok(())
 }
 
 fn render_directory(

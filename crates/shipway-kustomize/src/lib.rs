@@ -13,6 +13,7 @@ mod build;
 mod build_tests;
 mod config;
 mod crds;
+pub mod edit;
 pub mod emit;
 mod fs;
 mod generate;
