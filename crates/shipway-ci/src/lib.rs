@@ -10,6 +10,8 @@
 
 pub mod dispatch;
 pub mod gate;
+pub mod platform;
+pub mod promote;
 pub mod record;
 pub mod schedule;
 pub mod scheduler;

@@ -15,7 +15,7 @@ use shipway_controller::{Action, Cache, Clock, Controller, GroupKind, exponentia
 use shipway_git::Repo;
 use shipway_git::hosted::Hosted;
 use shipway_model::types::workflow_run::{
-    COMPLETED, GROUP, IN_PROGRESS, JobStatus, KIND, QUEUED, WAITING, WorkflowRunSpec,
+    APPROVED, COMPLETED, GROUP, IN_PROGRESS, JobStatus, KIND, QUEUED, WAITING, WorkflowRunSpec,
     WorkflowRunStatus,
 };
 use shipway_model::{Key, Object};
@@ -23,12 +23,14 @@ use shipway_pipeline::exec::{
     Executor, Groups, RunSpec, Status, run_workflow, workflow_concurrency,
 };
 use shipway_pipeline::load::{Options, load_from};
+use shipway_runtime::images::ImageStore;
 use shipway_store::{SettingKind, Store, StoreError};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::CiError;
 use crate::gate::EnvironmentGate;
+use crate::platform::RunPlatform;
 use crate::record::{recorder, runner_line};
 
 /// What a run cut short by a restart says.
@@ -56,6 +58,19 @@ pub struct RunAccess {
     pub tokens: Arc<dyn RunTokens>,
 }
 
+/// Who approved attempt `spec.run_attempt`'s deployments: `user (environment)`, each once.
+fn approvers(spec: &WorkflowRunSpec) -> Vec<String> {
+    let mut out: Vec<String> = spec
+        .reviews
+        .iter()
+        .filter(|r| r.attempt == spec.run_attempt && r.state == APPROVED)
+        .map(|r| format!("{} ({})", r.user, r.environment))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// Revokes a run's token however the run ends (an error or a panic included).
 struct Revoke(Arc<dyn RunTokens>, String);
 
@@ -75,6 +90,8 @@ pub struct Scheduler {
     runs_dir: PathBuf,
     /// `actions/cache`'s store, shared by every run.
     cache_dir: PathBuf,
+    /// The image store `shipway/image` publishes into (the runtime's).
+    images: ImageStore,
     /// The server-wide job limit (`--max-parallel-jobs`).
     slots: Arc<Semaphore>,
     /// The runner labels jobs' `runs-on` may ask for.
@@ -133,6 +150,7 @@ impl Scheduler {
             clock: Clock::new(),
             runs_dir: data_dir.join("runs"),
             cache_dir: data_dir.join("actions-cache"),
+            images: ImageStore::new(data_dir),
             slots: Arc::new(Semaphore::new(max_parallel_jobs.max(1))),
             labels,
             active: Mutex::new(HashMap::new()),
@@ -141,6 +159,31 @@ impl Scheduler {
             shutdown: CancellationToken::new(),
             access,
         })
+    }
+
+    /// The `shipway/image` and `shipway/promote` actions of run `key`: they publish into this
+    /// server's image store and push to its hosted repositories with the run's token.
+    fn platform(&self, key: &Key, token: Option<String>, sha: &str) -> RunPlatform {
+        let store = self.store.clone();
+        let run = key.clone();
+        let handle = tokio::runtime::Handle::current();
+        RunPlatform {
+            images: self.images.clone(),
+            hosted: self.access.is_some().then(|| self.hosted.clone()),
+            token,
+            run: key.name.clone(),
+            sha: sha.to_string(),
+            // Read when a promotion is made (on a blocking thread), so it names the approvals
+            // that let its job start.
+            approvers: Arc::new(move || {
+                let spec = handle
+                    .block_on(store.get(&run))
+                    .ok()
+                    .flatten()
+                    .and_then(|r| r.spec_as::<WorkflowRunSpec>().ok());
+                spec.map(|s| approvers(&s)).unwrap_or_default()
+            }),
+        }
     }
 
     /// Reconciles runs until `shutdown`; then cancels the runs in flight and waits for them
@@ -463,8 +506,10 @@ impl Scheduler {
         let run = self.store.get(&run.key()).await?.unwrap_or(run);
         let key = run.key();
         let mut env = base_env();
+        let mut run_token = None;
         let _revoke = self.access.as_ref().map(|access| {
             let token = access.tokens.issue(&key.name);
+            run_token = Some(token.clone());
             env.push(("SHIPWAY_SERVER".into(), access.server.clone()));
             env.push(("SHIPWAY_TOKEN".into(), token.clone()));
             // Also `secrets.SHIPWAY_TOKEN`, as GitHub gives `secrets.GITHUB_TOKEN`: that makes
@@ -476,6 +521,7 @@ impl Scheduler {
         });
         let (observer, mut writer) = recorder(self.store.clone(), self.clock, run, status);
         writer.mask(run_spec.secrets.values());
+        let platform = self.platform(&key, run_token, &spec.head_sha);
         let gate = EnvironmentGate {
             store: self.store.clone(),
             clock: self.clock,
@@ -494,6 +540,7 @@ impl Scheduler {
             .groups(job_groups)
             .observer(Arc::new(observer))
             .gate(Arc::new(gate))
+            .platform(Arc::new(platform))
             .cancel(cancel.clone());
         let record = tokio::spawn(async move {
             let res = writer.drain().await;

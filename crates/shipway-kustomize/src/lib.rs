@@ -32,6 +32,7 @@ mod vars;
 use std::path::Path;
 
 pub use fs::{DiskFs, FileSystem, MemFs};
+pub use kustfile::FILE_NAMES;
 pub use shipway_model::LoadError;
 
 /// How the output is ordered.

@@ -1014,3 +1014,177 @@ fn a_bad_secret_key_in_the_environment_is_a_clear_startup_error() {
     assert!(err.contains("decodes to 9 bytes, a key is 32"), "{err}");
     assert!(!data.path().join("secret.key").exists());
 }
+
+/// Build, gate, promote: `shipway/image` publishes a directory of the checkout, its digest goes
+/// through the job outputs to a job behind a protected environment, and after the approval
+/// `shipway/promote` commits the digest into the production overlay of the hosted config
+/// repository (kustomize's `edit set image`, the file's comments kept), pushed with the run's
+/// token: the commit names the run, the source commit, the digest and the approver, and the
+/// run's status records the image and the promotion.
+#[test]
+fn a_run_publishes_an_image_and_after_approval_promotes_its_digest_into_the_overlay() {
+    let data = tempfile::tempdir().unwrap();
+    let up = Up::start(data.path());
+    let d = data.path();
+    let alice = user_token(&up, d, "alice", "deployer");
+    let bob = user_token(&up, d, "bob", "deployer");
+    let env = "apiVersion: shipway.dev/v1alpha1\nkind: Environment\nmetadata: {name: production}\nspec:\n  requiredReviewers: [{role: deployer}]\n  requiredApprovals: 1\n";
+    let out = up.cli_with_stdin(d, &["apply", "-f", "-"], env);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    // The config repository: a base and a production overlay.
+    let out = up.cli(d, &["repo", "create", "deploy"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let deploy_url = text(&out.stdout).trim().to_string();
+    let config = tempfile::tempdir().unwrap();
+    let c = config.path();
+    write(
+        c,
+        "base/kustomization.yaml",
+        "resources:\n- deployment.yaml\n",
+    );
+    write(
+        c,
+        "base/deployment.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  template:\n    spec:\n      containers: [{name: web, image: web}]\n",
+    );
+    let overlay =
+        "# production: what runs for users\nresources:\n- ../../base\nnamePrefix: prod-\n";
+    write(c, "overlays/production/kustomization.yaml", overlay);
+    git_in(c, None, &["init", "-q", "-b", "main"]);
+    git_in(c, None, &["add", "-A"]);
+    git_in(c, None, &["commit", "-qm", "config"]);
+    git_in(c, Some(&alice), &["push", "-q", &deploy_url, "main"]);
+
+    // The application: a site to publish and the workflow.
+    let out = up.cli(d, &["repo", "create", "app"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let app_url = text(&out.stdout).trim().to_string();
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    write(w, "site/index.html", "<h1>hello</h1>\n");
+    write(
+        w,
+        ".github/workflows/ci.yml",
+        r#"on: push
+jobs:
+  build:
+    runs-on: ubuntu-latest
+    outputs:
+      digest: ${{ steps.img.outputs.digest }}
+    steps:
+      - uses: actions/checkout@v4
+      - id: img
+        uses: shipway/image@v1
+        with:
+          name: web
+          path: site
+          entrypoint: python3 -m http.server
+      - run: |
+          echo "built ${{ steps.img.outputs.image }} ${{ steps.img.outputs.digest }}"
+  deploy:
+    needs: build
+    runs-on: ubuntu-latest
+    environment: production
+    steps:
+      - id: promote
+        uses: shipway/promote@v1
+        with:
+          repo: deploy
+          path: overlays/production
+          image: web
+          digest: ${{ needs.build.outputs.digest }}
+      - run: |
+          echo "promoted as ${{ steps.promote.outputs.commit }} changed=${{ steps.promote.outputs.changed }}"
+"#,
+    );
+    git_in(w, None, &["init", "-q", "-b", "main"]);
+    git_in(w, None, &["add", "-A"]);
+    git_in(w, None, &["commit", "-qm", "app"]);
+    let sha = git_in(w, None, &["rev-parse", "HEAD"]);
+    git_in(w, Some(&alice), &["push", "-q", &app_url, "main"]);
+
+    wait_for(60, "deploy waiting for review", || {
+        get(&up, d, "app-ci-1").contains("Waiting for review: production")
+    });
+    // Built and published before the gate; nothing promoted yet.
+    let out = up.cli(d, &["image", "list", "-o", "json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let image = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["reference"] == format!("web:{sha}"))
+        .unwrap_or_else(|| panic!("web:{sha} not published: {listed:#}"));
+    let digest = image["digest"].as_str().unwrap().to_string();
+    assert!(digest.starts_with("sha256:"), "{digest}");
+    assert!(
+        logs(&up, d, "app-ci-1").contains(&format!("built web:{sha} {digest}\n")),
+        "{}",
+        logs(&up, d, "app-ci-1")
+    );
+    let before = git_in(c, Some(&alice), &["ls-remote", &deploy_url, "main"]);
+
+    let out = up.cli(
+        d,
+        &[
+            "--token",
+            &bob,
+            "pipeline",
+            "approve",
+            "app-ci-1",
+            "--env",
+            "production",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    wait_for(60, "the run succeeded", || {
+        get(&up, d, "app-ci-1").contains("Status:     success\n")
+    });
+
+    // The promotion is one commit on top of the config repository's main.
+    git_in(c, Some(&alice), &["pull", "-q", &deploy_url, "main"]);
+    let head = git_in(c, None, &["rev-parse", "HEAD"]);
+    assert_ne!(before.split_whitespace().next(), Some(head.as_str()));
+    assert_eq!(
+        git_in(c, None, &["log", "-1", "--format=%an <%ae>"]),
+        "run:app-ci-1 <app-ci-1@runs.shipway.invalid>"
+    );
+    assert_eq!(
+        git_in(c, None, &["log", "-1", "--format=%B"]),
+        format!(
+            "Promote web@{digest} in overlays/production\n\nShipway-Run: app-ci-1\nSource-Commit: {sha}\nImage: web@{digest}\nDigest: {digest}\nApproved-by: bob (production)"
+        )
+    );
+    assert_eq!(
+        git_in(c, None, &["diff", "--name-only", "HEAD~1", "HEAD"]),
+        "overlays/production/kustomization.yaml"
+    );
+    assert_eq!(
+        std::fs::read_to_string(c.join("overlays/production/kustomization.yaml")).unwrap(),
+        // As `kustomize edit set image` writes it: the original fields first, then the missing
+        // ones in kustomize's order, apiVersion and kind filled in.
+        format!(
+            "{overlay}apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nimages:\n- digest: {digest}\n  name: web\n"
+        )
+    );
+    let log = logs(&up, d, "app-ci-1");
+    assert!(
+        log.contains(&format!("promoted as {head} changed=true\n")),
+        "{log}"
+    );
+
+    // The run's status records both, as JSON scripts read it.
+    let out = up.cli(d, &["get", "workflowrun", "app-ci-1", "-o", "json"]);
+    let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        run["status"]["images"],
+        serde_json::json!([{"job": "build", "name": "web", "tag": sha, "digest": digest}]),
+        "{run:#}"
+    );
+    assert_eq!(
+        run["status"]["promotions"],
+        serde_json::json!([{"job": "deploy", "repository": "deploy", "path": "overlays/production", "branch": "main", "commit": head, "image": format!("web@{digest}")}]),
+        "{run:#}"
+    );
+}
