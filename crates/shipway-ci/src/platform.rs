@@ -154,19 +154,8 @@ impl RunPlatform {
         let tag = optional(call, "tag");
         let digest = optional(call, "digest");
         let new_name = optional(call, "new-name");
-        if tag.is_none() && digest.is_none() {
-            return Err("give `with: tag` or `with: digest` (or both)".into());
-        }
-        let mut arg = match new_name {
-            Some(n) => format!("{image}={n}"),
-            None => image.to_string(),
-        };
-        if let Some(t) = tag {
-            arg.push_str(&format!(":{t}"));
-        }
-        if let Some(d) = digest {
-            arg.push_str(&format!("@{d}"));
-        }
+        let arg = promote::image_arg(image, new_name, tag, digest)
+            .map_err(|_| "give `with: tag` or `with: digest` (or both)".to_string())?;
         // The digest named in the message: given, or the store's for NAME:TAG.
         let digest = digest.map(str::to_string).or_else(|| {
             let t = tag?;

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use shipway_fs::FileSystem;
 use shipway_git::{Credentials, Signature};
+use shipway_model::types::workflow_run::{APPROVED, WorkflowRunSpec};
 
 /// How often a promotion is tried again on a branch that moved.
 const ATTEMPTS: u32 = 10;
@@ -182,6 +183,30 @@ pub fn promote(p: &Promotion) -> Result<Promoted, PromoteError> {
     })
 }
 
+/// The `kustomize edit set image` argument setting `image` (as the overlay names it) to
+/// `new_name` (default: unchanged) at `tag` and/or `digest`.
+pub fn image_arg(
+    image: &str,
+    new_name: Option<&str>,
+    tag: Option<&str>,
+    digest: Option<&str>,
+) -> Result<String, String> {
+    if tag.is_none() && digest.is_none() {
+        return Err("give a tag or a digest (or both) to promote".into());
+    }
+    let mut arg = match new_name {
+        Some(n) => format!("{image}={n}"),
+        None => image.to_string(),
+    };
+    if let Some(t) = tag {
+        arg.push_str(&format!(":{t}"));
+    }
+    if let Some(d) = digest {
+        arg.push_str(&format!("@{d}"));
+    }
+    Ok(arg)
+}
+
 /// The commit message of a promotion: the subject, then trailers naming the run, the commit
 /// it built, what was set, its digest and who approved it.
 pub fn message(
@@ -209,4 +234,17 @@ pub fn message(
         m.push_str(&format!("Approved-by: {a}\n"));
     }
     m
+}
+
+/// Who approved attempt `spec.run_attempt`'s deployments: `user (environment)`, each once.
+pub fn approvers(spec: &WorkflowRunSpec) -> Vec<String> {
+    let mut out: Vec<String> = spec
+        .reviews
+        .iter()
+        .filter(|r| r.attempt == spec.run_attempt && r.state == APPROVED)
+        .map(|r| format!("{} ({})", r.user, r.environment))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }

@@ -15,7 +15,7 @@ use shipway_controller::{Action, Cache, Clock, Controller, GroupKind, exponentia
 use shipway_git::Repo;
 use shipway_git::hosted::Hosted;
 use shipway_model::types::workflow_run::{
-    APPROVED, COMPLETED, GROUP, IN_PROGRESS, JobStatus, KIND, QUEUED, WAITING, WorkflowRunSpec,
+    COMPLETED, GROUP, IN_PROGRESS, JobStatus, KIND, QUEUED, WAITING, WorkflowRunSpec,
     WorkflowRunStatus,
 };
 use shipway_model::{Key, Object};
@@ -56,19 +56,6 @@ pub struct RunAccess {
     /// The API's address, given as `SHIPWAY_SERVER`.
     pub server: String,
     pub tokens: Arc<dyn RunTokens>,
-}
-
-/// Who approved attempt `spec.run_attempt`'s deployments: `user (environment)`, each once.
-fn approvers(spec: &WorkflowRunSpec) -> Vec<String> {
-    let mut out: Vec<String> = spec
-        .reviews
-        .iter()
-        .filter(|r| r.attempt == spec.run_attempt && r.state == APPROVED)
-        .map(|r| format!("{} ({})", r.user, r.environment))
-        .collect();
-    out.sort();
-    out.dedup();
-    out
 }
 
 /// Revokes a run's token however the run ends (an error or a panic included).
@@ -181,7 +168,8 @@ impl Scheduler {
                     .ok()
                     .flatten()
                     .and_then(|r| r.spec_as::<WorkflowRunSpec>().ok());
-                spec.map(|s| approvers(&s)).unwrap_or_default()
+                spec.map(|s| crate::promote::approvers(&s))
+                    .unwrap_or_default()
             }),
         }
     }
@@ -512,6 +500,9 @@ impl Scheduler {
             run_token = Some(token.clone());
             env.push(("SHIPWAY_SERVER".into(), access.server.clone()));
             env.push(("SHIPWAY_TOKEN".into(), token.clone()));
+            // So `shipway promote` inside a job names its run, commit and approvers.
+            env.push(("SHIPWAY_RUN".into(), key.name.clone()));
+            env.push(("SHIPWAY_NAMESPACE".into(), key.namespace.clone()));
             // Also `secrets.SHIPWAY_TOKEN`, as GitHub gives `secrets.GITHUB_TOKEN`: that makes
             // it masked in every line like any secret.
             run_spec

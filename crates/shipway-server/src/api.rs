@@ -771,8 +771,14 @@ pub async fn delete_user(
     ))
 }
 
-pub async fn version(_caller: Caller) -> Json<Value> {
-    Json(json!({"version": env!("CARGO_PKG_VERSION")}))
+/// `GET /api/v1/version`: the server's version, and who the caller is (so a client can name
+/// its user, e.g. as the author of a promotion commit).
+pub async fn version(caller: Caller) -> Json<Value> {
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "user": caller.name,
+        "role": caller.role.as_str(),
+    }))
 }
 
 /// The body of a dispatch, as GitHub's: `{"ref": "main", "inputs": {"level": "debug"}}`.

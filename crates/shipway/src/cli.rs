@@ -127,6 +127,38 @@ pub enum Command {
     /// set, list, delete.
     #[command(subcommand, visible_alias = "vars")]
     Var(VarCommand),
+    /// Promote an image into an environment's overlay: set it in the kustomization exactly as
+    /// `kustomize edit set image` would, commit and push (again on the new tip when the branch
+    /// moved meanwhile). The GitOps controller then syncs the commit like any other.
+    Promote(PromoteArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PromoteArgs {
+    /// A hosted repository's name (as in /git/NAME.git), pushed with this CLI's token, or a
+    /// repository URL.
+    pub repo: String,
+    /// The overlay: a directory of the repository holding a kustomization (`.` for the root).
+    pub path: String,
+    /// The image as the overlay's manifests name it (`images[].name`).
+    pub image: String,
+    /// The tag to set (`newTag`).
+    #[arg(long, required_unless_present = "digest")]
+    pub tag: Option<String>,
+    /// The digest to set (`digest`, `sha256:...`); with --tag both are kept.
+    #[arg(long)]
+    pub digest: Option<String>,
+    /// Replace the image's name too (`newName`).
+    #[arg(long)]
+    pub new_name: Option<String>,
+    /// The branch to commit to (default: the repository's default branch).
+    #[arg(long)]
+    pub branch: Option<String>,
+    /// The commit's subject (default: `Promote IMAGE in PATH`).
+    #[arg(short, long)]
+    pub message: Option<String>,
+    #[arg(short, long, value_enum)]
+    pub output: Option<OutputFormat>,
 }
 
 /// Where a secret or variable applies, GitHub's scopes: neither flag is every run; `--repo` the

@@ -418,6 +418,15 @@ impl Client {
         Ok(value["version"].as_str().unwrap_or("unknown").to_string())
     }
 
+    /// The token's user and role, as the server knows them.
+    pub async fn whoami(&self) -> Result<(String, String), ClientError> {
+        let value = self
+            .json(self.request(Method::GET, "/api/v1/version", &[]))
+            .await?;
+        let field = |k: &str| value[k].as_str().unwrap_or_default().to_string();
+        Ok((field("user"), field("role")))
+    }
+
     /// Streams a container's log to `each` until the server ends it or `each` returns false.
     pub async fn logs(
         &self,

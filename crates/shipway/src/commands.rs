@@ -40,6 +40,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Env(cmd) => crate::env::run(&client(global)?, cmd).await,
         Command::Secret(cmd) => crate::secret::secret(&client(global)?, cmd).await,
         Command::Var(cmd) => crate::secret::var(&client(global)?, cmd).await,
+        Command::Promote(args) => crate::promote::run(&client(global)?, args).await,
     }
 }
 

@@ -13,6 +13,7 @@ mod env;
 mod image;
 mod output;
 mod pipeline;
+mod promote;
 mod render;
 mod rollout;
 mod run;

@@ -1051,6 +1051,11 @@ fn a_run_publishes_an_image_and_after_approval_promotes_its_digest_into_the_over
     let overlay =
         "# production: what runs for users\nresources:\n- ../../base\nnamePrefix: prod-\n";
     write(c, "overlays/production/kustomization.yaml", overlay);
+    write(
+        c,
+        "overlays/staging/kustomization.yaml",
+        "resources:\n- ../../base\n",
+    );
     git_in(c, None, &["init", "-q", "-b", "main"]);
     git_in(c, None, &["add", "-A"]);
     git_in(c, None, &["commit", "-qm", "config"]);
@@ -1063,15 +1068,17 @@ fn a_run_publishes_an_image_and_after_approval_promotes_its_digest_into_the_over
     let work = tempfile::tempdir().unwrap();
     let w = work.path();
     write(w, "site/index.html", "<h1>hello</h1>\n");
+    let bin = env!("CARGO_BIN_EXE_shipway");
     write(
         w,
         ".github/workflows/ci.yml",
-        r#"on: push
+        &format!(
+            r#"on: push
 jobs:
   build:
     runs-on: ubuntu-latest
     outputs:
-      digest: ${{ steps.img.outputs.digest }}
+      digest: ${{{{ steps.img.outputs.digest }}}}
     steps:
       - uses: actions/checkout@v4
       - id: img
@@ -1081,7 +1088,7 @@ jobs:
           path: site
           entrypoint: python3 -m http.server
       - run: |
-          echo "built ${{ steps.img.outputs.image }} ${{ steps.img.outputs.digest }}"
+          echo "built ${{{{ steps.img.outputs.image }}}} ${{{{ steps.img.outputs.digest }}}}"
   deploy:
     needs: build
     runs-on: ubuntu-latest
@@ -1093,10 +1100,13 @@ jobs:
           repo: deploy
           path: overlays/production
           image: web
-          digest: ${{ needs.build.outputs.digest }}
+          digest: ${{{{ needs.build.outputs.digest }}}}
       - run: |
-          echo "promoted as ${{ steps.promote.outputs.commit }} changed=${{ steps.promote.outputs.changed }}"
-"#,
+          echo "promoted as ${{{{ steps.promote.outputs.commit }}}} changed=${{{{ steps.promote.outputs.changed }}}}"
+      - run: |
+          {bin} promote deploy overlays/staging web --tag "$GITHUB_SHA"
+"#
+        ),
     );
     git_in(w, None, &["init", "-q", "-b", "main"]);
     git_in(w, None, &["add", "-A"]);
@@ -1142,22 +1152,32 @@ jobs:
         get(&up, d, "app-ci-1").contains("Status:     success\n")
     });
 
-    // The promotion is one commit on top of the config repository's main.
+    // The promotion is one commit on top of the config repository's main, and the CLI's
+    // promotion of staging inside the same job one more, both by the run.
     git_in(c, Some(&alice), &["pull", "-q", &deploy_url, "main"]);
-    let head = git_in(c, None, &["rev-parse", "HEAD"]);
-    assert_ne!(before.split_whitespace().next(), Some(head.as_str()));
+    let head = git_in(c, None, &["rev-parse", "HEAD~1"]);
     assert_eq!(
-        git_in(c, None, &["log", "-1", "--format=%an <%ae>"]),
-        "run:app-ci-1 <app-ci-1@runs.shipway.invalid>"
+        before.split_whitespace().next(),
+        Some(git_in(c, None, &["rev-parse", "HEAD~2"]).as_str())
+    );
+    assert_eq!(
+        git_in(c, None, &["log", "-2", "--format=%an <%ae>"]),
+        "run:app-ci-1 <app-ci-1@runs.shipway.invalid>\nrun:app-ci-1 <app-ci-1@runs.shipway.invalid>"
     );
     assert_eq!(
         git_in(c, None, &["log", "-1", "--format=%B"]),
+        format!(
+            "Promote web:{sha} in overlays/staging\n\nShipway-Run: app-ci-1\nSource-Commit: {sha}\nImage: web:{sha}\nApproved-by: bob (production)"
+        )
+    );
+    assert_eq!(
+        git_in(c, None, &["log", "-1", "--format=%B", "HEAD~1"]),
         format!(
             "Promote web@{digest} in overlays/production\n\nShipway-Run: app-ci-1\nSource-Commit: {sha}\nImage: web@{digest}\nDigest: {digest}\nApproved-by: bob (production)"
         )
     );
     assert_eq!(
-        git_in(c, None, &["diff", "--name-only", "HEAD~1", "HEAD"]),
+        git_in(c, None, &["diff", "--name-only", "HEAD~2", "HEAD~1"]),
         "overlays/production/kustomization.yaml"
     );
     assert_eq!(
@@ -1187,4 +1207,38 @@ jobs:
         serde_json::json!([{"job": "deploy", "repository": "deploy", "path": "overlays/production", "branch": "main", "commit": head, "image": format!("web@{digest}")}]),
         "{run:#}"
     );
+
+    // From a terminal: the token's user is the author.
+    let out = up.cli(
+        d,
+        &[
+            "--token",
+            &alice,
+            "promote",
+            "deploy",
+            "overlays/staging",
+            "web",
+            "--tag",
+            "v9",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    git_in(c, Some(&alice), &["pull", "-q", &deploy_url, "main"]);
+    let cli_commit = git_in(c, None, &["rev-parse", "HEAD"]);
+    assert_eq!(
+        text(&out.stdout),
+        format!("promoted web:v9 in overlays/staging/kustomization.yaml on main: {cli_commit}\n")
+    );
+    assert_eq!(
+        git_in(c, None, &["log", "-1", "--format=%an <%ae>%n%B"]),
+        "alice <alice@users.shipway.invalid>\nPromote web:v9 in overlays/staging\n\nImage: web:v9"
+    );
+    assert!(
+        std::fs::read_to_string(c.join("overlays/staging/kustomization.yaml"))
+            .unwrap()
+            .ends_with("images:\n- name: web\n  newTag: v9\n")
+    );
+    // Neither a tag nor a digest: a usage error before anything is fetched.
+    let out = up.cli(d, &["promote", "deploy", "overlays/staging", "web"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }
