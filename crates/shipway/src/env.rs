@@ -28,6 +28,9 @@ struct Deployment {
     actor: String,
     status: String,
     approved_by: Vec<String>,
+    /// What the job promoted (`web@sha256:...`, as `kustomize edit set image` took it); when it
+    /// promoted nothing, the images its run published (`NAME:TAG@DIGEST`).
+    images: Vec<String>,
     started_at: Option<String>,
     completed_at: Option<String>,
     #[serde(skip)]
@@ -71,6 +74,21 @@ async fn deployments(client: &Client, namespace: &str) -> Result<Vec<Deployment>
                 .map(|r| r.user.clone())
                 .collect();
             approved_by.dedup();
+            let promoted: Vec<String> = status
+                .promotions
+                .iter()
+                .filter(|p| p.job == j.name)
+                .map(|p| p.image.clone())
+                .collect();
+            let images = if promoted.is_empty() {
+                status
+                    .images
+                    .iter()
+                    .map(|i| format!("{}:{}@{}", i.name, i.tag, i.digest))
+                    .collect()
+            } else {
+                promoted
+            };
             let state = match (&j.conclusion, j.status.as_str()) {
                 (Some(c), COMPLETED) => c.clone(),
                 _ => j.status.clone(),
@@ -85,6 +103,7 @@ async fn deployments(client: &Client, namespace: &str) -> Result<Vec<Deployment>
                 actor: spec.actor.clone(),
                 status: state,
                 approved_by,
+                images,
                 started_at: j.started_at.clone(),
                 completed_at: j.completed_at.clone(),
                 order: o.resource_version().unwrap_or(0),
@@ -143,6 +162,21 @@ fn approvers(d: &Deployment) -> String {
     } else {
         d.approved_by.join(",")
     }
+}
+
+/// The images of `d` with their digests cut to 12 hex digits, for tables.
+fn images(d: &Deployment) -> String {
+    if d.images.is_empty() {
+        return "-".into();
+    }
+    d.images
+        .iter()
+        .map(|i| match i.split_once("@sha256:") {
+            Some((name, hex)) => format!("{name}@sha256:{}", &hex[..hex.len().min(12)]),
+            None => i.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn print_json(value: &impl serde::Serialize, format: Option<OutputFormat>) -> bool {
@@ -208,6 +242,7 @@ async fn list(
             "LAST RUN",
             "REF",
             "COMMIT",
+            "IMAGE",
             "STATUS",
             "APPROVED BY",
         ]
@@ -225,10 +260,11 @@ async fn list(
                 d.run.clone(),
                 short(&d.git_ref),
                 d.commit.chars().take(7).collect(),
+                images(d),
                 d.status.clone(),
                 approvers(d),
             ]),
-            None => row.extend(["-", "-", "-", "-", "-"].map(String::from)),
+            None => row.extend(["-", "-", "-", "-", "-", "-"].map(String::from)),
         }
         rows.push(row);
     }
@@ -294,6 +330,9 @@ async fn get(
                 &format!("{} of {} ({})", d.commit, d.repository, short(&d.git_ref)),
             );
             field("From run:", &format!("{} job {}", d.run, d.job));
+            for i in &d.images {
+                field("Image:", i);
+            }
             field("Approved by:", &approvers(d));
             field("Deployed at:", d.completed_at.as_deref().unwrap_or("-"));
         }
@@ -338,6 +377,7 @@ async fn history(
             "JOB",
             "REF",
             "COMMIT",
+            "IMAGE",
             "ACTOR",
             "STATUS",
             "APPROVED BY",
@@ -352,6 +392,7 @@ async fn history(
             d.job.clone(),
             short(&d.git_ref),
             d.commit.chars().take(7).collect(),
+            images(d),
             d.actor.clone(),
             d.status.clone(),
             approvers(d),

@@ -358,18 +358,18 @@ fn a_protected_environment_waits_for_two_distinct_reviewers() {
     let history: Vec<Vec<String>> = text(&out.stdout)
         .lines()
         .skip(1)
-        .map(|l| l.split_whitespace().take(7).map(String::from).collect())
+        .map(|l| l.split_whitespace().take(8).map(String::from).collect())
         .collect();
-    let runs: Vec<(&str, &str, &str)> = history
+    let runs: Vec<(&str, &str, &str, &str)> = history
         .iter()
-        .map(|r| (r[0].as_str(), r[5].as_str(), r[6].as_str()))
+        .map(|r| (r[0].as_str(), r[4].as_str(), r[6].as_str(), r[7].as_str()))
         .collect();
     assert_eq!(
         runs,
         [
-            ("app-ci-3", "failure", "-"),
-            ("app-ci-2", "failure", "-"),
-            ("app-ci-1", "success", "bob,carol")
+            ("app-ci-3", "-", "failure", "-"),
+            ("app-ci-2", "-", "failure", "-"),
+            ("app-ci-1", "-", "success", "bob,carol")
         ],
         "{history:?}"
     );
@@ -1206,6 +1206,31 @@ jobs:
         run["status"]["promotions"],
         serde_json::json!([{"job": "deploy", "repository": "deploy", "path": "overlays/production", "branch": "main", "commit": head, "image": format!("web@{digest}")}]),
         "{run:#}"
+    );
+
+    // `shipway env` says which digest runs in production, from which run, approved by whom.
+    let out = up.cli(d, &["env", "get", "production"]);
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains(&format!("Image:        web@{digest}\n")),
+        "{shown}"
+    );
+    assert!(shown.contains("Approved by:  bob\n"), "{shown}");
+    let out = up.cli(d, &["env", "history", "production"]);
+    let history = text(&out.stdout);
+    let short = format!("web@{}", &digest[..19]);
+    assert!(
+        history
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.split_whitespace().take(5).eq([
+                "app-ci-1",
+                "deploy",
+                "main",
+                &sha[..7],
+                short.as_str()
+            ])),
+        "{history}"
     );
 
     // From a terminal: the token's user is the author.
