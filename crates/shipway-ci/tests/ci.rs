@@ -474,6 +474,51 @@ async fn the_server_wide_job_limit_holds_across_runs() {
     }
 }
 
+/// Twenty runs at once (twenty workflows on one push) with three job slots for the server:
+/// each job marks itself running in a shared directory and writes down how many it sees
+/// running; never more than three, all twenty succeed, and the three slots are used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_simultaneous_runs_never_hold_more_jobs_than_the_server_limit() {
+    let ci = Ci::start(Some(3)).await;
+    let running = ci.data.join("running");
+    let seen = ci.data.join("seen");
+    std::fs::create_dir_all(&running).unwrap();
+    let step = format!(
+        "f=$(mktemp -p {r}); ls {r} | wc -l >> {s}; sleep 0.4; ls {r} | wc -l >> {s}; rm $f",
+        r = running.display(),
+        s = seen.display()
+    );
+    for i in 0..20 {
+        write(
+            &ci.work,
+            &format!(".github/workflows/w{i:02}.yml"),
+            &format!(
+                "on: push\njobs:\n  j:\n    runs-on: ubuntu-latest\n    steps:\n      - run: {step}\n"
+            ),
+        );
+    }
+    ci.commit("twenty");
+    ci.push("main", "alice").await;
+    for i in 0..20 {
+        let name = format!("app-w{i:02}-1");
+        eventually(PATIENCE, &name, || async { ci.run(&name).await.is_some() }).await;
+        let status = ci.completed(&name).await;
+        assert_eq!(
+            status.conclusion.as_deref(),
+            Some("success"),
+            "{name}: {:#?}",
+            ci.log(&name).await
+        );
+    }
+    let counts: Vec<usize> = std::fs::read_to_string(&seen)
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    assert_eq!(counts.len(), 40, "{counts:?}");
+    assert_eq!(counts.iter().max(), Some(&3), "{counts:?}");
+}
+
 /// A workflow whose one job sleeps while the commit has a file `slow`.
 fn grouped(cancel_in_progress: bool) -> String {
     format!(
