@@ -218,31 +218,32 @@ pub fn run_object(namespace: &str, spec: &WorkflowRunSpec, payload: Value) -> Ob
     }
 }
 
-/// Makes the runs one push triggers; returns them as stored.
+/// Makes the runs one push triggers; returns them as stored. A push of `refs/pull/N/head` is
+/// a pull request against the default branch ([`on_pull_request`]); other `refs/pull/` refs
+/// (the `merge` refs Shipway writes) trigger nothing.
 pub async fn on_push(store: &Store, hosted: &Hosted, push: &Push) -> Result<Vec<Object>, CiError> {
+    if let Some(rest) = push.git_ref.strip_prefix("refs/pull/") {
+        return match rest
+            .strip_suffix("/head")
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            Some(number) => on_pull_request(store, hosted, push, number).await,
+            None => Ok(Vec::new()),
+        };
+    }
     // GitHub runs no push workflow for a deleted ref.
     if push.after == ZERO_SHA {
         return Ok(Vec::new());
     }
-    let Some(owner) = hosted.owner(&push.repository).await? else {
+    let Some(namespace) = namespace_of(hosted, &push.repository).await? else {
         return Ok(Vec::new());
     };
-    let namespace = owner
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
     let dir = hosted.dir(&push.repository)?;
     let (after, before) = (push.after.clone(), push.before.clone());
     let read_dir = dir.clone();
     // Reading trees and running git are blocking work.
     let (loaded, changed, head) = tokio::task::spawn_blocking(move || {
-        let repo = Repo::open(&read_dir)?;
-        let tree = repo.tree(&after)?;
-        let loaded: Vec<_> = workflow_files(&tree)
-            .into_iter()
-            .map(|f| load_from(&tree, Path::new("/"), &f))
-            .collect();
+        let loaded = load_workflows(&read_dir, &after)?;
         let changed = changed_files(&read_dir, &before, &after);
         let head = commit_facts(&read_dir, &after);
         Ok::<_, shipway_git::Error>((loaded, changed, head))
@@ -257,6 +258,48 @@ pub async fn on_push(store: &Store, hosted: &Hosted, push: &Push) -> Result<Vec<
         action: None,
     };
     let payload = push_payload(push, &hosted.clone_url(&push.repository), head);
+    let spec = WorkflowRunSpec {
+        repository: push.repository.clone(),
+        event: "push".into(),
+        git_ref: push.git_ref.clone(),
+        head_sha: push.after.clone(),
+        before: Some(push.before.clone()),
+        actor: push.by.clone(),
+        run_attempt: 1,
+        ..WorkflowRunSpec::default()
+    };
+    make_runs(store, &namespace, loaded, &facts, &spec, &payload).await
+}
+
+async fn namespace_of(hosted: &Hosted, repository: &str) -> Result<Option<String>, CiError> {
+    Ok(hosted
+        .owner(repository)
+        .await?
+        .map(|owner| owner.metadata.namespace.unwrap_or_else(|| "default".into())))
+}
+
+fn load_workflows(
+    dir: &Path,
+    sha: &str,
+) -> Result<Vec<shipway_pipeline::load::Bundle>, shipway_git::Error> {
+    let repo = Repo::open(dir)?;
+    let tree = repo.tree(sha)?;
+    Ok(workflow_files(&tree)
+        .into_iter()
+        .map(|f| load_from(&tree, Path::new("/"), &f))
+        .collect())
+}
+
+/// A run per workflow of `loaded` that `facts` trigger (`spec` with the workflow and its run
+/// number filled in), and a failed one per file that does not load.
+async fn make_runs(
+    store: &Store,
+    namespace: &str,
+    loaded: Vec<shipway_pipeline::load::Bundle>,
+    facts: &EventFacts,
+    spec: &WorkflowRunSpec,
+    payload: &Value,
+) -> Result<Vec<Object>, CiError> {
     let mut made = Vec::new();
     for bundle in loaded {
         let blocking: Vec<String> = bundle
@@ -266,7 +309,7 @@ pub async fn on_push(store: &Store, hosted: &Hosted, push: &Push) -> Result<Vec<
             .collect();
         let failed_to_load = match &bundle.workflow {
             Some(w) => {
-                if let Err(why) = matches(&w.on, &facts) {
+                if let Err(why) = matches(&w.on, facts) {
                     tracing::debug!(workflow = %bundle.path, %why, "not triggered");
                     continue;
                 }
@@ -276,20 +319,13 @@ pub async fn on_push(store: &Store, hosted: &Hosted, push: &Push) -> Result<Vec<
             None => Some(blocking.join("\n")),
         };
         let stem = workflow_stem(&bundle.path);
-        let number = next_run_number(store, &namespace, &push.repository, &stem).await?;
+        let number = next_run_number(store, namespace, &spec.repository, &stem).await?;
         let spec = WorkflowRunSpec {
-            repository: push.repository.clone(),
             workflow: bundle.path.clone(),
-            event: "push".into(),
-            git_ref: push.git_ref.clone(),
-            head_sha: push.after.clone(),
-            before: Some(push.before.clone()),
-            actor: push.by.clone(),
             run_number: number,
-            run_attempt: 1,
-            ..WorkflowRunSpec::default()
+            ..spec.clone()
         };
-        let mut obj = run_object(&namespace, &spec, payload.clone());
+        let mut obj = run_object(namespace, &spec, payload.clone());
         if let Some(problems) = failed_to_load {
             let status = WorkflowRunStatus {
                 status: Some(COMPLETED.into()),
@@ -304,4 +340,220 @@ pub async fn on_push(store: &Store, hosted: &Hosted, push: &Push) -> Result<Vec<
         made.push(stored);
     }
     Ok(made)
+}
+
+/// What a pull request is made of, read from the repository.
+struct PullRequest {
+    base: String,
+    base_sha: String,
+    /// A branch (other than the base) at the head commit, as GitHub's `head.ref`; else
+    /// `pull/N/head`.
+    head_ref: String,
+    /// The test merge of head into base, written to `refs/pull/N/merge` as GitHub keeps it.
+    merge_sha: String,
+    changed: Option<Vec<String>>,
+    head: Value,
+    merge_workflows: Vec<shipway_pipeline::load::Bundle>,
+    base_workflows: Vec<shipway_pipeline::load::Bundle>,
+}
+
+/// A push of `refs/pull/N/head` is pull request N from that commit into the repository's
+/// default branch, as GitHub's `pull_request` (`opened` for a new ref, `synchronize` for a
+/// moved one): workflows are read from the test merge commit Shipway writes to
+/// `refs/pull/N/merge` and run on it; `pull_request_target` workflows are read from and run on
+/// the base. A head that does not merge cleanly runs nothing, as on GitHub; deleting the ref
+/// closes nothing (no `closed` runs).
+pub async fn on_pull_request(
+    store: &Store,
+    hosted: &Hosted,
+    push: &Push,
+    number: u64,
+) -> Result<Vec<Object>, CiError> {
+    if push.after == ZERO_SHA {
+        return Ok(Vec::new());
+    }
+    let Some(namespace) = namespace_of(hosted, &push.repository).await? else {
+        return Ok(Vec::new());
+    };
+    let dir = hosted.dir(&push.repository)?;
+    let head_sha = push.after.clone();
+    let merge_ref = format!("refs/pull/{number}/merge");
+    let read_dir = dir.clone();
+    let written_ref = merge_ref.clone();
+    let pr = tokio::task::spawn_blocking(move || {
+        pull_request(&read_dir, number, &head_sha, &written_ref)
+    })
+    .await
+    .map_err(|e| CiError::Other(format!("reading the pull request: {e}")))??;
+    let Some(pr) = pr else {
+        tracing::info!(repository = %push.repository, number, "pull request does not merge cleanly into the default branch: no pull_request runs");
+        return Ok(Vec::new());
+    };
+    hosted
+        .note_ref(&push.repository, &merge_ref, &pr.merge_sha)
+        .await;
+    let action = if push.before == ZERO_SHA {
+        "opened"
+    } else {
+        "synchronize"
+    };
+    let clone_url = hosted.clone_url(&push.repository);
+    let payload = json!({
+        "action": action,
+        "number": number,
+        "pull_request": {
+            "number": number,
+            "state": "open",
+            "merged": false,
+            "title": pr.head["message"].as_str().unwrap_or_default().lines().next().unwrap_or_default(),
+            "user": {"login": push.by},
+            "head": {"ref": pr.head_ref, "sha": push.after, "label": pr.head_ref},
+            "base": {"ref": pr.base, "sha": pr.base_sha, "label": pr.base},
+            "merge_commit_sha": pr.merge_sha,
+        },
+        "before": push.before,
+        "after": push.after,
+        "sender": {"login": push.by},
+        "repository": {
+            "name": push.repository,
+            "full_name": push.repository,
+            "clone_url": clone_url,
+            "default_branch": pr.base,
+        },
+    });
+    let base_ref = format!("refs/heads/{}", pr.base);
+    let mut made = Vec::new();
+    for (event, loaded, git_ref, sha) in [
+        (
+            "pull_request",
+            pr.merge_workflows,
+            merge_ref,
+            pr.merge_sha.clone(),
+        ),
+        (
+            "pull_request_target",
+            pr.base_workflows,
+            base_ref.clone(),
+            pr.base_sha.clone(),
+        ),
+    ] {
+        let facts = EventFacts {
+            name: event.into(),
+            git_ref: base_ref.clone(),
+            changed_files: pr.changed.clone(),
+            action: Some(action.into()),
+        };
+        let spec = WorkflowRunSpec {
+            repository: push.repository.clone(),
+            event: event.into(),
+            git_ref,
+            head_sha: sha,
+            actor: push.by.clone(),
+            run_attempt: 1,
+            ..WorkflowRunSpec::default()
+        };
+        made.extend(make_runs(store, &namespace, loaded, &facts, &spec, &payload).await?);
+    }
+    Ok(made)
+}
+
+/// Reads pull request `number` at `head` against the default branch and writes its test merge
+/// to `merge_ref`; `None` when head does not merge cleanly.
+fn pull_request(
+    dir: &Path,
+    number: u64,
+    head: &str,
+    merge_ref: &str,
+) -> Result<Option<PullRequest>, shipway_git::Error> {
+    let repo = Repo::open(dir)?;
+    let tip = repo.resolve("HEAD")?;
+    let base = tip
+        .name
+        .strip_prefix("refs/heads/")
+        .unwrap_or(&tip.name)
+        .to_string();
+    let git = |args: &[&str]| -> Result<(bool, String), shipway_git::Error> {
+        let out = Command::new("git")
+            .arg("--git-dir")
+            .arg(dir)
+            .args(args)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_AUTHOR_NAME", "shipway")
+            .env("GIT_AUTHOR_EMAIL", "shipway@shipway.invalid")
+            .env("GIT_COMMITTER_NAME", "shipway")
+            .env("GIT_COMMITTER_EMAIL", "shipway@shipway.invalid")
+            .output()
+            .map_err(|e| shipway_git::Error::Io {
+                repo: dir.display().to_string(),
+                message: format!("cannot run git {}", args[0]),
+                source: e,
+            })?;
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        ))
+    };
+    let failed = |command: &str, out: String| shipway_git::Error::Git {
+        repo: dir.display().to_string(),
+        command: command.to_string(),
+        message: out,
+    };
+    let (clean, out) = git(&[
+        "merge-tree",
+        "--write-tree",
+        "--no-messages",
+        &tip.sha,
+        head,
+    ])?;
+    if !clean {
+        return Ok(None);
+    }
+    let tree = out.lines().next().unwrap_or_default().to_string();
+    let message = format!("Merge {head} into {}", tip.sha);
+    let (ok, merge) = git(&[
+        "commit-tree",
+        &tree,
+        "-p",
+        &tip.sha,
+        "-p",
+        head,
+        "-m",
+        &message,
+    ])?;
+    if !ok {
+        return Err(failed("commit-tree", merge));
+    }
+    let (ok, out) = git(&[
+        "update-ref",
+        "-m",
+        "shipway pull request merge",
+        merge_ref,
+        &merge,
+    ])?;
+    if !ok {
+        return Err(failed("update-ref", out));
+    }
+    let head_ref = repo
+        .heads()?
+        .into_iter()
+        .find(|(branch, sha)| sha == head && *branch != base)
+        .map(|(branch, _)| branch)
+        .unwrap_or_else(|| format!("pull/{number}/head"));
+    let (ok, merge_base) = git(&["merge-base", &tip.sha, head])?;
+    let changed = if ok {
+        changed_files(dir, &merge_base, head)
+    } else {
+        None
+    };
+    Ok(Some(PullRequest {
+        base_sha: tip.sha.clone(),
+        head_ref,
+        head: commit_facts(dir, head),
+        merge_workflows: load_workflows(dir, &merge)?,
+        base_workflows: load_workflows(dir, &tip.sha)?,
+        merge_sha: merge,
+        changed,
+        base,
+    }))
 }

@@ -474,6 +474,147 @@ async fn the_server_wide_job_limit_holds_across_runs() {
     }
 }
 
+/// A push of `refs/pull/N/head` is pull request N into the default branch, as GitHub's: the
+/// `pull_request` workflows of the test merge run on it (`refs/pull/N/merge`, a commit with
+/// base and head as parents), `opened` then `synchronize`, with the head and base refs and the
+/// number in the context; `pull_request_target` runs on the base; push workflows do not run;
+/// a path filter sees the pull request's changes; a head that conflicts runs nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_request_ref_runs_the_pull_request_workflows_on_the_test_merge() {
+    let ci = Ci::start(Some(4)).await;
+    let echo = "echo \"${{ github.event_name }} ${{ github.event.action }} #${{ github.event.number }} ${{ github.ref }} ${{ github.head_ref }}->${{ github.base_ref }} at $GITHUB_SHA\"";
+    write(
+        &ci.work,
+        ".github/workflows/pr.yml",
+        &format!(
+            "on:\n  pull_request:\n    branches: [main]\n    paths: ['src/**']\njobs:\n  test:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: actions/checkout@v4\n      - run: |\n          {echo}\n          cat src/app.txt\n"
+        ),
+    );
+    write(
+        &ci.work,
+        ".github/workflows/target.yml",
+        &format!(
+            "on: pull_request_target\njobs:\n  label:\n    runs-on: ubuntu-latest\n    steps:\n      - run: |\n          {echo}\n"
+        ),
+    );
+    write(
+        &ci.work,
+        ".github/workflows/push.yml",
+        "on: push\njobs:\n  p:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo push\n",
+    );
+    write(&ci.work, "src/app.txt", "v1\n");
+    write(&ci.work, "README", "main\n");
+    let base = ci.commit("base");
+    ci.push("main", "alice").await;
+    eventually(PATIENCE, "the push run", || async {
+        ci.run("app-push-1").await.is_some()
+    })
+    .await;
+    ci.completed("app-push-1").await;
+
+    // A feature commit, and main moving on meanwhile: the test merge holds both.
+    git(&ci.work, &["checkout", "-q", "-b", "feature"]);
+    write(&ci.work, "src/app.txt", "v2\n");
+    let head = ci.commit("feature");
+    git(&ci.work, &["checkout", "-q", "main"]);
+    write(&ci.work, "README", "main moved\n");
+    let main2 = ci.commit("main moves");
+    ci.push("main", "alice").await;
+    ci.completed("app-push-2").await;
+    ci.push("feature:refs/heads/feature", "bob").await;
+    ci.completed("app-push-3").await;
+    ci.push("feature:refs/pull/7/head", "bob").await;
+    eventually(PATIENCE, "the pull request runs", || async {
+        ci.run("app-pr-1").await.is_some() && ci.run("app-target-1").await.is_some()
+    })
+    .await;
+    let pr = ci.completed("app-pr-1").await;
+    assert_eq!(
+        pr.conclusion.as_deref(),
+        Some("success"),
+        "{pr:#?} {:#?}",
+        ci.log("app-pr-1").await
+    );
+    let bare = ci.hosted.dir("app").unwrap();
+    let rev = |r: &str| {
+        let out = Command::new("git")
+            .arg("--git-dir")
+            .arg(&bare)
+            .args(["rev-parse", r])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let merge = rev("refs/pull/7/merge");
+    assert_eq!(rev("refs/pull/7/merge^1"), main2);
+    assert_eq!(rev("refs/pull/7/merge^2"), head);
+    let log = ci.log("app-pr-1").await;
+    assert!(
+        log.contains(&format!(
+            "[test] pull_request opened #7 refs/pull/7/merge feature->main at {merge}"
+        )),
+        "{log:#?}"
+    );
+    // The merge has the feature's change and main's.
+    assert!(log.contains(&"[test] v2".to_string()), "{log:#?}");
+    let spec: WorkflowRunSpec = ci.run("app-pr-1").await.unwrap().spec_as().unwrap();
+    assert_eq!(
+        (spec.event.as_str(), spec.actor.as_str()),
+        ("pull_request", "bob")
+    );
+    ci.completed("app-target-1").await;
+    let log = ci.log("app-target-1").await;
+    assert!(
+        log.contains(&format!(
+            "[label] pull_request_target opened #7 refs/heads/main feature->main at {main2}"
+        )),
+        "{log:#?}"
+    );
+    assert!(
+        ci.run("app-push-4").await.is_none(),
+        "a pull request ref ran a push workflow"
+    );
+
+    // Another commit on the pull request: synchronize.
+    git(&ci.work, &["checkout", "-q", "feature"]);
+    write(&ci.work, "src/app.txt", "v3\n");
+    ci.commit("feature 2");
+    ci.push("feature:refs/pull/7/head", "bob").await;
+    ci.completed("app-pr-2").await;
+    let log = ci.log("app-pr-2").await;
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("[test] pull_request synchronize #7 ")),
+        "{log:#?}"
+    );
+    assert!(log.contains(&"[test] v3".to_string()), "{log:#?}");
+    ci.completed("app-target-2").await;
+
+    // A pull request changing only the README: the paths filter leaves pr.yml out.
+    git(&ci.work, &["checkout", "-q", "-b", "docs", &base]);
+    write(&ci.work, "NOTES", "notes\n");
+    ci.commit("notes");
+    ci.push("docs:refs/pull/8/head", "bob").await;
+    ci.completed("app-target-3").await;
+    assert!(
+        ci.run("app-pr-3").await.is_none(),
+        "pr.yml ran for a change outside src/"
+    );
+
+    // A head that conflicts with main: no runs at all.
+    git(&ci.work, &["checkout", "-q", "-b", "clash", &base]);
+    write(&ci.work, "README", "clash\n");
+    ci.commit("clash");
+    ci.push("clash:refs/pull/9/head", "bob").await;
+    // Evidence that the trigger has handled it: a later push's run exists.
+    git(&ci.work, &["checkout", "-q", "main"]);
+    ci.push("main:refs/heads/after", "alice").await;
+    ci.completed("app-push-4").await;
+    assert!(ci.run("app-target-4").await.is_none());
+    assert!(ci.run("app-pr-3").await.is_none());
+    assert_eq!(rev("refs/pull/9/merge"), "refs/pull/9/merge");
+}
+
 /// Twenty runs at once (twenty workflows on one push) with three job slots for the server:
 /// each job marks itself running in a shared directory and writes down how many it sees
 /// running; never more than three, all twenty succeed, and the three slots are used.

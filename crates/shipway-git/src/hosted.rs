@@ -211,6 +211,14 @@ impl Hosted {
         Ok(heads.into_iter().collect())
     }
 
+    /// Notes that Shipway itself set `git_ref` of `name` to `sha` (a pull request's merge ref),
+    /// so the next push is not told as having changed it.
+    pub async fn note_ref(&self, name: &str, git_ref: &str, sha: &str) {
+        if let Some(refs) = self.refs.lock().await.get_mut(name) {
+            refs.insert(git_ref.to_string(), sha.to_string());
+        }
+    }
+
     /// After a push by `by` (a token's name) landed in `name`: wakes the subscribers, tells
     /// [`Hosted::pushes`] of every ref it changed, records a `Pushed` event per changed ref and
     /// writes the heads into the Repository's status.

@@ -244,16 +244,17 @@ impl Repo {
         Ok(Tree::new(self.inner.git.clone(), self.name(), id, root))
     }
 
-    /// Every branch and tag by full name (`refs/heads/main`, `refs/tags/v1`) and the commit it
-    /// points at (an annotated tag peeled), in name order. What a push changed is the difference
-    /// of two of these.
+    /// Every branch, tag and pull request ref by full name (`refs/heads/main`, `refs/tags/v1`,
+    /// `refs/pull/7/head`) and the commit it points at (an annotated tag peeled), in name
+    /// order. What a push changed is the difference of two of these.
     pub fn refs(&self) -> Result<Vec<(String, String)>, Error> {
         let repo = self.inner.git.to_thread_local();
         let refs = repo.references().map_err(|e| self.read_err(e))?;
         let mut out = Vec::new();
         let branches = refs.local_branches().map_err(|e| self.read_err(e))?;
         let tags = refs.tags().map_err(|e| self.read_err(e))?;
-        for r in branches.chain(tags) {
+        let pulls = refs.prefixed("refs/pull/").map_err(|e| self.read_err(e))?;
+        for r in branches.chain(tags).chain(pulls) {
             let mut r = r.map_err(|e| self.read_err(e))?;
             let name = r.name().as_bstr().to_string();
             let Ok(id) = r.peel_to_id() else { continue };
