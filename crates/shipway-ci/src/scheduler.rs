@@ -20,7 +20,7 @@ use shipway_model::types::workflow_run::{
 };
 use shipway_model::{Key, Object};
 use shipway_pipeline::exec::{
-    Executor, Groups, RunSpec, Status, run_workflow, workflow_concurrency,
+    Executor, Groups, PIDS_DIR, RunSpec, Status, run_workflow, workflow_concurrency,
 };
 use shipway_pipeline::load::{Options, load_from};
 use shipway_runtime::images::ImageStore;
@@ -32,6 +32,9 @@ use crate::CiError;
 use crate::gate::EnvironmentGate;
 use crate::platform::RunPlatform;
 use crate::record::{recorder, runner_line};
+
+/// How long a step left by a killed server gets between SIGTERM and SIGKILL.
+const ORPHAN_GRACE: Duration = Duration::from_secs(5);
 
 /// What a run cut short by a restart says.
 pub const INTERRUPTED: &str =
@@ -287,6 +290,32 @@ impl Scheduler {
         Ok(Action::AwaitChange)
     }
 
+    /// Stops the step processes an earlier process left running for attempt `attempt` of
+    /// `run` (recorded under its run directory; each checked to be a step of this run), so a
+    /// killed server leaves no orphan behind once it is back.
+    async fn stop_left_steps(&self, run: &Object, attempt: u64) {
+        let run_dir = self
+            .runs_dir
+            .join(run.metadata.namespace.as_deref().unwrap_or("default"))
+            .join(&run.metadata.name)
+            .join(attempt.to_string());
+        let marker = format!("GITHUB_EVENT_PATH={}", run_dir.join("event.json").display());
+        let Ok(entries) = std::fs::read_dir(run_dir.join(PIDS_DIR)) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if let Some(pgid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+                && shipway_process::stop_orphan(pgid, &marker, ORPHAN_GRACE).await
+            {
+                tracing::info!(run = %run.key(), pgid, "stopped a step left running by the previous process");
+            }
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+
     /// A run an earlier process started: failed, its unfinished jobs and steps with it.
     async fn interrupted(
         &self,
@@ -313,6 +342,7 @@ impl Scheduler {
         status.conclusion = Some("failure".into());
         status.completed_at = Some(now);
         status.message = Some(INTERRUPTED.into());
+        self.stop_left_steps(run, status.attempt()).await;
         let lines = vec![runner_line(INTERRUPTED)];
         self.store.append_logs(&run.key(), lines).await?;
         put_status(&self.store, run, &status).await?;

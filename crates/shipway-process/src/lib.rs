@@ -101,12 +101,18 @@ pub fn resolve(program: &str, cwd: &Path, env: &[(String, String)]) -> PathBuf {
 }
 
 /// Stops a process group left by an earlier run of this program, if it is still alive and still
-/// ours: its leader's environment must carry `marker` (`KEY=value`), so a reused pid is never
-/// signalled. SIGTERM, then SIGKILL after `grace`. Returns whether it was ours.
+/// ours: a member's environment must carry `marker` (`KEY=value`), so a reused pid is never
+/// signalled. The leader is looked at first, then (when it is gone: the group's other processes
+/// live on) every process of the group. SIGTERM, then SIGKILL after `grace`. Returns whether
+/// it was ours.
 pub async fn stop_orphan(pgid: i32, marker: &str, grace: Duration) -> bool {
-    let ours = std::fs::read(format!("/proc/{pgid}/environ"))
-        .map(|env| env.split(|b| *b == 0).any(|kv| kv == marker.as_bytes()))
-        .unwrap_or(false);
+    let has_marker = |pid: &str| {
+        std::fs::read(format!("/proc/{pid}/environ"))
+            .map(|env| env.split(|b| *b == 0).any(|kv| kv == marker.as_bytes()))
+            .unwrap_or(false)
+    };
+    let ours =
+        has_marker(&pgid.to_string()) || group_members(pgid).iter().any(|pid| has_marker(pid));
     if !ours {
         return false;
     }
@@ -121,6 +127,26 @@ pub async fn stop_orphan(pgid: i32, marker: &str, grace: Duration) -> bool {
     }
     signal_group(pgid, Signal::KILL);
     true
+}
+
+/// The pids of the processes in group `pgid`, from `/proc/PID/stat` (its fifth field).
+fn group_members(pgid: i32) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|name| name.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                // `pid (comm) state ppid pgrp ...`; comm may hold spaces and parentheses.
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(2)?.parse::<i32>().ok())
+                    == Some(pgid)
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

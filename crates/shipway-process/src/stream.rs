@@ -31,7 +31,10 @@ pub struct OutputLine {
     pub continues: bool,
 }
 
-/// Runs `program args` in `cwd` with exactly `env`, sending each output line to `lines`.
+/// Runs `program args` in `cwd` with exactly `env`, sending each output line to `lines`. With
+/// `pids`, the process group is recorded in that directory (a file named after it) while it
+/// runs, so a successor of a killed parent can stop what it left ([`crate::stop_orphan`]).
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     program: &str,
     args: &[String],
@@ -40,6 +43,7 @@ pub async fn run(
     timeout: Option<Duration>,
     cancel: &CancellationToken,
     lines: mpsc::UnboundedSender<OutputLine>,
+    pids: Option<&Path>,
 ) -> Result<Exit, String> {
     let mut cmd = Command::new(resolve(program, cwd, env));
     cmd.args(args)
@@ -64,6 +68,16 @@ pub async fn run(
         }
     };
     let pid = child.id().and_then(|id| i32::try_from(id).ok());
+    let pid_file = match (pids, pid) {
+        (Some(dir), Some(pid)) => {
+            let file = dir.join(pid.to_string());
+            let _ = std::fs::create_dir_all(dir);
+            // Best effort: without the record only the cleanup after a crash is lost.
+            let _ = std::fs::write(&file, pid.to_string());
+            Some(file)
+        }
+        _ => None,
+    };
     let readers = [
         child
             .stdout
@@ -99,6 +113,9 @@ pub async fn run(
     }
     for r in readers.into_iter().flatten() {
         let _ = r.await;
+    }
+    if let Some(f) = pid_file {
+        let _ = std::fs::remove_file(f);
     }
     Ok(exit)
 }

@@ -94,24 +94,46 @@ fn a_run_killed_with_the_server_is_recorded_failed_with_its_log_kept() {
     let data = tempfile::tempdir().unwrap();
     let up = Up::start(data.path());
     let work = tempfile::tempdir().unwrap();
-    // The sleep outlives the server; short, since the killed server cannot stop it.
+    // The sleep outlives the killed server, until the restarted one stops it.
+    let pid_file = data.path().join("sleep.pid");
     let (url, token) = repo_with(
         &up,
         data.path(),
         work.path(),
-        "on: push\njobs:\n  long:\n    runs-on: ubuntu-latest\n    steps:\n      - run: for i in 1 2 3; do echo \"line $i\"; done; if [ $GITHUB_RUN_ATTEMPT = 1 ]; then sleep 8; echo never; fi; echo \"attempt $GITHUB_RUN_ATTEMPT done\"\n",
+        &format!(
+            "on: push\njobs:\n  long:\n    runs-on: ubuntu-latest\n    steps:\n      - run: for i in 1 2 3; do echo \"line $i\"; done; if [ $GITHUB_RUN_ATTEMPT = 1 ]; then sleep 120 & echo $! > {}; wait; echo never; fi; echo \"attempt $GITHUB_RUN_ATTEMPT done\"\n",
+            pid_file.display()
+        ),
     );
     git_in(work.path(), Some(&token), &["push", "-q", &url, "main"]);
     wait_for(60, "the step's lines in the log", || {
         logs(&up, data.path(), "app-ci-1").contains("[long] line 3\n")
     });
+    wait_for(60, "the sleep started", || pid_file.exists());
+    let sleep = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .to_string();
     up.kill9();
+    // Alive (not a zombie) while no server is there.
+    let alive = || {
+        std::fs::read_to_string(format!("/proc/{sleep}/stat")).is_ok_and(|stat| {
+            stat.rsplit_once(')')
+                .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+        })
+    };
+    assert!(
+        alive(),
+        "the step's sleep {sleep} did not outlive the server"
+    );
 
     let up = Up::start(data.path());
     wait_for(60, "the run completed after the restart", || {
         text(&up.cli(data.path(), &["pipeline", "get", "app-ci-1"]).stdout)
             .contains("Status:     failure\n")
     });
+    // The restarted server stopped what the step left running.
+    wait_for(30, "the orphaned sleep stopped", || !alive());
     let shown = text(&up.cli(data.path(), &["pipeline", "get", "app-ci-1"]).stdout);
     assert!(
         shown.contains("Message:    The run was interrupted"),
@@ -156,6 +178,15 @@ fn user_token(up: &Up, data: &Path, name: &str, role: &str) -> String {
     let out = up.cli(data, &["token", "create", "--user", name]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     text(&out.stdout).trim().to_string()
+}
+
+/// `shipway pipeline approve RUN --env ENV` as the user of `token`, which must succeed.
+fn approve(up: &Up, data: &Path, token: &str, run: &str, env: &str) {
+    let out = up.cli(
+        data,
+        &["--token", token, "pipeline", "approve", run, "--env", env],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
 
 fn get(up: &Up, data: &Path, run: &str) -> String {
@@ -971,19 +1002,7 @@ jobs:
         text(&out.stderr)
     );
     let bob = user_token(&up, d, "bob", "deployer");
-    let out = up.cli(
-        d,
-        &[
-            "--token",
-            &bob,
-            "pipeline",
-            "approve",
-            "app-ci-1",
-            "--env",
-            "production",
-        ],
-    );
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    approve(&up, d, &bob, "app-ci-1", "production");
     let out = up.cli(d, &["pipeline", "logs", "app-ci-1", "--follow"]);
     assert!(text(&out.stdout).contains("[deploy] deployed\n"));
     // The run ended: its token is void.
@@ -1135,19 +1154,7 @@ jobs:
     );
     let before = git_in(c, Some(&alice), &["ls-remote", &deploy_url, "main"]);
 
-    let out = up.cli(
-        d,
-        &[
-            "--token",
-            &bob,
-            "pipeline",
-            "approve",
-            "app-ci-1",
-            "--env",
-            "production",
-        ],
-    );
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    approve(&up, d, &bob, "app-ci-1", "production");
     wait_for(60, "the run succeeded", || {
         get(&up, d, "app-ci-1").contains("Status:     success\n")
     });

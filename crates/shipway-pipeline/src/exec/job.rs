@@ -1215,7 +1215,19 @@ impl JobRun {
         } else {
             (self.cancel.clone(), timeout)
         };
-        let proc = process::run(&program, &args, &cwd, &vars, timeout, &cancel, tx);
+        // Recorded under the run directory, so a server killed mid-step stops it after its
+        // restart (see `PIDS_DIR`).
+        let pids = self.shared.exec.run_dir.join(super::PIDS_DIR);
+        let proc = process::run(
+            &program,
+            &args,
+            &cwd,
+            &vars,
+            timeout,
+            &cancel,
+            tx,
+            Some(&pids),
+        );
         let exec = self.shared.exec.clone();
         let label = self.label.clone();
         let step_number = self.current_step;

@@ -30,6 +30,11 @@ use crate::load::Bundle;
 use crate::matrix::{self, Combination};
 use crate::workflow::{Dyn, Workflow};
 
+/// The directory of a run directory where each running step's process group is recorded (a
+/// file named after it). Every step's environment has `GITHUB_EVENT_PATH=<run dir>/event.json`,
+/// which tells a step of this run from a process that reused the pid.
+pub const PIDS_DIR: &str = "pids";
+
 pub use commands::{FileCommand, Line, Masker, parse_line};
 pub use concurrency::{Groups, Slot};
 pub use context::{check_inputs, dispatch_inputs, event_ref};
