@@ -32,6 +32,7 @@ use crate::CiError;
 use crate::gate::EnvironmentGate;
 use crate::platform::RunPlatform;
 use crate::record::{recorder, runner_line};
+use crate::trigger::RUN_FINALIZER;
 
 /// How long a step left by a killed server gets between SIGTERM and SIGKILL.
 const ORPHAN_GRACE: Duration = Duration::from_secs(5);
@@ -226,6 +227,9 @@ impl Scheduler {
     }
 
     async fn reconcile(self: &Arc<Self>, run: &Object) -> Result<Action, CiError> {
+        if run.metadata.deletion_timestamp.is_some() {
+            return self.finalize(run).await;
+        }
         let status: WorkflowRunStatus = run.status_as()?;
         let spec: WorkflowRunSpec = run.spec_as()?;
         let rerun = status.is_completed() && spec.run_attempt > status.attempt();
@@ -288,6 +292,43 @@ impl Scheduler {
             this.active().remove(&run.key());
         });
         Ok(Action::AwaitChange)
+    }
+
+    /// A deleted run: cancelled if it runs here, then its log lines and its run directory (every
+    /// attempt's workspace and artifacts) removed, then the finalizer.
+    async fn finalize(&self, run: &Object) -> Result<Action, CiError> {
+        if !run.metadata.finalizers.iter().any(|f| f == RUN_FINALIZER) {
+            return Ok(Action::AwaitChange);
+        }
+        if let Some(active) = self.active().get(&run.key()) {
+            active.cancel.cancel();
+            // It records its end, then leaves `active`; look again then.
+            return Ok(Action::Requeue(Duration::from_millis(100)));
+        }
+        self.store.delete_logs(&run.key()).await?;
+        let dir = self
+            .runs_dir
+            .join(run.metadata.namespace.as_deref().unwrap_or("default"))
+            .join(&run.metadata.name);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(CiError::Other(format!(
+                    "removing the run directory {}: {e}",
+                    dir.display()
+                )));
+            }
+        }
+        let Some(mut current) = self.store.get(&run.key()).await? else {
+            return Ok(Action::AwaitChange);
+        };
+        current.metadata.finalizers.retain(|f| f != RUN_FINALIZER);
+        match self.store.update(current, crate::ACTOR).await {
+            Ok(_) => Ok(Action::AwaitChange),
+            Err(StoreError::Conflict { .. }) => Ok(Action::Requeue(Duration::ZERO)),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Stops the step processes an earlier process left running for attempt `attempt` of

@@ -194,12 +194,17 @@ pub(crate) async fn next_run_number(
         + 1)
 }
 
+/// The finalizer of every run: its log lines and run directory go with it (the scheduler
+/// removes them, then the finalizer).
+pub const RUN_FINALIZER: &str = "shipway.dev/run-records";
+
 /// A new WorkflowRun object (not yet stored).
 pub fn run_object(namespace: &str, spec: &WorkflowRunSpec, payload: Value) -> Object {
     let stem = workflow_stem(&spec.workflow);
     let mut metadata = ObjectMeta {
         name: format!("{}-{stem}-{}", spec.repository, spec.run_number),
         namespace: Some(namespace.to_string()),
+        finalizers: vec![RUN_FINALIZER.to_string()],
         ..ObjectMeta::default()
     };
     metadata

@@ -615,6 +615,58 @@ async fn a_pull_request_ref_runs_the_pull_request_workflows_on_the_test_merge() 
     assert_eq!(rev("refs/pull/9/merge"), "refs/pull/9/merge");
 }
 
+/// Deleting a run deletes its records: its log lines and its run directory go, then the run
+/// (its finalizer); a run deleted while it runs is cancelled first. Other runs keep theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_run_takes_its_log_and_run_directory_with_it() {
+    let ci = Ci::start(Some(2)).await;
+    write(
+        &ci.work,
+        ".github/workflows/a.yml",
+        "on: push\njobs:\n  j:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo hello\n",
+    );
+    write(
+        &ci.work,
+        ".github/workflows/b.yml",
+        "on: push\njobs:\n  j:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo other\n",
+    );
+    write(
+        &ci.work,
+        ".github/workflows/slow.yml",
+        "on: push\njobs:\n  j:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo started; sleep 60\n",
+    );
+    ci.commit("three");
+    ci.push("main", "alice").await;
+    ci.completed("app-a-1").await;
+    ci.completed("app-b-1").await;
+    eventually(PATIENCE, "the slow run started", || async {
+        ci.log("app-slow-1")
+            .await
+            .contains(&"[j] started".to_string())
+    })
+    .await;
+    let dir = |name: &str| ci.data.join("runs/default").join(name);
+    assert!(dir("app-a-1").is_dir());
+    assert!(!ci.log("app-a-1").await.is_empty());
+    let run = ci.run("app-a-1").await.unwrap();
+    assert_eq!(run.metadata.finalizers, ["shipway.dev/run-records"]);
+
+    for name in ["app-a-1", "app-slow-1"] {
+        let key = Key::new("shipway.dev", "WorkflowRun", "default", name);
+        ci.store.delete(&key, "alice").await.unwrap();
+    }
+    for name in ["app-a-1", "app-slow-1"] {
+        eventually(PATIENCE, &format!("{name} gone"), || async {
+            ci.run(name).await.is_none()
+        })
+        .await;
+        assert!(ci.log(name).await.is_empty(), "{name}: log lines left");
+        assert!(!dir(name).exists(), "{name}: run directory left");
+    }
+    assert!(ci.log("app-b-1").await.contains(&"[j] other".to_string()));
+    assert!(dir("app-b-1").is_dir());
+}
+
 /// Twenty runs at once (twenty workflows on one push) with three job slots for the server:
 /// each job marks itself running in a shared directory and writes down how many it sees
 /// running; never more than three, all twenty succeed, and the three slots are used.
