@@ -26,9 +26,20 @@ use crate::{ACTOR, CiError};
 /// Where workflow files live, as GitHub reads them (and Shipway's own directory).
 pub const WORKFLOW_DIRS: [&str; 2] = [".github/workflows", ".shipway/workflows"];
 
-/// Hears every push of `hosted` until `shutdown` and makes the runs it triggers.
+/// The annotation of a hosted Repository naming, per ref, the commit whose push the triggers
+/// last handled (JSON, `{"refs/heads/main": "<sha>"}`): what [`catch_up`] compares the
+/// repository with, so a push whose runs a stop or a crash kept from being made is handled
+/// after the restart.
+pub const TRIGGERED_ANNOTATION: &str = "shipway.dev/triggered-refs";
+
+/// Hears every push of `hosted` until `shutdown` and makes the runs it triggers; first, and
+/// whenever it fell behind, it catches up with the pushes it did not hear.
 pub async fn run(store: Store, hosted: Arc<Hosted>, shutdown: CancellationToken) {
+    // Listening before catching up: a push in between is heard, and made once (see catch_up).
     let mut pushes = hosted.pushes();
+    if let Err(e) = catch_up(&store, &hosted).await {
+        tracing::warn!(error = %e, "catching up with pushes made while the triggers were not running");
+    }
     loop {
         let push = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -36,19 +47,159 @@ pub async fn run(store: Store, hosted: Arc<Hosted>, shutdown: CancellationToken)
         };
         match push {
             Ok(push) => {
-                if let Err(e) = on_push(&store, &hosted, &push).await {
+                if let Err(e) = handle(&store, &hosted, &push, false).await {
                     tracing::warn!(repository = %push.repository, git_ref = %push.git_ref, error = %e, "push trigger");
                 }
             }
             Err(RecvError::Lagged(n)) => {
                 tracing::warn!(
                     missed = n,
-                    "push triggers fell behind; {n} pushes were not matched against workflows"
+                    "push triggers fell behind by {n} pushes; catching up from the repositories"
                 );
+                if let Err(e) = catch_up(&store, &hosted).await {
+                    tracing::warn!(error = %e, "catching up with missed pushes");
+                }
             }
             Err(RecvError::Closed) => return,
         }
     }
+}
+
+/// Makes the runs of `push`, then notes it as handled. A `replayed` push (found by
+/// [`catch_up`]) makes no run a workflow already has for its event, ref and commit.
+async fn handle(
+    store: &Store,
+    hosted: &Hosted,
+    push: &Push,
+    replayed: bool,
+) -> Result<(), CiError> {
+    on_push_as(store, hosted, push, replayed).await?;
+    note_handled(store, hosted, push).await
+}
+
+fn triggered_refs(repo: &Object) -> Option<std::collections::BTreeMap<String, String>> {
+    let text = repo.metadata.annotations.get(TRIGGERED_ANNOTATION)?;
+    serde_json::from_str(text).ok()
+}
+
+/// Writes `push` into the repository's [`TRIGGERED_ANNOTATION`] (again on a conflict).
+async fn note_handled(store: &Store, hosted: &Hosted, push: &Push) -> Result<(), CiError> {
+    for _ in 0..10 {
+        let Some(mut repo) = hosted.owner(&push.repository).await? else {
+            return Ok(());
+        };
+        let mut refs = triggered_refs(&repo).unwrap_or_default();
+        if push.after == ZERO_SHA {
+            refs.remove(&push.git_ref);
+        } else {
+            refs.insert(push.git_ref.clone(), push.after.clone());
+        }
+        let text = serde_json::to_string(&refs).unwrap_or_default();
+        if repo.metadata.annotations.get(TRIGGERED_ANNOTATION) == Some(&text) {
+            return Ok(());
+        }
+        repo.metadata
+            .annotations
+            .insert(TRIGGERED_ANNOTATION.into(), text);
+        match store.update(repo, ACTOR).await {
+            Ok(_) => return Ok(()),
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(CiError::Other(format!(
+        "repository {}: cannot note the push of {} as handled: the Repository kept changing",
+        push.repository, push.git_ref
+    )))
+}
+
+/// Compares every hosted repository's refs with what the triggers last handled and handles
+/// the difference as pushes (replayed: a workflow that already ran for a ref's commit does not
+/// run again). A repository never noted is noted as it is, with no runs: its history predates
+/// the triggers.
+pub async fn catch_up(store: &Store, hosted: &Hosted) -> Result<usize, CiError> {
+    let repos = store
+        .list(&ListQuery::kind("shipway.dev", "Repository"))
+        .await?;
+    let mut replayed = 0;
+    for repo in repos.items {
+        let spec: shipway_model::types::RepositorySpec = repo.spec_as().unwrap_or_default();
+        if !spec.is_hosted() || repo.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let name = repo.metadata.name.clone();
+        let Ok(dir) = hosted.dir(&name) else { continue };
+        if !dir.join("HEAD").is_file() {
+            continue;
+        }
+        let refs: std::collections::BTreeMap<String, String> =
+            tokio::task::spawn_blocking(move || Repo::open(&dir)?.refs())
+                .await
+                .map_err(|e| CiError::Other(format!("reading {name}'s refs: {e}")))??
+                .into_iter()
+                // Shipway's own test merges are not pushes.
+                .filter(|(r, _)| !(r.starts_with("refs/pull/") && r.ends_with("/merge")))
+                .collect();
+        let name = repo.metadata.name.clone();
+        let Some(handled) = triggered_refs(&repo) else {
+            let mut repo = repo;
+            repo.metadata.annotations.insert(
+                TRIGGERED_ANNOTATION.into(),
+                serde_json::to_string(&refs).unwrap_or_default(),
+            );
+            match store.update(repo, ACTOR).await {
+                Ok(_) | Err(StoreError::Conflict { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+            continue;
+        };
+        let mut missed: Vec<(String, String, String)> = refs
+            .iter()
+            .filter(|(r, sha)| handled.get(*r) != Some(*sha))
+            .map(|(r, sha)| {
+                let before = handled.get(r).cloned().unwrap_or_else(|| ZERO_SHA.into());
+                (r.clone(), before, sha.clone())
+            })
+            .collect();
+        missed.extend(
+            handled
+                .iter()
+                .filter(|(r, _)| !refs.contains_key(*r))
+                .map(|(r, sha)| (r.clone(), sha.clone(), ZERO_SHA.to_string())),
+        );
+        for (git_ref, before, after) in missed {
+            let by = pusher(store, &repo, &git_ref, &after).await;
+            let push = Push {
+                repository: name.clone(),
+                git_ref,
+                before,
+                after,
+                by,
+            };
+            tracing::info!(repository = %push.repository, git_ref = %push.git_ref, "handling a push the triggers missed");
+            handle(store, hosted, &push, true).await?;
+            replayed += 1;
+        }
+    }
+    Ok(replayed)
+}
+
+/// Who pushed `git_ref` to `sha`, from the repository's `Pushed` event; `unknown` when the
+/// event is missing too (the server stopped between the push and its event).
+async fn pusher(store: &Store, repo: &Object, git_ref: &str, sha: &str) -> String {
+    let prefix = format!("{git_ref} updated to {sha} by ");
+    store
+        .events(&shipway_store::EventQuery::for_key(&repo.key(), 0))
+        .await
+        .ok()
+        .and_then(|events| {
+            events
+                .into_iter()
+                .rev()
+                .find(|e| e.action == "Pushed" && e.message.starts_with(&prefix))
+                .map(|e| e.actor)
+        })
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// The workflow files of a commit's tree, sorted, relative to the repository root.
@@ -198,6 +349,26 @@ pub(crate) async fn next_run_number(
 /// removes them, then the finalizer).
 pub const RUN_FINALIZER: &str = "shipway.dev/run-records";
 
+/// Whether `workflow` has a run of `spec`'s event, ref and commit in its repository.
+async fn has_run(
+    store: &Store,
+    namespace: &str,
+    spec: &WorkflowRunSpec,
+    workflow: &str,
+) -> Result<bool, StoreError> {
+    let mut query = ListQuery::kind(GROUP, KIND);
+    query.namespace = Some(namespace.to_string());
+    Ok(store.list(&query).await?.items.iter().any(|o| {
+        o.spec_as::<WorkflowRunSpec>().is_ok_and(|s| {
+            s.repository == spec.repository
+                && s.workflow == workflow
+                && s.event == spec.event
+                && s.git_ref == spec.git_ref
+                && s.head_sha == spec.head_sha
+        })
+    }))
+}
+
 /// A new WorkflowRun object (not yet stored).
 pub fn run_object(namespace: &str, spec: &WorkflowRunSpec, payload: Value) -> Object {
     let stem = workflow_stem(&spec.workflow);
@@ -227,12 +398,21 @@ pub fn run_object(namespace: &str, spec: &WorkflowRunSpec, payload: Value) -> Ob
 /// a pull request against the default branch ([`on_pull_request`]); other `refs/pull/` refs
 /// (the `merge` refs Shipway writes) trigger nothing.
 pub async fn on_push(store: &Store, hosted: &Hosted, push: &Push) -> Result<Vec<Object>, CiError> {
+    on_push_as(store, hosted, push, false).await
+}
+
+async fn on_push_as(
+    store: &Store,
+    hosted: &Hosted,
+    push: &Push,
+    replayed: bool,
+) -> Result<Vec<Object>, CiError> {
     if let Some(rest) = push.git_ref.strip_prefix("refs/pull/") {
         return match rest
             .strip_suffix("/head")
             .and_then(|n| n.parse::<u64>().ok())
         {
-            Some(number) => on_pull_request(store, hosted, push, number).await,
+            Some(number) => on_pull_request(store, hosted, push, number, replayed).await,
             None => Ok(Vec::new()),
         };
     }
@@ -273,7 +453,7 @@ pub async fn on_push(store: &Store, hosted: &Hosted, push: &Push) -> Result<Vec<
         run_attempt: 1,
         ..WorkflowRunSpec::default()
     };
-    make_runs(store, &namespace, loaded, &facts, &spec, &payload).await
+    make_runs(store, &namespace, loaded, &facts, &spec, &payload, replayed).await
 }
 
 async fn namespace_of(hosted: &Hosted, repository: &str) -> Result<Option<String>, CiError> {
@@ -296,7 +476,8 @@ fn load_workflows(
 }
 
 /// A run per workflow of `loaded` that `facts` trigger (`spec` with the workflow and its run
-/// number filled in), and a failed one per file that does not load.
+/// number filled in), and a failed one per file that does not load; `replayed`: none for a
+/// workflow that has a run of this event, ref and commit already.
 async fn make_runs(
     store: &Store,
     namespace: &str,
@@ -304,6 +485,7 @@ async fn make_runs(
     facts: &EventFacts,
     spec: &WorkflowRunSpec,
     payload: &Value,
+    replayed: bool,
 ) -> Result<Vec<Object>, CiError> {
     let mut made = Vec::new();
     for bundle in loaded {
@@ -324,6 +506,9 @@ async fn make_runs(
             None => Some(blocking.join("\n")),
         };
         let stem = workflow_stem(&bundle.path);
+        if replayed && has_run(store, namespace, spec, &bundle.path).await? {
+            continue;
+        }
         let number = next_run_number(store, namespace, &spec.repository, &stem).await?;
         let spec = WorkflowRunSpec {
             workflow: bundle.path.clone(),
@@ -373,6 +558,7 @@ pub async fn on_pull_request(
     hosted: &Hosted,
     push: &Push,
     number: u64,
+    replayed: bool,
 ) -> Result<Vec<Object>, CiError> {
     if push.after == ZERO_SHA {
         return Ok(Vec::new());
@@ -457,7 +643,7 @@ pub async fn on_pull_request(
             run_attempt: 1,
             ..WorkflowRunSpec::default()
         };
-        made.extend(make_runs(store, &namespace, loaded, &facts, &spec, &payload).await?);
+        made.extend(make_runs(store, &namespace, loaded, &facts, &spec, &payload, replayed).await?);
     }
     Ok(made)
 }

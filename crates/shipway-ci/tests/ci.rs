@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use shipway_ci::scheduler::{INTERRUPTED, Scheduler};
+use shipway_ci::trigger::{TRIGGERED_ANNOTATION, catch_up};
 use shipway_controller::{Cache, Reflector};
 use shipway_git::hosted::Hosted;
 use shipway_model::types::workflow_run::{WorkflowRunSpec, WorkflowRunStatus};
@@ -665,6 +666,79 @@ async fn a_deleted_run_takes_its_log_and_run_directory_with_it() {
     }
     assert!(ci.log("app-b-1").await.contains(&"[j] other".to_string()));
     assert!(dir("app-b-1").is_dir());
+}
+
+/// A push made while the triggers were not running (a stop, a crash between the push and its
+/// runs) is handled when they start again: the repository is compared with what they last
+/// handled, and the push runs its workflows, as its pusher. Catching up again makes nothing
+/// twice, even when the note of a handled push was lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_the_triggers_did_not_hear_runs_when_they_start_again() {
+    let ci = Ci::start(None).await;
+    let repo_key = Key::new("shipway.dev", "Repository", "default", "app");
+    let noted = || async {
+        ci.store
+            .get(&repo_key)
+            .await
+            .unwrap()
+            .and_then(|r| r.metadata.annotations.get(TRIGGERED_ANNOTATION).cloned())
+    };
+    // The triggers ran once (noting the repository as it was), then stopped.
+    let first = CancellationToken::new();
+    let triggers = tokio::spawn(shipway_ci::trigger::run(
+        ci.store.clone(),
+        ci.hosted.clone(),
+        first.clone(),
+    ));
+    eventually(PATIENCE, "the repository noted", || async {
+        noted().await.is_some()
+    })
+    .await;
+    assert_eq!(noted().await.as_deref(), Some("{}"));
+    first.cancel();
+    triggers.await.unwrap();
+
+    write(
+        &ci.work,
+        ".github/workflows/ci.yml",
+        "on: push\njobs:\n  j:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo \"built by $GITHUB_ACTOR\"\n",
+    );
+    let sha = ci.commit("while nobody listened");
+    ci.push("main", "alice").await;
+    assert!(ci.runs().await.is_empty());
+
+    ci.run_ci(2);
+    let status = ci.completed("app-ci-1").await;
+    assert_eq!(status.conclusion.as_deref(), Some("success"));
+    let spec: WorkflowRunSpec = ci.run("app-ci-1").await.unwrap().spec_as().unwrap();
+    assert_eq!(
+        (
+            spec.event.as_str(),
+            spec.git_ref.as_str(),
+            spec.head_sha.as_str(),
+            spec.actor.as_str()
+        ),
+        ("push", "refs/heads/main", sha.as_str(), "alice")
+    );
+    assert!(
+        ci.log("app-ci-1")
+            .await
+            .contains(&"[j] built by alice".to_string())
+    );
+    eventually(PATIENCE, "the push noted", || async {
+        noted().await == Some(format!("{{\"refs/heads/main\":\"{sha}\"}}"))
+    })
+    .await;
+    assert_eq!(catch_up(&ci.store, &ci.hosted).await.unwrap(), 0);
+
+    // The runs were made but the note of it lost: caught up, and still one run.
+    let mut repo = ci.store.get(&repo_key).await.unwrap().unwrap();
+    repo.metadata
+        .annotations
+        .insert(TRIGGERED_ANNOTATION.into(), "{}".into());
+    ci.store.update(repo, "test").await.unwrap();
+    assert_eq!(catch_up(&ci.store, &ci.hosted).await.unwrap(), 1);
+    assert_eq!(names(&ci.runs().await), ["app-ci-1"]);
 }
 
 /// Twenty runs at once (twenty workflows on one push) with three job slots for the server:
