@@ -70,10 +70,21 @@ pub async fn run(
     let pid = child.id().and_then(|id| i32::try_from(id).ok());
     let pid_file = match (pids, pid) {
         (Some(dir), Some(pid)) => {
+            use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
             let file = dir.join(pid.to_string());
-            let _ = std::fs::create_dir_all(dir);
-            // Best effort: without the record only the cleanup after a crash is lost.
-            let _ = std::fs::write(&file, pid.to_string());
+            // Private, as every run record is; best effort: without the record only the
+            // cleanup after a crash is lost.
+            let _ = std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir);
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&file)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, pid.to_string().as_bytes()));
             Some(file)
         }
         _ => None,
