@@ -92,6 +92,8 @@ pub fn promote(p: &Promotion) -> Result<Promoted, PromoteError> {
         .prefix("shipway-promote-")
         .tempdir()?;
     let dir = normalize(&p.path);
+    // The branch of the last attempt, for the message when every attempt was rejected.
+    let mut tried = p.branch.clone().unwrap_or_default();
     for _ in 0..ATTEMPTS {
         let repo = shipway_git::fetch(&p.url, scratch.path(), p.credentials.as_ref())?;
         let branch = match &p.branch {
@@ -105,6 +107,7 @@ pub fn promote(p: &Promotion) -> Result<Promoted, PromoteError> {
                 Err(_) => return Err(PromoteError::Empty { url: shown }),
             },
         };
+        tried.clone_from(&branch);
         let tip =
             repo.resolve(&format!("refs/heads/{branch}"))
                 .map_err(|_| PromoteError::NoBranch {
@@ -179,7 +182,7 @@ pub fn promote(p: &Promotion) -> Result<Promoted, PromoteError> {
     }
     Err(PromoteError::Contended {
         url: shown,
-        branch: p.branch.clone().unwrap_or_default(),
+        branch: tried,
     })
 }
 

@@ -321,6 +321,13 @@ pub fn workflow_stem(file: &str) -> String {
     }
 }
 
+/// The WorkflowRuns of `namespace`.
+async fn runs_in(store: &Store, namespace: &str) -> Result<Vec<Object>, StoreError> {
+    let mut query = ListQuery::kind(GROUP, KIND);
+    query.namespace = Some(namespace.to_string());
+    Ok(store.list(&query).await?.items)
+}
+
 /// The next `run_number` of `workflow` in `repository`: one more than the highest so far.
 pub(crate) async fn next_run_number(
     store: &Store,
@@ -328,11 +335,8 @@ pub(crate) async fn next_run_number(
     repository: &str,
     stem: &str,
 ) -> Result<u64, StoreError> {
-    let mut query = ListQuery::kind(GROUP, KIND);
-    query.namespace = Some(namespace.to_string());
-    let list = store.list(&query).await?;
-    Ok(list
-        .items
+    Ok(runs_in(store, namespace)
+        .await?
         .iter()
         .filter(|o| {
             o.metadata.labels.get(REPOSITORY_LABEL).map(String::as_str) == Some(repository)
@@ -356,9 +360,7 @@ async fn has_run(
     spec: &WorkflowRunSpec,
     workflow: &str,
 ) -> Result<bool, StoreError> {
-    let mut query = ListQuery::kind(GROUP, KIND);
-    query.namespace = Some(namespace.to_string());
-    Ok(store.list(&query).await?.items.iter().any(|o| {
+    Ok(runs_in(store, namespace).await?.iter().any(|o| {
         o.spec_as::<WorkflowRunSpec>().is_ok_and(|s| {
             s.repository == spec.repository
                 && s.workflow == workflow
